@@ -1,0 +1,1 @@
+"""One module per legacy source: pure translation from raw input to ``Event``s."""

@@ -1,0 +1,89 @@
+"""The ``busgate`` command.
+
+Each subcommand lives in its own module and is imported only when it runs, so
+short-lived commands (``busgate mail`` on every archive mail, ``busgate
+git-hook`` on every push) start fast. A module defines ``HELP``,
+``add_arguments(parser)`` and ``run(args) -> int``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+from gateway import __version__
+
+#: Subcommand name -> module. Order is the order of ``busgate --help``.
+COMMANDS = {
+    "run": "gateway.cli.run",
+    "publish": "gateway.cli.publish",
+    "tail": "gateway.cli.tail",
+    "mail": "gateway.cli.mail",
+    "git-hook": "gateway.cli.git_hook",
+    "poll": "gateway.cli.poll",
+    "replay": "gateway.cli.replay",
+    "reprocess": "gateway.cli.reprocess",
+    "status": "gateway.cli.status",
+    "check-config": "gateway.cli.check_config",
+}
+
+EX_USAGE = 2
+
+
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="busgate",
+        description="Bridge legacy distribution services onto one message bus.",
+    )
+    parser.add_argument("--version", action="version", version=f"busgate {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name, module_name in COMMANDS.items():
+        if only is not None and name != only:
+            sub.add_parser(name)
+            continue
+        module = _load(module_name)
+        if module is None:
+            continue
+        command = sub.add_parser(name, help=module.HELP, description=module.HELP)
+        command.add_argument("--config", metavar="PATH",
+                             help="configuration file (default: $BUSGATE_CONFIG, else "
+                                  "the embedded defaults)")
+        module.add_arguments(command)
+        command.set_defaults(handler=module.run)
+    return parser
+
+
+def _load(module_name: str):  # type: ignore[no-untyped-def]
+    try:
+        return importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name == module_name:  # a command not built yet in this checkout
+            return None
+        raise
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    first = next((a for a in args_list if not a.startswith("-")), None)
+    parser = build_parser(first if first in COMMANDS else None)
+    args = parser.parse_args(args_list)
+    if not hasattr(args, "handler"):
+        parser.error(f"command {args.command!r} is not available in this build")
+    from gateway.errors import ConfigError
+
+    try:
+        return int(args.handler(args) or 0)
+    except ConfigError as exc:
+        print(f"busgate: configuration error: {exc}", file=sys.stderr)
+        return EX_USAGE
+    except KeyboardInterrupt:
+        return 130
+
+
+def load_settings(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    """Settings for a command (``--config`` or ``$BUSGATE_CONFIG`` or defaults)."""
+    from gateway import config
+
+    return config.load(getattr(args, "config", None))

@@ -1,0 +1,354 @@
+"""Load ``busgate.toml`` plus ``conf.d/*.toml`` drop-ins into typed, frozen settings.
+
+One loader, one set of defaults (the dataclass defaults below, which work on one
+machine with no server). Unknown keys and wrong types are errors that name the
+file and the key; the command line turns them into exit code 2.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import getpass
+import os
+import tomllib
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from gateway import topics
+from gateway.errors import ConfigError, TopicError
+
+CONFIG_ENV = "BUSGATE_CONFIG"
+
+
+@dataclass(frozen=True)
+class PublisherSettings:
+    #: This publisher's name: the key subscribers track seq_id under, and the replay endpoint to ask.
+    name: str = "busgate"
+    #: The ``username`` field of envelopes; empty means the Unix user running busgate.
+    username: str = ""
+
+
+@dataclass(frozen=True)
+class StateSettings:
+    #: Directory for the SQLite state database (outbox, cursors, quarantine).
+    dir: str = "var"
+    #: Spool directory that short-lived commands write into; empty means ``<dir>/spool``.
+    spool: str = ""
+    #: How often the daemon scans the spool for new items, in milliseconds.
+    spool_poll_ms: int = 5
+
+
+@dataclass(frozen=True)
+class ZmqSettings:
+    #: Where the PUB socket binds.
+    publish: str = "tcp://127.0.0.1:9940"
+    #: Where the replay REP socket binds (empty disables replay).
+    replay: str = "tcp://127.0.0.1:9941"
+    #: Messages queued per subscriber before ZeroMQ would drop for it.
+    sndhwm: int = 10000
+    #: How long the publisher waits for a full subscriber before dropping for it (counted).
+    hwm_wait_ms: int = 200
+    #: Seconds between heartbeats carrying the latest seq_id (0 disables).
+    heartbeat_interval: float = 5.0
+    #: Largest number of messages one replay reply may carry.
+    replay_max_messages: int = 100000
+
+
+@dataclass(frozen=True)
+class DiscoverySettings:
+    #: Text file of other publishers, one ``name pub-url replay-url`` a line.
+    endpoints_file: str = ""
+    #: Domains whose ``_busgate._tcp`` (then ``_fedmsg._tcp``) SRV records list publishers.
+    srv_domains: list[str] = field(default_factory=list)
+    #: DNS server for SRV look-ups as ``host`` or ``host:port``; empty uses the system resolver.
+    nameserver: str = ""
+    #: Whether ``busgate tail`` also subscribes to this gateway's own endpoints.
+    include_self: bool = True
+
+
+@dataclass(frozen=True)
+class SigningSettings:
+    #: ``none`` (default); ``x509`` and ``ed25519`` are planned.
+    backend: str = "none"
+
+
+@dataclass(frozen=True)
+class MailSettings:
+    #: Largest mail accepted for parsing, in bytes; larger mail goes to quarantine.
+    max_size: int = 20 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class SmtpSettings:
+    #: Run the SMTP listener inside ``busgate run``.
+    enabled: bool = False
+    host: str = "127.0.0.1"
+    port: int = 8025
+    #: Recipient addresses accepted (case-insensitive); any other gets 550.
+    recipients: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class DebbugsSettings:
+    #: Schedule the debbugs poller inside ``busgate run``.
+    enabled: bool = False
+    #: SOAP endpoint, e.g. https://bugs.debian.org/cgi-bin/soap.cgi
+    url: str = ""
+    #: Seconds between polls.
+    interval: float = 300.0
+    #: Seconds before a SOAP call times out.
+    timeout: float = 30.0
+    #: Watch new bugs reported anywhere (``newest_bugs``).
+    watch_new: bool = True
+    #: How many newest bugs to ask for on each poll.
+    newest_count: int = 100
+    #: Watch the bugs of these binary packages / source packages / maintainer addresses.
+    packages: list[str] = field(default_factory=list)
+    sources: list[str] = field(default_factory=list)
+    maintainers: list[str] = field(default_factory=list)
+    #: First poll of a new watch list records a silent baseline instead of ``new`` events.
+    baseline: bool = True
+    #: Bug page link stored in event bodies; ``{bug}`` is replaced by the number.
+    link: str = "https://bugs.debian.org/{bug}"
+
+
+@dataclass(frozen=True)
+class WannaBuildSettings:
+    #: Schedule the wanna-build poller inside ``busgate run``.
+    enabled: bool = False
+    #: libpq connection string of the wanna-build database (read-only role).
+    dsn: str = ""
+    #: Seconds between polls.
+    interval: float = 60.0
+    #: Re-read this many seconds before the cursor, for rows that commit late.
+    overlap_seconds: float = 300.0
+    #: Statement timeout for the poller's query, in milliseconds.
+    statement_timeout_ms: int = 30000
+    #: Where a first run starts (ISO timestamp); empty means at the newest row.
+    since: str = ""
+    #: Longest failure text copied into an event body, in characters.
+    max_failure_chars: int = 4000
+
+
+@dataclass(frozen=True)
+class GitSettings:
+    #: Service token of SCM topics (``org.<d>.<env>.<service>.branch.update``).
+    service: str = "git"
+    #: Repository name; empty derives it from the repository path.
+    repo: str = ""
+    #: Most commits listed in one event (the rest are counted, ``truncated`` is set).
+    max_commits: int = 100
+    #: Seconds the hook may spend before it hands over what it has.
+    time_budget: float = 2.0
+    #: Longest commit body copied into an event, in characters.
+    max_body_chars: int = 2000
+
+
+@dataclass(frozen=True)
+class Settings:
+    #: Second topic token: ``org.<distribution>``.
+    distribution: str = "debian"
+    #: Third topic token.
+    env: str = "dev"
+    #: Allowed values of ``env``.
+    envs: list[str] = field(default_factory=lambda: list(topics.DEFAULT_ENVS))
+    publisher: PublisherSettings = field(default_factory=PublisherSettings)
+    state: StateSettings = field(default_factory=StateSettings)
+    zmq: ZmqSettings = field(default_factory=ZmqSettings)
+    discovery: DiscoverySettings = field(default_factory=DiscoverySettings)
+    signing: SigningSettings = field(default_factory=SigningSettings)
+    mail: MailSettings = field(default_factory=MailSettings)
+    smtp: SmtpSettings = field(default_factory=SmtpSettings)
+    debbugs: DebbugsSettings = field(default_factory=DebbugsSettings)
+    wannabuild: WannaBuildSettings = field(default_factory=WannaBuildSettings)
+    git: GitSettings = field(default_factory=GitSettings)
+    #: Files the settings were read from, in order (not a TOML key).
+    sources: tuple[str, ...] = field(default=(), compare=False)
+
+    @property
+    def topic_prefix(self) -> str:
+        return f"org.{self.distribution}.{self.env}"
+
+    @property
+    def state_dir(self) -> Path:
+        return Path(self.state.dir)
+
+    @property
+    def db_path(self) -> Path:
+        return self.state_dir / "busgate.sqlite"
+
+    @property
+    def spool_dir(self) -> Path:
+        return Path(self.state.spool) if self.state.spool else self.state_dir / "spool"
+
+    @property
+    def username(self) -> str:
+        return self.publisher.username or _unix_user()
+
+
+def _unix_user() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return str(os.getuid())
+
+
+def load(path: str | os.PathLike[str] | None = None) -> Settings:
+    """Settings from ``path`` (or ``$BUSGATE_CONFIG``) and its ``conf.d/``, else defaults."""
+    chosen = path if path is not None else os.environ.get(CONFIG_ENV) or None
+    if chosen is None:
+        return Settings()
+    main = Path(chosen)
+    files = [main]
+    dropins = main.parent / "conf.d"
+    if dropins.is_dir():
+        files += sorted(p for p in dropins.glob("*.toml") if p.is_file())
+    merged: dict[str, Any] = {}
+    origin: dict[str, str] = {}
+    for file in files:
+        _merge(merged, _read(file), origin, str(file), prefix="")
+    settings = _build(Settings, merged, origin, "")
+    settings = dataclasses.replace(settings, sources=tuple(str(f) for f in files))
+    _check(settings, origin)
+    return settings
+
+
+def _read(file: Path) -> dict[str, Any]:
+    try:
+        with file.open("rb") as handle:
+            return tomllib.load(handle)
+    except FileNotFoundError:
+        raise ConfigError("file not found", path=str(file)) from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read: {exc.strerror}", path=str(file)) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"not valid TOML: {exc}", path=str(file)) from None
+
+
+def _merge(into: dict[str, Any], new: dict[str, Any], origin: dict[str, str], file: str,
+           prefix: str) -> None:
+    for key, value in new.items():
+        dotted = f"{prefix}{key}"
+        if isinstance(value, dict) and isinstance(into.get(key), dict):
+            _merge(into[key], value, origin, file, f"{dotted}.")
+        else:
+            into[key] = value
+            origin[dotted] = file
+            if isinstance(value, dict):
+                for sub in _walk(value, f"{dotted}."):
+                    origin[sub] = file
+
+
+def _walk(table: dict[str, Any], prefix: str) -> list[str]:
+    keys = []
+    for key, value in table.items():
+        keys.append(f"{prefix}{key}")
+        if isinstance(value, dict):
+            keys += _walk(value, f"{prefix}{key}.")
+    return keys
+
+
+def _build(cls: type, table: dict[str, Any], origin: dict[str, str], prefix: str) -> Any:
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls) if f.name != "sources"}
+    kwargs: dict[str, Any] = {}
+    for key, value in table.items():
+        dotted = f"{prefix}{key}"
+        if key not in names:
+            valid = ", ".join(sorted(names))
+            raise ConfigError(f"unknown key (valid here: {valid})", path=origin.get(dotted),
+                              key=dotted)
+        kind = hints[key]
+        if dataclasses.is_dataclass(kind):
+            if not isinstance(value, dict):
+                raise ConfigError("must be a table", path=origin.get(dotted), key=dotted)
+            kwargs[key] = _build(kind, value, origin, f"{dotted}.")  # type: ignore[arg-type]
+        else:
+            kwargs[key] = _coerce(kind, value, origin.get(dotted), dotted)
+    return cls(**kwargs)
+
+
+def _coerce(kind: Any, value: Any, path: str | None, key: str) -> Any:
+    if kind is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"must be true or false, not {value!r}", path=path, key=key)
+    if kind is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise ConfigError(f"must be an integer, not {value!r}", path=path, key=key)
+    if kind is float:
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)
+        raise ConfigError(f"must be a number, not {value!r}", path=path, key=key)
+    if kind is str:
+        if isinstance(value, str):
+            return value
+        raise ConfigError(f"must be a string, not {value!r}", path=path, key=key)
+    if typing.get_origin(kind) is list:
+        if isinstance(value, list) and all(isinstance(v, str) for v in value):
+            return list(value)
+        raise ConfigError("must be a list of strings", path=path, key=key)
+    raise ConfigError(f"unsupported setting type {kind!r}", path=path, key=key)
+
+
+def _check(settings: Settings, origin: dict[str, str]) -> None:
+    """Cross-field checks that types alone cannot express."""
+    try:
+        topics.prefix(settings.distribution, settings.env, settings.envs)
+    except TopicError as exc:
+        key = "distribution" if "distribution" in str(exc) else "env"
+        raise ConfigError(str(exc), path=origin.get(key), key=key) from None
+    try:
+        topics.check_token(settings.git.service, "service")
+    except TopicError as exc:
+        raise ConfigError(str(exc), path=origin.get("git.service"), key="git.service") from None
+    positive = {
+        "zmq.sndhwm": settings.zmq.sndhwm,
+        "zmq.replay_max_messages": settings.zmq.replay_max_messages,
+        "mail.max_size": settings.mail.max_size,
+        "state.spool_poll_ms": settings.state.spool_poll_ms,
+        "git.max_commits": settings.git.max_commits,
+        "debbugs.interval": settings.debbugs.interval,
+        "wannabuild.interval": settings.wannabuild.interval,
+    }
+    for key, value in positive.items():
+        if value <= 0:
+            raise ConfigError(f"must be greater than 0, not {value}", path=origin.get(key),
+                              key=key)
+    if not 0 < settings.smtp.port < 65536:
+        raise ConfigError("must be a TCP port (1-65535)", path=origin.get("smtp.port"),
+                          key="smtp.port")
+    if not settings.publisher.name or any(c.isspace() for c in settings.publisher.name):
+        raise ConfigError("must be a non-empty name without spaces",
+                          path=origin.get("publisher.name"), key="publisher.name")
+
+
+def to_toml(settings: Settings) -> str:
+    """Render the effective settings as TOML (what ``busgate check-config`` prints)."""
+    top: list[str] = []
+    tables: list[str] = []
+    for f in dataclasses.fields(settings):
+        if f.name == "sources":
+            continue
+        value = getattr(settings, f.name)
+        if dataclasses.is_dataclass(value):
+            lines = [f"{sub.name} = {_toml_value(getattr(value, sub.name))}"
+                     for sub in dataclasses.fields(value)]
+            tables.append(f"[{f.name}]\n" + "\n".join(lines))
+        else:
+            top.append(f"{f.name} = {_toml_value(value)}")
+    return "\n".join(top) + "\n\n" + "\n\n".join(tables) + "\n"
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    escaped = str(value).replace("\\", "\\\\").replace('"', '\\"')
+    return f'"{escaped}"'

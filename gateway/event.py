@@ -1,0 +1,96 @@
+"""The one thing adapters produce: a normalized event, before it gets an envelope."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from gateway import topics
+from gateway.errors import ParseError
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """A source event, translated.
+
+    ``key`` is what makes the event unique at its source (e.g.
+    ``dak:accept:hebcal_4.31-1_source.changes:unstable``). The same key always
+    gives the same ``msg_id``, and the outbox stores a key once, so a redelivered
+    mail or a re-run poll publishes nothing new.
+    """
+
+    service: str
+    object: str
+    event: str
+    key: str
+    body: Mapping[str, Any]
+    subobject: str | None = None
+    usernames: tuple[str, ...] = ()
+    packages: tuple[str, ...] = ()
+    #: When it happened at the source (epoch seconds); the msg_id year comes from it.
+    time: float | None = None
+
+    def __post_init__(self) -> None:
+        topics.check_token(self.service, "service")
+        topics.check_token(self.object, "object")
+        if self.subobject is not None:
+            topics.check_token(self.subobject, "subobject")
+        topics.check_token(self.event, "event")
+        if not isinstance(self.key, str) or not self.key:
+            raise ParseError("an event needs a non-empty string key")
+
+    def topic_tokens(self) -> tuple[str, ...]:
+        """``(service, object[, subobject], event)``."""
+        middle = (self.subobject,) if self.subobject else ()
+        return (self.service, self.object, *middle, self.event)
+
+    def topic(self, topic_prefix: str) -> str:
+        return topics.build(topic_prefix, *self.topic_tokens())
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able form, as written into spool ``events`` items."""
+        data: dict[str, Any] = {
+            "service": self.service,
+            "object": self.object,
+            "event": self.event,
+            "key": self.key,
+            "body": self.body,
+        }
+        if self.subobject:
+            data["subobject"] = self.subobject
+        if self.usernames:
+            data["usernames"] = list(self.usernames)
+        if self.packages:
+            data["packages"] = list(self.packages)
+        if self.time is not None:
+            data["time"] = self.time
+        return data
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Event:
+        """Inverse of :meth:`to_dict`; raises :class:`ParseError` on a bad record."""
+        if not isinstance(data, Mapping):
+            raise ParseError(f"event record must be an object, got {type(data).__name__}")
+        unknown = set(data) - _FIELDS
+        if unknown:
+            raise ParseError(f"event record has unknown fields: {', '.join(sorted(unknown))}")
+        try:
+            return cls(
+                service=data["service"],
+                object=data["object"],
+                event=data["event"],
+                key=data["key"],
+                body=data.get("body", {}),
+                subobject=data.get("subobject"),
+                usernames=tuple(data.get("usernames", ())),
+                packages=tuple(data.get("packages", ())),
+                time=data.get("time"),
+            )
+        except KeyError as exc:
+            raise ParseError(f"event record lacks field {exc.args[0]!r}") from None
+        except (TypeError, ValueError) as exc:
+            raise ParseError(f"bad event record: {exc}") from None
+
+
+_FIELDS = {"service", "object", "event", "key", "body", "subobject", "usernames", "packages", "time"}

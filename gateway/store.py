@@ -1,0 +1,308 @@
+"""The state database: one SQLite file in WAL mode.
+
+It holds the outbox (the log every event is published from), poller cursors
+and snapshots, quarantined inputs and counters. Whatever a source is
+acknowledged for is committed here (or in the spool) first.
+
+The outbox gives each new event key the next ``seq_id`` inside the inserting
+transaction, so sequence numbers are contiguous, survive restarts and are never
+reused; a key seen before adds nothing.
+"""
+
+from __future__ import annotations
+
+import itertools
+import sqlite3
+import threading
+import time
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from gateway import envelope as env
+from gateway.errors import StoreError
+from gateway.event import Event
+from gateway.signing import NullSigner, Signer
+
+SCHEMA_VERSION = 1
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS outbox (
+    seq_id    INTEGER PRIMARY KEY,
+    key       TEXT NOT NULL UNIQUE,
+    msg_id    TEXT NOT NULL UNIQUE,
+    topic     TEXT NOT NULL,
+    timestamp INTEGER NOT NULL,
+    envelope  TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS outbox_timestamp ON outbox (timestamp);
+CREATE TABLE IF NOT EXISTS cursors (
+    name  TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS snapshots (
+    namespace TEXT NOT NULL,
+    key       TEXT NOT NULL,
+    value     TEXT NOT NULL,
+    PRIMARY KEY (namespace, key)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS quarantine (
+    id       INTEGER PRIMARY KEY,
+    kind     TEXT NOT NULL,
+    reason   TEXT NOT NULL,
+    error    TEXT NOT NULL,
+    origin   TEXT NOT NULL,
+    created  INTEGER NOT NULL,
+    raw      BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS counters (
+    name  TEXT PRIMARY KEY,
+    value INTEGER NOT NULL
+);
+"""
+
+PUBLISHED_CURSOR = "publisher.sent"
+
+
+class EnvelopeFactory:
+    """Turns an :class:`Event` plus its ``seq_id`` into the stored, signed envelope."""
+
+    def __init__(self, topic_prefix: str, publisher: str, username: str,
+                 signer: Signer | None = None):
+        self.topic_prefix = topic_prefix
+        self.publisher = publisher
+        self.username = username
+        self.signer = signer or NullSigner()
+        self._counter = itertools.count(1)
+
+    def make(self, event: Event, seq_id: int, now: int) -> tuple[str, str, str]:
+        """Return ``(topic, msg_id, canonical envelope JSON)``."""
+        topic = event.topic(self.topic_prefix)
+        msg_id = env.msg_id_for(event.key, event.time)
+        envelope = env.build(
+            topic=topic, body=event.body, msg_id=msg_id, timestamp=now,
+            i=next(self._counter), username=self.username, seq_id=seq_id,
+            publisher=self.publisher,
+        )
+        return topic, msg_id, env.canonical_json(self.signer.sign(envelope))
+
+
+@dataclass(frozen=True)
+class OutboxRow:
+    seq_id: int
+    topic: str
+    envelope: str
+
+
+class Store:
+    def __init__(self, path: str | Path, factory: EnvelopeFactory | None = None):
+        self.path = Path(path)
+        self.factory = factory
+        self._local = threading.local()
+        self._init_lock = threading.Lock()
+        self._initialised = False
+        self.connect()
+
+    # -- connections -------------------------------------------------------------------
+    def connect(self) -> sqlite3.Connection:
+        """This thread's connection (SQLite connections are not shared across threads)."""
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            return conn
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            conn = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=FULL")
+            with self._init_lock:
+                if not self._initialised:
+                    self._migrate(conn)
+                    self._initialised = True
+        except (sqlite3.Error, OSError) as exc:
+            raise StoreError(f"cannot open state database {self.path}: {exc}") from exc
+        self._local.conn = conn
+        return conn
+
+    def _migrate(self, conn: sqlite3.Connection) -> None:
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        if version > SCHEMA_VERSION:
+            raise StoreError(f"{self.path} has schema version {version}, newer than this "
+                             f"busgate ({SCHEMA_VERSION}); upgrade busgate")
+        conn.executescript(SCHEMA)
+        conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+
+    def close(self) -> None:
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            conn.close()
+            self._local.conn = None
+
+    @contextmanager
+    def transaction(self) -> Iterator[Transaction]:
+        """One write transaction (``BEGIN IMMEDIATE``): all of it commits, or none."""
+        conn = self.connect()
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot write {self.path}: {exc}") from exc
+        tx = Transaction(self, conn)
+        try:
+            yield tx
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        try:
+            conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            conn.execute("ROLLBACK")
+            raise StoreError(f"cannot commit to {self.path}: {exc}") from exc
+
+    # -- reads ---------------------------------------------------------------------------
+    def last_seq_id(self) -> int:
+        row = self.connect().execute("SELECT MAX(seq_id) FROM outbox").fetchone()
+        return row[0] or 0
+
+    def cursor(self, name: str) -> str | None:
+        row = self.connect().execute("SELECT value FROM cursors WHERE name = ?",
+                                     (name,)).fetchone()
+        return row[0] if row else None
+
+    def published_seq_id(self) -> int:
+        return int(self.cursor(PUBLISHED_CURSOR) or 0)
+
+    def rows_after(self, seq_id: int, limit: int = 1000) -> list[OutboxRow]:
+        rows = self.connect().execute(
+            "SELECT seq_id, topic, envelope FROM outbox WHERE seq_id > ? ORDER BY seq_id LIMIT ?",
+            (seq_id, limit),
+        ).fetchall()
+        return [OutboxRow(*r) for r in rows]
+
+    def envelopes(self, where: str, params: Iterable[Any], limit: int) -> list[str]:
+        """Stored envelopes matching a fixed SQL condition, in seq_id order (replay)."""
+        sql = f"SELECT envelope FROM outbox WHERE {where} ORDER BY seq_id LIMIT ?"  # noqa: S608
+        return [r[0] for r in self.connect().execute(sql, (*params, limit))]
+
+    def counters(self) -> dict[str, int]:
+        return dict(self.connect().execute("SELECT name, value FROM counters ORDER BY name"))
+
+    def quarantined(self, ids: Iterable[int] | None = None) -> list[dict[str, Any]]:
+        conn = self.connect()
+        columns = "id, kind, reason, error, origin, created, raw"
+        if ids is None:
+            rows = conn.execute(f"SELECT {columns} FROM quarantine ORDER BY id").fetchall()
+        else:
+            wanted = list(ids)
+            marks = ",".join("?" * len(wanted))
+            rows = conn.execute(
+                f"SELECT {columns} FROM quarantine WHERE id IN ({marks}) ORDER BY id",  # noqa: S608
+                wanted,
+            ).fetchall()
+        keys = ("id", "kind", "reason", "error", "origin", "created", "raw")
+        return [dict(zip(keys, r, strict=True)) for r in rows]
+
+    def quarantine_counts(self) -> dict[str, int]:
+        return dict(self.connect().execute(
+            "SELECT reason, COUNT(*) FROM quarantine GROUP BY reason ORDER BY reason"))
+
+    def snapshot(self, namespace: str, key: str) -> str | None:
+        row = self.connect().execute(
+            "SELECT value FROM snapshots WHERE namespace = ? AND key = ?", (namespace, key)
+        ).fetchone()
+        return row[0] if row else None
+
+    def snapshots(self, namespace: str) -> dict[str, str]:
+        return dict(self.connect().execute(
+            "SELECT key, value FROM snapshots WHERE namespace = ?", (namespace,)))
+
+    def status(self) -> dict[str, Any]:
+        last = self.last_seq_id()
+        published = self.published_seq_id()
+        return {
+            "database": str(self.path),
+            "last_seq_id": last,
+            "published_seq_id": published,
+            "outbox_depth": last - published,
+            "counters": self.counters(),
+            "quarantine": self.quarantine_counts(),
+        }
+
+
+class Transaction:
+    """Writes inside :meth:`Store.transaction`."""
+
+    def __init__(self, store: Store, conn: sqlite3.Connection):
+        self._store = store
+        self._conn = conn
+        self._next: int | None = None
+
+    def add_events(self, events: Iterable[Event], now: int | None = None) -> list[int]:
+        """Append new events to the outbox; return the seq_ids given (duplicates get none)."""
+        factory = self._store.factory
+        if factory is None:
+            raise StoreError("this store was opened without an envelope factory")
+        stamp = int(time.time()) if now is None else now
+        if self._next is None:
+            row = self._conn.execute("SELECT MAX(seq_id) FROM outbox").fetchone()
+            self._next = (row[0] or 0) + 1
+        given = []
+        for event in events:
+            if self.has_key(event.key):
+                continue
+            seq_id = self._next
+            topic, msg_id, envelope = factory.make(event, seq_id, stamp)
+            self._conn.execute(
+                "INSERT INTO outbox (seq_id, key, msg_id, topic, timestamp, envelope)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                (seq_id, event.key, msg_id, topic, stamp, envelope),
+            )
+            given.append(seq_id)
+            self._next += 1
+        return given
+
+    def has_key(self, key: str) -> bool:
+        return self._conn.execute("SELECT 1 FROM outbox WHERE key = ?", (key,)).fetchone() \
+            is not None
+
+    def set_cursor(self, name: str, value: str | int) -> None:
+        self._conn.execute(
+            "INSERT INTO cursors (name, value) VALUES (?, ?)"
+            " ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+            (name, str(value)),
+        )
+
+    def cursor(self, name: str) -> str | None:
+        row = self._conn.execute("SELECT value FROM cursors WHERE name = ?", (name,)).fetchone()
+        return row[0] if row else None
+
+    def put_snapshot(self, namespace: str, key: str, value: str) -> None:
+        self._conn.execute(
+            "INSERT INTO snapshots (namespace, key, value) VALUES (?, ?, ?)"
+            " ON CONFLICT (namespace, key) DO UPDATE SET value = excluded.value",
+            (namespace, key, value),
+        )
+
+    def delete_snapshot(self, namespace: str, key: str) -> None:
+        self._conn.execute("DELETE FROM snapshots WHERE namespace = ? AND key = ?",
+                           (namespace, key))
+
+    def quarantine(self, kind: str, raw: bytes, *, error: str, reason: str = "error",
+                   origin: str = "") -> int:
+        """Keep an input that produced no events; ``reason`` is e.g. error/unrecognized/oversize."""
+        cur = self._conn.execute(
+            "INSERT INTO quarantine (kind, reason, error, origin, created, raw)"
+            " VALUES (?, ?, ?, ?, ?, ?)",
+            (kind, reason, error, origin, int(time.time()), raw),
+        )
+        self.bump(f"quarantined.{reason}")
+        return int(cur.lastrowid or 0)
+
+    def release(self, quarantine_id: int) -> None:
+        self._conn.execute("DELETE FROM quarantine WHERE id = ?", (quarantine_id,))
+
+    def bump(self, counter: str, n: int = 1) -> None:
+        self._conn.execute(
+            "INSERT INTO counters (name, value) VALUES (?, ?)"
+            " ON CONFLICT (name) DO UPDATE SET value = value + excluded.value",
+            (counter, n),
+        )

@@ -1,0 +1,82 @@
+"""Shared test helpers: settings in a temp dir, free ports, real-server checks."""
+
+from __future__ import annotations
+
+import os
+import socket
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from gateway import config
+
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+REPO = Path(__file__).resolve().parent.parent
+SHARED = REPO.parent / "shared"
+BUSGATE = [sys.executable, "-m", "gateway"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def require_server(name: str, port: int, how: str, host: str = "127.0.0.1") -> None:
+    """Skip (locally) or fail (in CI) when a real server the test needs is not there."""
+    try:
+        with socket.create_connection((host, port), timeout=2):
+            return
+    except OSError as exc:
+        message = f"{name} is not reachable on {host}:{port} ({exc}); {how}"
+    if IN_CI:
+        pytest.fail(f"CI=true and {message}")
+    pytest.skip(message)
+
+
+def _toml(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml(v) for v in value) + "]"
+    return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def write_config(path: Path, values: dict[str, Any]) -> Path:
+    """Write a TOML config from ``{"key": v, "section": {"key": v}}``."""
+    top = [f"{k} = {_toml(v)}" for k, v in values.items() if not isinstance(v, dict)]
+    tables = []
+    for k, v in values.items():
+        if isinstance(v, dict):
+            tables.append(f"[{k}]\n" + "\n".join(f"{kk} = {_toml(vv)}" for kk, vv in v.items()))
+    path.write_text("\n".join(top) + "\n\n" + "\n\n".join(tables) + "\n")
+    return path
+
+
+@pytest.fixture
+def make_settings(tmp_path: Path) -> Callable[..., config.Settings]:
+    """Settings with state under tmp_path and free ports; sections override defaults."""
+
+    def factory(**sections: dict[str, Any]) -> config.Settings:
+        values: dict[str, Any] = {
+            "state": {"dir": str(tmp_path / "var")},
+            "zmq": {
+                "publish": f"tcp://127.0.0.1:{free_port()}",
+                "replay": f"tcp://127.0.0.1:{free_port()}",
+                "heartbeat_interval": 0.5,
+            },
+        }
+        for name, table in sections.items():
+            if isinstance(table, dict):
+                values.setdefault(name, {}).update(table)
+            else:
+                values[name] = table
+        path = write_config(tmp_path / "busgate.toml", values)
+        return config.load(path)
+
+    return factory
