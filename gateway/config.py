@@ -24,7 +24,7 @@ CONFIG_ENV = "BUSGATE_CONFIG"
 
 @dataclass(frozen=True)
 class PublisherSettings:
-    #: This publisher's name: the key subscribers track seq_id under, and the replay endpoint to ask.
+    #: This publisher's name: subscribers track seq_id under it and ask its replay endpoint.
     name: str = "busgate"
     #: The ``username`` field of envelopes; empty means the Unix user running busgate.
     username: str = ""

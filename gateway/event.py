@@ -93,4 +93,6 @@ class Event:
             raise ParseError(f"bad event record: {exc}") from None
 
 
-_FIELDS = {"service", "object", "event", "key", "body", "subobject", "usernames", "packages", "time"}
+_FIELDS = {
+    "service", "object", "event", "key", "body", "subobject", "usernames", "packages", "time",
+}

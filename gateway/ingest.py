@@ -96,6 +96,34 @@ def ingest(store: Store, settings: Settings, kind: str, raw: bytes, origin: str 
     return Outcome(added=added, duplicates=duplicates)
 
 
+def reprocess(store: Store, item: dict[str, object], *, force_size: bool = False) -> Outcome:
+    """Run a quarantined input through its parser again (after a fix).
+
+    On success its events are committed and the item released in one
+    transaction; otherwise the item stays, with the new error.
+    """
+    kind, raw, ident = str(item["kind"]), bytes(item["raw"]), int(item["id"])  # type: ignore[call-overload]
+    if item["reason"] == "oversize" and not force_size:
+        return Outcome(quarantined="oversize", error=str(item["error"]))
+    try:
+        events = parser_for(kind)(raw)
+    except Exception as exc:
+        detail = "".join(traceback.format_exception_only(exc)).strip()
+        with store.transaction() as tx:
+            tx.update_quarantine(ident, error=detail, reason="error")
+        return Outcome(quarantined="error", error=detail)
+    if not events:
+        with store.transaction() as tx:
+            tx.update_quarantine(ident, error="no known event in this input",
+                                 reason="unrecognized")
+        return Outcome(quarantined="unrecognized", error="no known event in this input")
+    with store.transaction() as tx:
+        added = len(tx.add_events(events))
+        tx.release(ident)
+        tx.bump("reprocessed")
+    return Outcome(added=added, duplicates=len(events) - added)
+
+
 def _quarantine(store: Store, kind: str, raw: bytes, origin: str, reason: str,
                 error: str) -> Outcome:
     with store.transaction() as tx:

@@ -9,6 +9,7 @@ lightest parts, because ``busgate mail`` starts on every archive mail.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import secrets
@@ -117,7 +118,5 @@ def _fsync_dir(directory: Path) -> None:
 
 
 def _unlink_quietly(path: Path) -> None:
-    try:
+    with contextlib.suppress(FileNotFoundError):
         os.unlink(path)
-    except FileNotFoundError:
-        pass

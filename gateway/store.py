@@ -190,7 +190,7 @@ class Store:
         conn = self.connect()
         columns = "id, kind, reason, error, origin, created, raw"
         if ids is None:
-            rows = conn.execute(f"SELECT {columns} FROM quarantine ORDER BY id").fetchall()
+            rows = conn.execute(f"SELECT {columns} FROM quarantine ORDER BY id").fetchall()  # noqa: S608
         else:
             wanted = list(ids)
             marks = ",".join("?" * len(wanted))
@@ -296,6 +296,10 @@ class Transaction:
         )
         self.bump(f"quarantined.{reason}")
         return int(cur.lastrowid or 0)
+
+    def update_quarantine(self, quarantine_id: int, *, error: str, reason: str) -> None:
+        self._conn.execute("UPDATE quarantine SET error = ?, reason = ? WHERE id = ?",
+                           (error, reason, quarantine_id))
 
     def release(self, quarantine_id: int) -> None:
         self._conn.execute("DELETE FROM quarantine WHERE id = ?", (quarantine_id,))

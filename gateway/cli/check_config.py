@@ -1,0 +1,23 @@
+"""``busgate check-config``: load and validate the configuration, print the effective one."""
+
+from __future__ import annotations
+
+import argparse
+
+HELP = "validate the configuration and print the effective settings"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--quiet", action="store_true", help="print nothing when it is valid")
+
+
+def run(args: argparse.Namespace) -> int:
+    from gateway import config
+    from gateway.cli import load_settings
+
+    settings = load_settings(args)
+    if not args.quiet:
+        origin = ", ".join(settings.sources) or "embedded defaults"
+        print(f"# busgate effective configuration (from {origin})")
+        print(config.to_toml(settings), end="")
+    return 0

@@ -1,0 +1,85 @@
+"""``busgate publish``: the shell's way onto the bus (busgate's fedmsg-logger).
+
+Messages go into the spool as one durable item and the command exits: it never
+binds a socket and never sleeps for slow joiners. The daemon publishes them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import uuid
+from collections.abc import Iterator
+
+HELP = "publish messages from the shell (one per stdin line, or --message)"
+EX_DATAERR = 65
+EX_TEMPFAIL = 75
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--modname", default="logger",
+                        help="service token of the topic (default: logger)")
+    parser.add_argument("--topic", default="message.log",
+                        help="<object>[.<subobject>].<event> after the service "
+                             "(default: message.log)")
+    parser.add_argument("--message", metavar="TEXT",
+                        help='publish one message {"log": TEXT} instead of reading stdin')
+    parser.add_argument("--json-input", action="store_true",
+                        help="each stdin line (or --message) is a JSON object used as the body")
+
+
+def run(args: argparse.Namespace) -> int:
+    from gateway.cli import load_settings
+    from gateway.errors import BusgateError, SpoolError
+    from gateway.event import Event
+    from gateway.runtime import open_spool
+
+    tokens = args.topic.split(".")
+    if not 2 <= len(tokens) <= 3:
+        print(f"busgate publish: --topic {args.topic!r} must be <object>[.<subobject>].<event>",
+              file=sys.stderr)
+        return EX_DATAERR
+    settings = load_settings(args)
+    lines = [args.message] if args.message is not None else _stdin_lines()
+    records: list[bytes] = []
+    try:
+        for body in _bodies(lines, args.json_input):
+            event = Event(
+                service=args.modname, object=tokens[0],
+                subobject=tokens[1] if len(tokens) == 3 else None, event=tokens[-1],
+                key=f"publish:{uuid.uuid4()}", body=body,
+            )
+            records.append(json.dumps(event.to_dict(), separators=(",", ":")).encode() + b"\n")
+    except (BusgateError, ValueError) as exc:
+        print(f"busgate publish: message {len(records) + 1}: {exc}", file=sys.stderr)
+        return EX_DATAERR
+    if not records:
+        return 0
+    try:
+        open_spool(settings).deliver("events", records)
+    except SpoolError as exc:
+        print(f"busgate publish: {exc}", file=sys.stderr)
+        return EX_TEMPFAIL
+    return 0
+
+
+def _stdin_lines() -> Iterator[str]:
+    for line in sys.stdin.buffer:
+        text = line.decode("utf-8", errors="surrogateescape").rstrip("\r\n")
+        if text:
+            yield text
+
+
+def _bodies(lines, json_input: bool) -> Iterator[object]:  # type: ignore[no-untyped-def]
+    for line in lines:
+        if not json_input:
+            yield {"log": line.encode("utf-8", "surrogateescape").decode("utf-8", "replace")}
+            continue
+        try:
+            body = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"not JSON: {exc}") from None
+        if not isinstance(body, dict):
+            raise ValueError("a JSON body must be an object")
+        yield body

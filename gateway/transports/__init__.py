@@ -1,0 +1,19 @@
+"""Transports carry stored envelopes to the world. Same small interface for each.
+
+``zmq`` (PUB bind) is the default; ``amqp`` (RabbitMQ with publisher confirms)
+slots in behind :class:`Transport` when a deployment outgrows one machine.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+
+class Transport(Protocol):
+    name: str
+
+    async def send(self, topic: bytes, payload: bytes) -> bool:
+        """Hand one message over. ``False`` means it was dropped for some receiver."""
+        ...
+
+    def close(self) -> None: ...
