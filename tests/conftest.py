@@ -80,3 +80,69 @@ def make_settings(tmp_path: Path) -> Callable[..., config.Settings]:
         return config.load(path)
 
     return factory
+
+
+class Daemon:
+    """A real ``busgate run`` in a subprocess, for end-to-end tests."""
+
+    def __init__(self, config_path: Path, log_path: Path):
+        self.config_path = config_path
+        self.log_path = log_path
+        self.proc: Any = None
+
+    @property
+    def env(self) -> dict[str, str]:
+        return {**os.environ, "BUSGATE_CONFIG": str(self.config_path)}
+
+    def start(self, wait: float = 15.0) -> Daemon:
+        import subprocess
+        import time
+
+        self.log = self.log_path.open("ab")
+        self.proc = subprocess.Popen([*BUSGATE, "run"], env=self.env, stdout=self.log,
+                                     stderr=subprocess.STDOUT, cwd=REPO)
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"busgate run exited {self.proc.returncode}:\n{self.output()}")
+            if b"publishing on" in self.log_path.read_bytes().split(b"busgate stopped")[-1]:
+                return self
+            time.sleep(0.02)
+        raise RuntimeError(f"busgate run did not start within {wait} s:\n{self.output()}")
+
+    def output(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self, timeout: float = 10.0) -> int:
+        import signal
+
+        if self.proc is None or self.proc.poll() is not None:
+            return self.proc.returncode if self.proc else 0
+        self.proc.send_signal(signal.SIGTERM)
+        code = self.proc.wait(timeout)
+        self.log.close()
+        return code
+
+    def kill(self) -> None:
+        import signal
+
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(10)
+            self.log.close()
+
+
+@pytest.fixture
+def daemon(tmp_path: Path, make_settings: Callable[..., config.Settings]):
+    """Factory: ``daemon(**sections)`` starts ``busgate run`` on settings like make_settings."""
+    started: list[Daemon] = []
+
+    def factory(**sections: dict[str, Any]) -> tuple[Daemon, config.Settings]:
+        settings = make_settings(**sections)
+        proc = Daemon(Path(settings.sources[0]), tmp_path / f"daemon-{len(started)}.log")
+        started.append(proc)
+        return proc.start(), settings
+
+    yield factory
+    for proc in started:
+        proc.kill()

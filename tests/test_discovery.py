@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import free_port
+from tests.conftest import free_port
 from dnslib import QTYPE, RCODE, RR, SRV, DNSLabel
 from dnslib.server import BaseResolver, DNSLogger, DNSServer
 
