@@ -6,8 +6,10 @@ from gateway.errors import TopicError
 
 def test_build_joins_validated_tokens():
     prefix = topics.prefix("debian", "production")
-    assert topics.build(prefix, "dak", "package", "accept") == "org.debian.production.dak.package.accept"
-    assert topics.build(prefix, "wanna-build", "build", "dep-wait").endswith("wanna-build.build.dep-wait")
+    built = topics.build(prefix, "dak", "package", "accept")
+    assert built == "org.debian.production.dak.package.accept"
+    wb = topics.build(prefix, "wanna-build", "build", "dep-wait")
+    assert wb.endswith("wanna-build.build.dep-wait")
     assert topics.build(prefix, "git", "branch", "sub", "update").count(".") == 6
 
 
