@@ -1,0 +1,1 @@
+"""debbugs -> bus: SOAP poller (status snapshots) and BTS mail (real-time events)."""
