@@ -133,9 +133,9 @@ class Subscriber:
                         frames = sock.recv_multipart(zmq.NOBLOCK)
                     except zmq.Again:
                         break
-                    last_activity = time.monotonic()
                     for message in self._accept(frames, self._sockets[sock]):
                         yield message
+                        last_activity = time.monotonic()
                         delivered += 1
                         if count is not None and delivered >= count:
                             return

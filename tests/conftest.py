@@ -98,6 +98,8 @@ class Daemon:
         import subprocess
         import time
 
+        self.starts = self.log_path.read_bytes().count(b"publishing on") \
+            if self.log_path.exists() else 0
         self.log = self.log_path.open("ab")
         self.proc = subprocess.Popen([*BUSGATE, "run"], env=self.env, stdout=self.log,
                                      stderr=subprocess.STDOUT, cwd=REPO)
@@ -105,7 +107,7 @@ class Daemon:
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"busgate run exited {self.proc.returncode}:\n{self.output()}")
-            if b"publishing on" in self.log_path.read_bytes().split(b"busgate stopped")[-1]:
+            if self.log_path.read_bytes().count(b"publishing on") > self.starts:
                 return self
             time.sleep(0.02)
         raise RuntimeError(f"busgate run did not start within {wait} s:\n{self.output()}")
