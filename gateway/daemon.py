@@ -8,6 +8,7 @@ import contextlib
 import inspect
 import logging
 import signal
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -71,9 +72,12 @@ class SpoolWatcher:
             raw = path.read_bytes()
         except FileNotFoundError:
             return ingest.Outcome()
+        started = time.perf_counter()
         outcome = ingest.ingest(self.store, self.settings, Spool.kind_of(path), raw,
                                 origin=path.name)
         Spool.remove(path)
+        log.debug("%s: %d event(s) added, %d duplicate(s) in %.3f s", path.name, outcome.added,
+                  outcome.duplicates, time.perf_counter() - started)
         return outcome
 
 

@@ -43,8 +43,10 @@ class Publisher:
                         await asyncio.wait_for(self.wake.wait(), timeout=1.0)
                     continue
             dropped = 0
+            try_send = self.transport.try_send
             for row in rows:
-                if not await self.transport.send(row.topic.encode(), row.envelope.encode()):
+                topic, payload = row.topic.encode(), row.envelope.encode()
+                if not try_send(topic, payload) and not await self.transport.send(topic, payload):
                     dropped += 1
             self.sent_seq = rows[-1].seq_id
             self.sent += len(rows)

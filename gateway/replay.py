@@ -20,6 +20,7 @@ from typing import Any
 import zmq
 import zmq.asyncio
 
+from gateway.envelope import uid_of_msg_id
 from gateway.store import Store
 from gateway.transports.zmq import bind
 
@@ -56,11 +57,11 @@ def plan(query: Any) -> tuple[str, list[Any]]:
         clauses.append("seq_id BETWEEN ? AND ?")
         params += [lo, hi]
     if "msg_id" in query:
-        clauses.append("msg_id = ?")
-        params.append(_str(query["msg_id"], "msg_id"))
+        clauses.append("uid = ?")
+        params.append(_uid(query["msg_id"], "msg_id"))
     if "msg_ids" in query:
-        ids = _list(query["msg_ids"], "msg_ids", _str)
-        clauses.append(f"msg_id IN ({','.join('?' * len(ids))})")
+        ids = _list(query["msg_ids"], "msg_ids", _uid)
+        clauses.append(f"uid IN ({','.join('?' * len(ids))})")
         params += ids
     if "time" in query:
         t0, t1 = _pair(query["time"], "time", _number)
@@ -83,6 +84,13 @@ def _int(value: Any, name: str) -> int:
     if type(value) is not int:
         raise QueryError(f"{name} must be an integer")
     return value
+
+
+def _uid(value: Any, name: str) -> bytes:
+    try:
+        return uid_of_msg_id(_str(value, name))
+    except ValueError:
+        raise QueryError(f"{name} must look like <year>-<uuid>") from None
 
 
 def _number(value: Any, name: str) -> float:

@@ -30,8 +30,9 @@ SCHEMA_VERSION = 1
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS outbox (
     seq_id    INTEGER PRIMARY KEY,
-    key       TEXT NOT NULL UNIQUE,
-    msg_id    TEXT NOT NULL UNIQUE,
+    uid       BLOB NOT NULL UNIQUE,  -- uuid5 of the key: the event's identity (dedup)
+    key       TEXT NOT NULL,
+    msg_id    TEXT NOT NULL,
     topic     TEXT NOT NULL,
     timestamp INTEGER NOT NULL,
     envelope  TEXT NOT NULL
@@ -75,11 +76,22 @@ class EnvelopeFactory:
         self.username = username
         self.signer = signer or NullSigner()
         self._counter = itertools.count(1)
+        self._topics: dict[tuple[str, ...], str] = {}
 
-    def make(self, event: Event, seq_id: int, now: int) -> tuple[str, str, str]:
+    def make(self, event: Event, seq_id: int, now: int,
+             uid: bytes | None = None) -> tuple[str, str, str]:
         """Return ``(topic, msg_id, canonical envelope JSON)``."""
-        topic = event.topic(self.topic_prefix)
-        msg_id = env.msg_id_for(event.key, event.time)
+        tokens = event.topic_tokens()
+        topic = self._topics.get(tokens)
+        if topic is None:
+            topic = self._topics[tokens] = event.topic(self.topic_prefix)
+        msg_id = env.msg_id_from_uid(uid or env.event_uid(event.key), event.time)
+        if isinstance(self.signer, NullSigner):
+            return topic, msg_id, env.encode_unsigned(
+                topic=topic, body=event.body, msg_id=msg_id, timestamp=now,
+                i=next(self._counter), username=self.username, seq_id=seq_id,
+                publisher=self.publisher,
+            )
         envelope = env.build(
             topic=topic, body=event.body, msg_id=msg_id, timestamp=now,
             i=next(self._counter), username=self.username, seq_id=seq_id,
@@ -115,6 +127,7 @@ class Store:
             conn = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=FULL")
+            conn.execute("PRAGMA cache_size=-65536")  # 64 MiB: big batches insert into hot pages
             with self._init_lock:
                 if not self._initialised:
                     self._migrate(conn)
@@ -245,24 +258,37 @@ class Transaction:
         if self._next is None:
             row = self._conn.execute("SELECT MAX(seq_id) FROM outbox").fetchone()
             self._next = (row[0] or 0) + 1
-        given = []
-        for event in events:
-            if self.has_key(event.key):
+        batch = [(env.event_uid(event.key), event) for event in events]
+        known = self._known_uids([uid for uid, _ in batch])
+        rows = []
+        for uid, event in batch:
+            if uid in known:
                 continue
-            seq_id = self._next
-            topic, msg_id, envelope = factory.make(event, seq_id, stamp)
-            self._conn.execute(
-                "INSERT INTO outbox (seq_id, key, msg_id, topic, timestamp, envelope)"
-                " VALUES (?, ?, ?, ?, ?, ?)",
-                (seq_id, event.key, msg_id, topic, stamp, envelope),
-            )
-            given.append(seq_id)
+            known.add(uid)  # the same key twice in one batch is stored once
+            topic, msg_id, envelope = factory.make(event, self._next, stamp, uid)
+            rows.append((self._next, uid, event.key, msg_id, topic, stamp, envelope))
             self._next += 1
-        return given
+        self._conn.executemany(
+            "INSERT INTO outbox (seq_id, uid, key, msg_id, topic, timestamp, envelope)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?)",
+            rows,
+        )
+        return [row[0] for row in rows]
+
+    def _known_uids(self, uids: list[bytes], chunk: int = 500) -> set[bytes]:
+        """Which of ``uids`` the outbox already has (one query per ``chunk``)."""
+        known: set[bytes] = set()
+        for start in range(0, len(uids), chunk):
+            part = uids[start:start + chunk]
+            marks = ",".join("?" * len(part))
+            known.update(r[0] for r in self._conn.execute(
+                f"SELECT uid FROM outbox WHERE uid IN ({marks})", part))  # noqa: S608
+        return known
 
     def has_key(self, key: str) -> bool:
-        return self._conn.execute("SELECT 1 FROM outbox WHERE key = ?", (key,)).fetchone() \
-            is not None
+        """Whether an event with this source key is already in the outbox."""
+        return self._conn.execute("SELECT 1 FROM outbox WHERE uid = ?",
+                                  (env.event_uid(key),)).fetchone() is not None
 
     def set_cursor(self, name: str, value: str | int) -> None:
         self._conn.execute(

@@ -60,3 +60,19 @@ def test_decode_rejects_float_timestamp_and_bad_seq():
         env.check(make(timestamp=1.5))
     with pytest.raises(EnvelopeError, match="seq_id"):
         env.check(make(seq_id=0))
+
+
+@pytest.mark.parametrize(
+    "body",
+    [{}, {"b": 1, "a": [1.5, None, True]}, {"é": "ü\u2028\x00", "nested": {"z": {"y": "\\"}}},
+     [1, 2], "text", 12, None],
+)
+def test_fast_unsigned_encoding_equals_the_canonical_form(body):
+    fields = dict(topic="org.debian.dev.dak.package.accept", body=body, msg_id="2026-x\"y",
+                  timestamp=1700000000, i=3, username="ftp\u00e9", seq_id=9, publisher="p\\q")
+    assert env.encode_unsigned(**fields) == env.canonical_json(env.build(**fields))
+
+
+@pytest.mark.parametrize("key", ["", "a", "dak:accept:x_1.0_source.changes:unstable", "é" * 300])
+def test_msg_id_uuid_matches_the_standard_library(key):
+    assert env.msg_id_for(key, 0).split("-", 1)[1] == str(uuid.uuid5(env.MSG_ID_NAMESPACE, key))

@@ -44,13 +44,19 @@ def run(args: argparse.Namespace) -> int:
     lines = [args.message] if args.message is not None else _stdin_lines()
     records: list[bytes] = []
     try:
-        for body in _bodies(lines, args.json_input):
-            event = Event(
-                service=args.modname, object=tokens[0],
-                subobject=tokens[1] if len(tokens) == 3 else None, event=tokens[-1],
-                key=f"publish:{uuid.uuid4()}", body=body,
-            )
-            records.append(json.dumps(event.to_dict(), separators=(",", ":")).encode() + b"\n")
+        # Validate the topic once; every message of this run shares it. Keys are this
+        # run's uuid plus a counter: unique, and stable if the daemon reads the item twice.
+        template = Event(
+            service=args.modname, object=tokens[0],
+            subobject=tokens[1] if len(tokens) == 3 else None, event=tokens[-1],
+            key="template", body={},
+        ).to_dict()
+        run_id = uuid.uuid4()
+        encode = json.JSONEncoder(separators=(",", ":")).encode
+        for number, body in enumerate(_bodies(lines, args.json_input)):
+            template["key"] = f"publish:{run_id}:{number}"
+            template["body"] = body
+            records.append(encode(template).encode() + b"\n")
     except (BusgateError, ValueError) as exc:
         print(f"busgate publish: message {len(records) + 1}: {exc}", file=sys.stderr)
         return EX_DATAERR

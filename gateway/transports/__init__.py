@@ -12,6 +12,10 @@ from typing import Protocol
 class Transport(Protocol):
     name: str
 
+    def try_send(self, topic: bytes, payload: bytes) -> bool:
+        """Hand one message over if that needs no waiting; ``False`` otherwise."""
+        ...
+
     async def send(self, topic: bytes, payload: bytes) -> bool:
         """Hand one message over. ``False`` means it was dropped for some receiver."""
         ...

@@ -57,6 +57,15 @@ class ZmqPublisher:
             raise
         self.socket = sock
 
+    def try_send(self, topic: bytes, payload: bytes) -> bool:
+        """Send without waiting; ``False`` when a subscriber is full (then use :meth:`send`)."""
+        try:
+            self.socket.send_multipart((topic, payload), flags=zmq.NOBLOCK, copy=False)
+        except zmq.Again:
+            return False
+        self.sent += 1
+        return True
+
     async def send(self, topic: bytes, payload: bytes) -> bool:
         deadline = None
         while True:
