@@ -112,6 +112,18 @@ class DebbugsSettings:
     baseline: bool = True
     #: Bug page link stored in event bodies; ``{bug}`` is replaced by the number.
     link: str = "https://bugs.debian.org/{bug}"
+    #: Bugs per ``get_status`` call (debbugs answers at most 500).
+    batch: int = 500
+    #: Days a bug that left the watch list (reassigned, out of ``newest_bugs``) is still polled.
+    keep_days: float = 60.0
+    #: Seconds a fresh close/new/forward seen by SOAP waits for the BTS mail reporting it.
+    mail_grace: float = 60.0
+    #: Extra tries of a failed SOAP call within one poll (then the poll fails and is retried).
+    retries: int = 1
+    #: Largest SOAP answer read, in bytes.
+    max_response_bytes: int = 67108864
+    #: WSDL describing the SOAP interface; empty means the shipped ``conf/debbugs.wsdl``.
+    wsdl: str = ""
 
 
 @dataclass(frozen=True)
@@ -144,6 +156,16 @@ class GitSettings:
     time_budget: float = 2.0
     #: Longest commit body copied into an event, in characters.
     max_body_chars: int = 2000
+    #: Directory holding the repositories (e.g. /srv/git); when set, the derived repository
+    #: name is the path below it without ``.git`` (``debian/dpkg``), otherwise the basename.
+    repo_root: str = ""
+    #: Most changed files listed per commit (the rest are counted, ``files_truncated`` is set).
+    max_files: int = 100
+    #: Environment variables naming the pusher, first non-empty wins; else the Unix user.
+    pusher_env: list[str] = field(
+        default_factory=lambda: ["GL_USERNAME", "GL_USER", "REMOTE_USER", "GIT_PUSHER"])
+    #: The git program the hook runs (name on PATH or absolute path).
+    executable: str = "git"
 
 
 @dataclass(frozen=True)

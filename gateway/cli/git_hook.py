@@ -1,0 +1,169 @@
+"""``busgate git-hook``: a git post-receive hook that never fails or slows a push.
+
+Reads the ``<old> <new> <refname>`` lines on stdin, turns them into ``git.*``
+events and hands them to the daemon as ONE spool item (or prints them with
+``--dry-run``). Whatever happens it exits 0 with at most one warning line on
+stderr: the refs are already updated when post-receive runs, so a failure here
+can only lose a notice, never a push. A watchdog ends the process shortly
+after the time budget even if a system call hangs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+
+HELP = "git post-receive hook: publish the pushed ref updates (always exits 0)"
+
+#: Largest stdin accepted (a mirror push of every ref of a huge repository fits easily).
+MAX_STDIN = 64 * 1024 * 1024
+#: Part of the budget kept back from git for writing the spool item.
+SPOOL_RESERVE = 0.25
+#: Seconds after the budget at which the watchdog ends the process regardless.
+HARD_GRACE = 1.0
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--repo", metavar="NAME",
+                        help="repository name in events (default: git.repo, else derived "
+                             "from the repository path)")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="print the events, one JSON object per line; store nothing")
+    parser.add_argument("--install", metavar="PATH_TO_REPO",
+                        help="write hooks/post-receive into this repository (chaining to an "
+                             "existing hook) and exit")
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.install:
+        return _install(args)
+    start = time.monotonic()
+    try:
+        return _hook(args, start)
+    except BaseException as exc:  # never fail a push, whatever happened
+        if isinstance(exc, SystemExit | KeyboardInterrupt):
+            _warn("interrupted; push notice not sent")
+        else:
+            _warn(f"push notice not sent: {type(exc).__name__}: {exc}")
+        return 0
+
+
+def _hook(args: argparse.Namespace, start: float) -> int:
+    from gateway.cli import load_settings
+
+    settings = load_settings(args)
+    budget = max(settings.git.time_budget, 0.05)
+    _watchdog(budget + HARD_GRACE - (time.monotonic() - start))
+
+    from adapters.scm.git import Deadline, Git, GitError
+    from adapters.scm.push import build_events, git_dir, pusher, repo_name
+    from adapters.scm.refs import parse_lines
+    from adapters.scm.text import clean
+
+    deadline = Deadline(max(budget - min(SPOOL_RESERVE, budget / 4), 0.01), start)
+    data, stdin_problem = _read_stdin(deadline)
+    updates, problems = parse_lines(data)
+    if stdin_problem:
+        problems.insert(0, stdin_problem)
+    events = []
+    if updates:
+        env = os.environ
+        try:
+            directory = git_dir(env, settings.git.executable, max(deadline.remaining(), 0.01))
+        except GitError as exc:
+            _warn(f"push notice not sent: {exc}")
+            return 0
+        name = clean(args.repo or settings.git.repo or repo_name(directory, settings.git.repo_root))
+        git = Git(directory, deadline, settings.git.executable)
+        push = build_events(git, updates, repo=name, who=pusher(env, settings.git.pusher_env),
+                            settings=settings.git)
+        events, problems = push.events, problems + push.problems
+    if events:
+        if args.dry_run:
+            from gateway.dryrun import print_events
+
+            print_events(events, settings.topic_prefix)
+        else:
+            _deliver(settings, events)
+    if problems:
+        more = f" (+{len(problems) - 1} more)" if len(problems) > 1 else ""
+        sent = f"{len(events)} event(s) handed over" if events else "no event"
+        _warn(f"{sent}; {problems[0]}{more}")
+    return 0
+
+
+def _deliver(settings, events) -> None:  # type: ignore[no-untyped-def]
+    import json
+
+    from gateway.runtime import open_spool
+
+    lines = [json.dumps(e.to_dict(), ensure_ascii=False, separators=(",", ":")).encode()
+             + b"\n" for e in events]
+    open_spool(settings).deliver("events", b"".join(lines))
+
+
+def _read_stdin(deadline) -> tuple[bytes, str | None]:  # type: ignore[no-untyped-def]
+    """All of stdin, unless it is over MAX_STDIN or does not end before the deadline."""
+    import selectors
+
+    try:
+        fd = sys.stdin.fileno()
+    except (AttributeError, OSError, ValueError):
+        return b"", None
+    data = bytearray()
+    with selectors.DefaultSelector() as selector:
+        try:
+            selector.register(fd, selectors.EVENT_READ)
+        except (OSError, ValueError):  # a regular file cannot be selected on: just read it
+            return os.read(fd, MAX_STDIN + 1)[:MAX_STDIN], None
+        while True:
+            left = deadline.remaining()
+            if left <= 0 or not selector.select(left):
+                return _whole_lines(data), "stdin did not end within the time budget"
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                return bytes(data), None
+            data += chunk
+            if len(data) > MAX_STDIN:
+                return _whole_lines(data[:MAX_STDIN]), f"stdin over {MAX_STDIN} bytes"
+
+
+def _whole_lines(data: bytes | bytearray) -> bytes:
+    return bytes(data[:data.rfind(b"\n") + 1])
+
+
+def _watchdog(seconds: float) -> None:
+    """End the process (exit 0, one warning) if it is still running after ``seconds``."""
+    import threading
+
+    def expire() -> None:
+        _warn("time budget exceeded; push notice not sent")
+        os._exit(0)
+
+    timer = threading.Timer(max(seconds, 0.01), expire)
+    timer.daemon = True
+    timer.start()
+
+
+def _warn(message: str) -> None:
+    try:
+        line = " ".join(message.split())
+        sys.stderr.write(f"busgate: warning: {line[:400]}\n")
+        sys.stderr.flush()
+    except (OSError, ValueError):
+        pass
+
+
+def _install(args: argparse.Namespace) -> int:
+    from adapters.scm.install import InstallError, describe, install
+
+    try:
+        result = install(args.install, config=args.config, name=args.repo)
+    except InstallError as exc:
+        print(f"busgate: {exc}", file=sys.stderr)
+        return 1
+    for line in describe(result):
+        print(line)
+    return 0
