@@ -43,6 +43,11 @@ XSD = "http://www.w3.org/2001/XMLSchema"
 class DebbugsUnavailable(TransientError):
     """One SOAP call failed; the poll that made it commits nothing."""
 
+    def __init__(self, message: str, *, fault: bool = False):
+        super().__init__(message)
+        #: The server answered with a SOAP Fault (asking again at once will not help).
+        self.fault = fault
+
 
 class _LocalSchemas(Transport):
     """zeep transport that never fetches schemas and bounds each answer in size and time."""
@@ -120,10 +125,12 @@ class DebbugsClient:
     """The read-only debbugs calls busgate makes, each returning plain Python values."""
 
     def __init__(self, url: str, *, timeout: float = 30.0, max_bytes: int = 64 * 2**20,
-                 wsdl: str | Path = WSDL):
+                 retries: int = 0, retry_delay: float = 0.5, wsdl: str | Path = WSDL):
         if not url:
             raise ValueError("no debbugs SOAP URL configured (debbugs.url)")
         self.url = url
+        self.retries = max(0, retries)
+        self.retry_delay = retry_delay
         self.calls = 0
         transport = _LocalSchemas(timeout, max_bytes)
         client = Client(str(wsdl), transport=transport, plugins=[_SoapEncoding()],
@@ -165,6 +172,18 @@ class DebbugsClient:
         return [entry for entry in answer if isinstance(entry, dict)]
 
     def _call(self, method: str, *args: Any) -> Any:
+        """One call, tried again ``retries`` times after a transport failure (not a fault)."""
+        for attempt in range(self.retries + 1):
+            try:
+                return self._call_once(method, *args)
+            except DebbugsUnavailable as exc:
+                if exc.fault or attempt == self.retries:
+                    raise
+                log.warning("debbugs %s failed (%s); trying again", method, exc)
+                time.sleep(self.retry_delay * (attempt + 1))
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _call_once(self, method: str, *args: Any) -> Any:
         self.calls += 1
         started = time.monotonic()
         try:
@@ -180,7 +199,8 @@ class DebbugsClient:
         try:
             value = soaplite.parse_response(response.content)
         except soaplite.SoapFault as exc:
-            raise DebbugsUnavailable(f"{method}: {exc} (HTTP {response.status_code})") from None
+            raise DebbugsUnavailable(f"{method}: {exc} (HTTP {response.status_code})",
+                                     fault=True) from None
         except soaplite.SoapError as exc:
             raise DebbugsUnavailable(f"{method}: HTTP {response.status_code} from {self.url}: "
                                      f"{exc}") from None

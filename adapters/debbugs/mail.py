@@ -36,7 +36,9 @@ _SUBJECT = re.compile(r"^(?:(?:re|fwd?|aw)\s*:\s*)*bug\s*#\s*(\d{1,9})\s*:\s*(.*
                       re.IGNORECASE | re.DOTALL)
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]+")
 _TOKEN = re.compile(r"[a-z0-9][a-z0-9+.-]*")
+_OWNER = re.compile(r"owner@(bugs\.[a-z0-9.-]+[a-z0-9])", re.IGNORECASE)
 MAX_FIELD = 1000
+DEFAULT_HOST = "bugs.debian.org"
 
 
 def is_bts_mail(message: EmailMessage) -> bool:
@@ -83,7 +85,8 @@ def parse_bts_mail(message: EmailMessage, raw: bytes) -> list[Event]:
         "tags": tags,
         "from": sender,
         "message_id": msgid,
-        "link": f"https://bugs.debian.org/{bug}",
+        "link": f"https://{_bts_host(message)}/{bug}",
+        "via": "mail",
     }
     packages = tuple(dict.fromkeys(p for p in (*package.split(), *source.split())
                                    if _TOKEN.fullmatch(p)))
@@ -98,6 +101,15 @@ def mail_key(bug: int, verb: str, ident: str) -> str:
     """Outbox key of a mail event: same message (any copy) -> same key."""
     digest = hashlib.sha256(ident.encode("utf-8", "surrogateescape")).hexdigest()[:32]
     return f"debbugs:mail:{bug}:{verb}:{digest}"
+
+
+def _bts_host(message: EmailMessage) -> str:
+    """``bugs.debian.org`` from ``X-Loop: owner@bugs.debian.org`` (the instance that sent it)."""
+    for loop in message.get_all("X-Loop", []) or []:
+        match = _OWNER.search(str(loop))
+        if match:
+            return match.group(1).lower()
+    return DEFAULT_HOST
 
 
 def _header(message: EmailMessage, name: str) -> str | None:
