@@ -9,12 +9,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from tests.conftest import free_port
 from dnslib import QTYPE, RCODE, RR, SRV, DNSLabel
 from dnslib.server import BaseResolver, DNSLogger, DNSServer
 
 from gateway.discovery import Endpoint, discover, from_file, from_srv
 from gateway.errors import ConfigError
+from tests.conftest import free_port
 
 ZONE = """
 _busgate._tcp.example.org. 60 IN SRV 20 0 9940 pub3.example.org.
