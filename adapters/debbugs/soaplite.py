@@ -107,7 +107,7 @@ class Decoder:
         href = element.get("href")
         if href is not None:
             element = self._target(href)
-        if _xsi(element, "nil") in ("true", "1"):
+        if (_xsi(element, "nil") or _xsi(element, "null")) in ("true", "1"):  # 2001 / 1999
             return None
         kind = _type(element)
         if kind == "Map":

@@ -1,0 +1,92 @@
+"""``busgate poll debbugs``: run the debbugs poller by hand.
+
+``--once`` runs one poll and exits (0 on success, 75 = EX_TEMPFAIL when the
+server failed; nothing was committed then). Without ``--once`` it polls every
+``debbugs.interval`` seconds until interrupted, backing off (doubling, at most
+``MAX_BACKOFF`` times the interval) after a failed poll; ``busgate run`` does the
+same through its scheduler. Command-line options override the config file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import sys
+import time
+
+HELP = "poll the debbugs SOAP interface (new/changed/closed/archived bugs)"
+EX_TEMPFAIL = 75
+MAX_BACKOFF = 8
+
+log = logging.getLogger("busgate.poll.debbugs")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--once", action="store_true", help="run one poll and exit")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="print the events as JSON lines; store nothing")
+    parser.add_argument("--url", help="SOAP endpoint (overrides debbugs.url)")
+    parser.add_argument("--package", action="append", default=[], metavar="NAME",
+                        help="watch this binary package's bugs (repeatable; replaces "
+                             "debbugs.packages)")
+    parser.add_argument("--source", action="append", default=[], metavar="NAME",
+                        help="watch this source package's bugs (repeatable; replaces "
+                             "debbugs.sources)")
+    parser.add_argument("--backfill", action="store_true",
+                        help="report every watched bug not seen before as debbugs.bug.new "
+                             "instead of recording a silent baseline")
+
+
+def overridden(settings, args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    """``settings`` with the command-line options applied to its ``debbugs`` section."""
+    changes: dict[str, object] = {}
+    if args.url:
+        changes["url"] = args.url
+    if args.package:
+        changes["packages"] = list(args.package)
+    if args.source:
+        changes["sources"] = list(args.source)
+    return dataclasses.replace(settings, debbugs=dataclasses.replace(settings.debbugs, **changes))
+
+
+def run(args: argparse.Namespace) -> int:
+    from adapters.debbugs.poller import from_settings
+    from gateway import runtime
+    from gateway.cli import load_settings
+    from gateway.dryrun import print_events
+    from gateway.errors import TransientError
+    from gateway.store import EnvelopeFactory, Store
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s",
+                        stream=sys.stderr)
+    settings = overridden(load_settings(args), args)
+    if args.dry_run and not settings.db_path.exists():
+        # nothing to compare with and nothing may be written: an empty in-memory state
+        store = Store(":memory:", EnvelopeFactory(settings.topic_prefix,
+                                                  settings.publisher.name, settings.username))
+    else:
+        store = runtime.open_store(settings)
+    poller = from_settings(settings, backfill=args.backfill)
+    delay = settings.debbugs.interval
+    while True:
+        try:
+            events = poller.poll(store, dry_run=args.dry_run)
+        except TransientError as exc:
+            print(f"busgate: debbugs poll failed, nothing stored: {exc}", file=sys.stderr)
+            if args.once:
+                return EX_TEMPFAIL
+            delay = min(delay * 2, settings.debbugs.interval * MAX_BACKOFF)
+        else:
+            if args.dry_run:
+                print_events(events, settings.topic_prefix)
+            else:
+                print(f"debbugs: {len(events)} new events in the outbox "
+                      f"({poller.last_calls} SOAP calls)")
+            if args.once:
+                return 0
+            delay = settings.debbugs.interval
+        try:
+            time.sleep(delay)
+        except KeyboardInterrupt:
+            return 0
