@@ -43,17 +43,17 @@ def bts_mail(kind: str = "closed 881352", *, subject: str = "Bug#881352: udisks2
     return ("\n".join(headers) + "\n\n" + body).encode()
 
 
-@pytest.mark.parametrize(("kind", "verb"), [
-    ("report 881352", "report"), ("followup 881352", "followup"), ("closed 881352", "close"),
-    ("forwarded 881352", "forward"), ("they-closed 881352", "close"),
-    ("submitter-changed 881352", "submitter-change"),
-])
 def parse_message(raw: bytes) -> EmailMessage:
     message = BytesParser(policy=policy.default).parsebytes(raw)
     assert isinstance(message, EmailMessage)
     return message
 
 
+@pytest.mark.parametrize(("kind", "verb"), [
+    ("report 881352", "report"), ("followup 881352", "followup"), ("closed 881352", "close"),
+    ("forwarded 881352", "forward"), ("they-closed 881352", "close"),
+    ("submitter-changed 881352", "submitter-change"),
+])
 def test_every_message_type_becomes_its_event(kind: str, verb: str) -> None:
     [event] = parse_mail(bts_mail(kind))
     assert event.topic("org.debian.dev") == f"org.debian.dev.debbugs.bug.{verb}"
