@@ -160,6 +160,67 @@ def publisher_alone(n: int) -> float:
         shutil.rmtree(root, ignore_errors=True)
 
 
+def start_latency(runs: int) -> float:
+    """Median ms from starting a `busgate publish` process to the subscriber's receipt."""
+    root = Path(tempfile.mkdtemp(prefix="bg-bench-"))
+    settings = make_settings(root)
+    proc = start_daemon(settings)
+    env = {**os.environ, "BUSGATE_CONFIG": settings.sources[0]}
+    samples = []
+    try:
+        with subscribe(settings) as sub:
+            joined(settings, sub)
+            for i in range(runs):
+                started = time.perf_counter()
+                subprocess.run([*BUSGATE, "publish", "--message", f"s {i}"], env=env, check=True)
+                list(sub.messages(count=1, timeout=10))
+                samples.append((time.perf_counter() - started) * 1000)
+    finally:
+        proc.terminate()
+        proc.wait()
+        shutil.rmtree(root, ignore_errors=True)
+    return statistics.median(samples)
+
+
+FEDMSG_ONE = textwrap.dedent("""
+    import sys, fedmsg.core
+    ctx = fedmsg.core.FedMsgContext(
+        name="one", active=False, topic_prefix="org.debian", environment="dev",
+        endpoints={"one": ["tcp://127.0.0.1:%s" % sys.argv[1]]}, high_water_mark=0,
+        io_threads=1, post_init_sleep=0.5, zmq_linger=1000, timeout=2, zmq_enabled=True,
+        sign_messages=False)
+    ctx.publish(topic="message.log", msg={"log": "one"}, modname="bench")
+""")
+
+FEDMSG_WATCH = textwrap.dedent("""
+    import sys, time, fedmsg.core
+    ctx = fedmsg.core.FedMsgContext(
+        name=None, active=False, mute=True, topic_prefix="org.debian", environment="dev",
+        endpoints={"one": ["tcp://127.0.0.1:%s" % sys.argv[1]]}, high_water_mark=0,
+        io_threads=1, post_init_sleep=0, zmq_linger=0, timeout=2, zmq_enabled=True,
+        zmq_reconnect_ivl=10, zmq_reconnect_ivl_max=10, validate_signatures=False)
+    for _ in ctx.tail_messages():
+        print(time.monotonic(), flush=True)
+""")
+
+
+def fedmsg_start_latency(runs: int) -> float:
+    """Median ms from starting a process that calls fedmsg's publish to receipt."""
+    port = free_port()
+    watch = subprocess.Popen([sys.executable, "-c", FEDMSG_WATCH, str(port)],
+                             stdout=subprocess.PIPE, text=True)
+    time.sleep(1.0)
+    samples = []
+    try:
+        for _ in range(runs):
+            started = time.monotonic()
+            subprocess.run([sys.executable, "-c", FEDMSG_ONE, str(port)], check=True)
+            samples.append((float(watch.stdout.readline()) - started) * 1000)
+    finally:
+        watch.kill()
+    return statistics.median(samples)
+
+
 def latency(runs: int) -> tuple[float, float, float]:
     root = Path(tempfile.mkdtemp(prefix="bg-bench-"))
     settings = make_settings(root)
@@ -242,8 +303,8 @@ def stock_fedmsg(n: int) -> tuple[float, int]:
         out, _ = con.communicate()
     pub.kill()
     count, span = out.split()[-2:]
-    elapsed = time.perf_counter() - start
-    return int(count) / max(float(span), 1e-9), int(count) if elapsed else 0
+    elapsed = time.perf_counter() - start  # from the first publish call to the consumer's end
+    return int(count) / max(float(span), 1e-9), int(count) / elapsed, int(count)
 
 
 def raw_pyzmq(n: int) -> float:
@@ -293,11 +354,18 @@ def main() -> None:
     p50, p99, worst = latency(args.runs)
     print(f"latency  publish exit -> subscriber ({args.runs} runs)  p50 {p50:.1f} ms  "
           f"p99 {p99:.1f} ms  max {worst:.1f} ms")
+    print(f"one event, process start -> subscriber (median of 20): busgate publish "
+          f"{start_latency(20):.0f} ms", end="", flush=True)
     try:
-        fed_rate, fed_count = stock_fedmsg(n)
+        print(f", stock fedmsg publish {fedmsg_start_latency(10):.0f} ms")
+    except Exception as exc:
+        print(f", stock fedmsg: could not run ({exc})")
+    try:
+        fed_rate, fed_overall, fed_count = stock_fedmsg(n)
         print(f"stock fedmsg 1.1.7 publish->tail_messages        {fed_rate:>10,.0f} msgs/s "
-              f"(received {fed_count} of {n}; non-durable, unsigned; its publisher "
-              "sleeps 0.5 s before the first send)")
+              f"between first and last receipt, {fed_overall:,.0f} msgs/s from the first "
+              f"publish call to the consumer's exit (received {fed_count} of {n}; "
+              "non-durable, unsigned, publisher already running)")
     except Exception as exc:  # fedmsg not installed: say so, do not hide it
         print(f"stock fedmsg: could not run ({exc})")
     print(f"raw pyzmq PUB/SUB                                {raw_pyzmq(n):>10,.0f} msgs/s")
