@@ -6,10 +6,10 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import SHARED
 
 from adapters.debbugs import soaplite, status
 from adapters.debbugs.client import MAX_BATCH, DebbugsClient, DebbugsUnavailable
-from conftest import SHARED
 from fixtures.debbugs.soapserver import FakeDebbugs, parse_request
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "debbugs"
@@ -62,7 +62,8 @@ def test_fixture_shapes() -> None:
     assert snap["mergedwith"] == [700001, 700002] and snap["affects"] == ["apt", "aptitude"]
     assert snap["archived"] is True and snap["found_versions"] == ["1.16.1", "dpkg/1.17.0"]
     b64 = soaplite.parse_response(fixture("get-status-base64.xml"))[881400]
-    assert b64["subject"] == "emacs: été – 日本語 title" and b64["owner"] == "Étienne <e@example.org>"
+    assert b64["subject"] == "emacs: été – 日本語 title"
+    assert b64["owner"] == "Étienne <e@example.org>"
     [entry] = soaplite.parse_response(fixture("get-bug-log.xml"))
     assert entry["msg_num"] == 5 and "Severity: critical" in entry["body"]
 
