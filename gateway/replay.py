@@ -161,12 +161,23 @@ class ReplayServer:
         while True:
             request = await self.socket.recv()
             try:
-                frames = await asyncio.to_thread(answer, self.store, request, self.max_messages)
+                frames = await asyncio.to_thread(self._answer, request)
             except Exception as exc:  # the server must keep running whatever happens
                 log.exception("replay query failed")
                 frames = [f"error: 'internal error: {exc}'".encode()]
             await self.socket.send_multipart(frames)
             self.answered += 1
+
+    def _answer(self, request: bytes) -> list[bytes]:
+        frames = answer(self.store, request, self.max_messages)
+        failed = len(frames) == 1 and frames[0].startswith(b"error: ")
+        with self.store.transaction() as tx:
+            tx.bump("replay.requests")
+            if failed:
+                tx.bump("replay.errors")
+            else:
+                tx.bump("replay.messages", len(frames))
+        return frames
 
     def close(self) -> None:
         self.socket.close(0)

@@ -90,6 +90,10 @@ def test_real_server_keeps_answering_after_bad_requests(daemon):
     finally:
         ctx.destroy(0)
     assert proc.stop() == 0
+    counters = runtime.open_store(settings).counters()
+    assert counters["replay.requests"] == 6
+    assert counters["replay.errors"] == 5  # three bad frames, one unknown key, one no match
+    assert counters["replay.messages"] == 21
 
 
 def test_client_times_out_on_a_silent_endpoint():
