@@ -122,7 +122,7 @@ class DebbugsPoller:
             else:
                 seen = old["seen"]
             snap["seen"] = seen
-            self._judge(plan, bug, old, snap, markers.get(bug, {}), now=now,
+            self._judge(plan, bug, old, snap, markers.setdefault(bug, {}), now=now,
                         first=first, last_poll=last_poll)
         for bug, snap in snapshots.items():
             if bug not in statuses and bug not in scope and snap.get("seen", 0) < keep_after:
