@@ -1,0 +1,70 @@
+"""``busgate poll debbugs`` as a real process against the local SOAP server."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from collections.abc import Iterator
+
+import pytest
+from conftest import BUSGATE, REPO, write_config
+
+from fixtures.debbugs.soapserver import FakeDebbugs
+from gateway import config, pollers
+
+
+@pytest.fixture
+def fake() -> Iterator[FakeDebbugs]:
+    server = FakeDebbugs().start()
+    yield server
+    server.stop()
+
+
+def busgate(conf, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*BUSGATE, "poll", "--config", str(conf), "debbugs", *args],
+                          capture_output=True, text=True, timeout=60, cwd=REPO)
+
+
+def test_once_dry_run_options_override_config(fake: FakeDebbugs, tmp_path) -> None:
+    fake.put(10, package="udisks2", subject="héllo")
+    fake.put(11, package="samba-common", source="samba")
+    conf = write_config(tmp_path / "busgate.toml", {
+        "state": {"dir": str(tmp_path / "var")},
+        "debbugs": {"url": "http://127.0.0.1:9/nothing", "packages": ["nothing"],
+                    "watch_new": False},
+    })
+    done = busgate(conf, "--once", "--dry-run", "--backfill", "--url", fake.url,
+                   "--package", "udisks2", "--source", "samba")
+    assert done.returncode == 0, done.stderr
+    lines = [json.loads(line) for line in done.stdout.splitlines()]
+    assert [(r["topic"], r["msg"]["bug"]) for r in lines] == [
+        ("org.debian.dev.debbugs.bug.new", 10), ("org.debian.dev.debbugs.bug.new", 11)]
+    assert lines[0]["msg"]["title"] == "héllo"
+    assert not (tmp_path / "var" / "busgate.sqlite").exists()  # dry run: nothing stored
+
+    done = busgate(conf, "--once", "--url", fake.url, "--package", "udisks2")
+    assert done.returncode == 0 and "0 new events" in done.stdout  # baseline
+    settings = config.load(conf)
+    from gateway import runtime
+
+    assert set(runtime.open_store(settings).snapshots("debbugs")) == {"10"}
+
+
+def test_once_failure_exits_tempfail_and_stores_nothing(fake: FakeDebbugs, tmp_path) -> None:
+    fake.put(10, package="udisks2")
+    fake.failures["get_status"] = ("fault", "Debbugs::Status died")
+    conf = write_config(tmp_path / "busgate.toml", {
+        "state": {"dir": str(tmp_path / "var")},
+        "debbugs": {"url": fake.url, "packages": ["udisks2"], "watch_new": False,
+                    "retries": 0},
+    })
+    done = busgate(conf, "--once")
+    assert done.returncode == 75
+    assert "Debbugs::Status died" in done.stderr and "nothing stored" in done.stderr
+
+
+def test_registry_builds_the_poller(make_settings, fake: FakeDebbugs) -> None:
+    settings = make_settings(debbugs={"enabled": True, "url": fake.url, "interval": 60})
+    assert "debbugs" in pollers.enabled(settings)
+    poller = pollers.make("debbugs", settings)
+    assert poller.name == "debbugs" and pollers.interval("debbugs", settings) == 60.0
