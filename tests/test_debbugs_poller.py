@@ -303,3 +303,37 @@ def test_newest_bugs_and_the_numbers_since_the_last_poll(fake: FakeDebbugs, env)
     events = poller.poll(store)
     assert sorted(e.body["bug"] for e in events) == list(range(110, 120))
     assert {e.event for e in events} == {"new"}
+
+
+def test_event_bodies_match_their_schemas(fake: FakeDebbugs, env) -> None:
+    jsonschema = pytest.importorskip("jsonschema")
+    from pathlib import Path
+
+    from adapters.mail import parse_mail
+
+    schemas = Path(__file__).resolve().parent.parent / "docs" / "schemas"
+    _settings, store, clock, make = env
+    fake.put(10, package="udisks2", subject="ü")
+    fake.put(11, package="udisks2", done="x@y")
+    fake.put(12, package="udisks2")
+    poller = make(backfill=True)
+    events = poller.poll(store)
+    clock.tick()
+    fake.change(10, done="c@x")
+    fake.change(11, done="")
+    fake.change(12, archived=1, tags="wontfix")
+    fake.put(13, package="udisks2")
+    fake.change(13, severity="wishlist")
+    events += poller.poll(store)
+    clock.tick()
+    fake.change(13, owner="o@x")
+    events += poller.poll(store)
+    for kind in ("report", "followup", "closed", "forwarded", "submitter-changed"):
+        events += parse_mail(bts_mail(f"{kind} 10"))
+    seen = set()
+    for event in events:
+        schema = json.loads((schemas / f"debbugs.bug.{event.event}.json").read_text())
+        jsonschema.validate(json.loads(json.dumps(event.body)), schema)
+        seen.add(event.event)
+    assert seen == {"new", "update", "close", "reopen", "archive", "report", "followup",
+                    "forward", "submitter-change"}
