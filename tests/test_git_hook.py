@@ -539,3 +539,22 @@ def test_schemas_reject_a_wrong_body(server: Server) -> None:
     body = dict(events[0].body, extra=1)
     with pytest.raises(jsonschema.ValidationError):
         validator("git.branch.create").validate(body)
+
+
+def test_tags_of_trees_and_blobs(server: Server) -> None:
+    server.commit("base")
+    server.push("HEAD:main")
+    blob = server.git("hash-object", "-w", "--stdin", input=b"a key\n").stdout.decode().strip()
+    tree = server.rev("HEAD^{tree}")
+    server.git("tag", "key", blob)
+    server.git("tag", "-a", "snapshot", "-m", "a tree", tree)
+    events, stderr = server.push("key", "snapshot")
+    assert stderr == ""
+    by_name = {e.body["name"]: e.body for e in events}
+    assert by_name["key"]["object_type"] == "blob" and by_name["key"]["commits"] == []
+    assert by_name["snapshot"]["tag"]["type"] == "tree"
+    assert by_name["snapshot"]["tag"]["object"] == tree
+    server.git("tag", "-f", "key", tree)
+    events, stderr = server.push("--force", "key")
+    assert stderr == "" and topics(events) == ["git.tag.update"]
+    assert events[0].body["forced"] is False and events[0].body["complete"]

@@ -73,13 +73,22 @@ def build_events(git: Git, updates: Sequence[RefUpdate], *, repo: str, who: str,
         return push
     now = time.time() if now is None else now
     refs: dict[bytes, tuple[str, str]] = {}
+    before: list[str] | None = None  # None: unknown, so no commit can be called new
     try:
         refs = current_refs(git)
+        before = exclusions(refs, updates)
     except GitError as exc:
         push.problems.append(str(exc))
-    before = exclusions(refs, updates)
     tag_oids = sorted({u.new for u in wanted if u.new and refs.get(u.raw_ref, ("", ""))[1] == "tag"
                        and refs[u.raw_ref][0] == u.new})
+    commitish: set[str] | None = set()  # None: unknown
+    both = sorted({oid for u in wanted if u.old and u.new for oid in (u.old, u.new)})
+    if both:
+        try:
+            commitish = commits_among(git, both)
+        except GitError as exc:
+            commitish = None
+            push.problems.append(str(exc))
     tags: dict[str, dict[str, Any]] = {}
     if tag_oids and not git.deadline.expired:
         try:
@@ -87,7 +96,7 @@ def build_events(git: Git, updates: Sequence[RefUpdate], *, repo: str, who: str,
         except GitError as exc:
             push.problems.append(str(exc))
     for update in wanted:
-        body, problem = _body(git, update, refs, before, tags, repo, who, settings)
+        body, problem = _body(git, update, refs, before, tags, commitish, repo, who, settings)
         if problem:
             push.problems.append(f"{update.ref}: {problem}")
         push.events.append(Event(
@@ -118,6 +127,16 @@ def current_refs(git: Git) -> dict[bytes, tuple[str, str]]:
     return refs
 
 
+def commits_among(git: Git, oids: Sequence[str]) -> set[str]:
+    """Those of ``oids`` that are commits or tags of commits (one ``cat-file`` for all)."""
+    stdin = "".join(f"{oid}^{{commit}}\n" for oid in oids).encode("ascii")
+    out = git.run(["cat-file", "--batch-check=%(objecttype)"], stdin, limit=32 * len(oids) + 64)
+    lines = out.data.decode("ascii", "replace").splitlines()
+    if len(lines) != len(oids):
+        raise GitError("unexpected git cat-file --batch-check output")
+    return {oid for oid, line in zip(oids, lines, strict=True) if line == "commit"}
+
+
 def exclusions(refs: Mapping[bytes, tuple[str, str]], updates: Sequence[RefUpdate]) -> list[str]:
     """Object ids of all refs as they were before the push."""
     pushed = {u.raw_ref for u in updates}
@@ -127,23 +146,28 @@ def exclusions(refs: Mapping[bytes, tuple[str, str]], updates: Sequence[RefUpdat
 
 
 def _body(git: Git, update: RefUpdate, refs: Mapping[bytes, tuple[str, str]],
-          before: list[str], tags: Mapping[str, dict[str, Any]], repo: str, who: str,
-          settings: GitSettings) -> tuple[dict[str, Any], str | None]:
+          before: list[str] | None, tags: Mapping[str, dict[str, Any]], commitish: set[str] | None,
+          repo: str, who: str, settings: GitSettings) -> tuple[dict[str, Any], str | None]:
     current = refs.get(update.raw_ref)
     object_type = current[1] if current and current[0] == update.new else None
     forced: bool | None = False
     problem = None
     commits = CommitList()
     if update.new is not None:
-        if git.deadline.expired:
+        if before is None:
+            commits = CommitList(total=None, complete=False, error="refs before the push unknown")
+        elif git.deadline.expired:
             commits = CommitList(total=None, complete=False, error="out of time")
         else:
             commits = introduced(git, update.new, before, max_commits=settings.max_commits,
                                  max_files=settings.max_files, max_chars=settings.max_body_chars)
         problem = commits.error
     if update.old is not None and update.new is not None:
-        forced, error = _forced(git, update.old, update.new)
-        problem = problem or error
+        if commitish is None:
+            forced = None
+        elif update.old in commitish and update.new in commitish:  # else it means nothing
+            forced, error = _forced(git, update.old, update.new)
+            problem = problem or error
     complete = commits.complete and forced is not None
     return {
         "repository": repo,
