@@ -72,6 +72,8 @@ def run(args: argparse.Namespace) -> int:
     while True:
         try:
             events = poller.poll(store, dry_run=args.dry_run)
+        except KeyboardInterrupt:
+            return 130
         except TransientError as exc:
             print(f"busgate: debbugs poll failed, nothing stored: {exc}", file=sys.stderr)
             if args.once:
