@@ -422,13 +422,15 @@ def test_failures_never_fail_the_push(server: Server) -> None:
     stderr = server.git("push", "-q", "origin", "HEAD:main").stderr.decode()
     assert stderr.count("busgate: warning:") == 1 and "spool" in stderr.lower(), stderr
     assert server.rev("origin/main") == server.rev("HEAD")
-    # a broken configuration
+    # a broken configuration (the hook has its path: --install embedded $BUSGATE_CONFIG)
     (server.tmp / "var").unlink()
-    broken = server.tmp / "broken.toml"
-    broken.write_text("[git]\nmax_commits = 'many'\n")
+    good = server.config_path.read_text()
+    server.config_path.write_text("[git]\nmax_commits = 'many'\n")
     server.commit("second")
-    _, stderr = server.push("HEAD:main", env={**server.env, "BUSGATE_CONFIG": str(broken)})
+    env = {k: v for k, v in server.env.items() if k != "BUSGATE_CONFIG"}
+    _, stderr = server.push("HEAD:main", env=env)
     assert stderr.count("busgate: warning:") == 1 and "max_commits" in stderr
+    server.config_path.write_text(good)
     # not a repository at all
     result = server.busgate("git-hook", input=f"{ZERO} {'a' * 40} refs/heads/x\n".encode(),
                             cwd=server.tmp)
@@ -558,3 +560,14 @@ def test_tags_of_trees_and_blobs(server: Server) -> None:
     events, stderr = server.push("--force", "key")
     assert stderr == "" and topics(events) == ["git.tag.update"]
     assert events[0].body["forced"] is False and events[0].body["complete"]
+
+
+def test_install_embeds_the_configuration_it_was_given(server: Server) -> None:
+    hook = (server.bare / "hooks" / "post-receive").read_text()
+    assert f"--config {server.config_path}" in hook  # from $BUSGATE_CONFIG at install time
+    other = server.tmp / "other.git"
+    server.git("init", "-q", "--bare", str(other), cwd=server.tmp)
+    env = {k: v for k, v in server.env.items() if k != "BUSGATE_CONFIG"}
+    result = server.busgate("git-hook", "--install", str(other), env=env)
+    assert result.returncode == 0 and b"note: no --config" in result.stdout
+    assert "--config" not in (other / "hooks" / "post-receive").read_text()

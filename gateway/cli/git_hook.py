@@ -33,7 +33,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="print the events, one JSON object per line; store nothing")
     parser.add_argument("--install", metavar="PATH_TO_REPO",
                         help="write hooks/post-receive into this repository (chaining to an "
-                             "existing hook) and exit")
+                             "existing hook) and exit; the hook gets --config (or "
+                             "$BUSGATE_CONFIG) and --repo as given here")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -160,12 +161,18 @@ def _warn(message: str) -> None:
 
 def _install(args: argparse.Namespace) -> int:
     from adapters.scm.install import InstallError, describe, install
+    from gateway.config import CONFIG_ENV
 
+    # The push may run with another environment (ssh, http backend): embed the config path.
+    config = args.config or os.environ.get(CONFIG_ENV) or None
     try:
-        result = install(args.install, config=args.config, name=args.repo)
+        result = install(args.install, config=config, name=args.repo)
     except InstallError as exc:
         print(f"busgate: {exc}", file=sys.stderr)
         return 1
     for line in describe(result):
         print(line)
+    if config is None:
+        print(f"note: no --config and no ${CONFIG_ENV}: the hook uses ${CONFIG_ENV} at push "
+              "time, else the built-in defaults (state in ./var below the repository)")
     return 0
