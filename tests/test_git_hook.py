@@ -387,7 +387,7 @@ def test_watchdog_ends_a_stuck_process_with_exit_0() -> None:
     code = ("import time\nfrom gateway.cli import git_hook\n"
             "git_hook._watchdog(0.3)\ntime.sleep(30)\n")
     started = time.monotonic()
-    result = subprocess.run([os.environ.get("PYTHON", BUSGATE[0]), "-c", code],
+    result = subprocess.run([BUSGATE[0], "-c", code],
                             capture_output=True, timeout=20, cwd=REPO)
     assert result.returncode == 0 and time.monotonic() - started < 5
     assert result.stderr.decode().count("\n") == 1
