@@ -274,7 +274,8 @@ def _walk(table: dict[str, Any], prefix: str) -> list[str]:
 
 def _build(cls: type, table: dict[str, Any], origin: dict[str, str], prefix: str) -> Any:
     hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls) if f.name != "sources"}
+    # ``Settings.sources`` records the files read; ``debbugs.sources`` is a real key
+    names = {f.name for f in dataclasses.fields(cls) if cls is not Settings or f.name != "sources"}
     kwargs: dict[str, Any] = {}
     for key, value in table.items():
         dotted = f"{prefix}{key}"

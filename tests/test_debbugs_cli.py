@@ -68,3 +68,14 @@ def test_registry_builds_the_poller(make_settings, fake: FakeDebbugs) -> None:
     assert "debbugs" in pollers.enabled(settings)
     poller = pollers.make("debbugs", settings)
     assert poller.name == "debbugs" and pollers.interval("debbugs", settings) == 60.0
+
+
+def test_example_config_documents_every_debbugs_key() -> None:
+    import dataclasses
+    import tomllib
+
+    example = REPO / "conf" / "examples" / "debbugs.toml"
+    table = tomllib.loads(example.read_text())["debbugs"]
+    fields = {f.name for f in dataclasses.fields(config.DebbugsSettings)}
+    assert set(table) == fields
+    assert config.load(example).debbugs == config.DebbugsSettings()  # the defaults, written out
