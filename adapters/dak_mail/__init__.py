@@ -1,0 +1,62 @@
+"""dak (Debian Archive Kit) mail -> ``dak.*`` events.
+
+Entry point for the mail router: :func:`parse_dak_mail`. It returns [] for a
+well-formed mail that is not a known dak mail (the daemon keeps it as
+unrecognized) and raises :class:`gateway.errors.ParseError` for a dak mail it
+cannot read faithfully (the daemon quarantines it with the error).
+:func:`parse_removals_822` reads ftp-master's removals.822 log into the same
+``dak.package.remove`` events as the removal mails.
+"""
+
+from __future__ import annotations
+
+from email.message import Message
+
+from gateway.event import Event
+
+__all__ = ["parse_dak_mail", "parse_removals_822"]
+
+
+def parse_dak_mail(message: Message, raw: bytes) -> list[Event]:
+    from adapters.dak_mail.classify import classify
+    from adapters.dak_mail.parser import Mail, build_events
+
+    classified = classify(message)
+    if classified is None:
+        return []
+    return build_events(Mail(message, raw, classified))
+
+
+def parse_removals_822(text: str) -> list[Event]:
+    """``dak.package.remove`` events for each stanza of a removals.822 log."""
+    from adapters.dak_mail.removal import parse_removals_822 as parse
+    from adapters.dak_mail.removal import removal_key
+
+    events = []
+    for removal in parse(text):
+        sources = sorted({r["package"] for r in removal["rows"]
+                          if "source" in r["architectures"]})
+        body = {
+            **removal,
+            "sources": sources,
+            "origin": "removals.822",
+            "message_id": None,
+            "mail": None,
+            "program": "dak rm",
+        }
+        packages = tuple(sources or sorted({r["package"] for r in removal["rows"]}))
+        events.append(Event(service="dak", object="package", event="remove",
+                            key=removal_key(removal["suites"], removal["rows"]), body=body,
+                            packages=packages, time=_time(removal["date"])))
+    return events
+
+
+def _time(value: str | None) -> float | None:
+    from email.utils import parsedate_to_datetime
+
+    if not value:
+        return None
+    try:
+        return parsedate_to_datetime(value).timestamp()
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
