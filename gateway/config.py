@@ -142,6 +142,13 @@ class WannaBuildSettings:
     since: str = ""
     #: Longest failure text copied into an event body, in characters.
     max_failure_chars: int = 4000
+    #: Most new rows one poll reads (a backlog is worked off over several polls).
+    batch_rows: int = 10000
+    #: Seconds to wait for the database connection.
+    connect_timeout: float = 10.0
+    #: Time zone wanna-build's sessions write ``transactions.time`` in; empty means the
+    #: server's default (only needed when they differ).
+    timezone: str = ""
 
 
 @dataclass(frozen=True)

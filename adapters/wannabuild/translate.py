@@ -1,0 +1,132 @@
+"""One ``transactions`` row (with its ``packages`` row, if any) -> one Event.
+
+Pure translation, no SQL. The ``transactions`` row says what changed (action,
+previous and new state, who, when); the ``packages`` row adds what only it holds
+(builder, failure text, binNMU version, notes, dep-wait list). ``packages`` holds
+the *current* state, so those fields are copied only while that row still shows
+this transaction's version and state (``package_row: current``); after a later
+change they would describe another event (``changed``), and a deleted source has
+none (``gone``).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from adapters.wannabuild import states
+from gateway.event import Event
+
+SERVICE = "wanna-build"
+OBJECT = "build"
+#: Longest value copied for any text field other than the failure text.
+MAX_FIELD_CHARS = 1000
+#: Keys longer than this are replaced by a digest (hostile or absurd rows stay storable).
+MAX_KEY_CHARS = 500
+
+
+@dataclass(frozen=True, slots=True)
+class Row:
+    """A ``transactions`` row joined with the ``packages`` row of the same build."""
+
+    architecture: Any
+    package: Any
+    distribution: Any
+    version: Any
+    action: Any
+    prevstate: Any
+    state: Any
+    real_user: Any
+    set_user: Any
+    #: ``transactions.time`` as stored (naive, the database's local time).
+    time: dt.datetime
+    #: The same instant as epoch seconds (computed by the database in its time zone).
+    epoch: float | None = None
+    #: Whether a ``packages`` row exists for (architecture, package, distribution).
+    pkg_present: bool = False
+    pkg_version: Any = None
+    pkg_state: Any = None
+    builder: Any = None
+    failed: Any = None
+    binary_nmu_version: Any = None
+    notes: Any = None
+    depends: Any = None
+
+
+def text(value: Any) -> str | None:
+    """Database text as ``str``: bytes (SQL_ASCII databases) decode as UTF-8, bad bytes as \\xNN."""
+    if value is None:
+        return None
+    if isinstance(value, bytes | bytearray | memoryview):
+        return bytes(value).decode("utf-8", "backslashreplace")
+    return str(value)
+
+
+def event_key(row: Row) -> str:
+    """What identifies this row at its source (``transactions`` has no id): all its columns."""
+    fields = [text(row.architecture), text(row.distribution), text(row.package),
+              text(row.version), row.time.isoformat(), text(row.action), text(row.prevstate),
+              text(row.state), text(row.set_user), text(row.real_user)]
+    key = "wanna-build:" + json.dumps(fields, ensure_ascii=False, separators=(",", ":"))
+    if len(key) > MAX_KEY_CHARS:
+        key = "wanna-build:sha256:" + hashlib.sha256(key.encode()).hexdigest()
+    return key
+
+
+def to_event(row: Row, *, max_failure_chars: int = 4000) -> Event:
+    truncated: list[str] = []
+
+    def bounded(name: str, value: Any, limit: int = MAX_FIELD_CHARS) -> str | None:
+        value = text(value)
+        if value is not None and len(value) > limit:
+            truncated.append(name)
+            return value[:limit]
+        return value
+
+    state = text(row.state)
+    prevstate = text(row.prevstate)
+    version = text(row.version)
+    if not row.pkg_present:
+        package_row = "gone"
+    elif text(row.pkg_version) == version and text(row.pkg_state) == state:
+        package_row = "current"
+    else:
+        package_row = "changed"
+    current = package_row == "current"
+    when = (dt.datetime.fromtimestamp(row.epoch, dt.UTC).isoformat()
+            if row.epoch is not None else row.time.isoformat())
+    nmu = row.binary_nmu_version if current and isinstance(row.binary_nmu_version, int) else None
+    body: dict[str, Any] = {
+        "architecture": bounded("architecture", row.architecture),
+        "distribution": bounded("distribution", row.distribution),
+        "package": bounded("package", row.package),
+        "version": bounded("version", version),
+        "previous_state": None if prevstate == states.NO_STATE
+        else bounded("previous_state", prevstate),
+        "state": bounded("state", state),
+        "action": bounded("action", row.action),
+        "user": bounded("user", row.set_user),
+        "real_user": bounded("real_user", row.real_user),
+        "time": when,
+        "package_row": package_row,
+        "builder": bounded("builder", row.builder) if current else None,
+        "failed": bounded("failed", row.failed, max_failure_chars) if current else None,
+        "binary_nmu_version": nmu,
+        "notes": bounded("notes", row.notes) if current else None,
+        "depends": bounded("depends", row.depends) if current else None,
+        "truncated": truncated,
+    }
+    users = tuple(dict.fromkeys(u for u in (body["user"], body["real_user"]) if u))
+    return Event(
+        service=SERVICE,
+        object=OBJECT,
+        event=states.slug(state),
+        key=event_key(row),
+        body=body,
+        usernames=users,
+        packages=(body["package"],) if body["package"] else (),
+        time=row.epoch,
+    )
