@@ -84,10 +84,16 @@ class MailSettings:
 class SmtpSettings:
     #: Run the SMTP listener inside ``busgate run``.
     enabled: bool = False
+    #: Address the listener binds.
     host: str = "127.0.0.1"
+    #: TCP port the listener binds.
     port: int = 8025
     #: Recipient addresses accepted (case-insensitive); any other gets 550.
     recipients: list[str] = field(default_factory=list)
+    #: Name in the greeting and EHLO reply; empty means this machine's host name (no DNS look-up).
+    hostname: str = ""
+    #: Seconds a client may stay idle before the listener hangs up.
+    timeout: float = 300.0
 
 
 @dataclass(frozen=True)
