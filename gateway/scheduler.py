@@ -72,7 +72,8 @@ def start(settings: Settings, store: Store,
     for name in names:
         every = pollers.interval(name, settings)
         job = PollJob(name, pollers.make(name, settings), store, every, on_added)
-        scheduler.add_job(job, IntervalTrigger(seconds=every), id=name, name=name,
+        # the bound coroutine method: APScheduler 3 runs a callable object in a thread pool
+        scheduler.add_job(job.__call__, IntervalTrigger(seconds=every), id=name, name=name,
                           max_instances=1, coalesce=True, misfire_grace_time=None,
                           next_run_time=_now())
         log.info("poller %s every %g s", name, every)
