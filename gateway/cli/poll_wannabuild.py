@@ -24,6 +24,10 @@ log = logging.getLogger("busgate.poll.wanna-build")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    # also accepted after the poller name (``busgate poll wanna-build --config X``)
+    parser.add_argument("--config", metavar="PATH", default=argparse.SUPPRESS,
+                        help="configuration file (default: $BUSGATE_CONFIG, else the "
+                             "embedded defaults)")
     parser.add_argument("--once", action="store_true", help="run one poll and exit")
     parser.add_argument("--dry-run", action="store_true",
                         help="print the events as JSON lines; store nothing")
