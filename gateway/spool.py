@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
-import secrets
 import time
 from collections.abc import Iterable
 from pathlib import Path
@@ -32,7 +31,7 @@ class Spool:
         """Durably store one item; return its path in ``new/``. Raises :class:`SpoolError`."""
         if kind not in KINDS:
             raise SpoolError(f"unknown spool item kind {kind!r}")
-        name = f"{time.time_ns():020d}.{os.getpid()}.{secrets.token_hex(4)}.{kind}"
+        name = f"{time.time_ns():020d}.{os.getpid()}.{os.urandom(4).hex()}.{kind}"
         tmp_path = self.tmp / name
         try:
             fd = self._open_tmp(tmp_path)
