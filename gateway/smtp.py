@@ -39,6 +39,9 @@ class SmtpListener:
         if not recipients:
             raise ConfigError("the SMTP listener needs at least one address in smtp.recipients",
                               key="smtp.recipients")
+        if settings.smtp.timeout <= 0:
+            raise ConfigError(f"must be greater than 0, not {settings.smtp.timeout}",
+                              key="smtp.timeout")
         self.host = settings.smtp.host
         self.port = settings.smtp.port
         self.hostname = settings.smtp.hostname or socket.gethostname()

@@ -160,6 +160,21 @@ def test_no_recipients_is_a_config_error(make_settings) -> None:  # type: ignore
         SmtpListener(settings, Spool(settings.spool_dir), lambda: None)
 
 
+def test_non_positive_timeout_is_a_config_error(make_settings) -> None:  # type: ignore[no-untyped-def]
+    settings = make_settings(smtp={"recipients": [RCPT], "timeout": 0})
+    with pytest.raises(ConfigError, match=r"smtp\.timeout"):
+        SmtpListener(settings, Spool(settings.spool_dir), lambda: None)
+
+
+def test_port_in_use_is_a_config_error(running, smtp_settings) -> None:  # type: ignore[no-untyped-def]
+    run = running()
+    settings = smtp_settings()
+    clash = SmtpListener(settings, Spool(settings.spool_dir), lambda: None)
+    clash.port = run.port
+    with pytest.raises(ConfigError, match="cannot listen"):
+        run.call(clash.start())
+
+
 def test_stop_closes_the_port(running) -> None:  # type: ignore[no-untyped-def]
     run = running()
     with run.client() as client:
