@@ -255,6 +255,23 @@ def test_row_committed_after_a_later_row_is_published_once(wb: WB) -> None:
     assert wb.store.counters()["wanna-build.late_rows"] == 1
 
 
+def test_late_row_seen_by_another_poller_sharing_the_store(wb: WB) -> None:
+    one, two = wb.poller(), wb.poller()
+    one.poll(wb.store)
+    pending(wb, 2)
+    assert len(one.poll(wb.store)) == 2
+    with wb.writer.transaction() as slow:
+        wb.change("amd64", "slow", "sid", "Built", action="--set-built", user="b", version="1",
+                  conn=slow)
+        time.sleep(0.01)
+        pending(wb, 1)
+        assert len(two.poll(wb.store)) == 1  # moved the cursor: one's memory is stale
+        assert one.poll(wb.store) == []
+    assert [e.body["package"] for e in one.poll(wb.store)] == ["slow"]
+    assert two.poll(wb.store) == [] and one.poll(wb.store) == []
+    assert len(wb.outbox()) == 4
+
+
 def test_late_rows_among_a_backlog_read_in_small_batches(wb: WB) -> None:
     poller = wb.poller(batch_rows=3)
     poller.poll(wb.store)
@@ -538,12 +555,16 @@ def test_range_read_is_index_backed_and_reads_only_new_rows(wb: WB, caplog) -> N
     assert len(poller.poll(wb.store)) == 50
     assert poller.last_rows_read == 50  # the 20,000 older rows are not touched
     assert poller.poll(wb.store) == []
-    assert poller.last_rows_read == 50  # the overlap window: the last 300 s of rows again
-    # without the index it still works, and says what is missing
+    # the overlap window is only counted: as many rows as this poller committed there
+    assert poller.last_rows_read == 0
+    # without the index it still works, and says what is missing; a new poller (a
+    # restart) does not know the window's rows and fetches them once
     wb.sql("DROP INDEX transactions_time")
     with caplog.at_level(logging.WARNING, logger="adapters.wannabuild.query"):
         fresh = wb.poller()
         assert fresh.poll(wb.store) == []
+        assert fresh.last_rows_read == 50
+        assert fresh.poll(wb.store) == [] and fresh.last_rows_read == 0
     assert fresh.reader.time_index is False
     assert 'CREATE INDEX transactions_time ON transactions ("time")' in caplog.text
 

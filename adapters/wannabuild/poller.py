@@ -6,11 +6,15 @@ makes rows visible after rows with later timestamps. The cursor is therefore a
 pair: ``time``, the newest row time read, and ``now``, the database clock of the
 snapshot that read it. A row not visible in that snapshot has ``time > now -
 overlap`` as long as no writing transaction lasts longer than ``overlap_seconds``,
-so the next poll re-reads ``(min(time, now - overlap), time]`` (the overlap
-window) besides everything after ``time``; rows already in the outbox are
+so the next poll looks again at ``(min(time, now - overlap), time]`` (the
+overlap window) besides everything after ``time``; rows already in the outbox are
 recognised by their event key and dropped, so a late row is published exactly
-once. An idle database costs nothing more than the new rows; a busy one re-reads
-the last ``overlap_seconds`` of rows.
+once. The poller remembers the rows it committed inside the window: when the
+database counts exactly as many rows there (an index range count), no row came
+late and the window is not fetched again. So a poll ships the new rows only; the
+window's rows travel again only after a late commit or a restart.
+``transactions`` is append-only: were rows of the last ``overlap_seconds`` deleted
+while as many others committed late, the count could not tell.
 
 Both reads are index-backed range reads in one read-only snapshot. Events and
 the cursor commit in ONE store transaction: a crash between reading and
@@ -33,7 +37,7 @@ import zoneinfo
 from dataclasses import dataclass
 
 from adapters.wannabuild.query import Reader, Snapshot, describe
-from adapters.wannabuild.translate import Row, to_event
+from adapters.wannabuild.translate import Row, event_key, to_event
 from gateway.config import Settings, WannaBuildSettings
 from gateway.errors import ConfigError
 from gateway.event import Event
@@ -95,64 +99,88 @@ class WannaBuildPoller:
         #: Figures of the last poll: rows fetched, rows in the overlap window that were new.
         self.last_rows_read = 0
         self.last_late = 0
+        #: (time, key) of every row committed inside the overlap window, valid while the
+        #: store's cursor is ``_window_cursor`` (nobody else polled in between).
+        self._window: list[tuple[dt.datetime, str]] = []
+        self._window_cursor: str | None = None
 
     def close(self) -> None:
         self.reader.close()
 
     # -- one poll ------------------------------------------------------------------------
     def poll(self, store: Store, *, dry_run: bool = False) -> list[Event]:
-        cursor = Cursor.load(store.cursor(CURSOR))
+        stored = store.cursor(CURSOR)
+        cursor = Cursor.load(stored)
         baseline = _load_baseline(store.snapshot(NAMESPACE, BASELINE))
-        late_rows: list[Row] = []
+        window = self._window if stored is not None and stored == self._window_cursor else []
+        late_rows: list[Row] | None = None
         with self.reader.snapshot() as snap:
             start = self.rewind if self.rewind is not None else \
                 self.first_since if cursor is None else None
             if start is not None:
                 low = snap_local(snap, start) - ONE_TICK
                 cursor = Cursor(time=low, now=low + self.overlap)
-                baseline = None
+                baseline, window = None, []
             if cursor is None:
                 return self._baseline(store, snap, dry_run)
             low = min(cursor.time, cursor.now - self.overlap)
-            late_rows = snap.between(low, cursor.time) if low < cursor.time else []
+            window = [(t, k) for t, k in window if low < t <= cursor.time]
+            if low < cursor.time and snap.count_between(low, cursor.time) != len(window):
+                late_rows = snap.between(low, cursor.time)
             rows, more = snap.after(cursor.time, self.cfg.batch_rows)
             now = snap.now
             self.last_rows_read = snap.rows_read
         new_cursor = Cursor(time=max([cursor.time, *(r.time for r in rows)]), now=now)
         skip = set(baseline["keys"]) if baseline else set()
         keep_baseline = bool(baseline) and low < _time(baseline["until"])
-        events = [to_event(r, max_failure_chars=self.cfg.max_failure_chars)
-                  for r in (*late_rows, *rows)]
-        late_keys = {e.key for e in events[:len(late_rows)]}
+        seen = {key for _, key in window}
+        late: list[Event] = []
+        if late_rows is not None:
+            window = []
+            for row in late_rows:
+                key = event_key(row)
+                window.append((row.time, key))
+                if key not in seen and key not in skip:
+                    late.append(to_event(row, max_failure_chars=self.cfg.max_failure_chars))
+        events = [to_event(r, max_failure_chars=self.cfg.max_failure_chars) for r in rows]
+        window += [(e_row.time, e.key) for e_row, e in zip(rows, events, strict=True)]
+        late_keys = {e.key for e in late}
         try:
             with store.transaction() as tx:
                 fresh: dict[str, Event] = {}
-                for event in events:
+                for event in (*late, *events):
                     if event.key not in skip and event.key not in fresh \
                             and not tx.has_key(event.key):
                         fresh[event.key] = event
                 published = list(fresh.values())
+                self.last_late = sum(1 for key in fresh if key in late_keys)
                 if dry_run:
                     raise _DryRun
                 tx.add_events(published)
                 tx.set_cursor(CURSOR, new_cursor.dump())
                 if baseline and not keep_baseline:
                     tx.delete_snapshot(NAMESPACE, BASELINE)
-                self.last_late = sum(1 for key in fresh if key in late_keys)
                 tx.bump("wanna-build.polls")
                 tx.bump("wanna-build.rows_read", self.last_rows_read)
                 if self.last_late:
                     tx.bump("wanna-build.late_rows", self.last_late)
         except _DryRun:
-            self.last_late = sum(1 for key in fresh if key in late_keys)
+            pass
         else:
             self.rewind = None
+            self._remember(window, new_cursor)
         if self.last_late:
             log.info("wanna-build: %d row(s) committed late (inside the %g s overlap window) "
                      "published now", self.last_late, self.cfg.overlap_seconds)
         log.info("wanna-build poll: %d rows read, %d new events%s", self.last_rows_read,
                  len(published), ", more rows pending" if more else "")
         return published
+
+    def _remember(self, window: list[tuple[dt.datetime, str]], cursor: Cursor) -> None:
+        """Keep what the next poll's window holds (rows after its lower bound)."""
+        low = min(cursor.time, cursor.now - self.overlap)
+        self._window = [(t, k) for t, k in window if t > low]
+        self._window_cursor = cursor.dump()
 
     def _baseline(self, store: Store, snap: Snapshot, dry_run: bool) -> list[Event]:
         """First run: start at the newest row; remember what the overlap window holds."""
@@ -164,15 +192,17 @@ class WannaBuildPoller:
         cursor = Cursor(time=newest if newest is not None else low, now=snap.now)
         if dry_run:
             return []
+        window = [(r.time, event_key(r)) for r in seen]
         with store.transaction() as tx:
             tx.set_cursor(CURSOR, cursor.dump())
             if seen:
-                keys = sorted({to_event(r).key for r in seen})
+                keys = sorted({key for _, key in window})
                 tx.put_snapshot(NAMESPACE, BASELINE, json.dumps(
                     {"until": max(r.time for r in seen).isoformat(), "keys": keys}))
             else:
                 tx.delete_snapshot(NAMESPACE, BASELINE)
             tx.bump("wanna-build.polls")
+        self._remember(window, cursor)
         log.info("wanna-build: first run starts at the newest row (%s); nothing published",
                  cursor.time.isoformat())
         return []

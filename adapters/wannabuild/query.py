@@ -52,6 +52,7 @@ SQL_BETWEEN = _SELECT + ' WHERE t."time" > %(low)s AND t."time" <= %(high)s' + _
 SQL_AFTER = _SELECT + ' WHERE t."time" > %(low)s' + _ORDER + " LIMIT %(limit)s"
 SQL_AT = _SELECT + ' WHERE t."time" = %(at)s' + _ORDER
 SQL_NEWEST = 'SELECT max("time") FROM transactions'
+SQL_COUNT = 'SELECT count(*) FROM transactions WHERE "time" > %(low)s AND "time" <= %(high)s'
 SQL_TIME_INDEX = """
 SELECT EXISTS (
     SELECT 1 FROM pg_index i
@@ -90,6 +91,10 @@ class Snapshot:
     def between(self, low: dt.datetime, high: dt.datetime) -> list[Row]:
         """Rows with ``low < time <= high``."""
         return self._rows(SQL_BETWEEN, {"low": low, "high": high})
+
+    def count_between(self, low: dt.datetime, high: dt.datetime) -> int:
+        """How many rows have ``low < time <= high`` (an index range count; nothing shipped)."""
+        return self._conn.execute(SQL_COUNT, {"low": low, "high": high}).fetchone()[0]  # type: ignore[index]
 
     def after(self, low: dt.datetime, limit: int) -> tuple[list[Row], bool]:
         """The oldest rows with ``time > low``: about ``limit`` of them, never splitting rows

@@ -58,8 +58,8 @@ class Row:
 
 def text(value: Any) -> str | None:
     """Database text as ``str``: bytes (SQL_ASCII databases) decode as UTF-8, bad bytes as \\xNN."""
-    if value is None:
-        return None
+    if value is None or value.__class__ is str:
+        return value
     if isinstance(value, bytes | bytearray | memoryview):
         return bytes(value).decode("utf-8", "backslashreplace")
     return str(value)
