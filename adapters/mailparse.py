@@ -24,6 +24,7 @@ from email.header import decode_header
 from email.message import EmailMessage, Message
 from email.parser import BytesParser
 from email.policy import EmailPolicy
+from email.utils import parsedate_to_datetime
 from typing import Any
 
 _CACHE_MAX = 2048
@@ -171,3 +172,14 @@ def message_id(message: Message) -> str | None:
     if not value:
         return None
     return value.replace(" ", "")[:998] or None
+
+
+def date_to_epoch(value: str | None) -> float | None:
+    """An RFC 2822 date (``Date:`` header, removals.822 ``Date``) as epoch seconds;
+    ``None`` when absent or unparsable (the event then carries no source time)."""
+    if not value:
+        return None
+    try:
+        return parsedate_to_datetime(value).timestamp()
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None

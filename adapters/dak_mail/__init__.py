@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from email.message import Message
 
+from adapters.mailparse import date_to_epoch
 from gateway.event import Event
 
 __all__ = ["parse_dak_mail", "parse_removals_822"]
@@ -47,16 +48,5 @@ def parse_removals_822(text: str) -> list[Event]:
         packages = tuple(sources or sorted({r["package"] for r in removal["rows"]}))
         events.append(Event(service="dak", object="package", event="remove",
                             key=removal_key(removal["suites"], removal["rows"]), body=body,
-                            packages=packages, time=_time(removal["date"])))
+                            packages=packages, time=date_to_epoch(removal["date"])))
     return events
-
-
-def _time(value: str | None) -> float | None:
-    from email.utils import parsedate_to_datetime
-
-    if not value:
-        return None
-    try:
-        return parsedate_to_datetime(value).timestamp()
-    except (TypeError, ValueError, IndexError, OverflowError):
-        return None

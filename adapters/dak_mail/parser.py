@@ -19,7 +19,7 @@ from __future__ import annotations
 import hashlib
 import re
 from email.message import Message
-from email.utils import getaddresses, parsedate_to_datetime
+from email.utils import getaddresses
 from typing import Any
 
 from adapters import mailparse
@@ -51,7 +51,7 @@ class Mail:
         self.body = mailparse.text_body(message)
         self.message_id = mailparse.message_id(message)
         self.program = single(message, "X-DAK")
-        self.time = _mail_time(message)
+        self.time = mailparse.date_to_epoch(single(message, "Date"))
         self.sender = single(message, "From")
 
     def header(self, name: str) -> str | None:
@@ -370,16 +370,6 @@ def _cap(text: str | None) -> str | None:
     if text is None:
         return None
     return text if len(text) <= MAX_TEXT else text[:MAX_TEXT] + "\n[... truncated]"
-
-
-def _mail_time(message: Message) -> float | None:
-    value = single(message, "Date")
-    if not value:
-        return None
-    try:
-        return parsedate_to_datetime(value).timestamp()
-    except (TypeError, ValueError, IndexError, OverflowError):
-        return None
 
 
 _BUILDERS = {

@@ -15,9 +15,9 @@ from __future__ import annotations
 import hashlib
 import re
 from email.message import EmailMessage
-from email.utils import parsedate_to_datetime
 from typing import Any
 
+from adapters.mailparse import date_to_epoch
 from gateway.errors import ParseError
 from gateway.event import Event
 
@@ -74,7 +74,7 @@ def parse_bts_mail(message: EmailMessage, raw: bytes) -> list[Event]:
     tags = (_header(message, "X-Debian-PR-Keywords") or "").split()
     sender = _header(message, "From") or ""
     msgid = (_header(message, "Message-ID") or "").replace(" ", "")
-    when = _date(message)
+    when = date_to_epoch(_header(message, "Date"))
     ident = msgid or hashlib.sha256(raw).hexdigest()
     body: dict[str, Any] = {
         "bug": bug,
@@ -121,13 +121,3 @@ def _header(message: EmailMessage, name: str) -> str | None:
         return None
     text = _CONTROL.sub(" ", str(value)).strip()
     return re.sub(r"\s{2,}", " ", text)[:MAX_FIELD]
-
-
-def _date(message: EmailMessage) -> float | None:
-    value = _header(message, "Date")
-    if not value:
-        return None
-    try:
-        return parsedate_to_datetime(value).timestamp()
-    except (TypeError, ValueError, IndexError, OverflowError):
-        return None

@@ -4,8 +4,18 @@ from __future__ import annotations
 
 import argparse
 import importlib
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from gateway.config import Settings
+    from gateway.event import Event
+    from gateway.pollers import Poller
+    from gateway.store import Store
 
 HELP = "run a poller by hand (debbugs, wanna-build)"
+EX_TEMPFAIL = 75
+MAX_BACKOFF = 8
 
 #: Poller name -> CLI module defining add_arguments(parser) and run(args).
 POLL_COMMANDS = {
@@ -24,9 +34,65 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                 raise
             continue
         command = sub.add_parser(name, help=module.HELP, description=module.HELP)
+        # also accepted after the poller name (``busgate poll wanna-build --config X``)
+        command.add_argument("--config", metavar="PATH", default=argparse.SUPPRESS,
+                             help="configuration file (default: $BUSGATE_CONFIG, else the "
+                                  "embedded defaults)")
         module.add_arguments(command)
         command.set_defaults(poll_handler=module.run)
 
 
 def run(args: argparse.Namespace) -> int:
     return int(args.poll_handler(args) or 0)
+
+
+def open_store(settings: Settings, dry_run: bool) -> Store:
+    """The state store, or an empty in-memory one for a dry run with no state yet
+    (nothing to compare with, and nothing may be written)."""
+    from gateway import runtime
+    from gateway.store import EnvelopeFactory, Store
+
+    if dry_run and not settings.db_path.exists():
+        return Store(":memory:", EnvelopeFactory(settings.topic_prefix,
+                                                 settings.publisher.name, settings.username))
+    return runtime.open_store(settings)
+
+
+def loop(poller: Poller, store: Store, settings: Settings, *, once: bool, dry_run: bool,
+         interval: float, summary: Callable[[list[Event]], str]) -> int:
+    """Poll once (``--once``: exit 0, or 75 when the source failed and nothing was stored)
+    or every ``interval`` seconds until interrupted, doubling the wait after a failure
+    up to ``MAX_BACKOFF`` intervals, as the daemon's scheduler does."""
+    import logging
+    import sys
+    import time
+
+    from gateway.dryrun import print_events
+    from gateway.errors import TransientError
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s",
+                        stream=sys.stderr)
+    delay = interval
+    while True:
+        try:
+            events = poller.poll(store, dry_run=dry_run)
+        except KeyboardInterrupt:
+            return 130
+        except TransientError as exc:
+            print(f"busgate: {poller.name} poll failed, nothing stored: {exc}",
+                  file=sys.stderr)
+            if once:
+                return EX_TEMPFAIL
+            delay = min(delay * 2, interval * MAX_BACKOFF)
+        else:
+            if dry_run:
+                print_events(events, settings.topic_prefix)
+            else:
+                print(summary(events))
+            if once:
+                return 0
+            delay = interval
+        try:
+            time.sleep(delay)
+        except KeyboardInterrupt:
+            return 0

@@ -3,7 +3,7 @@
 ``--once`` runs one poll and exits (0 on success, 75 = EX_TEMPFAIL when the
 server failed; nothing was committed then). Without ``--once`` it polls every
 ``debbugs.interval`` seconds until interrupted, backing off (doubling, at most
-``MAX_BACKOFF`` times the interval) after a failed poll; ``busgate run`` does the
+eight times the interval) after a failed poll; ``busgate run`` does the
 same through its scheduler. Command-line options override the config file.
 """
 
@@ -11,15 +11,8 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import logging
-import sys
-import time
 
 HELP = "poll the debbugs SOAP interface (new/changed/closed/archived bugs)"
-EX_TEMPFAIL = 75
-MAX_BACKOFF = 8
-
-log = logging.getLogger("busgate.poll.debbugs")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -52,43 +45,13 @@ def overridden(settings, args: argparse.Namespace):  # type: ignore[no-untyped-d
 
 def run(args: argparse.Namespace) -> int:
     from adapters.debbugs.poller import from_settings
-    from gateway import runtime
     from gateway.cli import load_settings
-    from gateway.dryrun import print_events
-    from gateway.errors import TransientError
-    from gateway.store import EnvelopeFactory, Store
+    from gateway.cli.poll import loop, open_store
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s",
-                        stream=sys.stderr)
     settings = overridden(load_settings(args), args)
-    if args.dry_run and not settings.db_path.exists():
-        # nothing to compare with and nothing may be written: an empty in-memory state
-        store = Store(":memory:", EnvelopeFactory(settings.topic_prefix,
-                                                  settings.publisher.name, settings.username))
-    else:
-        store = runtime.open_store(settings)
+    store = open_store(settings, args.dry_run)
     poller = from_settings(settings, backfill=args.backfill)
-    delay = settings.debbugs.interval
-    while True:
-        try:
-            events = poller.poll(store, dry_run=args.dry_run)
-        except KeyboardInterrupt:
-            return 130
-        except TransientError as exc:
-            print(f"busgate: debbugs poll failed, nothing stored: {exc}", file=sys.stderr)
-            if args.once:
-                return EX_TEMPFAIL
-            delay = min(delay * 2, settings.debbugs.interval * MAX_BACKOFF)
-        else:
-            if args.dry_run:
-                print_events(events, settings.topic_prefix)
-            else:
-                print(f"debbugs: {len(events)} new events in the outbox "
-                      f"({poller.last_calls} SOAP calls)")
-            if args.once:
-                return 0
-            delay = settings.debbugs.interval
-        try:
-            time.sleep(delay)
-        except KeyboardInterrupt:
-            return 0
+    return loop(poller, store, settings, once=args.once, dry_run=args.dry_run,
+                interval=settings.debbugs.interval,
+                summary=lambda events: f"debbugs: {len(events)} new events in the outbox "
+                                       f"({poller.last_calls} SOAP calls)")
