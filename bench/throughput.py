@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import shutil
@@ -28,6 +29,7 @@ import tempfile
 import textwrap
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import zmq
@@ -87,26 +89,32 @@ def joined(settings: config.Settings, sub: Subscriber) -> None:
     raise SystemExit("subscriber never joined")
 
 
-def durable_path(n: int) -> tuple[float, float]:
+@contextlib.contextmanager
+def gateway_with_subscriber() -> Iterator[tuple[Subscriber, dict[str, str]]]:
+    """A running daemon in a temp dir and a joined subscriber; yields (subscriber, env)."""
     root = Path(tempfile.mkdtemp(prefix="bg-bench-"))
     settings = make_settings(root)
     proc = start_daemon(settings)
-    env = {**os.environ, "BUSGATE_CONFIG": settings.sources[0]}
     try:
         with subscribe(settings) as sub:
             joined(settings, sub)
-            data = "".join(f"event {i}\n" for i in range(n)).encode()
-            start = time.perf_counter()
-            subprocess.run([*BUSGATE, "publish"], input=data, env=env, check=True)
-            spooled = time.perf_counter() - start
-            got = sum(1 for _ in sub.messages(count=n, timeout=300))
-            elapsed = time.perf_counter() - start
-        assert got == n, f"received {got} of {n}"
-        return n / elapsed, spooled
+            yield sub, {**os.environ, "BUSGATE_CONFIG": settings.sources[0]}
     finally:
         proc.terminate()
         proc.wait()
         shutil.rmtree(root, ignore_errors=True)
+
+
+def durable_path(n: int) -> tuple[float, float]:
+    data = "".join(f"event {i}\n" for i in range(n)).encode()
+    with gateway_with_subscriber() as (sub, env):
+        start = time.perf_counter()
+        subprocess.run([*BUSGATE, "publish"], input=data, env=env, check=True)
+        spooled = time.perf_counter() - start
+        got = sum(1 for _ in sub.messages(count=n, timeout=300))
+        elapsed = time.perf_counter() - start
+    assert got == n, f"received {got} of {n}"
+    return n / elapsed, spooled
 
 
 def publisher_alone(n: int) -> float:
@@ -162,23 +170,13 @@ def publisher_alone(n: int) -> float:
 
 def start_latency(runs: int) -> float:
     """Median ms from starting a `busgate publish` process to the subscriber's receipt."""
-    root = Path(tempfile.mkdtemp(prefix="bg-bench-"))
-    settings = make_settings(root)
-    proc = start_daemon(settings)
-    env = {**os.environ, "BUSGATE_CONFIG": settings.sources[0]}
     samples = []
-    try:
-        with subscribe(settings) as sub:
-            joined(settings, sub)
-            for i in range(runs):
-                started = time.perf_counter()
-                subprocess.run([*BUSGATE, "publish", "--message", f"s {i}"], env=env, check=True)
-                list(sub.messages(count=1, timeout=10))
-                samples.append((time.perf_counter() - started) * 1000)
-    finally:
-        proc.terminate()
-        proc.wait()
-        shutil.rmtree(root, ignore_errors=True)
+    with gateway_with_subscriber() as (sub, env):
+        for i in range(runs):
+            started = time.perf_counter()
+            subprocess.run([*BUSGATE, "publish", "--message", f"s {i}"], env=env, check=True)
+            list(sub.messages(count=1, timeout=10))
+            samples.append((time.perf_counter() - started) * 1000)
     return statistics.median(samples)
 
 
@@ -222,26 +220,15 @@ def fedmsg_start_latency(runs: int) -> float:
 
 
 def latency(runs: int) -> tuple[float, float, float]:
-    root = Path(tempfile.mkdtemp(prefix="bg-bench-"))
-    settings = make_settings(root)
-    proc = start_daemon(settings)
-    env = {**os.environ, "BUSGATE_CONFIG": settings.sources[0]}
     samples = []
-    try:
-        with subscribe(settings) as sub:
-            joined(settings, sub)
-            for i in range(runs):
-                subprocess.run([*BUSGATE, "publish", "--message", f"lat {i}"], env=env,
-                               check=True)
-                exited = time.perf_counter()
-                (message,) = list(sub.messages(count=1, timeout=10))
-                samples.append((time.perf_counter() - exited) * 1000)
-                assert message.body["log"] == f"lat {i}"
-                time.sleep(0.02)  # an idle machine between events
-    finally:
-        proc.terminate()
-        proc.wait()
-        shutil.rmtree(root, ignore_errors=True)
+    with gateway_with_subscriber() as (sub, env):
+        for i in range(runs):
+            subprocess.run([*BUSGATE, "publish", "--message", f"lat {i}"], env=env, check=True)
+            exited = time.perf_counter()
+            (message,) = list(sub.messages(count=1, timeout=10))
+            samples.append((time.perf_counter() - exited) * 1000)
+            assert message.body["log"] == f"lat {i}"
+            time.sleep(0.02)  # an idle machine between events
     samples.sort()
     return (statistics.median(samples), samples[int(len(samples) * 0.99) - 1], samples[-1])
 
