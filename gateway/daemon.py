@@ -1,5 +1,6 @@
-"""``busgate run``: one asyncio loop wiring spool watcher, publisher, replay,
-heartbeat, SMTP listener and pollers around the one state database."""
+"""``busgate run``: one asyncio loop wiring publisher, replay, heartbeat, SMTP
+listener and pollers around the one state database, plus the spool worker
+process that fills the outbox."""
 
 from __future__ import annotations
 
@@ -8,77 +9,20 @@ import contextlib
 import inspect
 import logging
 import signal
-import time
 from collections.abc import Callable
-from pathlib import Path
 
 import zmq
 import zmq.asyncio
 
-from gateway import heartbeat, ingest, runtime
+from gateway import heartbeat, runtime
 from gateway.config import Settings
 from gateway.errors import StoreError
 from gateway.publisher import Publisher
 from gateway.replay import ReplayServer
-from gateway.spool import Spool
-from gateway.store import Store
+from gateway.spoolworker import SpoolWorker
 from gateway.transports.zmq import ZmqPublisher
 
 log = logging.getLogger(__name__)
-
-
-class SpoolWatcher:
-    """Move spool items into the outbox (or quarantine), oldest first, then delete them."""
-
-    def __init__(self, spool: Spool, store: Store, settings: Settings,
-                 on_added: Callable[[], None]):
-        self.spool = spool
-        self.store = store
-        self.settings = settings
-        self.on_added = on_added
-        self.wake = asyncio.Event()
-        self.interval = settings.state.spool_poll_ms / 1000
-
-    def notify(self) -> None:
-        self.wake.set()
-
-    async def run(self) -> None:
-        self.spool.ensure()
-        self.spool.clean_tmp()
-        backoff = 0.0
-        while True:
-            self.wake.clear()
-            items = self.spool.pending()
-            for path in items:
-                try:
-                    outcome = await asyncio.to_thread(self._process, path)
-                except StoreError as exc:
-                    backoff = min(max(backoff * 2, 0.5), 30.0)
-                    log.error("cannot store spool item %s (kept in the spool, retrying in "
-                              "%.1f s): %s", path.name, backoff, exc)
-                    break
-                backoff = 0.0
-                if outcome.added:
-                    self.on_added()
-            else:
-                if not items:
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self.wake.wait(), timeout=self.interval)
-                continue
-            await asyncio.sleep(backoff)
-
-    def _process(self, path: Path) -> ingest.Outcome:
-        try:
-            raw = path.read_bytes()
-        except FileNotFoundError:
-            return ingest.Outcome()
-        started = time.perf_counter()
-        outcome = ingest.ingest(self.store, self.settings, Spool.kind_of(path), raw,
-                                origin=path.name)
-        Spool.remove(path)
-        log.debug("%s: %d event(s) added, %d duplicate(s) in %.3f s", path.name, outcome.added,
-                  outcome.duplicates, time.perf_counter() - started)
-        return outcome
 
 
 async def _heartbeats(settings: Settings, transport: ZmqPublisher, publisher: Publisher) -> None:
@@ -114,9 +58,11 @@ async def serve(settings: Settings, stop: asyncio.Event | None = None,
                                  hwm_wait_ms=settings.zmq.hwm_wait_ms)
         closers.insert(0, transport.close)
         publisher = Publisher(store, transport)
-        watcher = SpoolWatcher(spool, store, settings, publisher.notify)
+        worker = SpoolWorker(settings, publisher.notify)
+        worker.start()
+        closers.insert(0, worker.stop)
         tasks += [asyncio.create_task(publisher.run(), name="publisher"),
-                  asyncio.create_task(watcher.run(), name="spool"),
+                  asyncio.create_task(worker.supervise(), name="spool"),
                   asyncio.create_task(_heartbeats(settings, transport, publisher),
                                       name="heartbeat")]
         if settings.zmq.replay:
@@ -127,7 +73,7 @@ async def serve(settings: Settings, stop: asyncio.Event | None = None,
         if settings.smtp.enabled:
             from gateway.smtp import SmtpListener
 
-            listener = SmtpListener(settings, spool, watcher.notify)
+            listener = SmtpListener(settings, spool, worker.notify)
             await listener.start()
             closers.insert(0, listener.stop)
         from gateway import scheduler

@@ -67,7 +67,7 @@ def parse_events(raw: bytes) -> list[Event]:
 
 
 def ingest(store: Store, settings: Settings, kind: str, raw: bytes, origin: str = "",
-           batch: int = 5000) -> Outcome:
+           batch: int = 10000) -> Outcome:
     """Parse ``raw`` and commit its events (or quarantine it). Safe to run twice."""
     limit = settings.mail.max_size if kind == "mail" else MAX_EVENTS_ITEM
     if len(raw) > limit:

@@ -259,7 +259,23 @@ class Transaction:
             row = self._conn.execute("SELECT MAX(seq_id) FROM outbox").fetchone()
             self._next = (row[0] or 0) + 1
         batch = [(env.event_uid(event.key), event) for event in events]
-        known = self._known_uids([uid for uid, _ in batch])
+        # Duplicates are rare (a redelivered mail, a re-run poll): insert optimistically
+        # and only look the keys up when the unique index refused the batch.
+        self._conn.execute("SAVEPOINT add_events")
+        first = self._next
+        try:
+            given = self._insert(batch, set(), stamp)
+        except sqlite3.IntegrityError:
+            self._conn.execute("ROLLBACK TO add_events")
+            self._next = first
+            given = self._insert(batch, self._known_uids([uid for uid, _ in batch]), stamp)
+        self._conn.execute("RELEASE add_events")
+        return given
+
+    def _insert(self, batch: list[tuple[bytes, Event]], known: set[bytes],
+                stamp: int) -> list[int]:
+        factory = self._store.factory
+        assert factory is not None and self._next is not None
         rows = []
         for uid, event in batch:
             if uid in known:

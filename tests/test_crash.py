@@ -28,33 +28,33 @@ def test_kill_9_loses_nothing_and_duplicates_nothing(daemon):
                 for n in range(item * PER_ITEM, (item + 1) * PER_ITEM)
             ]
             spool.deliver("events", lines)
-            time.sleep(rng.uniform(0, 0.02))
+            time.sleep(rng.uniform(0.01, 0.03))
 
     received: dict[int, int] = {}
     feeder = threading.Thread(target=feed)
     with Subscriber(discovery.discover(settings), resume_from=0,
                     heartbeat_topic=heartbeat.topic(settings.topic_prefix)) as sub:
         feeder.start()
-        kills = 0
+        kills = busy = 0
+        store = runtime.open_store(settings)
         while feeder.is_alive() or kills < 5:
             for message in sub.messages(timeout=rng.uniform(0.05, 0.4)):
                 received[message.body["n"]] = received.get(message.body["n"], 0) + 1
+            busy += feeder.is_alive()
             proc.kill()
             kills += 1
             proc.start()
         feeder.join()
         for message in sub.messages(idle=3.0, timeout=60):
             received[message.body["n"]] = received.get(message.body["n"], 0) + 1
-        replayed = sub.stats.replayed
     assert proc.stop() == 0
 
     assert kills >= 5
     missing = set(range(TOTAL)) - set(received)
     assert not missing, f"{len(missing)} events never reached the subscriber"
     assert max(received.values()) == 1, "a subscriber got an event twice"
-    assert replayed > 0, "the kills should have forced some replay"
+    assert busy >= 3, "kills must hit the daemon while events are flowing"
 
-    store = runtime.open_store(settings)
     conn = store.connect()
     count, distinct, lo, hi = conn.execute(
         "SELECT COUNT(*), COUNT(DISTINCT msg_id), MIN(seq_id), MAX(seq_id) FROM outbox"

@@ -182,3 +182,36 @@ def test_status_json_reports_depth_and_counters(daemon):
     assert status["last_seq_id"] == 3 and status["outbox_depth"] == 0
     assert status["counters"]["published.sent"] == 3
     assert status["spool_pending"] == 0
+
+
+def test_a_killed_spool_worker_is_restarted_and_nothing_is_lost(daemon):
+    import os
+    import signal
+
+    proc, settings = daemon()
+    children = subprocess.run(["pgrep", "-P", str(proc.proc.pid), "-f", "spawn_main"],
+                              capture_output=True, text=True).stdout.split()
+    assert len(children) == 1, "one spool worker process"
+    os.kill(int(children[0]), signal.SIGKILL)
+    assert publish(proc, ["after the worker died"]).returncode == 0
+    store = runtime.open_store(settings)
+    deadline = time.monotonic() + 15
+    while store.published_seq_id() < 1 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert store.published_seq_id() == 1
+    assert "spool worker exited with status -9; restarting it" in proc.output()
+    assert proc.proc.poll() is None
+
+
+def test_the_spool_worker_dies_with_a_killed_daemon(daemon):
+    proc, _settings = daemon()
+    children = subprocess.run(["pgrep", "-P", str(proc.proc.pid)], capture_output=True,
+                              text=True).stdout.split()
+    proc.kill()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and any(
+            subprocess.run(["kill", "-0", c], capture_output=True).returncode == 0
+            for c in children):
+        time.sleep(0.05)
+    assert all(subprocess.run(["kill", "-0", c], capture_output=True).returncode != 0
+               for c in children), "an orphaned spool worker outlived the daemon"

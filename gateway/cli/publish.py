@@ -1,6 +1,6 @@
 """``busgate publish``: the shell's way onto the bus (busgate's fedmsg-logger).
 
-Messages go into the spool as one durable item and the command exits: it never
+Messages go into the spool as durable items and the command exits: it never
 binds a socket and never sleeps for slow joiners. The daemon publishes them.
 """
 
@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import select
 import sys
 import uuid
 from collections.abc import Iterator
@@ -15,6 +16,8 @@ from collections.abc import Iterator
 HELP = "publish messages from the shell (one per stdin line, or --message)"
 EX_DATAERR = 65
 EX_TEMPFAIL = 75
+#: Most messages in one spool item.
+CHUNK = 10000
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -42,10 +45,20 @@ def run(args: argparse.Namespace) -> int:
         return EX_DATAERR
     settings = load_settings(args)
     lines = [args.message] if args.message is not None else _stdin_lines()
-    records: list[bytes] = []
+    spool = open_spool(settings)
+    pending: list[bytes] = []
+    stored = 0
+
+    def hand_over() -> None:
+        nonlocal stored
+        if pending:
+            spool.deliver("events", pending)
+            stored += len(pending)
+            pending.clear()
+
     try:
         # Validate the topic once; every message of this run shares it. Keys are this
-        # run's uuid plus a counter: unique, and stable if the daemon reads the item twice.
+        # run's uuid plus a counter: unique, and stable if the daemon reads an item twice.
         template = Event(
             service=args.modname, object=tokens[0],
             subobject=tokens[1] if len(tokens) == 3 else None, event=tokens[-1],
@@ -56,18 +69,34 @@ def run(args: argparse.Namespace) -> int:
         for number, body in enumerate(_bodies(lines, args.json_input)):
             template["key"] = f"publish:{run_id}:{number}"
             template["body"] = body
-            records.append(encode(template).encode() + b"\n")
-    except (BusgateError, ValueError) as exc:
-        print(f"busgate publish: message {len(records) + 1}: {exc}", file=sys.stderr)
-        return EX_DATAERR
-    if not records:
-        return 0
-    try:
-        open_spool(settings).deliver("events", records)
+            pending.append(encode(template).encode() + b"\n")
+            # One spool item per CHUNK lines, or sooner when stdin has nothing more for
+            # now: a stream (`tail -f log | busgate publish`) is published as it comes,
+            # and a big input is published while the rest is still being read.
+            if len(pending) >= CHUNK or (args.message is None and not _input_waiting()):
+                hand_over()
+        hand_over()
     except SpoolError as exc:
-        print(f"busgate publish: {exc}", file=sys.stderr)
+        print(f"busgate publish: {exc} ({stored} message(s) stored before)", file=sys.stderr)
         return EX_TEMPFAIL
+    except (BusgateError, ValueError) as exc:
+        bad = stored + len(pending) + 1
+        try:
+            hand_over()  # the good messages before the bad one
+        except SpoolError as spool_exc:
+            print(f"busgate publish: {spool_exc}", file=sys.stderr)
+            return EX_TEMPFAIL
+        before = f"; the {stored} before it were stored" if stored else ""
+        print(f"busgate publish: message {bad}: {exc}{before}", file=sys.stderr)
+        return EX_DATAERR
     return 0
+
+
+def _input_waiting() -> bool:
+    try:
+        return bool(select.select([sys.stdin.buffer], [], [], 0)[0])
+    except (OSError, ValueError):  # not selectable (e.g. closed): read on
+        return True
 
 
 def _stdin_lines() -> Iterator[str]:

@@ -1,0 +1,158 @@
+"""Drain the spool into the outbox, in a process of its own.
+
+Parsing inputs and building envelopes is CPU-bound Python. In the daemon's own
+process it would take turns with the publisher under the GIL; in a child process
+the two run on two cores. The child shares nothing with the parent but the state
+database (SQLite serializes the writers) and two pipes: the parent wakes it when
+the SMTP listener stored a mail, and it tells the parent when new rows are in the
+outbox. It dies with its parent, and the parent restarts it if it dies alone.
+Every step is idempotent (an item is deleted only after its events committed, and
+a key is stored once), so a kill at any moment loses nothing and doubles nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import multiprocessing
+import os
+import signal
+import time
+from collections.abc import Callable
+from multiprocessing.connection import Connection
+
+from gateway.config import Settings
+
+log = logging.getLogger(__name__)
+
+RESTART_DELAY = 1.0
+
+
+def drain_forever(settings: Settings, parent_pid: int, wake: Connection, added: Connection,
+                  log_level: int) -> None:
+    """Child process entry point: move spool items into the outbox until the parent goes."""
+    logging.basicConfig(level=log_level,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    _die_with_parent(parent_pid)
+    from gateway import ingest, runtime
+    from gateway.errors import StoreError
+    from gateway.spool import Spool
+
+    store = runtime.open_store(settings)
+    spool = runtime.open_spool(settings)
+    spool.ensure()
+    spool.clean_tmp()
+    interval = settings.state.spool_poll_ms / 1000
+    backoff = 0.0
+    while os.getppid() == parent_pid:
+        items = spool.pending()
+        for path in items:
+            try:
+                raw = path.read_bytes()
+            except FileNotFoundError:
+                continue
+            started = time.perf_counter()
+            try:
+                outcome = ingest.ingest(store, settings, Spool.kind_of(path), raw,
+                                        origin=path.name)
+            except StoreError as exc:
+                backoff = min(max(backoff * 2, 0.5), 30.0)
+                log.error("cannot store spool item %s (kept in the spool, retrying in "
+                          "%.1f s): %s", path.name, backoff, exc)
+                time.sleep(backoff)
+                break
+            backoff = 0.0
+            Spool.remove(path)
+            log.debug("%s: %d event(s) added, %d duplicate(s) in %.3f s", path.name,
+                      outcome.added, outcome.duplicates, time.perf_counter() - started)
+            if outcome.added:
+                _signal(added)
+        if not items and wake.poll(interval):
+            _drain(wake)
+
+
+def _die_with_parent(parent_pid: int) -> None:
+    """Ask Linux to kill us when the parent dies (``kill -9`` included)."""
+    with contextlib.suppress(OSError, AttributeError):
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    if os.getppid() != parent_pid:  # the parent died before prctl took effect
+        os._exit(0)
+
+
+def _signal(conn: Connection) -> None:
+    """One byte down a pipe; a full pipe already says it (non-blocking, never waits)."""
+    with contextlib.suppress(BlockingIOError, BrokenPipeError, OSError):
+        os.write(conn.fileno(), b"\0")
+
+
+def _drain(conn: Connection) -> None:
+    with contextlib.suppress(BlockingIOError, OSError):
+        while os.read(conn.fileno(), 4096):
+            pass
+
+
+class SpoolWorker:
+    """The parent's handle on the child: start, watch, restart, stop."""
+
+    def __init__(self, settings: Settings, on_added: Callable[[], None]):
+        self.settings = settings
+        self.on_added = on_added
+        self.process: multiprocessing.process.BaseProcess | None = None
+        self._wake: Connection | None = None
+        self._added: Connection | None = None
+
+    def start(self) -> None:
+        context = multiprocessing.get_context("spawn")
+        wake_r, self._wake = context.Pipe(duplex=False)
+        self._added, added_w = context.Pipe(duplex=False)
+        for conn in (self._wake, self._added):
+            os.set_blocking(conn.fileno(), False)
+        self.process = context.Process(
+            target=drain_forever, name="busgate-spool",
+            args=(self.settings, os.getpid(), wake_r, added_w,
+                  logging.getLogger().getEffectiveLevel()),
+            daemon=True,
+        )
+        self.process.start()
+        wake_r.close()
+        added_w.close()
+        asyncio.get_running_loop().add_reader(self._added.fileno(), self._readable)
+
+    def _readable(self) -> None:
+        assert self._added is not None
+        _drain(self._added)
+        self.on_added()
+
+    def notify(self) -> None:
+        """Wake the child now (a mail was just spooled by the SMTP listener)."""
+        if self._wake is not None:
+            _signal(self._wake)
+
+    async def supervise(self) -> None:
+        """Restart the child if it dies on its own."""
+        while True:
+            await asyncio.sleep(0.5)
+            if self.process is not None and not self.process.is_alive():
+                log.error("spool worker exited with status %s; restarting it",
+                          self.process.exitcode)
+                self.stop()
+                await asyncio.sleep(RESTART_DELAY)
+                self.start()
+
+    def stop(self) -> None:
+        if self._added is not None:
+            with contextlib.suppress(Exception):
+                asyncio.get_running_loop().remove_reader(self._added.fileno())
+        if self.process is not None and self.process.is_alive():
+            self.process.terminate()
+            self.process.join(5)
+            if self.process.is_alive():
+                self.process.kill()
+                self.process.join(5)
+        for conn in (self._wake, self._added):
+            if conn is not None:
+                conn.close()
+        self._wake = self._added = None
