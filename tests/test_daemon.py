@@ -215,3 +215,20 @@ def test_the_spool_worker_dies_with_a_killed_daemon(daemon):
         time.sleep(0.05)
     assert all(subprocess.run(["kill", "-0", c], capture_output=True).returncode != 0
                for c in children), "an orphaned spool worker outlived the daemon"
+
+
+def test_publish_streams_lines_as_they_come(daemon):
+    proc, settings = daemon()
+    with subscriber(settings) as sub:
+        wait_subscribed(proc, settings, sub)
+        stream = subprocess.Popen([*BUSGATE, "publish"], stdin=subprocess.PIPE, env=proc.env,
+                                  cwd=REPO)
+        try:
+            for n in range(3):  # stdin stays open: each line must still go out now
+                stream.stdin.write(f"tail -f line {n}\n".encode())
+                stream.stdin.flush()
+                (got,) = list(sub.messages(count=1, timeout=10))
+                assert got.body == {"log": f"tail -f line {n}"}
+        finally:
+            stream.stdin.close()
+            assert stream.wait(10) == 0
