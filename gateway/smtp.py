@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import socket
 import weakref
 from collections.abc import Callable
@@ -126,8 +127,8 @@ class _Handler:
         try:
             self.notify()
         except Exception:  # the mail is stored; the spool watcher also polls
-            log.exception("SMTP: notify() failed after storing %s", path.name)
-        return f"250 2.0.0 OK queued as {path.name}"
+            log.exception("SMTP: notify() failed after storing %s", os.path.basename(path))
+        return f"250 2.0.0 OK queued as {os.path.basename(path)}"
 
     async def handle_exception(self, error: Exception) -> str:
         log.error("SMTP: internal error: %r", error, exc_info=error)

@@ -9,30 +9,53 @@ lightest parts, because ``busgate mail`` starts on every archive mail.
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import os
 import time
-from collections.abc import Iterable
-from pathlib import Path
 
 from gateway.errors import SpoolError
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing (start-up time)
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+    from pathlib import Path
 
 KINDS = ("events", "mail")
 
 
 class Spool:
-    def __init__(self, root: str | os.PathLike[str]):
-        self.root = Path(root)
-        self.tmp = self.root / "tmp"
-        self.new = self.root / "new"
+    """A maildir-style spool. Paths are kept as strings so that ``busgate mail`` never
+    imports pathlib; :attr:`root`, :attr:`tmp`, :attr:`new` give ``Path`` objects."""
 
-    def deliver(self, kind: str, data: bytes | Iterable[bytes]) -> Path:
+    def __init__(self, root: str | os.PathLike[str]):
+        self._root = os.fspath(root)
+        self._tmp = os.path.join(self._root, "tmp")
+        self._new = os.path.join(self._root, "new")
+
+    @property
+    def root(self) -> Path:
+        from pathlib import Path
+
+        return Path(self._root)
+
+    @property
+    def tmp(self) -> Path:
+        return self.root / "tmp"
+
+    @property
+    def new(self) -> Path:
+        return self.root / "new"
+
+    def is_ready(self) -> bool:
+        """Whether ``tmp/`` and ``new/`` exist (the daemon made this spool)."""
+        return os.path.isdir(self._tmp) and os.path.isdir(self._new)
+
+    def deliver(self, kind: str, data: bytes | Iterable[bytes]) -> str:
         """Durably store one item; return its path in ``new/``. Raises :class:`SpoolError`."""
         if kind not in KINDS:
             raise SpoolError(f"unknown spool item kind {kind!r}")
         name = f"{time.time_ns():020d}.{os.getpid()}.{os.urandom(4).hex()}.{kind}"
-        tmp_path = self.tmp / name
+        tmp_path = os.path.join(self._tmp, name)
         try:
             fd = self._open_tmp(tmp_path)
         except OSError as exc:
@@ -48,16 +71,16 @@ class Spool:
                 os.fsync(fd)
             finally:
                 os.close(fd)
-            final = self.new / name
+            final = os.path.join(self._new, name)
             os.rename(tmp_path, final)
-            _fsync_dir(self.new)
+            _fsync_dir(self._new)
         except OSError as exc:
             _unlink_quietly(tmp_path)
             reason = os.strerror(exc.errno) if exc.errno else str(exc)
-            raise SpoolError(f"cannot store spool item in {self.root}: {reason}") from exc
+            raise SpoolError(f"cannot store spool item in {self._root}: {reason}") from exc
         return final
 
-    def _open_tmp(self, path: Path) -> int:
+    def _open_tmp(self, path: str) -> int:
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
         try:
             return os.open(path, flags, 0o640)
@@ -67,8 +90,8 @@ class Spool:
 
     def ensure(self) -> None:
         """Create ``tmp/`` and ``new/``."""
-        for directory in (self.tmp, self.new):
-            directory.mkdir(parents=True, exist_ok=True)
+        for directory in (self._tmp, self._new):
+            os.makedirs(directory, exist_ok=True)
 
     def pending(self) -> list[Path]:
         """Items waiting in ``new/``, oldest first."""
@@ -105,7 +128,7 @@ class Spool:
         _unlink_quietly(path)
 
 
-def _fsync_dir(directory: Path) -> None:
+def _fsync_dir(directory: str) -> None:
     fd = os.open(directory, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
     try:
         os.fsync(fd)
@@ -116,6 +139,8 @@ def _fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
-def _unlink_quietly(path: Path) -> None:
-    with contextlib.suppress(FileNotFoundError):
+def _unlink_quietly(path: str | os.PathLike[str]) -> None:
+    try:  # noqa: SIM105 - contextlib costs busgate mail a millisecond of start-up
         os.unlink(path)
+    except FileNotFoundError:
+        pass

@@ -35,6 +35,7 @@ def drain_forever(settings: Settings, parent_pid: int, wake: Connection, added: 
     logging.basicConfig(level=log_level,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     _die_with_parent(parent_pid)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the group; the parent stops us
     from gateway import ingest, runtime
     from gateway.errors import StoreError
     from gateway.spool import Spool

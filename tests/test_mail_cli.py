@@ -20,7 +20,7 @@ from gateway.daemon import serve
 from gateway.ingest import ingest
 from gateway.runtime import open_store
 from gateway.spool import Spool
-from tests.conftest import BUSGATE, write_config
+from tests.conftest import BUSGATE, REPO, write_config
 from tests.dak_mail_helpers import fixture
 
 EX_DATAERR, EX_TEMPFAIL = 65, 75
@@ -201,3 +201,33 @@ def test_dry_run_oversize(tmp_path: Path) -> None:
     result = run_mail(cfg, fixture("announce-signed.eml") + b"z" * 100_000, "--dry-run")
     assert result.returncode == 0
     assert result.stdout == b"" and b"oversize" in result.stderr
+
+
+def test_spool_option_stores_without_reading_the_configuration(tmp_path):
+    spool = Spool(tmp_path / "spool")
+    spool.ensure()
+    env = {**os.environ, "BUSGATE_CONFIG": str(tmp_path / "does-not-exist.toml")}
+    ok = subprocess.run([*BUSGATE, "mail", "--spool", str(spool.root)],
+                        input=b"Subject: x\n\nhi\n", env=env, capture_output=True)
+    assert ok.returncode == 0, ok.stderr
+    (item,) = spool.pending()
+    assert item.read_bytes() == b"Subject: x\n\nhi\n"
+    missing = tmp_path / "typo"
+    bad = subprocess.run([*BUSGATE, "mail", f"--spool={missing}"], input=b"Subject: x\n\nhi\n",
+                         capture_output=True)
+    assert bad.returncode == 75
+    assert b"not a busgate spool" in bad.stderr
+    assert not missing.exists(), "a mistyped --spool must not create a spool nobody reads"
+
+
+def test_the_fast_path_imports_neither_argparse_nor_the_config_loader(tmp_path):
+    spool = Spool(tmp_path / "spool")
+    spool.ensure()
+    probe = ("import sys; sys.argv = ['busgate', 'mail', '--spool', sys.argv[1]];"
+             "from gateway.cli import main; code = main();"
+             "bad = sorted(m for m in ('argparse', 'getopt', 'tomllib', 'gateway.config',"
+             " 'pathlib', 'email', 'sqlite3', 'zmq') if m in sys.modules);"
+             "print(code, bad)")
+    out = subprocess.run([sys.executable, "-c", probe, str(spool.root)], input=b"Subject: x\n\n",
+                         capture_output=True, text=False, cwd=REPO)
+    assert out.stdout.decode().split(None, 1) == ["0", "[]\n"], out.stderr

@@ -8,12 +8,15 @@ git-hook`` on every push) start fast. A module defines ``HELP``,
 
 from __future__ import annotations
 
-import argparse
 import importlib
 import sys
-from collections.abc import Sequence
 
 from gateway import __version__
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing (start-up time)
+if TYPE_CHECKING:
+    import argparse
+    from collections.abc import Sequence
 
 #: Subcommand name -> module. Order is the order of ``busgate --help``.
 COMMANDS = {
@@ -33,6 +36,8 @@ EX_USAGE = 2
 
 
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    import argparse
+
     parser = argparse.ArgumentParser(
         prog="busgate",
         description="Bridge legacy distribution services onto one message bus.",
@@ -66,15 +71,27 @@ def _load(module_name: str):  # type: ignore[no-untyped-def]
 
 def main(argv: Sequence[str] | None = None) -> int:
     args_list = list(sys.argv[1:] if argv is None else argv)
+    if args_list[:1] == ["mail"]:
+        # The MTA pipe runs once per archive mail: its few options are read without
+        # building the argparse parser (help and errors still go through argparse).
+        from gateway.cli import mail
+
+        fast = mail.parse_fast(args_list[1:])
+        if fast is not None:
+            return _run(mail.run, fast)
     first = next((a for a in args_list if not a.startswith("-")), None)
     parser = build_parser(first if first in COMMANDS else None)
     args = parser.parse_args(args_list)
     if not hasattr(args, "handler"):
         parser.error(f"command {args.command!r} is not available in this build")
+    return _run(args.handler, args)
+
+
+def _run(handler, args) -> int:  # type: ignore[no-untyped-def]
     from gateway.errors import ConfigError
 
     try:
-        return int(args.handler(args) or 0)
+        return int(handler(args) or 0)
     except ConfigError as exc:
         print(f"busgate: configuration error: {exc}", file=sys.stderr)
         return EX_USAGE
