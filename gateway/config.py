@@ -371,20 +371,21 @@ def to_toml(settings: Settings) -> str:
             continue
         value = getattr(settings, f.name)
         if dataclasses.is_dataclass(value):
-            lines = [f"{sub.name} = {_toml_value(getattr(value, sub.name))}"
+            lines = [f"{sub.name} = {toml_value(getattr(value, sub.name))}"
                      for sub in dataclasses.fields(value)]
             tables.append(f"[{f.name}]\n" + "\n".join(lines))
         else:
-            top.append(f"{f.name} = {_toml_value(value)}")
+            top.append(f"{f.name} = {toml_value(value)}")
     return "\n".join(top) + "\n\n" + "\n\n".join(tables) + "\n"
 
 
-def _toml_value(value: Any) -> str:
+def toml_value(value: Any) -> str:
+    """One TOML value (str, bool, number, list) as text."""
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, int | float):
         return repr(value)
     if isinstance(value, list):
-        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+        return "[" + ", ".join(toml_value(v) for v in value) + "]"
     escaped = str(value).replace("\\", "\\\\").replace('"', '\\"')
     return f'"{escaped}"'

@@ -37,23 +37,14 @@ def require_server(name: str, port: int, how: str, host: str = "127.0.0.1") -> N
     pytest.skip(message)
 
 
-def _toml(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int | float):
-        return repr(value)
-    if isinstance(value, list):
-        return "[" + ", ".join(_toml(v) for v in value) + "]"
-    return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-
 def write_config(path: Path, values: dict[str, Any]) -> Path:
     """Write a TOML config from ``{"key": v, "section": {"key": v}}``."""
-    top = [f"{k} = {_toml(v)}" for k, v in values.items() if not isinstance(v, dict)]
+    value = config.toml_value
+    top = [f"{k} = {value(v)}" for k, v in values.items() if not isinstance(v, dict)]
     tables = []
     for k, v in values.items():
         if isinstance(v, dict):
-            tables.append(f"[{k}]\n" + "\n".join(f"{kk} = {_toml(vv)}" for kk, vv in v.items()))
+            tables.append(f"[{k}]\n" + "\n".join(f"{kk} = {value(vv)}" for kk, vv in v.items()))
     path.write_text("\n".join(top) + "\n\n" + "\n\n".join(tables) + "\n")
     return path
 
