@@ -64,8 +64,8 @@ def make_settings(root: Path) -> config.Settings:
 
 
 def start_daemon(settings: config.Settings) -> subprocess.Popen:
-    env = {**os.environ, "BUSGATE_CONFIG": settings.sources[0]}
-    log = open(Path(settings.sources[0]).with_suffix(".log"), "wb")  # noqa: SIM115
+    env = {**os.environ, "BUSGATE_CONFIG": settings.loaded_from[0]}
+    log = open(Path(settings.loaded_from[0]).with_suffix(".log"), "wb")  # noqa: SIM115
     proc = subprocess.Popen([*BUSGATE, "run"], env=env, stdout=log, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 20
     while b"publishing on" not in Path(log.name).read_bytes():
@@ -81,7 +81,7 @@ def subscribe(settings: config.Settings) -> Subscriber:
 
 
 def joined(settings: config.Settings, sub: Subscriber) -> None:
-    env = {**os.environ, "BUSGATE_CONFIG": settings.sources[0]}
+    env = {**os.environ, "BUSGATE_CONFIG": settings.loaded_from[0]}
     for _ in range(100):
         subprocess.run([*BUSGATE, "publish", "--message", "probe"], env=env, check=True)
         if list(sub.messages(count=1, timeout=0.2)):
@@ -98,7 +98,7 @@ def gateway_with_subscriber() -> Iterator[tuple[Subscriber, dict[str, str]]]:
     try:
         with subscribe(settings) as sub:
             joined(settings, sub)
-            yield sub, {**os.environ, "BUSGATE_CONFIG": settings.sources[0]}
+            yield sub, {**os.environ, "BUSGATE_CONFIG": settings.loaded_from[0]}
     finally:
         proc.terminate()
         proc.wait()

@@ -200,7 +200,7 @@ class Settings:
     wannabuild: WannaBuildSettings = field(default_factory=WannaBuildSettings)
     git: GitSettings = field(default_factory=GitSettings)
     #: Files the settings were read from, in order (not a TOML key).
-    sources: tuple[str, ...] = field(default=(), compare=False)
+    loaded_from: tuple[str, ...] = field(default=(), compare=False)
 
     @property
     def topic_prefix(self) -> str:
@@ -245,7 +245,7 @@ def load(path: str | os.PathLike[str] | None = None) -> Settings:
     for file in files:
         _merge(merged, _read(file), origin, str(file), prefix="")
     settings = _build(Settings, merged, origin, "")
-    settings = dataclasses.replace(settings, sources=tuple(str(f) for f in files))
+    settings = dataclasses.replace(settings, loaded_from=tuple(str(f) for f in files))
     _check(settings, origin)
     return settings
 
@@ -287,8 +287,7 @@ def _walk(table: dict[str, Any], prefix: str) -> list[str]:
 
 def _build(cls: type, table: dict[str, Any], origin: dict[str, str], prefix: str) -> Any:
     hints = typing.get_type_hints(cls)
-    # ``Settings.sources`` records the files read; ``debbugs.sources`` is a real key
-    names = {f.name for f in dataclasses.fields(cls) if cls is not Settings or f.name != "sources"}
+    names = {f.name for f in dataclasses.fields(cls) if f.name != "loaded_from"}
     kwargs: dict[str, Any] = {}
     for key, value in table.items():
         dotted = f"{prefix}{key}"
@@ -367,7 +366,7 @@ def to_toml(settings: Settings) -> str:
     top: list[str] = []
     tables: list[str] = []
     for f in dataclasses.fields(settings):
-        if f.name == "sources":
+        if f.name == "loaded_from":
             continue
         value = getattr(settings, f.name)
         if dataclasses.is_dataclass(value):

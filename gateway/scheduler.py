@@ -36,7 +36,8 @@ class PollJob:
         self.failures = 0
         self.not_before = 0.0
 
-    async def __call__(self) -> None:
+    async def run(self) -> None:
+        """One scheduled run: poll unless still backing off after a failure."""
         if time.monotonic() < self.not_before:
             return
         try:
@@ -73,7 +74,7 @@ def start(settings: Settings, store: Store,
         every = pollers.interval(name, settings)
         job = PollJob(name, pollers.make(name, settings), store, every, on_added)
         # the bound coroutine method: APScheduler 3 runs a callable object in a thread pool
-        scheduler.add_job(job.__call__, IntervalTrigger(seconds=every), id=name, name=name,
+        scheduler.add_job(job.run, IntervalTrigger(seconds=every), id=name, name=name,
                           max_instances=1, coalesce=True, misfire_grace_time=None,
                           next_run_time=_now())
         log.info("poller %s every %g s", name, every)

@@ -132,7 +132,7 @@ def daemon(tmp_path: Path, make_settings: Callable[..., config.Settings]):
 
     def factory(**sections: dict[str, Any]) -> tuple[Daemon, config.Settings]:
         settings = make_settings(**sections)
-        proc = Daemon(Path(settings.sources[0]), tmp_path / f"daemon-{len(started)}.log")
+        proc = Daemon(Path(settings.loaded_from[0]), tmp_path / f"daemon-{len(started)}.log")
         started.append(proc)
         return proc.start(), settings
 

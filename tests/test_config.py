@@ -22,7 +22,7 @@ def test_embedded_defaults_work_without_a_file(monkeypatch):
 
 def test_shipped_file_loads_and_equals_the_defaults():
     settings = config.load(SHIPPED)
-    assert dataclasses.replace(settings, sources=()) == config.Settings()
+    assert dataclasses.replace(settings, loaded_from=()) == config.Settings()
 
 
 def _documented_keys() -> set[str]:
@@ -38,7 +38,7 @@ def _documented_keys() -> set[str]:
 def _all_keys() -> set[str]:
     keys = set()
     for f in dataclasses.fields(config.Settings):
-        if f.name == "sources":
+        if f.name == "loaded_from":
             continue
         default = getattr(config.Settings(), f.name)
         if dataclasses.is_dataclass(default):
@@ -64,7 +64,7 @@ def test_dropins_override_in_name_order(tmp_path):
     assert settings.zmq.sndhwm == 500
     assert settings.zmq.hwm_wait_ms == 200
     assert settings.smtp.enabled
-    assert len(settings.sources) == 3
+    assert len(settings.loaded_from) == 3
 
 
 @pytest.mark.parametrize(

@@ -128,7 +128,7 @@ def test_port_in_use_is_a_clear_error(daemon, make_settings, tmp_path):
         busy.listen()
         port = busy.getsockname()[1]
         settings = make_settings(zmq={"publish": f"tcp://127.0.0.1:{port}"})
-        env = {"BUSGATE_CONFIG": settings.sources[0], "PATH": "/usr/bin:/bin"}
+        env = {"BUSGATE_CONFIG": settings.loaded_from[0], "PATH": "/usr/bin:/bin"}
         result = subprocess.run([*BUSGATE, "run"], env=env, cwd=REPO, capture_output=True,
                                 text=True, timeout=20)
     assert result.returncode == 69
@@ -140,7 +140,7 @@ def test_unusable_state_dir_is_a_clear_error(make_settings, tmp_path):
     blocker = tmp_path / "not-a-dir"
     blocker.write_text("a file where the state dir should be")
     settings = make_settings(state={"dir": str(blocker / "var")})
-    env = {"BUSGATE_CONFIG": settings.sources[0], "PATH": "/usr/bin:/bin"}
+    env = {"BUSGATE_CONFIG": settings.loaded_from[0], "PATH": "/usr/bin:/bin"}
     run = subprocess.run([*BUSGATE, "run"], env=env, cwd=REPO, capture_output=True, text=True,
                          timeout=20)
     assert run.returncode == 69
@@ -155,7 +155,7 @@ def test_full_disk_fails_publish_with_tempfail_and_leaves_no_partial_item(make_s
     settings = make_settings()
     spool = runtime.open_spool(settings)
     spool.ensure()
-    env = {"BUSGATE_CONFIG": settings.sources[0], "PATH": "/usr/bin:/bin"}
+    env = {"BUSGATE_CONFIG": settings.loaded_from[0], "PATH": "/usr/bin:/bin"}
 
     def small_disk() -> None:
         resource.setrlimit(resource.RLIMIT_FSIZE, (4096, 4096))

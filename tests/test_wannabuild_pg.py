@@ -506,14 +506,14 @@ def test_crash_between_reading_and_publishing_loses_and_doubles_nothing(wb: WB) 
     poller.poll(wb.store)
     cursor = wb.store.cursor(CURSOR)
     pending(wb, 3)
-    crashed = subprocess.run([sys.executable, "-c", CRASH, wb.settings.sources[0]], cwd=REPO,
+    crashed = subprocess.run([sys.executable, "-c", CRASH, wb.settings.loaded_from[0]], cwd=REPO,
                              capture_output=True, text=True, timeout=30)
     assert crashed.returncode == 9, crashed.stderr
     assert wb.outbox() == [] and wb.store.cursor(CURSOR) == cursor
     events = poller.poll(wb.store)
     assert len(events) == 3
     again = subprocess.run([*BUSGATE, "poll", "wanna-build", "--once",
-                            "--config", wb.settings.sources[0]],
+                            "--config", wb.settings.loaded_from[0]],
                            cwd=REPO, capture_output=True, text=True, timeout=30)
     assert again.returncode == 0, again.stderr
     assert "0 new events" in again.stdout
@@ -616,7 +616,7 @@ def test_cli_once_dry_run_dsn_since(wb: WB, make_settings, tmp_path: Path) -> No
     pending(wb, 2)
     settings = make_settings(wannabuild={"dsn": "host=127.0.0.1 port=1 dbname=nowhere"},
                              state={"dir": str(tmp_path / "cli-state")})
-    conf = settings.sources[0]
+    conf = settings.loaded_from[0]
     dry = busgate("poll", "wanna-build", "--once", "--dry-run", "--dsn", wb.dsn,
                   "--since", "2000-01-01T00:00:00Z", config_path=conf)
     assert dry.returncode == 0, dry.stderr

@@ -17,7 +17,7 @@ def run(args: argparse.Namespace) -> int:
 
     settings = load_settings(args)
     if not args.quiet:
-        origin = ", ".join(settings.sources) or "embedded defaults"
+        origin = ", ".join(settings.loaded_from) or "embedded defaults"
         print(f"# busgate effective configuration (from {origin})")
         print(config.to_toml(settings), end="")
     return 0
