@@ -38,6 +38,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         command.add_argument("--config", metavar="PATH", default=argparse.SUPPRESS,
                              help="configuration file (default: $BUSGATE_CONFIG, else the "
                                   "embedded defaults)")
+        command.add_argument("--once", action="store_true", help="run one poll and exit")
+        command.add_argument("--dry-run", action="store_true",
+                             help="print the events as JSON lines; store nothing")
         module.add_arguments(command)
         command.set_defaults(poll_handler=module.run)
 

@@ -16,9 +16,6 @@ HELP = "poll the debbugs SOAP interface (new/changed/closed/archived bugs)"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--once", action="store_true", help="run one poll and exit")
-    parser.add_argument("--dry-run", action="store_true",
-                        help="print the events as JSON lines; store nothing")
     parser.add_argument("--url", help="SOAP endpoint (overrides debbugs.url)")
     parser.add_argument("--package", action="append", default=[], metavar="NAME",
                         help="watch this binary package's bugs (repeatable; replaces "

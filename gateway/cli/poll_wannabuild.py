@@ -17,9 +17,6 @@ HELP = "poll the wanna-build database (build state changes)"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--once", action="store_true", help="run one poll and exit")
-    parser.add_argument("--dry-run", action="store_true",
-                        help="print the events as JSON lines; store nothing")
     parser.add_argument("--dsn", help="libpq connection string (overrides wannabuild.dsn)")
     parser.add_argument("--since", metavar="TIMESTAMP",
                         help="start at this ISO 8601 time (no offset: the database's local "
