@@ -157,8 +157,7 @@ class WannaBuildPoller:
         keep_baseline = bool(baseline) and new_cursor.low < _time(baseline["until"])
         late, bad_late = self._translate(in_written_order(late_rows))
         events, bad = self._translate(in_written_order(rows))
-        bad = [*((r, "time is NULL, infinity or out of range") for r in poison),
-               *bad_late, *bad]
+        bad = [*self._translate(poison)[1], *bad_late, *bad]
         late_keys = {e.key for e in late}
         try:
             with store.transaction() as tx:
