@@ -665,8 +665,9 @@ def test_range_read_is_index_backed_and_reads_only_new_rows(wb: WB, caplog) -> N
     assert len(poller.poll(wb.store)) == 50
     assert poller.last_rows_read == 50  # the 20,000 older rows are not touched
     assert poller.poll(wb.store) == []
-    # no window is re-read: nothing was open, so nothing can commit late
-    assert poller.last_rows_read == 0
+    # no window is re-read: at most the last seconds' rows by xids the last snapshot may
+    # not have seen (its xmin is cluster-wide: other databases' transactions hold it back)
+    assert poller.last_rows_read <= 50
     late_plan = "\n".join(r[0] for r in wb.sql(
         "EXPLAIN " + query.SQL_LATE,
         {"low": dt.datetime.now() - dt.timedelta(minutes=5), "high": dt.datetime.now(),
@@ -678,7 +679,7 @@ def test_range_read_is_index_backed_and_reads_only_new_rows(wb: WB, caplog) -> N
     with caplog.at_level(logging.WARNING, logger="adapters.wannabuild.query"):
         fresh = wb.poller()
         assert fresh.poll(wb.store) == []
-        assert fresh.last_rows_read == 0
+        assert fresh.last_rows_read <= 50
     assert fresh.reader.time_index is False
     assert 'CREATE INDEX transactions_time ON transactions ("time")' in caplog.text
 

@@ -64,6 +64,9 @@ QUARANTINE_KIND = "wanna-build-row"
 ONE_TICK = dt.timedelta(microseconds=1)
 #: Most poison rows looked at per poll.
 MAX_POISON_ROWS = 1000
+#: A transaction's ``now()`` is when its first statement arrived, a moment before it
+#: shows in ``pg_locks``: bounds taken from a listing are moved back by this much.
+START_MARGIN = dt.timedelta(seconds=2)
 
 
 @dataclass(frozen=True)
@@ -195,10 +198,11 @@ class WannaBuildPoller:
         """Where the next poll starts: the newest row read, and the bound below which no
         row of a transaction open now (or starting after the listing) can be stamped."""
         opened = snap.opened
+        checked = opened.checked - START_MARGIN
         still = {pid: cursor.open.get(pid, cursor.checked.isoformat()) for pid in opened.open}
-        low = min([opened.checked, *map(_time, still.values())])
+        low = min([checked, *map(_time, still.values())])
         newest = max([cursor.time, *(r.time for r in rows if r.time is not None)])
-        return Cursor(time=newest, low=min(low, newest), checked=opened.checked,
+        return Cursor(time=newest, low=min(low, newest), checked=checked,
                       xmin=snap.xmin, open=still)
 
     def _translate(self, rows: list[Row]) -> tuple[list[Event], list[tuple[Row, str]]]:
@@ -232,12 +236,13 @@ class WannaBuildPoller:
         newest = snap.newest()
         opened = snap.opened
         guess = snap.now - self.overlap  # when the transactions open now may have started
-        low = min(opened.checked, guess) if opened.open else opened.checked
+        checked = opened.checked - START_MARGIN
+        low = min(checked, guess) if opened.open else checked
         time = newest if newest is not None else low
         seen = snap.late(low, time, snap.xmin) if time > low else []
         self.last_rows_read = snap.rows_read
         self.last_late = self.last_poison = 0
-        cursor = Cursor(time=time, low=min(low, time), checked=opened.checked, xmin=snap.xmin,
+        cursor = Cursor(time=time, low=min(low, time), checked=checked, xmin=snap.xmin,
                         open={pid: guess.isoformat() for pid in opened.open})
         if dry_run:
             return []
