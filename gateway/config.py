@@ -140,7 +140,7 @@ class WannaBuildSettings:
     dsn: str = ""
     #: Seconds between polls.
     interval: float = 60.0
-    #: Re-read this many seconds before the cursor, for rows that commit late.
+    #: Assumed age of transactions already open at a first (or ``--since``) run.
     overlap_seconds: float = 300.0
     #: Statement timeout for the poller's query, in milliseconds.
     statement_timeout_ms: int = 30000

@@ -79,3 +79,23 @@ def test_example_config_documents_every_debbugs_key() -> None:
     fields = {f.name for f in dataclasses.fields(config.DebbugsSettings)}
     assert set(table) == fields
     assert config.load(example).debbugs == config.DebbugsSettings()  # the defaults, written out
+
+
+def test_once_against_a_dripping_server_ends_at_the_deadline(fake: FakeDebbugs, tmp_path) -> None:
+    """Issue 9 #8: a server sending one byte a second held `--once` past 120 s with
+    timeout = 3. The call now ends at its deadline, exit 75, nothing stored."""
+    import time
+
+    fake.put(10, package="udisks2")
+    fake.failures["*"] = ("drip", 1.0)
+    conf = write_config(tmp_path / "busgate.toml", {
+        "state": {"dir": str(tmp_path / "var")},
+        "debbugs": {"url": fake.url, "packages": ["udisks2"], "timeout": 3.0, "retries": 1},
+    })
+    started = time.monotonic()
+    done = busgate(conf, "--once")
+    elapsed = time.monotonic() - started
+    assert done.returncode == 75, done.stderr
+    assert "within the timeout (3 s" in done.stderr and "nothing stored" in done.stderr
+    assert elapsed < 3 + 7, elapsed  # deadline + interpreter start-up under load
+    assert len(fake.calls) == 1  # not retried after the deadline

@@ -190,3 +190,30 @@ def test_client_rejects_wrong_shapes(fake: FakeDebbugs) -> None:
     fake.newest = []
     assert client.newest_bugs(5) == []
     assert client.get_status([1, 2]) == {}  # nothing exists: empty map
+
+
+@pytest.mark.parametrize("mode", ["drip", "drip-body"])
+def test_client_deadline_holds_against_a_dripping_server(fake: FakeDebbugs, mode: str) -> None:
+    """requests' timeout is per read: a byte every 0.2 s would keep it alive for ever.
+    The deadline covers status line, headers and body, and a timed-out call is not
+    asked again inside the poll (that would double the wait)."""
+    fake.put(1)
+    fake.failures["*"] = (mode, 0.2)
+    client = DebbugsClient(fake.url, timeout=1.0, retries=2, retry_delay=0.01)
+    started = time.monotonic()
+    with pytest.raises(DebbugsUnavailable, match=r"within the timeout \(1 s"):
+        client.get_status([1])
+    elapsed = time.monotonic() - started
+    assert 0.9 < elapsed < 2.5
+    assert client.calls == 1
+
+
+def test_client_refuses_an_oversized_answer_unread(fake: FakeDebbugs) -> None:
+    """A Content-Length above the cap is refused before one body byte is read."""
+    fake.put(1)
+    fake.failures["*"] = ("huge", 10 * 2**30)  # announces 10 GiB, then drips
+    client = DebbugsClient(fake.url, timeout=30, max_bytes=2**20)
+    started = time.monotonic()
+    with pytest.raises(DebbugsUnavailable, match=r"Content-Length 10737418240.*refused unread"):
+        client.get_status([1])
+    assert time.monotonic() - started < 5  # not the 30 s deadline, not the drip

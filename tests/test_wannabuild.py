@@ -15,9 +15,10 @@ import jsonschema
 import pytest
 
 from adapters.wannabuild import states
+from adapters.wannabuild.order import chain, in_written_order
 from adapters.wannabuild.poller import Cursor, check, from_settings, parse_since
 from adapters.wannabuild.query import describe
-from adapters.wannabuild.translate import MAX_KEY_CHARS, Row, event_key, to_event
+from adapters.wannabuild.translate import MAX_KEY_CHARS, Row, event_key, poison_key, to_event
 from gateway import config
 from gateway.config import WannaBuildSettings
 from gateway.errors import ConfigError
@@ -177,9 +178,47 @@ def test_event_body_never_validates_with_extra_or_wrong_fields() -> None:
 
 
 def test_cursor_round_trip() -> None:
-    cursor = Cursor(time=T0, now=T0 + dt.timedelta(seconds=3))
+    cursor = Cursor(time=T0, low=T0 - dt.timedelta(hours=1), checked=T0, xmin=2**33 + 5,
+                    open={"123/4/56": (T0 - dt.timedelta(hours=1)).isoformat()})
     assert Cursor.load(cursor.dump()) == cursor
     assert Cursor.load(None) is None
+    # a cursor of the wall-clock overlap version: its window is read once more
+    old = json.dumps({"time": T0.isoformat(), "now": (T0 + dt.timedelta(seconds=3)).isoformat()})
+    loaded = Cursor.load(old, dt.timedelta(seconds=300))
+    assert loaded is not None and loaded.xmin is None
+    assert (loaded.time, loaded.low) == (T0, T0 + dt.timedelta(seconds=3 - 300))
+
+
+def test_rows_of_one_run_follow_the_state_chain() -> None:
+    """Issue 10 #2: rows sharing a timestamp go in prevstate -> state order, whatever
+    their actions' alphabetical order or their place in the table."""
+    needs = row(action="--merge-v3: needs-build", prevstate="(none)", state="Needs-Build",
+                position="(0,2)")
+    bd = row(action="--merge-v3: bd-uninstallable", prevstate="Needs-Build",
+             state="BD-Uninstallable", position="(0,1)")
+    take = row(package="other", action="--take", prevstate="Needs-Build", state="Building",
+               position="(0,4)")
+    built = row(package="other", action="--set-built", prevstate="Building", state="Built",
+                position="(0,3)")
+    ordered = in_written_order([bd, needs, built, take])
+    assert [r.state for r in ordered] == ["Needs-Build", "BD-Uninstallable", "Building", "Built"]
+    # a loop (Needs-Build -> Building -> Needs-Build): the table order decides the start
+    give_back = row(action="--give-back", prevstate="Building", state="Needs-Build",
+                    position="(0,6)")
+    take2 = row(action="--take", prevstate="Needs-Build", state="Building", position="(0,5)")
+    assert chain([give_back, take2]) == [take2, give_back]
+    # no chain at all (hostile values): table order, nothing lost
+    odd = [row(prevstate=None, state=None, position=f"(0,{i})") for i in (3, 1, 2)]
+    assert [r.position for r in chain(odd)] == ["(0,1)", "(0,2)", "(0,3)"]
+    assert len(chain([row(position="junk"), row(position=None)])) == 2
+
+
+def test_poison_row_is_refused_with_its_reason() -> None:
+    poison = row(time=None, epoch=None, time_text="infinity")
+    with pytest.raises(ValueError, match="infinity is not a time"):
+        to_event(poison)
+    assert poison_key(poison) == poison_key(dataclasses.replace(poison, position="(9,9)"))
+    assert poison_key(poison) != poison_key(row(time=None, time_text="-infinity"))
 
 
 def test_parse_since() -> None:

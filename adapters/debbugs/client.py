@@ -22,11 +22,13 @@ from pathlib import Path
 from typing import Any
 
 import requests
+import urllib3
 from lxml import etree
 from zeep import Client, Plugin, Settings
 from zeep.transports import Transport
 
 from adapters.debbugs import soaplite
+from adapters.debbugs.deadline import Deadline, DeadlineAdapter
 from gateway.errors import TransientError
 
 log = logging.getLogger(__name__)
@@ -43,10 +45,12 @@ XSD = "http://www.w3.org/2001/XMLSchema"
 class DebbugsUnavailable(TransientError):
     """One SOAP call failed; the poll that made it commits nothing."""
 
-    def __init__(self, message: str, *, fault: bool = False):
+    def __init__(self, message: str, *, fault: bool = False, final: bool = False):
         super().__init__(message)
         #: The server answered with a SOAP Fault (asking again at once will not help).
         self.fault = fault
+        #: Asking again within this poll will not help (a fault, a deadline or size cap hit).
+        self.final = final or fault
 
 
 class _LocalSchemas(Transport):
@@ -57,6 +61,9 @@ class _LocalSchemas(Transport):
         self.deadline_s = timeout
         self.max_bytes = max_bytes
         self.session.headers["User-Agent"] = "busgate-debbugs"
+        adapter = DeadlineAdapter()
+        self.session.mount("http://", adapter)
+        self.session.mount("https://", adapter)
 
     def load(self, url: str) -> bytes:
         if url.rstrip("/") == soaplite.SOAP_ENC.rstrip("/"):
@@ -66,25 +73,48 @@ class _LocalSchemas(Transport):
         return super().load(url)
 
     def post(self, address: str, message: bytes, headers: dict[str, str]) -> requests.Response:
-        """POST with a whole-answer deadline (not just per read) and a size cap."""
-        deadline = time.monotonic() + self.deadline_s
+        """POST with a wall-clock deadline over the whole exchange (connect, status line,
+        headers, body: a server dripping bytes cannot stretch it) and a size cap checked
+        against Content-Length before reading and while reading."""
+        with Deadline(self.deadline_s) as deadline:
+            try:
+                return self._post(address, message, headers, deadline)
+            except (requests.RequestException, urllib3.exceptions.HTTPError, OSError):
+                if deadline.expired:
+                    raise self._too_slow(address) from None
+                raise
+
+    def _post(self, address: str, message: bytes, headers: dict[str, str],
+              deadline: Deadline) -> requests.Response:
         response = self.session.post(address, data=message, headers=headers,
                                      timeout=self.operation_timeout, stream=True)
         chunks, size = [], 0
         try:
+            declared = response.headers.get("Content-Length", "")
+            if declared.strip().isdigit() and int(declared) > self.max_bytes:
+                raise DebbugsUnavailable(
+                    f"answer from {address} exceeds {self.max_bytes} bytes (Content-Length "
+                    f"{int(declared)}); refused unread (debbugs.max_response_bytes)", final=True)
             for chunk in response.iter_content(65536):
                 size += len(chunk)
                 if size > self.max_bytes:
                     raise DebbugsUnavailable(
-                        f"answer from {address} exceeds {self.max_bytes} bytes")
-                if time.monotonic() > deadline:
-                    raise DebbugsUnavailable(
-                        f"answer from {address} took longer than {self.deadline_s:g} s")
+                        f"answer from {address} exceeds {self.max_bytes} bytes "
+                        "(debbugs.max_response_bytes)", final=True)
+                if deadline.remaining() < 0:
+                    raise self._too_slow(address)
                 chunks.append(chunk)
         finally:
             response.close()
+        if deadline.expired:
+            raise self._too_slow(address)
         response._content = b"".join(chunks)
         return response
+
+    def _too_slow(self, address: str) -> DebbugsUnavailable:
+        return DebbugsUnavailable(
+            f"no complete answer from {address} within the timeout ({self.deadline_s:g} s, "
+            "debbugs.timeout: a deadline for the whole answer)", final=True)
 
 
 class _SoapEncoding(Plugin):
@@ -177,7 +207,7 @@ class DebbugsClient:
             try:
                 return self._call_once(method, *args)
             except DebbugsUnavailable as exc:
-                if exc.fault or attempt == self.retries:
+                if exc.final or attempt == self.retries:
                     raise
                 log.warning("debbugs %s failed (%s); trying again", method, exc)
                 time.sleep(self.retry_delay * (attempt + 1))

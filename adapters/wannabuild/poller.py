@@ -2,30 +2,39 @@
 
 ``transactions`` has no serial id, and wanna-build stamps each row with ``now()``,
 the *start* of the writing transaction, so a long transaction (a merge-v3 run)
-makes rows visible after rows with later timestamps. The cursor is therefore a
-pair: ``time``, the newest row time read, and ``now``, the database clock of the
-snapshot that read it. A row not visible in that snapshot has ``time > now -
-overlap`` as long as no writing transaction lasts longer than ``overlap_seconds``,
-so the next poll looks again at ``(min(time, now - overlap), time]`` (the
-overlap window) besides everything after ``time``; rows already in the outbox are
-recognised by their event key and dropped, so a late row is published exactly
-once. The poller remembers the rows it committed inside the window: when the
-database counts exactly as many rows there (an index range count), no row came
-late and the window is not fetched again. So a poll ships the new rows only; the
-window's rows travel again only after a late commit or a restart.
-``transactions`` is append-only: were rows of the last ``overlap_seconds`` deleted
-while as many others committed late, the count could not tell.
+makes rows visible after rows with later timestamps. No wall-clock window can
+bound that, so the poller follows the database's own MVCC snapshots:
 
-Both reads are index-backed range reads in one read-only snapshot. Events and
-the cursor commit in ONE store transaction: a crash between reading and
-committing repeats the read, a database failure raises
+* every poll lists the transactions open in the database (``pg_locks``, readable by
+  any role) just before it takes its snapshot, and remembers for each a time its
+  rows cannot be older than (it was not open at the poll before: it started after
+  that poll's listing);
+* ``low``, the oldest of those bounds, is where a row not yet visible can still be
+  stamped; the next poll reads ``(low, time]`` (``time``: the newest row read) for
+  rows written by xids the last snapshot could not see (``xmin`` at or past that
+  snapshot's xmin), besides everything after ``time``. A transaction open for an
+  hour keeps ``low`` an hour back for exactly as long; its rows are published the
+  poll after it commits, however long it ran.
+
+Rows already in the outbox are recognised by their event key and dropped, so a
+row is published exactly once. Rows of one run share a timestamp; they are put in
+the order their state chain (prevstate -> state) gives (:mod:`.order`), so a
+package's last event is its final state. A row that cannot become an event (time
+NULL, ``infinity``, beyond year 9999, or anything else that fails to translate) is
+quarantined once with the reason and counted (``wanna-build.poison_rows``), and
+never blocks the rows after it.
+
+Events, quarantined rows and the cursor commit in ONE store transaction: a crash
+between reading and committing repeats the read, a database failure raises
 :class:`~gateway.errors.TransientError` before anything is written.
 
-A first run (no cursor) publishes nothing: it records the newest row as the
-start, and the keys of the rows already visible inside the overlap window (so a
-row still being written at that moment is published, one already there is not).
-``wannabuild.since`` (first run) or ``busgate poll wanna-build --since`` (any run)
-start at a given time instead; rows already in the outbox are skipped.
+A first run (no cursor) publishes nothing: it records the newest row as the start,
+and the keys of the rows already visible that a later snapshot read could return
+(so a row still being written at that moment is published, one already there is
+not). Transactions open at that moment have an unknown start; they are assumed to
+have started within ``overlap_seconds``. ``wannabuild.since`` (first run) or
+``busgate poll wanna-build --since`` (any run) start at a given time instead; rows
+already in the outbox are skipped.
 """
 
 from __future__ import annotations
@@ -34,10 +43,11 @@ import datetime as dt
 import json
 import logging
 import zoneinfo
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+from adapters.wannabuild.order import in_written_order
 from adapters.wannabuild.query import Reader, Snapshot, describe
-from adapters.wannabuild.translate import Row, event_key, to_event
+from adapters.wannabuild.translate import Row, describe_row, event_key, poison_key, to_event
 from gateway.config import Settings, WannaBuildSettings
 from gateway.errors import ConfigError
 from gateway.event import Event
@@ -48,25 +58,47 @@ log = logging.getLogger(__name__)
 CURSOR = "wanna-build"
 NAMESPACE = "wanna-build"
 BASELINE = "baseline"
+#: Store snapshots: one per quarantined poison row (so it is quarantined once).
+POISON_NAMESPACE = "wanna-build-poison"
+QUARANTINE_KIND = "wanna-build-row"
 ONE_TICK = dt.timedelta(microseconds=1)
+#: Most poison rows looked at per poll.
+MAX_POISON_ROWS = 1000
+#: A transaction's ``now()`` is when its first statement arrived, a moment before it
+#: shows in ``pg_locks``: bounds taken from a listing are moved back by this much.
+START_MARGIN = dt.timedelta(seconds=2)
 
 
 @dataclass(frozen=True)
 class Cursor:
     #: Newest ``transactions.time`` read (every row visible at or before it was read).
     time: dt.datetime
-    #: Database clock (LOCALTIMESTAMP) of the snapshot that read it.
-    now: dt.datetime
+    #: Rows not visible yet are stamped after this (oldest bound of the open transactions).
+    low: dt.datetime
+    #: Database clock when the open transactions were last listed.
+    checked: dt.datetime
+    #: xmin (64-bit) of the last snapshot; None: not known (rows are then told by key only).
+    xmin: int | None = None
+    #: ``pid/vxid`` of each transaction open at the last poll -> bound of its rows' time.
+    open: dict[str, str] = field(default_factory=dict)
 
     def dump(self) -> str:
-        return json.dumps({"time": self.time.isoformat(), "now": self.now.isoformat()})
+        return json.dumps({"time": self.time.isoformat(), "low": self.low.isoformat(),
+                           "checked": self.checked.isoformat(), "xmin": self.xmin,
+                           "open": self.open})
 
     @classmethod
-    def load(cls, value: str | None) -> Cursor | None:
+    def load(cls, value: str | None, overlap: dt.timedelta = dt.timedelta(0)) -> Cursor | None:
         if value is None:
             return None
         data = json.loads(value)
-        return cls(dt.datetime.fromisoformat(data["time"]), dt.datetime.fromisoformat(data["now"]))
+        time = dt.datetime.fromisoformat(data["time"])
+        if "low" not in data:  # written by a version with a wall-clock overlap window
+            low = min(time, dt.datetime.fromisoformat(data["now"]) - overlap)
+            return cls(time=time, low=low, checked=low)
+        return cls(time=time, low=dt.datetime.fromisoformat(data["low"]),
+                   checked=dt.datetime.fromisoformat(data["checked"]), xmin=data["xmin"],
+                   open=dict(data["open"]))
 
 
 def parse_since(value: str, key: str = "wannabuild.since") -> dt.datetime:
@@ -96,54 +128,39 @@ class WannaBuildPoller:
             cfg.dsn, statement_timeout_ms=cfg.statement_timeout_ms,
             connect_timeout=cfg.connect_timeout, timezone=cfg.timezone,
             max_failure_chars=cfg.max_failure_chars)
-        #: Figures of the last poll: rows fetched, rows in the overlap window that were new.
+        #: Figures of the last poll: rows fetched, late rows published, poison rows.
         self.last_rows_read = 0
         self.last_late = 0
-        #: (time, key) of every row committed inside the overlap window, valid while the
-        #: store's cursor is ``_window_cursor`` (nobody else polled in between).
-        self._window: list[tuple[dt.datetime, str]] = []
-        self._window_cursor: str | None = None
+        self.last_poison = 0
 
     def close(self) -> None:
         self.reader.close()
 
     # -- one poll ------------------------------------------------------------------------
     def poll(self, store: Store, *, dry_run: bool = False) -> list[Event]:
-        stored = store.cursor(CURSOR)
-        cursor = Cursor.load(stored)
+        cursor = Cursor.load(store.cursor(CURSOR), self.overlap)
         baseline = _load_baseline(store.snapshot(NAMESPACE, BASELINE))
-        window = self._window if stored is not None and stored == self._window_cursor else []
-        late_rows: list[Row] | None = None
         with self.reader.snapshot() as snap:
             start = self.rewind if self.rewind is not None else \
                 self.first_since if cursor is None else None
             if start is not None:
                 low = snap_local(snap, start) - ONE_TICK
-                cursor = Cursor(time=low, now=low + self.overlap)
-                baseline, window = None, []
+                # transactions open now: start unknown, assumed within overlap_seconds
+                cursor = Cursor(time=low, low=low, checked=max(low, snap.now - self.overlap))
+                baseline = None
             if cursor is None:
                 return self._baseline(store, snap, dry_run)
-            low = min(cursor.time, cursor.now - self.overlap)
-            window = [(t, k) for t, k in window if low < t <= cursor.time]
-            if low < cursor.time and snap.count_between(low, cursor.time) != len(window):
-                late_rows = snap.between(low, cursor.time)
+            late_rows = (snap.late(cursor.low, cursor.time, cursor.xmin)
+                         if cursor.low < cursor.time else [])
+            poison = snap.poison(cursor.xmin, MAX_POISON_ROWS)
             rows, more = snap.after(cursor.time, self.cfg.batch_rows)
-            now = snap.now
             self.last_rows_read = snap.rows_read
-        new_cursor = Cursor(time=max([cursor.time, *(r.time for r in rows)]), now=now)
+        new_cursor = self._next_cursor(cursor, snap, rows)
         skip = set(baseline["keys"]) if baseline else set()
-        keep_baseline = bool(baseline) and low < _time(baseline["until"])
-        seen = {key for _, key in window}
-        late: list[Event] = []
-        if late_rows is not None:
-            window = []
-            for row in late_rows:
-                key = event_key(row)
-                window.append((row.time, key))
-                if key not in seen and key not in skip:
-                    late.append(to_event(row, max_failure_chars=self.cfg.max_failure_chars))
-        events = [to_event(r, max_failure_chars=self.cfg.max_failure_chars) for r in rows]
-        window += [(e_row.time, e.key) for e_row, e in zip(rows, events, strict=True)]
+        keep_baseline = bool(baseline) and new_cursor.low < _time(baseline["until"])
+        late, bad_late = self._translate(in_written_order(late_rows))
+        events, bad = self._translate(in_written_order(rows))
+        bad = [*self._translate(poison)[1], *bad_late, *bad]
         late_keys = {e.key for e in late}
         try:
             with store.transaction() as tx:
@@ -156,6 +173,7 @@ class WannaBuildPoller:
                 self.last_late = sum(1 for key in fresh if key in late_keys)
                 if dry_run:
                     raise _DryRun
+                self.last_poison = self._quarantine(store, tx, bad)
                 tx.add_events(published)
                 tx.set_cursor(CURSOR, new_cursor.dump())
                 if baseline and not keep_baseline:
@@ -168,41 +186,75 @@ class WannaBuildPoller:
             pass
         else:
             self.rewind = None
-            self._remember(window, new_cursor)
         if self.last_late:
-            log.info("wanna-build: %d row(s) committed late (inside the %g s overlap window) "
-                     "published now", self.last_late, self.cfg.overlap_seconds)
+            log.info("wanna-build: %d row(s) of transaction(s) that committed after the "
+                     "previous poll's snapshot, stamped before its newest row, published now",
+                     self.last_late)
         log.info("wanna-build poll: %d rows read, %d new events%s", self.last_rows_read,
                  len(published), ", more rows pending" if more else "")
         return published
 
-    def _remember(self, window: list[tuple[dt.datetime, str]], cursor: Cursor) -> None:
-        """Keep what the next poll's window holds (rows after its lower bound)."""
-        low = min(cursor.time, cursor.now - self.overlap)
-        self._window = [(t, k) for t, k in window if t > low]
-        self._window_cursor = cursor.dump()
+    def _next_cursor(self, cursor: Cursor, snap: Snapshot, rows: list[Row]) -> Cursor:
+        """Where the next poll starts: the newest row read, and the bound below which no
+        row of a transaction open now (or starting after the listing) can be stamped."""
+        opened = snap.opened
+        checked = opened.checked - START_MARGIN
+        still = {pid: cursor.open.get(pid, cursor.checked.isoformat()) for pid in opened.open}
+        low = min([checked, *map(_time, still.values())])
+        newest = max([cursor.time, *(r.time for r in rows if r.time is not None)])
+        return Cursor(time=newest, low=min(low, newest), checked=checked,
+                      xmin=snap.xmin, open=still)
+
+    def _translate(self, rows: list[Row]) -> tuple[list[Event], list[tuple[Row, str]]]:
+        events, bad = [], []
+        for row in rows:
+            try:
+                events.append(to_event(row, max_failure_chars=self.cfg.max_failure_chars))
+            except Exception as exc:  # one bad row must not stop the rows after it
+                bad.append((row, f"{type(exc).__name__}: {exc}"))
+        return events, bad
+
+    def _quarantine(self, store: Store, tx, bad: list[tuple[Row, str]]) -> int:  # type: ignore[no-untyped-def]
+        """Quarantine each poison row once (by its columns), with the reason; count it."""
+        done: set[str] = set()
+        for row, reason in bad:
+            key = poison_key(row)
+            if key in done or store.snapshot(POISON_NAMESPACE, key) is not None:
+                continue
+            done.add(key)
+            raw = json.dumps(describe_row(row), ensure_ascii=False, sort_keys=True)
+            tx.quarantine(QUARANTINE_KIND, raw.encode(), error=reason, reason="poison",
+                          origin=f"transactions row {describe_row(row)['ctid']}")
+            tx.put_snapshot(POISON_NAMESPACE, key, raw)
+            log.warning("wanna-build: row %s skipped and quarantined: %s", raw, reason)
+        if done:
+            tx.bump("wanna-build.poison_rows", len(done))
+        return len(done)
 
     def _baseline(self, store: Store, snap: Snapshot, dry_run: bool) -> list[Event]:
-        """First run: start at the newest row; remember what the overlap window holds."""
+        """First run: start at the newest row; remember what a later read could re-find."""
         newest = snap.newest()
-        low = snap.now - self.overlap
-        seen = snap.between(low, newest) if newest is not None and newest > low else []
+        opened = snap.opened
+        guess = snap.now - self.overlap  # when the transactions open now may have started
+        checked = opened.checked - START_MARGIN
+        low = min(checked, guess) if opened.open else checked
+        time = newest if newest is not None else low
+        seen = snap.late(low, time, snap.xmin) if time > low else []
         self.last_rows_read = snap.rows_read
-        self.last_late = 0
-        cursor = Cursor(time=newest if newest is not None else low, now=snap.now)
+        self.last_late = self.last_poison = 0
+        cursor = Cursor(time=time, low=min(low, time), checked=checked, xmin=snap.xmin,
+                        open={pid: guess.isoformat() for pid in opened.open})
         if dry_run:
             return []
-        window = [(r.time, event_key(r)) for r in seen]
+        keys = sorted({event_key(r) for r in seen if r.time is not None})
         with store.transaction() as tx:
             tx.set_cursor(CURSOR, cursor.dump())
-            if seen:
-                keys = sorted({key for _, key in window})
+            if keys:
                 tx.put_snapshot(NAMESPACE, BASELINE, json.dumps(
-                    {"until": max(r.time for r in seen).isoformat(), "keys": keys}))
+                    {"until": max(r.time for r in seen if r.time).isoformat(), "keys": keys}))
             else:
                 tx.delete_snapshot(NAMESPACE, BASELINE)
             tx.bump("wanna-build.polls")
-        self._remember(window, cursor)
         log.info("wanna-build: first run starts at the newest row (%s); nothing published",
                  cursor.time.isoformat())
         return []

@@ -14,6 +14,7 @@ import datetime as dt
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 
 import psycopg
@@ -33,26 +34,56 @@ TRANSACTIONS_COLUMNS = ("architecture", "package", "distribution", "version", "a
 PACKAGES_COLUMNS = ("architecture", "package", "distribution", "version", "state", "builder",
                     "failed", "binary_nmu_version", "notes", "depends")
 
-# One statement text per read; only values travel as parameters. Long free text from
-# ``packages`` is cut in the database (one character more than kept, to see truncation).
-_SELECT = """
-SELECT t.architecture, t.package, t.distribution, t.version::text, t.action, t.prevstate,
-       t.state, t.real_user, t.set_user, t."time",
-       extract(epoch FROM t."time"::timestamptz)::float8,
+# One statement text per read; only values travel as parameters. Long free text is cut
+# in the database (one character more than kept, to see truncation). ``time`` is read
+# only when Python can hold it (years 1..9999): ``infinity`` or year 20000 would make
+# the driver fail the whole read, so such a row arrives with ``time`` NULL and its raw
+# text, and the poller quarantines it instead of failing every poll.
+SANE_TIME = """t."time" >= '0001-01-01' AND t."time" < '10000-01-01'"""
+_SELECT = f"""
+
+SELECT left(t.architecture, %(field)s), left(t.package, %(field)s),
+       left(t.distribution, %(field)s), left(t.version::text, %(field)s),
+       left(t.action, %(field)s), left(t.prevstate, %(field)s), left(t.state, %(field)s),
+       left(t.real_user, %(field)s), left(t.set_user, %(field)s),
+       CASE WHEN {SANE_TIME} THEN t."time" END,
+       CASE WHEN {SANE_TIME} THEN extract(epoch FROM t."time"::timestamptz)::float8 END,
        p.architecture IS NOT NULL, p.version::text, p.state,
        left(p.builder, %(field)s), left(p.failed, %(failed)s),
-       p.binary_nmu_version, left(p.notes, %(field)s), left(p.depends, %(field)s)
+       p.binary_nmu_version, left(p.notes, %(field)s), left(p.depends, %(field)s),
+       left(t."time"::text, 64), t.ctid::text
 FROM transactions t
 LEFT JOIN packages p
   ON p.architecture = t.architecture AND p.package = t.package
  AND p.distribution = t.distribution
-"""
-_ORDER = ' ORDER BY t."time", t.architecture, t.distribution, t.package, t.action, t.state'
-SQL_BETWEEN = _SELECT + ' WHERE t."time" > %(low)s AND t."time" <= %(high)s' + _ORDER
-SQL_AFTER = _SELECT + ' WHERE t."time" > %(low)s' + _ORDER + " LIMIT %(limit)s"
+"""  # noqa: S608
+# ctid: the order the rows were written in (append-only table); the state chain decides.
+_ORDER = ' ORDER BY t."time", t.architecture, t.distribution, t.package, t.ctid'
+#: Rows written by a transaction the previous snapshot could not see: inserting xid at or
+#: after that snapshot's xmin (32-bit, modulo wrap-around; subtransactions included).
+_UNSEEN = ("((t.xmin::text::bigint - %(xmin32)s + 4294967296) %% 4294967296) < %(span)s")
+SQL_AFTER = (_SELECT + ' WHERE t."time" > %(low)s AND t."time" < \'10000-01-01\'' + _ORDER
+             + " LIMIT %(limit)s")
 SQL_AT = _SELECT + ' WHERE t."time" = %(at)s' + _ORDER
-SQL_NEWEST = 'SELECT max("time") FROM transactions'
-SQL_COUNT = 'SELECT count(*) FROM transactions WHERE "time" > %(low)s AND "time" <= %(high)s'
+SQL_LATE = (_SELECT + ' WHERE t."time" > %(low)s AND t."time" <= %(high)s AND ' + _UNSEEN
+            + _ORDER)
+SQL_POISON = (_SELECT + ' WHERE (t."time" IS NULL OR t."time" < \'0001-01-01\''
+              ' OR t."time" >= \'10000-01-01\') AND ' + _UNSEEN + ' ORDER BY t.ctid'
+              + " LIMIT %(limit)s")
+SQL_NEWEST = ('SELECT max("time") FROM transactions'
+              ' WHERE "time" >= \'0001-01-01\' AND "time" < \'10000-01-01\'')
+#: Before the snapshot: the database clock and every transaction open in this database
+#: (with or without an xid yet; pg_locks is readable by any role), so that a transaction
+#: still open, however old, is known by the next poll.
+SQL_OPEN = """
+SELECT timezone(coalesce(nullif(%(tz)s, ''), current_setting('TimeZone')), statement_timestamp()),
+       coalesce(array_agg(l.pid::text || '/' || l.virtualxid), '{}')
+FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
+WHERE l.locktype = 'virtualxid' AND l.granted AND l.pid <> pg_backend_pid()
+  AND a.datname = current_database()
+"""
+SQL_SNAPSHOT = ("SELECT LOCALTIMESTAMP, pg_snapshot_xmin(s)::text::bigint,"
+                " pg_snapshot_xmax(s)::text::bigint FROM pg_current_snapshot() s")
 SQL_TIME_INDEX = """
 SELECT EXISTS (
     SELECT 1 FROM pg_index i
@@ -74,12 +105,32 @@ def describe(dsn: str) -> str:
     return f"{host}:{port}/{params.get('dbname') or params.get('user') or ''}"
 
 
-class Snapshot:
-    """Reads inside one read-only transaction; ``now`` is the database clock at its start."""
+#: A span that makes :data:`_UNSEEN` true for every row (no earlier snapshot known).
+EVERY_XID = 2**32
 
-    def __init__(self, conn: psycopg.Connection[Any], now: dt.datetime, max_failure_chars: int):
+
+@dataclass(frozen=True)
+class Opened:
+    """What :data:`SQL_OPEN` saw just before the snapshot."""
+
+    #: Database clock (its local time) when the open transactions were listed.
+    checked: dt.datetime
+    #: ``pid/vxid`` of every transaction then open in the database (other than ours).
+    open: tuple[str, ...]
+
+
+class Snapshot:
+    """Reads inside one read-only transaction; ``now`` is the database clock at its start,
+    ``xmin``/``xmax`` the bounds of its MVCC snapshot (64-bit xids), ``opened`` what was
+    open just before it was taken."""
+
+    def __init__(self, conn: psycopg.Connection[Any], now: dt.datetime, max_failure_chars: int,
+                 xmin: int = 0, xmax: int = 0, opened: Opened | None = None):
         self._conn = conn
         self.now = now
+        self.xmin = xmin
+        self.xmax = xmax
+        self.opened = opened or Opened(now, ())
         self._limits = {"field": MAX_FIELD_CHARS + 1, "failed": max_failure_chars + 1}
         #: Rows fetched by this snapshot (all reads), for logs and the benchmark.
         self.rows_read = 0
@@ -88,13 +139,20 @@ class Snapshot:
         """Time of the newest ``transactions`` row (a backward index scan)."""
         return self._conn.execute(SQL_NEWEST).fetchone()[0]  # type: ignore[index]
 
-    def between(self, low: dt.datetime, high: dt.datetime) -> list[Row]:
-        """Rows with ``low < time <= high``."""
-        return self._rows(SQL_BETWEEN, {"low": low, "high": high})
+    def unseen(self, since_xmin: int | None) -> dict[str, int]:
+        """Parameters of :data:`_UNSEEN`: rows by xids ``>= since_xmin`` (None: every row)."""
+        if since_xmin is None:
+            return {"xmin32": 0, "span": EVERY_XID}
+        return {"xmin32": since_xmin % 2**32, "span": min(EVERY_XID, self.xmax - since_xmin)}
 
-    def count_between(self, low: dt.datetime, high: dt.datetime) -> int:
-        """How many rows have ``low < time <= high`` (an index range count; nothing shipped)."""
-        return self._conn.execute(SQL_COUNT, {"low": low, "high": high}).fetchone()[0]  # type: ignore[index]
+    def late(self, low: dt.datetime, high: dt.datetime, since_xmin: int | None) -> list[Row]:
+        """Rows with ``low < time <= high`` written by xids ``>= since_xmin``: the rows of
+        transactions the snapshot with that xmin could not see yet."""
+        return self._rows(SQL_LATE, {"low": low, "high": high, **self.unseen(since_xmin)})
+
+    def poison(self, since_xmin: int | None, limit: int) -> list[Row]:
+        """Rows with a NULL or out-of-range ``time`` by xids ``>= since_xmin``."""
+        return self._rows(SQL_POISON, {"limit": limit, **self.unseen(since_xmin)})
 
     def after(self, low: dt.datetime, limit: int) -> tuple[list[Row], bool]:
         """The oldest rows with ``time > low``: about ``limit`` of them, never splitting rows
@@ -143,13 +201,13 @@ class Reader:
     def snapshot(self) -> Iterator[Snapshot]:
         """One read-only transaction; any database error leaves as a TransientError."""
         try:
-            conn, now = self._begin()
+            conn, (now, xmin, xmax, opened) = self._begin()
         except psycopg.Error as exc:
             connecting = self._conn is None
             self.close()
             raise self.explain(exc, connecting=connecting) from None
         try:
-            yield Snapshot(conn, now, self.max_failure_chars)
+            yield Snapshot(conn, now, self.max_failure_chars, xmin, xmax, opened)
         except psycopg.Error as exc:
             self.close()
             raise self.explain(exc) from None
@@ -162,7 +220,8 @@ class Reader:
             self.close()
             raise self.explain(exc) from None
 
-    def _begin(self) -> tuple[psycopg.Connection[Any], dt.datetime]:
+    def _begin(self) -> tuple[psycopg.Connection[Any],
+                              tuple[dt.datetime, int, int, Opened]]:
         reused = self._conn is not None and not self._conn.closed
         if not reused:
             self._connect()
@@ -188,23 +247,25 @@ class Reader:
         self._conn = psycopg.connect(self.dsn, autocommit=True, **extra)
         self.time_index = None
 
-    def _start(self) -> dt.datetime:
+    def _start(self) -> tuple[dt.datetime, int, int, Opened]:
         conn = self._conn
         assert conn is not None
+        checked, pids = conn.execute(SQL_OPEN, {"tz": self.timezone}).fetchone()  # type: ignore[misc]
+        opened = Opened(checked, tuple(sorted(pids)))
         conn.execute("BEGIN")
         conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
         conn.execute("SELECT set_config('statement_timeout', %s, true)",
                      (str(int(self.statement_timeout_ms)),))
         if self.timezone:
             conn.execute("SELECT set_config('TimeZone', %s, true)", (self.timezone,))
-        now = conn.execute("SELECT LOCALTIMESTAMP").fetchone()[0]  # type: ignore[index]
+        now, xmin, xmax = conn.execute(SQL_SNAPSHOT).fetchone()  # type: ignore[misc]
         if self.time_index is None:
             self.time_index = bool(conn.execute(SQL_TIME_INDEX).fetchone()[0])  # type: ignore[index]
             if not self.time_index:
                 log.warning("wanna-build database %s: transactions has no index on \"time\"; "
                             "every poll scans the whole table. Ask the DBA for: CREATE INDEX "
                             "transactions_time ON transactions (\"time\")", self.where)
-        return now
+        return now, int(xmin), int(xmax), opened
 
     def explain(self, exc: psycopg.Error, *, connecting: bool = False) -> TransientError:
         """A TransientError saying, in words, what went wrong with the database."""

@@ -41,8 +41,9 @@ class Row:
     state: Any
     real_user: Any
     set_user: Any
-    #: ``transactions.time`` as stored (naive, the database's local time).
-    time: dt.datetime
+    #: ``transactions.time`` as stored (naive, the database's local time); None when
+    #: Python cannot hold it (NULL, ``infinity``, beyond year 9999): a poison row.
+    time: dt.datetime | None
     #: The same instant as epoch seconds (computed by the database in its time zone).
     epoch: float | None = None
     #: Whether a ``packages`` row exists for (architecture, package, distribution).
@@ -54,6 +55,10 @@ class Row:
     binary_nmu_version: Any = None
     notes: Any = None
     depends: Any = None
+    #: ``transactions.time`` as the database prints it (for poison rows).
+    time_text: Any = None
+    #: ``ctid``: where the row sits in the table, i.e. the order it was written in.
+    position: Any = None
 
 
 def text(value: Any) -> str | None:
@@ -76,7 +81,26 @@ def event_key(row: Row) -> str:
     return key
 
 
+def describe_row(row: Row) -> dict[str, Any]:
+    """The ``transactions`` columns of a row as plain text (what quarantine keeps)."""
+    return {"architecture": text(row.architecture), "package": text(row.package),
+            "distribution": text(row.distribution), "version": text(row.version),
+            "action": text(row.action), "prevstate": text(row.prevstate),
+            "state": text(row.state), "real_user": text(row.real_user),
+            "set_user": text(row.set_user), "time": text(row.time_text),
+            "ctid": text(row.position)}
+
+
+def poison_key(row: Row) -> str:
+    """Identity of a row that cannot become an event (its columns, time as printed)."""
+    fields = json.dumps(describe_row(row) | {"ctid": None}, ensure_ascii=False, sort_keys=True)
+    return "wanna-build:poison:" + hashlib.sha256(fields.encode()).hexdigest()
+
+
 def to_event(row: Row, *, max_failure_chars: int = 4000) -> Event:
+    if row.time is None:
+        raise ValueError(f"transactions.time {text(row.time_text) or 'NULL'} is not a "
+                         "time busgate can publish (NULL, infinity or beyond year 9999)")
     truncated: list[str] = []
 
     def bounded(name: str, value: Any, limit: int = MAX_FIELD_CHARS) -> str | None:
