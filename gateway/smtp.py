@@ -109,7 +109,7 @@ class SmtpListener:
 
     def _listen(self) -> socket.socket:
         try:
-            infos = socket.getaddrinfo(self.host, self.port, type=socket.SOCK_STREAM,
+            infos = socket.getaddrinfo(self.host or None, self.port, type=socket.SOCK_STREAM,
                                        flags=socket.AI_PASSIVE)
             family, kind, proto, _, address = infos[0]
             sock = socket.socket(family, kind, proto)

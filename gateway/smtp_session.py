@@ -93,7 +93,12 @@ class BoundedSession(SMTP):
         await self.push("354 End data with <CR><LF>.<CR><LF>")
         sink = DataSink(self._spill_file, self.data_size_limit or 0, self._budget)
         try:
-            await read_data(self._reader, sink.write, self._reset_timeout)
+            try:
+                await read_data(self._reader, sink.write, self._reset_timeout)
+            except asyncio.IncompleteReadError:  # the client left mid-DATA: nothing to answer
+                if self.transport is not None:
+                    self.transport.close()
+                return
             if sink.state == "too big":
                 status: Any = "552 5.3.4 message exceeds the size limit"
             elif sink.state == "no room":

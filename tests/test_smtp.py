@@ -417,3 +417,26 @@ def test_limits_must_be_positive(make_settings) -> None:  # type: ignore[no-unty
         settings = make_settings(smtp={"recipients": [RCPT], key: 0})
         with pytest.raises(ConfigError, match=rf"smtp\.{key}"):
             SmtpListener(settings, Spool(settings.spool_dir), lambda: None)
+
+
+def test_client_leaving_mid_data_frees_everything(running, caplog) -> None:  # type: ignore[no-untyped-def]
+    import logging
+
+    run = running()
+    with caplog.at_level(logging.WARNING):
+        client = run.client()
+        client.ehlo()
+        client.mail("a@example.org")
+        client.rcpt(RCPT)
+        assert client.docmd("DATA")[0] == 354
+        client.send((b"w" * 998 + b"\r\n") * 300)  # 300 KB: spilled and charged
+        deadline = time.monotonic() + 20
+        while run.listener.budget.used == 0 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert run.listener.budget.used > 0
+        client.close()
+        while run.listener.gate.active and time.monotonic() < deadline:
+            time.sleep(0.01)
+    assert run.listener.gate.active == 0 and run.listener.budget.used == 0
+    assert list(Spool(run.settings.spool_dir).pending()) == []
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
