@@ -118,33 +118,38 @@ class DataSink:
 
 
 async def read_data(reader: asyncio.StreamReader, write: Callable[[bytes], Awaitable[None]],
-                    progress: Callable[[], None]) -> None:
+                    progress: Callable[[], None],
+                    wanted: Callable[[], bool] = lambda: True) -> None:
     """Read DATA from ``reader`` up to the lone dot, giving ``write`` the unstuffed content.
 
     Never reads past the end marker, so a pipelined next command stays in
     ``reader``. Uses ``readuntil(END)``: when the stream limit stops it, the
     bytes it says are safe are taken and the search goes on, so memory stays
-    at one network read. ``progress`` is called on every read (idle timer).
+    at one network read. ``progress`` is called on every read (idle timer);
+    once ``wanted()`` is false the content is only skipped, not unstuffed.
     """
     unstuff = _Unstuffer()
     pending = b"\r\n"  # the line start before the first line (the DATA command's CRLF)
     while True:
+        end = -1
         if pending:  # a marker may be cut here: read exactly what would complete it
-            block = await reader.readexactly(len(END) - len(pending))
+            data = pending + await reader.readexactly(len(END) - len(pending))
+            end = data.find(END)
         else:
             try:
-                block = await reader.readuntil(END)
-            except asyncio.LimitOverrunError as exc:
-                block = await reader.read(exc.consumed)
+                data = await reader.readuntil(END)
+                end = len(data) - len(END)
+            except asyncio.LimitOverrunError as exc:  # no marker in what it gives
+                data = await reader.read(exc.consumed)
         progress()
-        data = pending + block if pending else block
-        end = data.find(END)
         if end >= 0:  # found only at the very end: nothing was read past it
-            await write(unstuff.feed(data[:end + 2], final=True))
+            if wanted():
+                await write(unstuff.feed(data[:end + 2], final=True))
             return
         keep = _partial_end(data)
-        await write(unstuff.feed(data[:len(data) - keep]))
-        pending = data[len(data) - keep:]
+        if wanted():
+            await write(unstuff.feed(data[:len(data) - keep] if keep else data))
+        pending = data[len(data) - keep:] if keep else b""
 
 
 def _partial_end(data: bytes) -> int:

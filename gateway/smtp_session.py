@@ -94,7 +94,8 @@ class BoundedSession(SMTP):
         sink = DataSink(self._spill_file, self.data_size_limit or 0, self._budget)
         try:
             try:
-                await read_data(self._reader, sink.write, self._reset_timeout)
+                await read_data(self._reader, sink.write, self._reset_timeout,
+                                lambda: sink.state == "ok")
             except asyncio.IncompleteReadError:  # the client left mid-DATA: nothing to answer
                 if self.transport is not None:
                     self.transport.close()
