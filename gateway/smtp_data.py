@@ -15,6 +15,7 @@ grows), so the reply can still be a clean 552/452 on a live session.
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import Awaitable, Callable, Iterator
 from typing import IO
 
@@ -99,13 +100,17 @@ class DataSink:
         self.close()
 
     def chunks(self) -> Iterator[bytes]:
-        """The mail's bytes in order (blocking file reads: iterate in a worker thread)."""
+        """The mail's bytes in order; iterate in a worker thread (blocking reads).
+
+        The iterator reads through a descriptor of its own, so :meth:`close`
+        (a session cancelled while its mail is being stored) cannot pull the
+        file from under the thread still copying it.
+        """
+        spilled = None
         if self._file is not None:
             self._file.flush()
-            self._file.seek(0)
-            while block := self._file.read(COPY_BLOCK):
-                yield block
-        yield from self._memory
+            spilled = os.fdopen(os.dup(self._file.fileno()), "rb")
+        return _replay(spilled, list(self._memory))
 
     def close(self) -> None:
         """Release the file and the budget; idempotent, synchronous (runs on cancellation)."""
@@ -180,3 +185,12 @@ class _Unstuffer:
             out = out[cut:]
             self._skip -= cut
         return out
+
+
+def _replay(spilled: IO[bytes] | None, memory: list[bytes]) -> Iterator[bytes]:
+    if spilled is not None:
+        with spilled:
+            spilled.seek(0)
+            while block := spilled.read(COPY_BLOCK):
+                yield block
+    yield from memory

@@ -440,3 +440,34 @@ def test_client_leaving_mid_data_frees_everything(running, caplog) -> None:  # t
     assert run.listener.gate.active == 0 and run.listener.budget.used == 0
     assert list(Spool(run.settings.spool_dir).pending()) == []
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+
+
+class SlowSpool(Spool):
+    """A real spool on a slow disk: each delivery starts half a second late."""
+
+    def deliver(self, kind: str, data: Any) -> str:
+        time.sleep(0.5)
+        return super().deliver(kind, data)
+
+
+def test_client_gone_while_its_mail_is_stored_leaves_it_whole(running, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    spool = SlowSpool(tmp_path / "slow")
+    spool.ensure()
+    run = running(spool=spool)
+    raw = b"Subject: big\r\n\r\n" + (b"v" * 998 + b"\r\n") * 300  # 300 KB: spilled
+    client = run.client()
+    client.ehlo()
+    client.mail("a@example.org")
+    client.rcpt(RCPT)
+    assert client.docmd("DATA")[0] == 354
+    client.send(raw + b".\r\n")
+    deadline = time.monotonic() + 20
+    while run.listener.budget.used == 0 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    time.sleep(0.1)
+    client.close()  # hang up before the 250: the session is cancelled mid-delivery
+    while not spool.pending() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    (item,) = spool.pending()
+    assert item.read_bytes() == raw
+    assert run.listener.budget.used == 0
