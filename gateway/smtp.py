@@ -48,6 +48,8 @@ AIOSMTPD_LOG = logging.getLogger("mail.log")
 STOP_GRACE = 10.0
 #: Connections the kernel may queue before the accept loop takes them.
 BACKLOG = 128
+#: Socket receive buffer of a session (the kernel doubles it): about what one read brings in.
+RECEIVE_BUFFER = 64 * 1024
 _POSITIVE = ("timeout", "session_timeout", "max_connections", "max_recipients",
              "max_commands", "max_inflight_bytes")
 
@@ -129,6 +131,8 @@ class SmtpListener:
 
     async def _connect(self, conn: socket.socket, closed: Callable[[], None]) -> None:
         loop = asyncio.get_running_loop()
+        # one read takes what the kernel holds: a small window bounds each session's buffer
+        conn.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECEIVE_BUFFER)
         await loop.connect_accepted_socket(lambda: self._protocol(closed), conn)
 
     def _protocol(self, closed: Callable[[], None]) -> SMTP:
