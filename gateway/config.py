@@ -94,6 +94,18 @@ class SmtpSettings:
     hostname: str = ""
     #: Seconds a client may stay idle before the listener hangs up.
     timeout: float = 300.0
+    #: Seconds one connection may last in all; then 421 and hang up.
+    session_timeout: float = 1800.0
+    #: Simultaneous connections; one more gets 421 and is closed.
+    max_connections: int = 100
+    #: Recipients in one mail; the next RCPT gets 452 (RFC 5321 4.5.3.1.10).
+    max_recipients: int = 100
+    #: Times one command may be sent in one connection; then 421 and hang up.
+    max_commands: int = 1000
+    #: Bytes of unfinished mails all sessions together may hold in spool/tmp.
+    max_inflight_bytes: int = 268435456
+    #: File descriptors kept free for the rest of the daemon; fewer sessions if the limit is low.
+    fd_reserve: int = 128
 
 
 @dataclass(frozen=True)

@@ -85,7 +85,7 @@ class Daemon:
     def env(self) -> dict[str, str]:
         return {**os.environ, "BUSGATE_CONFIG": str(self.config_path)}
 
-    def start(self, wait: float = 15.0) -> Daemon:
+    def start(self, wait: float = 15.0, preexec_fn: Callable[[], None] | None = None) -> Daemon:
         import subprocess
         import time
 
@@ -93,7 +93,7 @@ class Daemon:
             if self.log_path.exists() else 0
         self.log = self.log_path.open("ab")
         self.proc = subprocess.Popen([*BUSGATE, "run"], env=self.env, stdout=self.log,
-                                     stderr=subprocess.STDOUT, cwd=REPO)
+                                     stderr=subprocess.STDOUT, cwd=REPO, preexec_fn=preexec_fn)
         deadline = time.monotonic() + wait
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
