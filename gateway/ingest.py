@@ -25,7 +25,7 @@ from gateway import jsonbounds
 from gateway.config import Settings
 from gateway.errors import ParseError, StoreError
 from gateway.event import Event
-from gateway.spool import RejectedItem, Spool
+from gateway.spool import OVERSIZE_KEEP, RejectedItem, Spool
 from gateway.store import Store
 
 log = logging.getLogger(__name__)
@@ -87,8 +87,8 @@ def size_limit(settings: Settings, kind: str) -> int:
     """Largest item of ``kind`` that is read and parsed."""
     if kind == "mail":
         return settings.mail.max_size
-    if kind == "oversize":  # a JSON line and a bounded head
-        return settings.quarantine.oversize_keep_bytes + 4096
+    if kind == "oversize":  # a JSON line and a head (`busgate mail --spool` keeps the default)
+        return max(settings.quarantine.oversize_keep_bytes, OVERSIZE_KEEP) + 4096
     return settings.ingest.max_item_bytes
 
 
@@ -178,10 +178,18 @@ def reprocess(store: Store, item: dict[str, object], *, force_size: bool = False
             tx.update_quarantine(ident, error="no known event in this input",
                                  reason="unrecognized")
         return Outcome(quarantined="unrecognized", error="no known event in this input")
-    with store.transaction() as tx:
-        added = len(tx.add_events(events))
-        tx.release(ident)
-        tx.bump("reprocessed")
+    try:
+        with store.transaction() as tx:
+            added = len(tx.add_events(events))
+            tx.release(ident)
+            tx.bump("reprocessed")
+    except StoreError:
+        raise
+    except Exception as exc:  # parsed, but no envelope can carry it (topic too long...)
+        detail = _clip("".join(traceback.format_exception_only(exc)).strip())
+        with store.transaction() as tx:
+            tx.update_quarantine(ident, error=detail, reason="error")
+        return Outcome(quarantined="error", error=detail)
     return Outcome(added=added, duplicates=len(events) - added)
 
 
