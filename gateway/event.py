@@ -112,6 +112,8 @@ def _check_time(value: object) -> None:
 
 
 def _strings(values: object, name: str) -> tuple[str, ...]:
+    if values == ():  # the usual case, kept cheap: this runs for every spooled event
+        return ()
     if not isinstance(values, list | tuple) or not all(isinstance(v, str) for v in values):
         raise ParseError(f"{name} must be a list of strings")
     return tuple(values)

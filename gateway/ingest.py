@@ -224,7 +224,7 @@ def _quarantine(store: Store, settings: Settings, kind: str, raw: bytes, origin:
     """
     caps = settings.quarantine
     size = len(raw) if size is None else size
-    error = _clip(error)
+    kind, origin, error = _text(kind), _text(origin), _clip(_text(error))
     if partial:
         raw = raw[:caps.oversize_keep_bytes]
         if len(raw) < size:
@@ -247,6 +247,11 @@ def _quarantine(store: Store, settings: Settings, kind: str, raw: bytes, origin:
                   "%s) not kept", caps.max_items, kind, origin or "(unnamed)", size, reason,
                   error)
     return Outcome(quarantined=reason, error=error)
+
+
+def _text(value: str) -> str:
+    """Valid UTF-8 for SQLite: a spool file name may hold any bytes (surrogate escapes)."""
+    return value.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
 
 
 def _clip(text: str) -> str:

@@ -143,10 +143,10 @@ class Spool:
             return 0
         for entry in entries:
             try:
-                if entry.stat().st_mtime < cutoff:
+                if entry.stat(follow_symlinks=False).st_mtime < cutoff:
                     os.unlink(entry.path)
                     removed += 1
-            except FileNotFoundError:
+            except OSError:  # gone, or not ours to delete (a directory): leave it
                 continue
         return removed
 

@@ -115,12 +115,14 @@ def test_poison_spool_items_are_quarantined_once_and_ingestion_goes_on(daemon, t
     os.mkfifo(fifo)
     link = entry_name(spool, "zero")
     link.symlink_to("/dev/zero")
+    odd = spool.new / os.fsdecode(b"%020d.\xff\xfe.events" % time.time_ns())
+    odd.write_bytes(b"not json\n")                           # a name that is not UTF-8
     spool.deliver("events", record("good-last"))             # must get through
     wait_for(lambda: any(r.envelope.find('"fine"') > 0 for r in store.rows_after(0)),
              30, "the good item behind the poison")
     wait_for(lambda: not spool.pending(), 10, "an empty spool")
     counts = store.quarantine_counts()
-    assert counts == {"error": len(poison), "oversize": 1, "not-regular": 3}, counts
+    assert counts == {"error": len(poison) + 1, "oversize": 1, "not-regular": 3}, counts
     assert store.last_seq_id() == 1
     rows = {q["origin"].split(".")[2]: q for q in store.quarantined()}
     errors = " | ".join(q["error"] for q in store.quarantined())
@@ -139,6 +141,20 @@ def test_poison_spool_items_are_quarantined_once_and_ingestion_goes_on(daemon, t
     again = run_cli(proc, "reprocess", "--all")
     assert again.returncode == 1 and b"still not-regular" in again.stdout
     assert proc.proc.poll() is None
+
+
+def test_stale_tmp_entries_that_are_not_files_do_not_stop_the_worker(tmp_path) -> None:
+    spool = Spool(tmp_path / "spool")
+    spool.ensure()
+    (spool.tmp / "dir").mkdir()
+    (spool.tmp / "dir" / "f").write_bytes(b"x")
+    (spool.tmp / "dangling").symlink_to(tmp_path / "nowhere")
+    (spool.tmp / "file").write_bytes(b"x")
+    for name in ("dir", "file"):
+        os.utime(spool.tmp / name, (0, 0))
+    os.utime(spool.tmp / "dangling", (0, 0), follow_symlinks=False)
+    assert spool.clean_tmp() == 2  # the stale file and link; the directory is left alone
+    assert [p.name for p in spool.tmp.iterdir()] == ["dir"]
 
 
 def _worker_pid(proc) -> int:
