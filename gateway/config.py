@@ -87,6 +87,9 @@ class IngestSettings:
     max_item_bytes: int = 64 * 1024 * 1024
     #: Deepest nesting of arrays/objects accepted in a JSON event body.
     max_json_depth: int = 64
+    #: Worker deaths (crash, OOM kill, kill -9) while ingesting one item before it is
+    #: quarantined as ``crashed`` instead of being parsed again.
+    max_crashes: int = 2
 
 
 @dataclass(frozen=True)
@@ -368,6 +371,7 @@ def _check(settings: Settings, origin: dict[str, str]) -> None:
         "mail.max_size": settings.mail.max_size,
         "ingest.max_item_bytes": settings.ingest.max_item_bytes,
         "ingest.max_json_depth": settings.ingest.max_json_depth,
+        "ingest.max_crashes": settings.ingest.max_crashes,
         "quarantine.max_items": settings.quarantine.max_items,
         "quarantine.max_bytes": settings.quarantine.max_bytes,
         "quarantine.oversize_keep_bytes": settings.quarantine.oversize_keep_bytes,

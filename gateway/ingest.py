@@ -22,6 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from gateway import jsonbounds
+from gateway.attempts import Attempts
 from gateway.config import Settings
 from gateway.errors import ParseError, StoreError
 from gateway.event import Event
@@ -92,25 +93,54 @@ def size_limit(settings: Settings, kind: str) -> int:
     return settings.ingest.max_item_bytes
 
 
-def ingest_item(store: Store, settings: Settings, path: os.PathLike[str]) -> Outcome:
+def ingest_item(store: Store, settings: Settings, path: os.PathLike[str],
+                attempts: Attempts | None = None) -> Outcome:
     """Read one spool entry safely and ingest it; a bad entry is quarantined.
 
     Raises FileNotFoundError when the entry is gone, :class:`StoreError` when the
     state database fails (the item stays for a retry). Anything else the item
     causes ends in quarantine, so the caller may always remove (or set aside) it.
+    With ``attempts``, an item the worker died on ``ingest.max_crashes`` times is
+    quarantined as ``crashed`` without being parsed again.
     """
     name = os.path.basename(path)
     kind = Spool.kind_of(path)  # type: ignore[arg-type]
+    if attempts is not None and attempts.begin(name) is None:
+        try:
+            return _crashed(store, settings, kind, path, name, attempts.max_crashes)
+        finally:
+            attempts.end(name)
+    try:
+        try:
+            raw = Spool.read_item(path, size_limit(settings, kind),
+                                  settings.quarantine.oversize_keep_bytes)
+        except RejectedItem as exc:
+            log.warning("spool entry %s: %s; quarantined as %s", name, exc.detail, exc.reason)
+            outcome = _quarantine(store, settings, kind, exc.head, name, exc.reason,
+                                  f"spool entry {exc.detail}", size=exc.size, partial=True)
+            return Outcome(quarantined=outcome.quarantined, error=outcome.error,
+                           set_aside=exc.set_aside)
+        return ingest(store, settings, kind, raw, origin=name)
+    finally:
+        if attempts is not None:
+            attempts.end(name)
+
+
+def _crashed(store: Store, settings: Settings, kind: str, path: os.PathLike[str], name: str,
+             crashes: int) -> Outcome:
+    """Quarantine an item the worker died on, without parsing it (its bytes are kept
+    for ``busgate reprocess`` after a fix, within the quarantine caps)."""
+    error = (f"the spool worker died {crashes} time(s) while ingesting this input "
+             "(crash or kill; see ingest.max_crashes)")
+    log.error("spool item %s: %s; quarantined as crashed", name, error)
     try:
         raw = Spool.read_item(path, size_limit(settings, kind),
                               settings.quarantine.oversize_keep_bytes)
     except RejectedItem as exc:
-        log.warning("spool entry %s: %s; quarantined as %s", name, exc.detail, exc.reason)
-        outcome = _quarantine(store, settings, kind, exc.head, name, exc.reason,
-                              f"spool entry {exc.detail}", size=exc.size, partial=True)
-        return Outcome(quarantined=outcome.quarantined, error=outcome.error,
-                       set_aside=exc.set_aside)
-    return ingest(store, settings, kind, raw, origin=name)
+        outcome = _quarantine(store, settings, kind, exc.head, name, "crashed",
+                              f"{error}; spool entry {exc.detail}", size=exc.size, partial=True)
+        return Outcome(quarantined="crashed", error=outcome.error, set_aside=exc.set_aside)
+    return _quarantine(store, settings, kind, raw, name, "crashed", error)
 
 
 def ingest(store: Store, settings: Settings, kind: str, raw: bytes, origin: str = "",

@@ -37,8 +37,11 @@ def drain_forever(settings: Settings, parent_pid: int, wake: Connection, added: 
     _die_with_parent(parent_pid)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the group; the parent stops us
     from gateway import ingest, runtime
+    from gateway.attempts import Attempts
     from gateway.errors import StoreError
     from gateway.spool import Spool
+
+    signal.signal(signal.SIGTERM, _stop)  # a stop is not a crash: let `finally` clean up
 
     # Both pipe ends this side holds must never block: draining an empty wake pipe
     # or signalling into a full one would stall ingestion for good.
@@ -51,12 +54,13 @@ def drain_forever(settings: Settings, parent_pid: int, wake: Connection, added: 
     interval = settings.state.spool_poll_ms / 1000
     backoff = 0.0
     stuck: set[str] = set()  # items that could be neither removed nor set aside
+    attempts = Attempts(spool.root, settings.ingest.max_crashes)
     while os.getppid() == parent_pid:
         items = [path for path in spool.pending() if path.name not in stuck]
         for path in items:
             started = time.perf_counter()
             try:
-                outcome = ingest.ingest_item(store, settings, path)
+                outcome = ingest.ingest_item(store, settings, path, attempts)
             except FileNotFoundError:
                 continue
             except StoreError as exc:
@@ -74,6 +78,10 @@ def drain_forever(settings: Settings, parent_pid: int, wake: Connection, added: 
                 _signal(added)
         if not items and wake.poll(interval):
             _drain(wake)
+
+
+def _stop(signum: int, frame: object) -> None:
+    raise SystemExit(0)
 
 
 def _die_with_parent(parent_pid: int) -> None:

@@ -143,6 +143,34 @@ def test_poison_spool_items_are_quarantined_once_and_ingestion_goes_on(daemon, t
     assert proc.proc.poll() is None
 
 
+@pytest.mark.slow
+def test_an_item_the_worker_dies_on_twice_is_quarantined_as_crashed(daemon) -> None:
+    """A death no ``except`` can catch (here: kill -9 of the worker mid-item, as the OOM
+    killer would) is counted against the item; at ingest.max_crashes it is quarantined
+    unparsed and the next worker goes on."""
+    proc, settings = daemon(ingest={"max_crashes": 2})
+    spool = runtime.open_spool(settings)
+    store = runtime.open_store(settings)
+    lines = b"".join(record(f"slow-{i}", body={"log": "s" * 80}) for i in range(60_000))
+    slow = Path(spool.deliver("events", lines))
+    mark = spool.root / ".ingesting"
+    for death in (1, 2):
+        started = f"{slow.name}\n{death - 1}\n"  # the item, and the crashes so far
+        wait_for(lambda m=started: mark.exists() and mark.read_text() == m, 60,
+                 f"a worker starting on the slow item (attempt {death})")
+        os.kill(_worker_pid(proc), 9)
+        wait_for(lambda d=death: worker_restarts(proc) == d, 20, "the worker restarted")
+        assert store.quarantine_counts() == {}  # one death alone is not held against it
+    spool.deliver("events", record("after-the-crashes"))
+    wait_for(lambda: store.quarantine_counts() == {"crashed": 1}, 60, "the crashed item")
+    wait_for(lambda: any(r.envelope.find('"fine"') > 0 for r in store.rows_after(0)), 30,
+             "the item behind it")
+    (kept,) = store.quarantined()
+    assert kept["origin"] == slow.name and bytes(kept["raw"]) == lines
+    assert "died 2 time(s)" in kept["error"]
+    assert not mark.exists() and not slow.exists()
+
+
 def test_stale_tmp_entries_that_are_not_files_do_not_stop_the_worker(tmp_path) -> None:
     spool = Spool(tmp_path / "spool")
     spool.ensure()
@@ -158,11 +186,16 @@ def test_stale_tmp_entries_that_are_not_files_do_not_stop_the_worker(tmp_path) -
 
 
 def _worker_pid(proc) -> int:
-    """The daemon's spool worker child (its only child process)."""
+    """The daemon's spool worker child (not multiprocessing's resource tracker)."""
     def child() -> int | None:
-        path = Path(f"/proc/{proc.proc.pid}/task/{proc.proc.pid}/children")
-        pids = path.read_text().split()
-        return int(pids[0]) if pids else None
+        for task in Path(f"/proc/{proc.proc.pid}/task").iterdir():
+            for pid in (task / "children").read_text().split():
+                try:
+                    if b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                        return int(pid)
+                except OSError:
+                    continue
+        return None
     wait_for(lambda: child() is not None, 10, "the spool worker")
     return child()  # type: ignore[return-value]
 
