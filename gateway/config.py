@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from gateway import topics
+from gateway import spool, topics
 from gateway.errors import ConfigError, TopicError
 
 CONFIG_ENV = "BUSGATE_CONFIG"
@@ -77,7 +77,30 @@ class SigningSettings:
 @dataclass(frozen=True)
 class MailSettings:
     #: Largest mail accepted for parsing, in bytes; larger mail goes to quarantine.
-    max_size: int = 20 * 1024 * 1024
+    max_size: int = spool.MAIL_MAX_SIZE
+
+
+@dataclass(frozen=True)
+class IngestSettings:
+    #: Largest ``events`` spool item (``busgate publish``, git hook) read, in bytes; a larger
+    #: one is quarantined as oversize without being read.
+    max_item_bytes: int = 64 * 1024 * 1024
+    #: Deepest nesting of arrays/objects accepted in a JSON event body.
+    max_json_depth: int = 64
+    #: Worker deaths (crash, OOM kill, kill -9) while ingesting one item before it is
+    #: quarantined as ``crashed`` instead of being parsed again.
+    max_crashes: int = 2
+
+
+@dataclass(frozen=True)
+class QuarantineSettings:
+    #: Most quarantined inputs kept; beyond it a new one is only logged and counted.
+    max_items: int = 10000
+    #: Most raw bytes kept over all quarantined inputs; beyond it a new one keeps its
+    #: reason and size but not its bytes (counted as quarantine.raw_dropped).
+    max_bytes: int = 256 * 1024 * 1024
+    #: Bytes kept from the head of an input over its size limit.
+    oversize_keep_bytes: int = spool.OVERSIZE_KEEP
 
 
 @dataclass(frozen=True)
@@ -207,6 +230,8 @@ class Settings:
     discovery: DiscoverySettings = field(default_factory=DiscoverySettings)
     signing: SigningSettings = field(default_factory=SigningSettings)
     mail: MailSettings = field(default_factory=MailSettings)
+    ingest: IngestSettings = field(default_factory=IngestSettings)
+    quarantine: QuarantineSettings = field(default_factory=QuarantineSettings)
     smtp: SmtpSettings = field(default_factory=SmtpSettings)
     debbugs: DebbugsSettings = field(default_factory=DebbugsSettings)
     wannabuild: WannaBuildSettings = field(default_factory=WannaBuildSettings)
@@ -356,6 +381,12 @@ def _check(settings: Settings, origin: dict[str, str]) -> None:
         "zmq.sndhwm": settings.zmq.sndhwm,
         "zmq.replay_max_messages": settings.zmq.replay_max_messages,
         "mail.max_size": settings.mail.max_size,
+        "ingest.max_item_bytes": settings.ingest.max_item_bytes,
+        "ingest.max_json_depth": settings.ingest.max_json_depth,
+        "ingest.max_crashes": settings.ingest.max_crashes,
+        "quarantine.max_items": settings.quarantine.max_items,
+        "quarantine.max_bytes": settings.quarantine.max_bytes,
+        "quarantine.oversize_keep_bytes": settings.quarantine.oversize_keep_bytes,
         "state.spool_poll_ms": settings.state.spool_poll_ms,
         "git.max_commits": settings.git.max_commits,
         "debbugs.interval": settings.debbugs.interval,

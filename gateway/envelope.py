@@ -24,7 +24,9 @@ MSG_ID_NAMESPACE = uuid.UUID("5d0c6f9e-3b7a-5d1e-9c59-627573676174")
 REQUIRED_FIELDS = ("topic", "msg", "timestamp", "msg_id", "i", "username")
 SIGNATURE_FIELDS = ("signature", "certificate")
 
-_encoder = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+#: ``allow_nan=False``: NaN/Infinity are not JSON, so no envelope may carry them.
+_encoder = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=True,
+                            allow_nan=False)
 
 
 def canonical_json(value: Any) -> str:

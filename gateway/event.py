@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from gateway import topics
 from gateway.errors import ParseError
+
+#: The range of ``time`` (epoch seconds): 1970-01-01 to 9999-12-31 UTC, so a msg_id year
+#: always has four digits and ``time.gmtime`` never overflows.
+EARLIEST_TIME = 0
+LATEST_TIME = 253402300799
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,6 +45,8 @@ class Event:
         topics.check_token(self.event, "event")
         if not isinstance(self.key, str) or not self.key:
             raise ParseError("an event needs a non-empty string key")
+        if self.time is not None:
+            _check_time(self.time)
 
     def topic_tokens(self) -> tuple[str, ...]:
         """``(service, object[, subobject], event)``."""
@@ -83,14 +91,32 @@ class Event:
                 key=data["key"],
                 body=data.get("body", {}),
                 subobject=data.get("subobject"),
-                usernames=tuple(data.get("usernames", ())),
-                packages=tuple(data.get("packages", ())),
+                usernames=_strings(data.get("usernames", ()), "usernames"),
+                packages=_strings(data.get("packages", ()), "packages"),
                 time=data.get("time"),
             )
         except KeyError as exc:
             raise ParseError(f"event record lacks field {exc.args[0]!r}") from None
         except (TypeError, ValueError) as exc:
             raise ParseError(f"bad event record: {exc}") from None
+
+
+def _check_time(value: object) -> None:
+    """Type, finiteness and range of ``time``: a string, NaN or 1e300 must not reach
+    ``gmtime`` (where it would stop the spool worker), nor the wire."""
+    if type(value) not in (int, float):
+        raise ParseError(f"time must be a number of epoch seconds, got {type(value).__name__}")
+    if not math.isfinite(value) or not EARLIEST_TIME <= value <= LATEST_TIME:  # type: ignore[arg-type]
+        raise ParseError(f"time {value!r} is outside {EARLIEST_TIME}..{LATEST_TIME} "
+                         "(1970-9999 UTC)")
+
+
+def _strings(values: object, name: str) -> tuple[str, ...]:
+    if values == ():  # the usual case, kept cheap: this runs for every spooled event
+        return ()
+    if not isinstance(values, list | tuple) or not all(isinstance(v, str) for v in values):
+        raise ParseError(f"{name} must be a list of strings")
+    return tuple(values)
 
 
 _FIELDS = {

@@ -3,6 +3,12 @@
 Three outcomes, never two: events committed; nothing recognized (kept in
 quarantine as ``unrecognized``, counted); or the parser failed (kept in
 quarantine as ``error`` with the message, for ``busgate reprocess``).
+
+A poison item gets one attempt: whatever goes wrong in reading, parsing or
+building its envelopes (anything but the state database itself failing) sends
+it to quarantine with the reason, and the worker goes on with the next item.
+Quarantine itself is bounded (``[quarantine]``): past its caps an input keeps
+its reason and size, not its bytes.
 """
 
 from __future__ import annotations
@@ -10,13 +16,17 @@ from __future__ import annotations
 import importlib
 import json
 import logging
+import os
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from gateway import jsonbounds
+from gateway.attempts import Attempts
 from gateway.config import Settings
-from gateway.errors import ParseError
+from gateway.errors import ParseError, StoreError
 from gateway.event import Event
+from gateway.spool import OVERSIZE_KEEP, RejectedItem, Spool
 from gateway.store import Store
 
 log = logging.getLogger(__name__)
@@ -29,8 +39,10 @@ PARSERS = {
     "mail": "adapters.mail:parse_mail",
 }
 
-#: Largest events item a short-lived command may hand over, so a hostile file cannot exhaust memory.
-MAX_EVENTS_ITEM = 512 * 1024 * 1024
+#: Quarantine reasons of spool entries that were never read (a FIFO, a symlink...).
+UNPARSABLE = ("not-regular", "unreadable")
+#: Longest error text kept with a quarantined input.
+MAX_ERROR_CHARS = 4000
 
 
 @dataclass(frozen=True)
@@ -39,6 +51,7 @@ class Outcome:
     duplicates: int = 0
     quarantined: str | None = None  # reason, when the item went to quarantine
     error: str | None = None
+    set_aside: bool = False  # the spool entry is not a file to delete: move it aside
 
 
 def parser_for(kind: str) -> Parser:
@@ -49,16 +62,21 @@ def parser_for(kind: str) -> Parser:
     return getattr(importlib.import_module(module), name)
 
 
-def parse_events(raw: bytes) -> list[Event]:
-    """An ``events`` item: one JSON event record (``Event.to_dict``) per line."""
+def parse_events(raw: bytes, max_depth: int = 64) -> list[Event]:
+    """An ``events`` item: one JSON event record (``Event.to_dict``) per line.
+
+    A record's body may nest at most ``max_depth`` levels (the record adds one).
+    """
     events = []
     for number, line in enumerate(raw.splitlines(), 1):
         if not line.strip():
             continue
         try:
-            record = json.loads(line)
+            record = jsonbounds.loads(line, max_depth + 1)
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise ParseError(f"line {number}: not a JSON event record: {exc}") from None
+        except ParseError as exc:
+            raise ParseError(f"line {number}: {exc}") from None
         try:
             events.append(Event.from_dict(record))
         except ParseError as exc:
@@ -66,30 +84,101 @@ def parse_events(raw: bytes) -> list[Event]:
     return events
 
 
+def size_limit(settings: Settings, kind: str) -> int:
+    """Largest item of ``kind`` that is read and parsed."""
+    if kind == "mail":
+        return settings.mail.max_size
+    if kind == "oversize":  # a JSON line and a head (`busgate mail --spool` keeps the default)
+        return max(settings.quarantine.oversize_keep_bytes, OVERSIZE_KEEP) + 4096
+    return settings.ingest.max_item_bytes
+
+
+def ingest_item(store: Store, settings: Settings, path: os.PathLike[str],
+                attempts: Attempts | None = None) -> Outcome:
+    """Read one spool entry safely and ingest it; a bad entry is quarantined.
+
+    Raises FileNotFoundError when the entry is gone, :class:`StoreError` when the
+    state database fails (the item stays for a retry). Anything else the item
+    causes ends in quarantine, so the caller may always remove (or set aside) it.
+    With ``attempts``, an item the worker died on ``ingest.max_crashes`` times is
+    quarantined as ``crashed`` without being parsed again.
+    """
+    name = os.path.basename(path)
+    kind = Spool.kind_of(path)  # type: ignore[arg-type]
+    if attempts is not None and attempts.begin(name) is None:
+        try:
+            return _crashed(store, settings, kind, path, name, attempts.max_crashes)
+        finally:
+            attempts.end(name)
+    try:
+        try:
+            raw = Spool.read_item(path, size_limit(settings, kind),
+                                  settings.quarantine.oversize_keep_bytes)
+        except RejectedItem as exc:
+            log.warning("spool entry %s: %s; quarantined as %s", name, exc.detail, exc.reason)
+            outcome = _quarantine(store, settings, kind, exc.head, name, exc.reason,
+                                  f"spool entry {exc.detail}", size=exc.size, partial=True)
+            return Outcome(quarantined=outcome.quarantined, error=outcome.error,
+                           set_aside=exc.set_aside)
+        return ingest(store, settings, kind, raw, origin=name)
+    finally:
+        if attempts is not None:
+            attempts.end(name)
+
+
+def _crashed(store: Store, settings: Settings, kind: str, path: os.PathLike[str], name: str,
+             crashes: int) -> Outcome:
+    """Quarantine an item the worker died on, without parsing it (its bytes are kept
+    for ``busgate reprocess`` after a fix, within the quarantine caps)."""
+    error = (f"the spool worker died {crashes} time(s) while ingesting this input "
+             "(crash or kill; see ingest.max_crashes)")
+    log.error("spool item %s: %s; quarantined as crashed", name, error)
+    try:
+        raw = Spool.read_item(path, size_limit(settings, kind),
+                              settings.quarantine.oversize_keep_bytes)
+    except RejectedItem as exc:
+        outcome = _quarantine(store, settings, kind, exc.head, name, "crashed",
+                              f"{error}; spool entry {exc.detail}", size=exc.size, partial=True)
+        return Outcome(quarantined="crashed", error=outcome.error, set_aside=exc.set_aside)
+    return _quarantine(store, settings, kind, raw, name, "crashed", error)
+
+
 def ingest(store: Store, settings: Settings, kind: str, raw: bytes, origin: str = "",
            batch: int = 10000) -> Outcome:
     """Parse ``raw`` and commit its events (or quarantine it). Safe to run twice."""
-    limit = settings.mail.max_size if kind == "mail" else MAX_EVENTS_ITEM
+    if kind == "oversize":
+        return _oversize_record(store, settings, raw, origin)
+    limit = size_limit(settings, kind)
     if len(raw) > limit:
         message = f"{kind} item is {len(raw)} bytes, over the {limit}-byte limit"
-        return _quarantine(store, kind, raw, origin, "oversize", message)
+        return _quarantine(store, settings, kind, raw[:settings.quarantine.oversize_keep_bytes],
+                           origin, "oversize", message, size=len(raw), partial=True)
     try:
-        events = parser_for(kind)(raw)
+        events = _parse(settings, kind, raw)
     except Exception as exc:  # any parser crash: keep the input, never lose it
         detail = "".join(traceback.format_exception_only(exc)).strip()
         log.warning("cannot parse %s item %s: %s", kind, origin or "(unnamed)", detail)
-        return _quarantine(store, kind, raw, origin, "error", detail)
+        return _quarantine(store, settings, kind, raw, origin, "error", detail)
     if not events:
         if kind == "events":
             return Outcome()
-        return _quarantine(store, kind, raw, origin, "unrecognized",
+        return _quarantine(store, settings, kind, raw, origin, "unrecognized",
                            "no known event in this input")
     added = 0
-    for start in range(0, len(events), batch):
-        chunk = events[start:start + batch]
-        with store.transaction() as tx:
-            added += len(tx.add_events(chunk))
-            tx.bump(f"ingested.{kind}", 1 if start == 0 else 0)
+    try:
+        for start in range(0, len(events), batch):
+            chunk = events[start:start + batch]
+            with store.transaction() as tx:
+                added += len(tx.add_events(chunk))
+                tx.bump(f"ingested.{kind}", 1 if start == 0 else 0)
+    except StoreError:
+        raise  # the database, not the item: keep the item and retry later
+    except Exception as exc:  # an event no envelope can carry (topic too long, NaN...)
+        detail = "".join(traceback.format_exception_only(exc)).strip()
+        log.warning("cannot store the events of %s item %s (%d stored before): %s", kind,
+                    origin or "(unnamed)", added, detail)
+        return _quarantine(store, settings, kind, raw, origin, "error",
+                           f"{detail} ({added} event(s) of this input stored before)")
     duplicates = len(events) - added
     if duplicates:
         log.info("%s item %s: %d duplicate event(s) ignored", kind, origin, duplicates)
@@ -105,10 +194,12 @@ def reprocess(store: Store, item: dict[str, object], *, force_size: bool = False
     kind, raw, ident = str(item["kind"]), bytes(item["raw"]), int(item["id"])  # type: ignore[call-overload]
     if item["reason"] == "oversize" and not force_size:
         return Outcome(quarantined="oversize", error=str(item["error"]))
+    if item["reason"] in UNPARSABLE:  # nothing was read: there is nothing to parse again
+        return Outcome(quarantined=str(item["reason"]), error=str(item["error"]))
     try:
         events = parser_for(kind)(raw)
     except Exception as exc:
-        detail = "".join(traceback.format_exception_only(exc)).strip()
+        detail = _clip("".join(traceback.format_exception_only(exc)).strip())
         with store.transaction() as tx:
             tx.update_quarantine(ident, error=detail, reason="error")
         return Outcome(quarantined="error", error=detail)
@@ -117,15 +208,83 @@ def reprocess(store: Store, item: dict[str, object], *, force_size: bool = False
             tx.update_quarantine(ident, error="no known event in this input",
                                  reason="unrecognized")
         return Outcome(quarantined="unrecognized", error="no known event in this input")
-    with store.transaction() as tx:
-        added = len(tx.add_events(events))
-        tx.release(ident)
-        tx.bump("reprocessed")
+    try:
+        with store.transaction() as tx:
+            added = len(tx.add_events(events))
+            tx.release(ident)
+            tx.bump("reprocessed")
+    except StoreError:
+        raise
+    except Exception as exc:  # parsed, but no envelope can carry it (topic too long...)
+        detail = _clip("".join(traceback.format_exception_only(exc)).strip())
+        with store.transaction() as tx:
+            tx.update_quarantine(ident, error=detail, reason="error")
+        return Outcome(quarantined="error", error=detail)
     return Outcome(added=added, duplicates=len(events) - added)
 
 
-def _quarantine(store: Store, kind: str, raw: bytes, origin: str, reason: str,
-                error: str) -> Outcome:
+def _parse(settings: Settings, kind: str, raw: bytes) -> list[Event]:
+    if kind == "events":
+        return parse_events(raw, settings.ingest.max_json_depth)
+    return parser_for(kind)(raw)
+
+
+def _oversize_record(store: Store, settings: Settings, raw: bytes, origin: str) -> Outcome:
+    """What ``busgate mail`` left for a mail over its limit: metadata line + head."""
+    meta_line, _, head = raw.partition(b"\n")
+    try:
+        meta = json.loads(meta_line)
+        kind, size, limit = str(meta["kind"]), int(meta["size"]), int(meta["limit"])
+    except (ValueError, KeyError, TypeError):
+        return _quarantine(store, settings, "oversize", raw, origin, "error",
+                           "malformed oversize record")
+    return _quarantine(store, settings, kind, head, origin, "oversize",
+                       f"{kind} of {size} bytes, over the {limit}-byte limit "
+                       "(stopped while streaming)", size=size, partial=True)
+
+
+def _quarantine(store: Store, settings: Settings, kind: str, raw: bytes, origin: str,
+                reason: str, error: str, *, size: int | None = None,
+                partial: bool = False) -> Outcome:
+    """Keep an input in quarantine within ``[quarantine]``'s caps.
+
+    ``raw`` is the whole input, or (``partial``) only its head, of ``size`` bytes.
+    Past ``max_items`` nothing is stored but a log line and a counter; past
+    ``max_bytes`` the row keeps reason, error and size, and no bytes.
+    """
+    caps = settings.quarantine
+    size = len(raw) if size is None else size
+    kind, origin, error = _text(kind), _text(origin), _clip(_text(error))
+    if partial:
+        raw = raw[:caps.oversize_keep_bytes]
+        if len(raw) < size:
+            error += f" [first {len(raw)} of {size} bytes kept]"
     with store.transaction() as tx:
-        tx.quarantine(kind, raw, error=error, reason=reason, origin=origin)
+        count, used = tx.quarantine_usage()
+        if count >= caps.max_items:
+            tx.bump("quarantine.dropped")
+            dropped = True
+        else:
+            dropped = False
+            if used + len(raw) > caps.max_bytes:
+                error += (f" [raw input of {size} bytes not kept: quarantine.max_bytes "
+                          f"({caps.max_bytes}) reached]")
+                raw = b""
+                tx.bump("quarantine.raw_dropped")
+            tx.quarantine(kind, raw, error=error, reason=reason, origin=origin)
+    if dropped:
+        log.error("quarantine full (quarantine.max_items = %d): %s item %s (%d bytes, %s: "
+                  "%s) not kept", caps.max_items, kind, origin or "(unnamed)", size, reason,
+                  error)
     return Outcome(quarantined=reason, error=error)
+
+
+def _text(value: str) -> str:
+    """Valid UTF-8 for SQLite: a spool file name may hold any bytes (surrogate escapes)."""
+    return value.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+
+
+def _clip(text: str) -> str:
+    if len(text) <= MAX_ERROR_CHARS:
+        return text
+    return text[:MAX_ERROR_CHARS] + f"... ({len(text)} characters)"

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import errno
 import os
+import stat
 import time
 
 from gateway.errors import SpoolError
@@ -20,7 +21,34 @@ if TYPE_CHECKING:
     from collections.abc import Iterable
     from pathlib import Path
 
-KINDS = ("events", "mail")
+#: ``oversize`` is what ``busgate mail`` leaves for a mail over the limit: one JSON line
+#: (kind, size, limit) and the mail's first bytes, so quarantine learns of it, bounded.
+KINDS = ("events", "mail", "oversize")
+#: Default of ``mail.max_size``; here so that ``busgate mail --spool`` knows it without
+#: reading the configuration.
+MAIL_MAX_SIZE = 20 * 1024 * 1024
+#: Default of ``quarantine.oversize_keep_bytes``: the head of an oversize input that is kept.
+OVERSIZE_KEEP = 64 * 1024
+#: Where items that are not regular files are moved, out of ``new/``.
+REJECTED = "rejected"
+
+
+class RejectedItem(Exception):
+    """A spool entry that must not be parsed: not a regular file, unreadable, or too big.
+
+    ``head`` holds at most the first bytes asked for (oversize only); ``size`` is
+    what ``fstat`` said, when known. ``set_aside`` says the entry cannot simply be
+    deleted (a directory, a FIFO...): move it to ``rejected/`` for the operator.
+    """
+
+    def __init__(self, reason: str, detail: str, *, head: bytes = b"", size: int | None = None,
+                 set_aside: bool = False):
+        super().__init__(detail)
+        self.reason = reason
+        self.detail = detail
+        self.head = head
+        self.size = size
+        self.set_aside = set_aside
 
 
 class Spool:
@@ -78,6 +106,9 @@ class Spool:
             _unlink_quietly(tmp_path)
             reason = os.strerror(exc.errno) if exc.errno else str(exc)
             raise SpoolError(f"cannot store spool item in {self._root}: {reason}") from exc
+        except BaseException:  # the data source gave up (e.g. an input over its limit)
+            _unlink_quietly(tmp_path)
+            raise
         return final
 
     def _open_tmp(self, path: str) -> int:
@@ -112,10 +143,10 @@ class Spool:
             return 0
         for entry in entries:
             try:
-                if entry.stat().st_mtime < cutoff:
+                if entry.stat(follow_symlinks=False).st_mtime < cutoff:
                     os.unlink(entry.path)
                     removed += 1
-            except FileNotFoundError:
+            except OSError:  # gone, or not ours to delete (a directory): leave it
                 continue
         return removed
 
@@ -124,8 +155,83 @@ class Spool:
         return path.name.rsplit(".", 1)[-1]
 
     @staticmethod
-    def remove(path: Path) -> None:
-        _unlink_quietly(path)
+    def read_item(path: str | os.PathLike[str], max_bytes: int,
+                  keep_bytes: int = OVERSIZE_KEEP) -> bytes:
+        """The bytes of one item, never following a link, never blocking, never more
+        than ``max_bytes``. Raises :class:`RejectedItem` (and FileNotFoundError when
+        another reader took it): a FIFO, device, directory or symlink in ``new/``
+        must not hang or exhaust the worker."""
+        flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)
+        try:
+            fd = os.open(path, flags)
+        except FileNotFoundError:
+            raise
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                raise RejectedItem("not-regular", "a symbolic link, not a regular file",
+                                   set_aside=True) from None
+            raise RejectedItem("unreadable", f"cannot open: {os.strerror(exc.errno or 0)}",
+                               set_aside=True) from None
+        try:
+            info = os.fstat(fd)
+            if not stat.S_ISREG(info.st_mode):
+                raise RejectedItem("not-regular", f"a {_file_type(info.st_mode)}, not a "
+                                   "regular file", set_aside=True)
+            if info.st_size > max_bytes:
+                raise RejectedItem("oversize", f"{info.st_size} bytes, over the "
+                                   f"{max_bytes}-byte limit", size=info.st_size,
+                                   head=os.pread(fd, keep_bytes, 0))
+            data = _read_at_most(fd, max_bytes + 1)
+            if len(data) > max_bytes:  # grew after fstat
+                raise RejectedItem("oversize", f"more than {max_bytes} bytes",
+                                   head=data[:keep_bytes], size=len(data))
+            return data
+        except OSError as exc:
+            raise RejectedItem("unreadable", f"cannot read: {os.strerror(exc.errno or 0)}",
+                               set_aside=True) from None
+        finally:
+            os.close(fd)
+
+    def set_aside(self, path: Path) -> bool:
+        """Move an entry that cannot be parsed or deleted to ``rejected/``; False if not."""
+        target = os.path.join(self._root, REJECTED)
+        try:
+            os.makedirs(target, exist_ok=True)
+            os.rename(path, os.path.join(target, os.path.basename(path)))
+        except FileNotFoundError:
+            return True
+        except OSError:
+            return False
+        return True
+
+    @staticmethod
+    def remove(path: Path) -> bool:
+        """Delete a processed item; False when it cannot be (the caller must skip it)."""
+        try:
+            _unlink_quietly(path)
+        except OSError:
+            return False
+        return True
+
+
+def _read_at_most(fd: int, limit: int) -> bytes:
+    parts = []
+    while limit > 0:
+        chunk = os.read(fd, min(limit, 1 << 20))
+        if not chunk:
+            break
+        parts.append(chunk)
+        limit -= len(chunk)
+    return b"".join(parts)
+
+
+def _file_type(mode: int) -> str:
+    for test, name in ((stat.S_ISDIR, "directory"), (stat.S_ISFIFO, "FIFO"),
+                       (stat.S_ISCHR, "character device"), (stat.S_ISBLK, "block device"),
+                       (stat.S_ISSOCK, "socket")):
+        if test(mode):
+            return name
+    return "special file"
 
 
 def _fsync_dir(directory: str) -> None:

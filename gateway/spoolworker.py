@@ -37,26 +37,32 @@ def drain_forever(settings: Settings, parent_pid: int, wake: Connection, added: 
     _die_with_parent(parent_pid)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the group; the parent stops us
     from gateway import ingest, runtime
+    from gateway.attempts import Attempts
     from gateway.errors import StoreError
     from gateway.spool import Spool
 
+    signal.signal(signal.SIGTERM, _stop)  # a stop is not a crash: let `finally` clean up
+
+    # Both pipe ends this side holds must never block: draining an empty wake pipe
+    # or signalling into a full one would stall ingestion for good.
+    for conn in (wake, added):
+        os.set_blocking(conn.fileno(), False)
     store = runtime.open_store(settings)
     spool = runtime.open_spool(settings)
     spool.ensure()
     spool.clean_tmp()
     interval = settings.state.spool_poll_ms / 1000
     backoff = 0.0
+    stuck: set[str] = set()  # items that could be neither removed nor set aside
+    attempts = Attempts(spool.root, settings.ingest.max_crashes)
     while os.getppid() == parent_pid:
-        items = spool.pending()
+        items = [path for path in spool.pending() if path.name not in stuck]
         for path in items:
-            try:
-                raw = path.read_bytes()
-            except FileNotFoundError:
-                continue
             started = time.perf_counter()
             try:
-                outcome = ingest.ingest(store, settings, Spool.kind_of(path), raw,
-                                        origin=path.name)
+                outcome = ingest.ingest_item(store, settings, path, attempts)
+            except FileNotFoundError:
+                continue
             except StoreError as exc:
                 backoff = min(max(backoff * 2, 0.5), 30.0)
                 log.error("cannot store spool item %s (kept in the spool, retrying in "
@@ -64,13 +70,18 @@ def drain_forever(settings: Settings, parent_pid: int, wake: Connection, added: 
                 time.sleep(backoff)
                 break
             backoff = 0.0
-            Spool.remove(path)
+            if not (spool.set_aside(path) if outcome.set_aside else Spool.remove(path)):
+                stuck.add(path.name)
             log.debug("%s: %d event(s) added, %d duplicate(s) in %.3f s", path.name,
                       outcome.added, outcome.duplicates, time.perf_counter() - started)
             if outcome.added:
                 _signal(added)
         if not items and wake.poll(interval):
             _drain(wake)
+
+
+def _stop(signum: int, frame: object) -> None:
+    raise SystemExit(0)
 
 
 def _die_with_parent(parent_pid: int) -> None:

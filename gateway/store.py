@@ -339,6 +339,12 @@ class Transaction:
         self.bump(f"quarantined.{reason}")
         return int(cur.lastrowid or 0)
 
+    def quarantine_usage(self) -> tuple[int, int]:
+        """``(items, raw bytes)`` in quarantine, for its caps."""
+        count, used = self._conn.execute(
+            "SELECT COUNT(*), COALESCE(SUM(length(raw)), 0) FROM quarantine").fetchone()
+        return int(count), int(used)
+
     def update_quarantine(self, quarantine_id: int, *, error: str, reason: str) -> None:
         self._conn.execute("UPDATE quarantine SET error = ?, reason = ? WHERE id = ?",
                            (error, reason, quarantine_id))

@@ -133,7 +133,8 @@ def test_unreadable_config_is_tempfail(tmp_path: Path) -> None:
     assert b"configuration error" in result.stderr
 
 
-def test_fifty_mebibytes_are_streamed_to_the_spool_and_quarantined(tmp_path: Path) -> None:
+def test_fifty_mebibytes_are_streamed_and_only_a_bounded_head_is_quarantined(
+        tmp_path: Path) -> None:
     cfg = write_config(tmp_path / "c.toml", {"state": {"dir": str(tmp_path / "var")},
                                              "mail": {"max_size": 1024 * 1024}})
     big = tmp_path / "big.eml"
@@ -148,11 +149,16 @@ def test_fifty_mebibytes_are_streamed_to_the_spool_and_quarantined(tmp_path: Pat
     assert result.returncode == 0, result.stderr
     peak_kib = int(result.stdout.split()[-2])
     assert peak_kib < 40 * 1024, f"peak RSS {peak_kib} KiB for a 50 MiB mail: not streamed"
-    (item,) = spooled(cfg)
-    assert item.stat().st_size == size
+    assert b"over mail.max_size" in result.stderr
+    (item,) = spooled(cfg)  # storing stopped at the limit: a small oversize record only
+    assert item.name.endswith(".oversize") and item.stat().st_size < 70 * 1024
     settings = config.load(cfg)
-    outcome = ingest(open_store(settings), settings, "mail", item.read_bytes(), item.name)
+    store = open_store(settings)
+    outcome = ingest(store, settings, "oversize", item.read_bytes(), item.name)
     assert outcome.quarantined == "oversize"
+    (kept,) = store.quarantined()
+    assert kept["kind"] == "mail" and kept["raw"] == big.read_bytes()[:65536]
+    assert f"mail of {size} bytes" in kept["error"]
 
 
 def test_pipe_path_imports_nothing_heavy(cfg: Path) -> None:

@@ -11,9 +11,14 @@ Exit codes follow sysexits(3), which every MTA understands:
 ``--spool DIR`` names the daemon's spool directly, so the configuration is not
 read at all (the fastest pipe); the directory must already be a spool.
 
-Mail above ``mail.max_size`` is still spooled (streamed in chunks, never held in
-memory): the daemon keeps it in quarantine as ``oversize``. This path imports
-only the config loader and the spool; parsing happens in the daemon.
+Mail is streamed in chunks, never held in memory. Once it passes ``mail.max_size``
+(``--max-size`` with ``--spool``, default 20 MiB) storing stops: the rest is read
+and counted, and the spool gets a small ``oversize`` item (size, limit, the first
+``quarantine.oversize_keep_bytes``) that the daemon keeps in quarantine as
+``oversize``. The exit is 0 (the MTA must not retry what will never fit, and the
+round-one contract keeps oversize mail in quarantine rather than bouncing it),
+with the reason on stderr. This path imports only the config loader and the
+spool; parsing happens in the daemon.
 ``--dry-run`` parses instead and prints the events, storing nothing.
 """
 
@@ -27,6 +32,8 @@ if TYPE_CHECKING:
     import argparse
     from collections.abc import Iterator
     from typing import BinaryIO
+
+    from gateway.spool import Spool
 
 HELP = "MTA pipe: store one mail from stdin in the spool (exit 75 makes the MTA retry)"
 
@@ -43,23 +50,31 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--spool", metavar="DIR",
                         help="the daemon's spool directory: store there without reading "
                              "the configuration (the fastest MTA pipe); it must exist")
+    parser.add_argument("--max-size", metavar="BYTES", type=int,
+                        help="with --spool: mail.max_size of the daemon (default 20 MiB); "
+                             "a larger mail is kept in quarantine as oversize")
 
 
 def parse_fast(argv: list[str]) -> SimpleNamespace | None:
     """The options of :func:`add_arguments`, read without argparse (or getopt, which
     imports gettext): a few milliseconds on every archive mail. ``None`` hands the
     command line to argparse (help, an unknown option, a stray argument)."""
-    args = SimpleNamespace(dry_run=False, spool=None, config=None)
+    args = SimpleNamespace(dry_run=False, spool=None, config=None, max_size=None)
     words = iter(argv)
     for word in words:
         name, eq, value = word.partition("=")
         if word == "--dry-run":
             args.dry_run = True
-        elif name in ("--spool", "--config"):
+        elif name in ("--spool", "--config", "--max-size"):
             value = value if eq else next(words, "")
             if not value or value.startswith("-"):
                 return None
-            setattr(args, name[2:], value)
+            if name == "--max-size":
+                if not value.isdigit():
+                    return None
+                args.max_size = int(value)
+            else:
+                setattr(args, name[2:], value)
         else:
             return None
     return args
@@ -80,8 +95,10 @@ def run(args: argparse.Namespace) -> int:
     if len(first) < CHUNK and not first.strip():
         return _fail(EX_DATAERR, "no mail on stdin (empty input)")
     from gateway.errors import SpoolError
-    from gateway.spool import Spool
+    from gateway.spool import MAIL_MAX_SIZE, OVERSIZE_KEEP, Spool
 
+    limit = getattr(args, "max_size", None) or MAIL_MAX_SIZE
+    keep = OVERSIZE_KEEP
     if args.spool:
         # No configuration to parse (tomllib alone costs more than the interpreter's
         # start). The directory must already be a spool, made by `busgate run`: a typo
@@ -100,10 +117,59 @@ def run(args: argparse.Namespace) -> int:
             return _fail(EX_TEMPFAIL, f"configuration error, mail left with the MTA: {exc}")
         # What gateway.runtime.open_spool(settings) builds, without importing the store.
         spool = Spool(settings.spool_dir)
+        limit, keep = settings.mail.max_size, settings.quarantine.oversize_keep_bytes
+    stream = _Bounded(first, stdin, limit, keep)
     try:
-        spool.deliver("mail", _chunks(first, stdin))
+        spool.deliver("mail", stream)
+    except _Oversize:
+        return _store_oversize(spool, stream, stdin, limit)
     except (SpoolError, OSError) as exc:
         return _fail(EX_TEMPFAIL, f"cannot store the mail: {exc}")
+    return EX_OK
+
+
+class _Oversize(Exception):
+    """The mail passed its size limit while being stored."""
+
+
+class _Bounded:
+    """The mail's chunks, stopping with :class:`_Oversize` once past ``limit`` bytes,
+    keeping the first ``keep`` bytes for the quarantine record."""
+
+    def __init__(self, first: bytes, stream: BinaryIO, limit: int, keep: int):
+        self.first, self.stream, self.limit, self.keep = first, stream, limit, keep
+        self.total = 0
+        self.head = b""
+
+    def __iter__(self) -> Iterator[bytes]:
+        for chunk in _chunks(self.first, self.stream):
+            self.total += len(chunk)
+            if len(self.head) < self.keep:
+                self.head += chunk[:self.keep - len(self.head)]
+            if self.total > self.limit:
+                raise _Oversize
+            yield chunk
+
+
+def _store_oversize(spool: Spool, stream: _Bounded, stdin: BinaryIO, limit: int) -> int:
+    """Read the rest (counted, not kept) and spool the bounded ``oversize`` record."""
+    import json
+
+    from gateway.errors import SpoolError
+
+    total = stream.total
+    try:
+        while chunk := stdin.read(CHUNK):
+            total += len(chunk)
+    except OSError as exc:
+        return _fail(EX_TEMPFAIL, f"cannot read the mail from stdin: {exc}")
+    meta = json.dumps({"kind": "mail", "size": total, "limit": limit}).encode()
+    try:
+        spool.deliver("oversize", meta + b"\n" + stream.head)
+    except (SpoolError, OSError) as exc:
+        return _fail(EX_TEMPFAIL, f"cannot store the mail: {exc}")
+    print(f"busgate mail: {total} bytes, over mail.max_size ({limit}): not parsed; kept in "
+          f"quarantine as oversize with its first {len(stream.head)} bytes", file=sys.stderr)
     return EX_OK
 
 

@@ -33,8 +33,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from gateway import topics
     from gateway.cli import load_settings
-    from gateway.errors import BusgateError, SpoolError
+    from gateway.errors import BusgateError, SpoolError, TopicError
     from gateway.event import Event
     from gateway.runtime import open_spool
 
@@ -44,17 +45,27 @@ def run(args: argparse.Namespace) -> int:
               file=sys.stderr)
         return EX_DATAERR
     settings = load_settings(args)
-    lines = [args.message] if args.message is not None else _stdin_lines()
+    try:
+        # The worker builds the same topic with the same check (topics.MAX_TOPIC_BYTES):
+        # a topic it would refuse is refused here, before anything is stored.
+        topics.build(settings.topic_prefix, args.modname, *tokens)
+    except TopicError as exc:
+        print(f"busgate publish: --modname/--topic: {exc}", file=sys.stderr)
+        return EX_DATAERR
+    max_item = settings.ingest.max_item_bytes
+    lines = [args.message] if args.message is not None else _stdin_lines(max_item)
     spool = open_spool(settings)
     pending: list[bytes] = []
+    pending_bytes = 0
     stored = 0
 
     def hand_over() -> None:
-        nonlocal stored
+        nonlocal stored, pending_bytes
         if pending:
             spool.deliver("events", pending)
             stored += len(pending)
             pending.clear()
+            pending_bytes = 0
 
     try:
         # Validate the topic once; every message of this run shares it. Keys are this
@@ -66,10 +77,17 @@ def run(args: argparse.Namespace) -> int:
         ).to_dict()
         run_id = uuid.uuid4()
         encode = json.JSONEncoder(separators=(",", ":")).encode
-        for number, body in enumerate(_bodies(lines, args.json_input)):
+        depth = settings.ingest.max_json_depth
+        for number, body in enumerate(_bodies(lines, args.json_input, depth)):
             template["key"] = f"publish:{run_id}:{number}"
             template["body"] = body
-            pending.append(encode(template).encode() + b"\n")
+            record = encode(template).encode() + b"\n"
+            if len(record) > max_item:
+                raise ValueError(f"{len(record)} bytes, over ingest.max_item_bytes ({max_item})")
+            if pending_bytes + len(record) > max_item:
+                hand_over()  # one spool item stays within what the worker reads
+            pending.append(record)
+            pending_bytes += len(record)
             # One spool item per CHUNK lines, or sooner when stdin has nothing more for
             # now: a stream (`tail -f log | busgate publish`) is published as it comes,
             # and a big input is published while the rest is still being read.
@@ -99,20 +117,27 @@ def _input_waiting() -> bool:
         return True
 
 
-def _stdin_lines() -> Iterator[str]:
-    for line in sys.stdin.buffer:
+def _stdin_lines(limit: int) -> Iterator[str]:
+    """stdin lines, each read with a bound: a line over ``limit`` bytes is an error
+    found after reading ``limit`` bytes, not after exhausting memory."""
+    stdin = sys.stdin.buffer
+    while line := stdin.readline(limit + 1):
+        if len(line) > limit:
+            raise ValueError(f"line longer than ingest.max_item_bytes ({limit})")
         text = line.decode("utf-8", errors="surrogateescape").rstrip("\r\n")
         if text:
             yield text
 
 
-def _bodies(lines, json_input: bool) -> Iterator[object]:  # type: ignore[no-untyped-def]
+def _bodies(lines, json_input: bool, max_depth: int) -> Iterator[object]:  # type: ignore[no-untyped-def]
+    from gateway import jsonbounds
+
     for line in lines:
         if not json_input:
             yield {"log": line.encode("utf-8", "surrogateescape").decode("utf-8", "replace")}
             continue
         try:
-            body = json.loads(line)
+            body = jsonbounds.loads(line, max_depth)
         except json.JSONDecodeError as exc:
             raise ValueError(f"not JSON: {exc}") from None
         if not isinstance(body, dict):

@@ -1,0 +1,60 @@
+"""Parse untrusted JSON with a depth bound and without NaN/Infinity.
+
+Python's decoder accepts ``NaN``, ``Infinity`` and ``1e400`` (a float
+infinity), none of which is JSON a subscriber can read, and nests until the
+interpreter's recursion limit. Both are refused here with a :class:`ParseError`,
+so ``busgate publish`` and the spool worker reject such input the same way.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from typing import Any
+
+from gateway.errors import ParseError
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ParseError(f"{name} is not a JSON number (NaN and Infinity are refused)")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ParseError(f"number {text[:40]} is out of range")
+    return value
+
+
+_decoder = json.JSONDecoder(parse_constant=_refuse_constant, parse_float=_finite_float)
+
+
+def loads(text: str | bytes, max_depth: int) -> Any:
+    """``json.loads`` refusing NaN/Infinity/overflowing numbers and nesting over ``max_depth``."""
+    if isinstance(text, bytes | bytearray):
+        text = text.decode()  # UnicodeDecodeError is a ValueError, as json.loads raises
+    # Fast path: fewer opening brackets than the bound cannot nest deeper than it.
+    if text.count("[") + text.count("{") > max_depth:
+        _check_text_depth(text, max_depth)
+    try:
+        return _decoder.decode(text)
+    except RecursionError:
+        raise ParseError(f"JSON nested deeper than {max_depth} levels") from None
+
+
+#: A JSON string (skipped whole, in C) or one bracket.
+_TOKENS = re.compile(r'"(?:[^"\\]|\\.)*"|[\[\]{}]', re.DOTALL)
+
+
+def _check_text_depth(text: str, max_depth: int) -> None:
+    """Exact nesting depth of JSON text, brackets inside strings ignored; no recursion."""
+    depth = 0
+    for match in _TOKENS.finditer(text):
+        char = match.group()
+        if char in "[{":
+            depth += 1
+            if depth > max_depth:
+                raise ParseError(f"JSON nested deeper than {max_depth} levels")
+        elif char in "]}":
+            depth -= 1
