@@ -50,6 +50,20 @@ class Spool:
         """Whether ``tmp/`` and ``new/`` exist (the daemon made this spool)."""
         return os.path.isdir(self._tmp) and os.path.isdir(self._new)
 
+    def is_marked(self) -> bool:
+        """Whether a daemon adopted this spool (:mod:`gateway.mark`; one ``stat``)."""
+        from gateway.mark import spool_marked
+
+        return spool_marked(self._root)
+
+    def require_mark(self) -> None:
+        """Raise :class:`SpoolError` unless a daemon reads this spool: a short-lived
+        command must not report success for an item no one will ever publish."""
+        if not self.is_marked():
+            from gateway.mark import unmarked_spool_message
+
+            raise SpoolError(unmarked_spool_message(self._root))
+
     def deliver(self, kind: str, data: bytes | Iterable[bytes]) -> str:
         """Durably store one item; return its path in ``new/``. Raises :class:`SpoolError`."""
         if kind not in KINDS:

@@ -27,6 +27,10 @@ from gateway.config import Settings
 log = logging.getLogger(__name__)
 
 RESTART_DELAY = 1.0
+#: Longest wait between attempts to write a state database that refuses writes.
+MAX_BACKOFF = 30.0
+#: The worker's exit status when the state database is gone or corrupt (EX_UNAVAILABLE).
+EXIT_STATE_LOST = 69
 
 
 def drain_forever(settings: Settings, parent_pid: int, wake: Connection, added: Connection,
@@ -36,17 +40,22 @@ def drain_forever(settings: Settings, parent_pid: int, wake: Connection, added: 
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     _die_with_parent(parent_pid)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the group; the parent stops us
-    from gateway import ingest, runtime
-    from gateway.errors import StoreError
+    from gateway import health, ingest, runtime
+    from gateway.errors import StateLostError, StoreError
     from gateway.spool import Spool
 
-    store = runtime.open_store(settings)
+    faults = health.Reporter(settings.state_dir, "spool-worker", log)
+    store = _open_state(settings, faults, parent_pid)
     spool = runtime.open_spool(settings)
     spool.ensure()
     spool.clean_tmp()
     interval = settings.state.spool_poll_ms / 1000
     backoff = 0.0
     while os.getppid() == parent_pid:
+        try:
+            store.verify()
+        except StateLostError as exc:
+            _lost(faults, exc)
         items = spool.pending()
         for path in items:
             try:
@@ -57,13 +66,15 @@ def drain_forever(settings: Settings, parent_pid: int, wake: Connection, added: 
             try:
                 outcome = ingest.ingest(store, settings, Spool.kind_of(path), raw,
                                         origin=path.name)
-            except StoreError as exc:
-                backoff = min(max(backoff * 2, 0.5), 30.0)
-                log.error("cannot store spool item %s (kept in the spool, retrying in "
-                          "%.1f s): %s", path.name, backoff, exc)
+            except StateLostError as exc:
+                _lost(faults, exc)
+            except StoreError as exc:  # disk full, read-only, I/O error: may be fixed
+                backoff = min(max(backoff * 2, 0.5), MAX_BACKOFF)
+                faults.fault(f"cannot store spool items: {exc}", retry_in=MAX_BACKOFF)
                 time.sleep(backoff)
                 break
             backoff = 0.0
+            faults.ok()
             Spool.remove(path)
             log.debug("%s: %d event(s) added, %d duplicate(s) in %.3f s", path.name,
                       outcome.added, outcome.duplicates, time.perf_counter() - started)
@@ -71,6 +82,42 @@ def drain_forever(settings: Settings, parent_pid: int, wake: Connection, added: 
                 _signal(added)
         if not items and wake.poll(interval):
             _drain(wake)
+
+
+def _open_state(settings: Settings, faults, parent_pid: int):  # type: ignore[no-untyped-def]
+    """The daemon's database, never a new one: the file must still be the one the
+    daemon opened (its identity is in the state mark). Backs off while it cannot be
+    opened; exits 69 when it is gone, replaced or corrupt."""
+    from gateway import mark, runtime
+    from gateway.errors import StateLostError, StoreError
+
+    backoff = 0.0
+    while True:
+        try:
+            if not settings.db_path.exists():
+                raise StateLostError(f"the state database {settings.db_path} was deleted")
+            store = runtime.open_store(settings, create=False)
+            expected = (mark.read_state(settings.state_dir) or {}).get("database_identity")
+            if expected and tuple(expected) != store.identity:
+                raise StateLostError(f"the state database {store.path} is not the file the "
+                                     "daemon opened (deleted or replaced)")
+            return store
+        except StateLostError as exc:
+            _lost(faults, exc)
+        except StoreError as exc:
+            if os.getppid() != parent_pid:
+                os._exit(0)
+            backoff = min(max(backoff * 2, 0.5), MAX_BACKOFF)
+            faults.fault(str(exc), retry_in=MAX_BACKOFF)
+            time.sleep(backoff)
+
+
+def _lost(faults, exc: Exception) -> None:  # type: ignore[no-untyped-def]
+    """The state cannot be used any more: flag it and exit 69 (the daemon stops too)."""
+    import sys
+
+    faults.fault(str(exc), fatal=True)
+    sys.exit(EXIT_STATE_LOST)
 
 
 def _die_with_parent(parent_pid: int) -> None:
@@ -137,6 +184,13 @@ class SpoolWorker:
         while True:
             await asyncio.sleep(0.5)
             if self.process is not None and not self.process.is_alive():
+                if self.process.exitcode == EXIT_STATE_LOST:
+                    from gateway import health
+                    from gateway.errors import StateLostError
+
+                    flag = health.read(self.settings.state_dir).get("spool-worker", {})
+                    raise StateLostError(flag.get("problem") or "the spool worker found the "
+                                         "state database unusable")
                 log.error("spool worker exited with status %s; restarting it",
                           self.process.exitcode)
                 self.stop()

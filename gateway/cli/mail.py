@@ -84,13 +84,9 @@ def run(args: argparse.Namespace) -> int:
 
     if args.spool:
         # No configuration to parse (tomllib alone costs more than the interpreter's
-        # start). The directory must already be a spool, made by `busgate run`: a typo
-        # then keeps the mail with the MTA instead of in a spool no daemon reads.
+        # start). The directory must carry the mark of `busgate run` (checked below): a
+        # typo then keeps the mail with the MTA instead of in a spool no daemon reads.
         spool = Spool(args.spool)
-        if not spool.is_ready():
-            return _fail(EX_TEMPFAIL, f"{args.spool} is not a busgate spool (no tmp/ and "
-                                      "new/; start `busgate run` once, or fix --spool); "
-                                      "mail left with the MTA")
     else:
         try:
             from gateway.cli import load_settings
@@ -100,6 +96,11 @@ def run(args: argparse.Namespace) -> int:
             return _fail(EX_TEMPFAIL, f"configuration error, mail left with the MTA: {exc}")
         # What gateway.runtime.open_spool(settings) builds, without importing the store.
         spool = Spool(settings.spool_dir)
+    if not spool.is_marked():  # one stat
+        from gateway.mark import unmarked_spool_message
+
+        return _fail(EX_TEMPFAIL, f"{unmarked_spool_message(spool._root)}; mail left with "
+                                  "the MTA")
     try:
         spool.deliver("mail", _chunks(first, stdin))
     except (SpoolError, OSError) as exc:

@@ -46,6 +46,11 @@ def run(args: argparse.Namespace) -> int:
     settings = load_settings(args)
     lines = [args.message] if args.message is not None else _stdin_lines()
     spool = open_spool(settings)
+    try:
+        spool.require_mark()
+    except SpoolError as exc:
+        print(f"busgate publish: {exc}; nothing stored", file=sys.stderr)
+        return EX_TEMPFAIL
     pending: list[bytes] = []
     stored = 0
 
