@@ -55,6 +55,8 @@ async def serve(settings: Settings, stop: asyncio.Event | None = None,
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     store = runtime.open_store(settings)
+    with store.transaction() as tx:  # a read-only or full state fails here, not later
+        tx.bump("daemon.started")
     spool = runtime.open_spool(settings)
     try:
         spool.ensure()

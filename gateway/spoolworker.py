@@ -71,6 +71,7 @@ def drain_forever(settings: Settings, parent_pid: int, wake: Connection, added: 
             except StoreError as exc:  # disk full, read-only, I/O error: may be fixed
                 backoff = min(max(backoff * 2, 0.5), MAX_BACKOFF)
                 faults.fault(f"cannot store spool items: {exc}", retry_in=MAX_BACKOFF)
+                store.close()  # reconnect next time: a read-only open is sticky
                 time.sleep(backoff)
                 break
             backoff = 0.0
