@@ -155,7 +155,8 @@ def test_full_disk_fails_publish_with_tempfail_and_leaves_no_partial_item(make_s
     settings = make_settings()
     adopt(settings)
     spool = runtime.open_spool(settings)
-    env = {"BUSGATE_CONFIG": settings.loaded_from[0], "PATH": "/usr/bin:/bin"}
+    env = {"BUSGATE_CONFIG": settings.loaded_from[0], "PATH": "/usr/bin:/bin",
+           "PYTHONDONTWRITEBYTECODE": "1"}  # no truncated .pyc under the file size limit
 
     def small_disk() -> None:
         resource.setrlimit(resource.RLIMIT_FSIZE, (4096, 4096))

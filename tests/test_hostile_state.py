@@ -21,6 +21,8 @@ from gateway.event import Event
 from tests.conftest import BUSGATE, REPO, Daemon, adopt, write_config
 
 EX_UNAVAILABLE, EX_TEMPFAIL = 69, 75
+#: A process under a small RLIMIT_FSIZE must not write (truncated) bytecode caches.
+NO_PYC = {"PYTHONDONTWRITEBYTECODE": "1"}
 
 
 def wait_for(predicate, timeout: float = 20.0, what: str = "condition") -> None:  # type: ignore[no-untyped-def]
@@ -350,3 +352,47 @@ def test_faketime_test_really_steps_the_wall_clock(tmp_path: Path) -> None:
     wall, mono = child.stdout.readline().split()
     child.wait(10)
     assert int(wall) <= -3590 and 0.1 <= float(mono) < 5
+
+
+# -- finding 11: a failing publish stores all of its input or none of it ---------------
+
+def test_a_failing_publish_then_the_same_input_again_stores_every_message_once(daemon) -> None:
+    """More than CHUNK lines go out in pieces; the last piece cannot be stored (exit 75).
+    Running the same input again, as an MTA does, adds only what is missing."""
+    proc, _settings = daemon()
+    data = b"".join(b"short %d\n" % n for n in range(20_000))
+    data += b"".join(b"long %d %s\n" % (n, b"y" * 1000) for n in range(5_000))
+    limit = 3 * 1024 * 1024  # a 10,000-short-line item fits, the 5,000 long lines do not
+
+    def small_files() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    failed = subprocess.run([*BUSGATE, "publish"], input=data, env=NO_PYC | proc.env, cwd=REPO,
+                            capture_output=True, preexec_fn=small_files, timeout=60)
+    assert failed.returncode == EX_TEMPFAIL, failed.stderr
+    assert b"20000 message(s) stored before" in failed.stderr
+    wait_for(lambda: status(proc.env)["published_seq_id"] == 20_000, what="the stored part")
+    retry = busgate("publish", env=proc.env, data=data, timeout=60)
+    assert retry.returncode == 0, retry.stderr
+    wait_for(lambda: status(proc.env)["published_seq_id"] == 25_000, timeout=60,
+             what="the rest")
+    time.sleep(0.5)
+    assert status(proc.env)["last_seq_id"] == 25_000, "nothing doubled"
+
+
+def test_a_failing_small_publish_stores_nothing_and_a_repeat_is_published_again(
+        daemon) -> None:
+    proc, settings = daemon()
+    data = b"".join(b"line %d %s\n" % (n, b"z" * 100) for n in range(500))
+
+    def small_files() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (8192, 8192))
+
+    failed = subprocess.run([*BUSGATE, "publish"], input=data, env=NO_PYC | proc.env, cwd=REPO,
+                            capture_output=True, preexec_fn=small_files, timeout=30)
+    assert failed.returncode == EX_TEMPFAIL and b"nothing stored" in failed.stderr
+    spool = runtime.open_spool(settings)
+    assert spool.pending() == [] and list(spool.tmp.iterdir()) == []
+    for _ in range(2):  # the same text published twice on purpose is two sets of messages
+        assert busgate("publish", env=proc.env, data=data).returncode == 0
+    wait_for(lambda: status(proc.env)["published_seq_id"] == 1000, what="both runs")
