@@ -9,25 +9,17 @@ the identity (device, inode) of the database the daemon opened, so a spool
 worker restarted after the file was deleted or replaced notices instead of
 writing to a new file the publisher never reads.
 
-Checking a spool mark costs one ``os.stat`` (``busgate mail --spool`` starts on
-every archive mail); this module imports only ``os`` at start.
+Checking a spool mark (:meth:`gateway.spool.Spool.is_marked`) costs one
+``os.stat``: ``busgate mail --spool`` starts on every archive mail.
 """
 
 from __future__ import annotations
 
 import os
 
-SPOOL_MARK = ".busgate-spool"
+from gateway.spool import MARK as SPOOL_MARK  # Spool.is_marked checks it
+
 STATE_MARK = ".busgate-state"
-
-
-def spool_marked(spool_root: str | os.PathLike[str]) -> bool:
-    """Whether a daemon has adopted this spool (one stat, nothing imported)."""
-    try:
-        os.stat(os.path.join(os.fspath(spool_root), SPOOL_MARK))
-    except OSError:
-        return False
-    return True
 
 
 def unmarked_spool_message(spool_root: str | os.PathLike[str]) -> str:

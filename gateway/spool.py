@@ -21,6 +21,8 @@ if TYPE_CHECKING:
     from pathlib import Path
 
 KINDS = ("events", "mail")
+#: The file ``busgate run`` writes into the spool it reads (see :mod:`gateway.mark`).
+MARK = ".busgate-spool"
 
 
 class Spool:
@@ -51,10 +53,13 @@ class Spool:
         return os.path.isdir(self._tmp) and os.path.isdir(self._new)
 
     def is_marked(self) -> bool:
-        """Whether a daemon adopted this spool (:mod:`gateway.mark`; one ``stat``)."""
-        from gateway.mark import spool_marked
-
-        return spool_marked(self._root)
+        """Whether a daemon adopted this spool (:mod:`gateway.mark`): one ``stat``, no
+        import (``busgate mail --spool`` runs this on every archive mail)."""
+        try:
+            os.stat(os.path.join(self._root, MARK))
+        except OSError:
+            return False
+        return True
 
     def require_mark(self) -> None:
         """Raise :class:`SpoolError` unless a daemon reads this spool: a short-lived
