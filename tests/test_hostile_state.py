@@ -4,6 +4,7 @@ that steps back. Real ``busgate`` processes, real SQLite files, real faults."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import resource
@@ -210,13 +211,17 @@ def test_corrupted_database_stops_the_daemon_with_69_not_a_crash_loop(daemon) ->
     proc, settings = daemon()
     assert busgate("publish", "--message", "one", env=proc.env).returncode == 0
     wait_for(lambda: status(proc.env)["published_seq_id"] == 1, what="one message")
-    with sqlite3.connect(settings.db_path) as conn:  # else page 1 is read from the WAL
-        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    conn = sqlite3.connect(settings.db_path)
+    # else SQLite reads page 1 from the WAL (and the next checkpoint repairs the header)
+    wait_for(lambda: conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone() == (0, 0, 0),
+             what="an empty WAL")
     conn.close()
     with settings.db_path.open("r+b") as db:
         db.write(b"this is not SQLite at all")  # the header and more
     kill_worker(proc)  # the restarted worker opens the damaged file
-    code = proc.proc.wait(20)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.proc.wait(20)
+    code = proc.proc.poll()
     assert code == EX_UNAVAILABLE, proc.output()
     out = proc.output()
     assert "file is not a database" in out and "Traceback" not in out
