@@ -9,17 +9,19 @@ import contextlib
 import inspect
 import logging
 import signal
+import sqlite3
 from collections.abc import Callable
 
 import zmq
 import zmq.asyncio
 
-from gateway import heartbeat, runtime
+from gateway import health, heartbeat, runtime
 from gateway.config import Settings
 from gateway.errors import StoreError
 from gateway.publisher import Publisher
 from gateway.replay import ReplayServer
 from gateway.spoolworker import SpoolWorker
+from gateway.store import Store, state_error
 from gateway.transports.zmq import ZmqPublisher
 
 log = logging.getLogger(__name__)
@@ -39,17 +41,33 @@ async def _heartbeats(settings: Settings, transport: ZmqPublisher, publisher: Pu
         transport.send_now(topic, payload)
 
 
+async def _watch_state(store: Store, every: float = 1.0) -> None:
+    """End the daemon (StateLostError, exit 69) when its database file is deleted or
+    replaced: every later write would go to a file nobody reads."""
+    while True:
+        await asyncio.sleep(every)
+        store.verify()
+
+
 async def serve(settings: Settings, stop: asyncio.Event | None = None,
                 ready: Callable[[], None] | None = None) -> None:
     """Run until ``stop`` is set (or SIGTERM/SIGINT). Raises on a start-up failure."""
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     store = runtime.open_store(settings)
+    with store.transaction() as tx:  # a read-only or full state fails here, not later
+        tx.bump("daemon.started")
     spool = runtime.open_spool(settings)
     try:
         spool.ensure()
     except OSError as exc:
         raise StoreError(f"cannot create the spool {spool.root}: {exc.strerror}") from None
+    try:
+        runtime.adopt(settings, store, spool)
+        health.clear_all(settings.state_dir)
+    except OSError as exc:
+        raise StoreError(f"cannot mark the spool {spool.root} and state directory "
+                         f"{settings.state_dir}: {exc.strerror}") from None
     context = zmq.asyncio.Context()
     closers: list[Callable[[], object]] = [lambda: context.destroy(0)]
     tasks: list[asyncio.Task[None]] = []
@@ -64,7 +82,8 @@ async def serve(settings: Settings, stop: asyncio.Event | None = None,
         tasks += [asyncio.create_task(publisher.run(), name="publisher"),
                   asyncio.create_task(worker.supervise(), name="spool"),
                   asyncio.create_task(_heartbeats(settings, transport, publisher),
-                                      name="heartbeat")]
+                                      name="heartbeat"),
+                  asyncio.create_task(_watch_state(store), name="state")]
         if settings.zmq.replay:
             replay = ReplayServer(context, settings.zmq.replay, store,
                                   settings.zmq.replay_max_messages)
@@ -96,7 +115,13 @@ async def serve(settings: Settings, stop: asyncio.Event | None = None,
         done, _ = await asyncio.wait([waiter, *tasks], return_when=asyncio.FIRST_COMPLETED)
         for task in done:
             if task is not waiter and task.exception():
-                raise task.exception()  # type: ignore[misc]
+                exc = task.exception()
+                if isinstance(exc, sqlite3.Error):  # e.g. the publisher reading a corrupt file
+                    exc = state_error(f"{task.get_name()}: state database failed", exc)
+                if isinstance(exc, StoreError):
+                    health.Reporter(settings.state_dir, "daemon", log).fault(str(exc),
+                                                                             fatal=True)
+                raise exc  # type: ignore[misc]
     finally:
         for sig in (signal.SIGTERM, signal.SIGINT):
             with contextlib.suppress(NotImplementedError, RuntimeError):

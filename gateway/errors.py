@@ -39,3 +39,8 @@ class TransientError(BusgateError):
 
 class ParseError(BusgateError, ValueError):
     """An input an adapter cannot turn into events; it goes to quarantine."""
+
+
+class StateLostError(StoreError):
+    """The state database is corrupt, not a database, deleted or replaced: retrying
+    cannot help, the daemon stops (exit 69) instead of writing where no one reads."""

@@ -8,15 +8,37 @@ from gateway.spool import Spool
 from gateway.store import EnvelopeFactory, Store
 
 
-def open_store(settings: Settings) -> Store:
+def open_store(settings: Settings, *, create: bool = True) -> Store:
     factory = EnvelopeFactory(
         topic_prefix=settings.topic_prefix,
         publisher=settings.publisher.name,
         username=settings.username,
         signer=make_signer(settings.signing.backend),
     )
-    return Store(settings.db_path, factory)
+    return Store(settings.db_path, factory, create=create)
 
 
 def open_spool(settings: Settings) -> Spool:
     return Spool(settings.spool_dir)
+
+
+def adopt(settings: Settings, store: Store, spool: Spool) -> None:
+    """Mark the spool and state directory as this daemon's (see :mod:`gateway.mark`).
+    Raises ``OSError``."""
+    import os
+    import time
+
+    from gateway import mark
+
+    info = {
+        "daemon": "busgate run",
+        "pid": os.getpid(),
+        "started": int(time.time()),
+        "config": [str(p) for p in settings.loaded_from],
+        "state_dir": os.path.abspath(settings.state_dir),
+        "database": os.path.abspath(settings.db_path),
+        "database_identity": list(store.identity) if store.identity else None,
+        "spool": os.path.abspath(settings.spool_dir),
+    }
+    mark.write(settings.state_dir, mark.STATE_MARK, info)
+    mark.write(spool.root, mark.SPOOL_MARK, info)

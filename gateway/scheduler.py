@@ -1,23 +1,25 @@
-"""Run the configured pollers on APScheduler inside the daemon's loop.
+"""Run the configured pollers inside the daemon's loop, on the monotonic clock.
 
-Each poller is one job that never overlaps itself (``max_instances=1``,
-``coalesce``). A poll runs in a worker thread; a failure is logged and backs
-off exponentially (capped), while the daemon and the other pollers go on.
+Each poller is one asyncio task that polls, then sleeps its interval (or its
+back-off) and polls again: it never overlaps itself, and a failure is logged
+and backs off exponentially (capped) while the daemon and the other pollers go
+on. The waits are asyncio sleeps, which run on ``time.monotonic``: a wall clock
+stepped back or forward (NTP, an operator, a VM resume) neither stops nor
+bunches the polls. (APScheduler, used before, schedules on the wall clock: a
+1 h step back stopped every poller.)
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Callable
 
-from apscheduler.schedulers.asyncio import AsyncIOScheduler
-from apscheduler.triggers.interval import IntervalTrigger
-
 from gateway import pollers
 from gateway.config import Settings
-from gateway.errors import TransientError
+from gateway.errors import StoreError, TransientError
 from gateway.store import Store
 
 log = logging.getLogger(__name__)
@@ -46,11 +48,12 @@ class PollJob:
             self.failures += 1
             delay = min(self.interval * 2 ** (self.failures - 1), MAX_BACKOFF)
             self.not_before = time.monotonic() + delay
+            with contextlib.suppress(StoreError):  # the state may be what failed
+                await asyncio.to_thread(self._count, "failed")
             if isinstance(exc, TransientError):
                 log.warning("poller %s failed (%s); retrying in %.0f s", self.name, exc, delay)
             else:
                 log.exception("poller %s crashed; retrying in %.0f s", self.name, delay)
-            await asyncio.to_thread(self._count, "failed")
             return
         self.failures = 0
         self.not_before = 0.0
@@ -58,31 +61,42 @@ class PollJob:
             log.info("poller %s: %d new event(s)", self.name, len(events))
             self.on_added()
 
+    def wait(self) -> float:
+        """Seconds until the next run is due (monotonic)."""
+        return max(self.not_before - time.monotonic(), self.interval)
+
+    async def forever(self) -> None:
+        while True:
+            await self.run()
+            await asyncio.sleep(self.wait())
+
     def _count(self, outcome: str) -> None:
         with self.store.transaction() as tx:
             tx.bump(f"poll.{self.name}.{outcome}")
 
 
-def start(settings: Settings, store: Store,
-          on_added: Callable[[], None]) -> AsyncIOScheduler | None:
-    """Schedule every enabled poller; ``None`` when none is enabled."""
+class Jobs:
+    """The running poll tasks; :meth:`shutdown` cancels them."""
+
+    def __init__(self, jobs: list[PollJob]):
+        self.jobs = jobs
+        self.tasks = [asyncio.create_task(job.forever(), name=f"poll-{job.name}")
+                      for job in jobs]
+
+    def shutdown(self, wait: bool = False) -> None:
+        for task in self.tasks:
+            task.cancel()
+
+
+def start(settings: Settings, store: Store, on_added: Callable[[], None]) -> Jobs | None:
+    """Start every enabled poller (first poll now); ``None`` when none is enabled.
+    Must be called inside the running loop."""
     names = pollers.enabled(settings)
     if not names:
         return None
-    scheduler = AsyncIOScheduler()
+    jobs = []
     for name in names:
         every = pollers.interval(name, settings)
-        job = PollJob(name, pollers.make(name, settings), store, every, on_added)
-        # the bound coroutine method: APScheduler 3 runs a callable object in a thread pool
-        scheduler.add_job(job.run, IntervalTrigger(seconds=every), id=name, name=name,
-                          max_instances=1, coalesce=True, misfire_grace_time=None,
-                          next_run_time=_now())
+        jobs.append(PollJob(name, pollers.make(name, settings), store, every, on_added))
         log.info("poller %s every %g s", name, every)
-    scheduler.start()
-    return scheduler
-
-
-def _now():  # type: ignore[no-untyped-def]
-    import datetime
-
-    return datetime.datetime.now(datetime.UTC)
+    return Jobs(jobs)

@@ -31,6 +31,8 @@ MAIL_MAX_SIZE = 20 * 1024 * 1024
 OVERSIZE_KEEP = 64 * 1024
 #: Where items that are not regular files are moved, out of ``new/``.
 REJECTED = "rejected"
+#: The file ``busgate run`` writes into the spool it reads (see :mod:`gateway.mark`).
+MARK = ".busgate-spool"
 
 
 class RejectedItem(Exception):
@@ -77,6 +79,23 @@ class Spool:
     def is_ready(self) -> bool:
         """Whether ``tmp/`` and ``new/`` exist (the daemon made this spool)."""
         return os.path.isdir(self._tmp) and os.path.isdir(self._new)
+
+    def is_marked(self) -> bool:
+        """Whether a daemon adopted this spool (:mod:`gateway.mark`): one ``stat``, no
+        import (``busgate mail --spool`` runs this on every archive mail)."""
+        try:
+            os.stat(os.path.join(self._root, MARK))
+        except OSError:
+            return False
+        return True
+
+    def require_mark(self) -> None:
+        """Raise :class:`SpoolError` unless a daemon reads this spool: a short-lived
+        command must not report success for an item no one will ever publish."""
+        if not self.is_marked():
+            from gateway.mark import unmarked_spool_message
+
+            raise SpoolError(unmarked_spool_message(self._root))
 
     def deliver(self, kind: str, data: bytes | Iterable[bytes]) -> str:
         """Durably store one item; return its path in ``new/``. Raises :class:`SpoolError`."""

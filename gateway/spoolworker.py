@@ -27,6 +27,10 @@ from gateway.config import Settings
 log = logging.getLogger(__name__)
 
 RESTART_DELAY = 1.0
+#: Longest wait between attempts to write a state database that refuses writes.
+MAX_BACKOFF = 30.0
+#: The worker's exit status when the state database is gone or corrupt (EX_UNAVAILABLE).
+EXIT_STATE_LOST = 69
 
 
 def drain_forever(settings: Settings, parent_pid: int, wake: Connection, added: Connection,
@@ -36,9 +40,9 @@ def drain_forever(settings: Settings, parent_pid: int, wake: Connection, added: 
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     _die_with_parent(parent_pid)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the group; the parent stops us
-    from gateway import ingest, runtime
+    from gateway import health, ingest, runtime
     from gateway.attempts import Attempts
-    from gateway.errors import StoreError
+    from gateway.errors import StateLostError, StoreError
     from gateway.spool import Spool
 
     signal.signal(signal.SIGTERM, _stop)  # a stop is not a crash: let `finally` clean up
@@ -47,7 +51,8 @@ def drain_forever(settings: Settings, parent_pid: int, wake: Connection, added: 
     # or signalling into a full one would stall ingestion for good.
     for conn in (wake, added):
         os.set_blocking(conn.fileno(), False)
-    store = runtime.open_store(settings)
+    faults = health.Reporter(settings.state_dir, "spool-worker", log)
+    store = _open_state(settings, faults, parent_pid)
     spool = runtime.open_spool(settings)
     spool.ensure()
     spool.clean_tmp()
@@ -56,6 +61,10 @@ def drain_forever(settings: Settings, parent_pid: int, wake: Connection, added: 
     stuck: set[str] = set()  # items that could be neither removed nor set aside
     attempts = Attempts(spool.root, settings.ingest.max_crashes)
     while os.getppid() == parent_pid:
+        try:
+            store.verify()
+        except StateLostError as exc:
+            _lost(faults, exc)
         items = [path for path in spool.pending() if path.name not in stuck]
         for path in items:
             started = time.perf_counter()
@@ -63,13 +72,16 @@ def drain_forever(settings: Settings, parent_pid: int, wake: Connection, added: 
                 outcome = ingest.ingest_item(store, settings, path, attempts)
             except FileNotFoundError:
                 continue
-            except StoreError as exc:
-                backoff = min(max(backoff * 2, 0.5), 30.0)
-                log.error("cannot store spool item %s (kept in the spool, retrying in "
-                          "%.1f s): %s", path.name, backoff, exc)
+            except StateLostError as exc:
+                _lost(faults, exc)
+            except StoreError as exc:  # disk full, read-only, I/O error: may be fixed
+                backoff = min(max(backoff * 2, 0.5), MAX_BACKOFF)
+                faults.fault(f"cannot store spool items: {exc}", retry_in=MAX_BACKOFF)
+                store.close()  # reconnect next time: a read-only open is sticky
                 time.sleep(backoff)
                 break
             backoff = 0.0
+            faults.ok()
             if not (spool.set_aside(path) if outcome.set_aside else Spool.remove(path)):
                 stuck.add(path.name)
             log.debug("%s: %d event(s) added, %d duplicate(s) in %.3f s", path.name,
@@ -82,6 +94,42 @@ def drain_forever(settings: Settings, parent_pid: int, wake: Connection, added: 
 
 def _stop(signum: int, frame: object) -> None:
     raise SystemExit(0)
+
+
+def _open_state(settings: Settings, faults, parent_pid: int):  # type: ignore[no-untyped-def]
+    """The daemon's database, never a new one: the file must still be the one the
+    daemon opened (its identity is in the state mark). Backs off while it cannot be
+    opened; exits 69 when it is gone, replaced or corrupt."""
+    from gateway import mark, runtime
+    from gateway.errors import StateLostError, StoreError
+
+    backoff = 0.0
+    while True:
+        try:
+            if not settings.db_path.exists():
+                raise StateLostError(f"the state database {settings.db_path} was deleted")
+            store = runtime.open_store(settings, create=False)
+            expected = (mark.read_state(settings.state_dir) or {}).get("database_identity")
+            if expected and tuple(expected) != store.identity:
+                raise StateLostError(f"the state database {store.path} is not the file the "
+                                     "daemon opened (deleted or replaced)")
+            return store
+        except StateLostError as exc:
+            _lost(faults, exc)
+        except StoreError as exc:
+            if os.getppid() != parent_pid:
+                os._exit(0)
+            backoff = min(max(backoff * 2, 0.5), MAX_BACKOFF)
+            faults.fault(str(exc), retry_in=MAX_BACKOFF)
+            time.sleep(backoff)
+
+
+def _lost(faults, exc: Exception) -> None:  # type: ignore[no-untyped-def]
+    """The state cannot be used any more: flag it and exit 69 (the daemon stops too)."""
+    import sys
+
+    faults.fault(str(exc), fatal=True)
+    sys.exit(EXIT_STATE_LOST)
 
 
 def _die_with_parent(parent_pid: int) -> None:
@@ -148,6 +196,13 @@ class SpoolWorker:
         while True:
             await asyncio.sleep(0.5)
             if self.process is not None and not self.process.is_alive():
+                if self.process.exitcode == EXIT_STATE_LOST:
+                    from gateway import health
+                    from gateway.errors import StateLostError
+
+                    flag = health.read(self.settings.state_dir).get("spool-worker", {})
+                    raise StateLostError(flag.get("problem") or "the spool worker found the "
+                                         "state database unusable")
                 log.error("spool worker exited with status %s; restarting it",
                           self.process.exitcode)
                 self.stop()

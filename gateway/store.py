@@ -12,17 +12,18 @@ reused; a key seen before adds nothing.
 from __future__ import annotations
 
 import itertools
+import os
 import sqlite3
 import threading
 import time
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from gateway import envelope as env
-from gateway.errors import StoreError
+from gateway.errors import StateLostError, StoreError
 from gateway.event import Event
 from gateway.signing import NullSigner, Signer
 
@@ -107,10 +108,29 @@ class OutboxRow:
     envelope: str
 
 
+#: SQLite result codes meaning the file is not (or no longer) a usable database.
+_LOST_CODES = {11, 26}  # SQLITE_CORRUPT, SQLITE_NOTADB
+
+
+def state_error(what: str, exc: BaseException) -> StoreError:
+    """A :class:`StoreError` for a failed SQLite call: :class:`StateLostError` when the file
+    is corrupt or not a database (retrying cannot help), else a plain one (disk full,
+    read-only, I/O error: worth backing off and retrying)."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    lost = code is not None and code & 0xFF in _LOST_CODES
+    return (StateLostError if lost else StoreError)(f"{what}: {exc}")
+
+
 class Store:
-    def __init__(self, path: str | Path, factory: EnvelopeFactory | None = None):
+    def __init__(self, path: str | Path, factory: EnvelopeFactory | None = None, *,
+                 create: bool = True):
         self.path = Path(path)
         self.factory = factory
+        #: ``False``: open an existing database only (a restarted spool worker must not
+        #: create a new file that the publisher, holding the old one, never reads).
+        self.create = create
+        #: (st_dev, st_ino) of the file when first opened; see :meth:`verify`.
+        self.identity: tuple[int, int] | None = None
         self._local = threading.local()
         self._init_lock = threading.Lock()
         self._initialised = False
@@ -122,9 +142,14 @@ class Store:
         conn = getattr(self._local, "conn", None)
         if conn is not None:
             return conn
+        memory = str(self.path) == ":memory:"
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            conn = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
+            if self.create or memory:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                conn = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
+            else:
+                conn = sqlite3.connect(f"{self.path.absolute().as_uri()}?mode=rw", uri=True,
+                                       timeout=30.0, isolation_level=None)
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=FULL")
             conn.execute("PRAGMA cache_size=-65536")  # 64 MiB: big batches insert into hot pages
@@ -132,7 +157,12 @@ class Store:
                 if not self._initialised:
                     self._migrate(conn)
                     self._initialised = True
-        except (sqlite3.Error, OSError) as exc:
+                    if not memory:
+                        stat = os.stat(self.path)
+                        self.identity = (stat.st_dev, stat.st_ino)
+        except sqlite3.Error as exc:
+            raise state_error(f"cannot open state database {self.path}", exc) from exc
+        except OSError as exc:
             raise StoreError(f"cannot open state database {self.path}: {exc}") from exc
         self._local.conn = conn
         return conn
@@ -142,6 +172,8 @@ class Store:
         if version > SCHEMA_VERSION:
             raise StoreError(f"{self.path} has schema version {version}, newer than this "
                              f"busgate ({SCHEMA_VERSION}); upgrade busgate")
+        if version == SCHEMA_VERSION:
+            return  # nothing to write: a read-only database can still be read (status)
         conn.executescript(SCHEMA)
         conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
 
@@ -151,25 +183,46 @@ class Store:
             conn.close()
             self._local.conn = None
 
+    def verify(self) -> None:
+        """Raise :class:`StateLostError` if the file opened is no longer at :attr:`path`
+        (deleted or replaced while open: writes would go to a file no one reads)."""
+        if self.identity is None:
+            return
+        try:
+            stat = os.stat(self.path)
+        except FileNotFoundError:
+            raise StateLostError(f"the state database {self.path} was deleted while busgate "
+                                 "was using it") from None
+        except OSError as exc:
+            raise StoreError(f"cannot stat the state database {self.path}: {exc}") from exc
+        if (stat.st_dev, stat.st_ino) != self.identity:
+            raise StateLostError(f"the state database {self.path} was replaced by another "
+                                 "file while busgate was using it")
+
     @contextmanager
     def transaction(self) -> Iterator[Transaction]:
-        """One write transaction (``BEGIN IMMEDIATE``): all of it commits, or none."""
+        """One write transaction (``BEGIN IMMEDIATE``): all of it commits, or none.
+        SQLite failures come out as :class:`StoreError` (see :func:`state_error`)."""
         conn = self.connect()
         try:
             conn.execute("BEGIN IMMEDIATE")
         except sqlite3.Error as exc:
-            raise StoreError(f"cannot write {self.path}: {exc}") from exc
+            raise state_error(f"cannot write {self.path}", exc) from exc
         tx = Transaction(self, conn)
         try:
             yield tx
-        except BaseException:
-            conn.execute("ROLLBACK")
+        except BaseException as exc:
+            with suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
+            if isinstance(exc, sqlite3.Error):
+                raise state_error(f"cannot write {self.path}", exc) from exc
             raise
         try:
             conn.execute("COMMIT")
         except sqlite3.Error as exc:
-            conn.execute("ROLLBACK")
-            raise StoreError(f"cannot commit to {self.path}: {exc}") from exc
+            with suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
+            raise state_error(f"cannot commit to {self.path}", exc) from exc
 
     # -- reads ---------------------------------------------------------------------------
     def last_seq_id(self) -> int:
@@ -248,16 +301,22 @@ class Transaction:
         self._store = store
         self._conn = conn
         self._next: int | None = None
+        self._last_stamp = 0
 
     def add_events(self, events: Iterable[Event], now: int | None = None) -> list[int]:
         """Append new events to the outbox; return the seq_ids given (duplicates get none)."""
         factory = self._store.factory
         if factory is None:
             raise StoreError("this store was opened without an envelope factory")
-        stamp = int(time.time()) if now is None else now
         if self._next is None:
-            row = self._conn.execute("SELECT MAX(seq_id) FROM outbox").fetchone()
-            self._next = (row[0] or 0) + 1
+            row = self._conn.execute(
+                "SELECT seq_id, timestamp FROM outbox ORDER BY seq_id DESC LIMIT 1").fetchone()
+            self._next = (row[0] if row else 0) + 1
+            self._last_stamp = row[1] if row else 0
+        # never before the previous row: a wall clock stepped back must not make the
+        # outbox (and replay by time) run backwards
+        stamp = max(int(time.time()) if now is None else now, self._last_stamp)
+        self._last_stamp = stamp
         batch = [(env.event_uid(event.key), event) for event in events]
         # Duplicates are rare (a redelivered mail, a re-run poll): insert optimistically
         # and only look the keys up when the unique index refused the batch.

@@ -73,6 +73,28 @@ def make_settings(tmp_path: Path) -> Callable[..., config.Settings]:
     return factory
 
 
+def adopt(settings: config.Settings) -> None:
+    """What ``busgate run`` does to its state when it starts: create the database and
+    the spool and mark both as a daemon's. For tests of the short-lived commands while
+    the daemon is down (they refuse an unmarked spool)."""
+    from gateway import runtime
+
+    store = runtime.open_store(settings)
+    spool = runtime.open_spool(settings)
+    spool.ensure()
+    runtime.adopt(settings, store, spool)
+    store.close()
+
+
+def mark_spool(root: Path) -> None:
+    """Mark a bare spool directory (``busgate mail --spool``) as a daemon's."""
+    from gateway import mark
+    from gateway.spool import Spool
+
+    Spool(root).ensure()
+    mark.write(root, mark.SPOOL_MARK, {"daemon": "test"})
+
+
 class Daemon:
     """A real ``busgate run`` in a subprocess, for end-to-end tests."""
 

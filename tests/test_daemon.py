@@ -10,7 +10,7 @@ import time
 
 from gateway import discovery, heartbeat, runtime
 from gateway.subscriber import Subscriber
-from tests.conftest import BUSGATE, REPO
+from tests.conftest import BUSGATE, REPO, adopt
 
 
 def publish(proc, lines: list[str], *extra: str) -> subprocess.CompletedProcess:
@@ -148,14 +148,15 @@ def test_unusable_state_dir_is_a_clear_error(make_settings, tmp_path):
     pub = subprocess.run([*BUSGATE, "publish", "--message", "hi"], env=env, cwd=REPO,
                          capture_output=True, text=True, timeout=20)
     assert pub.returncode == 75
-    assert "cannot create" in pub.stderr
+    assert "not the spool of a busgate daemon" in pub.stderr
 
 
 def test_full_disk_fails_publish_with_tempfail_and_leaves_no_partial_item(make_settings):
     settings = make_settings()
+    adopt(settings)
     spool = runtime.open_spool(settings)
-    spool.ensure()
-    env = {"BUSGATE_CONFIG": settings.loaded_from[0], "PATH": "/usr/bin:/bin"}
+    env = {"BUSGATE_CONFIG": settings.loaded_from[0], "PATH": "/usr/bin:/bin",
+           "PYTHONDONTWRITEBYTECODE": "1"}  # no truncated .pyc under the file size limit
 
     def small_disk() -> None:
         resource.setrlimit(resource.RLIMIT_FSIZE, (4096, 4096))

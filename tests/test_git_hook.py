@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import time
 from functools import cache
@@ -18,7 +19,7 @@ from gateway import config
 from gateway.event import Event
 from gateway.ingest import ingest, parse_events
 from gateway.runtime import open_spool, open_store
-from tests.conftest import BUSGATE, REPO, write_config
+from tests.conftest import BUSGATE, REPO, adopt, write_config
 
 SCHEMAS = REPO / "docs" / "schemas"
 ZERO = "0" * 40
@@ -46,6 +47,7 @@ class Server:
         self.config_path = write_config(tmp / "busgate.toml", {
             "state": {"dir": str(tmp / "var")}, "git": git or {}})
         self.settings = config.load(self.config_path)
+        adopt(self.settings)  # the daemon's spool, as `busgate run` left it
         self.env = {**os.environ, "GIT_CONFIG_GLOBAL": str(self.gitconfig),
                     "GIT_CONFIG_NOSYSTEM": "1", "BUSGATE_CONFIG": str(self.config_path),
                     "GL_USERNAME": "alice"}
@@ -418,6 +420,7 @@ def test_malformed_stdin_exits_0_with_one_warning_and_stores_nothing(server: Ser
 
 def test_failures_never_fail_the_push(server: Server) -> None:
     server.commit("first")
+    shutil.rmtree(server.tmp / "var")
     (server.tmp / "var").write_text("not a directory")  # the spool cannot be written
     stderr = server.git("push", "-q", "origin", "HEAD:main").stderr.decode()
     assert stderr.count("busgate: warning:") == 1 and "spool" in stderr.lower(), stderr
@@ -568,6 +571,9 @@ def test_install_embeds_the_configuration_it_was_given(server: Server) -> None:
     other = server.tmp / "other.git"
     server.git("init", "-q", "--bare", str(other), cwd=server.tmp)
     env = {k: v for k, v in server.env.items() if k != "BUSGATE_CONFIG"}
+    # without a configuration the spool would be ./var/spool below each repository at
+    # push time, where no daemon reads: refused, saying where and how to fix it
     result = server.busgate("git-hook", "--install", str(other), env=env)
-    assert result.returncode == 0 and b"note: no --config" in result.stdout
-    assert "--config" not in (other / "hooks" / "post-receive").read_text()
+    assert result.returncode == 75
+    assert b"var/spool is a relative path" in result.stderr and b"--config" in result.stderr
+    assert not (other / "hooks" / "post-receive").exists()

@@ -20,7 +20,7 @@ from gateway.daemon import serve
 from gateway.ingest import ingest
 from gateway.runtime import open_store
 from gateway.spool import Spool
-from tests.conftest import BUSGATE, REPO, write_config
+from tests.conftest import BUSGATE, REPO, adopt, mark_spool, write_config
 from tests.dak_mail_helpers import fixture
 
 EX_DATAERR, EX_TEMPFAIL = 65, 75
@@ -45,7 +45,7 @@ def run_mail(cfg: Path, data: bytes | None = None, *args: str, stdin: object = N
 
 @pytest.fixture
 def cfg(make_settings, tmp_path: Path) -> Path:  # type: ignore[no-untyped-def]
-    make_settings()
+    adopt(make_settings())
     return tmp_path / "busgate.toml"
 
 
@@ -98,11 +98,10 @@ def test_empty_input_is_dataerr(cfg: Path, data: bytes) -> None:
     assert spooled(cfg) == []
 
 
-def test_unwritable_spool_is_tempfail(tmp_path: Path) -> None:
-    blocker = tmp_path / "not-a-dir"
-    blocker.write_text("a file where the spool should be")
-    cfg = write_config(tmp_path / "b.toml", {"state": {"dir": str(tmp_path / "var"),
-                                                       "spool": str(blocker / "spool")}})
+def test_unwritable_spool_is_tempfail(cfg: Path) -> None:
+    spool = Spool(config.load(cfg).spool_dir)
+    spool.tmp.rmdir()
+    spool.tmp.write_text("a file where the spool's tmp/ should be")
     result = run_mail(cfg, fixture("new.eml"))
     assert result.returncode == EX_TEMPFAIL
     assert b"cannot store the mail" in result.stderr
@@ -137,6 +136,7 @@ def test_fifty_mebibytes_are_streamed_and_only_a_bounded_head_is_quarantined(
         tmp_path: Path) -> None:
     cfg = write_config(tmp_path / "c.toml", {"state": {"dir": str(tmp_path / "var")},
                                              "mail": {"max_size": 1024 * 1024}})
+    adopt(config.load(cfg))
     big = tmp_path / "big.eml"
     size = 50 * 1024 * 1024
     with big.open("wb") as out:
@@ -182,7 +182,7 @@ def test_dry_run_prints_events_and_stores_nothing(cfg: Path) -> None:
     assert record["msg"]["source"] == "foo"
     assert record["key"] == "dak:accept:foo_1.2-1_all+source:unstable"
     settings = config.load(cfg)
-    assert not settings.spool_dir.exists() and not settings.db_path.exists()
+    assert spooled(cfg) == [] and open_store(settings).last_seq_id() == 0
 
 
 def test_dry_run_without_event_prints_nothing(cfg: Path) -> None:
@@ -211,7 +211,7 @@ def test_dry_run_oversize(tmp_path: Path) -> None:
 
 def test_spool_option_stores_without_reading_the_configuration(tmp_path):
     spool = Spool(tmp_path / "spool")
-    spool.ensure()
+    mark_spool(spool.root)
     env = {**os.environ, "BUSGATE_CONFIG": str(tmp_path / "does-not-exist.toml")}
     ok = subprocess.run([*BUSGATE, "mail", "--spool", str(spool.root)],
                         input=b"Subject: x\n\nhi\n", env=env, capture_output=True)
@@ -222,13 +222,13 @@ def test_spool_option_stores_without_reading_the_configuration(tmp_path):
     bad = subprocess.run([*BUSGATE, "mail", f"--spool={missing}"], input=b"Subject: x\n\nhi\n",
                          capture_output=True)
     assert bad.returncode == 75
-    assert b"not a busgate spool" in bad.stderr
+    assert b"not the spool of a busgate daemon" in bad.stderr
     assert not missing.exists(), "a mistyped --spool must not create a spool nobody reads"
 
 
 def test_the_fast_path_imports_neither_argparse_nor_the_config_loader(tmp_path):
     spool = Spool(tmp_path / "spool")
-    spool.ensure()
+    mark_spool(spool.root)
     probe = ("import sys; sys.argv = ['busgate', 'mail', '--spool', sys.argv[1]];"
              "from gateway.cli import main; code = main();"
              "bad = sorted(m for m in ('argparse', 'getopt', 'tomllib', 'gateway.config',"

@@ -23,6 +23,8 @@ MAX_STDIN = 64 * 1024 * 1024
 SPOOL_RESERVE = 0.25
 #: Seconds after the budget at which the watchdog ends the process regardless.
 HARD_GRACE = 1.0
+#: ``--install`` refused because pushes would go where no daemon reads (sysexits EX_TEMPFAIL).
+EX_TEMPFAIL = 75
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -104,7 +106,9 @@ def _deliver(settings, events) -> None:  # type: ignore[no-untyped-def]
 
     lines = [json.dumps(e.to_dict(), ensure_ascii=False, separators=(",", ":")).encode()
              + b"\n" for e in events]
-    Spool(settings.spool_dir).deliver("events", b"".join(lines))
+    spool = Spool(settings.spool_dir)
+    spool.require_mark()  # never a silent success into a spool no daemon reads
+    spool.deliver("events", b"".join(lines))
 
 
 def _read_stdin(deadline) -> tuple[bytes, str | None]:  # type: ignore[no-untyped-def]
@@ -150,6 +154,28 @@ def _watchdog(seconds: float) -> None:
     timer.start()
 
 
+def _spool_problem(config: str | None) -> str | None:
+    """Why a hook installed with ``config`` would hand pushes to a spool no daemon reads."""
+    from gateway.config import load
+    from gateway.errors import ConfigError
+    from gateway.spool import Spool
+
+    try:
+        settings = load(config)
+    except ConfigError as exc:
+        return f"configuration error: {exc}"
+    spool = settings.spool_dir
+    if not spool.is_absolute():
+        return (f"the spool {spool} is a relative path: at push time it would be below each "
+                "repository, where no daemon reads; give --config (or $BUSGATE_CONFIG) a "
+                "configuration whose state.dir / state.spool is absolute")
+    if not Spool(spool).is_marked():
+        from gateway.mark import unmarked_spool_message
+
+        return unmarked_spool_message(spool)
+    return None
+
+
 def _warn(message: str) -> None:
     try:
         line = " ".join(message.split())
@@ -165,6 +191,10 @@ def _install(args: argparse.Namespace) -> int:
 
     # The push may run with another environment (ssh, http backend): embed the config path.
     config = args.config or os.environ.get(CONFIG_ENV) or None
+    problem = _spool_problem(config)
+    if problem:
+        print(f"busgate: hook not installed: {problem}", file=sys.stderr)
+        return EX_TEMPFAIL
     try:
         result = install(args.install, config=config, name=args.repo)
     except InstallError as exc:

@@ -101,13 +101,9 @@ def run(args: argparse.Namespace) -> int:
     keep = OVERSIZE_KEEP
     if args.spool:
         # No configuration to parse (tomllib alone costs more than the interpreter's
-        # start). The directory must already be a spool, made by `busgate run`: a typo
-        # then keeps the mail with the MTA instead of in a spool no daemon reads.
+        # start). The directory must carry the mark of `busgate run` (checked below): a
+        # typo then keeps the mail with the MTA instead of in a spool no daemon reads.
         spool = Spool(args.spool)
-        if not spool.is_ready():
-            return _fail(EX_TEMPFAIL, f"{args.spool} is not a busgate spool (no tmp/ and "
-                                      "new/; start `busgate run` once, or fix --spool); "
-                                      "mail left with the MTA")
     else:
         try:
             from gateway.cli import load_settings
@@ -118,6 +114,11 @@ def run(args: argparse.Namespace) -> int:
         # What gateway.runtime.open_spool(settings) builds, without importing the store.
         spool = Spool(settings.spool_dir)
         limit, keep = settings.mail.max_size, settings.quarantine.oversize_keep_bytes
+    if not spool.is_marked():  # one stat
+        from gateway.mark import unmarked_spool_message
+
+        return _fail(EX_TEMPFAIL, f"{unmarked_spool_message(spool._root)}; mail left with "
+                                  "the MTA")
     stream = _Bounded(first, stdin, limit, keep)
     try:
         spool.deliver("mail", stream)

@@ -2,12 +2,34 @@
 
 Messages go into the spool as durable items and the command exits: it never
 binds a socket and never sleeps for slow joiners. The daemon publishes them.
+
+What a failure (exit 75) leaves behind, so that running the same input again
+(what an MTA does) neither loses nor doubles a message:
+
+- an input that ends without pausing and has at most ``CHUNK`` lines is ONE
+  spool item, written to ``tmp/`` and renamed once at the end: all of it is
+  stored or none of it. Its keys are unique to the run, so publishing the same
+  text twice on purpose publishes it twice;
+- a stream (the input pauses ``FLUSH_AFTER`` seconds before its end, or it has
+  more than ``CHUNK`` lines) is handed over piece by piece, each piece all or
+  nothing. Each message's key is then derived from the input up to and including
+  its line (and modname, topic, --json-input), so the same input sent again adds
+  only the messages that were not stored. The same stream sent twice on purpose
+  is therefore published once. An input whose items would pass
+  ``ingest.max_item_bytes`` (what the spool worker reads at most) is handed over
+  the same way.
+
+What the worker would refuse (a topic over ``topics.MAX_TOPIC_BYTES``, a line over
+``ingest.max_item_bytes``, JSON nested deeper than ``ingest.max_json_depth`` or
+holding NaN/Infinity) is refused here first, with exit 65.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
+import os
 import select
 import sys
 import uuid
@@ -18,6 +40,11 @@ EX_DATAERR = 65
 EX_TEMPFAIL = 75
 #: Most messages in one spool item.
 CHUNK = 10000
+#: Longest key a message of this command gets ("publish:" and a uuid and a counter).
+KEY_BYTES = 64
+#: Seconds of silence on stdin after which what was read is handed over (a stream).
+FLUSH_AFTER = 0.2
+READ_SIZE = 1 << 16
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -53,54 +80,77 @@ def run(args: argparse.Namespace) -> int:
         print(f"busgate publish: --modname/--topic: {exc}", file=sys.stderr)
         return EX_DATAERR
     max_item = settings.ingest.max_item_bytes
-    lines = [args.message] if args.message is not None else _stdin_lines(max_item)
+    max_depth = settings.ingest.max_json_depth
     spool = open_spool(settings)
-    pending: list[bytes] = []
+    try:
+        spool.require_mark()
+    except SpoolError as exc:
+        print(f"busgate publish: {exc}; nothing stored", file=sys.stderr)
+        return EX_TEMPFAIL
+    pending: list[tuple[str, str]] = []  # (content key, encoded body); keyed at hand-over
     pending_bytes = 0
     stored = 0
+    streaming = False
+    run_id = uuid.uuid4()
+    encode = json.JSONEncoder(separators=(",", ":")).encode
 
-    def hand_over() -> None:
-        nonlocal stored, pending_bytes
-        if pending:
-            spool.deliver("events", pending)
-            stored += len(pending)
-            pending.clear()
-            pending_bytes = 0
+    def hand_over(final: bool) -> None:
+        """Store ``pending`` as one spool item (all of it or none of it)."""
+        nonlocal stored, streaming, pending_bytes
+        streaming = streaming or not final
+        if not pending:
+            return
+        lines = []
+        for number, (content_key, body) in enumerate(pending, stored):
+            # One item for the whole input: any unique key will do (nothing is stored
+            # on failure, so a retry cannot double). A stream handed over in pieces:
+            # the key is the input itself, so a retry stores only what is missing.
+            key = content_key if streaming else f"publish:{run_id}:{number}"
+            lines.append(f'{head},"key":"{key}","body":{body}}}\n'.encode())
+        spool.deliver("events", lines)
+        stored += len(pending)
+        pending.clear()
+        pending_bytes = 0
 
     try:
-        # Validate the topic once; every message of this run shares it. Keys are this
-        # run's uuid plus a counter: unique, and stable if the daemon reads an item twice.
+        # Validate the topic once; every message of this run shares it.
         template = Event(
             service=args.modname, object=tokens[0],
             subobject=tokens[1] if len(tokens) == 3 else None, event=tokens[-1],
             key="template", body={},
         ).to_dict()
-        run_id = uuid.uuid4()
-        encode = json.JSONEncoder(separators=(",", ":")).encode
-        depth = settings.ingest.max_json_depth
-        for number, body in enumerate(_bodies(lines, args.json_input, depth)):
-            template["key"] = f"publish:{run_id}:{number}"
-            template["body"] = body
-            record = encode(template).encode() + b"\n"
-            if len(record) > max_item:
-                raise ValueError(f"{len(record)} bytes, over ingest.max_item_bytes ({max_item})")
-            if pending_bytes + len(record) > max_item:
-                hand_over()  # one spool item stays within what the worker reads
-            pending.append(record)
-            pending_bytes += len(record)
-            # One spool item per CHUNK lines, or sooner when stdin has nothing more for
-            # now: a stream (`tail -f log | busgate publish`) is published as it comes,
-            # and a big input is published while the rest is still being read.
-            if len(pending) >= CHUNK or (args.message is None and not _input_waiting()):
-                hand_over()
-        hand_over()
+        # Each spool line is this head plus the key (ASCII, at most KEY_BYTES) and the
+        # body, each body encoded once.
+        head = encode({k: v for k, v in template.items() if k not in ("key", "body")})[:-1]
+        overhead = len(head) + KEY_BYTES + 20
+        source = ([(args.message.encode("utf-8", "surrogateescape"), False)]
+                  if args.message is not None else _stdin_lines(FLUSH_AFTER, max_item))
+        prefix = hashlib.sha256(f"{args.modname}\0{args.topic}\0{args.json_input}\0".encode())
+        for line, paused in source:
+            prefix.update(line + b"\n")
+            body = encode(_body(line, args.json_input, max_depth))
+            size = overhead + len(body)
+            if size > max_item:
+                raise ValueError(f"{size} bytes, over ingest.max_item_bytes ({max_item})")
+            if pending_bytes + size > max_item:
+                hand_over(final=False)  # one spool item stays within what the worker reads
+            pending.append((f"publish:{prefix.copy().hexdigest()[:40]}", body))
+            pending_bytes += size
+            # A stream (`tail -f log | busgate publish`) is published as it comes, and a
+            # big input while the rest is still being read: one item per CHUNK lines, or
+            # when the input pauses for FLUSH_AFTER seconds.
+            if len(pending) >= CHUNK or paused:
+                hand_over(final=False)
+        hand_over(final=True)
     except SpoolError as exc:
-        print(f"busgate publish: {exc} ({stored} message(s) stored before)", file=sys.stderr)
+        kept = (f"{stored} message(s) stored before; the same input again stores only the "
+                "rest" if stored else "nothing stored")
+        print(f"busgate publish: {exc} ({kept})", file=sys.stderr)
         return EX_TEMPFAIL
     except (BusgateError, ValueError) as exc:
         bad = stored + len(pending) + 1
         try:
-            hand_over()  # the good messages before the bad one
+            hand_over(final=True)  # the good messages before the bad one
         except SpoolError as spool_exc:
             print(f"busgate publish: {spool_exc}", file=sys.stderr)
             return EX_TEMPFAIL
@@ -110,36 +160,49 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _input_waiting() -> bool:
+def _stdin_lines(pause: float, limit: int) -> Iterator[tuple[bytes, bool]]:
+    """Non-empty stdin lines, each with whether the input paused after it (nothing more
+    within ``pause`` seconds, end of input not reached). Reads the descriptor itself:
+    lines buffered inside ``sys.stdin`` would be invisible to ``select``. A line over
+    ``limit`` bytes is an error found once ``limit`` bytes are held, not at the end."""
+    fd = sys.stdin.fileno()
+    rest = b""
+    while True:
+        chunk = os.read(fd, READ_SIZE)
+        if not chunk:
+            break
+        lines = (rest + chunk).split(b"\n")
+        rest = lines.pop()
+        if len(rest) > limit or any(len(line) > limit for line in lines):
+            raise ValueError(f"line longer than ingest.max_item_bytes ({limit})")
+        lines = [line.rstrip(b"\r") for line in lines]
+        lines = [line for line in lines if line]
+        for line in lines[:-1]:
+            yield line, False
+        if lines:
+            yield lines[-1], not _readable(fd, pause)
+    rest = rest.rstrip(b"\r")
+    if rest:
+        yield rest, False
+
+
+def _readable(fd: int, timeout: float) -> bool:
     try:
-        return bool(select.select([sys.stdin.buffer], [], [], 0)[0])
-    except (OSError, ValueError):  # not selectable (e.g. closed): read on
+        return bool(select.select([fd], [], [], timeout)[0])
+    except (OSError, ValueError):  # not selectable: read on
         return True
 
 
-def _stdin_lines(limit: int) -> Iterator[str]:
-    """stdin lines, each read with a bound: a line over ``limit`` bytes is an error
-    found after reading ``limit`` bytes, not after exhausting memory."""
-    stdin = sys.stdin.buffer
-    while line := stdin.readline(limit + 1):
-        if len(line) > limit:
-            raise ValueError(f"line longer than ingest.max_item_bytes ({limit})")
-        text = line.decode("utf-8", errors="surrogateescape").rstrip("\r\n")
-        if text:
-            yield text
-
-
-def _bodies(lines, json_input: bool, max_depth: int) -> Iterator[object]:  # type: ignore[no-untyped-def]
+def _body(line: bytes, json_input: bool, max_depth: int) -> object:
     from gateway import jsonbounds
 
-    for line in lines:
-        if not json_input:
-            yield {"log": line.encode("utf-8", "surrogateescape").decode("utf-8", "replace")}
-            continue
-        try:
-            body = jsonbounds.loads(line, max_depth)
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"not JSON: {exc}") from None
-        if not isinstance(body, dict):
-            raise ValueError("a JSON body must be an object")
-        yield body
+    text = line.decode("utf-8", errors="surrogateescape")
+    if not json_input:
+        return {"log": text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")}
+    try:
+        body = jsonbounds.loads(text, max_depth)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"not JSON: {exc}") from None
+    if not isinstance(body, dict):
+        raise ValueError("a JSON body must be an object")
+    return body

@@ -5,23 +5,48 @@ from __future__ import annotations
 import argparse
 import json
 
-HELP = "show outbox depth, last seq_id, counters and quarantine"
+HELP = "show health, outbox depth, last seq_id, counters and quarantine"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print one JSON object")
 
 
+EX_UNAVAILABLE = 69
+
+
 def run(args: argparse.Namespace) -> int:
-    from gateway import runtime
+    import sys
+
+    from gateway import health, mark, runtime
     from gateway.cli import load_settings
+    from gateway.errors import StoreError
 
     settings = load_settings(args)
-    status = runtime.open_store(settings).status()
+    # A reader never creates state: without the daemon's mark this is the wrong place.
+    if mark.read_state(settings.state_dir) is None or not settings.db_path.exists():
+        problem = (mark.unmarked_state_message(settings.state_dir)
+                   if mark.read_state(settings.state_dir) is None else
+                   f"the state database {settings.db_path} is missing (deleted?)")
+        print(f"busgate status: {problem}", file=sys.stderr)
+        return EX_UNAVAILABLE
+    flags = health.read(settings.state_dir)
+    try:
+        status = runtime.open_store(settings, create=False).status()
+    except StoreError as exc:
+        print(f"busgate status: the state database cannot be read: {exc}", file=sys.stderr)
+        for component, flag in flags.items():
+            print(f"busgate status: {component}: {flag.get('problem')}", file=sys.stderr)
+        return EX_UNAVAILABLE
     status["spool_pending"] = len(runtime.open_spool(settings).pending())
+    status["health"] = "ok" if not flags else "degraded"
+    status["faults"] = flags
     if args.json:
         print(json.dumps(status, sort_keys=True))
         return 0
+    print(f"health          {status['health']}")
+    for component, flag in flags.items():
+        print(f"  {component}: {flag.get('problem')}")
     print(f"database        {status['database']}")
     print(f"last seq_id     {status['last_seq_id']}")
     print(f"published up to {status['published_seq_id']}")
