@@ -21,7 +21,8 @@ from gateway.store import Store
 
 log = logging.getLogger(__name__)
 
-Parser = Callable[[bytes], list[Event]]
+#: A parser gets the raw bytes and the settings (trust policy, links, bounds) it may need.
+Parser = Callable[[bytes, "Settings | None"], list[Event]]
 
 #: Spool item kind -> "module:function" parsing raw bytes into events.
 PARSERS = {
@@ -49,7 +50,7 @@ def parser_for(kind: str) -> Parser:
     return getattr(importlib.import_module(module), name)
 
 
-def parse_events(raw: bytes) -> list[Event]:
+def parse_events(raw: bytes, settings: Settings | None = None) -> list[Event]:
     """An ``events`` item: one JSON event record (``Event.to_dict``) per line."""
     events = []
     for number, line in enumerate(raw.splitlines(), 1):
@@ -74,7 +75,7 @@ def ingest(store: Store, settings: Settings, kind: str, raw: bytes, origin: str 
         message = f"{kind} item is {len(raw)} bytes, over the {limit}-byte limit"
         return _quarantine(store, kind, raw, origin, "oversize", message)
     try:
-        events = parser_for(kind)(raw)
+        events = parser_for(kind)(raw, settings)
     except Exception as exc:  # any parser crash: keep the input, never lose it
         detail = "".join(traceback.format_exception_only(exc)).strip()
         log.warning("cannot parse %s item %s: %s", kind, origin or "(unnamed)", detail)
@@ -96,7 +97,8 @@ def ingest(store: Store, settings: Settings, kind: str, raw: bytes, origin: str 
     return Outcome(added=added, duplicates=duplicates)
 
 
-def reprocess(store: Store, item: dict[str, object], *, force_size: bool = False) -> Outcome:
+def reprocess(store: Store, item: dict[str, object], *, force_size: bool = False,
+              settings: Settings | None = None) -> Outcome:
     """Run a quarantined input through its parser again (after a fix).
 
     On success its events are committed and the item released in one
@@ -106,7 +108,7 @@ def reprocess(store: Store, item: dict[str, object], *, force_size: bool = False
     if item["reason"] == "oversize" and not force_size:
         return Outcome(quarantined="oversize", error=str(item["error"]))
     try:
-        events = parser_for(kind)(raw)
+        events = parser_for(kind)(raw, settings)
     except Exception as exc:
         detail = "".join(traceback.format_exception_only(exc)).strip()
         with store.transaction() as tx:

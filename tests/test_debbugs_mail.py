@@ -88,9 +88,15 @@ def test_routing_and_non_bug_bts_mail() -> None:
         assert parse_bts_mail(parse_message(bts_mail(kind)), b"") == []
 
 
-def test_other_instance_link_comes_from_x_loop() -> None:
-    [event] = parse_mail(bts_mail(loop="owner@bugs.example.net"))
-    assert event.body["link"] == "https://bugs.example.net/881352"
+def test_link_comes_from_configured_host_never_from_x_loop(make_settings) -> None:
+    """Issue 9 finding 4: X-Loop is any sender's to write; the link is debbugs.link."""
+    forged = bts_mail(loop="owner@bugs.evil.example")
+    [event] = parse_mail(forged)
+    assert event.body["link"] == "https://bugs.debian.org/881352"
+    settings = make_settings(debbugs={"link": "https://bugs.example.net/cgi/bugreport?bug={bug}"})
+    [event] = parse_mail(forged, settings)
+    assert event.body["link"] == "https://bugs.example.net/cgi/bugreport?bug=881352"
+    assert "evil" not in json.dumps(event.body)
 
 
 def test_encoded_and_hostile_headers() -> None:

@@ -26,6 +26,7 @@ from adapters import mailparse
 from adapters.dak_mail import changes as ch
 from adapters.dak_mail import removal
 from adapters.dak_mail.classify import Classified, single
+from adapters.dak_mail.signature import Verdict
 from gateway.errors import ParseError
 from gateway.event import Event
 
@@ -42,13 +43,17 @@ _REJECT_FOOTER = re.compile(r"^===\s*$", re.M)
 class Mail:
     """The parts of one mail every builder needs, decoded once."""
 
-    def __init__(self, message: Message, raw: bytes, classified: Classified):
+    def __init__(self, message: Message, raw: bytes, classified: Classified,
+                 verdict: Verdict | None = None):
         self.message = message
         self.raw = raw
         self.kind = classified.kind
         self.subject_fields = classified.fields
         self.action = classified.action
-        self.body = mailparse.text_body(message)
+        self.verdict = verdict or Verdict("unchecked")
+        #: Only the signed text when the signature is good: nothing added around it counts.
+        signed = self.verdict.signed_text
+        self.body = signed if signed is not None else mailparse.text_body(message)
         self.message_id = mailparse.message_id(message)
         self.program = single(message, "X-DAK")
         self.time = mailparse.date_to_epoch(single(message, "Date"))
@@ -170,7 +175,8 @@ def _identity(up: dict[str, Any]) -> str:
 
 
 def _common(mail: Mail) -> dict[str, Any]:
-    return {"message_id": mail.message_id, "mail": mail.kind, "program": mail.program}
+    return {"message_id": mail.message_id, "mail": mail.kind, "program": mail.program,
+            "signature": mail.verdict.body()}
 
 
 def _usernames(up: dict[str, Any]) -> tuple[str, ...]:
