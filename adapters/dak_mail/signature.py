@@ -16,7 +16,9 @@ temporary home with a timeout, on input already bounded by ``mail.max_size``.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import subprocess
 import tempfile
 from dataclasses import dataclass
@@ -41,6 +43,10 @@ UNCHECKED = "unchecked"  # dak.signatures = "ignore"
 _FAILURES = {"BADSIG": BAD, "ERRSIG": NO_KEY, "NO_PUBKEY": NO_KEY, "EXPSIG": EXPIRED,
              "EXPKEYSIG": EXPIRED, "REVKEYSIG": REVOKED, "NODATA": BAD,
              "UNEXPECTED": BAD, "BADARMOR": BAD}
+
+
+#: Most gpgv output (status and messages) kept; gpgv writes a few hundred bytes.
+_MAX_OUTPUT = 64 * 1024
 
 
 @dataclass(frozen=True)
@@ -139,20 +145,34 @@ def _gpgv(trust: Trust, files: list[tuple[str, bytes]], output: bool = False) ->
             command += ["--output", str(out_path)]
         command += paths
         try:
-            done = subprocess.run(command, capture_output=True, timeout=trust.timeout,
-                                  env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-                                       "LC_ALL": "C"}, check=False)
+            returncode, stdout, stderr = _run(command, trust.timeout)
         except subprocess.TimeoutExpired:
             return Verdict(ERROR, detail=f"gpgv took longer than {trust.timeout:g} s")
         except OSError as exc:
             return Verdict(ERROR, detail=f"cannot run {trust.gpgv}: {exc.strerror}")
-        verdict = _read_status(done.stdout.decode("ascii", "replace"), done.returncode,
-                               done.stderr.decode("utf-8", "replace"))
+        verdict = _read_status(stdout.decode("ascii", "replace"), returncode,
+                               stderr.decode("utf-8", "replace"))
         if verdict.status == VALID and output:
             signed = out_path.read_bytes() if out_path.exists() else b""
             text = mailparse.normalize_newlines(mailparse.decode_bytes(signed, "utf-8"))
             return Verdict(VALID, verdict.fingerprint, signed_text=text)
         return verdict
+
+
+def _run(command: list[str], timeout: float) -> tuple[int, bytes, bytes]:
+    """Run gpgv in its own process group; on timeout the whole group is killed (no orphan
+    holding our pipes open) and :class:`subprocess.TimeoutExpired` raised."""
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LC_ALL": "C"}
+    with subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, env=env, start_new_session=True) as proc:
+        try:
+            stdout, stderr = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.communicate()
+            raise
+        return proc.returncode, stdout[:_MAX_OUTPUT], stderr[:_MAX_OUTPUT]
 
 
 def _read_status(status: str, returncode: int, stderr: str) -> Verdict:
