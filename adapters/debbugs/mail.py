@@ -19,7 +19,9 @@ old ``address (Name)``. Links come from the configured ``debbugs.link``, never
 from a header.
 
 The key is built from the bug, the event and the original Message-Id, so the
-copies of one message the BTS sends to several lists are stored once.
+copies of one message the BTS sends to several lists are stored once; for the
+tracker's two closing notices that is the closing mail's id they refer to, so a
+closure is one event whichever of its three mails comes first.
 """
 
 from __future__ import annotations
@@ -122,7 +124,8 @@ def parse_bts_mail(message: EmailMessage, raw: bytes, link: str = DEFAULT_LINK) 
         title, closer = _close_meaning(message, bug, subject, title, sender)
     msgid = (_header(message, "Message-ID") or "").replace(" ", "")
     when = date_to_epoch(_header(message, "Date"))
-    ident = msgid or hashlib.sha256(raw).hexdigest()
+    ident = (_closing_message_id(message, subject) if verb == "close" else None) \
+        or msgid or hashlib.sha256(raw).hexdigest()
     body: dict[str, Any] = {
         "bug": bug,
         "type": kind,
@@ -174,6 +177,20 @@ def _close_meaning(message: EmailMessage, bug: int, subject: str, title: str | N
             closer = _format(_address(done.group(1))) if done else sender
             return None, closer
     return title, sender
+
+
+def _closing_message_id(message: EmailMessage, subject: str) -> str | None:
+    """The Message-Id of the mail that closed the bug, which the tracker's acknowledgement
+    (``In-Reply-To``) and notice to the submitter (first of ``References``) point at, so
+    the copy of the closing mail and both notices are one event."""
+    if _closed_by(subject) is not None:
+        references = (_header(message, "References") or "").split()
+        return references[0] if references else None
+    title = _SUBJECT.match(subject)
+    if title and _MARKED_DONE.fullmatch(title.group(2).strip()):
+        reply_to = (_header(message, "In-Reply-To") or "").split()
+        return reply_to[0] if reply_to else None
+    return None
 
 
 def _closed_by(subject: str) -> tuple[int, str, str] | None:
