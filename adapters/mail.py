@@ -28,8 +28,8 @@ if TYPE_CHECKING:
 def parse_mail(raw: bytes, settings: Settings | None = None) -> list[Event]:
     max_header = settings.mail.max_header_bytes if settings is not None else \
         mailparse.MAX_HEADER_BYTES
-    mailparse.check_header_sizes(raw, max_header)
     message = mailparse.parse(raw)
+    mailparse.check_header_sizes(message, max_header)
     bts = _bts_adapter()
     if bts is not None and bts.is_bts_mail(message):
         link = settings.debbugs.link if settings is not None else bts.DEFAULT_LINK
