@@ -76,17 +76,18 @@ def is_bts_mail(message: EmailMessage) -> bool:
 
 def _closing_notice(message: EmailMessage) -> tuple[str, int] | None:
     """(PR message type, bug) of a tracker's closing notice without ``X-Debian-PR-*`` headers."""
-    sender = _address(mailparse.header(message, "From") or "")
-    if not _TRACKER.match(sender[1]):
-        return None
     subject = _header(message, "Subject") or ""
+    found: tuple[str, int] | None = None
     closed = _closed_by(subject)
     if closed:
-        return "they-closed", closed[0]
-    match = _SUBJECT.match(subject)
-    if match and _MARKED_DONE.fullmatch(match.group(2).strip()):
-        return "closed", int(match.group(1))
-    return None
+        found = ("they-closed", closed[0])
+    else:
+        match = _SUBJECT.match(subject)
+        if match and _MARKED_DONE.fullmatch(match.group(2).strip()):
+            found = ("closed", int(match.group(1)))
+    if found is None or not _TRACKER.match(_address(_header(message, "From") or "")[1]):
+        return None
+    return found
 
 
 def parse_bts_mail(message: EmailMessage, raw: bytes, link: str = DEFAULT_LINK) -> list[Event]:
