@@ -378,6 +378,10 @@ def _check(settings: Settings, origin: dict[str, str]) -> None:
     if settings.dak.signatures not in DAK_SIGNATURE_MODES:
         raise ConfigError(f"must be one of {', '.join(DAK_SIGNATURE_MODES)}",
                           path=origin.get("dak.signatures"), key="dak.signatures")
+    for keyring in settings.dak.keyring if settings.dak.signatures != "ignore" else ():
+        if not os.path.isfile(keyring):
+            raise ConfigError(f"keyring file {keyring!r} does not exist",
+                              path=origin.get("dak.keyring"), key="dak.keyring")
     if not 0 < settings.smtp.port < 65536:
         raise ConfigError("must be a TCP port (1-65535)", path=origin.get("smtp.port"),
                           key="smtp.port")

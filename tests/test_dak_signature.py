@@ -154,3 +154,21 @@ def test_gpgv_is_bounded_in_time(keys, settings, tmp_path: Path) -> None:  # typ
 def test_bad_signature_mode_is_a_config_error(make_settings) -> None:  # type: ignore[no-untyped-def]
     with pytest.raises(config.ConfigError, match=r"dak\.signatures"):
         make_settings(dak={"signatures": "sometimes"})
+    with pytest.raises(config.ConfigError, match=r"dak\.keyring.*does not exist"):
+        make_settings(dak={"signatures": "require", "keyring": ["/nonexistent/ring.gpg"]})
+
+
+def test_real_dak_mail_signature_is_found_and_checked(settings) -> None:  # type: ignore[no-untyped-def]
+    """The real 2022 hebcal announcement: gpgv reads its detached signature over part 1 and
+    names ftp-master's key, which our test keyring does not hold."""
+    from tests.conftest import SHARED
+
+    sample = SHARED / "samples" / "dak-accepted-announce-hebcal_4.31-1.eml"
+    if not sample.exists():
+        pytest.skip(f"{sample} is not here")
+    raw = sample.read_bytes()
+    with pytest.raises(ParseError, match=r"no-key.*F38AA24EB85F09F9923CA4949BF6A82061CCB921"):
+        parse_mail(raw, settings("require"))
+    [event] = parse_mail(raw, settings("mark"))
+    assert event.body["signature"] == {"status": "no-key", "fingerprint": None}
+    assert event.body["source"] == "hebcal"
