@@ -172,3 +172,25 @@ def test_real_dak_mail_signature_is_found_and_checked(settings) -> None:  # type
     [event] = parse_mail(raw, settings("mark"))
     assert event.body["signature"] == {"status": "no-key", "fingerprint": None}
     assert event.body["source"] == "hebcal"
+
+
+def test_busgate_mail_dry_run_applies_the_configured_policy(keys, settings) -> None:  # type: ignore[no-untyped-def]
+    """The real command: its dry run says what the daemon would do with the mail."""
+    import os
+    import subprocess
+
+    from tests.conftest import BUSGATE
+
+    cfg = settings("require").loaded_from[0]
+    env = {**os.environ, "BUSGATE_CONFIG": cfg}
+
+    def dry_run(raw: bytes) -> subprocess.CompletedProcess[bytes]:
+        return subprocess.run([*BUSGATE, "mail", "--dry-run"], input=raw, env=env,
+                              capture_output=True, timeout=60, check=False)
+
+    good = dry_run(signed_mail(keys))
+    assert good.returncode == 0, good.stderr
+    assert json.loads(good.stdout.splitlines()[0])["msg"]["signature"]["status"] == "valid"
+    forged = dry_run(fixture("announce-signed.eml"))
+    assert forged.returncode == 65
+    assert b"without a good signature (bad" in forged.stderr
