@@ -25,7 +25,7 @@ import re
 from email.message import EmailMessage, Message
 from email.parser import BytesParser
 from email.policy import EmailPolicy
-from email.utils import parsedate_to_datetime
+from email.utils import getaddresses, parsedate_to_datetime
 from typing import Any
 
 from gateway.errors import ParseError
@@ -227,6 +227,31 @@ def _is_attachment(part: Message) -> bool:
 
 def normalize_newlines(text: str) -> str:
     return text.replace("\r\n", "\n").replace("\r", "\n")
+
+
+_ADDRESS_SPECIALS = re.compile(r'[,;:<>@"()\[\]\\]')
+
+
+def display_address(value: str) -> str:
+    """``Name <address>`` from either ``Name <address>`` or the old ``address (Name)``.
+
+    The name is quoted only when it holds a separator; a bare address stays bare;
+    text that is no address comes back unchanged (stripped).
+    """
+    pairs = getaddresses([value])
+    if len(pairs) != 1 or not pairs[0][1] or "@" not in pairs[0][1]:
+        return value.strip()
+    return format_address(*pairs[0])
+
+
+def format_address(name: str, address: str) -> str:
+    """``Name <address>``, the name quoted only when it holds a separator."""
+    name, address = " ".join(name.split()), " ".join(address.split())
+    if not name or not address:
+        return address or name
+    if _ADDRESS_SPECIALS.search(name):
+        name = '"' + name.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    return f"{name} <{address}>"
 
 
 def message_id(message: Message) -> str | None:

@@ -198,12 +198,17 @@ def test_mail_and_soap_close_events_mean_the_same() -> None:
     from adapters.debbugs import status as st
 
     old = st.snapshot(881352, {"package": "udisks2", "subject": TITLE, "done": ""})
-    new = st.snapshot(881352, {"package": "udisks2", "subject": TITLE, "done": JANE})
+    # debbugs stores the closer as the mail wrote it, here in the old form
+    new = st.snapshot(881352, {"package": "udisks2", "subject": TITLE,
+                               "done": "jane@debian.org (Jane Maintainer)",
+                               "originator": "sam@example.org (Sam Submitter)"})
     [soap] = st.diff_events(old, new, "https://bugs.debian.org/{bug}")
-    [mail] = parse_mail(close_fixture("close-marked-as-done.eml"))
-    assert soap.event == mail.event == "close"
-    for field in ("bug", "title", "done", "link", "package"):
-        assert soap.body[field] == mail.body[field], field
+    assert soap.body["submitter"] == "Sam Submitter <sam@example.org>"
+    for name in ("close-marked-as-done.eml", "close-closed-by.eml"):
+        [mail] = parse_mail(close_fixture(name))
+        assert soap.event == mail.event == "close"
+        for field in ("bug", "title", "done", "link", "package"):
+            assert soap.body[field] == mail.body[field], (name, field)
     check_debbugs_schema(soap)
 
 

@@ -226,13 +226,8 @@ def _address(value: str) -> tuple[str, str]:
 
 
 def _format(pair: tuple[str, str]) -> str:
-    """``Name <address>`` (name quoted only when it holds a separator), or the address."""
-    name, address = (" ".join(p.split()) for p in pair)
-    if not name:
-        return address[:MAX_FIELD]
-    if re.search(r'[,;:<>@"()\[\]\\]', name):
-        name = '"' + name.replace("\\", "\\\\").replace('"', '\\"') + '"'
-    return f"{name} <{address}>"[:MAX_FIELD] if address else name[:MAX_FIELD]
+    """``Name <address>`` (see :func:`mailparse.format_address`), capped."""
+    return mailparse.format_address(*pair)[:MAX_FIELD]
 
 
 def _header(message: EmailMessage, name: str) -> str | None:
