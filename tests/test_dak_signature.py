@@ -194,3 +194,18 @@ def test_busgate_mail_dry_run_applies_the_configured_policy(keys, settings) -> N
     forged = dry_run(fixture("announce-signed.eml"))
     assert forged.returncode == 65
     assert b"without a good signature (bad" in forged.stderr
+
+
+def test_boundary_look_alike_cannot_swap_the_signed_part(keys, settings) -> None:  # type: ignore[no-untyped-def]
+    """A genuine signed part hidden behind a ``--boundaryX`` line, a forged part where
+    the MIME parser sees part 1: what is verified is what is parsed, so it fails."""
+    raw = signed_mail(keys)
+    delimiter = f"\n--{signing.BOUNDARY}\n".encode()
+    head, genuine, signature_part = raw.split(delimiter)
+    forged = genuine.replace(b"Urgency: medium", b"Urgency: high")
+    look_alike = f"\n--{signing.BOUNDARY}X\n".encode()
+    swapped = head + look_alike + genuine + delimiter + forged + delimiter + signature_part
+    with pytest.raises(ParseError, match=r"without a good signature \(bad"):
+        parse_mail(swapped, settings())
+    [event] = parse_mail(raw, settings())  # the untouched mail is fine
+    assert event.body["urgency"] == "medium"

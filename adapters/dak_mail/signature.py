@@ -95,7 +95,13 @@ def verify(message: Message, raw: bytes, trust: Trust) -> Verdict:
 
 
 def _detached_parts(message: Message, raw: bytes) -> tuple[bytes, bytes, Message] | None:
-    """(signed bytes as CRLF, signature, signed part) of a top-level multipart/signed mail."""
+    """(signed bytes as CRLF, signature, the signed part parsed from exactly those bytes)
+    of a top-level multipart/signed mail.
+
+    The signed part handed to the parser is re-parsed from the bytes gpgv checks,
+    never taken from the parser's view of the whole mail: a boundary look-alike
+    line must not let the verified bytes and the parsed text differ.
+    """
     if message.get_content_type() != "multipart/signed":
         return None
     boundary = message.get_boundary()
@@ -108,26 +114,39 @@ def _detached_parts(message: Message, raw: bytes) -> tuple[bytes, bytes, Message
     data = _first_part_bytes(raw, boundary.encode("ascii", "replace"))
     if data is None:
         return None
-    return data, signature, parts[0]
+    return data.replace(b"\n", b"\r\n"), signature, mailparse.parse(data)
 
 
 def _first_part_bytes(raw: bytes, boundary: bytes) -> bytes | None:
-    """Part 1 exactly as sent, line ends made CRLF (RFC 3156 section 5); linear in ``raw``."""
+    """Part 1 exactly as sent (LF line ends), between the first two delimiter lines.
+
+    A delimiter line is ``--boundary`` plus optional blanks (RFC 2046 5.1.1); the
+    line end before it belongs to it. One pass over ``raw``.
+    """
     text = raw.replace(b"\r\n", b"\n")
     head_end = text.find(b"\n\n")
     if head_end < 0:
         return None
-    delimiter = b"\n--" + boundary
-    start = text.find(delimiter, head_end + 1)
-    if start < 0:
-        return None
-    start = text.find(b"\n", start + len(delimiter))  # end of the delimiter line
-    if start < 0:
-        return None
-    end = text.find(delimiter, start)
-    if end < 0:
-        return None
-    return text[start + 1:end].replace(b"\n", b"\r\n")
+    delimiters = _delimiter_lines(text, boundary, head_end + 1)
+    first = next(delimiters, None)
+    second = next(delimiters, None)
+    if first is None or second is None or first[1] or second[1]:
+        return None  # no part 1, or a close delimiter where a part boundary belongs
+    start = text.find(b"\n", first[0] + 1)
+    return text[start + 1:second[0]] if 0 <= start < second[0] else None
+
+
+def _delimiter_lines(text: bytes, boundary: bytes, start: int):  # type: ignore[no-untyped-def]
+    """(offset of the line end before it, is the close delimiter) of each delimiter line."""
+    needle = b"\n--" + boundary
+    position = text.find(needle, start)
+    while position >= 0:
+        line_end = text.find(b"\n", position + 1)
+        rest = text[position + len(needle):line_end if line_end >= 0 else len(text)]
+        closing = rest.startswith(b"--")
+        if not rest[2 if closing else 0:].strip(b" \t"):
+            yield position, closing
+        position = text.find(needle, position + 1)
 
 
 def _gpgv(trust: Trust, files: list[tuple[str, bytes]], output: bool = False) -> Verdict:
