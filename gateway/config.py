@@ -20,6 +20,8 @@ from gateway import spool, topics
 from gateway.errors import ConfigError, TopicError
 
 CONFIG_ENV = "BUSGATE_CONFIG"
+#: Values of ``dak.signatures``.
+DAK_SIGNATURE_MODES = ("require", "mark", "ignore")
 
 
 @dataclass(frozen=True)
@@ -78,6 +80,23 @@ class SigningSettings:
 class MailSettings:
     #: Largest mail accepted for parsing, in bytes; larger mail goes to quarantine.
     max_size: int = spool.MAIL_MAX_SIZE
+    #: Longest single header (name and folded value) parsed, in bytes; a mail with a longer
+    #: one is quarantined before any header is decoded.
+    max_header_bytes: int = 65536
+
+
+@dataclass(frozen=True)
+class DakSettings:
+    #: dak mails whose OpenPGP signature is not a good one by a key in ``keyring``:
+    #: ``require`` (quarantined), ``mark`` (published, ``signature.status`` says why) or
+    #: ``ignore`` (not checked).
+    signatures: str = "require"
+    #: Keyring files (gpgv format) holding the key dak signs its mails with.
+    keyring: list[str] = field(default_factory=list)
+    #: The gpgv program (name on PATH or absolute path).
+    gpgv: str = "gpgv"
+    #: Seconds gpgv may take for one mail.
+    verify_timeout: float = 10.0
 
 
 @dataclass(frozen=True)
@@ -230,6 +249,7 @@ class Settings:
     discovery: DiscoverySettings = field(default_factory=DiscoverySettings)
     signing: SigningSettings = field(default_factory=SigningSettings)
     mail: MailSettings = field(default_factory=MailSettings)
+    dak: DakSettings = field(default_factory=DakSettings)
     ingest: IngestSettings = field(default_factory=IngestSettings)
     quarantine: QuarantineSettings = field(default_factory=QuarantineSettings)
     smtp: SmtpSettings = field(default_factory=SmtpSettings)
@@ -381,6 +401,8 @@ def _check(settings: Settings, origin: dict[str, str]) -> None:
         "zmq.sndhwm": settings.zmq.sndhwm,
         "zmq.replay_max_messages": settings.zmq.replay_max_messages,
         "mail.max_size": settings.mail.max_size,
+        "mail.max_header_bytes": settings.mail.max_header_bytes,
+        "dak.verify_timeout": settings.dak.verify_timeout,
         "ingest.max_item_bytes": settings.ingest.max_item_bytes,
         "ingest.max_json_depth": settings.ingest.max_json_depth,
         "ingest.max_crashes": settings.ingest.max_crashes,
@@ -396,6 +418,13 @@ def _check(settings: Settings, origin: dict[str, str]) -> None:
         if value <= 0:
             raise ConfigError(f"must be greater than 0, not {value}", path=origin.get(key),
                               key=key)
+    if settings.dak.signatures not in DAK_SIGNATURE_MODES:
+        raise ConfigError(f"must be one of {', '.join(DAK_SIGNATURE_MODES)}",
+                          path=origin.get("dak.signatures"), key="dak.signatures")
+    for keyring in settings.dak.keyring if settings.dak.signatures != "ignore" else ():
+        if not os.path.isfile(keyring):
+            raise ConfigError(f"keyring file {keyring!r} does not exist",
+                              path=origin.get("dak.keyring"), key="dak.keyring")
     if not 0 < settings.smtp.port < 65536:
         raise ConfigError("must be a TCP port (1-65535)", path=origin.get("smtp.port"),
                           key="smtp.port")

@@ -31,7 +31,8 @@ from gateway.store import Store
 
 log = logging.getLogger(__name__)
 
-Parser = Callable[[bytes], list[Event]]
+#: A parser gets the raw bytes and the settings (trust policy, links, bounds) it may need.
+Parser = Callable[[bytes, "Settings | None"], list[Event]]
 
 #: Spool item kind -> "module:function" parsing raw bytes into events.
 PARSERS = {
@@ -62,11 +63,13 @@ def parser_for(kind: str) -> Parser:
     return getattr(importlib.import_module(module), name)
 
 
-def parse_events(raw: bytes, max_depth: int = 64) -> list[Event]:
+def parse_events(raw: bytes, settings: Settings | None = None) -> list[Event]:
     """An ``events`` item: one JSON event record (``Event.to_dict``) per line.
 
-    A record's body may nest at most ``max_depth`` levels (the record adds one).
+    A record's body may nest at most ``ingest.max_json_depth`` levels (the record
+    adds one).
     """
+    max_depth = settings.ingest.max_json_depth if settings is not None else 64
     events = []
     for number, line in enumerate(raw.splitlines(), 1):
         if not line.strip():
@@ -185,7 +188,8 @@ def ingest(store: Store, settings: Settings, kind: str, raw: bytes, origin: str 
     return Outcome(added=added, duplicates=duplicates)
 
 
-def reprocess(store: Store, item: dict[str, object], *, force_size: bool = False) -> Outcome:
+def reprocess(store: Store, item: dict[str, object], *, force_size: bool = False,
+              settings: Settings | None = None) -> Outcome:
     """Run a quarantined input through its parser again (after a fix).
 
     On success its events are committed and the item released in one
@@ -197,7 +201,7 @@ def reprocess(store: Store, item: dict[str, object], *, force_size: bool = False
     if item["reason"] in UNPARSABLE:  # nothing was read: there is nothing to parse again
         return Outcome(quarantined=str(item["reason"]), error=str(item["error"]))
     try:
-        events = parser_for(kind)(raw)
+        events = parser_for(kind)(raw, settings)
     except Exception as exc:
         detail = _clip("".join(traceback.format_exception_only(exc)).strip())
         with store.transaction() as tx:
@@ -224,9 +228,7 @@ def reprocess(store: Store, item: dict[str, object], *, force_size: bool = False
 
 
 def _parse(settings: Settings, kind: str, raw: bytes) -> list[Event]:
-    if kind == "events":
-        return parse_events(raw, settings.ingest.max_json_depth)
-    return parser_for(kind)(raw)
+    return parser_for(kind)(raw, settings)
 
 
 def _oversize_record(store: Store, settings: Settings, raw: bytes, origin: str) -> Outcome:

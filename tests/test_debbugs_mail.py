@@ -7,6 +7,7 @@ from email import policy
 from email.message import EmailMessage
 from email.parser import BytesParser
 
+import jsonschema
 import pytest
 
 from adapters.debbugs.mail import is_bts_mail, parse_bts_mail
@@ -14,6 +15,7 @@ from adapters.mail import parse_mail
 from gateway import runtime
 from gateway.errors import ParseError
 from gateway.ingest import ingest
+from tests.conftest import REPO
 
 
 def bts_mail(kind: str = "closed 881352", *, subject: str = "Bug#881352: udisks2: Breaks "
@@ -88,9 +90,15 @@ def test_routing_and_non_bug_bts_mail() -> None:
         assert parse_bts_mail(parse_message(bts_mail(kind)), b"") == []
 
 
-def test_other_instance_link_comes_from_x_loop() -> None:
-    [event] = parse_mail(bts_mail(loop="owner@bugs.example.net"))
-    assert event.body["link"] == "https://bugs.example.net/881352"
+def test_link_comes_from_configured_host_never_from_x_loop(make_settings) -> None:
+    """Issue 9 finding 4: X-Loop is any sender's to write; the link is debbugs.link."""
+    forged = bts_mail(loop="owner@bugs.evil.example")
+    [event] = parse_mail(forged)
+    assert event.body["link"] == "https://bugs.debian.org/881352"
+    settings = make_settings(debbugs={"link": "https://bugs.example.net/cgi/bugreport?bug={bug}"})
+    [event] = parse_mail(forged, settings)
+    assert event.body["link"] == "https://bugs.example.net/cgi/bugreport?bug=881352"
+    assert "evil" not in json.dumps(event.body)
 
 
 def test_encoded_and_hostile_headers() -> None:
@@ -137,3 +145,94 @@ def test_ingest_commits_once_and_quarantines_bad_mail(make_settings) -> None:
     big = bts_mail(body="x" * (settings.mail.max_size + 1))
     assert ingest(store, settings, "mail", big, "t4").quarantined == "oversize"
     assert [q["reason"] for q in store.quarantined()] == ["error", "oversize"]
+
+
+# -- Issue 10 items 4 and 5: every closing form, one meaning per topic, both name forms --
+
+CLOSE_MAILS = REPO / "fixtures" / "debbugs" / "mail"
+TITLE = "udisks2: Breaks installation (with kernel panic)"
+JANE = "Jane Maintainer <jane@debian.org>"
+
+
+def close_fixture(name: str) -> bytes:
+    return (CLOSE_MAILS / name).read_bytes()
+
+
+def check_debbugs_schema(event) -> None:  # type: ignore[no-untyped-def]
+    schema = json.loads((REPO / "docs" / "schemas" / f"debbugs.bug.{event.event}.json")
+                        .read_text())
+    jsonschema.validate(json.loads(json.dumps(event.body)), schema)
+
+
+@pytest.mark.parametrize(("name", "title"), [
+    ("close-marked-as-done.eml", TITLE),
+    ("close-marked-as-done-no-bts-headers.eml", TITLE),
+    ("close-closed-by.eml", TITLE),
+    ("close-closed-by-no-bts-headers.eml", TITLE),
+    ("close-fixed-in.eml", None),
+])
+def test_every_closing_form_is_a_close_with_the_bug_title_and_the_closer(
+        name: str, title: str | None) -> None:
+    [event] = parse_mail(close_fixture(name))
+    assert (event.service, event.object, event.event) == ("debbugs", "bug", "close")
+    assert event.body["bug"] == 881352
+    assert event.body["title"] == title  # never "marked as done (...)" or "fixed in ..."
+    assert event.body["done"] == JANE and event.body["from"] == JANE  # never the tracker
+    assert "owner@bugs" not in json.dumps(event.body)
+    check_debbugs_schema(event)
+
+
+def test_one_closure_is_one_event_whichever_of_its_mails_comes_first(make_settings) -> None:
+    settings = make_settings()
+    store = runtime.open_store(settings)
+    names = ["close-marked-as-done.eml", "close-closed-by.eml",
+             "close-marked-as-done-no-bts-headers.eml", "close-fixed-in.eml"]
+    added = [ingest(store, settings, "mail", close_fixture(n), n).added for n in names]
+    assert added == [1, 0, 0, 0]
+    [row] = store.rows_after(0)
+    assert json.loads(row.envelope)["msg"]["title"] == TITLE
+
+
+def test_mail_and_soap_close_events_mean_the_same() -> None:
+    """One topic, one meaning: title = the bug's title, done = the closer."""
+    from adapters.debbugs import status as st
+
+    old = st.snapshot(881352, {"package": "udisks2", "subject": TITLE, "done": ""})
+    # debbugs stores the closer as the mail wrote it, here in the old form
+    new = st.snapshot(881352, {"package": "udisks2", "subject": TITLE,
+                               "done": "jane@debian.org (Jane Maintainer)",
+                               "originator": "sam@example.org (Sam Submitter)"})
+    [soap] = st.diff_events(old, new, "https://bugs.debian.org/{bug}")
+    assert soap.body["submitter"] == "Sam Submitter <sam@example.org>"
+    for name in ("close-marked-as-done.eml", "close-closed-by.eml"):
+        [mail] = parse_mail(close_fixture(name))
+        assert soap.event == mail.event == "close"
+        for field in ("bug", "title", "done", "link", "package"):
+            assert soap.body[field] == mail.body[field], (name, field)
+    check_debbugs_schema(soap)
+
+
+@pytest.mark.parametrize("sender", ["jane@debian.org (Jane Maintainer)",
+                                    "Jane Maintainer <jane@debian.org>",
+                                    '"Jane Maintainer" <jane@debian.org>',
+                                    "=?utf-8?q?Jane_Maintainer?= <jane@debian.org>"])
+def test_sender_names_kept_in_both_address_forms(sender: str) -> None:
+    raw = close_fixture("followup-old-name-form.eml").replace(
+        b"From: jane@debian.org (Jane Maintainer)", f"From: {sender}".encode())
+    [event] = parse_mail(raw)
+    assert event.event == "followup"
+    assert event.body["from"] == JANE
+
+
+def test_names_with_separators_are_quoted_and_bare_addresses_stay_bare() -> None:
+    raw = close_fixture("followup-old-name-form.eml")
+    [event] = parse_mail(raw.replace(b"(Jane Maintainer)", b"(Maintainer, Jane)"))
+    assert event.body["from"] == '"Maintainer, Jane" <jane@debian.org>'
+    [event] = parse_mail(raw.replace(b" (Jane Maintainer)\n", b"\n", 1))
+    assert event.body["from"] == "jane@debian.org"
+
+
+def test_a_stranger_using_the_closing_subject_is_not_the_tracker() -> None:
+    raw = close_fixture("close-marked-as-done-no-bts-headers.eml").replace(
+        b"From: owner@bugs.debian.org (Debian Bug Tracking System)", b"From: Eve <eve@x.test>")
+    assert parse_mail(raw) == []

@@ -6,26 +6,40 @@ unrecognized) and raises :class:`gateway.errors.ParseError` for a dak mail it
 cannot read faithfully (the daemon quarantines it with the error).
 :func:`parse_removals_822` reads ftp-master's removals.822 log into the same
 ``dak.package.remove`` events as the removal mails.
+
+A mail that classifies as dak's has its OpenPGP signature checked
+(:mod:`adapters.dak_mail.signature`) per the operator's :class:`Trust`: with
+``require`` a mail without a good signature is a :class:`ParseError`; events
+carry ``signature`` (status, fingerprint) so a consumer can tell.
 """
 
 from __future__ import annotations
 
 from email.message import Message
 
+from adapters.dak_mail.signature import Trust
 from adapters.mailparse import date_to_epoch
+from gateway.errors import ParseError
 from gateway.event import Event
 
 __all__ = ["parse_dak_mail", "parse_removals_822"]
 
 
-def parse_dak_mail(message: Message, raw: bytes) -> list[Event]:
+def parse_dak_mail(message: Message, raw: bytes, trust: Trust | None = None) -> list[Event]:
+    """Events of one dak mail; ``trust`` None means translation only (signature unchecked)."""
+    from adapters.dak_mail import signature
     from adapters.dak_mail.classify import classify
     from adapters.dak_mail.parser import Mail, build_events
 
     classified = classify(message)
     if classified is None:
         return []
-    return build_events(Mail(message, raw, classified))
+    verdict = signature.verify(message, raw, trust or Trust(mode="ignore"))
+    if trust is not None and trust.mode == "require" and verdict.status != signature.VALID:
+        detail = f": {verdict.detail}" if verdict.detail else ""
+        raise ParseError(f"dak mail without a good signature ({verdict.status}{detail}); "
+                         "dak.signatures = require")
+    return build_events(Mail(message, raw, classified, verdict))
 
 
 def parse_removals_822(text: str) -> list[Event]:

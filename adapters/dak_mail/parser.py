@@ -26,6 +26,7 @@ from adapters import mailparse
 from adapters.dak_mail import changes as ch
 from adapters.dak_mail import removal
 from adapters.dak_mail.classify import Classified, single
+from adapters.dak_mail.signature import Verdict
 from gateway.errors import ParseError
 from gateway.event import Event
 
@@ -42,13 +43,20 @@ _REJECT_FOOTER = re.compile(r"^===\s*$", re.M)
 class Mail:
     """The parts of one mail every builder needs, decoded once."""
 
-    def __init__(self, message: Message, raw: bytes, classified: Classified):
+    def __init__(self, message: Message, raw: bytes, classified: Classified,
+                 verdict: Verdict | None = None):
         self.message = message
         self.raw = raw
         self.kind = classified.kind
         self.subject_fields = classified.fields
         self.action = classified.action
-        self.body = mailparse.text_body(message)
+        self.verdict = verdict or Verdict("unchecked")
+        #: Only the signed text when the signature is good: nothing added around it counts.
+        signed = self.verdict.signed_text
+        self.body = signed if signed is not None else mailparse.text_body(message)
+        #: Headers are not signed: a signed accept or bug-close must quote its .changes, so
+        #: a genuine signed body cannot be re-sent under a forged subject for another upload.
+        self.signed = signed is not None
         self.message_id = mailparse.message_id(message)
         self.program = single(message, "X-DAK")
         self.time = mailparse.date_to_epoch(single(message, "Date"))
@@ -170,7 +178,8 @@ def _identity(up: dict[str, Any]) -> str:
 
 
 def _common(mail: Mail) -> dict[str, Any]:
-    return {"message_id": mail.message_id, "mail": mail.kind, "program": mail.program}
+    return {"message_id": mail.message_id, "mail": mail.kind, "program": mail.program,
+            "signature": mail.verdict.body()}
 
 
 def _usernames(up: dict[str, Any]) -> tuple[str, ...]:
@@ -191,7 +200,7 @@ def _event(mail: Mail, event: str, key: str, body: dict[str, Any], *, obj: str =
 
 def _accept(mail: Mail) -> list[Event]:
     announcement = mail.kind in ("announce", "installed-announce")
-    up = _upload(mail, need_changes=announcement)
+    up = _upload(mail, need_changes=announcement or mail.signed)
     suite_given = mail.subject_fields.get("suite") or mail.header("Debian-Suite")
     if mail.subject_fields.get("suite") and mail.header("Debian-Suite"):
         _agree("suite", " ".join(mail.subject_fields["suite"].split()),
@@ -238,7 +247,7 @@ def _comment(mail: Mail) -> list[Event]:
 
 def _bug_close(mail: Mail) -> list[Event]:
     bug = int(mail.subject_fields["bug"])
-    up = _upload(mail, need_changes=False)
+    up = _upload(mail, need_changes=mail.signed)
     done = re.search(r"^Done: (.+)$", mail.body, re.M)
     suite_text, suites, queues = _suites(mail.header("Debian-Suite") or up["distribution"])
     if up["closes"] and bug not in up["closes"]:

@@ -18,11 +18,11 @@ from debian import deb822
 from adapters.dak_mail.changes import ARCH, SOURCE_NAME, check_version
 from gateway.errors import ParseError
 
-#: ``%10s | %10s | %s`` lines of ``daklib/rm.py``'s summary.
-_ROW = re.compile(r"^\s*(\S+)\s*\|\s*(\S+)\s*\|\s*(.*?)\s*$")
+#: A single token (package or version cell of a summary row).
+_TOKEN = re.compile(r"\S+")
 _REASON_START = "------------------- Reason -------------------"
 _REASON_END = "----------------------------------------------"
-_BIN_822 = re.compile(r"^(\S+?)_(\S+)\s+\[([^\]]*)\]$")
+_BIN_822 = re.compile(r"([^\s_]+)_(\S+)")
 #: Binary package names are looser than source names (uppercase is not allowed either).
 _PACKAGE = re.compile(r"[a-z0-9][a-z0-9+.-]*\Z")
 
@@ -32,14 +32,26 @@ def rows_from_summary(text: str) -> list[dict[str, Any]]:
     head = text.split(_REASON_START, 1)[0]
     rows = []
     for line in head.splitlines():
-        if "|" not in line:
-            continue
-        match = _ROW.match(line)
-        if match is None:
-            continue
-        package, version, archs = match.groups()
-        rows.append(_row(package, version, [a.strip() for a in archs.split(",") if a.strip()]))
+        row = _summary_row(line)
+        if row is not None:
+            package, version, archs = row
+            rows.append(_row(package, version, [a.strip() for a in archs.split(",") if a.strip()]))
     return merge_rows(rows)
+
+
+def _summary_row(line: str) -> tuple[str, str, str] | None:
+    """``%10s | %10s | %s`` -> (package, version, architectures), or None for other lines.
+
+    Split and strip rather than one regular expression: ``(.*?)\\s*$`` over a row with
+    a long run of blanks took quadratic time (a 100 KB row held the spool for minutes).
+    """
+    cells = line.split("|", 2)
+    if len(cells) != 3:
+        return None
+    package, version = cells[0].strip(), cells[1].strip()
+    if not _TOKEN.fullmatch(package) or not _TOKEN.fullmatch(version):
+        return None
+    return package, version, cells[2].strip()
 
 
 def reason_from_summary(text: str) -> str | None:
@@ -113,10 +125,7 @@ def parse_removals_822(text: str) -> list[dict[str, Any]]:
             line = line.strip()
             if not line:
                 continue
-            match = _BIN_822.match(line)
-            if match is None:
-                raise ParseError(f"removals.822 stanza {number}: bad Binaries line {line!r}")
-            package, version, archs = match.groups()
+            package, version, archs = _binaries_line(line, number)
             rows.append(_row(package, version, [a.strip() for a in archs.split(",")]))
         if not rows:
             raise ParseError(f"removals.822 stanza {number} removes nothing")
@@ -132,6 +141,16 @@ def parse_removals_822(text: str) -> list[dict[str, Any]]:
             "date": str(stanza.get("Date", "")).strip() or None,
         })
     return removals
+
+
+def _binaries_line(line: str, number: int) -> tuple[str, str, str]:
+    """``name_version [arch, arch]`` -> parts; split first, so the time is linear."""
+    head, bracket, rest = line.partition("[")
+    match = _BIN_822.fullmatch(head.strip())
+    if not bracket or not rest.endswith("]") or "]" in rest[:-1] or match is None \
+            or not head[-1:].isspace():
+        raise ParseError(f"removals.822 stanza {number}: bad Binaries line {line[:200]!r}")
+    return match.group(1), match.group(2), rest[:-1]
 
 
 def _bugs(value: Any) -> list[int]:

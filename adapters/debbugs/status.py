@@ -15,6 +15,7 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
+from adapters.mailparse import display_address
 from gateway.event import Event
 
 #: Snapshot fields reported in ``changes`` when they differ (in this order).
@@ -83,6 +84,8 @@ def diff_events(old: Mapping[str, Any], new: Mapping[str, Any], link: str) -> li
 def _event(verb: str, snap: Mapping[str, Any], link: str, *, key: str,
            extra: dict[str, Any]) -> Event:
     body: dict[str, Any] = {f: snap.get(f) for f in SUMMARY}
+    for person in ("submitter", "owner", "done"):  # as mail events write them: Name <address>
+        body[person] = display_address(body[person] or "")
     body["link"] = link.replace("{bug}", str(snap["bug"]))
     body["via"] = "soap"
     body.update(extra)

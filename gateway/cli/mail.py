@@ -224,7 +224,7 @@ def _dry_run(args: argparse.Namespace, stdin: BinaryIO) -> int:
     from gateway.dryrun import print_events
 
     try:
-        events = parse_mail(raw)
+        events = parse_mail(raw, settings)
     except Exception as exc:  # what the daemon would quarantine, said plainly
         return _fail(EX_DATAERR, f"the mail cannot be parsed (the daemon would quarantine "
                                  f"it): {type(exc).__name__}: {exc}")

@@ -34,7 +34,7 @@ def run(args: argparse.Namespace) -> int:
         return 0
     failed = 0
     for item in items:
-        outcome = ingest.reprocess(store, item, force_size=args.force_size)
+        outcome = ingest.reprocess(store, item, force_size=args.force_size, settings=settings)
         if outcome.quarantined:
             failed += 1
             print(f"{item['id']}: still {outcome.quarantined}: {outcome.error}")
