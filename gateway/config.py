@@ -158,6 +158,9 @@ class DebbugsSettings:
     url: str = ""
     #: Seconds between polls.
     interval: float = 300.0
+    #: A crontab line (``*/5 * * * *``, local wall time) instead of ``interval``; empty
+    #: means poll every ``interval`` seconds.
+    schedule: str = ""
     #: Seconds before a SOAP call times out.
     timeout: float = 30.0
     #: Watch new bugs reported anywhere (``newest_bugs``).
@@ -194,6 +197,9 @@ class WannaBuildSettings:
     dsn: str = ""
     #: Seconds between polls.
     interval: float = 60.0
+    #: A crontab line (``*/5 * * * *``, local wall time) instead of ``interval``; empty
+    #: means poll every ``interval`` seconds.
+    schedule: str = ""
     #: Assumed age of transactions already open at a first (or ``--since``) run.
     overlap_seconds: float = 300.0
     #: Statement timeout for the poller's query, in milliseconds.
@@ -418,6 +424,14 @@ def _check(settings: Settings, origin: dict[str, str]) -> None:
         if value <= 0:
             raise ConfigError(f"must be greater than 0, not {value}", path=origin.get(key),
                               key=key)
+    for key, value in (("debbugs.schedule", settings.debbugs.schedule),
+                       ("wannabuild.schedule", settings.wannabuild.schedule)):
+        if value:
+            try:
+                cron_trigger(value)
+            except ValueError as exc:
+                raise ConfigError(f"not a crontab line ({exc})", path=origin.get(key),
+                                  key=key) from None
     if settings.dak.signatures not in DAK_SIGNATURE_MODES:
         raise ConfigError(f"must be one of {', '.join(DAK_SIGNATURE_MODES)}",
                           path=origin.get("dak.signatures"), key="dak.signatures")
@@ -431,6 +445,13 @@ def _check(settings: Settings, origin: dict[str, str]) -> None:
     if not settings.publisher.name or any(c.isspace() for c in settings.publisher.name):
         raise ConfigError("must be a non-empty name without spaces",
                           path=origin.get("publisher.name"), key="publisher.name")
+
+
+def cron_trigger(line: str):  # type: ignore[no-untyped-def]
+    """APScheduler's trigger for a crontab line (ValueError when it is not one)."""
+    from apscheduler.triggers.cron import CronTrigger
+
+    return CronTrigger.from_crontab(line)
 
 
 def to_toml(settings: Settings) -> str:

@@ -49,3 +49,9 @@ def make(name: str, settings: Settings) -> Poller:
 def interval(name: str, settings: Settings) -> float:
     section, _ = POLLERS[name]
     return float(getattr(settings, section).interval)
+
+
+def schedule(name: str, settings: Settings) -> str:
+    """The poller's crontab line, or "" for every :func:`interval` seconds."""
+    section, _ = POLLERS[name]
+    return str(getattr(settings, section).schedule)

@@ -5,8 +5,14 @@ back-off) and polls again: it never overlaps itself, and a failure is logged
 and backs off exponentially (capped) while the daemon and the other pollers go
 on. The waits are asyncio sleeps, which run on ``time.monotonic``: a wall clock
 stepped back or forward (NTP, an operator, a VM resume) neither stops nor
-bunches the polls. (APScheduler, used before, schedules on the wall clock: a
-1 h step back stopped every poller.)
+bunches the polls. (APScheduler's scheduler, used before, waits on the wall
+clock: a 1 h step back stopped every poller.)
+
+A poller with a crontab ``schedule`` runs at wall-clock times by nature ("at
+03:00"). APScheduler's :class:`CronTrigger` computes the next such time, and the
+wait towards it is re-aimed from the wall clock at least every
+``WALL_RECHECK`` seconds: a step back or forward is followed within that time,
+and never stops the poller.
 """
 
 from __future__ import annotations
@@ -16,8 +22,9 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable
+from datetime import datetime
 
-from gateway import pollers
+from gateway import config, pollers
 from gateway.config import Settings
 from gateway.errors import StoreError, TransientError
 from gateway.store import Store
@@ -25,16 +32,22 @@ from gateway.store import Store
 log = logging.getLogger(__name__)
 
 MAX_BACKOFF = 3600.0
+#: Longest monotonic sleep towards a crontab time before the wall clock is read again.
+WALL_RECHECK = 30.0
 
 
 class PollJob:
     def __init__(self, name: str, poller: pollers.Poller, store: Store, interval: float,
-                 on_added: Callable[[], None]):
+                 on_added: Callable[[], None], cron: object | None = None,
+                 wall: Callable[[], datetime] = datetime.now):
         self.name = name
         self.poller = poller
         self.store = store
         self.interval = interval
         self.on_added = on_added
+        #: APScheduler ``CronTrigger`` or ``None`` (every ``interval`` seconds).
+        self.cron = cron
+        self.wall = wall
         self.failures = 0
         self.not_before = 0.0
 
@@ -65,10 +78,29 @@ class PollJob:
         """Seconds until the next run is due (monotonic)."""
         return max(self.not_before - time.monotonic(), self.interval)
 
+    def next_cron_time(self) -> datetime:
+        """The trigger's next fire time after now, by the wall clock."""
+        now = self.wall().astimezone()
+        return self.cron.get_next_fire_time(None, now)  # type: ignore[attr-defined]
+
+    async def wait_for_cron(self) -> None:
+        """Sleep until the next crontab time; a wall-clock step re-aims the wait."""
+        due = self.next_cron_time()
+        while (left := (due - self.wall().astimezone()).total_seconds()) > 0:
+            await asyncio.sleep(min(left, WALL_RECHECK))
+            # Unchanged while the clock runs on; earlier after a step back (the next
+            # time from the new now), and a step forward makes ``left`` negative.
+            due = min(due, self.next_cron_time())
+
     async def forever(self) -> None:
         while True:
             await self.run()
-            await asyncio.sleep(self.wait())
+            if self.cron is None:
+                await asyncio.sleep(self.wait())
+            else:
+                await self.wait_for_cron()
+                if (delay := self.not_before - time.monotonic()) > 0:
+                    await asyncio.sleep(delay)  # still backing off after a failure
 
     def _count(self, outcome: str) -> None:
         with self.store.transaction() as tx:
@@ -97,6 +129,8 @@ def start(settings: Settings, store: Store, on_added: Callable[[], None]) -> Job
     jobs = []
     for name in names:
         every = pollers.interval(name, settings)
-        jobs.append(PollJob(name, pollers.make(name, settings), store, every, on_added))
-        log.info("poller %s every %g s", name, every)
+        line = pollers.schedule(name, settings)
+        cron = config.cron_trigger(line) if line else None
+        jobs.append(PollJob(name, pollers.make(name, settings), store, every, on_added, cron))
+        log.info("poller %s %s", name, f"on {line!r}" if line else f"every {every:g} s")
     return Jobs(jobs)

@@ -53,3 +53,64 @@ def test_debbugs_poller_runs_in_the_daemon_survives_failures_and_publishes(daemo
     polls = [m for m in fake.methods()[calls_before:] if m == "get_bugs"]
     assert 1 <= len(polls) <= 5, "the poller runs on its interval, one poll at a time"
     assert proc.stop() == 0
+
+
+class CountingPoller:
+    """A poller that only counts its polls (the schedule is what is under test)."""
+
+    name = "counting"
+
+    def __init__(self) -> None:
+        self.polls: list[float] = []
+
+    def poll(self, store, *, dry_run: bool = False) -> list:
+        self.polls.append(time.monotonic())
+        return []
+
+
+def test_crontab_schedule_follows_a_wall_clock_step_back_and_forward(monkeypatch) -> None:
+    """A crontab schedule is computed by APScheduler's CronTrigger on the wall clock; a
+    1 h step back (or forward) must neither stop the poller nor bunch its runs."""
+    import asyncio
+    from datetime import datetime, timedelta
+
+    from apscheduler.triggers.cron import CronTrigger
+
+    from gateway import scheduler
+
+    monkeypatch.setattr(scheduler, "WALL_RECHECK", 0.2)
+    offset = timedelta(0)
+    poller = CountingPoller()
+    job = scheduler.PollJob("counting", poller, None, 60.0, lambda: None,  # type: ignore[arg-type]
+                            cron=CronTrigger(second="*"), wall=lambda: datetime.now() + offset)
+
+    async def scenario() -> None:
+        nonlocal offset
+        task = asyncio.create_task(job.forever())
+        await asyncio.sleep(2.5)
+        before_step = len(poller.polls)
+        offset = timedelta(hours=-1)  # the wall clock steps back one hour
+        await asyncio.sleep(3.0)
+        after_back = len(poller.polls) - before_step
+        offset = timedelta(hours=1)  # then forward two hours
+        await asyncio.sleep(2.0)
+        task.cancel()
+        assert before_step >= 2, poller.polls
+        assert after_back >= 2, "a wall-clock step back stopped the crontab poller"
+        # The first run is at start, the next on the first whole second; after the
+        # step forward the missed second runs once (at once), then the schedule goes on.
+        gaps = [b - a for a, b in zip(poller.polls[1:], poller.polls[2:], strict=False)]
+        assert sum(gap < 0.9 for gap in gaps) <= 2, f"runs bunched after a step: {gaps}"
+        assert min(gaps) > 0.05, f"runs bunched after a step: {gaps}"
+
+    asyncio.run(scenario())
+
+
+def test_a_bad_crontab_schedule_is_a_config_error_naming_the_key(make_settings) -> None:
+    from gateway.errors import ConfigError
+
+    with pytest.raises(ConfigError) as caught:
+        make_settings(debbugs={"schedule": "every five minutes"})
+    assert caught.value.key == "debbugs.schedule"
+    settings = make_settings(wannabuild={"schedule": "*/5 * * * *"})
+    assert settings.wannabuild.schedule == "*/5 * * * *"
