@@ -15,6 +15,7 @@ import itertools
 import sqlite3
 import threading
 import time
+import uuid
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -64,6 +65,8 @@ CREATE TABLE IF NOT EXISTS counters (
 """
 
 PUBLISHED_CURSOR = "publisher.sent"
+#: Random id made once with the database: subscribers see a wiped state as a new epoch.
+EPOCH_CURSOR = "publisher.epoch"
 
 
 class EnvelopeFactory:
@@ -75,6 +78,8 @@ class EnvelopeFactory:
         self.publisher = publisher
         self.username = username
         self.signer = signer or NullSigner()
+        #: The state database's epoch, set by :class:`Store` when it opens the database.
+        self.epoch: str | None = None
         self._counter = itertools.count(1)
         self._topics: dict[tuple[str, ...], str] = {}
 
@@ -90,12 +95,12 @@ class EnvelopeFactory:
             return topic, msg_id, env.encode_unsigned(
                 topic=topic, body=event.body, msg_id=msg_id, timestamp=now,
                 i=next(self._counter), username=self.username, seq_id=seq_id,
-                publisher=self.publisher,
+                publisher=self.publisher, publisher_epoch=self.epoch,
             )
         envelope = env.build(
             topic=topic, body=event.body, msg_id=msg_id, timestamp=now,
             i=next(self._counter), username=self.username, seq_id=seq_id,
-            publisher=self.publisher,
+            publisher=self.publisher, publisher_epoch=self.epoch,
         )
         return topic, msg_id, env.canonical_json(self.signer.sign(envelope))
 
@@ -115,6 +120,8 @@ class Store:
         self._init_lock = threading.Lock()
         self._initialised = False
         self.connect()
+        if factory is not None:
+            factory.epoch = self.epoch()
 
     # -- connections -------------------------------------------------------------------
     def connect(self) -> sqlite3.Connection:
@@ -144,6 +151,8 @@ class Store:
                              f"busgate ({SCHEMA_VERSION}); upgrade busgate")
         conn.executescript(SCHEMA)
         conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+        conn.execute("INSERT OR IGNORE INTO cursors (name, value) VALUES (?, ?)",
+                     (EPOCH_CURSOR, uuid.uuid4().hex))
 
     def close(self) -> None:
         conn = getattr(self._local, "conn", None)
@@ -180,6 +189,10 @@ class Store:
         row = self.connect().execute("SELECT value FROM cursors WHERE name = ?",
                                      (name,)).fetchone()
         return row[0] if row else None
+
+    def epoch(self) -> str:
+        """This database's publisher epoch (made when the database was created)."""
+        return self.cursor(EPOCH_CURSOR) or ""
 
     def published_seq_id(self) -> int:
         return int(self.cursor(PUBLISHED_CURSOR) or 0)
