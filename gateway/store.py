@@ -209,6 +209,12 @@ class Store:
         sql = f"SELECT envelope FROM outbox WHERE {where} ORDER BY seq_id LIMIT ?"  # noqa: S608
         return [r[0] for r in self.connect().execute(sql, (*params, limit))]
 
+    def iter_envelopes(self, where: str, params: Iterable[Any],
+                       limit: int) -> Iterator[tuple[int, str]]:
+        """Like :meth:`envelopes`, one ``(seq_id, envelope)`` at a time (bounded replies)."""
+        sql = f"SELECT seq_id, envelope FROM outbox WHERE {where} ORDER BY seq_id LIMIT ?"  # noqa: S608
+        yield from self.connect().execute(sql, (*params, limit))
+
     def counters(self) -> dict[str, int]:
         return dict(self.connect().execute("SELECT name, value FROM counters ORDER BY name"))
 
