@@ -232,8 +232,10 @@ class Subscriber:
         publisher = envelope.get("publisher")
         served = self._served.get(endpoint.publish)
         last = body.get("last_seq_id") if isinstance(body, dict) else None
+        # The publisher this endpoint serves (seen in its sequenced messages or replay
+        # answers), else the one it is configured under.
         trusted = isinstance(publisher, str) and (
-            publisher in served if served else publisher == endpoint.name or served is None)
+            publisher in served if served else publisher == endpoint.name)
         if not trusted or type(last) is not int or last < 0:
             self.stats.invalid += 1
             log.warning("ignoring a heartbeat from %s that names publisher %r or seq_id %r",
@@ -243,7 +245,7 @@ class Subscriber:
         self._served.setdefault(endpoint.publish, set()).add(publisher)
         track = self._track(publisher, _epoch(envelope), endpoint, last + 1)
         if track is not None and last > track.last:
-            self._gap(endpoint, publisher, track, last)
+            self._gap(endpoint, publisher, track, last, live=False)
         if self.show_heartbeats and self._wanted(envelope["topic"]):
             self._backlog.append(Message(envelope["topic"], envelope, endpoint))
 
@@ -277,14 +279,17 @@ class Subscriber:
             track.epoch = epoch
         return track
 
-    def _gap(self, endpoint: Endpoint, publisher: str, track: _Track, hi: int) -> None:
+    def _gap(self, endpoint: Endpoint, publisher: str, track: _Track, hi: int, *,
+             live: bool = True) -> None:
         """Queue the repair of ``track.last+1``..``hi`` and move the track to ``hi``; a
         heartbeat's claim is pulled back to what replay has when the first page comes."""
         lo = track.last + 1
         if not endpoint.replay:
-            self.stats.unrepaired += hi - lo + 1
-            log.warning("%s: missed seq_id %d-%d and it has no replay endpoint", publisher, lo, hi)
-            track.last = hi
+            if live:  # a heartbeat's claim cannot be checked without replay: not believed
+                self.stats.unrepaired += hi - lo + 1
+                log.warning("%s: missed seq_id %d-%d and it has no replay endpoint",
+                            publisher, lo, hi)
+                track.last = hi
             return
         self._backlog.append(_Repair(endpoint, publisher, track.epoch, lo, hi))
         track.last = hi
