@@ -67,10 +67,10 @@ class ZmqSettings:
     max_subscription_bytes: int = 1024
     #: Subscription bytes one subscriber may send (plus 64 a second connected) before it
     #: is hung up on; its subscriptions are freed with it.
-    max_peer_subscription_bytes: int = 65536
+    max_peer_subscription_bytes: int = 16384
     #: Subscription bytes all subscribers together may send; past it the biggest senders
     #: are hung up on.
-    max_total_subscription_bytes: int = 4 * 1024 * 1024
+    max_total_subscription_bytes: int = 512 * 1024
     #: Subscribers at once; the newest past it are hung up on.
     max_subscribers: int = 1000
 

@@ -66,9 +66,10 @@ class ZmqPublisher:
         sock.setsockopt(zmq.TCP_KEEPALIVE, 1)
         sock.setsockopt(zmq.MAXMSGSIZE, max_subscription_bytes)
         # Few subscriptions in flight per subscriber: libzmq moves them into its trie in
-        # batches of this many, so a flood grows it slowly between two guard checks.
-        sock.setsockopt(zmq.RCVHWM, 16)
-        self.guard = PeerGuard(sock, peer_limits or PeerLimits(max_bytes=65536), "publish")
+        # batches of this many on each of our calls, so a flood grows it slowly between two
+        # guard checks (a subscriber sends a handful; they still flow at once).
+        sock.setsockopt(zmq.RCVHWM, 2)
+        self.guard = PeerGuard(sock, peer_limits or PeerLimits(max_bytes=16384), "publish")
         try:
             bind(sock, endpoint, "publish")
         except BindError:
@@ -140,9 +141,12 @@ class ZmqPublisher:
         finally:
             self.socket.setsockopt(zmq.XPUB_NODROP, 1)
 
-    def drain_subscriptions(self) -> None:
-        """Read (un)subscription notices so they never pile up; count subscriptions."""
-        while True:
+    def drain_subscriptions(self, most: int = 1000) -> None:
+        """Read (un)subscription notices so they never pile up; count subscriptions.
+
+        At most ``most`` at a time: under a flood every read lets libzmq take in more.
+        """
+        for _ in range(most):
             try:
                 notice = self.socket.recv(zmq.NOBLOCK)
             except zmq.Again:
@@ -153,9 +157,13 @@ class ZmqPublisher:
                 self.subscribers = max(0, self.subscribers - 1)
 
     def guard_peers(self) -> None:
-        """Drain subscription notices and hang up on subscribers over their limits."""
-        self.drain_subscriptions()
+        """Hang up on subscribers over their limits, then take in a few more notices.
+
+        Each read lets libzmq move more subscriptions into its trie, so a tick reads few
+        (legitimate subscribers send a handful) and checks the limits first.
+        """
         self.guard.check()
+        self.drain_subscriptions(most=128)
 
     def close(self) -> None:
         self.guard.close()
