@@ -342,11 +342,16 @@ def _nonneg(value: Any) -> int:
     return value if type(value) is int and value >= 0 else 0
 
 
+#: Largest reply frame a client accepts (one envelope); a bigger one ends the answer.
+MAX_REPLY_FRAME = 256 * 1024 * 1024
+
+
 def _ask(endpoint: str, request: dict[str, Any], timeout: float,
          context: zmq.Context | None) -> Sequence[bytes]:
     ctx = context or zmq.Context.instance()
     sock = ctx.socket(zmq.REQ)
     sock.setsockopt(zmq.LINGER, 0)
+    sock.setsockopt(zmq.MAXMSGSIZE, MAX_REPLY_FRAME)
     sock.setsockopt(zmq.RCVTIMEO, int(timeout * 1000))
     sock.setsockopt(zmq.SNDTIMEO, int(timeout * 1000))
     try:

@@ -319,7 +319,7 @@ def test_a_stopped_tail_gets_all_of_a_150000_event_gap(daemon):
 
 def test_published_dropped_counts_messages_not_episodes(daemon):
     proc, settings = daemon(zmq={"sndhwm": 100, "hwm_wait_ms": 5})
-    total = 20_000
+    total = 12_000  # 12 MB: more than the loopback socket buffers hold
     with Subscriber(discovery.discover(settings), rcvhwm=100,
                     heartbeat_topic=heartbeat.topic(settings.topic_prefix)) as sub:
         for attempt in range(100):
@@ -460,3 +460,21 @@ def test_a_tail_started_while_the_daemon_is_down_gets_its_first_messages(daemon)
     finally:
         tail.kill()
         tail.wait()
+
+
+def test_connections_past_the_peer_limits_are_hung_up_on(daemon):
+    proc, settings = daemon(zmq={"max_subscribers": 2, "replay_max_peers": 2})
+    fill(settings, 5)
+    for url, kind in ((settings.zmq.publish, "SUB"), (settings.zmq.replay, "REQ")):
+        socks = []
+        try:
+            for _ in range(5):
+                socks.append(zmtp.connect(url, kind))
+                time.sleep(0.1)  # accepted in this order: the newest are hung up on
+            assert [zmtp.closed_by_peer(s, timeout=1) for s in socks] == \
+                [False, False, True, True, True], kind
+        finally:
+            for s in socks:
+                s.close()
+    still_serves(settings)
+    assert proc.proc.poll() is None
