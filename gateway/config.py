@@ -54,8 +54,27 @@ class ZmqSettings:
     hwm_wait_ms: int = 200
     #: Seconds between heartbeats carrying the latest seq_id (0 disables).
     heartbeat_interval: float = 5.0
-    #: Largest number of messages one replay reply may carry.
+    #: Largest number of messages one replay reply may carry (paged requests get the rest
+    #: in further pages).
     replay_max_messages: int = 100000
+    #: Most bytes of envelopes one replay reply may carry (paged like the count).
+    replay_max_bytes: int = 8 * 1024 * 1024
+    #: Largest replay request frame; libzmq hangs up on a larger one before allocating it.
+    replay_max_request_bytes: int = 65536
+    #: Bytes one replay connection may send in all before it is hung up on.
+    replay_max_peer_bytes: int = 1024 * 1024
+    #: Replay connections at once; the newest past it are hung up on.
+    replay_max_peers: int = 256
+    #: Largest subscription frame a subscriber may send (a topic is at most 255 bytes).
+    max_subscription_bytes: int = 1024
+    #: Subscription bytes one subscriber may send (plus 64 a second connected) before it
+    #: is hung up on; its subscriptions are freed with it.
+    max_peer_subscription_bytes: int = 16384
+    #: Subscription bytes all subscribers together may send; past it the biggest senders
+    #: are hung up on.
+    max_total_subscription_bytes: int = 512 * 1024
+    #: Subscribers at once; the newest past it are hung up on.
+    max_subscribers: int = 1000
 
 
 @dataclass(frozen=True)
@@ -406,6 +425,14 @@ def _check(settings: Settings, origin: dict[str, str]) -> None:
     positive = {
         "zmq.sndhwm": settings.zmq.sndhwm,
         "zmq.replay_max_messages": settings.zmq.replay_max_messages,
+        "zmq.replay_max_bytes": settings.zmq.replay_max_bytes,
+        "zmq.replay_max_request_bytes": settings.zmq.replay_max_request_bytes,
+        "zmq.replay_max_peer_bytes": settings.zmq.replay_max_peer_bytes,
+        "zmq.replay_max_peers": settings.zmq.replay_max_peers,
+        "zmq.max_subscription_bytes": settings.zmq.max_subscription_bytes,
+        "zmq.max_peer_subscription_bytes": settings.zmq.max_peer_subscription_bytes,
+        "zmq.max_total_subscription_bytes": settings.zmq.max_total_subscription_bytes,
+        "zmq.max_subscribers": settings.zmq.max_subscribers,
         "mail.max_size": settings.mail.max_size,
         "mail.max_header_bytes": settings.mail.max_header_bytes,
         "dak.verify_timeout": settings.dak.verify_timeout,

@@ -22,12 +22,14 @@ from gateway.publisher import Publisher
 from gateway.replay import ReplayServer
 from gateway.spoolworker import SpoolWorker
 from gateway.store import Store, state_error
+from gateway.transports.peers import PeerLimits
 from gateway.transports.zmq import ZmqPublisher
 
 log = logging.getLogger(__name__)
 
 
-async def _heartbeats(settings: Settings, transport: ZmqPublisher, publisher: Publisher) -> None:
+async def _heartbeats(settings: Settings, transport: ZmqPublisher, publisher: Publisher,
+                      epoch: str) -> None:
     every = settings.zmq.heartbeat_interval
     if every <= 0:
         return
@@ -36,7 +38,7 @@ async def _heartbeats(settings: Settings, transport: ZmqPublisher, publisher: Pu
         transport.drain_subscriptions()
         topic, payload = heartbeat.build(
             settings.topic_prefix, settings.publisher.name, settings.username,
-            publisher.sent_seq, settings.zmq.replay or None,
+            publisher.sent_seq, settings.zmq.replay or None, epoch,
         )
         transport.send_now(topic, payload)
 
@@ -47,6 +49,23 @@ async def _watch_state(store: Store, every: float = 1.0) -> None:
     while True:
         await asyncio.sleep(every)
         store.verify()
+
+
+async def _guard_peers(guarded: list[Callable[[], None]], every: float = 0.02) -> None:
+    """Hang up on remote peers over their limits, often enough that a flood stays small."""
+    while True:
+        await asyncio.sleep(every)
+        for check in guarded:
+            check()
+
+
+def _peer_limits(settings: Settings) -> tuple[PeerLimits, PeerLimits]:
+    conf = settings.zmq
+    publish = PeerLimits(max_bytes=conf.max_peer_subscription_bytes, bytes_per_second=64,
+                         max_total_bytes=conf.max_total_subscription_bytes,
+                         max_peers=conf.max_subscribers)
+    replay = PeerLimits(max_bytes=conf.replay_max_peer_bytes, max_peers=conf.replay_max_peers)
+    return publish, replay
 
 
 async def serve(settings: Settings, stop: asyncio.Event | None = None,
@@ -72,23 +91,32 @@ async def serve(settings: Settings, stop: asyncio.Event | None = None,
     closers: list[Callable[[], object]] = [lambda: context.destroy(0)]
     tasks: list[asyncio.Task[None]] = []
     try:
+        publish_limits, replay_limits = _peer_limits(settings)
         transport = ZmqPublisher(context, settings.zmq.publish, sndhwm=settings.zmq.sndhwm,
-                                 hwm_wait_ms=settings.zmq.hwm_wait_ms)
+                                 hwm_wait_ms=settings.zmq.hwm_wait_ms,
+                                 max_subscription_bytes=settings.zmq.max_subscription_bytes,
+                                 peer_limits=publish_limits)
         closers.insert(0, transport.close)
+        guarded: list[Callable[[], None]] = [transport.guard_peers]
         publisher = Publisher(store, transport)
         worker = SpoolWorker(settings, publisher.notify)
         worker.start()
         closers.insert(0, worker.stop)
         tasks += [asyncio.create_task(publisher.run(), name="publisher"),
                   asyncio.create_task(worker.supervise(), name="spool"),
-                  asyncio.create_task(_heartbeats(settings, transport, publisher),
-                                      name="heartbeat"),
+                  asyncio.create_task(_heartbeats(settings, transport, publisher,
+                                                  store.epoch()), name="heartbeat"),
                   asyncio.create_task(_watch_state(store), name="state")]
         if settings.zmq.replay:
             replay = ReplayServer(context, settings.zmq.replay, store,
-                                  settings.zmq.replay_max_messages)
+                                  settings.zmq.replay_max_messages,
+                                  max_bytes=settings.zmq.replay_max_bytes,
+                                  max_request_bytes=settings.zmq.replay_max_request_bytes,
+                                  peer_limits=replay_limits)
             closers.insert(0, replay.close)
+            guarded.append(replay.guard_peers)
             tasks.append(asyncio.create_task(replay.serve(), name="replay"))
+        tasks.append(asyncio.create_task(_guard_peers(guarded), name="peers"))
         if settings.smtp.enabled:
             from gateway.smtp import SmtpListener
 

@@ -69,7 +69,8 @@ def uid_of_msg_id(msg_id: str) -> bytes:
 
 
 def encode_unsigned(*, topic: str, body: Any, msg_id: str, timestamp: int, i: int,
-                    username: str, seq_id: int, publisher: str) -> str:
+                    username: str, seq_id: int, publisher: str,
+                    publisher_epoch: str | None = None) -> str:
     """``canonical_json(build(...))`` for an unsigned envelope, without the dict round trip.
 
     The keys are written in sorted order by hand; a test holds it equal to the
@@ -77,10 +78,15 @@ def encode_unsigned(*, topic: str, body: Any, msg_id: str, timestamp: int, i: in
     """
     return (
         f'{{"i":{int(i)},"msg":{_encoder.encode(body)},"msg_id":{_encoder.encode(msg_id)},'
-        f'"publisher":{_json_str(publisher)},"seq_id":{int(seq_id)},'
+        f'"publisher":{_json_str(publisher)},'
+        f'{_epoch_field(publisher_epoch)}"seq_id":{int(seq_id)},'
         f'"timestamp":{int(timestamp)},"topic":{_json_str(topic)},'
         f'"username":{_json_str(username)}}}'
     )
+
+
+def _epoch_field(epoch: str | None) -> str:
+    return "" if epoch is None else f'"publisher_epoch":{_json_str(epoch)},'
 
 
 @functools.lru_cache(maxsize=1024)
@@ -98,6 +104,7 @@ def build(
     username: str,
     seq_id: int | None = None,
     publisher: str | None = None,
+    publisher_epoch: str | None = None,
 ) -> dict[str, Any]:
     """Assemble the unsigned envelope; signing (``gateway.signing``) comes last."""
     envelope: dict[str, Any] = {
@@ -112,6 +119,8 @@ def build(
         envelope["seq_id"] = seq_id
     if publisher is not None:
         envelope["publisher"] = publisher
+    if publisher_epoch is not None:
+        envelope["publisher_epoch"] = publisher_epoch
     return envelope
 
 

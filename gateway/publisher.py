@@ -42,12 +42,18 @@ class Publisher:
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(self.wake.wait(), timeout=1.0)
                     continue
+            # The transport counts drops per message and receiver (one lossy send can make
+            # a stalled subscriber miss many); lossy transports without a count give one per
+            # failed send.
+            counted = getattr(self.transport, "dropped", None)
             dropped = 0
             try_send = self.transport.try_send
             for row in rows:
                 topic, payload = row.topic.encode(), row.envelope.encode()
                 if not try_send(topic, payload) and not await self.transport.send(topic, payload):
                     dropped += 1
+            if counted is not None:
+                dropped = self.transport.dropped - counted  # type: ignore[attr-defined]
             self.sent_seq = rows[-1].seq_id
             self.sent += len(rows)
             self.dropped += dropped

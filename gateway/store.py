@@ -16,6 +16,7 @@ import os
 import sqlite3
 import threading
 import time
+import uuid
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
@@ -65,6 +66,8 @@ CREATE TABLE IF NOT EXISTS counters (
 """
 
 PUBLISHED_CURSOR = "publisher.sent"
+#: Random id made once with the database: subscribers see a wiped state as a new epoch.
+EPOCH_CURSOR = "publisher.epoch"
 
 
 class EnvelopeFactory:
@@ -76,6 +79,8 @@ class EnvelopeFactory:
         self.publisher = publisher
         self.username = username
         self.signer = signer or NullSigner()
+        #: The state database's epoch, set by :class:`Store` when it opens the database.
+        self.epoch: str | None = None
         self._counter = itertools.count(1)
         self._topics: dict[tuple[str, ...], str] = {}
 
@@ -91,12 +96,12 @@ class EnvelopeFactory:
             return topic, msg_id, env.encode_unsigned(
                 topic=topic, body=event.body, msg_id=msg_id, timestamp=now,
                 i=next(self._counter), username=self.username, seq_id=seq_id,
-                publisher=self.publisher,
+                publisher=self.publisher, publisher_epoch=self.epoch,
             )
         envelope = env.build(
             topic=topic, body=event.body, msg_id=msg_id, timestamp=now,
             i=next(self._counter), username=self.username, seq_id=seq_id,
-            publisher=self.publisher,
+            publisher=self.publisher, publisher_epoch=self.epoch,
         )
         return topic, msg_id, env.canonical_json(self.signer.sign(envelope))
 
@@ -135,6 +140,8 @@ class Store:
         self._init_lock = threading.Lock()
         self._initialised = False
         self.connect()
+        if factory is not None:
+            factory.epoch = self.epoch()
 
     # -- connections -------------------------------------------------------------------
     def connect(self) -> sqlite3.Connection:
@@ -176,6 +183,8 @@ class Store:
             return  # nothing to write: a read-only database can still be read (status)
         conn.executescript(SCHEMA)
         conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+        conn.execute("INSERT OR IGNORE INTO cursors (name, value) VALUES (?, ?)",
+                     (EPOCH_CURSOR, uuid.uuid4().hex))
 
     def close(self) -> None:
         conn = getattr(self._local, "conn", None)
@@ -234,6 +243,10 @@ class Store:
                                      (name,)).fetchone()
         return row[0] if row else None
 
+    def epoch(self) -> str:
+        """This database's publisher epoch (made when the database was created)."""
+        return self.cursor(EPOCH_CURSOR) or ""
+
     def published_seq_id(self) -> int:
         return int(self.cursor(PUBLISHED_CURSOR) or 0)
 
@@ -248,6 +261,12 @@ class Store:
         """Stored envelopes matching a fixed SQL condition, in seq_id order (replay)."""
         sql = f"SELECT envelope FROM outbox WHERE {where} ORDER BY seq_id LIMIT ?"  # noqa: S608
         return [r[0] for r in self.connect().execute(sql, (*params, limit))]
+
+    def iter_envelopes(self, where: str, params: Iterable[Any],
+                       limit: int) -> Iterator[tuple[int, str]]:
+        """Like :meth:`envelopes`, one ``(seq_id, envelope)`` at a time (bounded replies)."""
+        sql = f"SELECT seq_id, envelope FROM outbox WHERE {where} ORDER BY seq_id LIMIT ?"  # noqa: S608
+        yield from self.connect().execute(sql, (*params, limit))
 
     def counters(self) -> dict[str, int]:
         return dict(self.connect().execute("SELECT name, value FROM counters ORDER BY name"))

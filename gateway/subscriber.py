@@ -1,17 +1,32 @@
 """Subscribe to publishers and hand back every message, in order, repairing gaps.
 
 One SUB socket per publisher endpoint, so a message is always known to come
-from a given endpoint. ``seq_id`` is tracked per publisher; a jump (in a live
-message, or revealed by a heartbeat's ``last_seq_id``) is filled from that
-publisher's replay endpoint before the live message is handed on. A message
-whose ``seq_id`` was already seen is dropped, so a publisher's re-send after a
-crash reaches the application once.
+from a given endpoint. ``seq_id`` is tracked per publisher and epoch; a jump
+(in a live message, or revealed by a heartbeat's ``last_seq_id``) is filled
+from that publisher's replay endpoint, page by page (any gap size), before the
+live message is handed on. A message whose ``seq_id`` was already seen is
+dropped, so a publisher's re-send after a crash reaches the application once.
+
+What is trusted: a sequenced message's ``publisher`` and ``publisher_epoch``
+(the daemon writes them into the outbox; users cannot). A heartbeat is an
+unsequenced message on the heartbeat topic that names a publisher this endpoint
+serves, and its ``last_seq_id`` is only believed as far as the replay endpoint
+can deliver (its reply's ``last_seq_id``). A new epoch (the publisher's state
+was wiped) restarts tracking at seq_id 0 instead of dropping every message as
+already seen. Replies must name the publisher and epoch being repaired.
+
+With ``since`` (``busgate tail`` passes its start time) the subscriber asks each
+replay endpoint where its publisher stands when it starts, so nothing published
+after the start is missed, even before the SUB connection is up or across a
+restart of the daemon; a publisher that could not be asked is caught up by
+time (``since`` on) at first contact.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -53,7 +68,32 @@ class Stats:
     duplicates: int = 0
     invalid: int = 0
     unrepaired: int = 0
+    resets: int = 0
     last_seq: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass
+class _Track:
+    """Where one publisher stands for us: its epoch and the last seq_id handed on."""
+
+    epoch: str | None
+    last: int
+
+
+@dataclass
+class _Repair:
+    """A gap to fill from ``endpoint``'s replay: seq_ids ``lo``..``hi`` of one epoch."""
+
+    endpoint: Endpoint
+    publisher: str
+    epoch: str | None
+    lo: int
+    hi: int
+    since: float | None = None  # catch up by time (first contact after an unanswered start)
+    after: int = 0
+
+
+_FAR_FUTURE = 2 ** 53
 
 
 class Subscriber:
@@ -66,6 +106,7 @@ class Subscriber:
         heartbeat_topic: str | None = None,
         show_heartbeats: bool = False,
         resume_from: int | None = None,
+        since: float | None = None,
         rcvhwm: int = 100000,
         replay_timeout: float = 5.0,
         context: zmq.Context | None = None,
@@ -75,8 +116,12 @@ class Subscriber:
         self.exclude = tuple(exclude)
         self.show_heartbeats = show_heartbeats
         self.resume_from = resume_from
+        self.since = since
         self.replay_timeout = replay_timeout
         self.stats = Stats()
+        self._tracks: dict[str, _Track] = {}
+        self._served: dict[str, set[str]] = {}  # endpoint URL -> publishers seen there
+        self._backlog: deque[Message | _Repair] = deque()
         self._context = context or zmq.Context.instance()
         self._poller = zmq.Poller()
         self._sockets: dict[zmq.Socket, Endpoint] = {}
@@ -95,6 +140,9 @@ class Subscriber:
             sock.connect(endpoint.publish)
             self._poller.register(sock, zmq.POLLIN)
             self._sockets[sock] = endpoint
+        if since is not None and resume_from is None:
+            for endpoint in self.endpoints:
+                self._baseline(endpoint)
 
     def close(self) -> None:
         for sock in self._sockets:
@@ -118,6 +166,16 @@ class Subscriber:
         delivered = 0
         last_activity = time.monotonic()
         while count is None or delivered < count:
+            while self._backlog:
+                item = self._backlog.popleft()
+                if isinstance(item, _Repair):
+                    self._repair_page(item)
+                    continue
+                yield item
+                last_activity = time.monotonic()
+                delivered += 1
+                if count is not None and delivered >= count:
+                    return
             now = time.monotonic()
             waits = [1000.0]
             if deadline is not None:
@@ -128,78 +186,158 @@ class Subscriber:
             if wait <= 0:
                 return
             for sock, _ in self._poller.poll(wait):
-                while True:
+                for _ in range(1000):  # then serve the backlog, then read on
                     try:
                         frames = sock.recv_multipart(zmq.NOBLOCK)
                     except zmq.Again:
                         break
-                    for message in self._accept(frames, self._sockets[sock]):
-                        yield message
-                        last_activity = time.monotonic()
-                        delivered += 1
-                        if count is not None and delivered >= count:
-                            return
+                    self._accept(frames, self._sockets[sock])
 
     # -- gap tracking ------------------------------------------------------------------
-    def _accept(self, frames: list[bytes], endpoint: Endpoint) -> list[Message]:
+    def _accept(self, frames: list[bytes], endpoint: Endpoint) -> None:
         try:
             envelope = env.decode(frames)
         except EnvelopeError as exc:
             self.stats.invalid += 1
             log.warning("ignoring an invalid message from %s: %s", endpoint.publish, exc)
-            return []
-        publisher = str(envelope.get("publisher") or endpoint.name)
+            return
         if heartbeat.is_heartbeat(envelope):
-            body = envelope.get("msg") or {}
-            last = body.get("last_seq_id") if isinstance(body, dict) else None
-            out = []
-            if type(last) is int:
-                out = self._catch_up(publisher, endpoint, last + 1)
-            if self.show_heartbeats and self._wanted(envelope["topic"]):
-                out.append(Message(envelope["topic"], envelope, endpoint))
-            return out
+            self._heartbeat(envelope, endpoint)
+            return
         seq = envelope.get("seq_id")
         if type(seq) is not int:
             self.stats.received += 1
-            return [Message(envelope["topic"], envelope, endpoint)] \
-                if self._wanted(envelope["topic"]) else []
-        seen = self.stats.last_seq.get(publisher, self.resume_from)
-        if seen is not None and seq <= seen:
+            if self._wanted(envelope["topic"]):
+                self._backlog.append(Message(envelope["topic"], envelope, endpoint))
+            return
+        publisher = str(envelope.get("publisher") or endpoint.name)
+        self._served.setdefault(endpoint.publish, set()).add(publisher)
+        epoch = _epoch(envelope)
+        track = self._track(publisher, epoch, endpoint, seq)
+        if track is None:  # first contact, nothing to catch up: start here
+            track = self._tracks[publisher] = _Track(epoch, seq - 1)
+        if seq <= track.last:
             self.stats.duplicates += 1
-            return []
-        out = self._catch_up(publisher, endpoint, seq) if seen is not None else []
+            return
+        if seq > track.last + 1:
+            self._gap(endpoint, publisher, track, seq - 1)
+        track.last = seq
         self.stats.last_seq[publisher] = seq
         self.stats.received += 1
         if self._wanted(envelope["topic"]):
-            out.append(Message(envelope["topic"], envelope, endpoint))
-        return out
+            self._backlog.append(Message(envelope["topic"], envelope, endpoint))
 
-    def _catch_up(self, publisher: str, endpoint: Endpoint, upto: int) -> list[Message]:
-        """Fetch what this publisher sent between the last seen seq_id and ``upto``."""
-        seen = self.stats.last_seq.get(publisher, self.resume_from)
-        if seen is None or upto <= seen + 1:
-            return []
-        lo, hi = seen + 1, upto - 1
+    def _heartbeat(self, envelope: dict[str, Any], endpoint: Endpoint) -> None:
+        body = envelope.get("msg")
+        publisher = envelope.get("publisher")
+        served = self._served.get(endpoint.publish)
+        last = body.get("last_seq_id") if isinstance(body, dict) else None
+        # The publisher this endpoint serves (seen in its sequenced messages or replay
+        # answers), else the one it is configured under.
+        trusted = isinstance(publisher, str) and (
+            publisher in served if served else publisher == endpoint.name)
+        if not trusted or type(last) is not int or last < 0:
+            self.stats.invalid += 1
+            log.warning("ignoring a heartbeat from %s that names publisher %r or seq_id %r",
+                        endpoint.publish, publisher, last)
+            return
+        assert isinstance(publisher, str)
+        self._served.setdefault(endpoint.publish, set()).add(publisher)
+        track = self._track(publisher, _epoch(envelope), endpoint, last + 1)
+        if track is not None and last > track.last:
+            self._gap(endpoint, publisher, track, last, live=False)
+        if self.show_heartbeats and self._wanted(envelope["topic"]):
+            self._backlog.append(Message(envelope["topic"], envelope, endpoint))
+
+    def _track(self, publisher: str, epoch: str | None, endpoint: Endpoint,
+               upto: int) -> _Track | None:
+        """This publisher's track, reset on a new epoch; ``None`` for a first contact that
+        needs no catching up (the caller starts tracking at ``upto``)."""
+        track = self._tracks.get(publisher)
+        if track is None:
+            if self.resume_from is not None:
+                track = self._tracks[publisher] = _Track(epoch, self.resume_from)
+            elif self.since is not None and endpoint.replay:
+                # Nobody answered at start: catch up on everything stored since then.
+                track = self._tracks[publisher] = _Track(epoch, 0)
+                self._backlog.append(_Repair(endpoint, publisher, epoch, 1, upto - 1,
+                                             since=self.since))
+                track.last = upto - 1
+                self.stats.last_seq[publisher] = track.last
+                return track
+            else:
+                return None
+        if epoch is not None and track.epoch is not None and epoch != track.epoch:
+            log.warning("%s has a new epoch (its state was reset): seq_ids start again",
+                        publisher)
+            self.stats.resets += 1
+            self._backlog = deque(item for item in self._backlog
+                                  if not (isinstance(item, _Repair)
+                                          and item.publisher == publisher))
+            track.epoch, track.last = epoch, 0
+        elif track.epoch is None:
+            track.epoch = epoch
+        return track
+
+    def _gap(self, endpoint: Endpoint, publisher: str, track: _Track, hi: int, *,
+             live: bool = True) -> None:
+        """Queue the repair of ``track.last+1``..``hi`` and move the track to ``hi``; a
+        heartbeat's claim is pulled back to what replay has when the first page comes."""
+        lo = track.last + 1
         if not endpoint.replay:
-            self.stats.unrepaired += hi - lo + 1
-            log.warning("%s: missed seq_id %d-%d and it has no replay endpoint", publisher, lo, hi)
-            self.stats.last_seq[publisher] = hi
-            return []
-        request: dict[str, Any] = {"seq_id_range": [lo, hi]}
+            if live:  # a heartbeat's claim cannot be checked without replay: not believed
+                self.stats.unrepaired += hi - lo + 1
+                log.warning("%s: missed seq_id %d-%d and it has no replay endpoint",
+                            publisher, lo, hi)
+                track.last = hi
+            return
+        self._backlog.append(_Repair(endpoint, publisher, track.epoch, lo, hi))
+        track.last = hi
+
+    def _repair_page(self, job: _Repair) -> None:
+        """Fetch one page of ``job``; queue its messages, then the rest of the job."""
+        track = self._tracks.get(job.publisher)
+        if track is None or track.epoch != job.epoch:
+            return  # the publisher was reset meanwhile: this gap no longer exists
+        request: dict[str, Any] = (
+            {"time": [int(job.since), _FAR_FUTURE]} if job.since is not None
+            else {"seq_id_range": [job.lo, job.hi]})
+        if job.after:
+            request["after_seq_id"] = job.after
         if self.topics != [""]:
             request["topics"] = self.topics
+        assert job.endpoint.replay
         try:
-            envelopes = replay.query(endpoint.replay, request, timeout=self.replay_timeout,
-                                     context=self._context)
-        except replay.ReplayError as exc:
-            self.stats.unrepaired += hi - lo + 1
-            log.warning("%s: cannot replay seq_id %d-%d: %s", publisher, lo, hi, exc)
-            self.stats.last_seq[publisher] = hi
-            return []
-        out = []
-        for envelope in sorted(envelopes, key=lambda e: e.get("seq_id", 0)):
+            page = next(replay.pages(job.endpoint.replay, request, timeout=self.replay_timeout,
+                                     context=self._context, max_pages=1))
+        except (replay.ReplayError, StopIteration) as exc:
+            missed = job.hi - max(job.lo, job.after + 1) + 1
+            self.stats.unrepaired += max(0, missed)
+            log.warning("%s: cannot replay seq_id %d-%d: %s", job.publisher,
+                        max(job.lo, job.after + 1), job.hi, exc)
+            return
+        if page.publisher not in (None, job.publisher) or \
+                (job.epoch is not None and page.publisher_epoch not in (None, job.epoch)):
+            log.warning("%s: replay endpoint %s answers for %s (epoch %s), not for this "
+                        "publisher; gap left unrepaired", job.publisher, job.endpoint.replay,
+                        page.publisher, page.publisher_epoch)
+            self.stats.unrepaired += job.hi - job.lo + 1
+            return
+        if page.last_seq_id < job.hi:
+            # A heartbeat claimed more than is stored: believe only what replay has.
+            stored = max(page.last_seq_id, job.lo - 1)
+            if track.last == job.hi:
+                track.last = stored
+                self.stats.last_seq[job.publisher] = stored
+            job.hi = stored
+        out: list[Message] = []
+        for envelope in page.envelopes:
             seq = envelope.get("seq_id")
-            if type(seq) is not int or not lo <= seq <= hi:
+            if type(seq) is not int or not job.lo <= seq <= job.hi:
+                continue
+            if envelope.get("publisher", job.publisher) != job.publisher or \
+                    _epoch(envelope) not in (None, job.epoch):
+                self.stats.invalid += 1
                 continue
             try:
                 env.check(envelope)
@@ -207,12 +345,36 @@ class Subscriber:
                 self.stats.invalid += 1
                 continue
             if self._wanted(envelope["topic"]):
-                out.append(Message(envelope["topic"], envelope, endpoint, replayed=True))
+                out.append(Message(envelope["topic"], envelope, job.endpoint, replayed=True))
         self.stats.replayed += len(out)
-        self.stats.last_seq[publisher] = hi
-        return out
+        rest = page.more and page.after_seq_id < job.hi
+        if rest:
+            job.after = page.after_seq_id
+            self._backlog.appendleft(job)
+        self._backlog.extendleft(reversed(out))
+
+    def _baseline(self, endpoint: Endpoint) -> None:
+        """Ask where the publisher stands now, so that what follows is caught up."""
+        if not endpoint.replay:
+            return
+        try:
+            page = next(replay.pages(endpoint.replay, {"seq_id": 0}, context=self._context,
+                                     timeout=min(self.replay_timeout, 2.0), max_pages=1))
+        except (replay.ReplayError, StopIteration) as exc:
+            log.info("%s: no replay answer at start (%s); catching up by time later",
+                     endpoint.replay, exc)
+            return
+        if page.publisher:
+            self._served.setdefault(endpoint.publish, set()).add(page.publisher)
+            self._tracks.setdefault(page.publisher,
+                                    _Track(page.publisher_epoch, page.last_seq_id))
 
     def _wanted(self, topic: str) -> bool:
         if not any(topic.startswith(p) for p in self.topics):
             return False
         return not any(topic.startswith(p) for p in self.exclude)
+
+
+def _epoch(envelope: dict[str, Any]) -> str | None:
+    epoch = envelope.get("publisher_epoch")
+    return epoch if isinstance(epoch, str) else None

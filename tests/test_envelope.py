@@ -71,6 +71,8 @@ def test_fast_unsigned_encoding_equals_the_canonical_form(body):
     fields = dict(topic="org.debian.dev.dak.package.accept", body=body, msg_id="2026-x\"y",
                   timestamp=1700000000, i=3, username="ftp\u00e9", seq_id=9, publisher="p\\q")
     assert env.encode_unsigned(**fields) == env.canonical_json(env.build(**fields))
+    fields["publisher_epoch"] = "e\u00e9\"0"
+    assert env.encode_unsigned(**fields) == env.canonical_json(env.build(**fields))
 
 
 @pytest.mark.parametrize("key", ["", "a", "dak:accept:x_1.0_source.changes:unstable", "é" * 300])

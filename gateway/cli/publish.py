@@ -71,6 +71,12 @@ def run(args: argparse.Namespace) -> int:
         print(f"busgate publish: --topic {args.topic!r} must be <object>[.<subobject>].<event>",
               file=sys.stderr)
         return EX_DATAERR
+    from gateway import heartbeat
+
+    if heartbeat.is_reserved(args.modname, tokens):
+        print(f"busgate publish: {args.modname}.{args.topic} is the publisher's heartbeat "
+              "topic, which only the daemon sends", file=sys.stderr)
+        return EX_DATAERR
     settings = load_settings(args)
     try:
         # The worker builds the same topic with the same check (topics.MAX_TOPIC_BYTES):

@@ -39,11 +39,12 @@ def run(args: argparse.Namespace) -> int:
         print("busgate replay: give --seq-id, --seq-id-range, --msg-id or --time",
               file=sys.stderr)
         return 2
+    # Paged: any answer size, printed page by page (a page is bounded by the server).
     try:
-        envelopes = replay.query(endpoint, query, timeout=args.timeout)
+        for page in replay.pages(endpoint, query, timeout=args.timeout):
+            for envelope in page.envelopes:
+                print(json.dumps(envelope, sort_keys=True, ensure_ascii=False))
     except replay.ReplayError as exc:
         print(f"busgate replay: {exc}", file=sys.stderr)
         return 1
-    for envelope in envelopes:
-        print(json.dumps(envelope, sort_keys=True, ensure_ascii=False))
     return 0

@@ -50,9 +50,11 @@ def run(args: argparse.Namespace) -> int:
         return 2
     colour = args.color == "always" or (args.color == "auto" and sys.stdout.isatty())
     out = sys.stdout
+    # since=now: ask each publisher where it stands, so nothing published from here on is
+    # missed (not while connecting, not across a daemon restart).
     with Subscriber(endpoints, topics=args.topic, exclude=args.exclude,
                     heartbeat_topic=heartbeat.topic(settings.topic_prefix),
-                    show_heartbeats=args.heartbeats) as subscriber:
+                    show_heartbeats=args.heartbeats, since=time.time()) as subscriber:
         try:
             for message in subscriber.messages(count=args.count, timeout=args.timeout):
                 write(out, message.envelope, args.style, replayed=message.replayed,
