@@ -15,8 +15,8 @@ import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from gateway import topics
-from gateway.errors import EnvelopeError, TopicError
+from gateway import jsonbounds, topics
+from gateway.errors import EnvelopeError, ParseError, TopicError
 
 #: Namespace for UUID5 msg_ids: the same event key always yields the same id.
 MSG_ID_NAMESPACE = uuid.UUID("5d0c6f9e-3b7a-5d1e-9c59-627573676174")
@@ -129,14 +129,22 @@ def encode(envelope: Mapping[str, Any]) -> tuple[bytes, bytes]:
     return envelope["topic"].encode(), canonical_json(envelope).encode()
 
 
+#: Deepest nesting a received envelope may have: a body of ``ingest.max_json_depth``
+#: (64 by default) plus the envelope, with room for other publishers' settings.
+MAX_RECEIVED_DEPTH = 256
+
+
 def decode(frames: Sequence[bytes]) -> dict[str, Any]:
-    """Validate two frames and return the envelope. Raises :class:`EnvelopeError`."""
+    """Validate two frames and return the envelope. Raises :class:`EnvelopeError`.
+
+    Frames come from the network: NaN/Infinity and nesting past
+    :data:`MAX_RECEIVED_DEPTH` are refused instead of crashing the subscriber."""
     if len(frames) != 2:
         raise EnvelopeError(f"expected 2 frames [topic, json], got {len(frames)}")
     topic_frame, body = frames
     try:
-        envelope = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        envelope = jsonbounds.loads(body, MAX_RECEIVED_DEPTH)
+    except (UnicodeDecodeError, json.JSONDecodeError, ParseError) as exc:
         raise EnvelopeError(f"frame 1 is not JSON: {exc}") from None
     return check(envelope, topic_frame)
 

@@ -78,3 +78,15 @@ def test_fast_unsigned_encoding_equals_the_canonical_form(body):
 @pytest.mark.parametrize("key", ["", "a", "dak:accept:x_1.0_source.changes:unstable", "é" * 300])
 def test_msg_id_uuid_matches_the_standard_library(key):
     assert env.msg_id_for(key, 0).split("-", 1)[1] == str(uuid.uuid5(env.MSG_ID_NAMESPACE, key))
+
+
+def test_received_frames_that_are_not_sane_json_are_envelope_errors() -> None:
+    """A frame from the network nested 100,000 deep or holding NaN must be refused with
+    an EnvelopeError (the subscriber counts and drops it), never a RecursionError."""
+    from gateway.envelope import decode
+    from gateway.errors import EnvelopeError
+
+    deep = b'{"topic": "org.debian.dev.x.y.z", "msg": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+    for frame in (deep, b'{"topic": "org.debian.dev.x.y.z", "msg": NaN}', b"\xff\xfe"):
+        with pytest.raises(EnvelopeError):
+            decode([b"org.debian.dev.x.y.z", frame])
