@@ -23,6 +23,8 @@ MAX_STDIN = 64 * 1024 * 1024
 SPOOL_RESERVE = 0.25
 #: Seconds after the budget at which the watchdog ends the process regardless.
 HARD_GRACE = 1.0
+#: More seconds the watchdog allows per ref update: handing events over takes time too.
+GRACE_PER_REF = 50e-6
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -56,7 +58,7 @@ def _hook(args: argparse.Namespace, start: float) -> int:
 
     settings = load_settings(args)
     budget = max(settings.git.time_budget, 0.05)
-    _watchdog(budget + HARD_GRACE - (time.monotonic() - start))
+    watchdog = _watchdog(budget + HARD_GRACE - (time.monotonic() - start))
 
     from adapters.scm.git import Deadline, Git, GitError
     from adapters.scm.push import build_events, git_dir, pusher, repo_name
@@ -66,6 +68,10 @@ def _hook(args: argparse.Namespace, start: float) -> int:
     deadline = Deadline(max(budget - min(SPOOL_RESERVE, budget / 4), 0.01), start)
     data, stdin_problem = _read_stdin(deadline)
     updates, problems = parse_lines(data)
+    if len(updates) > 1000:  # give the hand-over of a big push its time
+        watchdog.cancel()
+        watchdog = _watchdog(budget + HARD_GRACE + GRACE_PER_REF * len(updates)
+                             - (time.monotonic() - start))
     if stdin_problem:
         problems.insert(0, stdin_problem)
     events = []
@@ -102,9 +108,12 @@ def _deliver(settings, events) -> None:  # type: ignore[no-untyped-def]
     # (10 ms of every push)
     from gateway.spool import Spool
 
-    lines = [json.dumps(e.to_dict(), ensure_ascii=False, separators=(",", ":")).encode()
-             + b"\n" for e in events]
-    Spool(settings.spool_dir).deliver("events", b"".join(lines))
+    spool = Spool(settings.spool_dir)
+    per_item = settings.git.max_item_events
+    for start in range(0, len(events), per_item):  # a big push: several items, in order
+        lines = [json.dumps(e.to_dict(), ensure_ascii=False, separators=(",", ":")).encode()
+                 + b"\n" for e in events[start:start + per_item]]
+        spool.deliver("events", b"".join(lines))
 
 
 def _read_stdin(deadline) -> tuple[bytes, str | None]:  # type: ignore[no-untyped-def]
@@ -137,7 +146,7 @@ def _whole_lines(data: bytes | bytearray) -> bytes:
     return bytes(data[:data.rfind(b"\n") + 1])
 
 
-def _watchdog(seconds: float) -> None:
+def _watchdog(seconds: float):  # type: ignore[no-untyped-def]
     """End the process (exit 0, one warning) if it is still running after ``seconds``."""
     import threading
 
@@ -148,6 +157,7 @@ def _watchdog(seconds: float) -> None:
     timer = threading.Timer(max(seconds, 0.01), expire)
     timer.daemon = True
     timer.start()
+    return timer
 
 
 def _warn(message: str) -> None:
