@@ -7,16 +7,17 @@ value of every pushed ref. One walk over all tips at once costs what the new
 history costs, however many refs the push has (one walk per ref cost a process
 and a walk each, and listed shared history once per ref).
 
-Attribution follows the nearest tip, like ``git log --source``: a pushed tip
-belongs to its ref (branches before tags, then push order, when several refs
-point at it); any other new commit belongs to the ref of one of its children,
-the first of them in that same order. So a push of all tags of a repository
-gives each tag the commits since the tag below it, a merged side branch goes
-with its merge, and every new commit is in exactly one event.
+Attribution follows the nearest tip: each new commit belongs to the ref whose
+new tip reaches it in the fewest parent steps (ties, and a commit several refs
+point at: branches before tags, then push order). So a push of all tags of a
+repository gives each tag the commits since the tag below it, a merged side
+branch goes with its merge, and every new commit is in exactly one event,
+whatever order the refs come in.
 """
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
@@ -72,30 +73,26 @@ def new_commits(git: Git, tips: Sequence[str], exclude: Iterable[str], *,
 
 
 def attribute(new: NewCommits, tips: Sequence[tuple[str, int]]) -> dict[str, int]:
-    """New commit -> the index of the ref event it belongs to.
+    """New commit -> the index of the ref event it belongs to: that of the nearest tip.
 
-    ``tips`` are ``(commit, event index)`` in preference order (the first ref
-    naming a commit owns it). With ``new.order`` in ``--topo-order`` every child
-    comes before its parents, so a commit's owner is settled before it is reached.
+    ``tips`` are ``(commit, event index)`` in preference order. One breadth-first
+    walk from all tips at once, so each commit is reached first from a tip with
+    the fewest parent steps to it (ties: the tip earlier in ``tips``).
     """
-    rank: dict[int, int] = {}
-    owner: dict[str, int] = {}
-    for commit, index in tips:
-        rank.setdefault(index, len(rank))
-        if commit in new.parents:
-            owner.setdefault(commit, index)
-    tip_commits = set(owner)
     parents = new.parents
-    for commit in new.order:
-        mine = owner.get(commit)
-        if mine is None:  # only when the listing was cut: no child of it was read
-            continue
+    owner: dict[str, int] = {}
+    queue: deque[str] = deque()
+    for commit, index in tips:
+        if commit in parents and commit not in owner:
+            owner[commit] = index
+            queue.append(commit)
+    while queue:
+        commit = queue.popleft()
+        mine = owner[commit]
         for parent in parents[commit]:
-            if parent not in parents or parent in tip_commits:
-                continue
-            theirs = owner.get(parent)
-            if theirs is None or rank[mine] < rank[theirs]:
+            if parent in parents and parent not in owner:
                 owner[parent] = mine
+                queue.append(parent)
     return owner
 
 

@@ -139,7 +139,7 @@ def build_events(git: Git, updates: Sequence[RefUpdate], *, repo: str, who: str,
     return push
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class _State:
     """What git said about the push, as one event needs it."""
 
@@ -151,18 +151,16 @@ class _State:
     described: Described
 
 
-def current_refs(git: Git) -> dict[bytes, tuple[str, str]]:
-    """Every ref of the repository now: raw name -> (object id, object type)."""
-    out = git.run(["for-each-ref", "--format=%(objectname) %(objecttype) %(refname)"],
-                  limit=1 << 28)
+def current_refs(git: Git) -> dict[bytes, str]:
+    """Every ref of the repository now: raw name -> object id (no object is read)."""
+    out = git.run(["for-each-ref", "--format=%(objectname) %(refname)"], limit=1 << 28)
     if out.cut:
         raise GitError("for-each-ref output over 256 MiB")
     refs = {}
     for line in out.data.split(b"\n"):
-        oid, _, rest = line.partition(b" ")
-        kind, _, name = rest.partition(b" ")
+        oid, _, name = line.partition(b" ")
         if name:
-            refs[name] = (oid.decode("ascii", "replace"), kind.decode("ascii", "replace"))
+            refs[name] = oid.decode("ascii", "replace")
     return refs
 
 
@@ -190,10 +188,10 @@ def inspect(git: Git, oids: Sequence[str]) -> dict[str, tuple[str, str | None]]:
     return found
 
 
-def exclusions(refs: Mapping[bytes, tuple[str, str]], updates: Sequence[RefUpdate]) -> list[str]:
+def exclusions(refs: Mapping[bytes, str], updates: Sequence[RefUpdate]) -> list[str]:
     """Object ids of all refs as they were before the push."""
     pushed = {u.raw_ref for u in updates}
-    ids = {oid for name, (oid, _) in refs.items() if name not in pushed}
+    ids = {oid for name, oid in refs.items() if name not in pushed}
     ids.update(u.old for u in updates if u.old)
     return sorted(ids)
 

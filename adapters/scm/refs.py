@@ -9,7 +9,7 @@ guessed at.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from gateway.errors import ParseError
 
@@ -40,21 +40,21 @@ class RefUpdate:
             return "delete"
         return "update"
 
-    @property
-    def object(self) -> str | None:
-        """``branch``, ``tag``, or ``None`` for refs outside heads/ and tags/."""
-        for prefix, name in OBJECTS.items():
-            if self.ref.startswith(prefix) and len(self.ref) > len(prefix):
-                return name
-        return None
+    #: ``branch``, ``tag``, or ``None`` for refs outside heads/ and tags/ (set from ``ref``).
+    object: str | None = field(init=False, compare=False)
+    #: The short name: ``main`` for ``refs/heads/main`` (set from ``ref``).
+    name: str = field(init=False, compare=False)
 
-    @property
-    def name(self) -> str:
-        """The short name: ``main`` for ``refs/heads/main``."""
-        for prefix in OBJECTS:
+    def __post_init__(self) -> None:
+        # computed once: a push of 100,000 refs asks for them several times each
+        kind, short = None, self.ref
+        for prefix, value in OBJECTS.items():
             if self.ref.startswith(prefix):
-                return self.ref[len(prefix):]
-        return self.ref
+                short = self.ref[len(prefix):]
+                kind = value if short else None
+                break
+        object.__setattr__(self, "object", kind)
+        object.__setattr__(self, "name", short)
 
 
 def parse_line(line: bytes) -> RefUpdate:

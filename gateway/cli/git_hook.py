@@ -24,7 +24,7 @@ SPOOL_RESERVE = 0.25
 #: Seconds after the budget at which the watchdog ends the process regardless.
 HARD_GRACE = 1.0
 #: More seconds the watchdog allows per ref update: handing events over takes time too.
-GRACE_PER_REF = 50e-6
+GRACE_PER_REF = 300e-6
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -67,11 +67,12 @@ def _hook(args: argparse.Namespace, start: float) -> int:
 
     deadline = Deadline(max(budget - min(SPOOL_RESERVE, budget / 4), 0.01), start)
     data, stdin_problem = _read_stdin(deadline)
-    updates, problems = parse_lines(data)
-    if len(updates) > 1000:  # give the hand-over of a big push its time
+    lines = data.count(b"\n")
+    if lines > 1000:  # a big push: give parsing and handing over its events their time
         watchdog.cancel()
-        watchdog = _watchdog(budget + HARD_GRACE + GRACE_PER_REF * len(updates)
+        watchdog = _watchdog(budget + HARD_GRACE + GRACE_PER_REF * lines
                              - (time.monotonic() - start))
+    updates, problems = parse_lines(data)
     if stdin_problem:
         problems.insert(0, stdin_problem)
     events = []
@@ -109,11 +110,12 @@ def _deliver(settings, events) -> None:  # type: ignore[no-untyped-def]
     from gateway.spool import Spool
 
     spool = Spool(settings.spool_dir)
+    encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"),
+                              check_circular=False).encode  # one encoder, not one per event
     per_item = settings.git.max_item_events
     for start in range(0, len(events), per_item):  # a big push: several items, in order
-        lines = [json.dumps(e.to_dict(), ensure_ascii=False, separators=(",", ":")).encode()
-                 + b"\n" for e in events[start:start + per_item]]
-        spool.deliver("events", b"".join(lines))
+        text = "\n".join(encode(e.to_dict()) for e in events[start:start + per_item]) + "\n"
+        spool.deliver("events", text.encode())
 
 
 def _read_stdin(deadline) -> tuple[bytes, str | None]:  # type: ignore[no-untyped-def]
