@@ -207,3 +207,28 @@ def test_ref_and_item_bounds(tmp_path: Path) -> None:
     # 100 new commits, each tagged by 10 refs here: each listed by the first of them only
     assert sum(b["total_commits"] for b in bodies) == 100
     assert Counter(c["id"] for b in bodies for c in b["commits"]).most_common(1)[0][1] == 1
+
+
+def test_tag_objects_read_are_bounded_per_push(tmp_path: Path,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    from adapters.scm import tags
+    from adapters.scm.git import Deadline, Git
+    from adapters.scm.push import build_events
+    from adapters.scm.refs import parse_lines
+
+    server = Server(tmp_path)
+    server.commit("base")
+    for name in ("a1", "a2", "a3"):
+        server.git("tag", "-a", name, "-m", f"release {name}\n\n" + "notes\n" * 20)
+    server.push("HEAD:main", "a1", "a2", "a3")
+    size = len(server.git("cat-file", "tag", "a1").stdout)
+    monkeypatch.setattr(tags, "MAX_PUSH_TAG_BYTES", size + 100)  # room for one tag
+    stdin = server.git("for-each-ref", "--format=0000000000000000000000000000000000000000 "
+                       "%(objectname) %(refname)", "refs/tags", cwd=server.bare).stdout
+    updates, _ = parse_lines(stdin)
+    push = build_events(Git(server.bare, Deadline(30)), updates, repo="pkg", who="me",
+                        settings=server.settings.git)
+    read = [e.body["tag"] is not None for e in push.events]
+    assert read == [True, False, False]
+    assert [e.body["complete"] for e in push.events] == read
+    assert sum("tag object not read" in p for p in push.problems) == 2
