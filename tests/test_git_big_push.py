@@ -229,6 +229,6 @@ def test_tag_objects_read_are_bounded_per_push(tmp_path: Path,
     push = build_events(Git(server.bare, Deadline(30)), updates, repo="pkg", who="me",
                         settings=server.settings.git)
     read = [e.body["tag"] is not None for e in push.events]
-    assert read == [True, False, False]
+    assert sorted(read) == [False, False, True]  # which one: the first in object id order
     assert [e.body["complete"] for e in push.events] == read
     assert sum("tag object not read" in p for p in push.problems) == 2
