@@ -180,7 +180,8 @@ def run_hook(stdin: bytes, env: dict[str, str]) -> tuple[subprocess.CompletedPro
 def test_a_push_of_100000_refs_gets_its_notice(tmp_path: Path) -> None:
     new, stdin, env = refs_push(tmp_path, 100_000, {})
     result, elapsed = run_hook(stdin, env)
-    assert result.returncode == 0 and elapsed < 30, (elapsed, result.stderr)
+    # typically 5-15 s here; the bound is the hook's hard stop (2 s + 1 s + 0.5 ms a ref)
+    assert result.returncode == 0 and elapsed < 53, (elapsed, result.stderr)
     items = sorted(new.iterdir())
     per_item = [[json.loads(line)["body"] for line in item.read_bytes().splitlines()]
                 for item in items]

@@ -24,7 +24,7 @@ SPOOL_RESERVE = 0.25
 #: Seconds after the budget at which the watchdog ends the process regardless.
 HARD_GRACE = 1.0
 #: More seconds the watchdog allows per ref update: handing events over takes time too.
-GRACE_PER_REF = 300e-6
+GRACE_PER_REF = 500e-6
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
