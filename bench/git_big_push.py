@@ -6,7 +6,7 @@ into fresh bare repositories: without a hook, with this tree's hook, and with
 the hook of a baseline revision (default: where this branch left main), its
 code taken by ``git archive`` into a temp dir. Runs alternate. Prints the
 median push times, the time each hook adds, the hook's own run time (the same
-post-receive input replayed straight into it) and what its events say: how
+post-receive input replayed straight into it, wall and CPU time) and what its events say: how
 many are complete, and how many commit entries they count for how many
 distinct new commits. Target: under the 2 s budget with every event complete.
 
@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -65,6 +66,8 @@ class Variant:
         self.config.write_text(f'[state]\ndir = "{self.state}"\n')
         self.times: list[float] = []
         self.hook_times: list[float] = []
+        #: user + system CPU seconds of the hook and its git processes (load hardly moves it)
+        self.hook_cpu: list[float] = []
         self.stats: list[tuple[int, int, int, int]] = []
 
     def install(self, bare: Path) -> None:
@@ -83,6 +86,11 @@ class Variant:
         counted = sum(b["total_commits"] or 0 for b in bodies)
         distinct = len({c["id"] for b in bodies for c in b["commits"]})
         return len(bodies), sum(bool(b["complete"]) for b in bodies), counted, distinct
+
+
+def children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def main() -> int:
@@ -132,11 +140,12 @@ def main() -> int:
             for variant in variants[1:]:  # the hook alone, on the same post-receive input
                 bare = root / f"none-{run}.git"
                 hook_env = {**env, "GIT_DIR": str(bare), "PYTHONPATH": str(variant.code)}
-                started = time.perf_counter()
+                started, cpu = time.perf_counter(), children_cpu()
                 subprocess.run([sys.executable, "-m", "gateway", "git-hook", "--config",
                                 str(variant.config)], input=stdin, env=hook_env, check=True,
                                capture_output=True, cwd=root)
                 variant.hook_times.append(time.perf_counter() - started)
+                variant.hook_cpu.append(children_cpu() - cpu)
                 variant.take()
         plain = statistics.median(variants[0].times)
         print(f"one push of every ref ({refs} refs, {spec.commits:,} new commits), median of "
@@ -147,8 +156,9 @@ def main() -> int:
             events, complete, counted, distinct = variant.stats[-1]
             verdict = "OK" if complete == events and alone < 2.0 else "NOT MET"
             print(f"  {variant.name:>18}: push {with_hook:.2f} s, adds "
-                  f"{with_hook - plain:+.2f} s; hook alone {alone:.2f}"
-                  f" s; {complete}/{events} events complete; {counted:,} commit entries counted "
+                  f"{with_hook - plain:+.2f} s; hook alone {alone:.2f} s wall, "
+                  f"{statistics.median(variant.hook_cpu):.2f} s CPU; {complete}/{events} "
+                  f"events complete; {counted:,} commit entries counted "
                   f"for {spec.commits:,} new commits ({distinct:,} described); target {verdict}")
     return 0
 
