@@ -128,8 +128,10 @@ def test_batch_output_with_missing_and_cut_records() -> None:
             + b"\n" + f"{A} commit 10\n".encode() + b"tree x\n\n\n")
     tags = parse_batch(data, 100)
     assert list(tags) == [B] and tags[B]["name"] == "v2.0"
-    cut = parse_batch(data[:len(data) // 2], 100)  # output cut mid-record: partial, no error
-    assert list(cut) == [B]
+    cut = parse_batch(data[:len(data) // 2], 100)  # output cut inside a tag: left out
+    assert cut == {}
+    whole = data.index(b"\n" + f"{A} commit".encode()) + 1
+    assert list(parse_batch(data[:whole], 100)) == [B]  # cut after it: kept
     assert parse_batch(b"", 100) == {} and parse_batch(b"\n\n\xff", 100) == {}
 
 

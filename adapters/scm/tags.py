@@ -42,6 +42,8 @@ def parse_batch(data: bytes, max_chars: int) -> dict[str, dict[str, Any]]:
         if len(header) != 3 or not header[2].isdigit():  # "<oid> missing" and the like
             continue
         size = int(header[2])
+        if pos + size > len(data):  # output cut inside this object: not read, not guessed at
+            break
         content = data[pos:pos + size]
         pos += size + 1
         if header[1] == b"tag":

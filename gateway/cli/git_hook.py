@@ -66,7 +66,9 @@ def _hook(args: argparse.Namespace, start: float) -> int:
     from adapters.scm.text import clean
 
     deadline = Deadline(max(budget - min(SPOOL_RESERVE, budget / 4), 0.01), start)
-    data, stdin_problem = _read_stdin(deadline)
+    # stdin may come late on a loaded server: wait for it into the grace (the events then say
+    # complete: false) rather than lose the notice
+    data, stdin_problem = _read_stdin(Deadline(budget + HARD_GRACE / 4, start))
     lines = data.count(b"\n")
     if lines > 1000:  # a big push: give parsing and handing over its events their time
         watchdog.cancel()
