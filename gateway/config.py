@@ -258,6 +258,16 @@ class GitSettings:
         default_factory=lambda: ["GL_USERNAME", "GL_USER", "REMOTE_USER", "GIT_PUSHER"])
     #: The git program the hook runs (name on PATH or absolute path).
     executable: str = "git"
+    #: Most commits described in one push, shared fairly among its events.
+    max_push_commits: int = 1000
+    #: Most bytes of JSON in one event's commit list (the rest are counted, not listed).
+    max_event_bytes: int = 262144
+    #: Most new commits one push may bring for its events to be complete (memory bound).
+    max_new_commits: int = 300000
+    #: Most ref events from one push; further ref updates are reported, not published.
+    max_refs: int = 100000
+    #: Most events in one spool item: a big push becomes several items.
+    max_item_events: int = 5000
 
 
 @dataclass(frozen=True)
@@ -444,6 +454,11 @@ def _check(settings: Settings, origin: dict[str, str]) -> None:
         "quarantine.oversize_keep_bytes": settings.quarantine.oversize_keep_bytes,
         "state.spool_poll_ms": settings.state.spool_poll_ms,
         "git.max_commits": settings.git.max_commits,
+        "git.max_push_commits": settings.git.max_push_commits,
+        "git.max_event_bytes": settings.git.max_event_bytes,
+        "git.max_new_commits": settings.git.max_new_commits,
+        "git.max_refs": settings.git.max_refs,
+        "git.max_item_events": settings.git.max_item_events,
         "debbugs.interval": settings.debbugs.interval,
         "wannabuild.interval": settings.wannabuild.interval,
     }

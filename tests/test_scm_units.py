@@ -10,6 +10,7 @@ import pytest
 
 from adapters.scm.commits import parse_log
 from adapters.scm.git import Deadline, Git, GitError, GitTimeout, split_nul
+from adapters.scm.graph import NewCommits, attribute, quotas, reaches
 from adapters.scm.push import pusher, repo_name
 from adapters.scm.refs import parse_line, parse_lines
 from adapters.scm.tags import parse_batch, parse_ident, parse_tag
@@ -127,8 +128,10 @@ def test_batch_output_with_missing_and_cut_records() -> None:
             + b"\n" + f"{A} commit 10\n".encode() + b"tree x\n\n\n")
     tags = parse_batch(data, 100)
     assert list(tags) == [B] and tags[B]["name"] == "v2.0"
-    cut = parse_batch(data[:len(data) // 2], 100)  # output cut mid-record: partial, no error
-    assert list(cut) == [B]
+    cut = parse_batch(data[:len(data) // 2], 100)  # output cut inside a tag: left out
+    assert cut == {}
+    whole = data.index(b"\n" + f"{A} commit".encode()) + 1
+    assert list(parse_batch(data[:whole], 100)) == [B]  # cut after it: kept
     assert parse_batch(b"", 100) == {} and parse_batch(b"\n\n\xff", 100) == {}
 
 
@@ -194,3 +197,60 @@ def test_example_config_documents_the_git_section() -> None:
     settings = config.load(REPO / "conf" / "examples" / "git.toml")
     defaults = config.GitSettings()
     assert settings.git == defaults
+
+
+@pytest.mark.parametrize("data", [
+    b"plain", "Håvard".encode(), b"H\xe5vard", b"caf\xe9 \x93quoted\x94", b"\x81\x8d\x8f odd",
+    b"body \xff\xfe", "日本".encode(), b"",
+])
+def test_text_falls_back_like_the_mail_adapters(data: bytes) -> None:
+    from adapters import mailparse
+    from adapters.scm import text
+
+    assert text.FALLBACK_CHARSETS == mailparse.FALLBACK_CHARSETS
+    assert text.decode(data) == mailparse.decode_bytes(data, None)
+    assert text.decode(data, "iso-8859-15") == mailparse.decode_bytes(data, "iso-8859-15")
+    assert "\ufffd" not in text.decode(data)
+    assert text.decode(b"H\xe5vard") == "Håvard"
+
+
+def graph(edges: dict[str, str]) -> NewCommits:
+    """A NewCommits from ``{"c": "b a"}`` (commit -> parents), children listed first."""
+    parents = {c: tuple(p.split()) for c, p in edges.items()}
+    return NewCommits(parents=parents, order=list(edges))
+
+
+def test_each_new_commit_goes_to_the_nearest_tip() -> None:
+    # main: m3 - m2 - m1 (- old); tag v1 at m1; side s1 merged by m3; x is an old commit
+    new = graph({"m3": "m2 s1", "s1": "m1", "m2": "m1", "m1": "old", "t1": "m2"})
+    owner = attribute(new, [("m3", 0), ("t1", 2), ("m1", 1)])
+    assert owner == {"m3": 0, "m2": 0, "s1": 0, "t1": 2, "m1": 1}
+    # two refs at one commit: the first in preference order (the caller puts branches first)
+    assert attribute(new, [("m3", 5), ("m3", 4)])["m1"] == 5
+    # equal distance from two tips: the earlier tip wins; a cut listing leaves orphans unowned
+    tie = graph({"a": "c", "b": "c", "c": ""})
+    assert attribute(tie, [("b", 1), ("a", 0)])["c"] == 1
+    assert attribute(graph({"a": "b", "b": ""}), [("zz", 0)]) == {}
+
+
+def test_fast_forward_from_the_new_history_alone() -> None:
+    new = graph({"m3": "m2 s1", "s1": "old1", "m2": "m1", "m1": "old0"})
+    assert reaches(new, "m3", "old0", limit=10) is True
+    assert reaches(new, "m3", "old1", limit=10) is True
+    assert reaches(new, "m3", "m3", limit=10) is True
+    assert reaches(new, "m3", "elsewhere", limit=10) is None  # git must be asked
+    assert reaches(new, "not-new", "old0", limit=10) is None
+    assert reaches(new, "m3", "old0", limit=1) is None  # walk bounded
+
+
+@pytest.mark.parametrize(("sizes", "budget", "shares"), [
+    ([5, 3, 0], 100, [5, 3, 0]),
+    ([100, 100, 100], 30, [10, 10, 10]),
+    ([100, 2, 100], 31, [15, 2, 14]),
+    ([1] * 5, 3, [1, 1, 1, 0, 0]),
+    ([], 10, []),
+])
+def test_commit_budget_is_shared_fairly(sizes: list[int], budget: int,
+                                        shares: list[int]) -> None:
+    assert quotas(sizes, budget) == shares
+    assert sum(shares) <= budget

@@ -1,15 +1,15 @@
-"""The commits a push introduced, newest first, from ONE ``git log`` per ref update.
+"""Details of chosen commits (message, people, changed files) from ONE ``git log --no-walk``.
 
-"Introduced" means not reachable from any ref as it was before the push. A
-post-receive hook runs after the refs moved, so "before" is rebuilt: every ref
-not in this push at its current value, plus the old value of every pushed ref.
-All ids go to git on stdin (``--stdin``), never on the command line, so a
-repository with 100,000 refs does not hit the argument-size limit.
+Which commits a push introduced, and which event lists them, is decided by
+:mod:`adapters.scm.graph`; this module only describes the few commits that are
+listed, all in one git process. Ids go to git on stdin, never on the command
+line. Text fields are decoded one by one (UTF-8, else Latin-1, as the mail
+adapters do), never with replacement characters.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,51 +28,32 @@ LOG_OPTIONS = (
 
 
 @dataclass
-class CommitList:
-    """What one ref update introduced, as far as the time budget allowed."""
+class Described:
+    """Commit id -> details, for as many of the asked ids as git gave in time."""
 
-    commits: list[dict[str, Any]] = field(default_factory=list)
-    #: How many commits the push introduced in all (``None`` if git could not say).
-    total: int | None = 0
-    #: True when git answered fully; False means ``commits``/``total`` may be partial.
+    commits: dict[str, dict[str, Any]] = field(default_factory=dict)
     complete: bool = True
     error: str | None = None
 
-    @property
-    def truncated(self) -> bool:
-        return self.total is None or self.total > len(self.commits)
 
-
-def revisions(tip: str, exclude: Iterable[str]) -> bytes:
-    """``--stdin`` input: the new tip, then every "before" id negated."""
-    lines = [tip, *(f"^{oid}" for oid in exclude)]
-    return ("\n".join(lines) + "\n").encode("ascii")
-
-
-def introduced(git: Git, tip: str, exclude: Iterable[str], *, max_commits: int,
-               max_files: int, max_chars: int) -> CommitList:
-    """Commits reachable from ``tip`` but from none of ``exclude``, newest first."""
-    stdin = revisions(tip, exclude)
-    result = CommitList()
-    args = ["log", "--stdin", *LOG_OPTIONS, f"--max-count={max_commits}", f"--format={FORMAT}"]
+def describe(git: Git, ids: Sequence[str], *, max_files: int, max_chars: int) -> Described:
+    """Details of ``ids`` (commits), from one ``git log --no-walk=unsorted --stdin``."""
+    result = Described()
+    if not ids:
+        return result
+    stdin = ("\n".join(ids) + "\n").encode("ascii")
+    args = ["log", "--stdin", "--no-walk=unsorted", *LOG_OPTIONS, f"--format={FORMAT}"]
     stream = git.stream(args, stdin)
     try:
         tokens = split_nul(stream, max(4 * max_chars + 8, 8192))
         for commit in parse_log(tokens, max_files=max_files, max_chars=max_chars):
-            result.commits.append(commit)
+            result.commits[commit["id"]] = commit
     except GitError as exc:
         result.complete, result.error = False, str(exc)
     finally:
         stream.close()
-    result.total = len(result.commits)
-    if result.complete and len(result.commits) >= max_commits:
-        try:
-            out = git.run(["rev-list", "--count", "--stdin"], stdin, limit=64)
-            result.total = int(out.data.strip())
-        except (GitError, ValueError) as exc:
-            result.total, result.complete, result.error = None, False, str(exc)
-    elif not result.complete:
-        result.total = None
+    if result.complete and len(result.commits) < len(set(ids)):
+        result.complete, result.error = False, "git log did not describe every commit"
     return result
 
 

@@ -187,21 +187,21 @@ def split_nul(chunks: Iterator[bytes], max_token: int) -> Iterator[bytes]:
     """NUL-separated tokens of a byte stream, each cut to ``max_token`` bytes.
 
     Memory stays bounded however long a token is (a 100 MB commit message costs
-    ``max_token`` bytes, not 100 MB).
+    ``max_token`` bytes, not 100 MB). Each chunk is split in one C call.
     """
     buffer = bytearray()
     for chunk in chunks:
-        start = 0
-        while True:
-            end = chunk.find(b"\0", start)
-            piece = chunk[start:] if end < 0 else chunk[start:end]
-            room = max_token - len(buffer)
-            if room > 0:
-                buffer += piece[:room]
-            if end < 0:
-                break
-            yield bytes(buffer)
-            buffer.clear()
-            start = end + 1
+        parts = chunk.split(b"\0")
+        if len(parts) == 1:  # no separator: the current token goes on
+            if len(buffer) < max_token:
+                buffer += chunk[:max_token - len(buffer)]
+            continue
+        first = parts[0]
+        if len(buffer) < max_token:
+            buffer += first[:max_token - len(buffer)]
+        yield bytes(buffer)
+        for part in parts[1:-1]:
+            yield part[:max_token]
+        buffer = bytearray(parts[-1][:max_token])
     if buffer:
         yield bytes(buffer)

@@ -8,6 +8,7 @@ instead of being dropped, so a slow repository never loses a push notice.
 
 from __future__ import annotations
 
+import json
 import os
 import pwd
 import subprocess
@@ -17,13 +18,17 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePath
 from typing import Any
 
-from adapters.scm.commits import CommitList, introduced
+from adapters.scm.commits import Described, describe
 from adapters.scm.git import Git, GitError
+from adapters.scm.graph import NewCommits, attribute, new_commits, quotas, reaches
 from adapters.scm.refs import RefUpdate
 from adapters.scm.tags import read_tags
 from adapters.scm.text import clean
 from gateway.config import GitSettings
 from gateway.event import Event
+
+#: Most new commits one fast-forward check walks before asking ``git merge-base``.
+WALK_LIMIT = 50_000
 
 
 @dataclass
@@ -66,37 +71,59 @@ def pusher(env: Mapping[str, str], names: Sequence[str]) -> str:
 
 def build_events(git: Git, updates: Sequence[RefUpdate], *, repo: str, who: str,
                  settings: GitSettings, now: float | None = None) -> Push:
-    """Events for ``updates`` (branches and tags; other refs are skipped)."""
+    """Events for ``updates`` (branches and tags; other refs are skipped), in push order.
+
+    git runs a fixed number of times whatever the number of refs: ``for-each-ref``,
+    one ``cat-file`` for every pushed id, one ``rev-list`` for the new history, one
+    ``cat-file --batch`` for tag objects and one ``log`` for the listed commits
+    (plus ``merge-base`` for an update the new history alone cannot call a fast-forward).
+    """
     push = Push()
     wanted = [u for u in updates if u.object is not None]
+    if len(wanted) > settings.max_refs:
+        push.problems.append(f"{len(wanted) - settings.max_refs} ref update(s) over "
+                             f"git.max_refs = {settings.max_refs} not published")
+        wanted = wanted[:settings.max_refs]
     if not wanted:
         return push
     now = time.time() if now is None else now
-    refs: dict[bytes, tuple[str, str]] = {}
     before: list[str] | None = None  # None: unknown, so no commit can be called new
     try:
-        refs = current_refs(git)
-        before = exclusions(refs, updates)
+        before = exclusions(current_refs(git), updates)
     except GitError as exc:
         push.problems.append(str(exc))
-    tag_oids = sorted({u.new for u in wanted if u.new and refs.get(u.raw_ref, ("", ""))[1] == "tag"
-                       and refs[u.raw_ref][0] == u.new})
-    commitish: set[str] | None = set()  # None: unknown
-    both = sorted({oid for u in wanted if u.old and u.new for oid in (u.old, u.new)})
-    if both:
-        try:
-            commitish = commits_among(git, both)
-        except GitError as exc:
-            commitish = None
-            push.problems.append(str(exc))
-    tags: dict[str, dict[str, Any]] = {}
-    if tag_oids and not git.deadline.expired:
-        try:
-            tags = read_tags(git, tag_oids, settings.max_body_chars)
-        except GitError as exc:
-            push.problems.append(str(exc))
-    for update in wanted:
-        body, problem = _body(git, update, refs, before, tags, commitish, repo, who, settings)
+    objects: dict[str, tuple[str, str | None]] | None = {}  # None: unknown
+    ids = sorted({oid for u in wanted for oid in (u.old, u.new) if oid})
+    try:
+        objects = inspect(git, ids)
+    except GitError as exc:
+        objects = None
+        push.problems.append(str(exc))
+    tags = _tags(git, wanted, objects, settings, push)
+    new, owner = _history(git, wanted, objects, before, settings, push)
+    owned: list[list[str]] = [[] for _ in wanted]
+    totals = [0] * len(wanted)
+    for commit in new.order:
+        index = owner.get(commit)
+        if index is not None:
+            totals[index] += 1
+            if len(owned[index]) < settings.max_commits:
+                owned[index].append(commit)
+    shares = quotas([len(o) for o in owned], settings.max_push_commits)
+    chosen = [o[:share] for o, share in zip(owned, shares, strict=True)]
+    described = Described()
+    wanted_ids = [c for ids_ in chosen for c in ids_]
+    if wanted_ids:
+        if git.deadline.expired:
+            described = Described(complete=False, error="out of time")
+        else:
+            described = describe(git, wanted_ids, max_files=settings.max_files,
+                                 max_chars=settings.max_body_chars)
+        if described.error:
+            push.problems.append(described.error)
+    for index, update in enumerate(wanted):
+        state = _State(objects, new, chosen[index], totals[index], described)
+        body, problem = _body(git, update, state, tags, repo, who, settings)
         if problem:
             push.problems.append(f"{update.ref}: {problem}")
         push.events.append(Event(
@@ -112,63 +139,130 @@ def build_events(git: Git, updates: Sequence[RefUpdate], *, repo: str, who: str,
     return push
 
 
-def current_refs(git: Git) -> dict[bytes, tuple[str, str]]:
-    """Every ref of the repository now: raw name -> (object id, object type)."""
-    out = git.run(["for-each-ref", "--format=%(objectname) %(objecttype) %(refname)"],
-                  limit=1 << 28)
+@dataclass(slots=True)
+class _State:
+    """What git said about the push, as one event needs it."""
+
+    #: pushed id -> (type, peeled commit or None); None when git could not say
+    objects: dict[str, tuple[str, str | None]] | None
+    new: NewCommits
+    chosen: list[str]
+    total: int
+    described: Described
+
+
+def current_refs(git: Git) -> dict[bytes, str]:
+    """Every ref of the repository now: raw name -> object id (no object is read)."""
+    out = git.run(["for-each-ref", "--format=%(objectname) %(refname)"], limit=1 << 28)
     if out.cut:
         raise GitError("for-each-ref output over 256 MiB")
     refs = {}
     for line in out.data.split(b"\n"):
-        oid, _, rest = line.partition(b" ")
-        kind, _, name = rest.partition(b" ")
+        oid, _, name = line.partition(b" ")
         if name:
-            refs[name] = (oid.decode("ascii", "replace"), kind.decode("ascii", "replace"))
+            refs[name] = oid.decode("ascii", "replace")
     return refs
 
 
-def commits_among(git: Git, oids: Sequence[str]) -> set[str]:
-    """Those of ``oids`` that are commits or tags of commits (one ``cat-file`` for all)."""
-    stdin = "".join(f"{oid}^{{commit}}\n" for oid in oids).encode("ascii")
-    out = git.run(["cat-file", "--batch-check=%(objecttype)"], stdin, limit=32 * len(oids) + 64)
+def inspect(git: Git, oids: Sequence[str]) -> dict[str, tuple[str, str | None]]:
+    """id -> (object type, the commit it is or peels to, else None), for the ids that exist.
+
+    One ``cat-file --batch-check`` for all: each id is asked as itself and as
+    ``id^{commit}`` (an annotated tag of a commit peels to it; a tree does not).
+    """
+    if not oids:
+        return {}
+    stdin = "".join(f"{oid}\n{oid}^{{commit}}\n" for oid in oids).encode("ascii")
+    out = git.run(["cat-file", "--batch-check=%(objectname) %(objecttype)"], stdin,
+                  limit=160 * len(oids) + 64)
     lines = out.data.decode("ascii", "replace").splitlines()
-    if len(lines) != len(oids):
+    if len(lines) != 2 * len(oids) or out.cut:
         raise GitError("unexpected git cat-file --batch-check output")
-    return {oid for oid, line in zip(oids, lines, strict=True) if line == "commit"}
+    found: dict[str, tuple[str, str | None]] = {}
+    for i, oid in enumerate(oids):
+        itself, peeled = lines[2 * i].split(" "), lines[2 * i + 1].split(" ")
+        if itself[-1] == "missing" or len(itself) != 2:
+            continue
+        commit = peeled[0] if len(peeled) == 2 and peeled[1] == "commit" else None
+        found[oid] = (itself[1], commit)
+    return found
 
 
-def exclusions(refs: Mapping[bytes, tuple[str, str]], updates: Sequence[RefUpdate]) -> list[str]:
+def exclusions(refs: Mapping[bytes, str], updates: Sequence[RefUpdate]) -> list[str]:
     """Object ids of all refs as they were before the push."""
     pushed = {u.raw_ref for u in updates}
-    ids = {oid for name, (oid, _) in refs.items() if name not in pushed}
+    ids = {oid for name, oid in refs.items() if name not in pushed}
     ids.update(u.old for u in updates if u.old)
     return sorted(ids)
 
 
-def _body(git: Git, update: RefUpdate, refs: Mapping[bytes, tuple[str, str]],
-          before: list[str] | None, tags: Mapping[str, dict[str, Any]], commitish: set[str] | None,
+def _tags(git: Git, wanted: Sequence[RefUpdate], objects: Mapping[str, tuple[str, str | None]]
+          | None, settings: GitSettings, push: Push) -> dict[str, dict[str, Any]]:
+    """Details of every pushed annotated tag, from one ``cat-file --batch``."""
+    oids = sorted({u.new for u in wanted if u.new and objects and objects.get(u.new, ("",))[0]
+                   == "tag"})
+    if not oids or git.deadline.expired:
+        return {}
+    try:
+        return read_tags(git, oids, settings.max_body_chars)
+    except GitError as exc:
+        push.problems.append(str(exc))
+        return {}
+
+
+def _history(git: Git, wanted: Sequence[RefUpdate],
+             objects: Mapping[str, tuple[str, str | None]] | None, before: list[str] | None,
+             settings: GitSettings, push: Push) -> tuple[NewCommits, dict[str, int]]:
+    """The push's new commits and the event each belongs to (branches first, then push order)."""
+    if objects is None or before is None:
+        return NewCommits(complete=False, error="refs before the push unknown"), {}
+    order = sorted(range(len(wanted)), key=lambda i: (wanted[i].object != "branch", i))
+    tips = [(commit, i) for i in order
+            for commit in [objects.get(wanted[i].new or "", ("", None))[1]] if commit]
+    if not tips:
+        return NewCommits(), {}
+    if git.deadline.expired:
+        new = NewCommits(complete=False, error="out of time")
+    else:
+        new = new_commits(git, sorted({c for c, _ in tips}), before,
+                          max_commits=settings.max_new_commits)
+    if new.error:
+        push.problems.append(new.error)
+    return new, attribute(new, tips)
+
+
+def _body(git: Git, update: RefUpdate, state: _State, tags: Mapping[str, dict[str, Any]],
           repo: str, who: str, settings: GitSettings) -> tuple[dict[str, Any], str | None]:
-    current = refs.get(update.raw_ref)
-    object_type = current[1] if current and current[0] == update.new else None
-    forced: bool | None = False
+    objects = state.objects
+    new_info = objects.get(update.new) if objects is not None and update.new else None
+    old_info = objects.get(update.old) if objects is not None and update.old else None
+    object_type = new_info[0] if new_info else None
     problem = None
-    commits = CommitList()
+    complete = True
+    commits: list[dict[str, Any]] = []
+    total: int | None = 0
     if update.new is not None:
-        if before is None:
-            commits = CommitList(total=None, complete=False, error="refs before the push unknown")
-        elif git.deadline.expired:
-            commits = CommitList(total=None, complete=False, error="out of time")
-        else:
-            commits = introduced(git, update.new, before, max_commits=settings.max_commits,
-                                 max_files=settings.max_files, max_chars=settings.max_body_chars)
-        problem = commits.error
+        if new_info is None:  # unknown to git (or git could not say)
+            complete, total = False, None
+            problem = "new object unknown" if objects is not None else "objects unknown"
+        elif new_info[1] is not None:  # a commit, or a tag of one
+            if not state.new.complete:
+                complete, total, problem = False, None, state.new.error
+            else:
+                total = state.total
+                commits, cut = _listed(state, settings.max_event_bytes)
+                if cut:
+                    complete, problem = False, state.described.error or "commits not described"
+        if object_type == "tag" and update.new not in tags:
+            complete, problem = False, problem or "tag object not read"
+    forced: bool | None = False
     if update.old is not None and update.new is not None:
-        if commitish is None:
+        if objects is None:
             forced = None
-        elif update.old in commitish and update.new in commitish:  # else it means nothing
-            forced, error = _forced(git, update.old, update.new)
+        elif old_info and new_info and old_info[1] and new_info[1]:  # else it means nothing
+            forced, error = _forced(git, state.new, old_info[1], new_info[1], settings)
             problem = problem or error
-    complete = commits.complete and forced is not None
+    complete = complete and forced is not None
     return {
         "repository": repo,
         "ref": update.ref,
@@ -178,20 +272,42 @@ def _body(git: Git, update: RefUpdate, refs: Mapping[bytes, tuple[str, str]],
         "object_type": object_type,
         "pusher": who,
         "forced": forced,
-        "commits": commits.commits,
-        "total_commits": commits.total,
-        "truncated": commits.truncated,
+        "commits": commits,
+        "total_commits": total,
+        "truncated": total is None or total > len(commits),
         "complete": complete,
         "tag": tags.get(update.new) if update.new else None,
     }, problem
 
 
-def _forced(git: Git, old: str, new: str) -> tuple[bool | None, str | None]:
-    """Non-fast-forward? ``None`` when git cannot tell (out of time, object gone)."""
+def _listed(state: _State, max_bytes: int) -> tuple[list[dict[str, Any]], bool]:
+    """The chosen commits' details, newest first, within ``max_bytes`` of JSON; and whether
+    a chosen commit is missing because git did not describe it in time."""
+    listed: list[dict[str, Any]] = []
+    size = 2
+    for commit_id in state.chosen:
+        commit = state.described.commits.get(commit_id)
+        if commit is None:
+            return listed, True
+        size += len(json.dumps(commit, ensure_ascii=False).encode()) + 1
+        if size > max_bytes:
+            break
+        listed.append(commit)
+    return listed, False
+
+
+def _forced(git: Git, new: NewCommits, old: str, tip: str, settings: GitSettings
+            ) -> tuple[bool | None, str | None]:
+    """Non-fast-forward? Answered from the new history when it can, else by ``merge-base``;
+    ``None`` when git cannot tell (out of time, object gone)."""
+    if git.deadline.expired:
+        return None, "out of time"
+    if reaches(new, tip, old, limit=WALK_LIMIT):
+        return False, None
     if git.deadline.expired:
         return None, "out of time"
     try:
-        code = git.status(["merge-base", "--is-ancestor", old, new])
+        code = git.status(["merge-base", "--is-ancestor", old, tip])
     except GitError as exc:
         return None, str(exc)
     if code in (0, 1):

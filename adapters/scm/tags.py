@@ -14,6 +14,9 @@ _SIGNATURES = (b"-----BEGIN PGP SIGNATURE-----", b"-----BEGIN SSH SIGNATURE-----
                b"-----BEGIN SIGNED MESSAGE-----")
 #: Bytes read back from ``cat-file --batch`` for one tag, at most.
 MAX_TAG_BYTES = 1 << 20
+#: ... and for all tags of one push (100,000 ordinary tags are about 30 MiB); tags past it
+#: are not read, and their events say ``complete: false``.
+MAX_PUSH_TAG_BYTES = 128 << 20
 
 
 def read_tags(git: Git, oids: list[str], max_chars: int) -> dict[str, dict[str, Any]]:
@@ -21,7 +24,8 @@ def read_tags(git: Git, oids: list[str], max_chars: int) -> dict[str, dict[str, 
     if not oids:
         return {}
     stdin = "".join(f"{oid}\n" for oid in oids).encode("ascii")
-    out = git.run(["cat-file", "--batch"], stdin, limit=len(oids) * MAX_TAG_BYTES)
+    out = git.run(["cat-file", "--batch"], stdin,
+                  limit=min(len(oids) * MAX_TAG_BYTES, MAX_PUSH_TAG_BYTES))
     return parse_batch(out.data, max_chars)
 
 
@@ -38,6 +42,8 @@ def parse_batch(data: bytes, max_chars: int) -> dict[str, dict[str, Any]]:
         if len(header) != 3 or not header[2].isdigit():  # "<oid> missing" and the like
             continue
         size = int(header[2])
+        if pos + size > len(data):  # output cut inside this object: not read, not guessed at
+            break
         content = data[pos:pos + size]
         pos += size + 1
         if header[1] == b"tag":

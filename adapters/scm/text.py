@@ -2,13 +2,39 @@
 
 from __future__ import annotations
 
+import codecs
 
-def decode(data: bytes, encoding: str = "utf-8") -> str:
-    """``data`` as text; undecodable bytes become U+FFFD, an unknown codec falls back to UTF-8."""
+#: Tried in order after UTF-8 and any declared encoding: the mail adapters' fallbacks
+#: (``adapters.mailparse.FALLBACK_CHARSETS``, not imported: the hook must start fast), so a
+#: name in raw Latin-1 bytes reads the same in a commit as in a mail. Latin-1 never fails.
+FALLBACK_CHARSETS = ("utf-8", "windows-1252", "latin-1")
+
+
+def decode(data: bytes, encoding: str | None = None) -> str:
+    """``data`` as text: valid UTF-8 wins, then ``encoding`` (e.g. a tag's ``encoding``
+    header), then windows-1252, then Latin-1; no replacement characters.
+
+    Old commits carry names and messages in Latin-1 without saying so; git
+    hands them over as they are, so each field is decoded on its own.
+    """
     try:
-        return data.decode(encoding, "replace")
-    except (LookupError, ValueError, TypeError):  # unknown codec, or not a text codec (rot13)
-        return data.decode("utf-8", "replace")
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        pass
+    candidates = []
+    if encoding:
+        try:
+            info = codecs.lookup(encoding.strip().lower())
+        except LookupError:
+            info = None
+        if info is not None and getattr(info, "_is_text_encoding", True):
+            candidates.append(info.name)
+    for candidate in (*candidates, *FALLBACK_CHARSETS):
+        try:
+            return data.decode(candidate)
+        except (ValueError, LookupError, TypeError):  # UnicodeError is a ValueError
+            continue
+    return data.decode("latin-1")  # pragma: no cover - latin-1 decodes any bytes
 
 
 def clip(text: str, limit: int) -> tuple[str, bool]:

@@ -25,6 +25,8 @@ SPOOL_RESERVE = 0.25
 HARD_GRACE = 1.0
 #: ``--install`` refused because pushes would go where no daemon reads (sysexits EX_TEMPFAIL).
 EX_TEMPFAIL = 75
+#: More seconds the watchdog allows per ref update: handing events over takes time too.
+GRACE_PER_REF = 500e-6
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -58,7 +60,7 @@ def _hook(args: argparse.Namespace, start: float) -> int:
 
     settings = load_settings(args)
     budget = max(settings.git.time_budget, 0.05)
-    _watchdog(budget + HARD_GRACE - (time.monotonic() - start))
+    watchdog = _watchdog(budget + HARD_GRACE - (time.monotonic() - start))
 
     from adapters.scm.git import Deadline, Git, GitError
     from adapters.scm.push import build_events, git_dir, pusher, repo_name
@@ -66,7 +68,14 @@ def _hook(args: argparse.Namespace, start: float) -> int:
     from adapters.scm.text import clean
 
     deadline = Deadline(max(budget - min(SPOOL_RESERVE, budget / 4), 0.01), start)
-    data, stdin_problem = _read_stdin(deadline)
+    # stdin may come late on a loaded server: wait for it into the grace (the events then say
+    # complete: false) rather than lose the notice
+    data, stdin_problem = _read_stdin(Deadline(budget + HARD_GRACE / 4, start))
+    lines = data.count(b"\n")
+    if lines > 1000:  # a big push: give parsing and handing over its events their time
+        watchdog.cancel()
+        watchdog = _watchdog(budget + HARD_GRACE + GRACE_PER_REF * lines
+                             - (time.monotonic() - start))
     updates, problems = parse_lines(data)
     if stdin_problem:
         problems.insert(0, stdin_problem)
@@ -104,11 +113,14 @@ def _deliver(settings, events) -> None:  # type: ignore[no-untyped-def]
     # (10 ms of every push)
     from gateway.spool import Spool
 
-    lines = [json.dumps(e.to_dict(), ensure_ascii=False, separators=(",", ":")).encode()
-             + b"\n" for e in events]
     spool = Spool(settings.spool_dir)
     spool.require_mark()  # never a silent success into a spool no daemon reads
-    spool.deliver("events", b"".join(lines))
+    encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"),
+                              check_circular=False).encode  # one encoder, not one per event
+    per_item = settings.git.max_item_events
+    for start in range(0, len(events), per_item):  # a big push: several items, in order
+        text = "\n".join(encode(e.to_dict()) for e in events[start:start + per_item]) + "\n"
+        spool.deliver("events", text.encode())
 
 
 def _read_stdin(deadline) -> tuple[bytes, str | None]:  # type: ignore[no-untyped-def]
@@ -141,7 +153,7 @@ def _whole_lines(data: bytes | bytearray) -> bytes:
     return bytes(data[:data.rfind(b"\n") + 1])
 
 
-def _watchdog(seconds: float) -> None:
+def _watchdog(seconds: float):  # type: ignore[no-untyped-def]
     """End the process (exit 0, one warning) if it is still running after ``seconds``."""
     import threading
 
@@ -152,6 +164,7 @@ def _watchdog(seconds: float) -> None:
     timer = threading.Timer(max(seconds, 0.01), expire)
     timer.daemon = True
     timer.start()
+    return timer
 
 
 def _spool_problem(config: str | None) -> str | None:
