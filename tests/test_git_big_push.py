@@ -14,9 +14,10 @@ from pathlib import Path
 
 import pytest
 
+from gateway.config import load as load_config
 from gateway.event import Event
 from gateway.ingest import parse_events
-from tests.conftest import BUSGATE, REPO, write_config
+from tests.conftest import BUSGATE, REPO, adopt, write_config
 from tests.git_history import LATIN1_NAME, History, history, make_repository
 from tests.test_git_hook import Server
 
@@ -164,6 +165,7 @@ def refs_push(tmp_path: Path, count: int, git: dict[str, object]
     stdin = "".join(f"{ZERO} {oid} {name}\n" for name, oid in refs).encode()
     config = write_config(tmp_path / "busgate.toml", {"state": {"dir": str(tmp_path / "var")},
                                                       "git": git})
+    adopt(load_config(config))  # the spool of a daemon, as `busgate run` marks it
     env = {"GIT_DIR": str(bare), "BUSGATE_CONFIG": str(config)}
     return tmp_path / "var" / "spool" / "new", stdin, env
 

@@ -218,8 +218,9 @@ class DebbugsClient:
         started = time.monotonic()
         try:
             response = getattr(self._service, method)(*args)
-        except DebbugsUnavailable:
-            raise
+        except DebbugsUnavailable as exc:  # raised by the transport, which knows no method
+            raise DebbugsUnavailable(f"{method}: {exc}", fault=exc.fault,
+                                     final=exc.final) from None
         except requests.Timeout:
             raise DebbugsUnavailable(f"{method}: no answer from {self.url} within the "
                                      "timeout") from None
