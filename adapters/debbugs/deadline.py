@@ -82,24 +82,24 @@ def _watch(connection: HTTPConnection) -> None:
         deadline.watch(connection)
 
 
-class _WatchedHTTPConnection(HTTPConnection):
+class _Watched:
+    """Mixin: the call's deadline watches the connection from connect and each request."""
+
     def connect(self) -> None:
-        super().connect()
-        _watch(self)
+        super().connect()  # type: ignore[misc]
+        _watch(self)  # type: ignore[arg-type]
 
-    def request(self, *args: Any, **kwargs: Any) -> None:  # type: ignore[override]
-        _watch(self)
-        super().request(*args, **kwargs)
+    def request(self, *args: Any, **kwargs: Any) -> None:
+        _watch(self)  # type: ignore[arg-type]
+        super().request(*args, **kwargs)  # type: ignore[misc]
 
 
-class _WatchedHTTPSConnection(HTTPSConnection):
-    def connect(self) -> None:
-        super().connect()
-        _watch(self)
+class _WatchedHTTPConnection(_Watched, HTTPConnection):
+    pass
 
-    def request(self, *args: Any, **kwargs: Any) -> None:  # type: ignore[override]
-        _watch(self)
-        super().request(*args, **kwargs)
+
+class _WatchedHTTPSConnection(_Watched, HTTPSConnection):
+    pass
 
 
 class _HTTPPool(HTTPConnectionPool):
