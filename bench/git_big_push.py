@@ -3,7 +3,7 @@
 Generates a history (default 15,000 commits, 400 tags, 140 merges, a few
 branches; tests/git_history.py) and pushes every branch and tag in ONE push
 into fresh bare repositories: without a hook, with this tree's hook, and with
-the hook of a baseline revision (default: where this branch left main), its
+the hook of a baseline revision (default: round one's, one ``git log`` per ref), its
 code taken by ``git archive`` into a temp dir. Runs alternate. Prints the
 median push times, the time each hook adds, the hook's own run time (the same
 post-receive input replayed straight into it, wall and CPU time) and what its events say: how
@@ -93,18 +93,21 @@ def children_cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
+#: The last revision with round one's hook (one ``git log`` per ref), for "before".
+ROUND_ONE = "f5b78b3"
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--baseline", default="",
-                        help="revision to compare with (default: merge-base of HEAD and main)")
+    parser.add_argument("--baseline", default=ROUND_ONE,
+                        help="revision to compare with (default: round one's hook, "
+                             "one git log per ref)")
     parser.add_argument("--commits", type=int, default=15_000)
     parser.add_argument("--tags", type=int, default=400)
     parser.add_argument("--merges", type=int, default=140)
     args = parser.parse_args()
-    rev = args.baseline or subprocess.run(["git", "merge-base", "HEAD", "main"], cwd=REPO,
-                                          check=True, capture_output=True,
-                                          text=True).stdout.strip()
+    rev = args.baseline
     with tempfile.TemporaryDirectory(prefix="busgate-bench-") as tmp:
         root = Path(tmp)
         (root / "gitconfig").write_text("[user]\n\tname = Bench\n\temail = b@example.org\n")
