@@ -31,6 +31,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from bench.daemon_state import adopt  # noqa: E402
 from tests.git_history import history, make_repository  # noqa: E402
 
 ALL_REFS = ("refs/heads/*:refs/heads/*", "refs/tags/*:refs/tags/*")
@@ -64,6 +65,7 @@ class Variant:
         self.state = root / f"var-{name}"
         self.config = root / f"{name}.toml"
         self.config.write_text(f'[state]\ndir = "{self.state}"\n')
+        adopt(self.config)  # round one's hook does not look at the mark; this one does
         self.times: list[float] = []
         self.hook_times: list[float] = []
         #: user + system CPU seconds of the hook and its git processes (load hardly moves it)
@@ -157,7 +159,7 @@ def main() -> int:
             with_hook = statistics.median(variant.times)
             alone = statistics.median(variant.hook_times)
             events, complete, counted, distinct = variant.stats[-1]
-            verdict = "OK" if complete == events and alone < 2.0 else "NOT MET"
+            verdict = "OK" if complete == events == refs and alone < 2.0 else "NOT MET"
             print(f"  {variant.name:>18}: push {with_hook:.2f} s, adds "
                   f"{with_hook - plain:+.2f} s; hook alone {alone:.2f} s wall, "
                   f"{statistics.median(variant.hook_cpu):.2f} s CPU; {complete}/{events} "

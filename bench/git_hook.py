@@ -19,6 +19,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from daemon_state import adopt  # bench/ is the script's directory
+
 REPO = Path(__file__).resolve().parent.parent
 BUSGATE = [sys.executable, "-m", "gateway"]
 
@@ -80,6 +82,7 @@ def main() -> int:
         root = Path(tmp)
         (root / "gitconfig").write_text("[user]\n\tname = Bench\n\temail = b@example.org\n")
         (root / "busgate.toml").write_text(f'[state]\ndir = "{root / "var"}"\n')
+        adopt(root / "busgate.toml")
         env = {**os.environ, "GIT_CONFIG_GLOBAL": str(root / "gitconfig"),
                "GIT_CONFIG_NOSYSTEM": "1", "BUSGATE_CONFIG": str(root / "busgate.toml")}
         work = root / "work"

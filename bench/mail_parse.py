@@ -25,6 +25,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from bench.daemon_state import adopt  # noqa: E402
+
 
 def corpus() -> list[bytes]:
     mails = [p.read_bytes() for p in sorted((REPO / "fixtures" / "dak_mail").glob("*.eml"))]
@@ -85,6 +87,7 @@ def main() -> None:
         cfg.write_text(f'[state]\ndir = "{tmp}/var"\n')
         mail = REPO / "fixtures" / "dak_mail" / "announce-signed.eml"
         env = {**os.environ, "BUSGATE_CONFIG": str(cfg)}
+        adopt(cfg)
         median_wall([str(busgate), "mail"], 3, env, mail)  # warm the page cache
         pipe = median_wall([str(busgate), "mail"], args.runs, env, mail)
         spool = str(Path(tmp) / "var" / "spool")
