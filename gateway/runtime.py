@@ -18,6 +18,18 @@ def open_store(settings: Settings, *, create: bool = True) -> Store:
     return Store(settings.db_path, factory, create=create)
 
 
+def open_daemon_store(settings: Settings) -> Store:
+    """The daemon's state database, for a command that writes into it or reads it beside
+    the daemon (``poll``, ``reprocess``): never a new one. Raises :class:`StoreError`
+    naming the place when ``busgate run`` has never marked this state directory."""
+    from gateway import mark
+    from gateway.errors import StoreError
+
+    if mark.read_state(settings.state_dir) is None:
+        raise StoreError(mark.unmarked_state_message(settings.state_dir))
+    return open_store(settings, create=False)
+
+
 def open_spool(settings: Settings) -> Spool:
     return Spool(settings.spool_dir)
 

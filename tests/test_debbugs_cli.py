@@ -7,7 +7,7 @@ import subprocess
 from collections.abc import Iterator
 
 import pytest
-from conftest import BUSGATE, REPO, write_config
+from conftest import BUSGATE, REPO, adopt, write_config
 
 from fixtures.debbugs.soapserver import FakeDebbugs
 from gateway import config, pollers
@@ -21,6 +21,8 @@ def fake() -> Iterator[FakeDebbugs]:
 
 
 def busgate(conf, *args: str) -> subprocess.CompletedProcess[str]:
+    if "--dry-run" not in args:
+        adopt(config.load(conf))  # a real poll stores only into a started daemon's state
     return subprocess.run([*BUSGATE, "poll", "--config", str(conf), "debbugs", *args],
                           capture_output=True, text=True, timeout=60, cwd=REPO)
 

@@ -312,8 +312,8 @@ def test_pollers_and_outbox_survive_a_wall_clock_step_back(tmp_path: Path,
             proc.start()
             assert busgate("publish", "--message", "before", env=base_env).returncode == 0
             wait_for(lambda: status(base_env)["published_seq_id"] == 1, what="'before'")
-            polls = len([m for m in fake.methods() if m == "get_bugs"])
-            assert polls >= 1
+            wait_for(lambda: "get_bugs" in fake.methods(), timeout=10,
+                     what="a poll before the step")  # the first poll loads the WSDL first
             offset.write_text("-3600\n")  # the wall clock steps back an hour
             time.sleep(0.5)
             stepped = len([m for m in fake.methods() if m == "get_bugs"])
@@ -401,3 +401,22 @@ def test_a_failing_small_publish_stores_nothing_and_a_repeat_is_published_again(
     for _ in range(2):  # the same text published twice on purpose is two sets of messages
         assert busgate("publish", env=proc.env, data=data).returncode == 0
     wait_for(lambda: status(proc.env)["published_seq_id"] == 1000, what="both runs")
+
+
+def test_poll_and_reprocess_refuse_state_no_daemon_marked(tmp_path: Path) -> None:
+    """Finding 10, the remaining writers: `poll --once` and `reprocess` on a state dir
+    that no `busgate run` marked refuse (75 / 69) and create nothing there."""
+    config = write_config(tmp_path / "busgate.toml", {
+        "state": {"dir": str(tmp_path / "elsewhere")},
+        "debbugs": {"url": "http://127.0.0.1:9/soap.cgi", "timeout": 1.0}})
+    env = {**os.environ, "BUSGATE_CONFIG": str(config)}
+    poll = subprocess.run([*BUSGATE, "poll", "debbugs", "--once"], env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert poll.returncode == 75, poll.stderr
+    assert "holds no busgate state" in poll.stderr and "nothing stored" in poll.stderr
+    reprocess = subprocess.run([*BUSGATE, "reprocess", "--all"], env=env,
+                               capture_output=True, text=True, timeout=60)
+    assert reprocess.returncode == 69, reprocess.stderr
+    assert "holds no busgate state" in reprocess.stderr
+    assert not (tmp_path / "elsewhere").exists() or \
+        not any((tmp_path / "elsewhere").rglob("*.db")), "state was created"

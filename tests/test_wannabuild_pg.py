@@ -32,7 +32,7 @@ from gateway import config, pollers, runtime
 from gateway.errors import TransientError
 from gateway.event import Event
 from gateway.store import Store
-from tests.conftest import BUSGATE, REPO, free_port, require_server
+from tests.conftest import BUSGATE, REPO, adopt, free_port, require_server
 
 pytestmark = [pytest.mark.postgres, pytest.mark.timeout(60)]
 
@@ -66,6 +66,7 @@ class WB:
 
     def __post_init__(self) -> None:
         self.settings = self.make_settings(wannabuild={"dsn": self.dsn})
+        adopt(self.settings)  # `busgate poll --once` writes only into a daemon's state
         self.store = runtime.open_store(self.settings)
 
     def poller(self, **cfg: Any) -> WannaBuildPoller:
@@ -739,6 +740,10 @@ def test_cli_once_dry_run_dsn_since(wb: WB, make_settings, tmp_path: Path) -> No
     assert [line["topic"] for line in lines] == ["org.debian.dev.wanna-build.build.needs-build"] * 2
     assert {line["msg"]["package"] for line in lines} == {"pkg0", "pkg1"}
     assert not settings.db_path.exists()  # a dry run writes no state
+    refused = busgate("poll", "wanna-build", "--once", "--dsn", wb.dsn, config_path=conf)
+    assert refused.returncode == 75 and "holds no busgate state" in refused.stderr
+    assert not settings.db_path.exists()  # nor does a poll where no daemon publishes
+    adopt(settings)
     down = busgate("poll", "wanna-build", "--once", config_path=conf)
     assert down.returncode == 75 and "cannot connect" in down.stderr
     assert "nothing stored" in down.stderr

@@ -46,19 +46,28 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    return int(args.poll_handler(args) or 0)
+    import sys
+
+    from gateway.errors import StoreError
+
+    try:
+        return int(args.poll_handler(args) or 0)
+    except StoreError as exc:  # no daemon's state here, or the state failed: poll later
+        print(f"busgate poll: {exc}; nothing stored", file=sys.stderr)
+        return EX_TEMPFAIL
 
 
 def open_store(settings: Settings, dry_run: bool) -> Store:
-    """The state store, or an empty in-memory one for a dry run with no state yet
-    (nothing to compare with, and nothing may be written)."""
+    """The daemon's state store, or an empty in-memory one for a dry run with no state
+    yet (nothing to compare with, and nothing may be written). Raises
+    :class:`~gateway.errors.StoreError` where no daemon marked the state directory."""
     from gateway import runtime
     from gateway.store import EnvelopeFactory, Store
 
     if dry_run and not settings.db_path.exists():
         return Store(":memory:", EnvelopeFactory(settings.topic_prefix,
                                                  settings.publisher.name, settings.username))
-    return runtime.open_store(settings)
+    return runtime.open_daemon_store(settings)  # never events where no daemon publishes
 
 
 def loop(poller: Poller, store: Store, settings: Settings, *, once: bool, dry_run: bool,

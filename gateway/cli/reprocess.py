@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 
 HELP = "list quarantined inputs or run them again after a fix"
+#: No daemon's state where the configuration points (sysexits EX_UNAVAILABLE).
+EX_UNAVAILABLE = 69
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -19,9 +22,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from gateway import ingest, runtime
     from gateway.cli import load_settings
+    from gateway.errors import StoreError
 
     settings = load_settings(args)
-    store = runtime.open_store(settings)
+    try:
+        store = runtime.open_daemon_store(settings)
+    except StoreError as exc:
+        print(f"busgate reprocess: {exc}", file=sys.stderr)
+        return EX_UNAVAILABLE
     items = store.quarantined(None if (args.all or args.list) and not args.ids else args.ids)
     if args.list or not (args.all or args.ids):
         for item in items:
