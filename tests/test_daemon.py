@@ -27,8 +27,17 @@ def wait_subscribed(proc, settings, sub: Subscriber) -> None:
     """Publish a probe until the subscriber sees one (no sleeps for slow joiners)."""
     for attempt in range(50):
         assert publish(proc, [f"probe {attempt}"], "--topic", "probe.ping").returncode == 0
-        if any(True for _ in sub.messages(count=1, timeout=0.2)):
-            return
+        seen = list(sub.messages(count=1, timeout=0.2))
+        if seen:
+            # Joined. Probes published before it may still be on their way: read up to
+            # the last one, so the test's own messages come first from here on.
+            last = {"log": f"probe {attempt}"}
+            if seen[0].body == last:
+                return
+            for message in sub.messages(timeout=10):
+                if message.body == last:
+                    return
+            raise AssertionError(f"{last} never arrived after the subscriber joined")
     raise AssertionError("subscriber never saw a message")
 
 
