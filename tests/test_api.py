@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import contextlib
 import inspect
+import os
+import re
 import sqlite3
+import subprocess
+import sys
 import threading
 import time
 
@@ -12,10 +16,10 @@ import pytest
 
 import busgate
 import gateway
-from gateway import api, discovery, heartbeat, ingest, runtime
+from gateway import api, discovery, envelope, heartbeat, ingest, runtime
 from gateway.errors import BusgateError, SpoolError, TopicError
 from gateway.subscriber import Subscriber
-from tests.conftest import adopt
+from tests.conftest import REPO, adopt
 
 
 def subscriber(settings) -> Subscriber:
@@ -177,3 +181,35 @@ def test_publish_reads_the_configuration_once_per_path(make_settings, monkeypatc
         busgate.publish(topic="thing.create", modname="app", msg={"i": i}, config=path)
     assert loads == [path]
     assert len(runtime.open_spool(settings).pending()) == 3
+
+
+def test_a_fresh_process_publishes_without_a_socket_while_the_daemon_is_down(make_settings):
+    """No socket, no sleep: the call imports no ZeroMQ and returns once the item is on disk."""
+    settings = make_settings()
+    adopt(settings)
+    code = ("import sys, busgate\n"
+            "print(busgate.publish(topic='thing.create', modname='app', msg={'x': 1}))\n"
+            "print('zmq' in sys.modules, 'socket' in sys.modules)\n")
+    env = {**os.environ, "BUSGATE_CONFIG": settings.loaded_from[0]}
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            env=env, cwd=REPO, timeout=60)
+    assert result.returncode == 0, result.stderr
+    msg_id, modules = result.stdout.splitlines()
+    assert modules == "False False"
+    (item,) = runtime.open_spool(settings).pending()
+    (event,) = ingest.parse_events(item.read_bytes(), settings)
+    assert envelope.msg_id_for(event.key, event.time) == msg_id
+    assert event.topic(settings.topic_prefix) == "org.debian.dev.app.thing.create"
+
+
+def test_the_readme_example_runs(make_settings, monkeypatch) -> None:
+    settings = make_settings()
+    adopt(settings)
+    monkeypatch.setenv("BUSGATE_CONFIG", settings.loaded_from[0])
+    readme = (REPO / "README.md").read_text()
+    code = re.search(r"## Publishing from Python.*?```python\n(.*?)```", readme, re.S)
+    assert code
+    scope: dict = {}
+    exec(code.group(1), scope)  # noqa: S102 - our own README
+    assert len(scope["ids"]) == 3
+    assert len(runtime.open_spool(settings).pending()) == 5
