@@ -43,6 +43,12 @@ def loads(text: str | bytes, max_depth: int) -> Any:
         raise ParseError(f"JSON nested deeper than {max_depth} levels") from None
 
 
+def check_depth(text: str, max_depth: int) -> None:
+    """Raise :class:`ParseError` if JSON ``text`` nests deeper than ``max_depth``."""
+    if text.count("[") + text.count("{") > max_depth:
+        _check_text_depth(text, max_depth)
+
+
 #: A JSON string (skipped whole, in C) or one bracket.
 _TOKENS = re.compile(r'"(?:[^"\\]|\\.)*"|[\[\]{}]', re.DOTALL)
 
