@@ -24,7 +24,7 @@ test: install
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: install
-	$(BIN)/ruff check gateway adapters tests bench
+	$(BIN)/ruff check gateway adapters tests bench busgate
 
 bench: install
 	for b in bench/*.py; do $(BIN)/python $$b || exit 1; done
