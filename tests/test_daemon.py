@@ -118,7 +118,7 @@ def test_malformed_spool_items_are_quarantined_and_nothing_else_is_lost(daemon):
     assert "quarantine      2 (error 2)" in out
     again = subprocess.run([*BUSGATE, "reprocess", "--all"], env=proc.env, cwd=REPO,
                            capture_output=True, text=True)
-    assert again.returncode == 1 and again.stdout.count("still error") == 2
+    assert again.returncode == 65 and again.stdout.count("still error") == 2
     assert proc.proc.poll() is None, "the daemon must keep running"
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import time
 
+EX_USAGE, EX_DATAERR, EX_UNAVAILABLE = 2, 65, 69
 HELP = "list quarantined inputs or run them again after a fix"
 
 
@@ -17,11 +18,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from gateway import ingest, runtime
+    import sys
+
+    from gateway import ingest, mark, runtime
     from gateway.cli import load_settings
 
     settings = load_settings(args)
-    store = runtime.open_store(settings)
+    # Like `status`: never create state where no daemon's is (it would be the wrong place).
+    if mark.read_state(settings.state_dir) is None or not settings.db_path.exists():
+        print(f"busgate reprocess: {mark.unmarked_state_message(settings.state_dir)}",
+              file=sys.stderr)
+        return EX_UNAVAILABLE
+    store = runtime.open_store(settings, create=False)
     items = store.quarantined(None if (args.all or args.list) and not args.ids else args.ids)
     if args.list or not (args.all or args.ids):
         for item in items:
@@ -44,4 +52,5 @@ def run(args: argparse.Namespace) -> int:
     missing = set(args.ids) - {i["id"] for i in items}
     for ident in sorted(missing):
         print(f"{ident}: no such quarantined item")
-    return 1 if failed or missing else 0
+    # 65: an input still does not parse; 2: an ID that names no quarantined input.
+    return EX_DATAERR if failed else EX_USAGE if missing else 0
