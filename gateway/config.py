@@ -508,7 +508,9 @@ def _check_enabled(settings: Settings, origin: dict[str, str]) -> None:
     )
     for enabled, key, value, message in needs:
         if enabled and not value:
-            raise ConfigError(message, path=origin.get(key) or origin.get(key.split(".")[0])
+            # the file that enabled the part, when the key itself is set nowhere
+            enabler = f"{key.split('.')[0]}.enabled"
+            raise ConfigError(message, path=origin.get(key) or origin.get(enabler)
                               or _first(settings), key=key)
     url = settings.debbugs.url.strip()
     if settings.debbugs.enabled and not url.startswith(("http://", "https://")):

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -112,5 +111,14 @@ def test_a_missing_state_dir_is_judged_by_its_nearest_existing_parent(tmp_path) 
     assert not (tmp_path / "a").exists()
 
 
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(pytest.main([__file__, "-q"]))
+def test_the_error_names_the_drop_in_that_enabled_the_part(tmp_path) -> None:
+    from gateway import config
+    from gateway.errors import ConfigError
+
+    main = _config(tmp_path, {})
+    (tmp_path / "conf.d").mkdir()
+    dropin = tmp_path / "conf.d" / "50-debbugs.toml"
+    dropin.write_text("[debbugs]\nenabled = true\n")
+    with pytest.raises(ConfigError) as caught:
+        config.load(main)
+    assert (caught.value.path, caught.value.key) == (str(dropin), "debbugs.url")
