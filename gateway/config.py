@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from gateway import spool, topics
+from gateway import endpoints, spool, topics
 from gateway.errors import ConfigError, TopicError
 
 CONFIG_ENV = "BUSGATE_CONFIG"
@@ -487,6 +487,63 @@ def _check(settings: Settings, origin: dict[str, str]) -> None:
     if not settings.publisher.name or any(c.isspace() for c in settings.publisher.name):
         raise ConfigError("must be a non-empty name without spaces",
                           path=origin.get("publisher.name"), key="publisher.name")
+    _check_enabled(settings, origin)
+    for key, url in (("zmq.publish", settings.zmq.publish), ("zmq.replay", settings.zmq.replay)):
+        problem = endpoints.problem(url, bind=True) if url or key == "zmq.publish" else None
+        if problem:
+            raise ConfigError(problem, path=origin.get(key), key=key)
+
+
+def _check_enabled(settings: Settings, origin: dict[str, str]) -> None:
+    """What an enabled part needs before ``busgate run`` can start it (else it would crash
+    and retry forever, or exit with the wrong code)."""
+    needs = (
+        (settings.debbugs.enabled, "debbugs.url", settings.debbugs.url.strip(),
+         "the debbugs poller is enabled but has no SOAP URL"),
+        (settings.wannabuild.enabled, "wannabuild.dsn", settings.wannabuild.dsn.strip(),
+         "the wanna-build poller is enabled but has no database connection string"),
+        (settings.smtp.enabled, "smtp.recipients",
+         any(r.strip() for r in settings.smtp.recipients),
+         "the SMTP listener is enabled but accepts no recipient (list at least one address)"),
+    )
+    for enabled, key, value, message in needs:
+        if enabled and not value:
+            # the file that enabled the part, when the key itself is set nowhere
+            enabler = f"{key.split('.')[0]}.enabled"
+            raise ConfigError(message, path=origin.get(key) or origin.get(enabler)
+                              or _first(settings), key=key)
+    url = settings.debbugs.url.strip()
+    if settings.debbugs.enabled and not url.startswith(("http://", "https://")):
+        raise ConfigError(f"must be an http:// or https:// URL, not {url!r}",
+                          path=origin.get("debbugs.url"), key="debbugs.url")
+
+
+def _first(settings: Settings) -> str | None:
+    return settings.loaded_from[0] if settings.loaded_from else None
+
+
+def check_writable(settings: Settings) -> None:
+    """Refuse (ConfigError naming the key) a state or spool directory ``busgate run`` could
+    not write. Creates nothing: a missing directory is judged by its nearest existing parent."""
+    origin = settings.loaded_from[0] if settings.loaded_from else None
+    for key, directory in (("state.dir", settings.state_dir), ("state.spool", settings.spool_dir)):
+        problem = _unwritable(directory)
+        if problem:
+            raise ConfigError(problem, path=origin, key=key)
+
+
+def _unwritable(directory: Path) -> str | None:
+    path = directory.absolute()
+    while not path.exists():
+        if path.parent == path:
+            return f"{directory}: no existing parent directory"
+        path = path.parent
+    if not path.is_dir():
+        return f"{directory}: {path} is not a directory"
+    if not os.access(path, os.W_OK | os.X_OK):
+        what = "directory" if path == directory.absolute() else "nearest existing parent"
+        return f"{directory} is not writable by this user ({what} {path})"
+    return None
 
 
 def cron_trigger(line: str):  # type: ignore[no-untyped-def]

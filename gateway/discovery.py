@@ -17,6 +17,7 @@ from pathlib import Path
 import dns.exception
 import dns.resolver
 
+from gateway import endpoints
 from gateway.config import Settings
 from gateway.errors import ConfigError
 
@@ -28,8 +29,6 @@ SERVICE = "_busgate._tcp"
 REPLAY_SERVICE = "_busgate-replay._tcp"
 FEDMSG_SERVICE = "_fedmsg._tcp"
 
-_TCP = re.compile(r"tcp://(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+):([0-9]{1,5})")
-_IPC = re.compile(r"ipc://[!-~]+")
 _HOST = re.compile(r"[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*")
 
 
@@ -44,14 +43,7 @@ class Endpoint:
 
 def url_problem(url: str) -> str | None:
     """Why ``url`` cannot be connected to (``None`` when it can): tcp://host:port or ipc://path."""
-    match = _TCP.fullmatch(url)
-    if match:
-        return None if 0 < int(match.group(2)) < 65536 else f"port out of range in {url!r}"
-    if _IPC.fullmatch(url):
-        return None
-    if url.startswith(("tcp://", "ipc://")):
-        return f"malformed URL {url!r} (want tcp://host:port or ipc://path)"
-    return f"unsupported URL {url!r} (only tcp:// and ipc:// are accepted)"
+    return endpoints.problem(url)
 
 
 def from_file(path: str | Path) -> list[Endpoint]:

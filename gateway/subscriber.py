@@ -119,6 +119,8 @@ class Subscriber:
         self.since = since
         self.replay_timeout = replay_timeout
         self.stats = Stats()
+        #: monotonic time of the last frame from any publisher (``tail`` warns on silence)
+        self.last_heard = time.monotonic()
         self._tracks: dict[str, _Track] = {}
         self._served: dict[str, set[str]] = {}  # endpoint URL -> publishers seen there
         self._backlog: deque[Message | _Repair] = deque()
@@ -195,6 +197,7 @@ class Subscriber:
 
     # -- gap tracking ------------------------------------------------------------------
     def _accept(self, frames: list[bytes], endpoint: Endpoint) -> None:
+        self.last_heard = time.monotonic()
         try:
             envelope = env.decode(frames)
         except EnvelopeError as exc:

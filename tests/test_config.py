@@ -58,7 +58,8 @@ def test_dropins_override_in_name_order(tmp_path):
     main = write_config(tmp_path / "busgate.toml", {"env": "stg", "zmq": {"sndhwm": 5}})
     (tmp_path / "conf.d").mkdir()
     (tmp_path / "conf.d" / "10-a.toml").write_text("[zmq]\nsndhwm = 50\n")
-    (tmp_path / "conf.d" / "20-b.toml").write_text("[zmq]\nsndhwm = 500\n[smtp]\nenabled = true\n")
+    (tmp_path / "conf.d" / "20-b.toml").write_text("[zmq]\nsndhwm = 500\n[smtp]\nenabled = true\n"
+                                                     'recipients = ["dak@localhost"]\n')
     settings = config.load(main)
     assert settings.env == "stg"
     assert settings.zmq.sndhwm == 500

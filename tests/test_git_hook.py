@@ -505,10 +505,10 @@ def test_install_chains_to_an_existing_hook(tmp_path: Path) -> None:
     # a foreign hook AND a chained one: refuse rather than clobber
     (hooks / "post-receive").write_text("#!/bin/sh\nexit 0\n")
     refused = server.busgate("git-hook", "--install", str(server.bare))
-    assert refused.returncode == 1 and b"by hand" in refused.stderr
+    assert refused.returncode == 2 and b"by hand" in refused.stderr
     assert (hooks / "post-receive").read_text() == "#!/bin/sh\nexit 0\n"
     not_repo = server.busgate("git-hook", "--install", str(tmp_path))
-    assert not_repo.returncode == 1 and b"not a git repository" in not_repo.stderr
+    assert not_repo.returncode == 2 and b"not a git repository" in not_repo.stderr
 
 
 def test_repository_name_below_repo_root(tmp_path: Path) -> None:

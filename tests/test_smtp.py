@@ -155,7 +155,11 @@ def test_internal_error_gets_451_not_500(running) -> None:  # type: ignore[no-un
 
 
 def test_no_recipients_is_a_config_error(make_settings) -> None:  # type: ignore[no-untyped-def]
-    settings = make_settings(smtp={"enabled": True, "port": free_port()})
+    # refused when the configuration is loaded (check-config and run alike) ...
+    with pytest.raises(ConfigError, match=r"smtp\.recipients"):
+        make_settings(smtp={"enabled": True, "port": free_port()})
+    # ... and by the listener itself, for settings built without the loader
+    settings = make_settings(smtp={"port": free_port()})
     with pytest.raises(ConfigError, match=r"smtp\.recipients"):
         SmtpListener(settings, Spool(settings.spool_dir), lambda: None)
 

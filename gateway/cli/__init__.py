@@ -43,6 +43,11 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
         description="Bridge legacy distribution services onto one message bus.",
     )
     parser.add_argument("--version", action="version", version=f"busgate {__version__}")
+    # Before the command (``busgate --config PATH run``) or after it; the one after wins.
+    # Its own dest: a subparser's default would otherwise overwrite the value given here.
+    parser.add_argument("--config", dest="global_config", metavar="PATH",
+                        help="configuration file (default: $BUSGATE_CONFIG, else the "
+                             "embedded defaults); also accepted after the command")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, module_name in COMMANDS.items():
         if only is not None and name != only:
@@ -79,24 +84,54 @@ def main(argv: Sequence[str] | None = None) -> int:
         fast = mail.parse_fast(args_list[1:])
         if fast is not None:
             return _run(mail.run, fast)
-    first = next((a for a in args_list if not a.startswith("-")), None)
-    parser = build_parser(first if first in COMMANDS else None)
+    parser = build_parser(_command_name(args_list))
     args = parser.parse_args(args_list)
     if not hasattr(args, "handler"):
         parser.error(f"command {args.command!r} is not available in this build")
+    if getattr(args, "config", None) is None:
+        args.config = args.global_config
     return _run(args.handler, args)
+
+
+def _command_name(args_list: list[str]) -> str | None:
+    """The subcommand's name: the first word that is not an option or ``--config``'s value."""
+    skip = False
+    for arg in args_list:
+        if skip:
+            skip = False
+        elif arg == "--config":
+            skip = True
+        elif not arg.startswith("-"):
+            return arg if arg in COMMANDS else None
+    return None
 
 
 def _run(handler, args) -> int:  # type: ignore[no-untyped-def]
     from gateway.errors import ConfigError
 
     try:
-        return int(handler(args) or 0)
+        code = int(handler(args) or 0)
+        sys.stdout.flush()
+        return code
     except ConfigError as exc:
         print(f"busgate: configuration error: {exc}", file=sys.stderr)
         return EX_USAGE
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        return _reader_gone()
+
+
+def _reader_gone() -> int:
+    """The reader of stdout went away (``busgate status | head -1``): what it wanted it got,
+    so exit 0, quietly. stdout is pointed at /dev/null first, or the interpreter's final
+    flush would fail again and print a traceback."""
+    import os
+
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+    return 0
 
 
 def load_settings(args: argparse.Namespace):  # type: ignore[no-untyped-def]

@@ -16,6 +16,7 @@ def run(args: argparse.Namespace) -> int:
     from gateway.cli import load_settings
 
     settings = load_settings(args)
+    config.check_writable(settings)  # what `busgate run` would refuse, refused here too
     if not args.quiet:
         origin = ", ".join(settings.loaded_from) or "embedded defaults"
         print(f"# busgate effective configuration (from {origin})")

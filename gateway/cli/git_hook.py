@@ -25,6 +25,7 @@ SPOOL_RESERVE = 0.25
 HARD_GRACE = 1.0
 #: ``--install`` refused because pushes would go where no daemon reads (sysexits EX_TEMPFAIL).
 EX_TEMPFAIL = 75
+EX_USAGE = 2
 #: More seconds the watchdog allows per ref update: handing events over takes time too.
 GRACE_PER_REF = 500e-6
 
@@ -210,9 +211,9 @@ def _install(args: argparse.Namespace) -> int:
         return EX_TEMPFAIL
     try:
         result = install(args.install, config=config, name=args.repo)
-    except InstallError as exc:
+    except InstallError as exc:  # not a repository, a hook we cannot chain: usage
         print(f"busgate: {exc}", file=sys.stderr)
-        return 1
+        return EX_USAGE
     for line in describe(result):
         print(line)
     if config is None:

@@ -44,10 +44,14 @@ def run(args: argparse.Namespace) -> int:
     from adapters.debbugs.poller import from_settings
     from gateway.cli import load_settings
     from gateway.cli.poll import loop, open_store
+    from gateway.errors import ConfigError
 
     settings = overridden(load_settings(args), args)
-    store = open_store(settings, args.dry_run)
+    if not settings.debbugs.url.strip():  # refused before any state is created
+        raise ConfigError("no SOAP endpoint configured (or give --url)", key="debbugs.url",
+                          path=settings.loaded_from[0] if settings.loaded_from else None)
     poller = from_settings(settings, backfill=args.backfill)
+    store = open_store(settings, args.dry_run)
     return loop(poller, store, settings, once=args.once, dry_run=args.dry_run,
                 interval=settings.debbugs.interval,
                 summary=lambda events: f"debbugs: {len(events)} new events in the outbox "

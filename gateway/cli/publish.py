@@ -68,8 +68,11 @@ def run(args: argparse.Namespace) -> int:
 
     tokens = args.topic.split(".")
     if not 2 <= len(tokens) <= 3:
-        print(f"busgate publish: --topic {args.topic!r} must be <object>[.<subobject>].<event>",
-              file=sys.stderr)
+        # fedmsg-logger habits (``--topic log``): show the shape with a real example.
+        example = f"{tokens[0]}.log" if len(tokens) == 1 and tokens[0] != "log" else "message.log"
+        print(f"busgate publish: --topic {args.topic!r} must be <object>[.<subobject>].<event>"
+              f", e.g. --topic {example} (the topic becomes "
+              f"org.<distribution>.<env>.{args.modname}.{example})", file=sys.stderr)
         return EX_DATAERR
     from gateway import heartbeat
 

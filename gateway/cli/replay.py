@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 
+EX_UNAVAILABLE = 69  # the replay endpoint did not answer (or answered an error)
 HELP = "fetch stored messages from a replay endpoint (by seq_id, msg_id or time)"
 
 
@@ -21,11 +22,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from gateway import replay
+    from gateway import endpoints, replay
     from gateway.cli import load_settings
 
     settings = load_settings(args)
     endpoint = args.endpoint or settings.zmq.replay.replace("*", "127.0.0.1")
+    if not endpoint:
+        print("busgate replay: replay is disabled ([zmq] replay is empty); give --endpoint",
+              file=sys.stderr)
+        return 2
+    problem = endpoints.problem(endpoint)
+    if problem:
+        print(f"busgate replay: --endpoint: {problem}", file=sys.stderr)
+        return 2
     query: dict[str, object] = {}
     if args.seq_id:
         query["seq_ids"] = args.seq_id
@@ -46,5 +55,5 @@ def run(args: argparse.Namespace) -> int:
                 print(json.dumps(envelope, sort_keys=True, ensure_ascii=False))
     except replay.ReplayError as exc:
         print(f"busgate replay: {exc}", file=sys.stderr)
-        return 1
+        return EX_UNAVAILABLE
     return 0

@@ -6,9 +6,8 @@ import argparse
 import sys
 import time
 
+EX_USAGE, EX_DATAERR, EX_UNAVAILABLE = 2, 65, 69
 HELP = "list quarantined inputs or run them again after a fix"
-#: No daemon's state where the configuration points (sysexits EX_UNAVAILABLE).
-EX_UNAVAILABLE = 69
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -25,7 +24,7 @@ def run(args: argparse.Namespace) -> int:
     from gateway.errors import StoreError
 
     settings = load_settings(args)
-    try:
+    try:  # like `status`: never create state where no daemon's is (the wrong place)
         store = runtime.open_daemon_store(settings)
     except StoreError as exc:
         print(f"busgate reprocess: {exc}", file=sys.stderr)
@@ -52,4 +51,5 @@ def run(args: argparse.Namespace) -> int:
     missing = set(args.ids) - {i["id"] for i in items}
     for ident in sorted(missing):
         print(f"{ident}: no such quarantined item")
-    return 1 if failed or missing else 0
+    # 65: an input still does not parse; 2: an ID that names no quarantined input.
+    return EX_DATAERR if failed else EX_USAGE if missing else 0

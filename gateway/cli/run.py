@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 HELP = "run the gateway daemon (spool, outbox, publisher, replay, SMTP, pollers)"
@@ -18,11 +19,22 @@ def run(args: argparse.Namespace) -> int:
     import asyncio
     import logging
 
-    from gateway import daemon
+    from gateway import config, daemon, liveness
     from gateway.cli import load_settings
     from gateway.errors import BusgateError
 
     settings = load_settings(args)
+    config.check_writable(settings)  # the same refusal as check-config: exit 2
+    try:
+        settings.state_dir.mkdir(parents=True, exist_ok=True)
+        lock = liveness.hold(settings.state_dir)  # held until this process exits
+    except liveness.AlreadyRunning as exc:
+        print(f"busgate: {settings.state_dir}: {exc}", file=sys.stderr)
+        return EX_UNAVAILABLE
+    except OSError as exc:
+        print(f"busgate: cannot lock the state directory {settings.state_dir}: {exc.strerror}",
+              file=sys.stderr)
+        return EX_UNAVAILABLE
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
@@ -30,4 +42,6 @@ def run(args: argparse.Namespace) -> int:
     except BusgateError as exc:
         print(f"busgate: {exc}", file=sys.stderr)
         return EX_UNAVAILABLE
+    finally:
+        os.close(lock)
     return 0

@@ -18,7 +18,7 @@ EX_UNAVAILABLE = 69
 def run(args: argparse.Namespace) -> int:
     import sys
 
-    from gateway import health, mark, runtime
+    from gateway import health, liveness, mark, runtime
     from gateway.cli import load_settings
     from gateway.errors import StoreError
 
@@ -31,6 +31,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"busgate status: {problem}", file=sys.stderr)
         return EX_UNAVAILABLE
     flags = health.read(settings.state_dir)
+    pid = liveness.running(settings.state_dir)
+    daemon = "not running" if pid is None else f"running (pid {pid})" if pid else "running"
     try:
         status = runtime.open_store(settings, create=False).status()
     except StoreError as exc:
@@ -41,9 +43,11 @@ def run(args: argparse.Namespace) -> int:
     status["spool_pending"] = len(runtime.open_spool(settings).pending())
     status["health"] = "ok" if not flags else "degraded"
     status["faults"] = flags
+    status["daemon"] = {"running": pid is not None, "pid": pid or None}
     if args.json:
         print(json.dumps(status, sort_keys=True))
         return 0
+    print(f"daemon          {daemon}")
     print(f"health          {status['health']}")
     for component, flag in flags.items():
         print(f"  {component}: {flag.get('problem')}")

@@ -30,12 +30,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--endpoint", action="append", default=[], metavar="PUB[,REPLAY]",
                         help="also subscribe to this publisher (repeatable)")
     parser.add_argument("--heartbeats", action="store_true", help="print heartbeats too")
+    parser.add_argument("--silence", type=float, metavar="S",
+                        help="warn on stderr when no publisher has answered for S seconds "
+                             "(default: 3 heartbeat intervals, at least 15)")
     parser.add_argument("--color", choices=("auto", "always", "never"), default="auto")
     parser.set_defaults(style="json")
 
 
 def run(args: argparse.Namespace) -> int:
     from gateway import discovery, heartbeat
+    from gateway import endpoints as endpoints_grammar
     from gateway.cli import load_settings
     from gateway.subscriber import Subscriber
 
@@ -43,6 +47,11 @@ def run(args: argparse.Namespace) -> int:
     endpoints = discovery.discover(settings)
     for number, spec in enumerate(args.endpoint, 1):
         publish, _, replay_url = spec.partition(",")
+        for url in (publish, replay_url) if replay_url else (publish,):
+            problem = endpoints_grammar.problem(url)
+            if problem:
+                print(f"busgate tail: --endpoint: {problem}", file=sys.stderr)
+                return 2
         endpoints.append(discovery.Endpoint(f"cli-{number}", publish, replay_url or None))
     if not endpoints:
         print("busgate tail: no endpoints configured (see [discovery] or use --endpoint)",
@@ -55,15 +64,56 @@ def run(args: argparse.Namespace) -> int:
     with Subscriber(endpoints, topics=args.topic, exclude=args.exclude,
                     heartbeat_topic=heartbeat.topic(settings.topic_prefix),
                     show_heartbeats=args.heartbeats, since=time.time()) as subscriber:
+        silence = args.silence if args.silence is not None and args.silence > 0 else max(
+            SILENCE_MIN, SILENCE_HEARTBEATS * settings.zmq.heartbeat_interval)
+        watch = _SilenceWatch(subscriber, silence, [e.publish for e in endpoints])
+        deadline = time.monotonic() + args.timeout if args.timeout is not None else None
+        left = args.count
         try:
-            for message in subscriber.messages(count=args.count, timeout=args.timeout):
-                write(out, message.envelope, args.style, replayed=message.replayed,
-                      colour=colour)
+            while left is None or left > 0:
+                # Short slices, so a silent bus is noticed between them; the subscriber
+                # keeps its state (tracks, backlog) from one slice to the next.
+                now = time.monotonic()
+                if deadline is not None and now >= deadline:
+                    break
+                slice_ = 1.0 if deadline is None else min(1.0, deadline - now)
+                for message in subscriber.messages(count=left, timeout=slice_):
+                    write(out, message.envelope, args.style, replayed=message.replayed,
+                          colour=colour)
+                    if left is not None:
+                        left -= 1
+                watch.check()
         except KeyboardInterrupt:
             return 0
-        except BrokenPipeError:
-            return 0
     return 0
+
+
+#: ``tail`` warns when no publisher has sent anything (message or heartbeat) for this
+#: many heartbeat intervals, and never sooner than SILENCE_MIN seconds.
+SILENCE_HEARTBEATS = 3
+SILENCE_MIN = 15.0
+
+
+class _SilenceWatch:
+    """Say once on stderr that no publisher answers (and once when one does again), so a
+    quiet tail is not mistaken for a quiet bus."""
+
+    def __init__(self, subscriber: Any, silence: float, urls: list[str]):
+        self.subscriber = subscriber
+        self.silence = silence
+        self.urls = urls
+        self.warned = False
+
+    def check(self) -> None:
+        quiet = time.monotonic() - self.subscriber.last_heard
+        if quiet >= self.silence and not self.warned:
+            self.warned = True
+            print(f"busgate tail: no publisher has answered for {quiet:.0f} s (no message, no "
+                  f"heartbeat) on {', '.join(self.urls)}; is the daemon running?",
+                  file=sys.stderr, flush=True)
+        elif quiet < self.silence and self.warned:
+            self.warned = False
+            print("busgate tail: a publisher is answering again", file=sys.stderr, flush=True)
 
 
 def write(out: TextIO, envelope: dict[str, Any], style: str, *, replayed: bool = False,
