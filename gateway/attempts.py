@@ -7,6 +7,10 @@ the kernel's OOM killer) leaves the mark file behind, and the next worker counts
 one crash against the item it names. An item at ``ingest.max_crashes`` is not
 parsed again. A single ``kill -9`` of a worker or daemon is not the item's fault,
 which is why the default allows one crash before quarantining.
+
+While a group of items is committed in one transaction (group commit) the mark
+names the whole group. A death then is held against none of them: the next worker
+ingests each of them alone, under its own mark, so a culprit is found as before.
 """
 
 from __future__ import annotations
@@ -17,6 +21,8 @@ from pathlib import Path
 
 #: The mark file in the spool directory (outside ``new/``, so never an item itself).
 MARK = ".ingesting"
+#: First line of a mark naming a group (no spool item name starts with a dot).
+GROUP = ".group"
 
 
 class Attempts:
@@ -26,11 +32,30 @@ class Attempts:
         self.path = Path(spool_root) / MARK
         self.max_crashes = max_crashes
         self.crashes: dict[str, int] = {}
+        #: Items of a group the last worker died committing: to be ingested one by one.
+        self.suspects: set[str] = set()
         try:
-            name, count = self.path.read_text(errors="surrogateescape").split("\n")[:2]
-            self.crashes[name] = int(count) + 1  # the last worker died ingesting it
-        except (OSError, ValueError):
+            lines = self.path.read_text(errors="surrogateescape").split("\n")
+            if lines[0] == GROUP:
+                self.suspects = {name for name in lines[1:] if name}
+            else:
+                self.crashes[lines[0]] = int(lines[1]) + 1  # the last worker died on it
+        except (OSError, ValueError, IndexError):
             pass
+
+    def groupable(self, name: str) -> bool:
+        """Whether ``name`` may share a transaction: not suspected of killing a worker
+        (and a name the mark can hold unambiguously)."""
+        return name not in self.crashes and name not in self.suspects and "\n" not in name
+
+    def begin_group(self, names: list[str]) -> None:
+        """Mark a group being committed together (see the module's docstring)."""
+        with contextlib.suppress(OSError):
+            self.path.write_text("\n".join([GROUP, *names, ""]), errors="surrogateescape")
+
+    def end_group(self) -> None:
+        with contextlib.suppress(OSError):
+            self.path.unlink()
 
     def begin(self, name: str) -> int | None:
         """Mark ``name`` as being ingested; ``None`` when it has crashed too often,
@@ -46,5 +71,6 @@ class Attempts:
     def end(self, name: str) -> None:
         """``name`` is done (committed, quarantined, or left for a retry after a store error)."""
         self.crashes.pop(name, None)
+        self.suspects.discard(name)
         with contextlib.suppress(OSError):
             self.path.unlink()

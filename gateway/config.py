@@ -128,6 +128,12 @@ class IngestSettings:
     #: Worker deaths (crash, OOM kill, kill -9) while ingesting one item before it is
     #: quarantined as ``crashed`` instead of being parsed again.
     max_crashes: int = 2
+    #: Most spool items whose events the worker commits in one transaction (group
+    #: commit: one fsync for many small items); 1 commits item by item.
+    group_items: int = 500
+    #: Most bytes of spool items held in memory for one group (one larger item is
+    #: committed alone).
+    group_bytes: int = 16 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -449,6 +455,8 @@ def _check(settings: Settings, origin: dict[str, str]) -> None:
         "ingest.max_item_bytes": settings.ingest.max_item_bytes,
         "ingest.max_json_depth": settings.ingest.max_json_depth,
         "ingest.max_crashes": settings.ingest.max_crashes,
+        "ingest.group_items": settings.ingest.group_items,
+        "ingest.group_bytes": settings.ingest.group_bytes,
         "quarantine.max_items": settings.quarantine.max_items,
         "quarantine.max_bytes": settings.quarantine.max_bytes,
         "quarantine.oversize_keep_bytes": settings.quarantine.oversize_keep_bytes,

@@ -13,13 +13,16 @@ its reason and size, not its bytes.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import json
 import logging
 import os
 import traceback
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 from gateway import jsonbounds
 from gateway.attempts import Attempts
@@ -44,6 +47,8 @@ PARSERS = {
 UNPARSABLE = ("not-regular", "unreadable")
 #: Longest error text kept with a quarantined input.
 MAX_ERROR_CHARS = 4000
+#: Most events per transaction (one input's, or a group's).
+GROUP_EVENTS = 10000
 
 
 @dataclass(frozen=True)
@@ -147,8 +152,18 @@ def _crashed(store: Store, settings: Settings, kind: str, path: os.PathLike[str]
 
 
 def ingest(store: Store, settings: Settings, kind: str, raw: bytes, origin: str = "",
-           batch: int = 10000) -> Outcome:
+           batch: int = GROUP_EVENTS) -> Outcome:
     """Parse ``raw`` and commit its events (or quarantine it). Safe to run twice."""
+    prepared = _prepare(store, settings, kind, raw, origin)
+    if isinstance(prepared, Outcome):
+        return prepared
+    return _commit(store, settings, kind, raw, origin, prepared, batch)
+
+
+def _prepare(store: Store, settings: Settings, kind: str, raw: bytes,
+             origin: str) -> Outcome | list[Event]:
+    """The events of ``raw``, or the outcome when there are none to commit (an input
+    that is quarantined, or an empty ``events`` item)."""
     if kind == "oversize":
         return _oversize_record(store, settings, raw, origin)
     limit = size_limit(settings, kind)
@@ -167,6 +182,13 @@ def ingest(store: Store, settings: Settings, kind: str, raw: bytes, origin: str 
             return Outcome()
         return _quarantine(store, settings, kind, raw, origin, "unrecognized",
                            "no known event in this input")
+    return events
+
+
+def _commit(store: Store, settings: Settings, kind: str, raw: bytes, origin: str,
+            events: list[Event], batch: int = GROUP_EVENTS) -> Outcome:
+    """Commit one input's events, ``batch`` per transaction; an event no envelope can
+    carry sends the input to quarantine."""
     added = 0
     try:
         for start in range(0, len(events), batch):
@@ -186,6 +208,100 @@ def ingest(store: Store, settings: Settings, kind: str, raw: bytes, origin: str 
     if duplicates:
         log.info("%s item %s: %d duplicate event(s) ignored", kind, origin, duplicates)
     return Outcome(added=added, duplicates=duplicates)
+
+
+@dataclass(frozen=True)
+class _Parsed:
+    path: Path
+    kind: str
+    raw: bytes
+    events: list[Event]
+
+
+def ingest_group(store: Store, settings: Settings, paths: list[Path], attempts: Attempts,
+                 done: Callable[[Path, Outcome], None]) -> None:
+    """Ingest many spool entries, committing the events of up to ``ingest.group_items``
+    of them (and :data:`GROUP_EVENTS` events, ``ingest.group_bytes`` bytes) in one
+    transaction: one fsync for many small items.
+
+    ``done(path, outcome)`` is called once an entry's outcome is durable (its events
+    committed or it is quarantined), so the caller may remove it then and only then.
+    An entry that vanished is skipped. Parsing is marked per entry, committing per
+    group (see :mod:`gateway.attempts`); a group whose transaction fails for anything
+    but the database is committed again entry by entry, so only the poison one is
+    quarantined. Raises :class:`StoreError` as :func:`ingest_item` does.
+    """
+    caps = settings.ingest
+    group: list[_Parsed] = []
+    held = events = 0
+
+    def flush() -> None:
+        nonlocal held, events
+        if group:
+            _commit_group(store, settings, list(group), attempts, done)
+        group.clear()
+        held = events = 0
+
+    for path in paths:
+        name, kind = path.name, Spool.kind_of(path)
+        attempts.begin(name)
+        try:
+            try:
+                raw = Spool.read_item(path, size_limit(settings, kind),
+                                      settings.quarantine.oversize_keep_bytes)
+            except FileNotFoundError:
+                continue
+            except RejectedItem:
+                prepared: Outcome | list[Event] | None = None  # the one-entry path says why
+            else:
+                prepared = _prepare(store, settings, kind, raw, name)
+        finally:
+            attempts.end(name)
+        if prepared is None:
+            flush()
+            with contextlib.suppress(FileNotFoundError):
+                done(path, ingest_item(store, settings, path, attempts))
+            continue
+        if isinstance(prepared, Outcome):
+            done(path, prepared)
+            continue
+        if group and (len(group) >= caps.group_items or held + len(raw) > caps.group_bytes
+                      or events + len(prepared) > GROUP_EVENTS):
+            flush()
+        if len(prepared) >= GROUP_EVENTS or len(raw) > caps.group_bytes:
+            done(path, _commit(store, settings, kind, raw, name, prepared))  # alone
+            continue
+        group.append(_Parsed(path, kind, raw, prepared))
+        held += len(raw)
+        events += len(prepared)
+    flush()
+
+
+def _commit_group(store: Store, settings: Settings, group: list[_Parsed], attempts: Attempts,
+                  done: Callable[[Path, Outcome], None]) -> None:
+    attempts.begin_group([item.path.name for item in group])
+    try:
+        try:
+            with store.transaction() as tx:
+                added = [len(tx.add_events(item.events)) for item in group]
+                for kind, count in Counter(item.kind for item in group).items():
+                    tx.bump(f"ingested.{kind}", count)
+        except StoreError:
+            raise
+        except Exception as exc:  # one entry's events cannot be stored: find which
+            log.warning("a group of %d spool items could not be committed (%s); committing "
+                        "them one by one", len(group), exc)
+            for item in group:
+                done(item.path, _commit(store, settings, item.kind, item.raw, item.path.name,
+                                        item.events))
+            return
+    finally:
+        attempts.end_group()
+    for item, count in zip(group, added, strict=True):
+        if count < len(item.events):
+            log.info("%s item %s: %d duplicate event(s) ignored", item.kind, item.path.name,
+                     len(item.events) - count)
+        done(item.path, Outcome(added=count, duplicates=len(item.events) - count))
 
 
 def reprocess(store: Store, item: dict[str, object], *, force_size: bool = False,

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import multiprocessing
 import os
@@ -21,6 +22,7 @@ import signal
 import time
 from collections.abc import Callable
 from multiprocessing.connection import Connection
+from pathlib import Path
 
 from gateway.config import Settings
 
@@ -66,12 +68,31 @@ def drain_forever(settings: Settings, parent_pid: int, wake: Connection, added: 
         except StateLostError as exc:
             _lost(faults, exc)
         items = [path for path in spool.pending() if path.name not in stuck]
-        for path in items:
-            started = time.perf_counter()
+        added_any = False
+
+        def done(path: Path, outcome: ingest.Outcome) -> None:
+            """The outcome is durable: the entry may go (and only now)."""
+            nonlocal added_any
+            if not (spool.set_aside(path) if outcome.set_aside else Spool.remove(path)):
+                stuck.add(path.name)
+            log.debug("%s: %d event(s) added, %d duplicate(s)", path.name, outcome.added,
+                      outcome.duplicates)
+            added_any = added_any or bool(outcome.added)
+
+        position = 0
+        while position < len(items):
+            run = list(itertools.takewhile(
+                lambda p: attempts.groupable(p.name),
+                items[position:position + max(settings.ingest.group_items, 1)]))
             try:
-                outcome = ingest.ingest_item(store, settings, path, attempts)
-            except FileNotFoundError:
-                continue
+                if len(run) > 1:  # many small items: one transaction for them all
+                    ingest.ingest_group(store, settings, run, attempts, done)
+                    position += len(run)
+                else:  # alone, or suspected of killing a worker: under its own mark
+                    path = items[position]
+                    position += 1
+                    with contextlib.suppress(FileNotFoundError):
+                        done(path, ingest.ingest_item(store, settings, path, attempts))
             except StateLostError as exc:
                 _lost(faults, exc)
             except StoreError as exc:  # disk full, read-only, I/O error: may be fixed
@@ -82,11 +103,8 @@ def drain_forever(settings: Settings, parent_pid: int, wake: Connection, added: 
                 break
             backoff = 0.0
             faults.ok()
-            if not (spool.set_aside(path) if outcome.set_aside else Spool.remove(path)):
-                stuck.add(path.name)
-            log.debug("%s: %d event(s) added, %d duplicate(s) in %.3f s", path.name,
-                      outcome.added, outcome.duplicates, time.perf_counter() - started)
-            if outcome.added:
+            if added_any:
+                added_any = False
                 _signal(added)
         if not items and wake.poll(interval):
             _drain(wake)
