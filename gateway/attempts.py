@@ -35,11 +35,12 @@ class Attempts:
         #: Items of a group the last worker died committing: to be ingested one by one.
         self.suspects: set[str] = set()
         try:
-            lines = self.path.read_text(errors="surrogateescape").split("\n")
-            if lines[0] == GROUP:
-                self.suspects = {name for name in lines[1:] if name}
-            else:
-                self.crashes[lines[0]] = int(lines[1]) + 1  # the last worker died on it
+            text = self.path.read_text(errors="surrogateescape")
+            first, _, rest = text.partition("\n")
+            if first == GROUP:
+                self.suspects = {name for name in rest.split("\n") if name}
+            elif rest:  # "<count>\n<name>": the name last, whatever characters it holds
+                self.crashes[rest] = int(first) + 1  # the last worker died on it
         except (OSError, ValueError, IndexError):
             pass
 
@@ -65,7 +66,7 @@ class Attempts:
             return None
         # A hint only: without it a crashing item is retried, as before.
         with contextlib.suppress(OSError):
-            self.path.write_text(f"{name}\n{count}\n", errors="surrogateescape")
+            self.path.write_text(f"{count}\n{name}", errors="surrogateescape")
         return count
 
     def end(self, name: str) -> None:

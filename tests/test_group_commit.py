@@ -155,3 +155,15 @@ def test_a_death_while_a_group_commits_makes_its_items_go_one_by_one(tmp_path) -
     after.end("1.a.events")
     assert after.groupable("1.a.events") and not after.groupable("2.b.events")
     assert not (tmp_path / MARK).exists()
+
+
+def test_a_crash_mark_holds_any_item_name(tmp_path) -> None:
+    """A name with a newline (only a local writer into spool/new can make one) must not
+    hide the item a worker died on: the count comes first, the name last, whole."""
+    name = "1.evil\nname.events"
+    attempts = Attempts(tmp_path, max_crashes=2)
+    assert attempts.begin(name) == 0  # the worker dies here
+    after = Attempts(tmp_path, max_crashes=2)
+    assert after.crashes == {name: 1}
+    assert after.begin(name) == 1  # dies again
+    assert Attempts(tmp_path, max_crashes=2).begin(name) is None  # quarantined as crashed

@@ -155,7 +155,7 @@ def test_an_item_the_worker_dies_on_twice_is_quarantined_as_crashed(daemon) -> N
     slow = Path(spool.deliver("events", lines))
     mark = spool.root / ".ingesting"
     for death in (1, 2):
-        started = f"{slow.name}\n{death - 1}\n"  # the item, and the crashes so far
+        started = f"{death - 1}\n{slow.name}"  # the crashes so far, and the item
         wait_for(lambda m=started: mark.exists() and mark.read_text() == m, 60,
                  f"a worker starting on the slow item (attempt {death})")
         os.kill(_worker_pid(proc), 9)
