@@ -17,19 +17,18 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
-import textwrap
 import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from gateway import config, discovery, heartbeat  # noqa: E402
+from bench.throughput import make_settings  # noqa: E402
+from gateway import discovery, heartbeat  # noqa: E402
 from gateway.subscriber import Subscriber  # noqa: E402
 
 WRITER = """
@@ -45,27 +44,13 @@ print(time.perf_counter() - start)
 """
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 class Gateway:
     """``busgate run`` from one code tree, in a temp dir, with a joined subscriber."""
 
     def __init__(self, tree: Path):
         self.root = Path(tempfile.mkdtemp(prefix="bg-one-"))
-        path = self.root / "busgate.toml"
-        path.write_text(textwrap.dedent(f"""
-            [state]
-            dir = "{self.root / 'var'}"
-            [zmq]
-            publish = "tcp://127.0.0.1:{free_port()}"
-            replay = "tcp://127.0.0.1:{free_port()}"
-            heartbeat_interval = 1.0
-        """))
-        self.settings = config.load(path)
+        self.settings = make_settings(self.root)  # the same gateway as bench/throughput.py's
+        path = self.settings.loaded_from[0]
         self.env = {**os.environ, "BUSGATE_CONFIG": str(path), "PYTHONPATH": str(tree)}
         self.tree = tree
         log = self.root / "daemon.log"
