@@ -36,6 +36,11 @@ class Event:
     packages: tuple[str, ...] = ()
     #: When it happened at the source (epoch seconds); the msg_id year comes from it.
     time: float | None = None
+    #: ``(namespace, subject, fact)`` rows written to ``source_facts`` when this event
+    #: is first committed (e.g. ``("debbugs.mail", "1023456", "close")``), so another
+    #: feed of the same source (the SOAP poller) can tell what was already reported.
+    #: Set by in-process parsers only: never read from or written to spool records.
+    facts: tuple[tuple[str, str, str], ...] = ()
 
     def __post_init__(self) -> None:
         topics.check_token(self.service, "service")
