@@ -101,3 +101,50 @@ class Source:
 
 class RegistryError(ConfigError):
     """A registered source is broken (cannot be imported, clashes with another)."""
+
+
+_registry: dict[str, Source] | None = None
+
+
+def registry() -> dict[str, Source]:
+    """Every registered source by name, read once per process (entry points)."""
+    global _registry
+    if _registry is None:
+        from importlib.metadata import entry_points
+
+        found: dict[str, Source] = {}
+        for point in entry_points(group=ENTRY_POINT_GROUP):
+            try:
+                source = point.load()
+            except Exception as exc:
+                raise RegistryError(f"source {point.name!r} ({point.value}) cannot be "
+                                    f"loaded: {exc}") from exc
+            if not isinstance(source, Source):
+                raise RegistryError(f"entry point {point.name!r} ({point.value}) is not a "
+                                    "gateway.sources.Source")
+            if source.name in found:
+                raise RegistryError(f"two sources are named {source.name!r}")
+            found[source.name] = source
+        _registry = found
+    return _registry
+
+
+def reset() -> None:
+    """Forget the registry (tests that install a source)."""
+    global _registry
+    _registry = None
+
+
+def type_index(settings: Any) -> Any:
+    """The :class:`gateway.messages.TypeIndex` of every registered source's message types,
+    with the topic tokens they have under ``settings``."""
+    from gateway.messages import TypeIndex
+
+    types: list[type] = []
+    overrides: dict[type, tuple[str, ...]] = {}
+    for source in registry().values():
+        if source.messages:
+            types += list(resolve(source.messages))
+        if source.topic_overrides is not None and settings is not None:
+            overrides.update(source.topic_overrides(getattr(settings, source.section)))
+    return TypeIndex(types, overrides)
