@@ -46,6 +46,7 @@ CHANGE_LABELS = {
 _BUG_LISTS = ("mergedwith", "blocks", "blockedby")
 _LOGIN = re.compile(r"[a-z0-9][a-z0-9._-]*")
 _PACKAGE = re.compile(r"[a-z0-9][a-z0-9+.-]*")
+_TRACKER = re.compile(r"owner@bugs\.", re.IGNORECASE)
 
 
 # -- what the adapters and the types share ----------------------------------------------
@@ -208,7 +209,8 @@ class BugMessage(Message):
         """``#N [package] "title"`` (parts left out when the body lacks them)."""
         body = self._body
         parts = [f"#{body.get('bug')}"]
-        package = _text(body.get("package")) or _text(body.get("source"))
+        package = " ".join(word.removeprefix("src:") for word in _words(
+            body.get("package"), commas=False)) or _text(body.get("source"))
         if package:
             parts.append(f"[{package}]")
         title = _text(body.get("title"))
@@ -217,7 +219,11 @@ class BugMessage(Message):
         return " ".join(parts)
 
     def _by(self, field: str) -> str:
-        who = person(self._body.get(field))
+        """`` by <name>``; nothing when unknown or the tracker itself (``owner@bugs.*``)."""
+        value = self._body.get(field)
+        if isinstance(value, str) and _TRACKER.match(parseaddr(value)[1]):
+            return ""
+        who = person(value)
         return f" by {who}" if who else ""
 
 
