@@ -34,7 +34,7 @@ PHRASES = {
     "needs-build": "needs a build on {arch}",
     "building": "building on {arch}",
     "built": "built on {arch}",
-    "build-attempted": "failed to build on {arch} (build attempted)",
+    "build-attempted": "build attempted on {arch}, failed",
     "uploaded": "uploaded on {arch}",
     "installed": "installed on {arch}",
     "dep-wait": "waiting for build-dependencies on {arch}",
@@ -43,7 +43,7 @@ PHRASES = {
     "failed": "failed to build on {arch}",
     "failed-removed": "removed from {arch} after failing to build",
     "not-for-us": "is not for {arch}",
-    "auto-not-for-us": "is not for {arch} (automatic)",
+    "auto-not-for-us": "is automatically not for {arch}",
     "deleted": "deleted from {arch}",
 }
 
