@@ -6,9 +6,12 @@ full one (same name and call): ``check_events(events, index)``.
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Iterable
 from typing import Any
+
+from jsonschema import Draft202012Validator
 
 from gateway.event import Event
 from gateway.messages import Message, TypeIndex
@@ -31,6 +34,7 @@ def check_events(events: Iterable[Event], index: TypeIndex | Iterable[type[Messa
         assert cls is not Message, f"no message type claims {topic}"
         message = cls(json.loads(json.dumps(event.body)), topic=topic)
         message.validate()
+        formats(cls).validate(message.body)  # and the formats (uri, date-time) the core skips
         summary = message.summary
         assert isinstance(summary, str) and summary and "\n" not in summary, (topic, summary)
         assert message.url is None or message.url.startswith(("http://", "https://")), \
@@ -43,6 +47,12 @@ def check_events(events: Iterable[Event], index: TypeIndex | Iterable[type[Messa
                                                           event.packages)
         messages.append(message)
     return messages
+
+
+@functools.cache
+def formats(cls: type[Message]) -> Draft202012Validator:
+    return Draft202012Validator(cls.body_schema,
+                                format_checker=Draft202012Validator.FORMAT_CHECKER)
 
 
 def described(event: Event, message: Message) -> dict[str, Any]:
