@@ -31,7 +31,7 @@ from adapters.debbugs import messages, status
 from adapters.debbugs.client import DebbugsClient
 from adapters.mail import parse_mail
 from gateway.event import Event
-from gateway.messages import DEBUG, INFO, MessageValidationError, TypeIndex
+from gateway.messages import DEBUG, INFO, MessageValidationError, TypeIndex, headers
 
 REPO = Path(__file__).resolve().parent.parent
 FIXTURES = REPO / "fixtures" / "debbugs"
@@ -154,6 +154,17 @@ def test_summaries_people_read() -> None:
     assert update.summary == '#5 [dpkg] "t" updated: severity normal -> serious; tags +patch ' \
         '-moreinfo; owner Jane; merged with +#6; forwarded cleared'
     assert update.usernames == []  # the owner is named in changes only
+    unarchived = messages.BugUpdate({"bug": 5, "changes": {"archived": [True, False]}})
+    assert unarchived.summary == "#5 updated: not archived"
+
+
+def test_envelope_headers_carry_the_types_users_and_packages() -> None:
+    [followup] = parse_mail((FIXTURES / "mail" / "followup.eml").read_bytes())
+    message = INDEX.lookup(followup.topic_tokens())(followup.body)
+    assert headers(message, 1_793_000_000) == {
+        "fedora_messaging_schema": "busgate.debbugs.bug.followup.v1",
+        "fedora_messaging_severity": INFO, "sent-at": "2026-10-26T07:33:20+00:00",
+        "fedora_messaging_user_bap": True, "busgate_package_hebcal": True}
     assert messages.BugArchive.severity == DEBUG and messages.BugClose.severity == INFO
 
 

@@ -355,6 +355,8 @@ def describe_change(field: str, pair: Any) -> str:
         moves = [f"+{mark}{v}" for v in _added([old, new])]
         moves += [f"-{mark}{v}" for v in _added([new, old])]
         return f"{label} {' '.join(moves)}" if moves else label
+    if isinstance(new, bool):
+        return label if new else f"not {label}"
     if field in PEOPLE:
         old, new = person(old), person(new)
     old, new = _text(old), _text(new)
