@@ -124,3 +124,18 @@ def test_the_type_refuses_what_the_adapter_never_sends() -> None:
         with pytest.raises(MessageValidationError):
             messages.BuildStateChange(wrong).validate()
     assert messages.MAX_FIELD_CHARS == translate.MAX_FIELD_CHARS
+
+
+def test_a_changed_event_fails_the_comparison(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("BUSGATE_REGEN_GOLDEN", raising=False)
+    path = ROWS[0]
+    events = events_of(path)
+    records = [described(e, m) for e, m in zip(events, check_events(events, INDEX),
+                                                 strict=True)]
+    golden = GOLDEN / "wannabuild" / f"{path.stem}.expected.json"
+    compare(golden, records)
+    records[-1] = {**records[-1], "summary": records[-1]["summary"] + "!"}
+    with pytest.raises(AssertionError, match="differs"):
+        compare(golden, records)
+    with pytest.raises(pytest.fail.Exception, match="BUSGATE_REGEN_GOLDEN=1"):
+        compare(golden.with_name("absent.expected.json"), records)
