@@ -7,13 +7,15 @@ from email import policy
 from email.message import EmailMessage
 from email.parser import BytesParser
 
-import jsonschema
 import pytest
+from messages_helpers import check_events
 
 from adapters.debbugs.mail import is_bts_mail, parse_bts_mail
+from adapters.debbugs.messages import TYPES
 from adapters.mail import parse_mail
 from gateway import runtime
 from gateway.errors import ParseError
+from gateway.event import Event
 from gateway.ingest import ingest
 from tests.conftest import REPO
 
@@ -158,10 +160,9 @@ def close_fixture(name: str) -> bytes:
     return (CLOSE_MAILS / name).read_bytes()
 
 
-def check_debbugs_schema(event) -> None:  # type: ignore[no-untyped-def]
-    schema = json.loads((REPO / "docs" / "schemas" / f"debbugs.bug.{event.event}.json")
-                        .read_text())
-    jsonschema.validate(json.loads(json.dumps(event.body)), schema)
+def check_debbugs_schema(event: Event) -> None:
+    """The event validates against its message type (``adapters.debbugs.messages``)."""
+    check_events([event], TYPES)
 
 
 @pytest.mark.parametrize(("name", "title"), [

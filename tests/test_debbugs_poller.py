@@ -305,13 +305,12 @@ def test_newest_bugs_and_the_numbers_since_the_last_poll(fake: FakeDebbugs, env)
     assert {e.event for e in events} == {"new"}
 
 
-def test_event_bodies_match_their_schemas(fake: FakeDebbugs, env) -> None:
-    jsonschema = pytest.importorskip("jsonschema")
-    from pathlib import Path
+def test_event_bodies_match_their_types(fake: FakeDebbugs, env) -> None:
+    from messages_helpers import check_events
 
+    from adapters.debbugs.messages import TYPES
     from adapters.mail import parse_mail
 
-    schemas = Path(__file__).resolve().parent.parent / "docs" / "schemas"
     _settings, store, clock, make = env
     fake.put(10, package="udisks2", subject="ü")
     fake.put(11, package="udisks2", done="x@y")
@@ -330,10 +329,7 @@ def test_event_bodies_match_their_schemas(fake: FakeDebbugs, env) -> None:
     events += poller.poll(store)
     for kind in ("report", "followup", "closed", "forwarded", "submitter-changed"):
         events += parse_mail(bts_mail(f"{kind} 10"))
-    seen = set()
-    for event in events:
-        schema = json.loads((schemas / f"debbugs.bug.{event.event}.json").read_text())
-        jsonschema.validate(json.loads(json.dumps(event.body)), schema)
-        seen.add(event.event)
+    check_events(events, TYPES)
+    seen = {event.event for event in events}
     assert seen == {"new", "update", "close", "reopen", "archive", "report", "followup",
                     "forward", "submitter-change"}

@@ -21,11 +21,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import jsonschema
 import psycopg
 import pytest
+from messages_helpers import check_events
 
 from adapters.wannabuild import query
+from adapters.wannabuild.messages import TYPES
 from adapters.wannabuild.poller import CURSOR, WannaBuildPoller, from_settings
 from fixtures.wannabuild import wbdb
 from gateway import config, pollers, runtime
@@ -36,9 +37,6 @@ from tests.conftest import BUSGATE, REPO, adopt, free_port, require_server
 
 pytestmark = [pytest.mark.postgres, pytest.mark.timeout(60)]
 
-SCHEMA = json.loads((REPO / "docs" / "schemas" / "wanna-build.build.json").read_text())
-VALIDATOR = jsonschema.Draft202012Validator(
-    SCHEMA, format_checker=jsonschema.Draft202012Validator.FORMAT_CHECKER)
 BUILDD = "buildd_amd64-conova-01"
 
 
@@ -104,13 +102,12 @@ def wb(template: str, make_settings: Callable[..., config.Settings]) -> Iterator
 
 def only(events: list[Event]) -> Event:
     assert len(events) == 1, [(e.event, dict(e.body)) for e in events]
-    VALIDATOR.validate(json.loads(json.dumps(events[0].body)))
+    check_events(events[:1], TYPES)
     return events[0]
 
 
 def check(events: list[Event]) -> list[Event]:
-    for event in events:
-        VALIDATOR.validate(json.loads(json.dumps(event.body)))
+    check_events(events, TYPES)
     return events
 
 

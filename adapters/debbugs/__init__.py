@@ -1,1 +1,2 @@
-"""debbugs -> bus: SOAP poller (status snapshots) and BTS mail (real-time events)."""
+"""debbugs -> bus: SOAP poller (status snapshots) and BTS mail (real-time events);
+``messages`` holds the message type of each ``debbugs.bug.<event>``."""

@@ -33,6 +33,7 @@ from email.utils import getaddresses
 from typing import Any
 
 from adapters import mailparse
+from adapters.debbugs.messages import PEOPLE, bug_packages, people_logins
 from adapters.mailparse import date_to_epoch
 from gateway.errors import ParseError
 from gateway.event import Event
@@ -50,7 +51,6 @@ MESSAGE_EVENTS = {
 _PR_MESSAGE = re.compile(r"^\s*([a-z][a-z-]*)(?:\s+(\d{1,9}))?\s*$", re.IGNORECASE)
 _SUBJECT = re.compile(r"^(?:(?:re|fwd?|aw)\s*:\s*)*bug\s*#\s*(\d{1,9})\s*:\s*(.*)$",
                       re.IGNORECASE | re.DOTALL)
-_TOKEN = re.compile(r"[a-z0-9][a-z0-9+.-]*")
 #: ``marked as done (<title>)``: debbugs' acknowledgement to whoever closed the bug.
 _MARKED_DONE = re.compile(r"marked as done \((?P<title>.*)\)", re.DOTALL)
 #: ``Bug#N closed by <closer> (<subject of the closing mail>)``: the notice to the submitter.
@@ -141,12 +141,12 @@ def parse_bts_mail(message: EmailMessage, raw: bytes, link: str = DEFAULT_LINK) 
     }
     if verb == "close":
         body["done"] = closer or ""
-    packages = tuple(dict.fromkeys(p for p in (*package.split(), *source.split())
-                                   if _TOKEN.fullmatch(p)))
     return [Event(
         service="debbugs", object="bug", event=verb,
         key=mail_key(bug, verb, ident),
-        body=body, packages=packages, time=when,
+        body=body, time=when,
+        usernames=tuple(people_logins(body.get(f) for f in PEOPLE)),
+        packages=tuple(bug_packages(package, source)),
     )]
 
 

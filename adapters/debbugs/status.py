@@ -15,6 +15,7 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
+from adapters.debbugs.messages import PEOPLE, bug_packages, people_logins
 from adapters.mailparse import display_address
 from gateway.event import Event
 
@@ -89,12 +90,11 @@ def _event(verb: str, snap: Mapping[str, Any], link: str, *, key: str,
     body["link"] = link.replace("{bug}", str(snap["bug"]))
     body["via"] = "soap"
     body.update(extra)
-    packages = tuple(dict.fromkeys(
-        p for p in (*_text(snap.get("package")).replace(",", " ").split(),
-                    *_text(snap.get("source")).split()) if p))
     when = snap.get("last_modified") if verb != "new" else snap.get("date")
     return Event(service="debbugs", object="bug", event=verb, key=key, body=body,
-                 packages=packages, time=float(when) if when else None)
+                 usernames=tuple(people_logins(body.get(f) for f in PEOPLE)),
+                 packages=tuple(bug_packages(body["package"], body["source"])),
+                 time=float(when) if when else None)
 
 
 def _text(value: Any) -> str:

@@ -16,6 +16,7 @@ import hashlib
 import json
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import quote
 
 from adapters.wannabuild import states
 from gateway.event import Event
@@ -26,6 +27,10 @@ OBJECT = "build"
 MAX_FIELD_CHARS = 1000
 #: Keys longer than this are replaced by a digest (hostile or absurd rows stay storable).
 MAX_KEY_CHARS = 500
+#: The build status page put in each body's ``link``; ``{package}`` and ``{distribution}``
+#: are replaced by the URL-quoted values. A body carries its link because a message type
+#: sees only the body, and a deployment other than Debian's (ports) has its own page.
+DEFAULT_LINK = "https://buildd.debian.org/status/package.php?p={package}&suite={distribution}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,7 +102,15 @@ def poison_key(row: Row) -> str:
     return "wanna-build:poison:" + hashlib.sha256(fields.encode()).hexdigest()
 
 
-def to_event(row: Row, *, max_failure_chars: int = 4000) -> Event:
+def build_link(template: str, package: str | None, distribution: str | None) -> str | None:
+    """The status page of ``package`` in ``distribution`` (None when either is unknown)."""
+    if not package or not distribution:
+        return None
+    return template.replace("{package}", quote(package, safe="")) \
+        .replace("{distribution}", quote(distribution, safe=""))
+
+
+def to_event(row: Row, *, max_failure_chars: int = 4000, link: str = DEFAULT_LINK) -> Event:
     if row.time is None:
         raise ValueError(f"transactions.time {text(row.time_text) or 'NULL'} is not a "
                          "time busgate can publish (NULL, infinity or beyond year 9999)")
@@ -143,6 +156,7 @@ def to_event(row: Row, *, max_failure_chars: int = 4000) -> Event:
         "depends": bounded("depends", row.depends) if current else None,
         "truncated": truncated,
     }
+    body["link"] = build_link(link, body["package"], body["distribution"])
     users = tuple(dict.fromkeys(u for u in (body["user"], body["real_user"]) if u))
     return Event(
         service=SERVICE,
