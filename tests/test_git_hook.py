@@ -146,6 +146,22 @@ def test_first_push_into_an_empty_repository(server: Server) -> None:
     assert oldest["date"].startswith(time.strftime("%Y-"))
 
 
+def test_web_url_links_each_event_from_the_config_file(tmp_path: Path) -> None:
+    """``[git] web_url`` in busgate.toml reaches the hook's events as their ``url``
+    (the link ``busgate tail`` shows); a deletion has none."""
+    server = Server(tmp_path, git={"web_url": "https://salsa.example.org/{repo}/-/commit/{sha}",
+                                   "service": "scm"})
+    tip = server.commit("first")
+    events, _ = server.push("HEAD:refs/heads/topic")
+    assert topics(events) == ["scm.branch.create"]
+    assert events[0].body["url"] == f"https://salsa.example.org/pkg/-/commit/{tip}"
+    (message,) = check_events([dataclasses.replace(events[0], service="git")], INDEX)
+    assert message.url == events[0].body["url"]
+    assert message.summary == 'alice pushed 1 commit to pkg topic (new branch): "first"'
+    events, _ = server.push(":refs/heads/topic")
+    assert events[0].body["url"] is None
+
+
 def test_fast_forward_forced_and_delete(server: Server) -> None:
     base = server.commit("base")
     server.push("HEAD:main", "HEAD:dev")  # deleting the default branch is refused
