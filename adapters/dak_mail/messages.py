@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping
-from email.utils import getaddresses, parseaddr
 from typing import Any
 
 from gateway.messages import WARNING, Message, clip
@@ -196,12 +195,16 @@ def person(address: str) -> str:
     """The name of ``Name <addr>`` (the address when there is no name; a bare name as is)."""
     if "@" not in address:
         return " ".join(address.split())
+    from email.utils import parseaddr  # here: a consumer loading every type need not pay it
+
     name, addr = parseaddr(address)
     return " ".join((name or addr or address).split())
 
 
 def debian_logins(addresses: Iterable[str | None]) -> list[str]:
     """Debian account names: the local part of each ``@debian.org`` address, in order."""
+    from email.utils import getaddresses
+
     names: list[str] = []
     for _, address in getaddresses([a for a in addresses if isinstance(a, str) and a]):
         local, _, domain = address.lower().partition("@")
