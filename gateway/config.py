@@ -274,6 +274,10 @@ class GitSettings:
     max_refs: int = 100000
     #: Most events in one spool item: a big push becomes several items.
     max_item_events: int = 5000
+    #: Web page of a pushed commit, put in each event's ``url``: ``{repo}``, ``{sha}``,
+    #: ``{ref}`` and ``{name}`` are filled in (e.g.
+    #: ``https://salsa.debian.org/{repo}/-/commit/{sha}``); empty = no link.
+    web_url: str = ""
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,6 @@
 """Check events against their message types (shared by the adapter and golden tests).
 
-Minimal version written on the ``typesbtswb`` branch; the ``msgcore`` branch owns the
-full one (same name and call): ``check_events(events, index)``.
+``check_events(events, index)`` takes a :class:`TypeIndex` or the types themselves.
 """
 
 from __future__ import annotations
@@ -19,14 +18,17 @@ from gateway.messages import Message, TypeIndex
 TOPIC_PREFIX = "org.debian.dev"
 
 
+def as_index(index: TypeIndex | Iterable[type[Message]]) -> TypeIndex:
+    return index if isinstance(index, TypeIndex) else TypeIndex(index)
+
+
 def check_events(events: Iterable[Event], index: TypeIndex | Iterable[type[Message]]
                  ) -> list[Message]:
     """Each event's message, after asserting that a registered type claims its topic,
     its body (as JSON on the wire) validates, and what the type says is well formed:
     a one-line non-empty summary, a URL or None, lists of names. Also asserts that the
     type names the same users and packages as the adapter put in the event."""
-    if not isinstance(index, TypeIndex):
-        index = TypeIndex(index)
+    index = as_index(index)
     messages = []
     for event in events:
         cls = index.lookup(event.topic_tokens())

@@ -129,8 +129,8 @@ def removal_summary() -> tuple[str, dict]:
     return summary, stanza
 
 
-@pytest.mark.parametrize("name", sorted(TEMPLATES))
-def test_filled_template(name: str) -> None:
+def filled(name: str) -> bytes:
+    """The template sample ``name`` filled as dak would for the python-debian upload."""
     values: dict[str, str] = {}
     if name == "dak-template-queue.rejected.txt":
         values = {"__CC__": "X-DAK-Rejection: automatic",
@@ -145,8 +145,12 @@ def test_filled_template(name: str) -> None:
                   "__SUITE_LIST__": "unstable", "__SUMMARY__": summary}
     elif name.endswith("legacy-2012.txt"):
         values = {"__SUMMARY__": f"{CHANGES_FILE}\n  to main/p/python-debian/{CHANGES_FILE}"}
-    raw = fill(read(name), **values)
-    events = parse_mail(raw)
+    return fill(read(name), **values)
+
+
+@pytest.mark.parametrize("name", sorted(TEMPLATES))
+def test_filled_template(name: str) -> None:
+    events = parse_mail(filled(name))
     assert [short_topic(e) for e in events] == [TEMPLATES[name]]
     event = events[0]
     check_schema(event)

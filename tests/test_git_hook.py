@@ -3,36 +3,40 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
 import subprocess
 import time
-from functools import cache
 from pathlib import Path
 from typing import Any
 
-import jsonschema
 import pytest
 
+from adapters.scm.messages import TYPES
 from gateway import config
 from gateway.event import Event
 from gateway.ingest import ingest, parse_events
+from gateway.messages import Message, MessageValidationError, TypeIndex
 from gateway.runtime import open_spool, open_store
 from tests.conftest import BUSGATE, REPO, adopt, write_config
+from tests.messages_helpers import check_events
 
-SCHEMAS = REPO / "docs" / "schemas"
 ZERO = "0" * 40
+INDEX = TypeIndex(TYPES)
 
 
-@cache
-def validator(topic: str) -> jsonschema.Draft202012Validator:
-    schema = json.loads((SCHEMAS / f"{topic}.json").read_text())
-    return jsonschema.Draft202012Validator(schema)
+def message_type(obj: str, event: str) -> type[Message]:
+    return INDEX.lookup(("git", obj, event))
 
 
 def check_schema(event: Event) -> None:
-    validator(f"git.{event.object}.{event.event}").validate(event.body)
+    """The body validates against its message type (whatever ``git.service`` named the
+    topic), and the event's users and packages are the type's."""
+    (message,) = check_events([dataclasses.replace(event, service="git")], INDEX)
+    assert (list(event.usernames), list(event.packages)) == (message.usernames,
+                                                               message.packages)
 
 
 class Server:
@@ -140,6 +144,22 @@ def test_first_push_into_an_empty_repository(server: Server) -> None:
         ("README", 2, 0), ("img.bin", None, None)]
     assert newest["files"] == [{"path": "README", "added": 1, "deleted": 1}]
     assert oldest["date"].startswith(time.strftime("%Y-"))
+
+
+def test_web_url_links_each_event_from_the_config_file(tmp_path: Path) -> None:
+    """``[git] web_url`` in busgate.toml reaches the hook's events as their ``url``
+    (the link ``busgate tail`` shows); a deletion has none."""
+    server = Server(tmp_path, git={"web_url": "https://salsa.example.org/{repo}/-/commit/{sha}",
+                                   "service": "scm"})
+    tip = server.commit("first")
+    events, _ = server.push("HEAD:refs/heads/topic")
+    assert topics(events) == ["scm.branch.create"]
+    assert events[0].body["url"] == f"https://salsa.example.org/pkg/-/commit/{tip}"
+    (message,) = check_events([dataclasses.replace(events[0], service="git")], INDEX)
+    assert message.url == events[0].body["url"]
+    assert message.summary == 'alice pushed 1 commit to pkg topic (new branch): "first"'
+    events, _ = server.push(":refs/heads/topic")
+    assert events[0].body["url"] is None
 
 
 def test_fast_forward_forced_and_delete(server: Server) -> None:
@@ -544,11 +564,12 @@ def test_schemas_reject_a_wrong_body(server: Server) -> None:
     events, _ = server.push("HEAD:main")
     body = dict(events[0].body)
     body["forced"] = "yes"
-    with pytest.raises(jsonschema.ValidationError):
-        validator("git.branch.create").validate(body)
+    create = message_type("branch", "create")
+    with pytest.raises(MessageValidationError, match="forced"):
+        create(body).validate()
     body = dict(events[0].body, extra=1)
-    with pytest.raises(jsonschema.ValidationError):
-        validator("git.branch.create").validate(body)
+    with pytest.raises(MessageValidationError, match="extra"):
+        create(body).validate()
 
 
 def test_tags_of_trees_and_blobs(server: Server) -> None:

@@ -15,12 +15,15 @@ carry ``signature`` (status, fingerprint) so a consumer can tell.
 
 from __future__ import annotations
 
-from email.message import Message
+from typing import TYPE_CHECKING
 
-from adapters.dak_mail.signature import Trust
-from adapters.mailparse import date_to_epoch
 from gateway.errors import ParseError
 from gateway.event import Event
+
+if TYPE_CHECKING:  # the package stays light: its message types are read without the parser
+    from email.message import Message
+
+    from adapters.dak_mail.signature import Trust
 
 __all__ = ["parse_dak_mail", "parse_removals_822"]
 
@@ -30,6 +33,7 @@ def parse_dak_mail(message: Message, raw: bytes, trust: Trust | None = None) -> 
     from adapters.dak_mail import signature
     from adapters.dak_mail.classify import classify
     from adapters.dak_mail.parser import Mail, build_events
+    from adapters.dak_mail.signature import Trust
 
     classified = classify(message)
     if classified is None:
@@ -46,6 +50,7 @@ def parse_removals_822(text: str) -> list[Event]:
     """``dak.package.remove`` events for each stanza of a removals.822 log."""
     from adapters.dak_mail.removal import parse_removals_822 as parse
     from adapters.dak_mail.removal import removal_key
+    from adapters.mailparse import date_to_epoch
 
     events = []
     for removal in parse(text):

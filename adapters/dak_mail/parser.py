@@ -26,6 +26,7 @@ from adapters import mailparse
 from adapters.dak_mail import changes as ch
 from adapters.dak_mail import removal
 from adapters.dak_mail.classify import Classified, single
+from adapters.dak_mail.messages import debian_logins
 from adapters.dak_mail.signature import Verdict
 from gateway.errors import ParseError
 from gateway.event import Event
@@ -183,13 +184,8 @@ def _common(mail: Mail) -> dict[str, Any]:
 
 
 def _usernames(up: dict[str, Any]) -> tuple[str, ...]:
-    names = []
-    for field in ("changed_by", "maintainer"):
-        for _, address in getaddresses([up.get(field) or ""]):
-            local, _, domain = address.lower().partition("@")
-            if domain == "debian.org" and re.fullmatch(r"[a-z0-9][a-z0-9._-]*", local):
-                names.append(local)
-    return tuple(dict.fromkeys(names))
+    """The message type's rule (from the body alone), so the event and its type agree."""
+    return tuple(debian_logins([up.get("changed_by"), up.get("maintainer")]))
 
 
 def _event(mail: Mail, event: str, key: str, body: dict[str, Any], *, obj: str = "package",

@@ -263,6 +263,7 @@ def _body(git: Git, update: RefUpdate, state: _State, tags: Mapping[str, dict[st
             forced, error = _forced(git, state.new, old_info[1], new_info[1], settings)
             problem = problem or error
     complete = complete and forced is not None
+    sha = new_info[1] if new_info and new_info[1] else update.new
     return {
         "repository": repo,
         "ref": update.ref,
@@ -277,7 +278,22 @@ def _body(git: Git, update: RefUpdate, state: _State, tags: Mapping[str, dict[st
         "truncated": total is None or total > len(commits),
         "complete": complete,
         "tag": tags.get(update.new) if update.new else None,
+        "url": web_link(settings.web_url, repo=repo, ref=update.ref, name=update.name, sha=sha),
     }, problem
+
+
+def web_link(template: str, *, repo: str, ref: str, name: str, sha: str | None) -> str | None:
+    """``git.web_url`` filled in for one pushed ref, or None (no template, a deletion, or a
+    result that is not an http(s) address). Names are percent-encoded (``/`` kept), so a
+    ref name cannot add to the address beyond its own place."""
+    if not template or sha is None:
+        return None
+    from urllib.parse import quote
+
+    link = template.replace("{sha}", sha)
+    for key, value in (("{repo}", repo), ("{ref}", ref), ("{name}", name)):
+        link = link.replace(key, quote(value, safe="/"))
+    return link if link.startswith(("https://", "http://")) else None
 
 
 def _listed(state: _State, max_bytes: int) -> tuple[list[dict[str, Any]], bool]:
