@@ -20,10 +20,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, TextIO
 
-from gateway.messages import Message, TypeIndex
+from gateway.messages import Message, TypeIndex, clip
 
 #: Leading topic tokens that are the ``org.<distribution>.<env>`` prefix.
 PREFIX_TOKENS = 3
+#: Longest link shown; a longer one is left out rather than cut (a cut link is wrong).
+MAX_LINK_CHARS = 2000
 
 RESET = "\033[0m"
 DIM = "\033[2m"
@@ -104,11 +106,11 @@ def describe(envelope: Mapping[str, Any], index: TypeIndex) -> Description:
         summary, url = message.summary, message.url
     except Exception:
         summary, url = Message.summary.fget(message), None  # type: ignore[attr-defined]
-    if not isinstance(summary, str):
-        summary = str(summary)
-    if url is not None and not isinstance(url, str):
+    if not isinstance(url, str) or len(url) > MAX_LINK_CHARS or not url.strip():
         url = None
-    return Description(message, safe(summary), safe(url) if url else None)
+    # clip: one line of at most MAX_SUMMARY_CHARS even from a type that does not clip.
+    return Description(message, safe(clip(str(summary))), safe("".join(url.split())) if url
+                       else None)
 
 
 def terse(envelope: Mapping[str, Any], description: Description, colour: bool = False) -> str:

@@ -192,3 +192,33 @@ def test_full_headers_fall_back_to_the_type_for_the_names_left_out():
     message = INDEX.for_envelope(env)
     assert msgfilter.NameFilter(users={many[-1]}).matches(env, message)  # past the cap
     assert not msgfilter.NameFilter(users={"nobody"}).matches(env, message)
+
+
+class _Loud(UploadDone):
+    """A type that neither clips its summary nor bounds its link."""
+
+    name = "busgate.tailtest.upload.loud.v1"
+    topic_tokens = ("tailtest", "upload", "loud")
+
+    @property
+    def summary(self) -> str:
+        return "word\n" * 5000
+
+    @property
+    def url(self) -> str | None:
+        return "https://tracker.example.org/" + "a" * self.body["length"]
+
+
+def test_summary_and_link_are_bounded_whatever_the_type_returns():
+    from gateway.messages import MAX_SUMMARY_CHARS
+
+    index = TypeIndex([_Loud])
+    topic = "org.debian.dev.tailtest.upload.loud"
+    long_link = terse(envelope({**UPLOAD, "length": display.MAX_LINK_CHARS}, topic=topic),
+                      index=index)
+    assert "https://" not in long_link  # longer than MAX_LINK_CHARS: left out, not cut
+    summary = long_link.rstrip("\n").split(" ", 2)[2]
+    assert len(summary) == MAX_SUMMARY_CHARS and summary.endswith("…")
+    assert "\n" not in summary
+    fits = terse(envelope({**UPLOAD, "length": 100}, topic=topic), index=index)
+    assert fits.endswith(" https://tracker.example.org/" + "a" * 100 + "\n")
