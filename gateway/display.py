@@ -98,10 +98,22 @@ class Description:
         return type(self.message) is not Message
 
 
+def message_of(envelope: Mapping[str, Any], index: TypeIndex) -> Message:
+    """The envelope's message as ``index`` types it. A publisher that knew no type for the
+    topic names the base type in its headers; the reader's own type for the topic, if it
+    has one, says more."""
+    message = index.for_envelope(envelope, PREFIX_TOKENS)
+    if type(message) is Message:
+        cls = index.lookup(tuple(message.topic.split(".")[PREFIX_TOKENS:]))
+        if cls is not Message:
+            return cls(message.body, topic=message.topic, headers=message.headers)
+    return message
+
+
 def describe(envelope: Mapping[str, Any], index: TypeIndex) -> Description:
     """The envelope's type, summary and link. A type that fails on this body (another
     publisher's malformed message) gives the base summary rather than stop the reader."""
-    message = index.for_envelope(envelope, PREFIX_TOKENS)
+    message = message_of(envelope, index)
     try:
         summary, url = message.summary, message.url
     except Exception:

@@ -5,7 +5,8 @@ requests); user and package filters are applied to each received message. They
 read the envelope's ``headers`` (``fedora_messaging_user_<name>`` /
 ``busgate_package_<name>``, written by the publisher from the message type), so a
 reader needs no type to filter; an envelope without headers (an older or foreign
-publisher) is asked through its type's ``usernames`` / ``packages``. Headers
+publisher), or one whose publisher knew no type for it (headers naming the base
+type), is asked through the reader's type's ``usernames`` / ``packages``. Headers
 carry at most :data:`gateway.messages.MAX_HEADER_NAMES` names each: when they are
 full the type is asked too, so a push by many authors is still found by the last.
 """
@@ -16,6 +17,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from gateway.messages import (
+    BASE_NAME,
     MAX_HEADER_NAMES,
     PACKAGE_HEADER_PREFIX,
     SCHEMA_HEADER,
@@ -52,7 +54,9 @@ class NameFilter:
 
     def matches(self, envelope: Mapping[str, Any], message: Message) -> bool:
         head = envelope.get("headers")
-        head = head if isinstance(head, Mapping) and SCHEMA_HEADER in head else None
+        if not isinstance(head, Mapping) or SCHEMA_HEADER not in head or (
+                head[SCHEMA_HEADER] == BASE_NAME and type(message) is not Message):
+            head = None  # no headers, or written without the type this reader has
         return (self._any(self.users, head, USER_HEADER_PREFIX, message, "usernames")
                 and self._any(self.packages, head, PACKAGE_HEADER_PREFIX, message, "packages"))
 

@@ -222,3 +222,19 @@ def test_summary_and_link_are_bounded_whatever_the_type_returns():
     assert "\n" not in summary
     fits = terse(envelope({**UPLOAD, "length": 100}, topic=topic), index=index)
     assert fits.endswith(" https://tracker.example.org/" + "a" * 100 + "\n")
+
+
+def test_a_reader_types_what_its_publisher_could_not():
+    """The publisher knew no type for the topic (its headers name the base type); the
+    reader's type gives the summary, and the filters ask it rather than the empty headers."""
+    env = envelope(UPLOAD, headers=headers(Message(UPLOAD), STAMP))
+    assert env["headers"]["fedora_messaging_schema"] == "base.message"
+    assert terse(env).split(" ", 1)[1] == (
+        "tailtest.upload.done alice uploaded hebcal 4.31-1 "
+        "https://tracker.example.org/pkg/hebcal\n")
+    message = display.message_of(env, INDEX)
+    assert type(message) is UploadDone
+    assert msgfilter.NameFilter(users={"alice"}).matches(env, message)
+    # A reader without the type believes the headers: nobody is named.
+    base = display.message_of(env, TypeIndex(()))
+    assert not msgfilter.NameFilter(users={"alice"}).matches(env, base)

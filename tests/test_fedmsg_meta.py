@@ -165,13 +165,15 @@ def _fedmsg_config(directory: Path, publish: str, busgate_config: Path) -> Path:
     return directory
 
 
-def test_stock_fedmsg_tail_terse_prints_busgate_tails_summaries(daemon, tmp_path):
+def test_stock_fedmsg_tail_terse_prints_busgate_tails_summaries(daemon, tmp_path,
+                                                                 monkeypatch):
     """Both tails run against one daemon; the source's types come from the registry (a
-    dist-info on PYTHONPATH) in both, and busgate's settings from ``busgate.config``."""
+    dist-info on PYTHONPATH) in all three, and busgate's settings from ``busgate.config``."""
     _require_processor()
-    proc, settings = daemon()
     site = tail_types.register(tmp_path / "site")
-    env = {**proc.env, "PYTHONPATH": os.pathsep.join([str(site), str(REPO)])}
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(site), str(REPO)]))
+    proc, settings = daemon()
+    env = proc.env
     cwd = _fedmsg_config(tmp_path / "fedmsg-cwd", settings.zmq.publish, Path(
         settings.loaded_from[0]))
     script = Path(sys.executable).with_name("fedmsg-tail")

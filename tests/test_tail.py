@@ -116,14 +116,16 @@ def test_terse_output_is_one_line_per_message(daemon):
                         line), line
 
 
-def test_terse_through_a_registered_type_with_user_package_and_topic_filters(daemon, tmp_path):
-    """A source registered through the real registry (a dist-info on PYTHONPATH) gives
-    the summary and link; --users/--packages (repeated) and unprefixed --topic/--exclude
-    choose the messages; the time is local (TZ of the tail, not the daemon's UTC)."""
+def test_terse_through_a_registered_type_with_user_package_and_topic_filters(
+        daemon, tmp_path, monkeypatch):
+    """A source registered through the real registry (a dist-info on PYTHONPATH of the
+    daemon, publish and tail) gives the summary and link; --users/--packages (repeated)
+    and unprefixed --topic/--exclude choose the messages; the time is local (the tail's
+    TZ)."""
     site = tail_types.register(tmp_path / "site")
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(site), str(REPO)]))
     proc, _settings = daemon()
-    env = {**proc.env, "TZ": "XYZ-05:30",
-           "PYTHONPATH": os.pathsep.join([str(site), str(REPO)])}
+    env = {**proc.env, "TZ": "XYZ-05:30"}
     tail = subprocess.Popen(
         [*BUSGATE, "tail", "--terse", "--topic", "tailtest", "--exclude", "tailtest.upload.noisy",
          "--users", "alice", "--users", "carol", "--packages", "hebcal", "--count", "4",

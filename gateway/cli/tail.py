@@ -100,7 +100,7 @@ def run(args: argparse.Namespace, index: TypeIndex | None = None) -> int:
                 slice_ = 1.0 if deadline is None else min(1.0, deadline - now)
                 for message in subscriber.messages(count=left, timeout=slice_):
                     if names and not names.matches(
-                            message.envelope, index.for_envelope(message.envelope)):
+                            message.envelope, show.message_of(message.envelope, index)):
                         continue
                     write(out, message.envelope, args.style, replayed=message.replayed,
                           colour=colour, index=index)
