@@ -18,7 +18,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--topic", action="append", default=[], metavar="PREFIX",
                         help="only topics starting with PREFIX (repeatable); without a "
                              "leading 'org.', PREFIX follows the configured "
-                             "org.<distribution>.<env>. (e.g. dak.package)")
+                             "org.<distribution>.<env>. (e.g. logger.message)")
     parser.add_argument("--exclude", action="append", default=[], metavar="PREFIX",
                         help="skip topics starting with PREFIX (repeatable; as --topic)")
     parser.add_argument("--users", action="append", default=[], metavar="NAME",
