@@ -9,8 +9,10 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
-$(VENV)/.installed: setup.cfg pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e '.[test]' --config-settings editable_mode=compat
+# contrib/fedmsg_meta_busgate: the optional fedmsg.meta processor (its tests run stock fedmsg).
+$(VENV)/.installed: setup.cfg pyproject.toml contrib/fedmsg_meta_busgate/setup.cfg | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e '.[test]' -e contrib/fedmsg_meta_busgate \
+		--config-settings editable_mode=compat
 	touch $@
 
 install: $(VENV)/.installed
@@ -24,7 +26,7 @@ test: install
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: install
-	$(BIN)/ruff check gateway adapters tests bench busgate
+	$(BIN)/ruff check gateway adapters tests bench busgate contrib
 
 bench: install
 	for b in bench/*.py; do $(BIN)/python $$b || exit 1; done

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import json
+import os
 import queue
+import re
 import signal
 import subprocess
 import threading
 import time
 
 from gateway import runtime
+from tests import tail_types
 from tests.conftest import BUSGATE, REPO
 
 
@@ -108,4 +111,59 @@ def test_terse_output_is_one_line_per_message(daemon):
     finally:
         tail.kill()
     (line,) = out.splitlines()
-    assert "org.debian.dev.dak.package.accept source=hebcal version=4.31-1" in line
+    # No type claims dak.package.accept in this test: the base summary, no link.
+    assert re.fullmatch(r"\d\d:\d\d:\d\d dak\.package\.accept source=hebcal version=4\.31-1",
+                        line), line
+
+
+def test_terse_through_a_registered_type_with_user_package_and_topic_filters(
+        daemon, tmp_path, monkeypatch):
+    """A source registered through the real registry (a dist-info on PYTHONPATH of the
+    daemon, publish and tail) gives the summary and link; --users/--packages (repeated)
+    and unprefixed --topic/--exclude choose the messages; the time is local (the tail's
+    TZ)."""
+    site = tail_types.register(tmp_path / "site")
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(site), str(REPO)]))
+    proc, _settings = daemon()
+    env = {**proc.env, "TZ": "XYZ-05:30"}
+    tail = subprocess.Popen(
+        [*BUSGATE, "tail", "--terse", "--topic", "tailtest", "--exclude", "tailtest.upload.noisy",
+         "--users", "alice", "--users", "carol", "--packages", "hebcal", "--count", "4",
+         "--timeout", "30"],
+        env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    started = time.time()
+    try:
+        for n in range(100):
+            uploads = [{"user": user, "package": package, "version": f"{n}.0-1"}
+                       for user, package in (("alice", "hebcal"), ("bob", "hebcal"),
+                                             ("carol", "dpkg"), ("carol", "hebcal"))]
+            publish_as(env, "--json-input", "--modname", "tailtest", "--topic", "upload.done",
+                       text="".join(json.dumps(u) + "\n" for u in uploads))
+            publish_as(env, "--json-input", "--modname", "tailtest", "--topic", "upload.noisy",
+                       text=json.dumps(uploads[0]) + "\n")
+            publish_as(env, "--message", "alice hebcal")
+            if tail.poll() is not None:
+                break
+        out, err = tail.communicate(timeout=30)
+    finally:
+        tail.kill()
+    ended = time.time()
+    assert tail.returncode == 0, err
+    lines = out.splitlines()
+    assert len(lines) == 4, out
+    local = {time.strftime("%H:%M:%S", time.gmtime(t + 5 * 3600 + 1800))
+             for t in range(int(started) - 1, int(ended) + 2)}
+    seen = []
+    for line in lines:
+        clock, rest = line.split(" ", 1)
+        assert clock in local, (clock, sorted(local))
+        match = re.fullmatch(r"tailtest\.upload\.done (alice|carol) uploaded hebcal "
+                             r"(\d+)\.0-1 https://tracker\.example\.org/pkg/hebcal", rest)
+        assert match, line
+        seen.append(match.group(1))
+    assert set(seen) == {"alice", "carol"}
+
+
+def publish_as(env: dict[str, str], *args: str, text: str = "") -> None:
+    subprocess.run([*BUSGATE, "publish", *args], input=text, text=True, env=env, cwd=REPO,
+                   check=True)

@@ -6,18 +6,27 @@ import argparse
 import json
 import sys
 import time
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
+
+if TYPE_CHECKING:
+    from gateway.messages import TypeIndex
 
 HELP = "watch the bus: print messages from every configured publisher"
-
-_COLOURS = {"topic": "\033[1;34m", "meta": "\033[2m", "replayed": "\033[33m", "reset": "\033[0m"}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--topic", action="append", default=[], metavar="PREFIX",
-                        help="only topics starting with PREFIX (repeatable)")
+                        help="only topics starting with PREFIX (repeatable); without a "
+                             "leading 'org.', PREFIX follows the configured "
+                             "org.<distribution>.<env>. (e.g. logger.message)")
     parser.add_argument("--exclude", action="append", default=[], metavar="PREFIX",
-                        help="skip topics starting with PREFIX (repeatable)")
+                        help="skip topics starting with PREFIX (repeatable; as --topic)")
+    parser.add_argument("--users", action="append", default=[], metavar="NAME",
+                        help="only messages concerning user NAME (repeatable, or "
+                             "comma-separated)")
+    parser.add_argument("--packages", action="append", default=[], metavar="NAME",
+                        help="only messages concerning package NAME (repeatable, or "
+                             "comma-separated)")
     style = parser.add_mutually_exclusive_group()
     style.add_argument("--json", dest="style", action="store_const", const="json",
                        help="one envelope per line as JSON (default)")
@@ -33,17 +42,29 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--silence", type=float, metavar="S",
                         help="warn on stderr when no publisher has answered for S seconds "
                              "(default: 3 heartbeat intervals, at least 15)")
-    parser.add_argument("--color", choices=("auto", "always", "never"), default="auto")
+    parser.add_argument("--color", "--colour", nargs="?", const="always", default="auto",
+                        choices=("auto", "always", "never"), metavar="WHEN",
+                        help="colour the output: auto (a terminal, unless NO_COLOR is set; "
+                             "the default), always (also a bare --color) or never")
     parser.set_defaults(style="json")
 
 
-def run(args: argparse.Namespace) -> int:
-    from gateway import discovery, heartbeat
+def run(args: argparse.Namespace, index: TypeIndex | None = None) -> int:
+    """Tail the bus; ``index`` (the registry's message types by default) says what each
+    message means."""
+    from gateway import discovery, heartbeat, msgfilter, sources
+    from gateway import display as show
     from gateway import endpoints as endpoints_grammar
     from gateway.cli import load_settings
     from gateway.subscriber import Subscriber
 
     settings = load_settings(args)
+    if index is None:
+        index = sources.type_index(settings)
+    topics = [msgfilter.expand_topic(t, settings.topic_prefix) for t in args.topic]
+    exclude = [msgfilter.expand_topic(t, settings.topic_prefix) for t in args.exclude]
+    names = msgfilter.NameFilter(msgfilter.split_names(args.users),
+                                 msgfilter.split_names(args.packages))
     endpoints = discovery.discover(settings)
     for number, spec in enumerate(args.endpoint, 1):
         publish, _, replay_url = spec.partition(",")
@@ -57,11 +78,11 @@ def run(args: argparse.Namespace) -> int:
         print("busgate tail: no endpoints configured (see [discovery] or use --endpoint)",
               file=sys.stderr)
         return 2
-    colour = args.color == "always" or (args.color == "auto" and sys.stdout.isatty())
     out = sys.stdout
+    colour = show.use_colour(args.color, out)
     # since=now: ask each publisher where it stands, so nothing published from here on is
     # missed (not while connecting, not across a daemon restart).
-    with Subscriber(endpoints, topics=args.topic, exclude=args.exclude,
+    with Subscriber(endpoints, topics=topics, exclude=exclude,
                     heartbeat_topic=heartbeat.topic(settings.topic_prefix),
                     show_heartbeats=args.heartbeats, since=time.time()) as subscriber:
         silence = args.silence if args.silence is not None and args.silence > 0 else max(
@@ -78,8 +99,11 @@ def run(args: argparse.Namespace) -> int:
                     break
                 slice_ = 1.0 if deadline is None else min(1.0, deadline - now)
                 for message in subscriber.messages(count=left, timeout=slice_):
+                    if names and not names.matches(
+                            message.envelope, show.message_of(message.envelope, index)):
+                        continue
                     write(out, message.envelope, args.style, replayed=message.replayed,
-                          colour=colour)
+                          colour=colour, index=index)
                     if left is not None:
                         left -= 1
                 watch.check()
@@ -117,41 +141,18 @@ class _SilenceWatch:
 
 
 def write(out: TextIO, envelope: dict[str, Any], style: str, *, replayed: bool = False,
-          colour: bool = False) -> None:
+          colour: bool = False, index: TypeIndex | None = None) -> None:
+    """Print one message in ``style`` (json, terse or pretty)."""
+    from gateway import display as show
+    from gateway.messages import TypeIndex
+
     if style == "json":
         out.write(json.dumps(envelope, sort_keys=True, ensure_ascii=False) + "\n")
-    elif style == "terse":
-        out.write(_terse(envelope) + "\n")
     else:
-        out.write(_pretty(envelope, replayed, colour) + "\n")
+        description = show.describe(envelope, index if index is not None else TypeIndex(()))
+        if style == "terse":
+            out.write(show.terse(envelope, description, colour) + "\n")
+        else:
+            out.write(show.pretty(envelope, description, replayed=replayed, colour=colour)
+                      + "\n")
     out.flush()
-
-
-def _clock(envelope: dict[str, Any]) -> str:
-    stamp = envelope.get("timestamp")
-    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(stamp)) if stamp else "?"
-
-
-def _terse(envelope: dict[str, Any]) -> str:
-    body = envelope.get("msg")
-    if isinstance(body, dict):
-        parts = [f"{k}={v}" for k, v in body.items()
-                 if isinstance(v, str | int | float) and not isinstance(v, bool)][:4]
-        summary = " ".join(parts)
-    else:
-        summary = json.dumps(body, ensure_ascii=False)
-    if len(summary) > 160:
-        summary = summary[:157] + "..."
-    return f"{_clock(envelope)} {envelope.get('topic')} {summary}"
-
-
-def _pretty(envelope: dict[str, Any], replayed: bool, colour: bool) -> str:
-    c = _COLOURS if colour else dict.fromkeys(_COLOURS, "")
-    seq = envelope.get("seq_id")
-    meta = f"{envelope.get('publisher', '?')}#{seq}" if seq is not None else "unsequenced"
-    head = (f"{c['meta']}{_clock(envelope)}{c['reset']} {c['topic']}{envelope.get('topic')}"
-            f"{c['reset']} {c['meta']}({meta}, {envelope.get('msg_id')}){c['reset']}")
-    if replayed:
-        head += f" {c['replayed']}[replayed]{c['reset']}"
-    body = json.dumps(envelope.get("msg"), indent=2, sort_keys=True, ensure_ascii=False)
-    return head + "\n" + "\n".join("    " + line for line in body.splitlines())
