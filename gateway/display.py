@@ -99,15 +99,9 @@ class Description:
 
 
 def message_of(envelope: Mapping[str, Any], index: TypeIndex) -> Message:
-    """The envelope's message as ``index`` types it. A publisher that knew no type for the
-    topic names the base type in its headers; the reader's own type for the topic, if it
-    has one, says more."""
-    message = index.for_envelope(envelope, PREFIX_TOKENS)
-    if type(message) is Message:
-        cls = index.lookup(tuple(message.topic.split(".")[PREFIX_TOKENS:]))
-        if cls is not Message:
-            return cls(message.body, topic=message.topic, headers=message.headers)
-    return message
+    """The envelope's message as ``index`` types it (a header naming the base type falls
+    back to the reader's own type for the topic: see :meth:`TypeIndex.for_envelope`)."""
+    return index.for_envelope(envelope, PREFIX_TOKENS)
 
 
 def describe(envelope: Mapping[str, Any], index: TypeIndex) -> Description:

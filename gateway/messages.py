@@ -217,7 +217,7 @@ class TypeIndex:
         head = envelope.get("headers")
         head = head if isinstance(head, Mapping) else {}
         cls = self.by_name(str(head.get(SCHEMA_HEADER, ""))) if head else None
-        if cls is None:
+        if cls is None or cls is Message:  # a publisher without the type: ask the topic
             cls = self.lookup(tuple(topic.split(".")[prefix_tokens:]))
         return cls(envelope.get("msg"), topic=topic, headers=head)
 
