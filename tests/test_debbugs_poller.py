@@ -14,7 +14,9 @@ from fixtures.debbugs.soapserver import FakeDebbugs
 from gateway import runtime
 from gateway.config import DebbugsSettings
 from gateway.errors import TransientError
+from gateway.event import Event
 from gateway.ingest import ingest
+from gateway.polling import StoreView, apply
 from gateway.store import Store
 
 T0 = 1_700_000_000.0
@@ -54,6 +56,14 @@ def env(fake: FakeDebbugs, make_settings, tmp_path):
     return settings, store, clock, make
 
 
+def poll(poller: DebbugsPoller, store: Store, *, dry_run: bool = False) -> list[Event]:
+    """One poll as the daemon runs it: the poller reads, the core commits its result."""
+    result = poller.poll(StoreView(store))
+    if not dry_run:
+        apply(store, result)
+    return result.events
+
+
 def outbox(store: Store) -> list[tuple[str, dict]]:
     return [(r.topic.removeprefix("org.debian.dev."), json.loads(r.envelope)["msg"])
             for r in store.rows_after(0)]
@@ -67,7 +77,7 @@ def test_baseline_then_every_event_kind(fake: FakeDebbugs, env) -> None:
     fake.put(13, package="udisks2", source="udisks2", date=int(T0) - 86400 * 9)
     fake.put(99, package="other")
     poller = make()
-    assert poller.poll(store) == []  # baseline: silent
+    assert poll(poller, store) == []  # baseline: silent
     assert set(store.snapshots("debbugs")) == {"10", "11", "12", "13"}
 
     clock.tick()
@@ -78,7 +88,7 @@ def test_baseline_then_every_event_kind(fake: FakeDebbugs, env) -> None:
     fake.change(11, done="Closer <c@example.org>", fixed_versions=["udisks2/2.8-1"])
     fake.change(12, done="")  # reopened
     fake.change(13, archived=1, location="archive")
-    events = poller.poll(store)
+    events = poll(poller, store)
     kinds = {(e.body["bug"], e.event) for e in events}
     assert kinds == {(10, "update"), (11, "close"), (12, "reopen"), (13, "archive"), (14, "new")}
     update = next(e for e in events if e.event == "update")
@@ -101,7 +111,7 @@ def test_baseline_then_every_event_kind(fake: FakeDebbugs, env) -> None:
     # nothing changed: nothing emitted, nothing rewritten; the archived bug is not asked again
     clock.tick()
     fake.calls.clear()
-    assert poller.poll(store) == []
+    assert poll(poller, store) == []
     asked = [n for m, n in fake.calls if m == "get_status"]
     assert asked == [4]  # 10, 11, 12, 14 (13 is archived and left get_bugs)
 
@@ -110,21 +120,21 @@ def test_first_poll_without_baseline_and_backfill(fake: FakeDebbugs, env) -> Non
     _settings, store, _clock, make = env
     fake.put(10, package="udisks2")
     fake.put(11, package="udisks2")
-    assert {e.event for e in make(baseline=False).poll(store, dry_run=True)} == {"new"}
-    assert len(make(backfill=True).poll(store)) == 2
+    assert {e.event for e in poll(make(baseline=False), store, dry_run=True)} == {"new"}
+    assert len(poll(make(backfill=True), store)) == 2
     # a later backfill reports nothing twice: the new events already exist
-    assert make(backfill=True).poll(store) == []
+    assert poll(make(backfill=True), store) == []
     assert len(outbox(store)) == 2
 
 
 def test_old_bug_entering_the_watch_list_is_recorded_silently(fake: FakeDebbugs, env) -> None:
     _settings, store, clock, make = env
     fake.put(10, package="udisks2")
-    make().poll(store)
+    poll(make(), store)
     clock.tick()
     fake.put(20, package="samba", date=int(T0) - 10 * 86400)  # old bug, other package
     fake.put(21, package="samba", date=int(clock.now) - 5)  # filed since the last poll
-    events = make(packages=["udisks2", "samba"]).poll(store)
+    events = poll(make(packages=["udisks2", "samba"]), store)
     assert [(e.body["bug"], e.event) for e in events] == [(21, "new")]
     assert "20" in store.snapshots("debbugs")
 
@@ -134,13 +144,13 @@ def test_cost_grows_with_watched_bugs_not_per_bug(fake: FakeDebbugs, env) -> Non
     for bug in range(1, 1201):
         fake.put(bug, package="udisks2")
     poller = make()
-    poller.poll(store)
+    poll(poller, store)
     assert poller.last_calls == 4  # get_bugs + 3 x get_status (500, 500, 200)
     assert max(n for m, n in fake.calls if m == "get_status") <= 500
     clock.tick()
     for bug in range(1, 1201, 100):
         fake.change(bug, severity="minor")
-    events = poller.poll(store)
+    events = poll(poller, store)
     assert len(events) == 12 and poller.last_calls == 4
     assert store.counters()["debbugs.soap_calls"] == 8
 
@@ -148,7 +158,7 @@ def test_cost_grows_with_watched_bugs_not_per_bug(fake: FakeDebbugs, env) -> Non
 def test_dry_run_stores_nothing(fake: FakeDebbugs, env) -> None:
     _settings, store, _clock, make = env
     fake.put(10, package="udisks2")
-    events = make(baseline=False).poll(store, dry_run=True)
+    events = poll(make(baseline=False), store, dry_run=True)
     assert [e.event for e in events] == ["new"]
     assert store.snapshots("debbugs") == {} and store.rows_after(0) == []
     assert store.cursor(poller_mod.CURSOR_LAST_POLL) is None
@@ -164,7 +174,7 @@ def test_server_dying_mid_poll_commits_nothing(fake: FakeDebbugs, env, method: s
     for bug in range(1, 1001):
         fake.put(bug, package="udisks2")
     poller = make(timeout=0.5)
-    poller.poll(store)
+    poll(poller, store)
     before = (store.snapshots("debbugs"), store.last_seq_id(),
               store.cursor(poller_mod.CURSOR_LAST_POLL))
     clock.tick()
@@ -173,20 +183,20 @@ def test_server_dying_mid_poll_commits_nothing(fake: FakeDebbugs, env, method: s
     fake.failures[method] = (mode, 1.5 if mode == "slow" else "Internal error")
     fake.fail_after = len(fake.calls) + (2 if method == "get_status" else 0)  # 2nd batch dies
     with pytest.raises(TransientError, match=method):
-        poller.poll(store)
+        poll(poller, store)
     after = (store.snapshots("debbugs"), store.last_seq_id(),
              store.cursor(poller_mod.CURSOR_LAST_POLL))
     assert after == before  # nothing from the half-read poll
     fake.failures.clear()
-    events = poller.poll(store)
+    events = poll(poller, store)
     assert sorted(e.body["bug"] for e in events) == [5, 995]
-    assert poller.poll(store) == []
+    assert poll(poller, store) == []
 
 
 def test_crash_inside_commit_then_restart(fake: FakeDebbugs, env, monkeypatch) -> None:
     settings, store, clock, make = env
     fake.put(10, package="udisks2")
-    make().poll(store)
+    poll(make(), store)
     clock.tick()
     fake.change(10, done="c@x")
 
@@ -199,16 +209,16 @@ def test_crash_inside_commit_then_restart(fake: FakeDebbugs, env, monkeypatch) -
 
     monkeypatch.setattr(Transaction, "set_cursor", crash)
     with pytest.raises(OSError):
-        make().poll(store)
+        poll(make(), store)
     monkeypatch.setattr(Transaction, "set_cursor", original)
     assert store.rows_after(0) == []  # rolled back as a whole
 
     restarted = runtime.open_store(settings)  # a new process on the same state
-    [event] = make().poll(restarted)
+    [event] = poll(make(), restarted)
     assert event.event == "close"
     # restart between poll and publish: the event waits in the outbox, exactly once
     again = runtime.open_store(settings)
-    assert make().poll(again) == []
+    assert poll(make(), again) == []
     assert [t for t, _ in outbox(again)] == ["debbugs.bug.close"]
     assert again.published_seq_id() == 0 and again.last_seq_id() == 1
 
@@ -217,20 +227,20 @@ def test_close_mail_then_poll_reports_one_close(fake: FakeDebbugs, env) -> None:
     settings, store, clock, make = env
     fake.put(881352, package="udisks2")
     poller = make()
-    poller.poll(store)
+    poll(poller, store)
     assert ingest(store, settings, "mail", bts_mail("closed 881352"), "m1").added == 1
     clock.tick()
     fake.change(881352, done="Jane Maintainer <jane@debian.org>")
-    assert poller.poll(store) == []
+    assert poll(poller, store) == []
     assert [t for t, _ in outbox(store)] == ["debbugs.bug.close"]
     assert outbox(store)[0][1]["via"] == "mail"
     # the marker is used up: a second close after a reopen is reported again
     clock.tick()
     fake.change(881352, done="")
     clock.tick()
-    poller.poll(store)
+    poll(poller, store)
     fake.change(881352, done="Other <o@x>")
-    assert [e.event for e in poller.poll(store)] == ["close"]
+    assert [e.event for e in poll(poller, store)] == ["close"]
     assert store.snapshot(poller_mod.MAIL_NAMESPACE, "881352") is None
 
 
@@ -238,14 +248,14 @@ def test_report_and_forward_mail_cover_new_and_forwarded(fake: FakeDebbugs, env)
     settings, store, clock, make = env
     fake.put(10, package="udisks2")
     poller = make()
-    poller.poll(store)
+    poll(poller, store)
     clock.tick()
     ingest(store, settings, "mail", bts_mail("report 881352", msgid="<r@x>"), "m1")
     ingest(store, settings, "mail", bts_mail("forwarded 10", msgid="<f@x>",
                                              subject="Bug#10: x"), "m2")
     fake.put(881352, package="udisks2", date=int(clock.now) - 30)
     fake.change(10, forwarded="https://upstream/1", severity="important")
-    events = poller.poll(store)
+    events = poll(poller, store)
     assert [(e.body["bug"], e.event) for e in events] == [(10, "update")]
     assert events[0].body["changes"] == {"severity": ["normal", "important"]}
     topics = [t for t, _ in outbox(store)]
@@ -257,35 +267,35 @@ def test_fresh_change_waits_one_poll_for_its_mail(fake: FakeDebbugs, env) -> Non
     fake.put(10, package="udisks2", last_modified=int(T0))
     fake.put(11, package="udisks2", last_modified=int(T0))
     poller = make(mail_grace=120.0)
-    poller.poll(store)
+    poll(poller, store)
     clock.tick(30)
     fake.change(10, done="c@x", last_modified=int(clock.now) - 5)
     fake.change(11, done="c@x", last_modified=int(clock.now) - 5)
-    assert poller.poll(store) == []  # both fresh: held back for the mail
+    assert poll(poller, store) == []  # both fresh: held back for the mail
     ingest(store, settings, "mail", bts_mail("closed 10", subject="Bug#10: t"), "m")
     clock.tick(30)
-    events = poller.poll(store)
+    events = poll(poller, store)
     assert [(e.body["bug"], e.event) for e in events] == [(11, "close")]  # 10 came by mail
     assert sorted(t for t, _ in outbox(store)) == ["debbugs.bug.close"] * 2
     clock.tick(30)
-    assert poller.poll(store) == []
+    assert poll(poller, store) == []
 
 
 def test_bugs_leaving_the_watch_list_are_kept_then_dropped(fake: FakeDebbugs, env) -> None:
     _settings, store, clock, make = env
     fake.put(10, package="udisks2")
     poller = make(keep_days=2.0)
-    poller.poll(store)
+    poll(poller, store)
     clock.tick(3600)
     fake.change(10, package="udisks2-common")  # reassigned away
-    [event] = poller.poll(store)
+    [event] = poll(poller, store)
     assert event.body["changes"]["package"] == ["udisks2", "udisks2-common"]
     clock.tick(86400)
     fake.change(10, severity="minor")
-    assert [e.event for e in poller.poll(store)] == ["update"]  # still followed
+    assert [e.event for e in poll(poller, store)] == ["update"]  # still followed
     clock.tick(2 * 86400)
     fake.calls.clear()
-    assert poller.poll(store) == []
+    assert poll(poller, store) == []
     assert store.snapshots("debbugs") == {}
     assert "get_status" not in fake.methods()
 
@@ -295,12 +305,12 @@ def test_newest_bugs_and_the_numbers_since_the_last_poll(fake: FakeDebbugs, env)
     for bug in range(100, 110):
         fake.put(bug, package="anything")
     poller = make(packages=[], watch_new=True, newest_count=3)
-    assert poller.poll(store) == []
+    assert poll(poller, store) == []
     assert store.cursor(poller_mod.CURSOR_MAX_BUG) == "109"
     clock.tick()
     for bug in range(110, 120):  # more than newest_count arrive between polls
         fake.put(bug, package="anything", date=int(clock.now) - 60)
-    events = poller.poll(store)
+    events = poll(poller, store)
     assert sorted(e.body["bug"] for e in events) == list(range(110, 120))
     assert {e.event for e in events} == {"new"}
 
@@ -317,17 +327,17 @@ def test_event_bodies_match_their_schemas(fake: FakeDebbugs, env) -> None:
     fake.put(11, package="udisks2", done="x@y")
     fake.put(12, package="udisks2")
     poller = make(backfill=True)
-    events = poller.poll(store)
+    events = poll(poller, store)
     clock.tick()
     fake.change(10, done="c@x")
     fake.change(11, done="")
     fake.change(12, archived=1, tags="wontfix")
     fake.put(13, package="udisks2")
     fake.change(13, severity="wishlist")
-    events += poller.poll(store)
+    events += poll(poller, store)
     clock.tick()
     fake.change(13, owner="o@x")
-    events += poller.poll(store)
+    events += poll(poller, store)
     for kind in ("report", "followup", "closed", "forwarded", "submitter-changed"):
         events += parse_mail(bts_mail(f"{kind} 10"))
     seen = set()

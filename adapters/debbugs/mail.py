@@ -4,7 +4,8 @@ debbugs re-sends every processed message with ``X-Loop: owner@bugs...`` and
 ``X-Debian-PR-Message: <type> <bug>``; that header says what happened
 (``report`` = a new bug, ``closed`` = mail to ``-done``...). Each such mail
 becomes one ``debbugs.bug.<event>`` event right away; the poller later sees the
-same change in ``get_status`` and stays silent about it (see ``dedup``).
+same change in ``get_status`` and stays silent about it: the event carries a
+``source_facts`` row (bug, verb; :mod:`.facts`) that the poller consumes.
 
 A bug is closed in three mail forms, all one ``debbugs.bug.close``: the copy of
 the ``-done`` mail (often dak's ``Bug#N: fixed in <source> <version>``), the
@@ -33,6 +34,7 @@ from email.utils import getaddresses
 from typing import Any
 
 from adapters import mailparse
+from adapters.debbugs import facts
 from adapters.mailparse import date_to_epoch
 from gateway.errors import ParseError
 from gateway.event import Event
@@ -146,7 +148,7 @@ def parse_bts_mail(message: EmailMessage, raw: bytes, link: str = DEFAULT_LINK) 
     return [Event(
         service="debbugs", object="bug", event=verb,
         key=mail_key(bug, verb, ident),
-        body=body, packages=packages, time=when,
+        body=body, packages=packages, time=when, facts=facts.of_mail(bug, verb),
     )]
 
 

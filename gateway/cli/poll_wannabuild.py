@@ -30,12 +30,10 @@ def run(args: argparse.Namespace) -> int:
 
     settings = load_settings(args)
     since = parse_since(args.since, key="--since") if args.since else None
-    poller = from_settings(settings, since=since, dsn=args.dsn)
+    poller = from_settings(settings, None, since=since, dsn=args.dsn)
     store = open_store(settings, args.dry_run)
     try:
         return loop(poller, store, settings, once=args.once, dry_run=args.dry_run,
-                    interval=settings.wannabuild.interval,
-                    summary=lambda events: f"wanna-build: {len(events)} new events in the "
-                                           f"outbox ({poller.last_rows_read} rows read)")
+                    interval=settings.wannabuild.interval)
     finally:
         poller.close()
