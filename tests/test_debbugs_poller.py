@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from test_debbugs_mail import bts_mail
@@ -20,6 +22,7 @@ from gateway.polling import StoreView, apply
 from gateway.store import Store
 
 T0 = 1_700_000_000.0
+V1_STATE = Path(__file__).resolve().parent.parent / "fixtures" / "state" / "v1.sqlite"
 
 
 class Clock:
@@ -347,3 +350,145 @@ def test_event_bodies_match_their_schemas(fake: FakeDebbugs, env) -> None:
         seen.add(event.event)
     assert seen == {"new", "update", "close", "reopen", "archive", "report", "followup",
                     "forward", "submitter-change"}
+
+
+# -- mail and SOAP through source_facts ------------------------------------------------------
+FACTS = poller_mod.FACT_NAMESPACE
+
+
+def test_mail_then_soap_reports_the_change_once_through_a_fact(fake: FakeDebbugs, env) -> None:
+    settings, store, clock, make = env
+    fake.put(881352, package="udisks2")
+    fake.put(10, package="udisks2")
+    poller = make()
+    poll(poller, store)
+    ingest(store, settings, "mail", bts_mail("closed 881352"), "m1")
+    ingest(store, settings, "mail", bts_mail("followup 10", msgid="<fu@x>",
+                                             subject="Bug#10: x"), "m2")
+    assert set(store.facts(FACTS)) == {"881352"}  # a followup covers no poller change
+    assert set(store.facts(FACTS)["881352"]) == {"close"}
+    clock.tick()
+    fake.change(881352, done="Jane Maintainer <jane@debian.org>")
+    fake.change(10, done="Other <o@x>")
+    assert [(e.body["bug"], e.event) for e in poll(poller, store)] == [(10, "close")]
+    assert store.facts(FACTS) == {}  # consumed by the poll that used it
+    assert [t for t, _ in outbox(store)] == ["debbugs.bug.close", "debbugs.bug.followup",
+                                             "debbugs.bug.close"]
+
+
+def test_soap_then_mail_reports_the_change_once(fake: FakeDebbugs, env) -> None:
+    settings, store, clock, make = env
+    fake.put(10, package="udisks2", last_modified=int(T0))
+    poller = make(mail_grace=120.0)
+    poll(poller, store)
+    clock.tick(30)
+    fake.change(10, done="c@x", last_modified=int(clock.now) - 5)
+    assert poll(poller, store) == []  # SOAP saw it first: held back one poll for the mail
+    assert json.loads(store.snapshot(poller_mod.MAIL_NAMESPACE, "10"))["deferred"] == clock.now
+    ingest(store, settings, "mail", bts_mail("closed 10", subject="Bug#10: t"), "m")
+    clock.tick(30)
+    assert poll(poller, store) == []
+    assert store.facts(FACTS) == {} and store.snapshot(poller_mod.MAIL_NAMESPACE, "10") is None
+    assert [(t, m["via"]) for t, m in outbox(store)] == [("debbugs.bug.close", "mail")]
+
+
+def test_redelivered_mail_adds_no_fact(fake: FakeDebbugs, env) -> None:
+    settings, store, clock, make = env
+    fake.put(881352, package="udisks2")
+    poller = make()
+    poll(poller, store)
+    assert ingest(store, settings, "mail", bts_mail("closed 881352"), "m1").added == 1
+    clock.tick()
+    fake.change(881352, done="Jane <jane@debian.org>")
+    assert poll(poller, store) == []
+    assert ingest(store, settings, "mail", bts_mail("closed 881352"), "m1-again").added == 0
+    assert store.facts(FACTS) == {}, "a duplicate mail must not record its fact again"
+    clock.tick()
+    fake.change(881352, done="")  # reopened, then closed again without mail
+    poll(poller, store)
+    clock.tick()
+    fake.change(881352, done="Other <o@x>")
+    assert [e.event for e in poll(poller, store)] == ["close"]  # not hidden by a stale fact
+
+
+def test_unused_facts_expire(fake: FakeDebbugs, env) -> None:
+    settings, store, clock, make = env
+    fake.put(10, package="udisks2")
+    poller = make()
+    poll(poller, store)
+    ingest(store, settings, "mail", bts_mail("closed 999"), "m")  # a bug nobody watches
+    assert set(store.facts(FACTS)) == {"999"}
+    clock.now = time.time() + poller_mod.MAIL_MARKER_TTL + 60
+    poll(poller, store)
+    assert store.facts(FACTS) == {}
+
+
+def test_old_state_markers_and_mail_cursor_are_honoured_once(fake: FakeDebbugs, make_settings,
+                                                              tmp_path) -> None:
+    """A state written before source_facts (fixtures/state/v1.sqlite): its close marker
+    for 881352 and the report mail after its ``debbugs.mail_seq`` cursor still cover the
+    poller's close and new; the cursor is then retired."""
+    import shutil
+
+    settings = make_settings()
+    settings.db_path.parent.mkdir(parents=True)
+    shutil.copy(V1_STATE, settings.db_path)
+    store = runtime.open_store(settings)
+    fake.put(881352, package="udisks2", source="udisks2", date=1699000000,
+             done="Jane <jane@debian.org>")
+    fake.put(881400, package="udisks2", date=1700000100)
+    clock = Clock()
+    clock.now = 1700000350.0
+    poller = DebbugsPoller(DebbugsSettings(url=fake.url, packages=["udisks2"],
+                                           watch_new=False, mail_grace=0.0, retries=0),
+                           clock=clock)
+    assert poll(poller, store) == []
+    assert store.cursor(poller_mod.CURSOR_MAIL_SEQ) is None
+    assert store.snapshot(poller_mod.MAIL_NAMESPACE, "881352") is None  # used up
+    assert store.snapshot(poller_mod.MAIL_NAMESPACE, "881400") is None
+    assert json.loads(store.snapshot(poller_mod.MAIL_NAMESPACE, "10")) == {
+        "deferred": 1700000050.0}
+    assert store.last_seq_id() == 2 and set(store.snapshots("debbugs")) == {"881352", "881400"}
+
+
+def test_cli_dry_run_writes_nothing(fake: FakeDebbugs, tmp_path) -> None:
+    import subprocess
+
+    from conftest import BUSGATE, REPO, adopt, write_config
+
+    from gateway import config
+
+    fake.put(10, package="udisks2")
+    conf = write_config(tmp_path / "busgate.toml", {
+        "state": {"dir": str(tmp_path / "var")},
+        "debbugs": {"url": fake.url, "packages": ["udisks2"], "watch_new": False,
+                    "mail_grace": 0.0, "retries": 0},
+    })
+    settings = config.load(conf)
+    adopt(settings)
+
+    def busgate(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([*BUSGATE, "poll", "--config", str(conf), "debbugs", "--once",
+                               *args], capture_output=True, text=True, timeout=60, cwd=REPO)
+
+    assert busgate().returncode == 0  # baseline
+    fake.change(10, done="c@x")
+
+    def files() -> tuple[bytes, bytes]:
+        """The database and its write-ahead log, absent = empty (``-shm`` is the WAL
+        index, where even a reader marks what it reads; the last connection to close
+        removes an empty log)."""
+        wal = settings.db_path.with_name(f"{settings.db_path.name}-wal")
+        return settings.db_path.read_bytes(), wal.read_bytes() if wal.exists() else b""
+
+    counters = runtime.open_store(settings).counters()
+    before = files()
+    dry = busgate("--dry-run")
+    assert dry.returncode == 0, dry.stderr
+    assert [json.loads(line)["topic"] for line in dry.stdout.splitlines()] == [
+        "org.debian.dev.debbugs.bug.close"]
+    assert files() == before  # not a byte written
+    assert runtime.open_store(settings).counters() == counters
+    real = busgate()
+    assert real.returncode == 0 and "1 new events" in real.stdout, real.stderr
+    assert [t for t, _ in outbox(runtime.open_store(settings))] == ["debbugs.bug.close"]

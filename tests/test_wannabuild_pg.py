@@ -456,6 +456,28 @@ def test_poison_rows_are_quarantined_once_and_never_block_later_rows(wb: WB, tmp
     assert "1 new events" in done.stdout
 
 
+def test_poison_rows_past_the_quarantine_caps_are_counted_once(wb: WB, caplog) -> None:
+    """Poison rows go to quarantine through the poll's plan, within ``[quarantine]``."""
+    from gateway.config import QuarantineSettings
+
+    poller = wb.poller()
+    poll(poller, wb.store)
+    insert = ("INSERT INTO transactions (architecture, package, distribution, version, action,"
+              " prevstate, state, real_user, set_user, time) VALUES ('amd64', %s, 'sid', '1',"
+              " '--take', 'Needs-Build', 'Building', 'b', 'b', 'infinity')")
+    for package in ("p1", "p2", "p3"):
+        wb.sql(insert, (package,))
+    result = poller.poll(StoreView(wb.store))
+    assert [q.reason for q in result.plan.quarantine] == ["poison"] * 3
+    assert apply(wb.store, result, QuarantineSettings(max_items=2)) == []
+    assert len(wb.store.quarantined()) == 2
+    counters = wb.store.counters()
+    assert counters["quarantine.dropped"] == 1 and counters["wanna-build.poison_rows"] == 3
+    assert "quarantine full" in caplog.text
+    assert poll(poller, wb.store) == []  # each row is set aside once, kept or not
+    assert wb.store.counters()["wanna-build.poison_rows"] == 3
+
+
 def test_dry_run_stores_nothing_and_shows_what_a_poll_would_publish(wb: WB) -> None:
     poller = wb.poller()
     poll(poller, wb.store)
