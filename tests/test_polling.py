@@ -233,3 +233,22 @@ def test_heartbeat_goes_through_the_publisher_and_its_transport(tmp_path) -> Non
         sub.close(0)
         transport.close()
         context.term()
+
+
+def test_pollers_do_not_touch_the_store() -> None:
+    """Adapters translate, the core commits: no poller imports gateway.store or opens a
+    transaction."""
+    import ast
+
+    root = Path(__file__).resolve().parent.parent / "adapters"
+    for path in root.glob("*/poller.py"):
+        tree = ast.parse(path.read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom):
+                assert node.module != "gateway.store", path
+                assert not (node.module == "gateway"
+                            and any(a.name == "store" for a in node.names)), path
+            elif isinstance(node, ast.Import):
+                assert all(a.name != "gateway.store" for a in node.names), path
+            elif isinstance(node, ast.Attribute):
+                assert node.attr != "transaction", f"{path}: line {node.lineno}"

@@ -101,6 +101,9 @@ def loop(poller: Poller, store: Store, settings: Settings, *, once: bool, dry_ru
         else:
             if dry_run:
                 print_events(result.events, settings.topic_prefix)
+                if result.summary:
+                    print(f"busgate: {poller.name} dry run, nothing stored: {result.summary}",
+                          file=sys.stderr)
             else:
                 print(f"{poller.name}: {len(added)} new events in the outbox"
                       + (f" ({result.summary})" if result.summary else ""))

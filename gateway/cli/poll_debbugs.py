@@ -2,9 +2,9 @@
 
 ``--once`` runs one poll and exits (0 on success, 75 = EX_TEMPFAIL when the
 server failed; nothing was committed then). Without ``--once`` it polls every
-``debbugs.interval`` seconds until interrupted, backing off (doubling, at most
-eight times the interval) after a failed poll; ``busgate run`` does the
-same through its scheduler. Command-line options override the config file.
+``debbugs.interval`` seconds until interrupted, backing off after a failed
+poll by the rule ``busgate run``'s scheduler follows (:mod:`gateway.backoff`).
+Command-line options override the config file.
 """
 
 from __future__ import annotations

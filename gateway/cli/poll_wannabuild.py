@@ -2,11 +2,11 @@
 
 ``--once`` runs one poll and exits (0 on success, 75 = EX_TEMPFAIL when the
 database failed; nothing was committed then). Without ``--once`` it polls every
-``wannabuild.interval`` seconds until interrupted, backing off (doubling, at most
-eight times the interval) after a failed poll; ``busgate run`` does the
-same through its scheduler. ``--dsn`` overrides ``wannabuild.dsn``; ``--since``
-starts this run at a timestamp whatever the cursor says (rows already in the
-outbox are not published again).
+``wannabuild.interval`` seconds until interrupted, backing off after a failed
+poll by the rule ``busgate run``'s scheduler follows (:mod:`gateway.backoff`).
+``--dsn`` overrides ``wannabuild.dsn``; ``--since`` starts this run at a
+timestamp whatever the cursor says (rows already in the outbox are not
+published again).
 """
 
 from __future__ import annotations
