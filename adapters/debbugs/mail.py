@@ -147,8 +147,9 @@ def parse_bts_mail(message: EmailMessage, raw: bytes, link: str = DEFAULT_LINK) 
                                    if _TOKEN.fullmatch(p)))
     return [Event(
         service="debbugs", object="bug", event=verb,
+        facts=facts.of_mail(bug, verb),
         key=mail_key(bug, verb, ident),
-        body=body, packages=packages, time=when, facts=facts.of_mail(bug, verb),
+        body=body, packages=packages, time=when,
     )]
 
 
