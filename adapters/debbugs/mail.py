@@ -33,8 +33,8 @@ from email.message import EmailMessage
 from email.utils import getaddresses
 from typing import Any
 
+import adapters.debbugs.facts as facts
 from adapters import mailparse
-from adapters.debbugs import facts
 from adapters.mailparse import date_to_epoch
 from gateway.errors import ParseError
 from gateway.event import Event
