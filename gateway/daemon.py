@@ -28,19 +28,20 @@ from gateway.transports.zmq import ZmqPublisher
 log = logging.getLogger(__name__)
 
 
-async def _heartbeats(settings: Settings, transport: ZmqPublisher, publisher: Publisher,
-                      epoch: str) -> None:
+async def _heartbeats(settings: Settings, publisher: Publisher, epoch: str) -> None:
+    """Every ``zmq.heartbeat_interval`` seconds, a heartbeat through the publisher (and so
+    its transport), carrying the last seq_id that publisher handed over."""
     every = settings.zmq.heartbeat_interval
     if every <= 0:
         return
+
+    def build(seq_id: int) -> tuple[bytes, bytes]:
+        return heartbeat.build(settings.topic_prefix, settings.publisher.name,
+                               settings.username, seq_id, settings.zmq.replay or None, epoch)
+
     while True:
         await asyncio.sleep(every)
-        transport.drain_subscriptions()
-        topic, payload = heartbeat.build(
-            settings.topic_prefix, settings.publisher.name, settings.username,
-            publisher.sent_seq, settings.zmq.replay or None, epoch,
-        )
-        transport.send_now(topic, payload)
+        publisher.heartbeat(build)
 
 
 async def _watch_state(store: Store, every: float = 1.0) -> None:
@@ -104,8 +105,8 @@ async def serve(settings: Settings, stop: asyncio.Event | None = None,
         closers.insert(0, worker.stop)
         tasks += [asyncio.create_task(publisher.run(), name="publisher"),
                   asyncio.create_task(worker.supervise(), name="spool"),
-                  asyncio.create_task(_heartbeats(settings, transport, publisher,
-                                                  store.epoch()), name="heartbeat"),
+                  asyncio.create_task(_heartbeats(settings, publisher, store.epoch()),
+                                      name="heartbeat"),
                   asyncio.create_task(_watch_state(store), name="state")]
         if settings.zmq.replay:
             replay = ReplayServer(context, settings.zmq.replay, store,

@@ -1,34 +1,19 @@
 """The poller contract and the registry the daemon and ``busgate poll`` share.
 
-A poller reads one legacy source (a SOAP API, a database) and commits the
-events it found together with its cursor/snapshot in one store transaction, so
-a crash between reading and publishing repeats the read and never skips it.
+A poller reads one legacy source (a SOAP API, a database) and returns the
+events it found with its state plan (:mod:`gateway.polling`); the core commits
+both in one store transaction, so a crash between reading and publishing
+repeats the read and never skips it.
 """
 
 from __future__ import annotations
 
 import importlib
-from typing import Protocol
 
 from gateway.config import Settings
-from gateway.event import Event
-from gateway.store import Store
+from gateway.polling import Poller
 
-
-class Poller(Protocol):
-    #: Name used in logs, counters and cursors (e.g. ``debbugs``).
-    name: str
-
-    def poll(self, store: Store, *, dry_run: bool = False) -> list[Event]:
-        """Run one poll. Return the new events (committed unless ``dry_run``).
-
-        Raise :class:`gateway.errors.TransientError` for failures worth a retry
-        (source down, timeout, bad answer); nothing may be committed then.
-        """
-        ...
-
-
-#: Poller name -> (settings section, "module:factory"); factory(settings) -> Poller.
+#: Poller name -> (settings section, "module:factory"); factory(settings, options) -> Poller.
 POLLERS = {
     "debbugs": ("debbugs", "adapters.debbugs.poller:from_settings"),
     "wanna-build": ("wannabuild", "adapters.wannabuild.poller:from_settings"),
@@ -43,7 +28,7 @@ def enabled(settings: Settings) -> list[str]:
 def make(name: str, settings: Settings) -> Poller:
     _, target = POLLERS[name]
     module, _, factory = target.partition(":")
-    return getattr(importlib.import_module(module), factory)(settings)
+    return getattr(importlib.import_module(module), factory)(settings, None)
 
 
 def interval(name: str, settings: Settings) -> float:

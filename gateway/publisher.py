@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable
 
 from gateway.store import PUBLISHED_CURSOR, Store
 from gateway.transports import Transport
@@ -27,6 +28,13 @@ class Publisher:
         self.sent_seq = store.published_seq_id()
         self.sent = 0
         self.dropped = 0
+
+    def heartbeat(self, build: Callable[[int], tuple[bytes, bytes]]) -> None:
+        """Send a heartbeat through this publisher's transport, at once and lossily.
+        ``build(seq_id)`` makes its frames from the last ``seq_id`` handed over here, so
+        a subscriber of this transport sees a gap at the tail."""
+        topic, payload = build(self.sent_seq)
+        self.transport.send_now(topic, payload)
 
     def notify(self) -> None:
         """New rows may be in the outbox (safe to call from the loop thread only)."""

@@ -2,8 +2,10 @@
 
 Each poller is one asyncio task that polls, then sleeps its interval (or its
 back-off) and polls again: it never overlaps itself, and a failure is logged
-and backs off exponentially (capped) while the daemon and the other pollers go
-on. The waits are asyncio sleeps, which run on ``time.monotonic``: a wall clock
+and backs off (:mod:`gateway.backoff`, the rule ``busgate poll`` follows too)
+while the daemon and the other pollers go on. A poll returns its events and
+state plan; :func:`gateway.polling.apply` commits both in one transaction.
+The waits are asyncio sleeps, which run on ``time.monotonic``: a wall clock
 stepped back or forward (NTP, an operator, a VM resume) neither stops nor
 bunches the polls. (APScheduler's scheduler, used before, waits on the wall
 clock: a 1 h step back stopped every poller.)
@@ -24,14 +26,13 @@ import time
 from collections.abc import Callable
 from datetime import datetime
 
-from gateway import config, pollers
-from gateway.config import Settings
+from gateway import backoff, config, pollers, polling
+from gateway.config import QuarantineSettings, Settings
 from gateway.errors import StoreError, TransientError
 from gateway.store import Store
 
 log = logging.getLogger(__name__)
 
-MAX_BACKOFF = 3600.0
 #: Longest monotonic sleep towards a crontab time before the wall clock is read again.
 WALL_RECHECK = 30.0
 
@@ -39,7 +40,8 @@ WALL_RECHECK = 30.0
 class PollJob:
     def __init__(self, name: str, poller: pollers.Poller, store: Store, interval: float,
                  on_added: Callable[[], None], cron: object | None = None,
-                 wall: Callable[[], datetime] = datetime.now):
+                 wall: Callable[[], datetime] = datetime.now,
+                 caps: QuarantineSettings | None = None):
         self.name = name
         self.poller = poller
         self.store = store
@@ -48,6 +50,8 @@ class PollJob:
         #: APScheduler ``CronTrigger`` or ``None`` (every ``interval`` seconds).
         self.cron = cron
         self.wall = wall
+        #: ``[quarantine]`` caps for the poison inputs a poll sets aside.
+        self.caps = caps
         self.failures = 0
         self.not_before = 0.0
 
@@ -56,10 +60,10 @@ class PollJob:
         if time.monotonic() < self.not_before:
             return
         try:
-            events = await asyncio.to_thread(self.poller.poll, self.store)
+            result, added = await asyncio.to_thread(self._poll)
         except Exception as exc:
             self.failures += 1
-            delay = min(self.interval * 2 ** (self.failures - 1), MAX_BACKOFF)
+            delay = backoff.delay(self.interval, self.failures)
             self.not_before = time.monotonic() + delay
             with contextlib.suppress(StoreError):  # the state may be what failed
                 await asyncio.to_thread(self._count, "failed")
@@ -70,9 +74,16 @@ class PollJob:
             return
         self.failures = 0
         self.not_before = 0.0
-        if events:
-            log.info("poller %s: %d new event(s)", self.name, len(events))
+        if result.summary or added:
+            log.info("poller %s: %s%d new event(s)", self.name,
+                     f"{result.summary}; " if result.summary else "", len(added))
+        if added:
             self.on_added()
+
+    def _poll(self) -> tuple[polling.PollResult, list[int]]:
+        """Poll, then commit what it found (in the worker thread: both block)."""
+        result = self.poller.poll(polling.StoreView(self.store))
+        return result, polling.apply(self.store, result, self.caps)
 
     def wait(self) -> float:
         """Seconds until the next run is due (monotonic)."""
@@ -131,6 +142,7 @@ def start(settings: Settings, store: Store, on_added: Callable[[], None]) -> Job
         every = pollers.interval(name, settings)
         line = pollers.schedule(name, settings)
         cron = config.cron_trigger(line) if line else None
-        jobs.append(PollJob(name, pollers.make(name, settings), store, every, on_added, cron))
+        jobs.append(PollJob(name, pollers.make(name, settings), store, every, on_added, cron,
+                            caps=settings.quarantine))
         log.info("poller %s %s", name, f"on {line!r}" if line else f"every {every:g} s")
     return Jobs(jobs)

@@ -1,7 +1,7 @@
 """The state database: one SQLite file in WAL mode.
 
 It holds the outbox (the log every event is published from), poller cursors
-and snapshots, quarantined inputs and counters. Whatever a source is
+and snapshots, source facts, quarantined inputs and counters. Whatever a source is
 acknowledged for is committed here (or in the spool) first.
 
 The outbox gives each new event key the next ``seq_id`` inside the inserting
@@ -28,7 +28,7 @@ from gateway.errors import StateLostError, StoreError
 from gateway.event import Event
 from gateway.signing import NullSigner, Signer
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS outbox (
     seq_id    INTEGER PRIMARY KEY,
@@ -63,6 +63,17 @@ CREATE TABLE IF NOT EXISTS counters (
     name  TEXT PRIMARY KEY,
     value INTEGER NOT NULL
 );
+""" + """
+-- v2: what one feed of a source already reported, for another feed of it (e.g. a bug
+-- closed by mail, so the SOAP poller stays silent about it); written with the event
+-- that carries the fact, consumed (deleted) by the poller that used it.
+CREATE TABLE IF NOT EXISTS source_facts (
+    namespace TEXT NOT NULL,
+    subject   TEXT NOT NULL,
+    fact      TEXT NOT NULL,
+    recorded  REAL NOT NULL,
+    PRIMARY KEY (namespace, subject, fact)
+) WITHOUT ROWID;
 """
 
 PUBLISHED_CURSOR = "publisher.sent"
@@ -181,10 +192,18 @@ class Store:
                              f"busgate ({SCHEMA_VERSION}); upgrade busgate")
         if version == SCHEMA_VERSION:
             return  # nothing to write: a read-only database can still be read (status)
-        conn.executescript(SCHEMA)
-        conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
-        conn.execute("INSERT OR IGNORE INTO cursors (name, value) VALUES (?, ?)",
-                     (EPOCH_CURSOR, uuid.uuid4().hex))
+        # One transaction: a new file gets every table, a v1 file its new tables (v1 -> v2:
+        # ``source_facts``), and a crash or a full disk leaves the old version whole. Every
+        # statement is idempotent, so two processes opening an old file at once agree.
+        try:
+            conn.executescript(
+                f"BEGIN IMMEDIATE;\n{SCHEMA}\nPRAGMA user_version={SCHEMA_VERSION};\n"
+                f"INSERT OR IGNORE INTO cursors (name, value) "
+                f"VALUES ('{EPOCH_CURSOR}', '{uuid.uuid4().hex}');\nCOMMIT;")
+        except BaseException:
+            with suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
+            raise
 
     def close(self) -> None:
         conn = getattr(self._local, "conn", None)
@@ -290,6 +309,20 @@ class Store:
         return dict(self.connect().execute(
             "SELECT reason, COUNT(*) FROM quarantine GROUP BY reason ORDER BY reason"))
 
+    def has_key(self, key: str) -> bool:
+        """Whether an event with this source key is already in the outbox."""
+        return self.connect().execute("SELECT 1 FROM outbox WHERE uid = ?",
+                                      (env.event_uid(key),)).fetchone() is not None
+
+    def facts(self, namespace: str) -> dict[str, dict[str, float]]:
+        """``source_facts`` of one namespace: subject -> {fact: when recorded}."""
+        found: dict[str, dict[str, float]] = {}
+        for subject, fact, recorded in self.connect().execute(
+                "SELECT subject, fact, recorded FROM source_facts WHERE namespace = ?",
+                (namespace,)):
+            found.setdefault(subject, {})[fact] = recorded
+        return found
+
     def snapshot(self, namespace: str, key: str) -> str | None:
         row = self.connect().execute(
             "SELECT value FROM snapshots WHERE namespace = ? AND key = ?", (namespace, key)
@@ -355,10 +388,15 @@ class Transaction:
         factory = self._store.factory
         assert factory is not None and self._next is not None
         rows = []
+        # Facts of the events added now, never of a duplicate: a redelivered mail must not
+        # bring back a fact its poller has consumed since.
+        facts: list[tuple[str, str, str]] = []
         for uid, event in batch:
             if uid in known:
                 continue
             known.add(uid)  # the same key twice in one batch is stored once
+            if event.facts:
+                facts += event.facts
             topic, msg_id, envelope = factory.make(event, self._next, stamp, uid)
             rows.append((self._next, uid, event.key, msg_id, topic, stamp, envelope))
             self._next += 1
@@ -367,6 +405,10 @@ class Transaction:
             " VALUES (?, ?, ?, ?, ?, ?, ?)",
             rows,
         )
+        if facts:
+            self._conn.executemany(
+                "INSERT OR IGNORE INTO source_facts (namespace, subject, fact, recorded)"
+                " VALUES (?, ?, ?, ?)", [(*fact, float(stamp)) for fact in facts])
         return [row[0] for row in rows]
 
     def _known_uids(self, uids: list[bytes], chunk: int = 500) -> set[bytes]:
@@ -383,6 +425,22 @@ class Transaction:
         """Whether an event with this source key is already in the outbox."""
         return self._conn.execute("SELECT 1 FROM outbox WHERE uid = ?",
                                   (env.event_uid(key),)).fetchone() is not None
+
+    def add_facts(self, facts: Iterable[tuple[str, str, str]], recorded: float) -> None:
+        """Record ``(namespace, subject, fact)`` rows; a fact already there keeps its time."""
+        self._conn.executemany(
+            "INSERT OR IGNORE INTO source_facts (namespace, subject, fact, recorded)"
+            " VALUES (?, ?, ?, ?)", [(*fact, recorded) for fact in facts])
+
+    def consume_facts(self, facts: Iterable[tuple[str, str, str]]) -> None:
+        """Delete ``(namespace, subject, fact)`` rows (used up by a poller); absent ones are
+        ignored."""
+        self._conn.executemany(
+            "DELETE FROM source_facts WHERE namespace = ? AND subject = ? AND fact = ?",
+            list(facts))
+
+    def delete_cursor(self, name: str) -> None:
+        self._conn.execute("DELETE FROM cursors WHERE name = ?", (name,))
 
     def set_cursor(self, name: str, value: str | int) -> None:
         self._conn.execute(
@@ -416,6 +474,25 @@ class Transaction:
         )
         self.bump(f"quarantined.{reason}")
         return int(cur.lastrowid or 0)
+
+    def quarantine_within(self, kind: str, raw: bytes, *, error: str, reason: str,
+                          origin: str, max_items: int, max_bytes: int) -> str:
+        """:meth:`quarantine` within the ``[quarantine]`` caps. Returns ``kept``;
+        ``raw_dropped`` (over ``max_bytes``: the row keeps reason, error and size, not the
+        bytes); or ``dropped`` (``max_items`` reached: only counted, the caller logs it)."""
+        count, used = self.quarantine_usage()
+        if count >= max_items:
+            self.bump("quarantine.dropped")
+            return "dropped"
+        outcome = "kept"
+        if used + len(raw) > max_bytes:
+            error += (f" [raw input of {len(raw)} bytes not kept: quarantine.max_bytes "
+                      f"({max_bytes}) reached]")
+            raw = b""
+            self.bump("quarantine.raw_dropped")
+            outcome = "raw_dropped"
+        self.quarantine(kind, raw, error=error, reason=reason, origin=origin)
+        return outcome
 
     def quarantine_usage(self) -> tuple[int, int]:
         """``(items, raw bytes)`` in quarantine, for its caps."""

@@ -9,6 +9,8 @@ import pytest
 
 from fixtures.debbugs.soapserver import FakeDebbugs
 from gateway import discovery, heartbeat, runtime
+from gateway.polling import PollResult
+from gateway.store import EnvelopeFactory, Store
 from gateway.subscriber import Subscriber
 
 
@@ -63,12 +65,13 @@ class CountingPoller:
     def __init__(self) -> None:
         self.polls: list[float] = []
 
-    def poll(self, store, *, dry_run: bool = False) -> list:
+    def poll(self, state) -> PollResult:
         self.polls.append(time.monotonic())
-        return []
+        return PollResult([])
 
 
-def test_crontab_schedule_follows_a_wall_clock_step_back_and_forward(monkeypatch) -> None:
+def test_crontab_schedule_follows_a_wall_clock_step_back_and_forward(monkeypatch,
+                                                                      tmp_path) -> None:
     """A crontab schedule is computed by APScheduler's CronTrigger on the wall clock; a
     1 h step back (or forward) must neither stop the poller nor bunch its runs."""
     import asyncio
@@ -81,7 +84,8 @@ def test_crontab_schedule_follows_a_wall_clock_step_back_and_forward(monkeypatch
     monkeypatch.setattr(scheduler, "WALL_RECHECK", 0.2)
     offset = timedelta(0)
     poller = CountingPoller()
-    job = scheduler.PollJob("counting", poller, None, 60.0, lambda: None,  # type: ignore[arg-type]
+    store = Store(tmp_path / "state.sqlite", EnvelopeFactory("org.test", "t", "t"))
+    job = scheduler.PollJob("counting", poller, store, 60.0, lambda: None,
                             cron=CronTrigger(second="*"), wall=lambda: datetime.now() + offset)
 
     async def scenario() -> None:

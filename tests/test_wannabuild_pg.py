@@ -32,6 +32,7 @@ from fixtures.wannabuild import wbdb
 from gateway import config, pollers, runtime
 from gateway.errors import TransientError
 from gateway.event import Event
+from gateway.polling import StoreView, apply
 from gateway.store import Store
 from tests.conftest import BUSGATE, REPO, adopt, free_port, require_server
 
@@ -85,6 +86,14 @@ class WB:
 
     def keys(self) -> list[str]:
         return [r[0] for r in self.store.connect().execute("SELECT key FROM outbox")]
+
+
+def poll(poller: WannaBuildPoller, store: Store, *, dry_run: bool = False) -> list[Event]:
+    """One poll as the daemon runs it: the poller reads, the core commits its result."""
+    result = poller.poll(StoreView(store))
+    if not dry_run:
+        apply(store, result)
+    return result.events
 
 
 @pytest.fixture
@@ -169,14 +178,14 @@ TRANSITIONS: list[tuple[str, str, str, str, str, str, dict[str, Any], str]] = [
 
 def test_every_state_transition_becomes_one_event(wb: WB) -> None:
     poller = wb.poller()
-    assert poller.poll(wb.store) == []  # first run: starts at the (empty) newest row
+    assert poll(poller, wb.store) == []  # first run: starts at the (empty) newest row
     previous: dict[tuple[str, str, str], str] = {}
     for arch, pkg, dist, state, action, user, fields, token in TRANSITIONS:
         version = fields.pop("version", None) if "version" in fields else None
         wb.change(arch, pkg, dist, state, action=action, user=user, version=version, **fields)
         if version:
             fields["version"] = version
-        event = only(poller.poll(wb.store))
+        event = only(poll(poller, wb.store))
         body = event.body
         assert event.topic(wb.settings.topic_prefix) == \
             f"org.debian.dev.wanna-build.build.{token}"
@@ -196,44 +205,44 @@ def test_every_state_transition_becomes_one_event(wb: WB) -> None:
         previous[(arch, pkg, dist)] = state
     # deletions: wanna-build logs state "deleted" in transactions, then deletes the row
     wb.writer.delete("amd64", "hello", "sid", action="--merge-v3: deleted")
-    event = only(poller.poll(wb.store))
+    event = only(poll(poller, wb.store))
     assert event.event == "deleted"
     assert event.body["previous_state"] == "Auto-Not-For-Us"
     assert event.body["package_row"] == "gone" and event.body["builder"] is None
     assert event.body["version"] == "2.10-5"
     wb.writer.delete("arm64", "waiter", "sid", action="--forget", user="jdoe")
-    forgotten = only(poller.poll(wb.store))
+    forgotten = only(poll(poller, wb.store))
     assert (forgotten.event, forgotten.body["action"]) == ("deleted", "--forget")
     assert wb.sql("SELECT count(*) FROM packages WHERE package IN ('hello', 'waiter')") == [(0,)]
     # the outbox holds every transaction row once, in order, and no more
-    assert poller.poll(wb.store) == []
+    assert poll(poller, wb.store) == []
     assert len(wb.outbox()) == len(TRANSITIONS) + 2
     assert [m["seq_id"] for m in wb.outbox()] == list(range(1, len(TRANSITIONS) + 3))
 
 
 def test_binnmu_fields(wb: WB) -> None:
     poller = wb.poller()
-    poller.poll(wb.store)
+    poll(poller, wb.store)
     wb.change("amd64", "libx", "sid", "Installed", action="--merge-v3: Installed",
               user="wbadm", version="4.2-1")
     wb.change("amd64", "libx", "sid", "BD-Uninstallable", action="--binNMU", user="jdoe",
               binary_nmu_version=3, binary_nmu_changelog="Rebuild for the libfoo transition",
               notes="out-of-date")
-    installed, nmu = check(poller.poll(wb.store))
+    installed, nmu = check(poll(poller, wb.store))
     assert installed.body["package_row"] == "changed"  # the row already moved on
     assert installed.body["binary_nmu_version"] is None
     assert (nmu.event, nmu.body["action"], nmu.body["binary_nmu_version"]) == \
         ("bd-uninstallable", "--binNMU", 3)
     assert (nmu.body["version"], nmu.body["notes"]) == ("4.2-1", "out-of-date")
     wb.change("amd64", "libx", "sid", "Needs-Build", action="--merge-all (dose)", user="wbadm")
-    ready = only(poller.poll(wb.store))
+    ready = only(poll(poller, wb.store))
     assert ready.body["binary_nmu_version"] == 3 and ready.event == "needs-build"
 
 
 # -- the cursor: late commits, baseline, backlog, backfill ----------------------------------
 def test_row_committed_after_a_later_row_is_published_once(wb: WB) -> None:
     poller = wb.poller()
-    poller.poll(wb.store)
+    poll(poller, wb.store)
     with wb.writer.transaction() as slow:
         # the slow transaction's row is stamped now(), i.e. before the fast one's
         wb.change("amd64", "slow", "sid", "Building", action="--take", user=BUILDD,
@@ -241,38 +250,38 @@ def test_row_committed_after_a_later_row_is_published_once(wb: WB) -> None:
         time.sleep(0.01)
         wb.change("amd64", "fast", "sid", "Building", action="--take", user=BUILDD,
                   version="1-1")
-        fast = only(poller.poll(wb.store))
+        fast = only(poll(poller, wb.store))
         assert fast.body["package"] == "fast"
-        assert poller.poll(wb.store) == []
-    late = only(poller.poll(wb.store))  # committed now, stamped before "fast"
+        assert poll(poller, wb.store) == []
+    late = only(poll(poller, wb.store))  # committed now, stamped before "fast"
     assert late.body["package"] == "slow"
     assert late.time < fast.time
     assert poller.last_late == 1
-    assert poller.poll(wb.store) == [] and poller.poll(wb.store) == []
+    assert poll(poller, wb.store) == [] and poll(poller, wb.store) == []
     assert sorted(wb.keys()) == sorted([fast.key, late.key])
     assert wb.store.counters()["wanna-build.late_rows"] == 1
 
 
 def test_late_row_seen_by_another_poller_sharing_the_store(wb: WB) -> None:
     one, two = wb.poller(), wb.poller()
-    one.poll(wb.store)
+    poll(one, wb.store)
     pending(wb, 2)
-    assert len(one.poll(wb.store)) == 2
+    assert len(poll(one, wb.store)) == 2
     with wb.writer.transaction() as slow:
         wb.change("amd64", "slow", "sid", "Built", action="--set-built", user="b", version="1",
                   conn=slow)
         time.sleep(0.01)
         pending(wb, 1)
-        assert len(two.poll(wb.store)) == 1  # moved the cursor: one's memory is stale
-        assert one.poll(wb.store) == []
-    assert [e.body["package"] for e in one.poll(wb.store)] == ["slow"]
-    assert two.poll(wb.store) == [] and one.poll(wb.store) == []
+        assert len(poll(two, wb.store)) == 1  # moved the cursor: one's memory is stale
+        assert poll(one, wb.store) == []
+    assert [e.body["package"] for e in poll(one, wb.store)] == ["slow"]
+    assert poll(two, wb.store) == [] and poll(one, wb.store) == []
     assert len(wb.outbox()) == 4
 
 
 def test_late_rows_among_a_backlog_read_in_small_batches(wb: WB) -> None:
     poller = wb.poller(batch_rows=3)
-    poller.poll(wb.store)
+    poll(poller, wb.store)
     published: list[Event] = []
     with wb.writer.transaction() as slow:
         wb.change("i386", "late", "sid", "Built", action="--set-built", user="b", version="1",
@@ -286,9 +295,9 @@ def test_late_rows_among_a_backlog_read_in_small_batches(wb: WB) -> None:
                 wb.change("i386", f"q{i}", "sid", "Needs-Build", action="--merge-v3: needs-build",
                           user="wbadm", version="1", conn=same)
         for _ in range(10):
-            published += poller.poll(wb.store)
+            published += poll(poller, wb.store)
     for _ in range(3):
-        published += poller.poll(wb.store)
+        published += poll(poller, wb.store)
     names = [e.body["package"] for e in check(published)]
     assert sorted(names) == sorted(["late", *(f"p{i}" for i in range(10)),
                                     *(f"q{i}" for i in range(5))])
@@ -304,15 +313,15 @@ def test_first_run_starts_at_the_newest_row(wb: WB) -> None:
     with wb.writer.transaction() as inflight:
         wb.change("amd64", "inflight", "sid", "Building", action="--take", user=BUILDD,
                   version="1", conn=inflight)
-        assert poller.poll(wb.store) == []  # baseline: nothing published
+        assert poll(poller, wb.store) == []  # baseline: nothing published
         assert wb.store.cursor(CURSOR) is not None
     # the old rows, re-read in the overlap window, stay unpublished; the row that was
     # still being written during the first run is published
-    (event,) = poller.poll(wb.store)
+    (event,) = poll(poller, wb.store)
     assert event.body["package"] == "inflight"
     wb.change("amd64", "new", "sid", "Needs-Build", action="--merge-v3: needs-build",
               user="wbadm", version="1")
-    assert [e.body["package"] for e in poller.poll(wb.store)] == ["new"]
+    assert [e.body["package"] for e in poll(poller, wb.store)] == ["new"]
     assert len(wb.outbox()) == 2
 
 
@@ -323,14 +332,14 @@ def test_since_backfills_and_rewinds_never_double(wb: WB) -> None:
     wb.sql("UPDATE transactions SET time = time - interval '2 days' WHERE package = 'old0'")
     since = (wb.sql("SELECT min(time) FROM transactions WHERE package <> 'old0'")[0][0])
     poller = wb.poller(since=since.isoformat())
-    assert sorted(e.body["package"] for e in poller.poll(wb.store)) == ["old1", "old2"]
-    assert poller.poll(wb.store) == []
+    assert sorted(e.body["package"] for e in poll(poller, wb.store)) == ["old1", "old2"]
+    assert poll(poller, wb.store) == []
     # --since on a later run re-reads from there: only what is missing gets published
     week_ago = dt.datetime.now(dt.UTC) - dt.timedelta(days=7)
     rewind = from_settings(wb.settings, since=week_ago)
     wb.pollers.append(rewind)
-    assert [e.body["package"] for e in rewind.poll(wb.store)] == ["old0"]
-    assert rewind.poll(wb.store) == []
+    assert [e.body["package"] for e in poll(rewind, wb.store)] == ["old0"]
+    assert poll(rewind, wb.store) == []
     assert len(wb.outbox()) == 3
 
 
@@ -340,7 +349,7 @@ def test_transaction_open_ten_poll_intervals_is_published_once(wb: WB) -> None:
     that reads for a long time and writes only at the end, so it has no xid meanwhile."""
     interval = 0.2
     poller = wb.poller(overlap_seconds=interval / 2)
-    poller.poll(wb.store)
+    poll(poller, wb.store)
     others: list[str] = []
     with wb.writer.transaction() as early, wb.writer.transaction() as merge:
         merge.execute("SELECT now()")  # the run starts: its rows will be stamped now
@@ -353,22 +362,22 @@ def test_transaction_open_ten_poll_intervals_is_published_once(wb: WB) -> None:
             wb.change("amd64", name, "sid", "Needs-Build", action="--merge-v3: needs-build",
                       user="wbadm", version="1")
             others.append(name)
-            assert [e.body["package"] for e in poller.poll(wb.store)] == [name]
+            assert [e.body["package"] for e in poll(poller, wb.store)] == [name]
             polls += 1
             time.sleep(interval)
         held = time.monotonic() - started
         assert held >= 10 * interval and held > 10 * poller.cfg.overlap_seconds
         wb.change("amd64", "merged", "sid", "Needs-Build", action="--merge-v3: needs-build",
                   user="wbadm", version="1", conn=merge)
-        assert poller.poll(wb.store) == []  # still uncommitted
-    late = poller.poll(wb.store)
+        assert poll(poller, wb.store) == []  # still uncommitted
+    late = poll(poller, wb.store)
     assert sorted(e.body["package"] for e in late) == ["early", "merged"]
     stamped = dict(wb.sql("SELECT package, time FROM transactions WHERE package IN "
                           "('early', 'merged', 'other0')"))
     assert stamped["merged"] < stamped["other0"] and stamped["early"] < stamped["other0"]
     assert poller.last_late == 2
     for _ in range(3):
-        assert poller.poll(wb.store) == []
+        assert poll(poller, wb.store) == []
     keys = wb.keys()
     assert len(keys) == len(set(keys)) == len(others) + 2
 
@@ -378,7 +387,7 @@ def test_rows_of_one_run_are_published_in_the_order_written(wb: WB) -> None:
     BD-Uninstallable, and --take then --set-built; alphabetical order of the actions is
     the reverse. Each package's last event must be its state in the database."""
     poller = wb.poller()
-    poller.poll(wb.store)
+    poll(poller, wb.store)
     with wb.writer.transaction() as run:
         wb.change("amd64", "newpkg", "sid", "Needs-Build", action="--merge-v3: needs-build",
                   user="wbadm", version="1.0-1", conn=run)
@@ -389,7 +398,7 @@ def test_rows_of_one_run_are_published_in_the_order_written(wb: WB) -> None:
         wb.change("arm64", "quick", "sid", "Building", action="--take", user=BUILDD, conn=run)
         wb.change("arm64", "quick", "sid", "Built", action="--set-built", user=BUILDD, conn=run)
     assert len({t for (t,) in wb.sql("SELECT time FROM transactions")}) == 1  # one stamp
-    events = check(poller.poll(wb.store))
+    events = check(poll(poller, wb.store))
     by_package: dict[str, list[str]] = {}
     for event in events:
         by_package.setdefault(event.body["package"], []).append(event.body["state"])
@@ -406,7 +415,7 @@ def test_poison_rows_are_quarantined_once_and_never_block_later_rows(wb: WB, tmp
     rows. Rows whose time Python cannot hold (±infinity, NULL, year 20000) are now
     quarantined once with the reason, counted, and the rows around them published."""
     poller = wb.poller()
-    poller.poll(wb.store)
+    poll(poller, wb.store)
     wb.change("amd64", "before", "sid", "Building", action="--take", user=BUILDD, version="1")
     insert = ("INSERT INTO transactions (architecture, package, distribution, version, action,"
               " prevstate, state, real_user, set_user, time) VALUES ('amd64', %s, 'sid', '1',"
@@ -417,7 +426,7 @@ def test_poison_rows_are_quarantined_once_and_never_block_later_rows(wb: WB, tmp
     wb.sql(insert.format("now()"), ("x" * 5_000_000,))  # absurd: cut in the database
     wb.change("amd64", "after", "sid", "Built", action="--set-built", user=BUILDD,
               version="1")
-    events = check(poller.poll(wb.store))
+    events = check(poll(poller, wb.store))
     assert [e.body["package"][:5] for e in events] == ["befor", "xxxxx", "after"]
     assert events[1].body["truncated"] == ["package"]
     assert len(events[1].body["package"]) == 1000
@@ -431,8 +440,8 @@ def test_poison_rows_are_quarantined_once_and_never_block_later_rows(wb: WB, tmp
     # quarantined once: later polls go on and publish what comes after
     wb.sql(insert.format("'infinity'"), ("inf2",))
     wb.change("amd64", "later", "sid", "Built", action="--set-built", user=BUILDD, version="1")
-    assert [e.body["package"] for e in poller.poll(wb.store)] == ["later"]
-    assert poller.poll(wb.store) == []
+    assert [e.body["package"] for e in poll(poller, wb.store)] == ["later"]
+    assert poll(poller, wb.store) == []
     assert len(wb.store.quarantined()) == 5
     assert wb.store.counters()["wanna-build.poison_rows"] == 5
     # the command line polls on too (it exited 75 on every run)
@@ -444,16 +453,38 @@ def test_poison_rows_are_quarantined_once_and_never_block_later_rows(wb: WB, tmp
     assert "1 new events" in done.stdout
 
 
+def test_poison_rows_past_the_quarantine_caps_are_counted_once(wb: WB, caplog) -> None:
+    """Poison rows go to quarantine through the poll's plan, within ``[quarantine]``."""
+    from gateway.config import QuarantineSettings
+
+    poller = wb.poller()
+    poll(poller, wb.store)
+    insert = ("INSERT INTO transactions (architecture, package, distribution, version, action,"
+              " prevstate, state, real_user, set_user, time) VALUES ('amd64', %s, 'sid', '1',"
+              " '--take', 'Needs-Build', 'Building', 'b', 'b', 'infinity')")
+    for package in ("p1", "p2", "p3"):
+        wb.sql(insert, (package,))
+    result = poller.poll(StoreView(wb.store))
+    assert [q.reason for q in result.plan.quarantine] == ["poison"] * 3
+    assert apply(wb.store, result, QuarantineSettings(max_items=2)) == []
+    assert len(wb.store.quarantined()) == 2
+    counters = wb.store.counters()
+    assert counters["quarantine.dropped"] == 1 and counters["wanna-build.poison_rows"] == 3
+    assert "quarantine full" in caplog.text
+    assert poll(poller, wb.store) == []  # each row is set aside once, kept or not
+    assert wb.store.counters()["wanna-build.poison_rows"] == 3
+
+
 def test_dry_run_stores_nothing_and_shows_what_a_poll_would_publish(wb: WB) -> None:
     poller = wb.poller()
-    poller.poll(wb.store)
+    poll(poller, wb.store)
     cursor = wb.store.cursor(CURSOR)
     wb.change("amd64", "hello", "sid", "Building", action="--take", user=BUILDD, version="1")
-    dry = poller.poll(wb.store, dry_run=True)
+    dry = poll(poller, wb.store, dry_run=True)
     assert len(dry) == 1 and wb.store.cursor(CURSOR) == cursor and wb.outbox() == []
-    real = poller.poll(wb.store)
+    real = poll(poller, wb.store)
     assert [e.key for e in real] == [e.key for e in dry]
-    assert poller.poll(wb.store, dry_run=True) == []
+    assert poll(poller, wb.store, dry_run=True) == []
 
 
 # -- failures: nothing committed, a clear message, the next poll catches up ------------------
@@ -470,7 +501,7 @@ def test_database_down_is_a_transient_error(wb: WB, make_settings) -> None:
     poller = from_settings(settings)
     store = runtime.open_store(settings)
     with pytest.raises(TransientError) as info:
-        poller.poll(store)
+        poll(poller, store)
     message = str(info.value)
     assert f"127.0.0.1:{port}/wb" in message and "cannot connect" in message
     assert "refused" in message.lower() and "hunter2" not in message
@@ -488,7 +519,7 @@ def poll_in_thread(poller: WannaBuildPoller, store: Store) -> tuple[threading.Th
 
     def target() -> None:
         try:
-            outcome["events"] = poller.poll(store)
+            outcome["events"] = poll(poller, store)
         except Exception as exc:
             outcome["error"] = exc
 
@@ -510,7 +541,7 @@ def waiting_backend(wb: WB) -> int:
 
 def test_backend_terminated_mid_poll_then_nothing_lost(wb: WB) -> None:
     poller = wb.poller()
-    poller.poll(wb.store)
+    poll(poller, wb.store)
     pending(wb)
     locker = lock_transactions(wb)
     try:
@@ -524,36 +555,36 @@ def test_backend_terminated_mid_poll_then_nothing_lost(wb: WB) -> None:
     assert isinstance(error, TransientError), error
     assert "connection lost mid-poll" in str(error) and wb.name in str(error)
     assert wb.outbox() == []
-    events = poller.poll(wb.store)  # reconnects
+    events = poll(poller, wb.store)  # reconnects
     assert sorted(e.body["package"] for e in events) == ["pkg0", "pkg1", "pkg2"]
-    assert poller.poll(wb.store) == [] and len(wb.outbox()) == 3
+    assert poll(poller, wb.store) == [] and len(wb.outbox()) == 3
 
 
 def test_idle_connection_killed_between_polls_is_reopened(wb: WB) -> None:
     poller = wb.poller()
-    poller.poll(wb.store)
+    poll(poller, wb.store)
     pids = wb.sql("SELECT pid FROM pg_stat_activity WHERE datname = %s AND application_name = %s",
                   (wb.name, query.APPLICATION_NAME))
     assert len(pids) == 1
     wb.sql("SELECT pg_terminate_backend(%s)", (pids[0][0],))  # like a server restart
     pending(wb, 1)
-    assert len(poller.poll(wb.store)) == 1
+    assert len(poll(poller, wb.store)) == 1
 
 
 def test_statement_timeout(wb: WB) -> None:
     poller = wb.poller(statement_timeout_ms=100)
-    poller.poll(wb.store)
+    poll(poller, wb.store)
     pending(wb, 1)
     locker = lock_transactions(wb)
     try:
         started = time.monotonic()
         with pytest.raises(TransientError, match=r"statement_timeout \(100 ms\)"):
-            poller.poll(wb.store)
+            poll(poller, wb.store)
         assert time.monotonic() - started < 5
     finally:
         locker.close()
     assert wb.outbox() == []
-    assert len(poller.poll(wb.store)) == 1
+    assert len(poll(poller, wb.store)) == 1
 
 
 def test_permission_denied_then_least_privilege_works(wb: WB) -> None:
@@ -564,13 +595,13 @@ def test_permission_denied_then_least_privilege_works(wb: WB) -> None:
     try:
         poller = wb.poller(dsn=wbdb.dsn(wb.name, user=denied), since="2000-01-01")
         with pytest.raises(TransientError) as info:
-            poller.poll(wb.store)
+            poll(poller, wb.store)
         assert "permission denied" in str(info.value) and "transactions" in str(info.value)
         assert "Grant the poller's role SELECT" in str(info.value)
         assert wb.outbox() == [] and wb.store.cursor(CURSOR) is None
         # SELECT on the two tables is all it takes
         least = wb.poller(dsn=wbdb.dsn(wb.name, user=reader), since="2000-01-01")
-        assert len(least.poll(wb.store)) == 2
+        assert len(poll(least, wb.store)) == 2
         least.close()
         poller.close()
     finally:
@@ -580,23 +611,24 @@ def test_permission_denied_then_least_privilege_works(wb: WB) -> None:
 
 def test_missing_column_or_table_is_named_then_nothing_lost(wb: WB) -> None:
     poller = wb.poller()
-    poller.poll(wb.store)
+    poll(poller, wb.store)
     pending(wb, 2)
     wb.sql("ALTER TABLE transactions RENAME COLUMN set_user TO set_usr")
     with pytest.raises(TransientError, match=r"schema mismatch: column t\.set_user does not exist"):
-        poller.poll(wb.store)
+        poll(poller, wb.store)
     wb.sql("ALTER TABLE transactions RENAME COLUMN set_usr TO set_user")
     wb.sql("ALTER TABLE packages RENAME TO packages_old")
     with pytest.raises(TransientError, match='relation "packages" does not exist'):
-        poller.poll(wb.store)
+        poll(poller, wb.store)
     wb.sql("ALTER TABLE packages_old RENAME TO packages")
     assert wb.outbox() == []
-    assert len(poller.poll(wb.store)) == 2
+    assert len(poll(poller, wb.store)) == 2
 
 
 CRASH = """
 import os, sys
 from gateway import config, runtime
+from gateway.polling import StoreView, apply
 from gateway.store import Transaction
 from adapters.wannabuild.poller import from_settings
 
@@ -605,20 +637,21 @@ def die(self, *args, **kwargs):  # events are in the open transaction: die befor
 
 Transaction.set_cursor = die
 settings = config.load(sys.argv[1])
-from_settings(settings).poll(runtime.open_store(settings))
+store = runtime.open_store(settings)
+apply(store, from_settings(settings).poll(StoreView(store)))
 """
 
 
 def test_crash_between_reading_and_publishing_loses_and_doubles_nothing(wb: WB) -> None:
     poller = wb.poller()
-    poller.poll(wb.store)
+    poll(poller, wb.store)
     cursor = wb.store.cursor(CURSOR)
     pending(wb, 3)
     crashed = subprocess.run([sys.executable, "-c", CRASH, wb.settings.loaded_from[0]], cwd=REPO,
                              capture_output=True, text=True, timeout=30)
     assert crashed.returncode == 9, crashed.stderr
     assert wb.outbox() == [] and wb.store.cursor(CURSOR) == cursor
-    events = poller.poll(wb.store)
+    events = poll(poller, wb.store)
     assert len(events) == 3
     again = subprocess.run([*BUSGATE, "poll", "wanna-build", "--once",
                             "--config", wb.settings.loaded_from[0]],
@@ -657,12 +690,12 @@ def test_range_read_is_index_backed_and_reads_only_new_rows(wb: WB, caplog) -> N
          "failed": 4001}))
     assert "transactions_time" in plan, plan
     poller = wb.poller()
-    poller.poll(wb.store)
+    poll(poller, wb.store)
     assert poller.reader.time_index is True
     pending(wb, 50)
-    assert len(poller.poll(wb.store)) == 50
+    assert len(poll(poller, wb.store)) == 50
     assert poller.last_rows_read == 50  # the 20,000 older rows are not touched
-    assert poller.poll(wb.store) == []
+    assert poll(poller, wb.store) == []
     # no window is re-read: at most the last seconds' rows by xids the last snapshot may
     # not have seen (its xmin is cluster-wide: other databases' transactions hold it back)
     assert poller.last_rows_read <= 50
@@ -676,7 +709,7 @@ def test_range_read_is_index_backed_and_reads_only_new_rows(wb: WB, caplog) -> N
     wb.sql("DROP INDEX transactions_time")
     with caplog.at_level(logging.WARNING, logger="adapters.wannabuild.query"):
         fresh = wb.poller()
-        assert fresh.poll(wb.store) == []
+        assert poll(fresh, wb.store) == []
         assert fresh.last_rows_read <= 50
     assert fresh.reader.time_index is False
     assert 'CREATE INDEX transactions_time ON transactions ("time")' in caplog.text
@@ -694,7 +727,7 @@ def test_sql_ascii_database_with_non_utf8_bytes(template: str, make_settings) ->
             conn.execute(b"INSERT INTO transactions VALUES ('amd64', 'caf\xe9', 'sid', '1',"
                          b" '--set-failed', 'Building', 'Failed', 'b', 'b', now())")
         poller = from_settings(settings)
-        event = only(poller.poll(runtime.open_store(settings)))
+        event = only(poll(poller, runtime.open_store(settings)))
         poller.close()
         assert event.body["package"] == "caf\\xe9"
         assert event.body["failed"] == "gcc: \\xe9chec \\xff"
@@ -707,10 +740,10 @@ def test_timezone_of_the_writers(wb: WB) -> None:
     berlin = wbdb.Writer(wb.dsn + " options='-c TimeZone=Europe/Berlin'")
     try:
         poller = wb.poller(timezone="Europe/Berlin")
-        poller.poll(wb.store)
+        poll(poller, wb.store)
         before = time.time()
         berlin.change("amd64", "tz", "sid", "Building", action="--take", user="b", version="1")
-        event = only(poller.poll(wb.store))
+        event = only(poll(poller, wb.store))
     finally:
         berlin.close()
     stored = wb.sql("SELECT time FROM transactions WHERE package = 'tz'")[0][0]

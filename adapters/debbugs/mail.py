@@ -4,7 +4,8 @@ debbugs re-sends every processed message with ``X-Loop: owner@bugs...`` and
 ``X-Debian-PR-Message: <type> <bug>``; that header says what happened
 (``report`` = a new bug, ``closed`` = mail to ``-done``...). Each such mail
 becomes one ``debbugs.bug.<event>`` event right away; the poller later sees the
-same change in ``get_status`` and stays silent about it (see ``dedup``).
+same change in ``get_status`` and stays silent about it: the event carries a
+``source_facts`` row (bug, verb; :mod:`.facts`) that the poller consumes.
 
 A bug is closed in three mail forms, all one ``debbugs.bug.close``: the copy of
 the ``-done`` mail (often dak's ``Bug#N: fixed in <source> <version>``), the
@@ -32,6 +33,7 @@ from email.message import EmailMessage
 from email.utils import getaddresses
 from typing import Any
 
+import adapters.debbugs.facts as facts
 from adapters import mailparse
 from adapters.debbugs.messages import PEOPLE, bug_packages, people_logins
 from adapters.mailparse import date_to_epoch
@@ -143,6 +145,7 @@ def parse_bts_mail(message: EmailMessage, raw: bytes, link: str = DEFAULT_LINK) 
         body["done"] = closer or ""
     return [Event(
         service="debbugs", object="bug", event=verb,
+        facts=facts.of_mail(bug, verb),
         key=mail_key(bug, verb, ident),
         body=body, time=when,
         usernames=tuple(people_logins(body.get(f) for f in PEOPLE)),

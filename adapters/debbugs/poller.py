@@ -3,9 +3,10 @@
 One poll: find the watched bugs (``newest_bugs`` plus the numbers since the last
 poll, ``get_bugs`` for the configured packages/sources/maintainers, and bugs
 snapshotted recently), read their status with ``get_status`` (500 a call), diff
-each against its snapshot, and commit events, snapshots and cursors in ONE
+each against its snapshot, and return the events with the new snapshots and
+cursors as a :class:`~gateway.polling.PollResult`, which the core commits in ONE
 transaction. Any SOAP failure raises :class:`TransientError` before anything is
-written, so a failed or interrupted poll is simply repeated.
+returned, so a failed or interrupted poll is simply repeated.
 
 Bugs absent from the snapshot are reported ``new`` only when they were
 submitted after the previous poll (minus :data:`NEW_SLACK`); older bugs that
@@ -14,12 +15,18 @@ recorded silently. The very first poll records a silent baseline unless
 ``baseline = false`` or ``--backfill``.
 
 Mail and SOAP report the same change once: BTS mail events are committed by
-the mail path right away; each poll reads the debbugs mail events added to the
-outbox since its last poll (``via: mail``), keeps them as per-bug markers, and
-drops its own event for the same change (``report`` = ``new``, ``close``, a
-``forwarded`` or ``submitter`` change). A fresh change with no mail yet waits
-one poll (``mail_grace``) for the mail, so the usual order (mail, then poll)
-holds even when a poll lands between the BTS acting and its mail arriving.
+the mail path right away, each with a ``source_facts`` row (bug, verb) written
+in the same transaction (:mod:`.facts`); each poll reads those facts and drops
+its own event for the same change (``report`` = ``new``, ``close``, a
+``forwarded`` or ``submitter`` change), consuming the fact. A fresh change with
+no mail yet waits one poll (``mail_grace``) for the mail, so the usual order
+(mail, then poll) holds even when a poll lands between the BTS acting and its
+mail arriving; that wait is kept per bug in the ``debbugs.mail`` snapshots.
+
+Before facts existed, the poller scanned the outbox for mail events after the
+``debbugs.mail_seq`` cursor and kept per-bug markers in those snapshots. An old
+state is honoured: its markers keep covering their changes until used or expired,
+and the mail events after its cursor are read once, then the cursor is deleted.
 """
 
 from __future__ import annotations
@@ -31,31 +38,35 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from adapters.debbugs import facts as mail_facts
 from adapters.debbugs import status as st
 from adapters.debbugs.client import DebbugsClient
 from gateway.config import DebbugsSettings, Settings
 from gateway.errors import ConfigError
 from gateway.event import Event
-from gateway.store import Store
+from gateway.polling import PollResult, StatePlan, StateView
 
 log = logging.getLogger(__name__)
 
 NAMESPACE = "debbugs"
+#: Snapshots: per bug, a change held back for its mail (``deferred``), and the markers
+#: of mail an old version saw (verb -> when).
 MAIL_NAMESPACE = "debbugs.mail"
+FACT_NAMESPACE = mail_facts.NAMESPACE
 CURSOR_LAST_POLL = "debbugs.last_poll"
 CURSOR_MAX_BUG = "debbugs.max_bug"
+#: Retired: where an old version's outbox scan stopped (read once, then deleted).
 CURSOR_MAIL_SEQ = "debbugs.mail_seq"
 #: A bug missing from the snapshot counts as new if submitted this long before the last poll.
 NEW_SLACK = 3600
 #: Bug numbers above the last seen maximum watched per poll (besides ``newest_bugs``).
 MAX_NEW_RANGE = 5000
-#: How long a mail marker waits for the poller to see its change.
+#: How long a mail fact (or an old marker) waits for the poller to see its change.
 MAIL_MARKER_TTL = 7 * 86400
 #: ``seen`` (last time a bug was in the watch list) is rewritten at most this often.
 SEEN_RESOLUTION = 86400
 #: Mail event verb -> the poller change it already reported.
-MAIL_COVERS = {"report": "new", "close": "close", "forward": "forwarded",
-               "submitter-change": "submitter"}
+MAIL_COVERS = mail_facts.COVERS
 
 
 class DebbugsPoller:
@@ -84,16 +95,19 @@ class DebbugsPoller:
             self._client = DebbugsClient(self.cfg.url, **kwargs)
         return self._client
 
+    def close(self) -> None:
+        """Nothing held between polls (each SOAP call opens its own connection)."""
+
     # -- one poll ------------------------------------------------------------------------
-    def poll(self, store: Store, *, dry_run: bool = False) -> list[Event]:
+    def poll(self, state: StateView) -> PollResult:
         now = self.clock()
         client = self.client
         calls_before = client.calls
-        snapshots = {int(k): json.loads(v) for k, v in store.snapshots(NAMESPACE).items()}
-        markers = {int(k): json.loads(v) for k, v in store.snapshots(MAIL_NAMESPACE).items()}
-        last_poll = _float(store.cursor(CURSOR_LAST_POLL))
-        max_bug = int(_float(store.cursor(CURSOR_MAX_BUG)) or 0)
-        mail_seq = int(_float(store.cursor(CURSOR_MAIL_SEQ)) or 0)
+        snapshots = {int(k): json.loads(v) for k, v in state.snapshots(NAMESPACE).items()}
+        markers = {int(k): json.loads(v) for k, v in state.snapshots(MAIL_NAMESPACE).items()}
+        last_poll = _float(state.cursor(CURSOR_LAST_POLL))
+        max_bug = int(_float(state.cursor(CURSOR_MAX_BUG)) or 0)
+        legacy_seq = state.cursor(CURSOR_MAIL_SEQ)
 
         try:
             scope, newest_top = self._scope(client, max_bug)
@@ -104,13 +118,15 @@ class DebbugsPoller:
         finally:
             self.last_calls = client.calls - calls_before
 
-        mail_top, fresh = _mail_events(store, mail_seq)
-        for bug, verbs in fresh.items():
-            marker = markers.setdefault(bug, {})
-            for verb in verbs:
-                marker[verb] = now
+        plan = _Plan(state.facts(FACT_NAMESPACE))
+        if legacy_seq is not None:  # an old state: its unread mail events, once
+            for bug, verbs in _mail_events(state, int(_float(legacy_seq) or 0)).items():
+                marker = markers.setdefault(bug, {})
+                for verb in verbs:
+                    marker[verb] = now
+                plan.touched_markers.add(bug)
+            plan.state.cursors[CURSOR_MAIL_SEQ] = None
 
-        plan = _Plan()
         first = last_poll is None
         for bug in sorted(statuses):
             snap = st.snapshot(bug, statuses[bug])
@@ -126,37 +142,21 @@ class DebbugsPoller:
                         first=first, last_poll=last_poll)
         for bug, snap in snapshots.items():
             if bug not in statuses and bug not in scope and snap.get("seen", 0) < keep_after:
-                plan.deletes.append(bug)
-        for bug, marker in markers.items():
-            for verb, at in list(marker.items()):
-                if now - at > MAIL_MARKER_TTL:
-                    del marker[verb]
-                    plan.touched_markers.add(bug)
+                plan.state.snapshots[(NAMESPACE, str(bug))] = None
+        plan.expire(markers, now - MAIL_MARKER_TTL)
 
-        events = plan.events
-        if dry_run:
-            return events
-        with store.transaction() as tx:
-            tx.add_events(events)
-            for bug, snap in plan.puts.items():
-                tx.put_snapshot(NAMESPACE, str(bug), json.dumps(snap, sort_keys=True))
-            for bug in plan.deletes:
-                tx.delete_snapshot(NAMESPACE, str(bug))
-            for bug in set(fresh) | plan.touched_markers:
-                marker = markers.get(bug) or {}
-                if marker:
-                    tx.put_snapshot(MAIL_NAMESPACE, str(bug), json.dumps(marker, sort_keys=True))
-                else:
-                    tx.delete_snapshot(MAIL_NAMESPACE, str(bug))
-            tx.set_cursor(CURSOR_LAST_POLL, repr(now))
-            existing = [b for b in statuses if b <= (newest_top or 0)]
-            tx.set_cursor(CURSOR_MAX_BUG, max([max_bug, *existing]))
-            tx.set_cursor(CURSOR_MAIL_SEQ, mail_top)
-            tx.bump("debbugs.polls")
-            tx.bump("debbugs.soap_calls", self.last_calls)
-        log.info("debbugs poll: %d bugs read in %d SOAP calls, %d events, %d snapshots written",
-                 len(statuses), self.last_calls, len(events), len(plan.puts))
-        return events
+        for bug in plan.touched_markers:
+            marker = markers.get(bug) or {}
+            plan.state.snapshots[(MAIL_NAMESPACE, str(bug))] = \
+                json.dumps(marker, sort_keys=True) if marker else None
+        plan.state.cursors[CURSOR_LAST_POLL] = repr(now)
+        existing = [b for b in statuses if b <= (newest_top or 0)]
+        plan.state.cursors[CURSOR_MAX_BUG] = str(max([max_bug, *existing]))
+        plan.state.counters.update({"debbugs.polls": 1, "debbugs.soap_calls": self.last_calls})
+        return PollResult(
+            plan.events, plan.state,
+            summary=f"{len(statuses)} bugs read in {self.last_calls} SOAP calls, "
+                    f"{len(plan.events)} events, {plan.puts} snapshots written")
 
     def _scope(self, client: DebbugsClient, max_bug: int) -> tuple[set[int], int | None]:
         """Bug numbers on the watch list now, and the highest newest_bugs number."""
@@ -188,7 +188,7 @@ class DebbugsPoller:
             else:
                 report = bool(snap["date"]) and last_poll is not None \
                     and snap["date"] >= last_poll - NEW_SLACK
-            if report and "new" in _covered(marker):
+            if report and "new" in plan.covered(bug, marker):
                 report = False
                 plan.consume(bug, marker, "new")
             elif report and not self.backfill and self._defer(plan, bug, marker, snap["date"],
@@ -197,10 +197,10 @@ class DebbugsPoller:
             if report:
                 plan.events.append(st.new_event(snap, link))
                 plan.done_waiting(bug, marker)
-            plan.puts[bug] = snap
+            plan.put(bug, snap)
             return
         events = st.diff_events(old, snap, link)
-        covered = _covered(marker)
+        covered = plan.covered(bug, marker)
         kept: list[Event] = []
         for event in events:
             changes = dict(event.body.get("changes", {}))
@@ -222,7 +222,7 @@ class DebbugsPoller:
         if kept:
             plan.done_waiting(bug, marker)
         if json.dumps(old, sort_keys=True) != json.dumps(snap, sort_keys=True):
-            plan.puts[bug] = snap
+            plan.put(bug, snap)
 
     def _defer(self, plan: _Plan, bug: int, marker: dict[str, Any], stamp: int | None,
                now: float) -> bool:
@@ -237,28 +237,52 @@ class DebbugsPoller:
 
 
 class _Plan:
-    """What one poll will commit."""
+    """What one poll will commit, and the mail facts it may consume."""
 
-    def __init__(self) -> None:
+    def __init__(self, facts: dict[str, dict[str, float]]) -> None:
         self.events: list[Event] = []
-        self.puts: dict[int, dict[str, Any]] = {}
-        self.deletes: list[int] = []
+        self.state = StatePlan()
+        self.puts = 0
         self.touched_markers: set[int] = set()
+        #: bug -> {mail verb: when recorded}: ``source_facts`` not consumed yet
+        self.facts = facts
+
+    def put(self, bug: int, snap: dict[str, Any]) -> None:
+        self.state.snapshots[(NAMESPACE, str(bug))] = json.dumps(snap, sort_keys=True)
+        self.puts += 1
+
+    def covered(self, bug: int, marker: dict[str, Any]) -> set[str]:
+        """Changes BTS mail already reported for ``bug`` (facts, and an old marker)."""
+        verbs = set(self.facts.get(str(bug), ())) | set(marker)
+        return {MAIL_COVERS[v] for v in verbs if v in MAIL_COVERS}
 
     def done_waiting(self, bug: int, marker: dict[str, Any]) -> None:
         if marker.pop("deferred", None) is not None:
             self.touched_markers.add(bug)
 
     def consume(self, bug: int, marker: dict[str, Any], change: str) -> None:
+        facts = self.facts.get(str(bug), {})
         for verb, covers in MAIL_COVERS.items():
-            if covers == change:
-                marker.pop(verb, None)
-        marker.pop("deferred", None)
-        self.touched_markers.add(bug)
+            if covers != change:
+                continue
+            if facts.pop(verb, None) is not None:
+                self.state.consumed_facts.append((FACT_NAMESPACE, str(bug), verb))
+            if marker.pop(verb, None) is not None:
+                self.touched_markers.add(bug)
+        if marker.pop("deferred", None) is not None:
+            self.touched_markers.add(bug)
 
-
-def _covered(marker: dict[str, Any]) -> set[str]:
-    return {MAIL_COVERS[v] for v in marker if v in MAIL_COVERS}
+    def expire(self, markers: dict[int, dict[str, Any]], before: float) -> None:
+        """Drop facts and old markers whose change the poller never saw within the TTL."""
+        for subject, facts in self.facts.items():
+            for verb, at in facts.items():
+                if at < before:
+                    self.state.consumed_facts.append((FACT_NAMESPACE, subject, verb))
+        for bug, marker in markers.items():
+            for verb, at in list(marker.items()):
+                if verb != "deferred" and at < before:
+                    del marker[verb]
+                    self.touched_markers.add(bug)
 
 
 def _mail_reported(event: Event) -> bool:
@@ -269,26 +293,27 @@ def _mail_reported(event: Event) -> bool:
     return "forwarded" in changes or "submitter" in changes
 
 
-def _mail_events(store: Store, after: int, page: int = 1000) -> tuple[int, dict[int, set[str]]]:
-    """Debbugs mail events in the outbox after seq ``after``: (last seq read, bug -> verbs)."""
+def _mail_events(state: StateView, after: int, page: int = 1000) -> dict[int, set[str]]:
+    """Debbugs mail events in the outbox after seq ``after`` (an old state's unread ones):
+    bug -> verbs."""
     found: dict[int, set[str]] = {}
     top = after
     while True:
-        rows = store.rows_after(top, page)
-        for row in rows:
-            top = row.seq_id
-            prefix, _, verb = row.topic.rpartition(".")
+        rows = state.outbox_after(top, page)
+        for seq_id, topic, envelope in rows:
+            top = seq_id
+            prefix, _, verb = topic.rpartition(".")
             if not prefix.endswith(".debbugs.bug") or verb not in MAIL_COVERS:
                 continue
             try:
-                body = json.loads(row.envelope).get("msg") or {}
+                body = json.loads(envelope).get("msg") or {}
                 bug = int(body["bug"])
             except (ValueError, KeyError, TypeError, AttributeError):
                 continue
             if body.get("via") == "mail":
                 found.setdefault(bug, set()).add(verb)
         if len(rows) < page:
-            return top, found
+            return found
 
 
 def _float(value: str | None) -> float | None:
@@ -298,6 +323,9 @@ def _float(value: str | None) -> float | None:
         return None
 
 
-def from_settings(settings: Settings, *, backfill: bool = False) -> DebbugsPoller:
-    """The registry's factory (``gateway.pollers``)."""
-    return DebbugsPoller(settings.debbugs, backfill=backfill)
+def from_settings(settings: Settings, options: Any = None, *,
+                  backfill: bool = False) -> DebbugsPoller:
+    """The poller factory, ``factory(settings, options)``: ``options`` is the ``busgate
+    poll debbugs`` namespace (its ``--backfill``), or None inside ``busgate run``."""
+    return DebbugsPoller(settings.debbugs,
+                         backfill=backfill or bool(getattr(options, "backfill", False)))

@@ -24,9 +24,11 @@ NULL, ``infinity``, beyond year 9999, or anything else that fails to translate) 
 quarantined once with the reason and counted (``wanna-build.poison_rows``), and
 never blocks the rows after it.
 
-Events, quarantined rows and the cursor commit in ONE store transaction: a crash
-between reading and committing repeats the read, a database failure raises
-:class:`~gateway.errors.TransientError` before anything is written.
+The poll returns its events, poison rows and new cursor as a
+:class:`~gateway.polling.PollResult`; the core commits them in ONE store
+transaction: a crash between reading and committing repeats the read, a database
+failure raises :class:`~gateway.errors.TransientError` before anything is
+returned. ``--dry-run`` just does not commit.
 
 A first run (no cursor) publishes nothing: it records the newest row as the start,
 and the keys of the rows already visible that a later snapshot read could return
@@ -44,6 +46,7 @@ import json
 import logging
 import zoneinfo
 from dataclasses import dataclass, field
+from typing import Any
 
 from adapters.wannabuild.order import in_written_order
 from adapters.wannabuild.query import Reader, Snapshot, describe
@@ -51,7 +54,7 @@ from adapters.wannabuild.translate import Row, describe_row, event_key, poison_k
 from gateway.config import Settings, WannaBuildSettings
 from gateway.errors import ConfigError
 from gateway.event import Event
-from gateway.store import Store
+from gateway.polling import PollResult, QuarantineItem, StatePlan, StateView
 
 log = logging.getLogger(__name__)
 
@@ -110,10 +113,6 @@ def parse_since(value: str, key: str = "wannabuild.since") -> dt.datetime:
                           key=key) from None
 
 
-class _DryRun(Exception):
-    """Leaves the store transaction so that a dry run writes nothing."""
-
-
 class WannaBuildPoller:
     name = "wanna-build"
 
@@ -122,8 +121,10 @@ class WannaBuildPoller:
         self.cfg = cfg
         self.overlap = dt.timedelta(seconds=cfg.overlap_seconds)
         self.first_since = parse_since(cfg.since) if cfg.since else None
-        #: ``--since``: where the next poll starts, whatever the cursor says (used once).
+        #: ``--since``: where the next poll starts, whatever the cursor says (used once:
+        #: until the state holds the cursor planned by the poll that used it).
         self.rewind = since
+        self._rewound_to: str | None = None
         self.reader = reader or Reader(
             cfg.dsn, statement_timeout_ms=cfg.statement_timeout_ms,
             connect_timeout=cfg.connect_timeout, timezone=cfg.timezone,
@@ -137,9 +138,13 @@ class WannaBuildPoller:
         self.reader.close()
 
     # -- one poll ------------------------------------------------------------------------
-    def poll(self, store: Store, *, dry_run: bool = False) -> list[Event]:
-        cursor = Cursor.load(store.cursor(CURSOR), self.overlap)
-        baseline = _load_baseline(store.snapshot(NAMESPACE, BASELINE))
+    def poll(self, state: StateView) -> PollResult:
+        stored = state.cursor(CURSOR)
+        if self._rewound_to is not None and stored == self._rewound_to:
+            self.rewind = None  # the poll that started at ``--since`` was committed
+        self._rewound_to = None
+        cursor = Cursor.load(stored, self.overlap)
+        baseline = _load_baseline(state.snapshot(NAMESPACE, BASELINE))
         with self.reader.snapshot() as snap:
             start = self.rewind if self.rewind is not None else \
                 self.first_since if cursor is None else None
@@ -149,7 +154,7 @@ class WannaBuildPoller:
                 cursor = Cursor(time=low, low=low, checked=max(low, snap.now - self.overlap))
                 baseline = None
             if cursor is None:
-                return self._baseline(store, snap, dry_run)
+                return self._baseline(snap)
             late_rows = (snap.late(cursor.low, cursor.time, cursor.xmin)
                          if cursor.low < cursor.time else [])
             poison = snap.poison(cursor.xmin, MAX_POISON_ROWS)
@@ -162,37 +167,28 @@ class WannaBuildPoller:
         events, bad = self._translate(in_written_order(rows))
         bad = [*self._translate(poison)[1], *bad_late, *bad]
         late_keys = {e.key for e in late}
-        try:
-            with store.transaction() as tx:
-                fresh: dict[str, Event] = {}
-                for event in (*late, *events):
-                    if event.key not in skip and event.key not in fresh \
-                            and not tx.has_key(event.key):
-                        fresh[event.key] = event
-                published = list(fresh.values())
-                self.last_late = sum(1 for key in fresh if key in late_keys)
-                if dry_run:
-                    raise _DryRun
-                self.last_poison = self._quarantine(store, tx, bad)
-                tx.add_events(published)
-                tx.set_cursor(CURSOR, new_cursor.dump())
-                if baseline and not keep_baseline:
-                    tx.delete_snapshot(NAMESPACE, BASELINE)
-                tx.bump("wanna-build.polls")
-                tx.bump("wanna-build.rows_read", self.last_rows_read)
-                if self.last_late:
-                    tx.bump("wanna-build.late_rows", self.last_late)
-        except _DryRun:
-            pass
-        else:
-            self.rewind = None
+        fresh: dict[str, Event] = {}
+        for event in (*late, *events):
+            if event.key not in skip and event.key not in fresh \
+                    and not state.has_key(event.key):
+                fresh[event.key] = event
+        published = list(fresh.values())
+        self.last_late = sum(1 for key in fresh if key in late_keys)
+        plan = StatePlan(cursors={CURSOR: new_cursor.dump()})
+        if self.rewind is not None:
+            self._rewound_to = plan.cursors[CURSOR]
+        self.last_poison = self._quarantine(state, plan, bad)
+        if baseline and not keep_baseline:
+            plan.snapshots[(NAMESPACE, BASELINE)] = None
+        plan.counters.update({"wanna-build.polls": 1,
+                              "wanna-build.rows_read": self.last_rows_read,
+                              "wanna-build.late_rows": self.last_late})
         if self.last_late:
             log.info("wanna-build: %d row(s) of transaction(s) that committed after the "
-                     "previous poll's snapshot, stamped before its newest row, published now",
+                     "previous poll's snapshot, stamped before its newest row, found now",
                      self.last_late)
-        log.info("wanna-build poll: %d rows read, %d new events%s", self.last_rows_read,
-                 len(published), ", more rows pending" if more else "")
-        return published
+        return PollResult(published, plan, summary=f"{self.last_rows_read} rows read"
+                          + (", more rows pending" if more else ""))
 
     def _next_cursor(self, cursor: Cursor, snap: Snapshot, rows: list[Row]) -> Cursor:
         """Where the next poll starts: the newest row read, and the bound below which no
@@ -214,24 +210,26 @@ class WannaBuildPoller:
                 bad.append((row, f"{type(exc).__name__}: {exc}"))
         return events, bad
 
-    def _quarantine(self, store: Store, tx, bad: list[tuple[Row, str]]) -> int:  # type: ignore[no-untyped-def]
-        """Quarantine each poison row once (by its columns), with the reason; count it."""
+    def _quarantine(self, state: StateView, plan: StatePlan,
+                    bad: list[tuple[Row, str]]) -> int:
+        """Quarantine each poison row once (remembered by its columns), with the reason."""
         done: set[str] = set()
         for row, reason in bad:
             key = poison_key(row)
-            if key in done or store.snapshot(POISON_NAMESPACE, key) is not None:
+            if key in done or state.snapshot(POISON_NAMESPACE, key) is not None:
                 continue
             done.add(key)
             raw = json.dumps(describe_row(row), ensure_ascii=False, sort_keys=True)
-            tx.quarantine(QUARANTINE_KIND, raw.encode(), error=reason, reason="poison",
-                          origin=f"transactions row {describe_row(row)['ctid']}")
-            tx.put_snapshot(POISON_NAMESPACE, key, raw)
+            plan.quarantine.append(QuarantineItem(
+                QUARANTINE_KIND, raw.encode(), error=reason, reason="poison",
+                origin=f"transactions row {describe_row(row)['ctid']}"))
+            plan.snapshots[(POISON_NAMESPACE, key)] = raw
             log.warning("wanna-build: row %s skipped and quarantined: %s", raw, reason)
         if done:
-            tx.bump("wanna-build.poison_rows", len(done))
+            plan.counters["wanna-build.poison_rows"] = len(done)
         return len(done)
 
-    def _baseline(self, store: Store, snap: Snapshot, dry_run: bool) -> list[Event]:
+    def _baseline(self, snap: Snapshot) -> PollResult:
         """First run: start at the newest row; remember what a later read could re-find."""
         newest = snap.newest()
         opened = snap.opened
@@ -244,21 +242,13 @@ class WannaBuildPoller:
         self.last_late = self.last_poison = 0
         cursor = Cursor(time=time, low=min(low, time), checked=checked, xmin=snap.xmin,
                         open={pid: guess.isoformat() for pid in opened.open})
-        if dry_run:
-            return []
         keys = sorted({event_key(r) for r in seen if r.time is not None})
-        with store.transaction() as tx:
-            tx.set_cursor(CURSOR, cursor.dump())
-            if keys:
-                tx.put_snapshot(NAMESPACE, BASELINE, json.dumps(
-                    {"until": max(r.time for r in seen if r.time).isoformat(), "keys": keys}))
-            else:
-                tx.delete_snapshot(NAMESPACE, BASELINE)
-            tx.bump("wanna-build.polls")
-        log.info("wanna-build: first run starts at the newest row (%s); nothing published",
-                 cursor.time.isoformat())
-        return []
-
+        plan = StatePlan(cursors={CURSOR: cursor.dump()}, counters={"wanna-build.polls": 1})
+        plan.snapshots[(NAMESPACE, BASELINE)] = json.dumps(
+            {"until": max(r.time for r in seen if r.time).isoformat(), "keys": keys}) \
+            if keys else None
+        return PollResult([], plan, summary=f"first run: starts at the newest row "
+                                            f"({cursor.time.isoformat()}); nothing published")
 
 def snap_local(snap: Snapshot, when: dt.datetime) -> dt.datetime:
     """``when`` as the database's naive local time (an aware time is converted by it)."""
@@ -295,10 +285,16 @@ def check(cfg: WannaBuildSettings) -> None:
             raise ConfigError(f"must be greater than 0, not {value}", key=f"wannabuild.{key}")
 
 
-def from_settings(settings: Settings, *, since: dt.datetime | None = None,
+def from_settings(settings: Settings, options: Any = None, *, since: dt.datetime | None = None,
                   dsn: str | None = None) -> WannaBuildPoller:
-    """The poller the daemon schedules (``since``/``dsn``: ``busgate poll`` overrides)."""
+    """The poller factory, ``factory(settings, options)``: ``options`` is the ``busgate
+    poll wanna-build`` namespace (its ``--since`` and ``--dsn``), or None inside
+    ``busgate run``; ``since``/``dsn`` given here win."""
     cfg = settings.wannabuild
+    if options is not None:
+        if since is None and getattr(options, "since", None):
+            since = parse_since(options.since, key="--since")
+        dsn = dsn if dsn is not None else getattr(options, "dsn", None)
     if dsn is not None:
         import dataclasses
 

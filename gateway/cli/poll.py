@@ -4,18 +4,15 @@ from __future__ import annotations
 
 import argparse
 import importlib
-from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from gateway.config import Settings
-    from gateway.event import Event
-    from gateway.pollers import Poller
+    from gateway.polling import Poller
     from gateway.store import Store
 
 HELP = "run a poller by hand (debbugs, wanna-build)"
 EX_TEMPFAIL = 75
-MAX_BACKOFF = 8
 
 #: Poller name -> CLI module defining add_arguments(parser) and run(args).
 POLL_COMMANDS = {
@@ -71,23 +68,28 @@ def open_store(settings: Settings, dry_run: bool) -> Store:
 
 
 def loop(poller: Poller, store: Store, settings: Settings, *, once: bool, dry_run: bool,
-         interval: float, summary: Callable[[list[Event]], str]) -> int:
+         interval: float) -> int:
     """Poll once (``--once``: exit 0, or 75 when the source failed and nothing was stored)
-    or every ``interval`` seconds until interrupted, doubling the wait after a failure
-    up to ``MAX_BACKOFF`` intervals, as the daemon's scheduler does."""
+    or every ``interval`` seconds until interrupted, backing off after a failure by the
+    rule the daemon's scheduler follows (:mod:`gateway.backoff`). Each poll's result is
+    committed in one transaction (:func:`gateway.polling.apply`); ``--dry-run`` prints
+    its events and commits nothing."""
     import logging
     import sys
     import time
 
+    from gateway import backoff
     from gateway.dryrun import print_events
     from gateway.errors import TransientError
+    from gateway.polling import StoreView, apply
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s",
                         stream=sys.stderr)
-    delay = interval
+    failures = 0
     while True:
         try:
-            events = poller.poll(store, dry_run=dry_run)
+            result = poller.poll(StoreView(store))
+            added = [] if dry_run else apply(store, result, settings.quarantine)
         except KeyboardInterrupt:
             return 130
         except TransientError as exc:
@@ -95,16 +97,20 @@ def loop(poller: Poller, store: Store, settings: Settings, *, once: bool, dry_ru
                   file=sys.stderr)
             if once:
                 return EX_TEMPFAIL
-            delay = min(delay * 2, interval * MAX_BACKOFF)
+            failures += 1
         else:
             if dry_run:
-                print_events(events, settings.topic_prefix)
+                print_events(result.events, settings.topic_prefix)
+                if result.summary:
+                    print(f"busgate: {poller.name} dry run, nothing stored: {result.summary}",
+                          file=sys.stderr)
             else:
-                print(summary(events))
+                print(f"{poller.name}: {len(added)} new events in the outbox"
+                      + (f" ({result.summary})" if result.summary else ""))
             if once:
                 return 0
-            delay = interval
+            failures = 0
         try:
-            time.sleep(delay)
+            time.sleep(backoff.delay(interval, failures))
         except KeyboardInterrupt:
             return 0

@@ -2,9 +2,9 @@
 
 ``--once`` runs one poll and exits (0 on success, 75 = EX_TEMPFAIL when the
 server failed; nothing was committed then). Without ``--once`` it polls every
-``debbugs.interval`` seconds until interrupted, backing off (doubling, at most
-eight times the interval) after a failed poll; ``busgate run`` does the
-same through its scheduler. Command-line options override the config file.
+``debbugs.interval`` seconds until interrupted, backing off after a failed
+poll by the rule ``busgate run``'s scheduler follows (:mod:`gateway.backoff`).
+Command-line options override the config file.
 """
 
 from __future__ import annotations
@@ -50,9 +50,7 @@ def run(args: argparse.Namespace) -> int:
     if not settings.debbugs.url.strip():  # refused before any state is created
         raise ConfigError("no SOAP endpoint configured (or give --url)", key="debbugs.url",
                           path=settings.loaded_from[0] if settings.loaded_from else None)
-    poller = from_settings(settings, backfill=args.backfill)
+    poller = from_settings(settings, args)
     store = open_store(settings, args.dry_run)
     return loop(poller, store, settings, once=args.once, dry_run=args.dry_run,
-                interval=settings.debbugs.interval,
-                summary=lambda events: f"debbugs: {len(events)} new events in the outbox "
-                                       f"({poller.last_calls} SOAP calls)")
+                interval=settings.debbugs.interval)

@@ -2,11 +2,11 @@
 
 ``--once`` runs one poll and exits (0 on success, 75 = EX_TEMPFAIL when the
 database failed; nothing was committed then). Without ``--once`` it polls every
-``wannabuild.interval`` seconds until interrupted, backing off (doubling, at most
-eight times the interval) after a failed poll; ``busgate run`` does the
-same through its scheduler. ``--dsn`` overrides ``wannabuild.dsn``; ``--since``
-starts this run at a timestamp whatever the cursor says (rows already in the
-outbox are not published again).
+``wannabuild.interval`` seconds until interrupted, backing off after a failed
+poll by the rule ``busgate run``'s scheduler follows (:mod:`gateway.backoff`).
+``--dsn`` overrides ``wannabuild.dsn``; ``--since`` starts this run at a
+timestamp whatever the cursor says (rows already in the outbox are not
+published again).
 """
 
 from __future__ import annotations
@@ -30,12 +30,10 @@ def run(args: argparse.Namespace) -> int:
 
     settings = load_settings(args)
     since = parse_since(args.since, key="--since") if args.since else None
-    poller = from_settings(settings, since=since, dsn=args.dsn)
+    poller = from_settings(settings, None, since=since, dsn=args.dsn)
     store = open_store(settings, args.dry_run)
     try:
         return loop(poller, store, settings, once=args.once, dry_run=args.dry_run,
-                    interval=settings.wannabuild.interval,
-                    summary=lambda events: f"wanna-build: {len(events)} new events in the "
-                                           f"outbox ({poller.last_rows_read} rows read)")
+                    interval=settings.wannabuild.interval)
     finally:
         poller.close()

@@ -20,4 +20,9 @@ class Transport(Protocol):
         """Hand one message over. ``False`` means it was dropped for some receiver."""
         ...
 
+    def send_now(self, topic: bytes, payload: bytes) -> None:
+        """Hand one unstored message over at once or not at all, never waiting (heartbeats:
+        a missed one is replaced by the next). Nothing is counted as dropped."""
+        ...
+
     def close(self) -> None: ...

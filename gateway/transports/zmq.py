@@ -132,7 +132,10 @@ class ZmqPublisher:
         return False
 
     def send_now(self, topic: bytes, payload: bytes) -> None:
-        """Send lossily at once (heartbeats: a missed one is replaced by the next)."""
+        """Send lossily at once (heartbeats: a missed one is replaced by the next). The
+        pending subscription notices are read first, so a subscriber that just joined
+        gets it."""
+        self.drain_subscriptions()
         self.socket.setsockopt(zmq.XPUB_NODROP, 0)
         try:
             self.socket.send_multipart((topic, payload), flags=zmq.NOBLOCK)
