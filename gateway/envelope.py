@@ -164,6 +164,7 @@ class EnvelopeFactory:
         self._topics: dict[tuple[str, ...], tuple[str, type[messages.Message]]] = {}
         self._heads: dict[tuple[Any, ...], tuple[dict[str, Any], str]] = {}
         self._sent_at: tuple[int, str] = (-1, "")
+        self._plain: tuple[int, tuple[dict[str, Any], str]] = (-1, ({}, ""))
 
     def message_type(self, event: Event) -> type[messages.Message]:
         return self._topic(event)[1]
@@ -208,7 +209,13 @@ class EnvelopeFactory:
              uid: bytes | None = None) -> tuple[str, str, str]:
         """Return ``(topic, msg_id, canonical envelope JSON)``."""
         topic, cls = self._topic(event)
-        fixed, headers_json = self.headers(event, cls, topic, now)
+        if cls is messages.Message and not event.usernames and not event.packages:
+            # the common case (no type, no names): one text per second, made once
+            if self._plain[0] != now:
+                self._plain = (now, self.headers(event, cls, topic, now))
+            fixed, headers_json = self._plain[1]
+        else:
+            fixed, headers_json = self.headers(event, cls, topic, now)
         msg_id = msg_id_from_uid(uid or event_uid(event.key), event.time)
         if isinstance(self.signer, NullSigner):
             return topic, msg_id, encode_unsigned(

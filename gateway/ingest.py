@@ -19,6 +19,7 @@ its reason and size, not its bytes.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import importlib
 import json
 import logging
@@ -35,6 +36,7 @@ from gateway.config import Settings
 from gateway.errors import ParseError, StoreError
 from gateway.event import Event
 from gateway.messages import Message, MessageValidationError, TypeIndex
+from gateway.polling import PollResult, QuarantineItem
 from gateway.spool import OVERSIZE_KEEP, RejectedItem, Spool
 from gateway.store import Store
 
@@ -238,6 +240,23 @@ def check_events(events: Iterable[Event], index: TypeIndex,
         else:
             valid.append(event)
     return valid, invalid
+
+
+def screen_poll(result: PollResult, index: TypeIndex) -> PollResult:
+    """A poll's result with the events their type refuses moved into its plan's
+    quarantine: what :func:`gateway.polling.apply` should commit, so the valid events
+    and the cursors go in while each invalid event waits for ``busgate reprocess`` as an
+    ``events`` record (reason ``invalid``, the type and place as the error, its key as
+    the origin). Call it with the store's index: ``screen_poll(result,
+    store.factory.index)``."""
+    valid, invalid = check_events(result.events, index)
+    if not invalid:
+        return result
+    kept = [QuarantineItem(kind="events", raw=json.dumps(event.to_dict()).encode() + b"\n",
+                           error=_clip(why), origin=_text(event.key[:200]), reason="invalid")
+            for _, event, why in invalid]
+    plan = dataclasses.replace(result.plan, quarantine=[*result.plan.quarantine, *kept])
+    return dataclasses.replace(result, events=valid, plan=plan)
 
 
 def _prepare(store: Store, settings: Settings, kind: str, raw: bytes,

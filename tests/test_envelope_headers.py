@@ -157,3 +157,14 @@ def test_a_type_whose_severity_depends_on_the_body():
         envelope = stored(factory, Event(service="wb", object="build", event=state,
                                          key=f"b{n}", body={"state": state}))
         assert envelope["headers"]["fedora_messaging_severity"] == severity
+
+
+def test_pattern_lookups_are_remembered_within_a_bound(monkeypatch):
+    from tests.example_types import Build
+
+    monkeypatch.setattr(messages, "MAX_MATCHED_TOPICS", 3)
+    index = index_of([Build])
+    for n in range(10):
+        assert index.lookup(("wb", "build", f"s{n}")) is Build
+        assert index.lookup(("wb", "other", f"s{n}")) is messages.Message
+        assert len(index._matched) <= 3

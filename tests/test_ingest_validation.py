@@ -257,3 +257,24 @@ def test_busgate_publish_refuses_a_body_its_type_refuses(make_settings, register
     assert b"message 1: msg does not match its message type: busgate.h3test.accept.v1: " \
            b"(body): 'never' is a required property" in result.stderr
     assert runtime.open_spool(settings).pending() == []
+
+
+def test_a_polls_invalid_events_go_to_its_plans_quarantine_and_reprocess_reads_them(
+        state) -> None:
+    """The hook gateway.polling.apply uses: valid events and the cursor are committed,
+    each invalid event is kept as an ``events`` record that reprocess can parse again."""
+    from gateway.polling import PollResult, QuarantineItem, StatePlan
+
+    settings, store, _spool = state
+    plan = StatePlan(cursors={"p.cursor": "7"},
+                     quarantine=[QuarantineItem("p", b"row", "poison row")])
+    result = ingest.screen_poll(PollResult([accept("q1"), accept("q2", 3), log("q3")], plan),
+                                store.factory.index)
+    assert [e.key for e in result.events] == ["q1", "q3"]
+    assert result.plan.cursors == {"p.cursor": "7"} and plan.quarantine[0].raw == b"row"
+    poison, invalid = result.plan.quarantine
+    assert (invalid.kind, invalid.reason, invalid.origin) == ("events", "invalid", "q2")
+    assert WHY in invalid.error
+    assert [e.key for e in ingest.parse_events(invalid.raw)] == ["q2"]
+    untouched = PollResult([log("q4")], plan)
+    assert ingest.screen_poll(untouched, store.factory.index) is untouched
