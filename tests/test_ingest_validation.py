@@ -265,14 +265,14 @@ def test_a_polls_invalid_events_go_to_its_plans_quarantine_and_reprocess_reads_t
     each invalid event is kept as an ``events`` record that reprocess can parse again."""
     from gateway.polling import PollResult, QuarantineItem, StatePlan
 
-    settings, store, _spool = state
+    _settings, store, _spool = state
     plan = StatePlan(cursors={"p.cursor": "7"},
                      quarantine=[QuarantineItem("p", b"row", "poison row")])
     result = ingest.screen_poll(PollResult([accept("q1"), accept("q2", 3), log("q3")], plan),
                                 store.factory.index)
     assert [e.key for e in result.events] == ["q1", "q3"]
     assert result.plan.cursors == {"p.cursor": "7"} and plan.quarantine[0].raw == b"row"
-    poison, invalid = result.plan.quarantine
+    _poison, invalid = result.plan.quarantine
     assert (invalid.kind, invalid.reason, invalid.origin) == ("events", "invalid", "q2")
     assert WHY in invalid.error
     assert [e.key for e in ingest.parse_events(invalid.raw)] == ["q2"]
