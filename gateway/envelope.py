@@ -166,9 +166,6 @@ class EnvelopeFactory:
         self._sent_at: tuple[int, str] = (-1, "")
         self._plain: tuple[int, tuple[dict[str, Any], str]] = (-1, ({}, ""))
 
-    def message_type(self, event: Event) -> type[messages.Message]:
-        return self._topic(event)[1]
-
     def _topic(self, event: Event) -> tuple[str, type[messages.Message]]:
         tokens = event.topic_tokens()
         entry = self._topics.get(tokens)
@@ -192,7 +189,8 @@ class EnvelopeFactory:
         else:
             message = cls(event.body, topic)
             key = (message.name, message.severity,
-                   (*message.usernames, *event.usernames), (*message.packages, *event.packages))
+                   _names(message.usernames, event.usernames),
+                   _names(message.packages, event.packages))
         cached = self._heads.get(key)
         if cached is None:
             if len(self._heads) >= HEADER_CACHE_SIZE:
@@ -207,7 +205,8 @@ class EnvelopeFactory:
 
     def make(self, event: Event, seq_id: int, now: int,
              uid: bytes | None = None) -> tuple[str, str, str]:
-        """Return ``(topic, msg_id, canonical envelope JSON)``."""
+        """Return ``(topic, msg_id, canonical envelope JSON)``. Raises what a message type's
+        ``usernames``/``packages`` raise (ingest quarantines the input then)."""
         topic, cls = self._topic(event)
         if cls is messages.Message and not event.usernames and not event.packages:
             # the common case (no type, no names): one text per second, made once
@@ -280,3 +279,8 @@ def check(envelope: Any, topic_frame: bytes | None = None) -> dict[str, Any]:
     if seq is not None and (type(seq) is not int or seq < 1):
         raise EnvelopeError("seq_id must be a positive integer")
     return envelope
+
+
+def _names(from_type: Any, from_event: tuple[str, ...]) -> tuple[str, ...]:
+    """The type's names then the event's, strings only (a cache key: hashable)."""
+    return (*(n for n in from_type if isinstance(n, str)), *from_event)
