@@ -29,6 +29,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from gateway import jsonbounds
 from gateway.attempts import Attempts
@@ -36,9 +37,11 @@ from gateway.config import Settings
 from gateway.errors import ParseError, StoreError
 from gateway.event import Event
 from gateway.messages import Message, MessageValidationError, TypeIndex
-from gateway.polling import PollResult, QuarantineItem
 from gateway.spool import OVERSIZE_KEEP, RejectedItem, Spool
 from gateway.store import Store
+
+if TYPE_CHECKING:  # polling.apply may import this module: no import cycle at load time
+    from gateway.polling import PollResult
 
 log = logging.getLogger(__name__)
 
@@ -249,6 +252,8 @@ def screen_poll(result: PollResult, index: TypeIndex) -> PollResult:
     ``events`` record (reason ``invalid``, the type and place as the error, its key as
     the origin). Call it with the store's index: ``screen_poll(result,
     store.factory.index)``."""
+    from gateway.polling import QuarantineItem
+
     valid, invalid = check_events(result.events, index)
     if not invalid:
         return result
