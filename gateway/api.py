@@ -2,7 +2,8 @@
 
 A call validates the topic and the body the way the spool worker will (topic
 grammar and byte limit, a JSON object without NaN/Infinity, nested at most
-``ingest.max_json_depth``, the item within ``ingest.max_item_bytes``), writes one
+``ingest.max_json_depth``, the item within ``ingest.max_item_bytes``, and the
+schema of the message type the topic has, see :mod:`gateway.messages`), writes one
 fsync'd ``events`` item into the daemon's spool and returns the ``msg_id`` the
 event will carry. No socket is opened and nothing sleeps: the daemon publishes
 the event, even if it was down when the call returned. Bad input raises before
@@ -15,7 +16,6 @@ every call writes its own spool item.
 
 from __future__ import annotations
 
-import json
 import os
 import threading
 import time
@@ -25,9 +25,10 @@ from contextlib import contextmanager
 from typing import Any
 
 from gateway import config as _config
-from gateway import heartbeat, jsonbounds, topics
+from gateway import publishing
 from gateway.envelope import msg_id_for
-from gateway.errors import BusgateError, ParseError, SpoolError, TopicError
+from gateway.messages import TypeIndex
+from gateway.publishing import MessageError, UnmarkedSpoolError
 from gateway.spool import Spool
 
 __all__ = ["MessageError", "Publisher", "UnmarkedSpoolError", "publish", "publish_many"]
@@ -37,16 +38,6 @@ MAX_KEY_BYTES = 1024
 #: Most events in one batch: the spool worker commits up to 10,000 events of an item in
 #: one transaction (``gateway.ingest.ingest``), so a batch is stored all or nothing.
 MAX_BATCH_EVENTS = 10000
-
-_encode = json.JSONEncoder(separators=(",", ":"), allow_nan=False).encode
-
-
-class MessageError(BusgateError, ValueError):
-    """A message the bus cannot carry (body, key, size, usernames/packages); nothing stored."""
-
-
-class UnmarkedSpoolError(SpoolError):
-    """The spool is not one a running daemon reads (no mark): the event would be lost."""
 
 
 class Publisher:
@@ -66,6 +57,17 @@ class Publisher:
         self.spool = Spool(settings.spool_dir)
         self._max_item = settings.ingest.max_item_bytes
         self._max_depth = settings.ingest.max_json_depth
+        self._index: TypeIndex | None = None
+
+    @property
+    def index(self) -> TypeIndex:
+        """The message types (registry), read at the first message: a type's schema
+        refuses a body here as the worker would."""
+        if self._index is None:
+            from gateway import runtime
+
+            self._index = runtime.type_index(self.settings)
+        return self._index
 
     def publish(self, topic: str, msg: Mapping[str, Any], modname: str | None = None, *,
                 key: str | None = None, usernames: Iterable[str] = (),
@@ -107,22 +109,10 @@ class Publisher:
               key: str | None, usernames: Iterable[str], packages: Iterable[str],
               ) -> tuple[bytes, str]:
         """One spool line (an ``Event.to_dict`` record) and the msg_id it will get."""
-        service, tokens = self._topic(topic, modname)
-        if not isinstance(msg, Mapping):
-            raise MessageError(f"msg must be a JSON object (a mapping), not {type(msg).__name__}")
-        try:
-            body = _encode(msg)
-        except ValueError as exc:  # NaN/Infinity, a circular reference
-            raise MessageError(f"msg is not JSON: {exc}") from None
-        except TypeError as exc:
-            raise MessageError(f"msg is not JSON: {exc}") from None
-        except RecursionError:
-            raise MessageError(f"msg is nested deeper than ingest.max_json_depth "
-                               f"({self._max_depth})") from None
-        try:
-            jsonbounds.check_depth(body, self._max_depth)
-        except ParseError as exc:
-            raise MessageError(f"msg: {exc} (ingest.max_json_depth)") from None
+        service, tokens = publishing.split_topic(self.topic_prefix, topic, modname,
+                                                 self.modname)
+        body = publishing.encode_body(msg, self._max_depth)
+        publishing.validate_body(publishing.message_type(self.index, service, tokens), msg)
         if key is None:
             key = uuid.uuid4().hex
         elif not isinstance(key, str) or not key:
@@ -132,54 +122,17 @@ class Publisher:
         # Namespaced so that a Python caller's key never collides with an adapter's.
         stored_key = f"python:{service}:{key}"
         when = time.time()
-        record: dict[str, Any] = {"service": service, "object": tokens[0], "event": tokens[-1],
-                                  "key": stored_key, "time": when}
-        if len(tokens) == 3:
-            record["subobject"] = tokens[1]
-        for name, values in (("usernames", usernames), ("packages", packages)):
-            values = _strings(values, name)
-            if values:
-                record[name] = values
-        head = _encode(record)[:-1]
-        line = f'{head},"body":{body}}}\n'.encode("utf-8", "surrogatepass")
+        head = publishing.record_head(
+            service, tokens, time=when, usernames=publishing.strings(usernames, "usernames"),
+            packages=publishing.strings(packages, "packages"))
+        line = publishing.line(head, stored_key, body)
         if len(line) > self._max_item:
             raise MessageError(f"message is {len(line)} bytes, over ingest.max_item_bytes "
                                f"({self._max_item})")
         return line, msg_id_for(stored_key, when)
 
-    def _topic(self, topic: str, modname: str | None) -> tuple[str, list[str]]:
-        """``(service, [object, (subobject,) event])`` from a short or full topic."""
-        if not isinstance(topic, str):
-            raise TopicError(f"topic must be a string, not {type(topic).__name__}")
-        full = self.topic_prefix + "."
-        if topic.startswith(full):
-            service, *tokens = topic[len(full):].split(".")
-            if modname is not None and modname != service:
-                raise TopicError(f"topic {topic!r} is for service {service!r}, "
-                                 f"not modname {modname!r}")
-        else:
-            if topic.startswith("org.") and topic.count(".") >= 5:
-                raise TopicError(f"topic {topic!r} does not start with this bus's prefix "
-                                 f"{full!r}; give <object>[.<subobject>].<event> and a modname")
-            service = modname if modname is not None else self.modname
-            if service is None:
-                raise TopicError("no modname: pass modname= (the service token) or a full "
-                                 f"topic starting with {full!r}")
-            tokens = topic.split(".")
-        if not 2 <= len(tokens) <= 3:
-            raise TopicError(f"topic {topic!r}: expected <object>[.<subobject>].<event> "
-                             "after the modname")
-        if heartbeat.is_reserved(service, tokens):
-            raise TopicError(f"{service}.{'.'.join(tokens)} is the publisher's heartbeat "
-                             "topic, which only the daemon sends")
-        topics.build(self.topic_prefix, service, *tokens)  # grammar and byte limit, as the worker
-        return service, tokens
-
     def _deliver(self, lines: list[bytes]) -> None:
-        if not self.spool.is_marked():
-            from gateway.mark import unmarked_spool_message
-
-            raise UnmarkedSpoolError(f"{unmarked_spool_message(self.spool.root)}; nothing stored")
+        publishing.require_mark(self.spool)
         self.spool.deliver("events", lines)
 
 
@@ -218,15 +171,6 @@ class Batch:
 
 
 _ARGUMENTS = {"topic", "msg", "modname", "key", "usernames", "packages"}
-
-
-def _strings(values: Iterable[str], name: str) -> list[str]:
-    if isinstance(values, str | bytes) or not isinstance(values, Iterable):
-        raise MessageError(f"{name} must be a list of strings")
-    result = list(values)
-    if not all(isinstance(v, str) for v in result):
-        raise MessageError(f"{name} must be a list of strings")
-    return result
 
 
 _publishers: dict[object, Publisher] = {}

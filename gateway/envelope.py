@@ -1,22 +1,33 @@
-"""The bus message: fedmsg-compatible envelope, canonical JSON, decoding.
+"""The bus message: fedmsg-compatible envelope, canonical JSON, building, decoding.
 
 Wire form on ZeroMQ is two frames ``[topic, json]``. The JSON is canonical
 (sorted keys, compact separators, ASCII escapes) so that what is stored, sent,
 replayed and signed is one byte string.
+
+Every stored envelope carries ``headers`` with fedora-messaging's meaning
+(:func:`gateway.messages.headers`: the message type's name and severity,
+``sent-at``, one filter key per user and package), so an AMQP bridge, ``busgate
+tail --users`` or a header binding need not understand the body. fedmsg
+consumers ignore the extra field; signatures cover it like any other.
 """
 
 from __future__ import annotations
 
 import functools
 import hashlib
+import itertools
 import json
 import time
 import uuid
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from gateway import jsonbounds, topics
+from gateway import jsonbounds, messages, topics
 from gateway.errors import EnvelopeError, ParseError, TopicError
+from gateway.signing import NullSigner, Signer
+
+if TYPE_CHECKING:
+    from gateway.event import Event
 
 #: Namespace for UUID5 msg_ids: the same event key always yields the same id.
 MSG_ID_NAMESPACE = uuid.UUID("5d0c6f9e-3b7a-5d1e-9c59-627573676174")
@@ -70,14 +81,16 @@ def uid_of_msg_id(msg_id: str) -> bytes:
 
 def encode_unsigned(*, topic: str, body: Any, msg_id: str, timestamp: int, i: int,
                     username: str, seq_id: int, publisher: str,
-                    publisher_epoch: str | None = None) -> str:
+                    publisher_epoch: str | None = None, headers_json: str | None = None) -> str:
     """``canonical_json(build(...))`` for an unsigned envelope, without the dict round trip.
 
+    ``headers_json`` is ``canonical_json(headers)`` (the factory keeps it encoded).
     The keys are written in sorted order by hand; a test holds it equal to the
-    general path for every kind of body.
+    general path for every kind of body and headers.
     """
+    head = "{" if headers_json is None else f'{{"headers":{headers_json},'
     return (
-        f'{{"i":{int(i)},"msg":{_encoder.encode(body)},"msg_id":{_encoder.encode(msg_id)},'
+        f'{head}"i":{int(i)},"msg":{_encoder.encode(body)},"msg_id":{_encoder.encode(msg_id)},'
         f'"publisher":{_json_str(publisher)},'
         f'{_epoch_field(publisher_epoch)}"seq_id":{int(seq_id)},'
         f'"timestamp":{int(timestamp)},"topic":{_json_str(topic)},'
@@ -105,6 +118,7 @@ def build(
     seq_id: int | None = None,
     publisher: str | None = None,
     publisher_epoch: str | None = None,
+    headers: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Assemble the unsigned envelope; signing (``gateway.signing``) comes last."""
     envelope: dict[str, Any] = {
@@ -121,7 +135,101 @@ def build(
         envelope["publisher"] = publisher
     if publisher_epoch is not None:
         envelope["publisher_epoch"] = publisher_epoch
+    if headers is not None:
+        envelope["headers"] = dict(headers)
     return envelope
+
+
+#: Most encoded header prefixes the factory keeps (one per type, severity, users and
+#: packages seen); past it the cache starts again, so it cannot grow without bound.
+HEADER_CACHE_SIZE = 4096
+_SENT_AT_KEY = _encoder.encode(messages.SENT_AT_HEADER)
+
+
+class EnvelopeFactory:
+    """Turns an :class:`~gateway.event.Event` plus its ``seq_id`` into the stored, signed
+    envelope, with the ``headers`` of the event's message type (found in ``index``;
+    an empty index makes every event a ``base.message``)."""
+
+    def __init__(self, topic_prefix: str, publisher: str, username: str,
+                 signer: Signer | None = None, index: messages.TypeIndex | None = None):
+        self.topic_prefix = topic_prefix
+        self.publisher = publisher
+        self.username = username
+        self.signer = signer or NullSigner()
+        self.index = index if index is not None else messages.TypeIndex(())
+        #: The state database's epoch, set by the store when it opens the database.
+        self.epoch: str | None = None
+        self._counter = itertools.count(1)
+        self._topics: dict[tuple[str, ...], tuple[str, type[messages.Message]]] = {}
+        self._heads: dict[tuple[Any, ...], tuple[dict[str, Any], str]] = {}
+        self._sent_at: tuple[int, str] = (-1, "")
+        self._plain: tuple[int, tuple[dict[str, Any], str]] = (-1, ({}, ""))
+
+    def _topic(self, event: Event) -> tuple[str, type[messages.Message]]:
+        tokens = event.topic_tokens()
+        entry = self._topics.get(tokens)
+        if entry is None:
+            entry = self._topics[tokens] = (event.topic(self.topic_prefix),
+                                            self.index.lookup(tokens))
+        return entry
+
+    def headers(self, event: Event, cls: type[messages.Message], topic: str,
+                now: int) -> tuple[dict[str, Any], str]:
+        """``(headers without sent-at, canonical JSON of the whole headers)``.
+
+        Users and packages are the type's (from the body) followed by the event's own
+        (what the adapter or ``busgate.publish(usernames=...)`` gave), capped at
+        :data:`~gateway.messages.MAX_HEADER_NAMES` each. The part without ``sent-at`` is
+        encoded once per (type, severity, users, packages): ``sent-at`` sorts after every
+        other header key, so it is appended to the cached text.
+        """
+        if cls is messages.Message:  # no type claims the topic: nothing to compute
+            key: tuple[Any, ...] = (cls.name, cls.severity, event.usernames, event.packages)
+        else:
+            message = cls(event.body, topic)
+            key = (message.name, message.severity,
+                   _names(message.usernames, event.usernames),
+                   _names(message.packages, event.packages))
+        cached = self._heads.get(key)
+        if cached is None:
+            if len(self._heads) >= HEADER_CACHE_SIZE:
+                self._heads.clear()
+            fixed = messages.base_headers(*key)
+            cached = self._heads[key] = (fixed, _encoder.encode(fixed)[:-1])
+        stamp, sent_at = self._sent_at
+        if stamp != now:
+            sent_at = _encoder.encode(messages.sent_at(now))
+            self._sent_at = (now, sent_at)
+        return cached[0], f"{cached[1]},{_SENT_AT_KEY}:{sent_at}}}"
+
+    def make(self, event: Event, seq_id: int, now: int,
+             uid: bytes | None = None) -> tuple[str, str, str]:
+        """Return ``(topic, msg_id, canonical envelope JSON)``. Raises what a message type's
+        ``usernames``/``packages`` raise (ingest quarantines the input then)."""
+        topic, cls = self._topic(event)
+        if cls is messages.Message and not event.usernames and not event.packages:
+            # the common case (no type, no names): one text per second, made once
+            if self._plain[0] != now:
+                self._plain = (now, self.headers(event, cls, topic, now))
+            fixed, headers_json = self._plain[1]
+        else:
+            fixed, headers_json = self.headers(event, cls, topic, now)
+        msg_id = msg_id_from_uid(uid or event_uid(event.key), event.time)
+        if isinstance(self.signer, NullSigner):
+            return topic, msg_id, encode_unsigned(
+                topic=topic, body=event.body, msg_id=msg_id, timestamp=now,
+                i=next(self._counter), username=self.username, seq_id=seq_id,
+                publisher=self.publisher, publisher_epoch=self.epoch,
+                headers_json=headers_json,
+            )
+        envelope = build(
+            topic=topic, body=event.body, msg_id=msg_id, timestamp=now,
+            i=next(self._counter), username=self.username, seq_id=seq_id,
+            publisher=self.publisher, publisher_epoch=self.epoch,
+            headers={**fixed, messages.SENT_AT_HEADER: messages.sent_at(now)},
+        )
+        return topic, msg_id, canonical_json(self.signer.sign(envelope))
 
 
 def encode(envelope: Mapping[str, Any]) -> tuple[bytes, bytes]:
@@ -171,3 +279,8 @@ def check(envelope: Any, topic_frame: bytes | None = None) -> dict[str, Any]:
     if seq is not None and (type(seq) is not int or seq < 1):
         raise EnvelopeError("seq_id must be a positive integer")
     return envelope
+
+
+def _names(from_type: Any, from_event: tuple[str, ...]) -> tuple[str, ...]:
+    """The type's names then the event's, strings only (a cache key: hashable)."""
+    return (*(n for n in from_type if isinstance(n, str)), *from_event)

@@ -1,8 +1,13 @@
 """Turn one spool item (or quarantined input) into outbox rows, or into quarantine.
 
-Three outcomes, never two: events committed; nothing recognized (kept in
-quarantine as ``unrecognized``, counted); or the parser failed (kept in
-quarantine as ``error`` with the message, for ``busgate reprocess``).
+One decision (:func:`decide`: size, parse, validate each event against its
+message type) made the same way for the spool worker, group commit, ``busgate
+reprocess`` and ``busgate mail --dry-run``. Its outcomes: events committed;
+nothing recognized (kept in quarantine as ``unrecognized``, counted); the
+parser failed (kept as ``error`` with the message, for ``busgate reprocess``);
+an event does not match its type's schema (kept as ``invalid``, naming the type
+and the failing place: nothing of that input is published); or the input is over
+its size limit (``oversize``).
 
 A poison item gets one attempt: whatever goes wrong in reading, parsing or
 building its envelopes (anything but the state database itself failing) sends
@@ -14,23 +19,29 @@ its reason and size, not its bytes.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import importlib
 import json
 import logging
 import os
 import traceback
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from gateway import jsonbounds
 from gateway.attempts import Attempts
 from gateway.config import Settings
 from gateway.errors import ParseError, StoreError
 from gateway.event import Event
+from gateway.messages import Message, MessageValidationError, TypeIndex
 from gateway.spool import OVERSIZE_KEEP, RejectedItem, Spool
 from gateway.store import Store
+
+if TYPE_CHECKING:  # polling.apply may import this module: no import cycle at load time
+    from gateway.polling import PollResult
 
 log = logging.getLogger(__name__)
 
@@ -160,29 +171,119 @@ def ingest(store: Store, settings: Settings, kind: str, raw: bytes, origin: str 
     return _commit(store, settings, kind, raw, origin, prepared, batch)
 
 
-def _prepare(store: Store, settings: Settings, kind: str, raw: bytes,
-             origin: str) -> Outcome | list[Event]:
-    """The events of ``raw``, or the outcome when there are none to commit (an input
-    that is quarantined, or an empty ``events`` item)."""
+@dataclass(frozen=True)
+class Decision:
+    """What becomes of one input: its events, or a quarantine reason (then no event of
+    it is committed). ``kept`` is what quarantine keeps (the head of an input cut at
+    its limit: ``partial``, of ``size`` bytes) and ``kind`` the input's kind there."""
+
+    events: list[Event]
+    reason: str | None = None
+    error: str = ""
+    kind: str = ""
+    kept: bytes = b""
+    size: int | None = None
+    partial: bool = False
+
+
+def decide(settings: Settings, kind: str, raw: bytes, index: TypeIndex, *,
+           check_size: bool = True) -> Decision:
+    """THE ingest decision: size, parse, validate. Pure: stores nothing, so the worker,
+    group commit, reprocess and ``busgate mail --dry-run`` act on the same answer.
+
+    ``check_size=False``: ``busgate reprocess --force-size``.
+    """
     if kind == "oversize":
-        return _oversize_record(store, settings, raw, origin)
+        return _oversize_record(raw)
     limit = size_limit(settings, kind)
-    if len(raw) > limit:
-        message = f"{kind} item is {len(raw)} bytes, over the {limit}-byte limit"
-        return _quarantine(store, settings, kind, raw[:settings.quarantine.oversize_keep_bytes],
-                           origin, "oversize", message, size=len(raw), partial=True)
+    if check_size and len(raw) > limit:
+        return Decision([], "oversize", f"{kind} item is {len(raw)} bytes, over the "
+                        f"{limit}-byte limit", kind, raw, len(raw), partial=True)
     try:
         events = _parse(settings, kind, raw)
     except Exception as exc:  # any parser crash: keep the input, never lose it
         detail = "".join(traceback.format_exception_only(exc)).strip()
-        log.warning("cannot parse %s item %s: %s", kind, origin or "(unnamed)", detail)
-        return _quarantine(store, settings, kind, raw, origin, "error", detail)
+        return Decision([], "error", detail, kind, raw)
     if not events:
         if kind == "events":
-            return Outcome()
-        return _quarantine(store, settings, kind, raw, origin, "unrecognized",
-                           "no known event in this input")
-    return events
+            return Decision([])
+        return Decision([], "unrecognized", "no known event in this input", kind, raw)
+    _, invalid = check_events(events, index)
+    if invalid:
+        (number, event, why), more = invalid[0], len(invalid) - 1
+        also = f" (and {more} more invalid event(s))" if more else ""
+        return Decision([], "invalid", f"event {number} of {len(events)} "
+                        f"({'.'.join(event.topic_tokens())}, key {event.key[:200]!r}): "
+                        f"{why}{also}", kind, raw)
+    return Decision(events)
+
+
+def check_events(events: Iterable[Event], index: TypeIndex,
+                 ) -> tuple[list[Event], list[tuple[int, Event, str]]]:
+    """Validate each event's body against its message type (found by topic tokens).
+
+    Returns ``(valid events, [(1-based position, event, why), ...])``; ``why`` names the
+    type and the failing place, e.g. ``busgate.dak.package.accept.v1: version: 3 is not
+    of type 'string'``. Pollers' results go through it before :func:`gateway.polling.apply`
+    commits them (the invalid ones into the plan's quarantine).
+    """
+    valid: list[Event] = []
+    invalid: list[tuple[int, Event, str]] = []
+    for number, event in enumerate(events, 1):
+        cls = index.lookup(event.topic_tokens())
+        try:
+            if cls is Message:  # the usual case, kept cheap: any JSON object
+                if not isinstance(event.body, dict):
+                    raise MessageValidationError(f"{Message.name}: the body must be a JSON "
+                                                 f"object, not {type(event.body).__name__}")
+            else:
+                cls(event.body).validate()
+        except MessageValidationError as exc:
+            invalid.append((number, event, str(exc)))
+        else:
+            valid.append(event)
+    return valid, invalid
+
+
+def screen_poll(result: PollResult, index: TypeIndex) -> PollResult:
+    """A poll's result with the events their type refuses moved into its plan's
+    quarantine: what :func:`gateway.polling.apply` should commit, so the valid events
+    and the cursors go in while each invalid event waits for ``busgate reprocess`` as an
+    ``events`` record (reason ``invalid``, the type and place as the error, its key as
+    the origin). Call it with the store's index: ``screen_poll(result,
+    store.factory.index)``."""
+    from gateway.polling import QuarantineItem
+
+    valid, invalid = check_events(result.events, index)
+    if not invalid:
+        return result
+    kept = [QuarantineItem(kind="events", raw=json.dumps(event.to_dict()).encode() + b"\n",
+                           error=_clip(why), origin=_text(event.key[:200]), reason="invalid")
+            for _, event, why in invalid]
+    plan = dataclasses.replace(result.plan, quarantine=[*result.plan.quarantine, *kept])
+    return dataclasses.replace(result, events=valid, plan=plan)
+
+
+def _prepare(store: Store, settings: Settings, kind: str, raw: bytes,
+             origin: str) -> Outcome | list[Event]:
+    """The events of ``raw``, or the outcome when there are none to commit (an input
+    that is quarantined, or an empty ``events`` item)."""
+    decision = decide(settings, kind, raw, _index(store))
+    if decision.reason is None:
+        return decision.events if decision.events else Outcome()
+    if decision.reason in ("error", "invalid"):
+        log.warning("%s item %s quarantined as %s: %s", kind, origin or "(unnamed)",
+                    decision.reason, decision.error)
+    return _quarantine(store, settings, decision.kind, decision.kept, origin,
+                       decision.reason, decision.error, size=decision.size,
+                       partial=decision.partial)
+
+
+def _index(store: Store) -> TypeIndex:
+    """The type index of the store's envelope factory (the one headers are made from)."""
+    factory = store.factory
+    index = getattr(factory, "index", None)
+    return index if index is not None else TypeIndex(())
 
 
 def _commit(store: Store, settings: Settings, kind: str, raw: bytes, origin: str,
@@ -316,18 +417,17 @@ def reprocess(store: Store, item: dict[str, object], *, force_size: bool = False
         return Outcome(quarantined="oversize", error=str(item["error"]))
     if item["reason"] in UNPARSABLE:  # nothing was read: there is nothing to parse again
         return Outcome(quarantined=str(item["reason"]), error=str(item["error"]))
-    try:
-        events = parser_for(kind)(raw, settings)
-    except Exception as exc:
-        detail = _clip("".join(traceback.format_exception_only(exc)).strip())
+    if settings is None:
+        from gateway import config
+
+        settings = config.Settings()
+    decision = decide(settings, kind, raw, _index(store), check_size=not force_size)
+    if decision.reason is not None:
+        detail = _clip(decision.error)
         with store.transaction() as tx:
-            tx.update_quarantine(ident, error=detail, reason="error")
-        return Outcome(quarantined="error", error=detail)
-    if not events:
-        with store.transaction() as tx:
-            tx.update_quarantine(ident, error="no known event in this input",
-                                 reason="unrecognized")
-        return Outcome(quarantined="unrecognized", error="no known event in this input")
+            tx.update_quarantine(ident, error=detail, reason=decision.reason)
+        return Outcome(quarantined=decision.reason, error=detail)
+    events = decision.events
     try:
         with store.transaction() as tx:
             added = len(tx.add_events(events))
@@ -347,18 +447,16 @@ def _parse(settings: Settings, kind: str, raw: bytes) -> list[Event]:
     return parser_for(kind)(raw, settings)
 
 
-def _oversize_record(store: Store, settings: Settings, raw: bytes, origin: str) -> Outcome:
+def _oversize_record(raw: bytes) -> Decision:
     """What ``busgate mail`` left for a mail over its limit: metadata line + head."""
     meta_line, _, head = raw.partition(b"\n")
     try:
         meta = json.loads(meta_line)
         kind, size, limit = str(meta["kind"]), int(meta["size"]), int(meta["limit"])
     except (ValueError, KeyError, TypeError):
-        return _quarantine(store, settings, "oversize", raw, origin, "error",
-                           "malformed oversize record")
-    return _quarantine(store, settings, kind, head, origin, "oversize",
-                       f"{kind} of {size} bytes, over the {limit}-byte limit "
-                       "(stopped while streaming)", size=size, partial=True)
+        return Decision([], "error", "malformed oversize record", "oversize", raw)
+    return Decision([], "oversize", f"{kind} of {size} bytes, over the {limit}-byte limit "
+                    "(stopped while streaming)", kind, head, size, partial=True)
 
 
 def _quarantine(store: Store, settings: Settings, kind: str, raw: bytes, origin: str,

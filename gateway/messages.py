@@ -46,6 +46,8 @@ MAX_HEADER_NAMES = 64
 MAX_HEADER_NAME_CHARS = 128
 #: Longest summary, in characters (longer ones end with "…").
 MAX_SUMMARY_CHARS = 200
+#: Most topics :meth:`TypeIndex.lookup` remembers the pattern match of (then it starts over).
+MAX_MATCHED_TOPICS = 4096
 #: The type of an event whose topic no registered type claims.
 BASE_NAME = "base.message"
 
@@ -124,6 +126,8 @@ class Message:
         if not isinstance(self.body, Mapping):
             raise MessageValidationError(
                 f"{self.name}: the body must be a JSON object, not {type(self.body).__name__}")
+        if type(self).body_schema is Message.body_schema:
+            return  # the base schema asks for an object and nothing more: checked above
         validator = self.validator()
         error = next(iter(validator.iter_errors(self.body)), None)
         if error is not None:
@@ -137,19 +141,34 @@ def clip(text: str, limit: int = MAX_SUMMARY_CHARS) -> str:
     return line if len(line) <= limit else line[:limit - 1] + "…"
 
 
-def headers(message: Message, timestamp: int) -> dict[str, Any]:
+def headers(message: Message, timestamp: int, *,
+            usernames: Iterable[object] | None = None,
+            packages: Iterable[object] | None = None) -> dict[str, Any]:
     """The envelope's ``headers`` (fedora-messaging's meaning): type name, severity,
     ``sent-at`` (the outbox timestamp, UTC ISO 8601) and one filter key per user and
-    package (at most :data:`MAX_HEADER_NAMES` each)."""
-    sent_at = dt.datetime.fromtimestamp(timestamp, dt.UTC).isoformat()
-    result: dict[str, Any] = {SCHEMA_HEADER: message.name,
-                              SEVERITY_HEADER: message.severity,
-                              SENT_AT_HEADER: sent_at}
-    for prefix, names in ((USER_HEADER_PREFIX, message.usernames),
-                          (PACKAGE_HEADER_PREFIX, message.packages)):
+    package (at most :data:`MAX_HEADER_NAMES` each). ``usernames``/``packages`` replace
+    the message's own (the envelope factory passes the type's merged with the event's)."""
+    result = base_headers(message.name, message.severity,
+                          message.usernames if usernames is None else usernames,
+                          message.packages if packages is None else packages)
+    result[SENT_AT_HEADER] = sent_at(timestamp)
+    return result
+
+
+def base_headers(name: str, severity: int, usernames: Iterable[object],
+                 packages: Iterable[object]) -> dict[str, Any]:
+    """:func:`headers` without ``sent-at``: what depends on the type and the names only,
+    so the envelope factory encodes it once per (type, severity, users, packages)."""
+    result: dict[str, Any] = {SCHEMA_HEADER: name, SEVERITY_HEADER: severity}
+    for prefix, names in ((USER_HEADER_PREFIX, usernames), (PACKAGE_HEADER_PREFIX, packages)):
         for name in _header_names(names):
             result[prefix + name] = True
     return result
+
+
+def sent_at(timestamp: int) -> str:
+    """``sent-at`` of an envelope stored at ``timestamp`` (epoch seconds)."""
+    return dt.datetime.fromtimestamp(timestamp, dt.UTC).isoformat()
 
 
 def _header_names(names: Iterable[object]) -> list[str]:
@@ -181,6 +200,9 @@ class TypeIndex:
                  overrides: Mapping[type[Message], tuple[str, ...]] | None = None):
         self._exact: dict[tuple[str, ...], type[Message]] = {}
         self._patterns: list[tuple[tuple[str, ...], type[Message]]] = []
+        #: Pattern (and no-type) answers by tokens: every event is looked up, most
+        #: topics repeat, and the patterns are tried in a loop.
+        self._matched: dict[tuple[str, ...], type[Message]] = {}
         self._names: dict[str, type[Message]] = {BASE_NAME: Message}
         overrides = overrides or {}
         for cls in types:
@@ -201,11 +223,18 @@ class TypeIndex:
         cls = self._exact.get(tokens)
         if cls is not None:
             return cls
-        for pattern, candidate in self._patterns:
-            if len(pattern) == len(tokens) and all(
-                    p in ("*", t) for p, t in zip(pattern, tokens, strict=True)):
-                return candidate
-        return Message
+        cls = self._matched.get(tokens)
+        if cls is None:
+            cls = Message
+            for pattern, candidate in self._patterns:
+                if len(pattern) == len(tokens) and all(
+                        p in ("*", t) for p, t in zip(pattern, tokens, strict=True)):
+                    cls = candidate
+                    break
+            if len(self._matched) >= MAX_MATCHED_TOPICS:
+                self._matched.clear()
+            self._matched[tokens] = cls
+        return cls
 
     def by_name(self, name: str) -> type[Message] | None:
         return self._names.get(name)

@@ -3,17 +3,32 @@
 from __future__ import annotations
 
 from gateway.config import Settings
+from gateway.envelope import EnvelopeFactory
+from gateway.messages import TypeIndex
 from gateway.signing import make_signer
 from gateway.spool import Spool
-from gateway.store import EnvelopeFactory, Store
+from gateway.store import Store
 
 
-def open_store(settings: Settings, *, create: bool = True) -> Store:
+def type_index(settings: Settings) -> TypeIndex:
+    """The message types of every registered source, with this deployment's topic
+    tokens: what the envelope factory, ingest and the API look events up in."""
+    from gateway import sources
+
+    return sources.type_index(settings)
+
+
+def open_store(settings: Settings, *, create: bool = True,
+               index: TypeIndex | None = None) -> Store:
+    """The state database with its envelope factory. ``index`` (default: the
+    registry's, :func:`type_index`) gives every event its message type: the
+    envelope's headers, and the schema ingest validates bodies against."""
     factory = EnvelopeFactory(
         topic_prefix=settings.topic_prefix,
         publisher=settings.publisher.name,
         username=settings.username,
         signer=make_signer(settings.signing.backend),
+        index=type_index(settings) if index is None else index,
     )
     return Store(settings.db_path, factory, create=create)
 

@@ -11,7 +11,6 @@ reused; a key seen before adds nothing.
 
 from __future__ import annotations
 
-import itertools
 import os
 import sqlite3
 import threading
@@ -24,9 +23,9 @@ from pathlib import Path
 from typing import Any
 
 from gateway import envelope as env
+from gateway.envelope import EnvelopeFactory  # moved there; this import path still works
 from gateway.errors import StateLostError, StoreError
 from gateway.event import Event
-from gateway.signing import NullSigner, Signer
 
 SCHEMA_VERSION = 2
 SCHEMA = """
@@ -79,42 +78,6 @@ CREATE TABLE IF NOT EXISTS source_facts (
 PUBLISHED_CURSOR = "publisher.sent"
 #: Random id made once with the database: subscribers see a wiped state as a new epoch.
 EPOCH_CURSOR = "publisher.epoch"
-
-
-class EnvelopeFactory:
-    """Turns an :class:`Event` plus its ``seq_id`` into the stored, signed envelope."""
-
-    def __init__(self, topic_prefix: str, publisher: str, username: str,
-                 signer: Signer | None = None):
-        self.topic_prefix = topic_prefix
-        self.publisher = publisher
-        self.username = username
-        self.signer = signer or NullSigner()
-        #: The state database's epoch, set by :class:`Store` when it opens the database.
-        self.epoch: str | None = None
-        self._counter = itertools.count(1)
-        self._topics: dict[tuple[str, ...], str] = {}
-
-    def make(self, event: Event, seq_id: int, now: int,
-             uid: bytes | None = None) -> tuple[str, str, str]:
-        """Return ``(topic, msg_id, canonical envelope JSON)``."""
-        tokens = event.topic_tokens()
-        topic = self._topics.get(tokens)
-        if topic is None:
-            topic = self._topics[tokens] = event.topic(self.topic_prefix)
-        msg_id = env.msg_id_from_uid(uid or env.event_uid(event.key), event.time)
-        if isinstance(self.signer, NullSigner):
-            return topic, msg_id, env.encode_unsigned(
-                topic=topic, body=event.body, msg_id=msg_id, timestamp=now,
-                i=next(self._counter), username=self.username, seq_id=seq_id,
-                publisher=self.publisher, publisher_epoch=self.epoch,
-            )
-        envelope = env.build(
-            topic=topic, body=event.body, msg_id=msg_id, timestamp=now,
-            i=next(self._counter), username=self.username, seq_id=seq_id,
-            publisher=self.publisher, publisher_epoch=self.epoch,
-        )
-        return topic, msg_id, env.canonical_json(self.signer.sign(envelope))
 
 
 @dataclass(frozen=True)

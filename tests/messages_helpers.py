@@ -12,14 +12,26 @@ from typing import Any
 
 from jsonschema import Draft202012Validator
 
+from gateway import ingest
 from gateway.event import Event
 from gateway.messages import Message, TypeIndex
 
 TOPIC_PREFIX = "org.debian.dev"
 
 
-def as_index(index: TypeIndex | Iterable[type[Message]]) -> TypeIndex:
-    return index if isinstance(index, TypeIndex) else TypeIndex(index)
+def index_of(types: Any) -> TypeIndex:
+    """A :class:`TypeIndex` from an index, an iterable of types, or busgate settings (the
+    registry's types, with that deployment's topic tokens)."""
+    if isinstance(types, TypeIndex):
+        return types
+    if hasattr(types, "topic_prefix"):  # Settings
+        from gateway import runtime
+
+        return runtime.type_index(types)
+    return TypeIndex(list(types))
+
+
+as_index = index_of
 
 
 def check_events(events: Iterable[Event], index: TypeIndex | Iterable[type[Message]]
@@ -28,7 +40,10 @@ def check_events(events: Iterable[Event], index: TypeIndex | Iterable[type[Messa
     its body (as JSON on the wire) validates, and what the type says is well formed:
     a one-line non-empty summary, a URL or None, lists of names. Also asserts that the
     type names the same users and packages as the adapter put in the event."""
-    index = as_index(index)
+    index = index_of(index)
+    events = list(events)
+    _, invalid = ingest.check_events(events, index)  # the check ingest makes
+    assert not invalid, "\n".join(f"event {n} ({e.key}): {why}" for n, e, why in invalid)
     messages = []
     for event in events:
         cls = index.lookup(event.topic_tokens())

@@ -9,6 +9,7 @@ import re
 import sqlite3
 import subprocess
 import sys
+import textwrap
 import threading
 import time
 
@@ -184,12 +185,30 @@ def test_publish_reads_the_configuration_once_per_path(make_settings, monkeypatc
 
 
 def test_a_fresh_process_publishes_without_a_socket_while_the_daemon_is_down(make_settings):
-    """No socket, no sleep: the call imports no ZeroMQ and returns once the item is on disk."""
+    """No socket, no sleep: the call imports no ZeroMQ, creates no socket (the socket module
+    may be imported: reading the registry's package metadata imports email.utils, which
+    imports it) and returns once the item is on disk."""
     settings = make_settings()
     adopt(settings)
-    code = ("import sys, busgate\n"
-            "print(busgate.publish(topic='thing.create', modname='app', msg={'x': 1}))\n"
-            "print('zmq' in sys.modules, 'socket' in sys.modules)\n")
+    code = textwrap.dedent("""
+        import os, sys, busgate
+
+        def sockets():
+            links = []
+            for fd in os.listdir("/proc/self/fd"):
+                try:
+                    links.append(os.readlink(f"/proc/self/fd/{fd}"))
+                except OSError:
+                    pass
+            return any(link.startswith("socket:") for link in links)
+
+        print(busgate.publish(topic="thing.create", modname="app", msg={"x": 1}))
+        opened = sockets()
+        import socket
+        with socket.socket():
+            assert sockets()  # the probe sees a socket when there is one
+        print("zmq" in sys.modules, opened)
+    """)
     env = {**os.environ, "BUSGATE_CONFIG": settings.loaded_from[0]}
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                             env=env, cwd=REPO, timeout=60)

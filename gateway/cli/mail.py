@@ -202,7 +202,9 @@ def _fail(code: int, message: str) -> int:
 
 
 def _dry_run(args: argparse.Namespace, stdin: BinaryIO) -> int:
-    """Parse and print; exit 0 even with no event, 65 for unreadable input."""
+    """Decide as the daemon would (:func:`gateway.ingest.decide`: size, parse, validate)
+    and print the events; exit 0 with events, none, or an oversize mail; 65 for a mail
+    the daemon would quarantine as unparsable or invalid."""
     from gateway.cli import load_settings
 
     settings = load_settings(args)
@@ -213,23 +215,26 @@ def _dry_run(args: argparse.Namespace, stdin: BinaryIO) -> int:
         return _fail(EX_DATAERR, f"cannot read the mail from stdin: {exc}")
     if not raw.strip():
         return _fail(EX_DATAERR, "no mail on stdin (empty input)")
-    if len(raw) > limit:
+    from gateway import ingest, runtime
+    from gateway.dryrun import print_events
+
+    decision = ingest.decide(settings, "mail", raw, runtime.type_index(settings))
+    if decision.reason == "oversize":
         total = len(raw)
         while chunk := stdin.read(CHUNK):  # drain, so the writer does not get SIGPIPE
             total += len(chunk)
         print(f"busgate mail: {total} bytes, over mail.max_size ({limit}); the daemon "
               "would keep it in quarantine as oversize", file=sys.stderr)
         return EX_OK
-    from adapters.mail import parse_mail
-    from gateway.dryrun import print_events
-
-    try:
-        events = parse_mail(raw, settings)
-    except Exception as exc:  # what the daemon would quarantine, said plainly
-        return _fail(EX_DATAERR, f"the mail cannot be parsed (the daemon would quarantine "
-                                 f"it): {type(exc).__name__}: {exc}")
-    if not events:
+    if decision.reason == "unrecognized":
         print("busgate mail: no known event in this mail (the daemon would keep it as "
               "unrecognized)", file=sys.stderr)
-    print_events(events, settings.topic_prefix)
+        return EX_OK
+    if decision.reason == "error":  # what the daemon would quarantine, said plainly
+        return _fail(EX_DATAERR, "the mail cannot be parsed (the daemon would quarantine "
+                                 f"it): {decision.error}")
+    if decision.reason is not None:
+        return _fail(EX_DATAERR, f"the daemon would keep this mail in quarantine as "
+                                 f"{decision.reason}: {decision.error}")
+    print_events(decision.events, settings.topic_prefix)
     return EX_OK

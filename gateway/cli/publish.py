@@ -21,7 +21,9 @@ What a failure (exit 75) leaves behind, so that running the same input again
 
 What the worker would refuse (a topic over ``topics.MAX_TOPIC_BYTES``, a line over
 ``ingest.max_item_bytes``, JSON nested deeper than ``ingest.max_json_depth`` or
-holding NaN/Infinity) is refused here first, with exit 65.
+holding NaN/Infinity, a body the schema of the topic's message type refuses) is
+refused here first, with exit 65; the checks are :mod:`gateway.publishing`'s, shared
+with ``busgate.publish()``.
 """
 
 from __future__ import annotations
@@ -60,48 +62,48 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from gateway import topics
+    from gateway import publishing, runtime
     from gateway.cli import load_settings
     from gateway.errors import BusgateError, SpoolError, TopicError
-    from gateway.event import Event
-    from gateway.runtime import open_spool
 
     tokens = args.topic.split(".")
-    if not 2 <= len(tokens) <= 3:
+    try:
+        publishing.check_tokens(args.modname, tokens)
+    except TopicError as exc:
+        if 2 <= len(tokens) <= 3:  # the heartbeat's topic
+            print(f"busgate publish: {exc}", file=sys.stderr)
+            return EX_DATAERR
         # fedmsg-logger habits (``--topic log``): show the shape with a real example.
         example = f"{tokens[0]}.log" if len(tokens) == 1 and tokens[0] != "log" else "message.log"
-        print(f"busgate publish: --topic {args.topic!r} must be <object>[.<subobject>].<event>"
+        print(f"busgate publish: --topic {args.topic!r} must be {publishing.SHAPE}"
               f", e.g. --topic {example} (the topic becomes "
               f"org.<distribution>.<env>.{args.modname}.{example})", file=sys.stderr)
-        return EX_DATAERR
-    from gateway import heartbeat
-
-    if heartbeat.is_reserved(args.modname, tokens):
-        print(f"busgate publish: {args.modname}.{args.topic} is the publisher's heartbeat "
-              "topic, which only the daemon sends", file=sys.stderr)
         return EX_DATAERR
     settings = load_settings(args)
     try:
         # The worker builds the same topic with the same check (topics.MAX_TOPIC_BYTES):
         # a topic it would refuse is refused here, before anything is stored.
-        topics.build(settings.topic_prefix, args.modname, *tokens)
+        publishing.split_topic(settings.topic_prefix, args.topic, args.modname)
     except TopicError as exc:
         print(f"busgate publish: --modname/--topic: {exc}", file=sys.stderr)
         return EX_DATAERR
     max_item = settings.ingest.max_item_bytes
     max_depth = settings.ingest.max_json_depth
-    spool = open_spool(settings)
+    spool = runtime.open_spool(settings)
     try:
-        spool.require_mark()
+        publishing.require_mark(spool)
     except SpoolError as exc:
-        print(f"busgate publish: {exc}; nothing stored", file=sys.stderr)
+        print(f"busgate publish: {exc}", file=sys.stderr)
         return EX_TEMPFAIL
+    # The type the worker will validate every body against (any JSON object when no
+    # registered type claims the topic: then nothing more to check per line).
+    message_type = publishing.message_type(runtime.type_index(settings), args.modname, tokens)
     pending: list[tuple[str, str]] = []  # (content key, encoded body); keyed at hand-over
     pending_bytes = 0
     stored = 0
     streaming = False
     run_id = uuid.uuid4()
-    encode = json.JSONEncoder(separators=(",", ":")).encode
+    encode = json.JSONEncoder(separators=(",", ":")).encode  # bodies are parsed JSON: finite
 
     def hand_over(final: bool) -> None:
         """Store ``pending`` as one spool item (all of it or none of it)."""
@@ -115,29 +117,25 @@ def run(args: argparse.Namespace) -> int:
             # on failure, so a retry cannot double). A stream handed over in pieces:
             # the key is the input itself, so a retry stores only what is missing.
             key = content_key if streaming else f"publish:{run_id}:{number}"
-            lines.append(f'{head},"key":"{key}","body":{body}}}\n'.encode())
+            lines.append(publishing.line(head, key, body))
         spool.deliver("events", lines)
         stored += len(pending)
         pending.clear()
         pending_bytes = 0
 
     try:
-        # Validate the topic once; every message of this run shares it.
-        template = Event(
-            service=args.modname, object=tokens[0],
-            subobject=tokens[1] if len(tokens) == 3 else None, event=tokens[-1],
-            key="template", body={},
-        ).to_dict()
         # Each spool line is this head plus the key (ASCII, at most KEY_BYTES) and the
         # body, each body encoded once.
-        head = encode({k: v for k, v in template.items() if k not in ("key", "body")})[:-1]
+        head = publishing.record_head(args.modname, tokens)
         overhead = len(head) + KEY_BYTES + 20
         source = ([(args.message.encode("utf-8", "surrogateescape"), False)]
                   if args.message is not None else _stdin_lines(FLUSH_AFTER, max_item))
         prefix = hashlib.sha256(f"{args.modname}\0{args.topic}\0{args.json_input}\0".encode())
         for line, paused in source:
             prefix.update(line + b"\n")
-            body = encode(_body(line, args.json_input, max_depth))
+            parsed = _body(line, args.json_input, max_depth)
+            publishing.validate_body(message_type, parsed)
+            body = encode(parsed)
             size = overhead + len(body)
             if size > max_item:
                 raise ValueError(f"{size} bytes, over ingest.max_item_bytes ({max_item})")
