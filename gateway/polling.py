@@ -125,7 +125,9 @@ def apply(store: Store, result: PollResult,
     and counters, in ONE store transaction (all of it, or nothing on any failure), and
     return the ``seq_id`` given to each new event (events already in the outbox get none).
 
-    Quarantine keeps to ``caps`` (``[quarantine]``; its defaults when None) as the spool
+    Each event is checked against its message type first (the store's index): one its
+    type refuses goes to quarantine as ``invalid`` (:func:`gateway.ingest.screen_poll`)
+    and the rest commit. Quarantine keeps to ``caps`` (``[quarantine]``; its defaults when None) as the spool
     worker does: past ``max_items`` an item is only logged and counted, past ``max_bytes``
     it keeps its reason and no bytes.
     """
@@ -133,6 +135,11 @@ def apply(store: Store, result: PollResult,
         from gateway.config import QuarantineSettings
 
         caps = QuarantineSettings()
+    index = getattr(store.factory, "index", None)
+    if index is not None:  # an event its type refuses is quarantined, not published
+        from gateway.ingest import screen_poll
+
+        result = screen_poll(result, index)
     plan = result.plan
     dropped: list[QuarantineItem] = []
     with store.transaction() as tx:

@@ -252,3 +252,24 @@ def test_pollers_do_not_touch_the_store() -> None:
                 assert all(a.name != "gateway.store" for a in node.names), path
             elif isinstance(node, ast.Attribute):
                 assert node.attr != "transaction", f"{path}: line {node.lineno}"
+
+
+def test_apply_quarantines_an_event_its_type_refuses_and_commits_the_rest(tmp_path) -> None:
+    from example_types import TYPES
+
+    from gateway.messages import TypeIndex
+
+    store = Store(tmp_path / "s.sqlite", EnvelopeFactory("org.test.dev", "test", "tester",
+                                                         index=TypeIndex(TYPES)))
+    good = Event("dak", "package", "accept", key="good",
+                 body={"source": "hebcal", "version": "1-1", "suite": "sid"})
+    bad = Event("dak", "package", "accept", key="bad",
+                body={"source": "hebcal", "version": 3, "suite": "sid"})
+    given = apply(store, PollResult([good, bad], StatePlan(cursors={"src.cursor": "9"})))
+    assert given == [1]
+    assert [r.topic for r in store.rows_after(0)] == ["org.test.dev.dak.package.accept"]
+    assert store.cursor("src.cursor") == "9"  # the poll still moves on
+    (kept,) = store.quarantined()
+    assert (kept["reason"], kept["kind"], kept["origin"]) == ("invalid", "events", "bad")
+    assert "version: 3 is not of type 'string'" in kept["error"]
+    assert json.loads(kept["raw"])["key"] == "bad"  # busgate reprocess can parse it
