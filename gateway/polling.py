@@ -127,9 +127,9 @@ def apply(store: Store, result: PollResult,
 
     Each event is checked against its message type first (the store's index): one its
     type refuses goes to quarantine as ``invalid`` (:func:`gateway.ingest.screen_poll`)
-    and the rest commit. Quarantine keeps to ``caps`` (``[quarantine]``; its defaults when None) as the spool
-    worker does: past ``max_items`` an item is only logged and counted, past ``max_bytes``
-    it keeps its reason and no bytes.
+    and the rest commit. Quarantine keeps to ``caps`` (``[quarantine]``; its defaults when
+    None) as the spool worker does: past ``max_items`` an item is only logged and counted,
+    past ``max_bytes`` it keeps its reason and no bytes.
     """
     if caps is None:
         from gateway.config import QuarantineSettings
