@@ -11,7 +11,7 @@ from gateway.messages import WARNING, Message
 from gateway.sources import Source
 
 
-class TestUpload(Message):
+class UploadType(Message):
     """A package upload."""
 
     name = "busgate.amqptest.package.upload.v1"
@@ -38,7 +38,7 @@ class TestUpload(Message):
         return [self.body["source"]]
 
 
-class TestBuild(Message):
+class BuildType(Message):
     """A build in any state (a family of topics)."""
 
     name = "busgate.amqptest.build.state.v1"
@@ -58,7 +58,7 @@ class TestBuild(Message):
         return [self.body["package"]]
 
 
-TYPES = [TestUpload, TestBuild]
+TYPES = [UploadType, BuildType]
 
 
 @dataclass(frozen=True)
