@@ -3,6 +3,7 @@ the broker stopped and started, and the test types' dist-info."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 import time
@@ -12,6 +13,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
+from gateway import sources
+from gateway.amqp_outbox import AmqpPublisher
+from gateway.event import Event
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -118,6 +123,61 @@ def write_test_types(where: Path, fedora_messages: bool = True) -> Path:
                   busgate_messages.entry_points(amqp_types.TYPES).items()]
     (dist / "entry_points.txt").write_text("\n".join(lines) + "\n")
     return where
+
+
+def mixed_batch() -> list[Event]:
+    """Uploads and builds (types of the test source) and one topic no type claims."""
+    events = []
+    for i in range(6):
+        events.append(Event(service="amqptest", object="package", event="upload",
+                            key=f"up{i}", body={"source": f"pkg{i}", "version": f"1.{i}-1",
+                                                "by": f"user{i % 2}"}))
+        events.append(Event(service="amqptest", object="build",
+                            event="failed" if i % 2 else "built", key=f"b{i}",
+                            body={"package": f"pkg{i}", "arch": "amd64"}))
+    events.append(Event(service="other", object="thing", event="happened", key="o1",
+                        body={"what": "something"}))
+    return events
+
+
+@pytest.fixture
+def test_types(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The test source and its fedora.messages entry points on sys.path (and for
+    subprocesses on PYTHONPATH)."""
+    where = write_test_types(tmp_path / "dists")
+    monkeypatch.syspath_prepend(str(where))
+    sources.reset()
+    yield where
+    sources.reset()
+
+
+def amqp_settings(make_settings: Any, vhost: str, **amqp: Any) -> Any:
+    tag = uuid.uuid4().hex[:8]
+    conf = {"enabled": True, "vhost": vhost, "alternate_exchange": f"unroutable-{tag}",
+            "unroutable_queue": f"unroutable-{tag}", "reconnect_min": 0.2,
+            "reconnect_max": 1.0, "connect_timeout": 5.0, **amqp}
+    return make_settings(amqp=conf)
+
+
+def publish_outbox(settings: Any, store: Any, timeout: float = 30) -> AmqpPublisher:
+    """Run the AMQP publisher until the broker confirmed the whole outbox."""
+    from gateway.sources import type_index
+
+    async def run() -> AmqpPublisher:
+        publisher = AmqpPublisher(settings, store, type_index(settings).lookup)
+        task = asyncio.create_task(publisher.run())
+        deadline = time.monotonic() + timeout
+        last = store.last_seq_id()
+        while publisher.recorded_seq < last:
+            assert time.monotonic() < deadline, f"confirmed {publisher.confirmed_seq}/{last}"
+            if task.done():
+                task.result()
+            await asyncio.sleep(0.01)
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        return publisher
+
+    return asyncio.run(run())
 
 
 def json_lines(path: Path) -> list[dict[str, Any]]:

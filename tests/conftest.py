@@ -167,4 +167,4 @@ def daemon(tmp_path: Path, make_settings: Callable[..., config.Settings]):
 
 
 # RabbitMQ fixtures (a vhost per run, queues deleted after each test).
-from amqp_helpers import queues, vhost  # noqa: E402, F401
+from amqp_helpers import queues, test_types, vhost  # noqa: E402, F401

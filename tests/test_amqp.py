@@ -14,80 +14,24 @@ import sys
 import time
 import uuid
 from pathlib import Path
-from typing import Any
 
 import pytest
 from amqp_helpers import (
     CONTRIB,
+    amqp_settings,
     bind_queue,
     drain,
     json_lines,
+    mixed_batch,
+    publish_outbox,
     url,
-    write_test_types,
 )
 from conftest import REPO
 
 from gateway import runtime, sources
-from gateway.amqp_outbox import AmqpPublisher
-from gateway.event import Event
 from gateway.store import AMQP_CURSOR, PUBLISHED_CURSOR
 
 pytestmark = pytest.mark.rabbitmq
-
-
-def mixed_batch() -> list[Event]:
-    """Uploads and builds (types of the test source) and one topic no type claims."""
-    events = []
-    for i in range(6):
-        events.append(Event(service="amqptest", object="package", event="upload",
-                            key=f"up{i}", body={"source": f"pkg{i}", "version": f"1.{i}-1",
-                                                "by": f"user{i % 2}"}))
-        events.append(Event(service="amqptest", object="build",
-                            event="failed" if i % 2 else "built", key=f"b{i}",
-                            body={"package": f"pkg{i}", "arch": "amd64"}))
-    events.append(Event(service="other", object="thing", event="happened", key="o1",
-                        body={"what": "something"}))
-    return events
-
-
-@pytest.fixture
-def test_types(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """The test source and its fedora.messages entry points on sys.path (and for
-    subprocesses on PYTHONPATH)."""
-    where = write_test_types(tmp_path / "dists")
-    monkeypatch.syspath_prepend(str(where))
-    sources.reset()
-    yield where
-    sources.reset()
-
-
-def amqp_settings(make_settings: Any, vhost: str, **amqp: Any) -> Any:
-    tag = uuid.uuid4().hex[:8]
-    conf = {"enabled": True, "vhost": vhost, "alternate_exchange": f"unroutable-{tag}",
-            "unroutable_queue": f"unroutable-{tag}", "reconnect_min": 0.2,
-            "reconnect_max": 1.0, "connect_timeout": 5.0, **amqp}
-    return make_settings(amqp=conf)
-
-
-def publish_outbox(settings: Any, store: Any, timeout: float = 30) -> AmqpPublisher:
-    """Run the AMQP publisher until the broker confirmed the whole outbox."""
-    from gateway.sources import type_index
-
-    async def run() -> AmqpPublisher:
-        publisher = AmqpPublisher(settings, store, type_index(settings).lookup)
-        task = asyncio.create_task(publisher.run())
-        deadline = time.monotonic() + timeout
-        last = store.last_seq_id()
-        while publisher.recorded_seq < last:
-            assert time.monotonic() < deadline, f"confirmed {publisher.confirmed_seq}/{last}"
-            if task.done():
-                task.result()
-            await asyncio.sleep(0.01)
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
-        return publisher
-
-    return asyncio.run(run())
 
 
 def test_wire_format_and_cursor(make_settings, vhost, queues, test_types):

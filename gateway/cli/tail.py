@@ -30,6 +30,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--endpoint", action="append", default=[], metavar="PUB[,REPLAY]",
                         help="also subscribe to this publisher (repeatable)")
     parser.add_argument("--heartbeats", action="store_true", help="print heartbeats too")
+    parser.add_argument("--amqp", metavar="QUEUE",
+                        help="consume from this durable RabbitMQ queue ([amqp] url/vhost; "
+                             "declared and bound to the exchange unless amqp.passive) "
+                             "instead of ZeroMQ; each message is acked once printed")
     parser.add_argument("--silence", type=float, metavar="S",
                         help="warn on stderr when no publisher has answered for S seconds "
                              "(default: 3 heartbeat intervals, at least 15)")
@@ -44,6 +48,8 @@ def run(args: argparse.Namespace) -> int:
     from gateway.subscriber import Subscriber
 
     settings = load_settings(args)
+    if args.amqp:
+        return _tail_amqp(args, settings)
     endpoints = discovery.discover(settings)
     for number, spec in enumerate(args.endpoint, 1):
         publish, _, replay_url = spec.partition(",")
@@ -85,6 +91,27 @@ def run(args: argparse.Namespace) -> int:
                 watch.check()
         except KeyboardInterrupt:
             return 0
+    return 0
+
+
+def _tail_amqp(args: argparse.Namespace, settings: Any) -> int:
+    """The same output from a RabbitMQ queue (``--amqp QUEUE``)."""
+    from gateway.amqp_subscriber import AmqpSubscriber
+    from gateway.transports.amqp import CONNECTION_ERRORS, AmqpError, redacted
+
+    colour = args.color == "always" or (args.color == "auto" and sys.stdout.isatty())
+    try:
+        with AmqpSubscriber(settings.amqp, args.amqp, topics=args.topic,
+                            exclude=args.exclude) as subscriber:
+            for message in subscriber.messages(count=args.count, timeout=args.timeout):
+                write(sys.stdout, message.envelope, args.style, replayed=message.replayed,
+                      colour=colour)
+    except KeyboardInterrupt:
+        return 0
+    except (*CONNECTION_ERRORS, AmqpError) as exc:
+        print(f"busgate tail: AMQP queue {args.amqp!r} at {redacted(settings.amqp.url)}: "
+              f"{exc or type(exc).__name__}", file=sys.stderr)
+        return 69
     return 0
 
 
