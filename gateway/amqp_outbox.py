@@ -206,7 +206,8 @@ class AmqpPublisher:
         for entry, future in zip(batch, futures, strict=True):
             entry.future = future
             if not unroutable:
-                future.add_done_callback(_on_return(entry, returned))
+                entry.returned = returned
+                future.add_done_callback(entry.on_done)
 
     async def _record(self) -> None:
         seq_id, counts = self.confirmed_seq, dict(self._pending)
@@ -228,21 +229,21 @@ class _Entry:
     """One outbox row in flight: its confirm future and its message (None when it was
     confirmed before a reconnect and is only counted now)."""
 
-    __slots__ = ("future", "message", "seq_id", "unroutable")
+    __slots__ = ("future", "message", "returned", "seq_id", "unroutable")
 
     def __init__(self, seq_id: int, future: Any, message: WireMessage | None):
         self.seq_id = seq_id
         self.future: asyncio.Future[Any] = future  # None until written
         self.message = message
         self.unroutable = False
+        self.returned: list[_Entry] | None = None
 
-
-def _on_return(entry: _Entry, returned: list[_Entry]) -> Callable[[asyncio.Future[Any]], None]:
-    def done(future: asyncio.Future[Any]) -> None:
-        if not future.cancelled() and isinstance(future.exception(),
-                                                 aiormq.exceptions.PublishError):
-            returned.append(entry)
-    return done
+    def on_done(self, future: asyncio.Future[Any]) -> None:
+        """A returned message (no queue bound) joins the list to send to the alternate
+        exchange."""
+        if self.returned is not None and not future.cancelled() and isinstance(
+                future.exception(), aiormq.exceptions.PublishError):
+            self.returned.append(self)
 
 
 def _why(exc: BaseException) -> str:

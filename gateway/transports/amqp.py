@@ -28,12 +28,14 @@ from collections.abc import Sequence
 from typing import Any
 
 import aiormq
+import pamqp.frame
 from aiormq.abc import ChannelFrame
 from pamqp import commands as spec
 from pamqp.header import ContentHeader
 
 from gateway.config import AmqpSettings
 from gateway.errors import BusgateError
+from gateway.transports import amqp_frames
 from gateway.transports.amqp_wire import WireMessage
 
 log = logging.getLogger(__name__)
@@ -145,21 +147,22 @@ class AmqpTransport:
                             unroutable: bool = False) -> list[asyncio.Future[Any]]:
         """Publish many messages in one write; one confirm future per message.
 
-        aiormq's ``basic_publish`` awaits a lock, a queue slot and the confirm for each
-        message (a task and a socket write each). Here the frames of the whole batch
-        are marshalled into one buffer and registered with the channel's confirm
-        bookkeeping (delivery tag, ``message_id`` for a return) under the channel's
-        lock, so tags match the order the broker sees. A future resolves to the
-        ``Basic.Ack``, or fails with ``PublishError`` (returned: no queue bound),
-        ``DeliveryError`` (nack) or the connection's error. ``unroutable`` publishes to
-        the alternate exchange instead (a returned message's second try).
+        aiormq's ``basic_publish`` awaits a lock, a queue slot and the confirm for
+        each message (a task and a socket write each). Here the frames of the whole
+        batch go into one buffer (:mod:`gateway.transports.amqp_frames`) registered
+        with the channel's confirm bookkeeping (delivery tag, ``message_id`` for a
+        return) under the channel's lock, so tags match the order the broker sees.
+        A future resolves to the ``Basic.Ack``, or fails with ``PublishError``
+        (returned: no queue bound), ``DeliveryError`` (nack) or the connection's
+        error. ``unroutable`` publishes to the alternate exchange instead (a
+        returned message's second try).
         """
         channel = self.channel
         if channel is None or channel.is_closed:
             raise ConnectionError("not connected to the AMQP broker")
         exchange = self.conf.alternate_exchange if unroutable else self.conf.exchange
         futures: list[asyncio.Future[Any]] = []
-        frames: list[Any] = []
+        parts: list[bytes] = []
         async with channel.lock:
             first_tag = channel.delivery_tag
             for message in batch:
@@ -170,16 +173,10 @@ class AmqpTransport:
                 channel.message_id_delivery_tag[message.message_id] = tag
                 future.add_done_callback(_forget(channel, message.message_id, tag))
                 futures.append(future)
-                frames.append(spec.Basic.Publish(exchange=exchange,
-                                                 routing_key=message.routing_key,
-                                                 mandatory=True))
-                frames.append(ContentHeader(
-                    properties=spec.Basic.Properties(**message.properties()),
-                    body_size=len(message.body)))
-                frames.extend(channel._split_body(message.body))
+                parts.append(_frames(channel, exchange, message))
             try:
-                await channel.write_queue.put(
-                    ChannelFrame.marshall(frames=frames, channel_number=channel.number))
+                await channel.write_queue.put(ChannelFrame(payload=b"".join(parts),
+                                                           should_close=False))
             except BaseException:
                 # Never written: the broker has not seen these tags; give them back.
                 channel.delivery_tag = first_tag
@@ -215,6 +212,20 @@ class AmqpTransport:
                 await asyncio.wait_for(connection.close(), 5)
             except Exception as exc:  # closing a dead connection: nothing left to save
                 log.debug("closing the AMQP connection: %s", exc)
+
+
+def _frames(channel: Any, exchange: str, message: WireMessage) -> bytes:
+    """One publish's frames: busgate's own encoder, pamqp for anything unusual."""
+    try:
+        return amqp_frames.publish(channel.number, exchange, message,
+                                   channel.max_content_size)
+    except amqp_frames.Unsupported:
+        frames = [spec.Basic.Publish(exchange=exchange, routing_key=message.routing_key,
+                                     mandatory=True),
+                  ContentHeader(properties=spec.Basic.Properties(**message.properties()),
+                                body_size=len(message.body)),
+                  *channel._split_body(message.body)]
+        return b"".join(pamqp.frame.marshal(frame, channel.number) for frame in frames)
 
 
 def _forget(channel: Any, message_id: str, tag: int) -> Any:
