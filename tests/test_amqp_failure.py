@@ -165,6 +165,10 @@ def test_broker_down_at_startup(daemon, vhost, queues):
         down = wait_for("the AMQP fault in status", fault, 30)
         assert down["transports"]["amqp"] == {"cursor": 0, "lag": total}
         assert "cannot reach the AMQP broker" in down["faults"]["amqp"]["problem"]
+        text = subprocess.run([*BUSGATE, "status"], env=proc.env, capture_output=True,
+                              text=True, timeout=30, cwd=REPO).stdout
+        assert re.search(rf"zmq cursor\s+{total} \(lag 0\)", text), text
+        assert re.search(rf"amqp cursor\s+0 \(lag {total}\)", text), text
     finally:
         ensure_running()
     wait_for("the AMQP cursor to catch up",

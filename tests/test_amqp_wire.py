@@ -50,6 +50,14 @@ def test_stored_headers_are_used_as_they_are():
     assert wire.headers["busgate_seq_id"] == 7
 
 
+def test_header_values_that_are_not_scalars_travel_as_json():
+    stored = {"fedora_messaging_schema": "x.v1", "odd": {"a": [1]}, "huge": 2**70,
+              "none": None}
+    wire = to_amqp(envelope(headers=stored))
+    assert (wire.headers["odd"], wire.headers["huge"], wire.headers["none"]) == (
+        '{"a": [1]}', str(2**70), "null")
+
+
 def test_unknown_topic_is_base_message_and_a_failing_type_keeps_the_basics():
     wire = to_amqp(envelope(topic="org.debian.dev.nobody.claims.this"), INDEX.lookup)
     assert wire.headers["fedora_messaging_schema"] == messages.BASE_NAME

@@ -76,6 +76,10 @@ def amqp_headers(envelope: Mapping[str, Any], lookup: TypeLookup | None = None,
             result = messages.headers(messages.Message(body, topic=topic),
                                       int(envelope.get("timestamp", 0)))
             result[messages.SCHEMA_HEADER] = cls.name
+    for key, value in result.items():
+        if not _plain_field(value):
+            # An AMQP header is a scalar; anything else travels as its JSON text.
+            result[key] = json.dumps(value, sort_keys=True, default=str)
     result[PRIORITY_HEADER] = PRIORITY
     if "seq_id" in envelope:
         result[SEQ_ID_HEADER] = envelope["seq_id"]
@@ -84,6 +88,12 @@ def amqp_headers(envelope: Mapping[str, Any], lookup: TypeLookup | None = None,
     if envelope.get("publisher_epoch"):
         result[EPOCH_HEADER] = envelope["publisher_epoch"]
     return result
+
+
+def _plain_field(value: Any) -> bool:
+    if isinstance(value, bool | str | float):
+        return True
+    return isinstance(value, int) and -2**63 <= value < 2**63
 
 
 def to_amqp(envelope: Mapping[str, Any], lookup: TypeLookup | None = None) -> WireMessage:
