@@ -585,6 +585,16 @@ def _check_amqp(settings: Settings, origin: dict[str, str]) -> None:
         "amqp.unroutable_queue": None if conf.unroutable_queue
         and len(conf.unroutable_queue.encode()) <= 255 else "must be a name of 1-255 bytes",
     }
+    tls = conf.url.startswith("amqps://")
+    for key, file in (("amqp.tls_ca_file", conf.tls_ca_file),
+                      ("amqp.tls_cert_file", conf.tls_cert_file),
+                      ("amqp.tls_key_file", conf.tls_key_file)):
+        if conf.enabled and file and not os.path.isfile(file):
+            problems[key] = f"file {file!r} does not exist"
+        elif file and not tls:
+            problems[key] = "is for an amqps:// url only"
+    if conf.tls_key_file and not conf.tls_cert_file:
+        problems["amqp.tls_key_file"] = "needs amqp.tls_cert_file"
     for key, problem in problems.items():
         if problem:
             raise ConfigError(problem, path=origin.get(key), key=key)

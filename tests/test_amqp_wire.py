@@ -31,6 +31,7 @@ def test_headers_computed_for_an_envelope_without_them():
     assert wire.message_id == "2026-abc"
     assert wire.headers == {
         "fedora_messaging_schema": "busgate.amqptest.package.upload.v1",
+        "fedora_messaging_schema_package": "busgate_messages",
         "fedora_messaging_severity": 20, "sent-at": "2025-12-02T00:00:00+00:00",
         "fedora_messaging_user_barak": True, "busgate_package_hebcal": True,
         "priority": 0, "busgate_seq_id": 7, "busgate_publisher": "gw1",
@@ -61,6 +62,7 @@ def test_header_values_that_are_not_scalars_travel_as_json():
 def test_unknown_topic_is_base_message_and_a_failing_type_keeps_the_basics():
     wire = to_amqp(envelope(topic="org.debian.dev.nobody.claims.this"), INDEX.lookup)
     assert wire.headers["fedora_messaging_schema"] == messages.BASE_NAME
+    assert "fedora_messaging_schema_package" not in wire.headers  # fedora-messaging's own
     odd = envelope(msg={"not": "an upload"})  # UploadType.summary etc. would fail
     wire = to_amqp(odd, INDEX.lookup)
     assert wire.headers["fedora_messaging_schema"] == UploadType.name
@@ -96,11 +98,28 @@ def test_broker_url_vhost_heartbeat_and_redaction():
     ({"max_message_bytes": 0}, "amqp.max_message_bytes"),
     ({"prefetch": -1}, "amqp.prefetch"),
     ({"heartbeat": 70000}, "amqp.heartbeat"),
+    ({"tls_ca_file": "/etc/hosts"}, "amqp.tls_ca_file"),  # amqp://: no TLS
+    ({"url": "amqps://b/", "enabled": True, "tls_ca_file": "/nonexistent/ca.pem"},
+     "amqp.tls_ca_file"),
+    ({"url": "amqps://b/", "tls_key_file": "/etc/hosts"}, "amqp.tls_key_file"),
 ])
 def test_bad_amqp_settings_are_refused(make_settings, table, key):
     with pytest.raises(ConfigError) as err:
         make_settings(amqp=table)
     assert err.value.key == key
+
+
+def test_tls_context_for_amqps(tmp_path):
+    import ssl
+
+    from gateway.transports.amqp import tls_context
+
+    assert tls_context(config.AmqpSettings()) is None
+    context = tls_context(config.AmqpSettings(url="amqps://broker/"))
+    assert context.verify_mode == ssl.CERT_REQUIRED and context.check_hostname
+    with pytest.raises(OSError):
+        tls_context(config.AmqpSettings(url="amqps://broker/",
+                                        tls_ca_file=str(tmp_path / "missing.pem")))
 
 
 def test_amqp_settings_documented():

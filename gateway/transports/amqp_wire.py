@@ -36,6 +36,10 @@ PRIORITY = 0
 SEQ_ID_HEADER = "busgate_seq_id"
 PUBLISHER_HEADER = "busgate_publisher"
 EPOCH_HEADER = "busgate_publisher_epoch"
+#: fedora-messaging's header naming the distribution of the schema class (normalised),
+#: which its consumer names in the warning when the class is not installed.
+SCHEMA_PACKAGE_HEADER = "fedora_messaging_schema_package"
+SCHEMA_PACKAGE = "busgate_messages"
 #: fedora-messaging mirrors the priority into the headers.
 PRIORITY_HEADER = "priority"
 
@@ -76,6 +80,9 @@ def amqp_headers(envelope: Mapping[str, Any], lookup: TypeLookup | None = None,
             result = messages.headers(messages.Message(body, topic=topic),
                                       int(envelope.get("timestamp", 0)))
             result[messages.SCHEMA_HEADER] = cls.name
+    if result.get(messages.SCHEMA_HEADER, messages.BASE_NAME) != messages.BASE_NAME:
+        # A consumer without the schema package is told which one to install.
+        result.setdefault(SCHEMA_PACKAGE_HEADER, SCHEMA_PACKAGE)
     for key, value in result.items():
         if not _plain_field(value):
             # An AMQP header is a scalar; anything else travels as its JSON text.
