@@ -44,6 +44,8 @@ from gateway.transports.amqp_wire import TypeLookup, WireMessage, to_amqp
 
 log = logging.getLogger(__name__)
 
+#: Part of the confirm window that must be free before more rows are read and sent.
+REFILL_FRACTION = 0.125
 #: Seconds between two writes of the cursor while confirms stream in (and at idle).
 RECORD_EVERY = 0.1
 
@@ -110,6 +112,7 @@ class AmqpPublisher:
 
     async def _pump(self) -> None:
         window = self.conf.confirm_window
+        refill = max(1, int(window * REFILL_FRACTION))
         transport = self.transport
         inflight: collections.deque[_Entry] = collections.deque()
         returned: list[_Entry] = []
@@ -121,7 +124,9 @@ class AmqpPublisher:
                 if not transport.is_open:
                     raise ConnectionError("the AMQP connection closed")
                 rows: list[OutboxRow] = []
-                if len(inflight) < window:
+                # Refill in batches of at least REFILL_FRACTION of the window (one read,
+                # one write), or at once when nothing is in flight (a lone event).
+                if window - len(inflight) >= refill or not inflight:
                     rows = self.store.rows_after(next_seq, window - len(inflight))
                     batch: list[_Entry] = []
                     for row in rows:
