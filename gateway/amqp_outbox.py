@@ -69,6 +69,8 @@ class AmqpPublisher:
         #: not sent again.
         self._ahead: dict[int, bool] = {}
         self.connected = asyncio.Event()
+        #: Most messages ever in flight at once (at most ``amqp.confirm_window``).
+        self.max_inflight = 0
 
     def notify(self) -> None:
         """New rows may be in the outbox (loop thread only)."""
@@ -90,11 +92,11 @@ class AmqpPublisher:
                     await asyncio.sleep(wait)
                     delay = min(self.conf.reconnect_max, delay * 2)
                     continue
-                delay = self.conf.reconnect_min
                 self.health.ok()
                 self.connected.set()
                 log.info("AMQP: publishing to %s exchange %s from seq_id %d",
                          redacted(self.conf.url), self.conf.exchange, self.confirmed_seq)
+                start = self.confirmed_seq
                 try:
                     await self._pump()
                 except (*CONNECTION_ERRORS, AmqpError) as exc:
@@ -104,7 +106,11 @@ class AmqpPublisher:
                                       retry_in=self.conf.reconnect_max)
                     await self.transport.close()
                     await self._record()
-                    await asyncio.sleep(self.conf.reconnect_min * random.uniform(0.8, 1.2))
+                    # Progress on that connection: retry soon; none (a broker refusing
+                    # every publish): back off like a failed connect.
+                    delay = self.conf.reconnect_min if self.confirmed_seq > start \
+                        else min(self.conf.reconnect_max, delay * 2)
+                    await asyncio.sleep(delay * random.uniform(0.8, 1.2))
         finally:
             with contextlib.suppress(Exception):
                 await asyncio.shield(self._record())
@@ -141,6 +147,7 @@ class AmqpPublisher:
                         inflight.append(entry)
                     if batch:
                         await self._send(batch, returned)
+                        self.max_inflight = max(self.max_inflight, len(inflight))
                     if rows:
                         next_seq = rows[-1].seq_id
                 if returned:  # no queue was bound: keep them in the unroutable queue

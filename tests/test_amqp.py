@@ -7,6 +7,7 @@ Each run works in a vhost of its own (tests/amqp_helpers.py), deleted after.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import os
 import subprocess
@@ -29,6 +30,8 @@ from amqp_helpers import (
 from conftest import REPO
 
 from gateway import runtime, sources
+from gateway.amqp_outbox import AmqpPublisher
+from gateway.event import Event
 from gateway.store import AMQP_CURSOR, PUBLISHED_CURSOR
 
 pytestmark = pytest.mark.rabbitmq
@@ -201,3 +204,53 @@ def test_passive_topology_refuses_missing(make_settings, vhost):
 
     with pytest.raises(AmqpError, match=settings.amqp.alternate_exchange):
         asyncio.run(run())
+
+
+def test_confirm_window_bounds_what_is_in_flight(make_settings, vhost, queues):
+    settings = amqp_settings(make_settings, vhost, confirm_window=64)
+    queue = f"w-{uuid.uuid4().hex[:6]}"
+    queues.append(queue)
+    bind_queue(vhost, queue)
+    store = runtime.open_store(settings)
+    with store.transaction() as tx:
+        tx.add_events([Event(service="dak", object="package", event="accept", key=f"w{i}",
+                             body={"n": i}) for i in range(3000)])
+    publisher = publish_outbox(settings, store)
+    assert publisher.max_inflight == 64  # filled, never over
+    assert len(drain(vhost, queue, expect=3000)) == 3000
+
+
+def test_reconnect_backs_off_within_its_bounds(make_settings):
+    """Against a closed port: waits double from reconnect_min and stay under
+    reconnect_max (jitter +-20%), the health flag says why."""
+    from conftest import free_port
+
+    from gateway import health
+
+    settings = make_settings(amqp={"enabled": True, "url": f"amqp://127.0.0.1:{free_port()}/",
+                                   "reconnect_min": 0.05, "reconnect_max": 0.2})
+    store = runtime.open_store(settings)
+    attempts: list[float] = []
+
+    async def run() -> None:
+        publisher = AmqpPublisher(settings, store)
+        connect = publisher.transport.connect
+
+        async def timed() -> None:
+            attempts.append(time.monotonic())
+            await connect()
+
+        publisher.transport.connect = timed  # type: ignore[method-assign]
+        task = asyncio.create_task(publisher.run())
+        await asyncio.sleep(2.0)
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+    asyncio.run(run())
+    gaps = [b - a for a, b in itertools.pairwise(attempts)]
+    # 0.05, then 0.1 (+-20%; the upper bounds leave room for a loaded machine)
+    assert 0.04 <= gaps[0] < 0.15 and 0.08 <= gaps[1] < 0.25 and gaps[1] > gaps[0]
+    # capped at 0.2 (+20%): unbounded doubling would wait 1.6 s by the sixth attempt
+    assert max(gaps) < 0.4 and len(attempts) >= 7
+    assert "cannot reach the AMQP broker" in health.read(settings.state_dir)["amqp"]["problem"]
+    assert store.counters()["amqp.connect_failed"] == len(attempts)
