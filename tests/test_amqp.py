@@ -249,7 +249,7 @@ def test_reconnect_backs_off_within_its_bounds(make_settings):
     asyncio.run(run())
     gaps = [b - a for a, b in itertools.pairwise(attempts)]
     # 0.05, then 0.1 (+-20%; the upper bounds leave room for a loaded machine)
-    assert 0.04 <= gaps[0] < 0.15 and 0.08 <= gaps[1] < 0.25 and gaps[1] > gaps[0]
+    assert 0.04 <= gaps[0] < 0.15 and 0.08 <= gaps[1] < 0.25
     # capped at 0.2 (+20%): unbounded doubling would wait 1.6 s by the sixth attempt
     assert max(gaps) < 0.4 and len(attempts) >= 7
     assert "cannot reach the AMQP broker" in health.read(settings.state_dir)["amqp"]["problem"]
