@@ -21,7 +21,7 @@ _cache: dict[str, type[fm.Message]] = {}
 
 
 def attribute(type_name: str) -> str:
-    """The module attribute of a busgate type name (``busgate.dak.x.v1`` -> ``busgate_dak_x_v1``)."""
+    """The module attribute of a type name (``busgate.dak.x.v1`` -> ``busgate_dak_x_v1``)."""
     return re.sub(r"\W", "_", type_name)
 
 
