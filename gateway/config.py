@@ -78,6 +78,43 @@ class ZmqSettings:
 
 
 @dataclass(frozen=True)
+class AmqpSettings:
+    #: Publish every outbox event to RabbitMQ too (fedora-messaging's wire format).
+    enabled: bool = False
+    #: Broker URL, ``amqp://user:password@host:port/vhost`` or ``amqps://`` (TLS).
+    url: str = "amqp://guest:guest@127.0.0.1:5672/%2F"
+    #: Virtual host; empty means the one in ``url`` (``/`` when the URL names none).
+    vhost: str = ""
+    #: CA bundle to verify the broker's certificate (amqps); empty means the system's.
+    tls_ca_file: str = ""
+    #: Client certificate and key for amqps (EXTERNAL or mutual TLS); empty means none.
+    tls_cert_file: str = ""
+    tls_key_file: str = ""
+    #: Exchange messages are published to, routing key = topic (fedora-messaging's).
+    exchange: str = "amq.topic"
+    #: Where a message no queue is bound for goes: an exchange busgate publishes the
+    #: returned message to, and the durable queue bound to it (kept, counted).
+    alternate_exchange: str = "busgate.unroutable"
+    unroutable_queue: str = "busgate.unroutable"
+    #: Only check (passively) that the exchanges and the queue exist instead of declaring
+    #: them: for a broker whose topology the operator owns.
+    passive: bool = False
+    #: Messages published and not yet confirmed at most (pipelined publisher confirms).
+    confirm_window: int = 1000
+    #: Reconnect back-off: first wait and longest wait, in seconds (doubling, jittered).
+    reconnect_min: float = 0.5
+    reconnect_max: float = 30.0
+    #: Seconds to connect and open the channel before counting a failed attempt.
+    connect_timeout: float = 10.0
+    #: AMQP heartbeat in seconds (0 disables it).
+    heartbeat: int = 60
+    #: Consumers (``busgate tail --amqp``, the AMQP subscriber): unacked messages at once,
+    #: and the largest message body taken (a larger one is rejected without requeue).
+    prefetch: int = 100
+    max_message_bytes: int = 1048576
+
+
+@dataclass(frozen=True)
 class DiscoverySettings:
     #: Text file of other publishers, one ``name pub-url replay-url`` a line.
     endpoints_file: str = ""
@@ -291,6 +328,7 @@ class Settings:
     publisher: PublisherSettings = field(default_factory=PublisherSettings)
     state: StateSettings = field(default_factory=StateSettings)
     zmq: ZmqSettings = field(default_factory=ZmqSettings)
+    amqp: AmqpSettings = field(default_factory=AmqpSettings)
     discovery: DiscoverySettings = field(default_factory=DiscoverySettings)
     signing: SigningSettings = field(default_factory=SigningSettings)
     mail: MailSettings = field(default_factory=MailSettings)
@@ -472,6 +510,11 @@ def _check(settings: Settings, origin: dict[str, str]) -> None:
         "git.max_refs": settings.git.max_refs,
         "git.max_item_events": settings.git.max_item_events,
         "debbugs.interval": settings.debbugs.interval,
+        "amqp.confirm_window": settings.amqp.confirm_window,
+        "amqp.reconnect_min": settings.amqp.reconnect_min,
+        "amqp.connect_timeout": settings.amqp.connect_timeout,
+        "amqp.prefetch": settings.amqp.prefetch,
+        "amqp.max_message_bytes": settings.amqp.max_message_bytes,
         "wannabuild.interval": settings.wannabuild.interval,
     }
     for key, value in positive.items():
@@ -500,6 +543,7 @@ def _check(settings: Settings, origin: dict[str, str]) -> None:
         raise ConfigError("must be a non-empty name without spaces",
                           path=origin.get("publisher.name"), key="publisher.name")
     _check_enabled(settings, origin)
+    _check_amqp(settings, origin)
     for key, url in (("zmq.publish", settings.zmq.publish), ("zmq.replay", settings.zmq.replay)):
         problem = endpoints.problem(url, bind=True) if url or key == "zmq.publish" else None
         if problem:
@@ -528,6 +572,36 @@ def _check_enabled(settings: Settings, origin: dict[str, str]) -> None:
     if settings.debbugs.enabled and not url.startswith(("http://", "https://")):
         raise ConfigError(f"must be an http:// or https:// URL, not {url!r}",
                           path=origin.get("debbugs.url"), key="debbugs.url")
+
+
+def _check_amqp(settings: Settings, origin: dict[str, str]) -> None:
+    conf = settings.amqp
+    problems = {
+        "amqp.url": None if conf.url.startswith(("amqp://", "amqps://"))
+        else f"must be an amqp:// or amqps:// URL, not {conf.url!r}",
+        "amqp.reconnect_max": None if conf.reconnect_max >= conf.reconnect_min
+        else "must be at least amqp.reconnect_min",
+        "amqp.heartbeat": None if 0 <= conf.heartbeat <= 65535 else "must be 0-65535 seconds",
+        "amqp.exchange": None if conf.exchange and len(conf.exchange.encode()) <= 255
+        else "must be an exchange name of 1-255 bytes",
+        "amqp.alternate_exchange": None if conf.alternate_exchange
+        and len(conf.alternate_exchange.encode()) <= 255 else "must be a name of 1-255 bytes",
+        "amqp.unroutable_queue": None if conf.unroutable_queue
+        and len(conf.unroutable_queue.encode()) <= 255 else "must be a name of 1-255 bytes",
+    }
+    tls = conf.url.startswith("amqps://")
+    for key, file in (("amqp.tls_ca_file", conf.tls_ca_file),
+                      ("amqp.tls_cert_file", conf.tls_cert_file),
+                      ("amqp.tls_key_file", conf.tls_key_file)):
+        if conf.enabled and file and not os.path.isfile(file):
+            problems[key] = f"file {file!r} does not exist"
+        elif file and not tls:
+            problems[key] = "is for an amqps:// url only"
+    if conf.tls_key_file and not conf.tls_cert_file:
+        problems["amqp.tls_key_file"] = "needs amqp.tls_cert_file"
+    for key, problem in problems.items():
+        if problem:
+            raise ConfigError(problem, path=origin.get(key), key=key)
 
 
 def _first(settings: Settings) -> str | None:

@@ -100,7 +100,18 @@ async def serve(settings: Settings, stop: asyncio.Event | None = None,
         closers.insert(0, transport.close)
         guarded: list[Callable[[], None]] = [transport.guard_peers]
         publisher = Publisher(store, transport)
-        worker = SpoolWorker(settings, publisher.notify)
+        notifies: list[Callable[[], None]] = [publisher.notify]
+        if settings.amqp.enabled:
+            from gateway import amqp_outbox
+
+            amqp = amqp_outbox.make(settings, store, notifies)
+            tasks.append(asyncio.create_task(amqp.run(), name="amqp"))
+
+        def notify() -> None:
+            for wake in notifies:
+                wake()
+
+        worker = SpoolWorker(settings, notify)
         worker.start()
         closers.insert(0, worker.stop)
         tasks += [asyncio.create_task(publisher.run(), name="publisher"),
@@ -127,7 +138,7 @@ async def serve(settings: Settings, stop: asyncio.Event | None = None,
         from gateway import scheduler
 
         def poll_added() -> None:
-            loop.call_soon_threadsafe(publisher.notify)
+            loop.call_soon_threadsafe(notify)
 
         jobs = scheduler.start(settings, store, poll_added)
         if jobs is not None:

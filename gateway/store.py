@@ -76,6 +76,8 @@ CREATE TABLE IF NOT EXISTS source_facts (
 """
 
 PUBLISHED_CURSOR = "publisher.sent"
+#: The AMQP publisher's cursor: the highest seq_id the broker confirmed with all before it.
+AMQP_CURSOR = "publisher.amqp.sent"
 #: Random id made once with the database: subscribers see a wiped state as a new epoch.
 EPOCH_CURSOR = "publisher.epoch"
 
@@ -296,6 +298,17 @@ class Store:
         return dict(self.connect().execute(
             "SELECT key, value FROM snapshots WHERE namespace = ?", (namespace,)))
 
+    def transport_cursors(self, last: int | None = None) -> dict[str, dict[str, int]]:
+        """Each transport's cursor and lag (AMQP only once it has published)."""
+        last = self.last_seq_id() if last is None else last
+        result = {"zmq": {"cursor": self.published_seq_id()}}
+        amqp = self.cursor(AMQP_CURSOR)
+        if amqp is not None:
+            result["amqp"] = {"cursor": int(amqp)}
+        for entry in result.values():
+            entry["lag"] = last - entry["cursor"]
+        return result
+
     def status(self) -> dict[str, Any]:
         last = self.last_seq_id()
         published = self.published_seq_id()
@@ -304,6 +317,7 @@ class Store:
             "last_seq_id": last,
             "published_seq_id": published,
             "outbox_depth": last - published,
+            "transports": self.transport_cursors(last),
             "counters": self.counters(),
             "quarantine": self.quarantine_counts(),
         }

@@ -164,3 +164,7 @@ def daemon(tmp_path: Path, make_settings: Callable[..., config.Settings]):
     yield factory
     for proc in started:
         proc.kill()
+
+
+# RabbitMQ fixtures (a vhost per run, queues deleted after each test).
+from amqp_helpers import queues, test_types, vhost  # noqa: E402, F401

@@ -40,6 +40,8 @@ def run(args: argparse.Namespace) -> int:
         for component, flag in flags.items():
             print(f"busgate status: {component}: {flag.get('problem')}", file=sys.stderr)
         return EX_UNAVAILABLE
+    if settings.amqp.enabled and "amqp" not in status["transports"]:
+        status["transports"]["amqp"] = {"cursor": 0, "lag": status["last_seq_id"]}
     status["spool_pending"] = len(runtime.open_spool(settings).pending())
     status["health"] = "ok" if not flags else "degraded"
     status["faults"] = flags
@@ -55,6 +57,8 @@ def run(args: argparse.Namespace) -> int:
     print(f"last seq_id     {status['last_seq_id']}")
     print(f"published up to {status['published_seq_id']}")
     print(f"outbox depth    {status['outbox_depth']}")
+    for name, entry in status["transports"].items():
+        print(f"  {name + ' cursor':<14}{entry['cursor']} (lag {entry['lag']})")
     print(f"spool pending   {status['spool_pending']}")
     quarantine = status["quarantine"]
     total = sum(quarantine.values())

@@ -39,6 +39,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--endpoint", action="append", default=[], metavar="PUB[,REPLAY]",
                         help="also subscribe to this publisher (repeatable)")
     parser.add_argument("--heartbeats", action="store_true", help="print heartbeats too")
+    parser.add_argument("--amqp", metavar="QUEUE",
+                        help="consume from this durable RabbitMQ queue ([amqp] url/vhost; "
+                             "declared and bound to the exchange unless amqp.passive) "
+                             "instead of ZeroMQ; each message is acked once printed")
     parser.add_argument("--silence", type=float, metavar="S",
                         help="warn on stderr when no publisher has answered for S seconds "
                              "(default: 3 heartbeat intervals, at least 15)")
@@ -65,6 +69,8 @@ def run(args: argparse.Namespace, index: TypeIndex | None = None) -> int:
     exclude = [msgfilter.expand_topic(t, settings.topic_prefix) for t in args.exclude]
     names = msgfilter.NameFilter(msgfilter.split_names(args.users),
                                  msgfilter.split_names(args.packages))
+    if args.amqp:
+        return _tail_amqp(args, settings, index, topics, exclude, names)
     endpoints = discovery.discover(settings)
     for number, spec in enumerate(args.endpoint, 1):
         publish, _, replay_url = spec.partition(",")
@@ -109,6 +115,37 @@ def run(args: argparse.Namespace, index: TypeIndex | None = None) -> int:
                 watch.check()
         except KeyboardInterrupt:
             return 0
+    return 0
+
+
+def _tail_amqp(args: argparse.Namespace, settings: Any, index: TypeIndex, topics: list[str],
+               exclude: list[str], names: Any) -> int:
+    """The same output, filters and types from a RabbitMQ queue (``--amqp QUEUE``)."""
+    from gateway import display as show
+    from gateway.amqp_subscriber import AmqpSubscriber
+    from gateway.transports.amqp import CONNECTION_ERRORS, AmqpError, redacted
+
+    colour = show.use_colour(args.color, sys.stdout)
+    left = args.count
+    try:
+        with AmqpSubscriber(settings.amqp, args.amqp, topics=topics,
+                            exclude=exclude) as subscriber:
+            for message in subscriber.messages(count=None, timeout=args.timeout):
+                if names and not names.matches(
+                        message.envelope, show.message_of(message.envelope, index)):
+                    continue
+                write(sys.stdout, message.envelope, args.style, replayed=message.replayed,
+                      colour=colour, index=index)
+                if left is not None:
+                    left -= 1
+                    if left <= 0:
+                        break
+    except KeyboardInterrupt:
+        return 0
+    except (*CONNECTION_ERRORS, AmqpError) as exc:
+        print(f"busgate tail: AMQP queue {args.amqp!r} at {redacted(settings.amqp.url)}: "
+              f"{exc or type(exc).__name__}", file=sys.stderr)
+        return 69
     return 0
 
 
