@@ -12,9 +12,12 @@ applying.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from gateway.event import Event
+
+if TYPE_CHECKING:
+    from gateway.store import Store
 
 
 @dataclass
@@ -79,3 +82,52 @@ class Poller(Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+class StoreView:
+    """A :class:`StateView` over the state store (reads only).
+
+    Minimal version for the registry branch; the poll-commit work (issue 11) owns the
+    real one."""
+
+    def __init__(self, store: Store):
+        self._store = store
+
+    def cursor(self, name: str) -> str | None:
+        return self._store.cursor(name)
+
+    def snapshot(self, namespace: str, key: str) -> str | None:
+        return self._store.snapshot(namespace, key)
+
+    def snapshots(self, namespace: str) -> dict[str, str]:
+        return self._store.snapshots(namespace)
+
+    def has_key(self, key: str) -> bool:
+        with self._store.transaction() as tx:
+            return tx.has_key(key)
+
+    def facts(self, namespace: str) -> dict[str, dict[str, float]]:
+        return {}  # no source_facts table yet
+
+
+def apply(store: Store, result: PollResult) -> int:
+    """Commit a poll's events and its plan in ONE transaction; the number of events added.
+
+    Minimal version for the registry branch (no quarantine caps, no source facts); the
+    poll-commit work (issue 11) owns the real one under this name."""
+    plan = result.plan
+    with store.transaction() as tx:
+        added = len(tx.add_events(result.events))
+        for name, value in plan.cursors.items():
+            tx.set_cursor(name, value)
+        for (namespace, key), value in plan.snapshots.items():
+            if value is None:
+                tx.delete_snapshot(namespace, key)
+            else:
+                tx.put_snapshot(namespace, key, value)
+        for item in plan.quarantine:
+            tx.quarantine(item.kind, item.raw, error=item.error, reason=item.reason,
+                          origin=item.origin)
+        for counter, increment in plan.counters.items():
+            tx.bump(counter, increment)
+    return added

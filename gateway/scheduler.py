@@ -23,6 +23,7 @@ import logging
 import time
 from collections.abc import Callable
 from datetime import datetime
+from typing import Any
 
 from gateway import config, pollers
 from gateway.config import Settings
@@ -37,7 +38,7 @@ WALL_RECHECK = 30.0
 
 
 class PollJob:
-    def __init__(self, name: str, poller: pollers.Poller, store: Store, interval: float,
+    def __init__(self, name: str, poller: Any, store: Store, interval: float,
                  on_added: Callable[[], None], cron: object | None = None,
                  wall: Callable[[], datetime] = datetime.now):
         self.name = name
@@ -56,7 +57,7 @@ class PollJob:
         if time.monotonic() < self.not_before:
             return
         try:
-            events = await asyncio.to_thread(self.poller.poll, self.store)
+            polled = await asyncio.to_thread(pollers.poll_once, self.poller, self.store)
         except Exception as exc:
             self.failures += 1
             delay = min(self.interval * 2 ** (self.failures - 1), MAX_BACKOFF)
@@ -70,8 +71,8 @@ class PollJob:
             return
         self.failures = 0
         self.not_before = 0.0
-        if events:
-            log.info("poller %s: %d new event(s)", self.name, len(events))
+        if polled.added:
+            log.info("poller %s: %d new event(s)", self.name, polled.added)
             self.on_added()
 
     def wait(self) -> float:
@@ -121,8 +122,8 @@ class Jobs:
 
 
 def start(settings: Settings, store: Store, on_added: Callable[[], None]) -> Jobs | None:
-    """Start every enabled poller (first poll now); ``None`` when none is enabled.
-    Must be called inside the running loop."""
+    """Start every enabled poller of the source registry (first poll now); ``None`` when
+    none is enabled. Must be called inside the running loop."""
     names = pollers.enabled(settings)
     if not names:
         return None

@@ -36,15 +36,16 @@ def _documented_keys() -> set[str]:
 
 
 def _all_keys() -> set[str]:
+    """The core's keys and every registered source's table's (through the registry)."""
     keys = set()
-    for f in dataclasses.fields(config.Settings):
-        if f.name == "loaded_from":
-            continue
-        default = getattr(config.Settings(), f.name)
+    defaults = config.Settings()
+    values = [(f.name, getattr(defaults, f.name)) for f in dataclasses.fields(config.Settings)
+              if f.name not in ("sources", "loaded_from")]
+    for name, default in values + list(defaults.sources.items()):
         if dataclasses.is_dataclass(default):
-            keys |= {f"{f.name}.{sub.name}" for sub in dataclasses.fields(default)}
+            keys |= {f"{name}.{sub.name}" for sub in dataclasses.fields(default)}
         else:
-            keys.add(f.name)
+            keys.add(name)
     return keys
 
 

@@ -15,12 +15,12 @@ carry ``signature`` (status, fingerprint) so a consumer can tell.
 
 from __future__ import annotations
 
-from email.message import Message
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing: the source
+if TYPE_CHECKING:       # registry imports this package on every run of a command
+    from email.message import Message
 
-from adapters.dak_mail.signature import Trust
-from adapters.mailparse import date_to_epoch
-from gateway.errors import ParseError
-from gateway.event import Event
+    from adapters.dak_mail.signature import Trust
+    from gateway.event import Event
 
 __all__ = ["parse_dak_mail", "parse_removals_822"]
 
@@ -30,6 +30,8 @@ def parse_dak_mail(message: Message, raw: bytes, trust: Trust | None = None) -> 
     from adapters.dak_mail import signature
     from adapters.dak_mail.classify import classify
     from adapters.dak_mail.parser import Mail, build_events
+    from adapters.dak_mail.signature import Trust
+    from gateway.errors import ParseError
 
     classified = classify(message)
     if classified is None:
@@ -46,6 +48,8 @@ def parse_removals_822(text: str) -> list[Event]:
     """``dak.package.remove`` events for each stanza of a removals.822 log."""
     from adapters.dak_mail.removal import parse_removals_822 as parse
     from adapters.dak_mail.removal import removal_key
+    from adapters.mailparse import date_to_epoch
+    from gateway.event import Event
 
     events = []
     for removal in parse(text):

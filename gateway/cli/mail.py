@@ -220,11 +220,11 @@ def _dry_run(args: argparse.Namespace, stdin: BinaryIO) -> int:
         print(f"busgate mail: {total} bytes, over mail.max_size ({limit}); the daemon "
               "would keep it in quarantine as oversize", file=sys.stderr)
         return EX_OK
-    from adapters.mail import parse_mail
     from gateway.dryrun import print_events
+    from gateway.ingest import parser_for
 
     try:
-        events = parse_mail(raw, settings)
+        events = parser_for("mail")(raw, settings)
     except Exception as exc:  # what the daemon would quarantine, said plainly
         return _fail(EX_DATAERR, f"the mail cannot be parsed (the daemon would quarantine "
                                  f"it): {type(exc).__name__}: {exc}")

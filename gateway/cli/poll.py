@@ -1,39 +1,39 @@
-"""``busgate poll NAME``: run one poller by hand (each poller's options live in its module)."""
+"""``busgate poll NAME``: run one source's poller by hand.
+
+The pollers are the registry's (every source with a ``PollerSpec``). Each gets the
+common options (``--once``, ``--dry-run``, ``--config``) and its own (the spec's
+``add_arguments``), which override its configuration table. ``--once`` runs one
+poll and exits (0 on success, 75 = EX_TEMPFAIL when the source failed; nothing was
+committed then). Without ``--once`` it polls every ``interval`` seconds of the
+source's table until interrupted, backing off (doubling, at most eight times the
+interval) after a failed poll; ``busgate run`` does the same through its scheduler.
+"""
 
 from __future__ import annotations
 
 import argparse
-import importlib
-from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from gateway.config import Settings
-    from gateway.event import Event
-    from gateway.pollers import Poller
     from gateway.store import Store
 
-HELP = "run a poller by hand (debbugs, wanna-build)"
+HELP = "run a source's poller by hand"
 EX_TEMPFAIL = 75
 MAX_BACKOFF = 8
 
-#: Poller name -> CLI module defining add_arguments(parser) and run(args).
-POLL_COMMANDS = {
-    "debbugs": "gateway.cli.poll_debbugs",
-    "wanna-build": "gateway.cli.poll_wannabuild",
-}
-
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from gateway import sources
+
+    polled = sources.pollers()
+    parser.description = (f"{HELP} ({', '.join(s.name for s in polled) or 'none registered'})")
     sub = parser.add_subparsers(dest="poller", metavar="POLLER", required=True)
-    for name, module_name in POLL_COMMANDS.items():
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as exc:
-            if exc.name != module_name:
-                raise
-            continue
-        command = sub.add_parser(name, help=module.HELP, description=module.HELP)
+    for source in polled:
+        spec = source.poller
+        assert spec is not None
+        text = spec.help or source.description
+        command = sub.add_parser(source.name, help=text, description=text)
         # also accepted after the poller name (``busgate poll wanna-build --config X``)
         command.add_argument("--config", metavar="PATH", default=argparse.SUPPRESS,
                              help="configuration file (default: $BUSGATE_CONFIG, else the "
@@ -41,20 +41,30 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         command.add_argument("--once", action="store_true", help="run one poll and exit")
         command.add_argument("--dry-run", action="store_true",
                              help="print the events as JSON lines; store nothing")
-        module.add_arguments(command)
-        command.set_defaults(poll_handler=module.run)
+        if spec.add_arguments:
+            sources.resolve(spec.add_arguments)(command)
 
 
 def run(args: argparse.Namespace) -> int:
     import sys
 
+    from gateway import pollers
+    from gateway.cli import load_settings
     from gateway.errors import StoreError
 
+    settings = load_settings(args)
+    poller = pollers.make(args.poller, settings, args)  # refuses a bad option: exit 2
     try:
-        return int(args.poll_handler(args) or 0)
+        store = open_store(settings, args.dry_run)
+        return loop(poller, store, settings, once=args.once, dry_run=args.dry_run,
+                    interval=pollers.interval(args.poller, settings))
     except StoreError as exc:  # no daemon's state here, or the state failed: poll later
         print(f"busgate poll: {exc}; nothing stored", file=sys.stderr)
         return EX_TEMPFAIL
+    finally:
+        close = getattr(poller, "close", None)
+        if close is not None:
+            close()
 
 
 def open_store(settings: Settings, dry_run: bool) -> Store:
@@ -70,8 +80,8 @@ def open_store(settings: Settings, dry_run: bool) -> Store:
     return runtime.open_daemon_store(settings)  # never events where no daemon publishes
 
 
-def loop(poller: Poller, store: Store, settings: Settings, *, once: bool, dry_run: bool,
-         interval: float, summary: Callable[[list[Event]], str]) -> int:
+def loop(poller: Any, store: Store, settings: Settings, *, once: bool, dry_run: bool,
+         interval: float) -> int:
     """Poll once (``--once``: exit 0, or 75 when the source failed and nothing was stored)
     or every ``interval`` seconds until interrupted, doubling the wait after a failure
     up to ``MAX_BACKOFF`` intervals, as the daemon's scheduler does."""
@@ -81,13 +91,14 @@ def loop(poller: Poller, store: Store, settings: Settings, *, once: bool, dry_ru
 
     from gateway.dryrun import print_events
     from gateway.errors import TransientError
+    from gateway.pollers import poll_once
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s",
                         stream=sys.stderr)
     delay = interval
     while True:
         try:
-            events = poller.poll(store, dry_run=dry_run)
+            polled = poll_once(poller, store, dry_run=dry_run)
         except KeyboardInterrupt:
             return 130
         except TransientError as exc:
@@ -98,9 +109,10 @@ def loop(poller: Poller, store: Store, settings: Settings, *, once: bool, dry_ru
             delay = min(delay * 2, interval * MAX_BACKOFF)
         else:
             if dry_run:
-                print_events(events, settings.topic_prefix)
+                print_events(polled.events, settings.topic_prefix)
             else:
-                print(summary(events))
+                detail = f" ({polled.summary})" if polled.summary else ""
+                print(f"{poller.name}: {polled.added} new events in the outbox{detail}")
             if once:
                 return 0
             delay = interval
