@@ -237,16 +237,28 @@ class SourceSections(Mapping[str, Any]):
     """The sources' tables by name: those the files set, else each source's defaults,
     built on first use (which reads the registry). Equal when every table is equal."""
 
-    def __init__(self, tables: Mapping[str, Any] | None = None):
+    def __init__(self, tables: Mapping[str, Any] | None = None,
+                 unread: Mapping[str, Any] | None = None,
+                 origin: Mapping[str, str] | None = None):
         self._tables = dict(tables or {})
         self._defaults: dict[str, Any] = {}
+        #: Tables of the files not built yet (``load(sources=False)``), built on first use.
+        self._unread = dict(unread or {})
+        self._origin = dict(origin or {}) if unread else {}
+
+    def _read(self) -> None:
+        if self._unread:
+            self._tables.update(_build_sources(self._unread, self._origin))
+            self._unread.clear()
 
     @property
     def explicit(self) -> dict[str, Any]:
         """The tables the configuration files set."""
+        self._read()
         return dict(self._tables)
 
     def __getitem__(self, name: str) -> Any:
+        self._read()
         if name in self._tables:
             return self._tables[name]
         if name not in self._defaults:
@@ -261,6 +273,7 @@ class SourceSections(Mapping[str, Any]):
     def _names(self) -> list[str]:
         from gateway import sources
 
+        self._read()
         names = list(sources.sections())
         return names + [n for n in self._tables if n not in names]
 
@@ -273,6 +286,8 @@ class SourceSections(Mapping[str, Any]):
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, SourceSections):
             return NotImplemented
+        self._read()
+        other._read()
         if self._tables.keys() == other._tables.keys():
             return self._tables == other._tables
         return dict(self.items()) == dict(other.items())
@@ -283,6 +298,7 @@ class SourceSections(Mapping[str, Any]):
         return f"SourceSections({self._tables!r})"
 
     def with_table(self, name: str, table: Any) -> SourceSections:
+        self._read()
         return SourceSections({**self._tables, name: table})
 
 
@@ -310,8 +326,12 @@ def _unix_user() -> str:
         return str(os.getuid())
 
 
-def load(path: str | os.PathLike[str] | None = None) -> Settings:
-    """Settings from ``path`` (or ``$BUSGATE_CONFIG``) and its ``conf.d/``, else defaults."""
+def load(path: str | os.PathLike[str] | None = None, *, sources: bool = True) -> Settings:
+    """Settings from ``path`` (or ``$BUSGATE_CONFIG``) and its ``conf.d/``, else defaults.
+
+    ``sources=False`` leaves the sources' tables unread until one is asked for (then
+    built and type-checked, without their ``validate``): for a command that needs
+    none of them and must not pay for the registry (the MTA pipe)."""
     chosen = path if path is not None else os.environ.get(CONFIG_ENV) or None
     if chosen is None:
         return Settings()
@@ -326,10 +346,17 @@ def load(path: str | os.PathLike[str] | None = None) -> Settings:
         _merge(merged, _read(file), origin, str(file), prefix="")
     core = {k: v for k, v in merged.items() if k in _CORE_FIELDS}
     settings = _build(Settings, core, origin, "")
-    tables = _build_sources({k: v for k, v in merged.items() if k not in _CORE_FIELDS},
-                            origin)
+    raw = {k: v for k, v in merged.items() if k not in _CORE_FIELDS}
+    files_read = tuple(str(f) for f in files)
+    if not sources:
+        settings = dataclasses.replace(settings, sources=SourceSections(unread=raw,
+                                                                        origin=origin),
+                                       loaded_from=files_read)
+        _check(settings, origin)
+        return settings
+    tables = _build_sources(raw, origin)
     settings = dataclasses.replace(settings, sources=SourceSections(tables),
-                                   loaded_from=tuple(str(f) for f in files))
+                                   loaded_from=files_read)
     _check(settings, origin)
     check_sources(settings, origin, names=list(tables))
     return settings
