@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -251,3 +252,17 @@ def test_builtin_sources_defaults_pass_their_validate() -> None:
     assert sources.command("git-hook") is not None
     assert set(sources.spool_kinds()) == {"mail"}
 
+
+
+def test_a_source_command_runs_without_argparse_or_importlib_metadata(tmp_path: Path) -> None:
+    """``busgate git-hook`` (every push) finds its command through the registry, by
+    reading entry_points.txt itself (importing importlib.metadata costs ~25 ms) and its
+    usual options without argparse."""
+    conf = write_config(tmp_path / "c.toml", {"state": {"dir": str(tmp_path / "var")}})
+    probe = ("import sys; sys.argv = ['busgate', 'git-hook', '--dry-run', '--repo', 'r',"
+             f" '--config', {str(conf)!r}]; from gateway.cli import main; code = main();"
+             "print(code, sorted(m for m in ('argparse', 'importlib.metadata', 'gettext')"
+             " if m in sys.modules), 'adapters.scm.source' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", probe], input=b"", capture_output=True,
+                         cwd=REPO, timeout=60)
+    assert out.stdout.decode().split() == ["0", "[]", "True"], out.stderr

@@ -3,14 +3,13 @@ the mail front) -> ``debbugs.bug.*``."""
 
 from __future__ import annotations
 
-import argparse
-
 from adapters.debbugs.settings import DebbugsSettings
 from gateway.errors import ConfigError
 from gateway.sources import MailSpec, PollerSpec, Source
 
-TYPE_CHECKING = False
+TYPE_CHECKING = False  # typing's, without importing typing (the registry loads this)
 if TYPE_CHECKING:
+    import argparse
     from email.message import Message
 
     from gateway.event import Event

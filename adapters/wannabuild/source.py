@@ -3,11 +3,13 @@ PostgreSQL database -> ``wanna-build.build.<state>``."""
 
 from __future__ import annotations
 
-import argparse
-
 from adapters.wannabuild.settings import WannaBuildSettings
 from gateway.errors import ConfigError
 from gateway.sources import PollerSpec, Source
+
+TYPE_CHECKING = False  # typing's, without importing typing (the registry loads this)
+if TYPE_CHECKING:
+    import argparse
 
 
 def validate(section: WannaBuildSettings, settings: object) -> None:

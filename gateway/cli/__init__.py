@@ -3,7 +3,8 @@
 Each subcommand lives in its own module and is imported only when it runs, so
 short-lived commands (``busgate mail`` on every archive mail, a source's hook on
 every push) start fast. A module defines ``HELP``, ``add_arguments(parser)`` and
-``run(args) -> int``. Besides the core's commands below, a source may add commands
+``run(args) -> int``, and may define ``parse_fast(argv)`` to read its usual command
+line without argparse. Besides the core's commands below, a source may add commands
 (:class:`gateway.sources.CommandSpec`); the registry is read for them only when the
 word is not a core command (or for ``--help``).
 """
@@ -103,7 +104,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     from gateway.errors import ConfigError
 
     try:
-        parser = build_parser(_command_name(args_list))
+        name = _command_name(args_list)
+        if name is not None and name not in COMMANDS and args_list[:1] == [name]:
+            fast = _parse_fast(name, args_list[1:])  # a source's hook: no argparse either
+            if fast is not None:
+                return _run(fast[0], fast[1])
+        parser = build_parser(name)
     except ConfigError as exc:  # a broken source registry
         print(f"busgate: {exc}", file=sys.stderr)
         return EX_USAGE
@@ -126,6 +132,18 @@ def _command_name(args_list: list[str]) -> str | None:
         elif not arg.startswith("-"):
             return arg if arg in COMMANDS or _source_command(arg) else None
     return None
+
+
+def _parse_fast(name: str, argv: list[str]):  # type: ignore[no-untyped-def]
+    """(run, args) of a source command whose module reads its usual command line itself
+    (``parse_fast(argv)``, as ``busgate mail`` does), or None."""
+    from gateway import sources
+
+    spec = sources.command(name)
+    module = _load(spec.module) if spec is not None else None
+    parse = getattr(module, "parse_fast", None)
+    args = parse(argv) if parse is not None else None
+    return (module.run, args) if args is not None else None  # type: ignore[union-attr]
 
 
 def _source_command(word: str) -> bool:
