@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import getpass
 import os
+import sys
 import tomllib
 import typing
 from collections.abc import Iterator, Mapping
@@ -397,8 +398,34 @@ def _walk(table: dict[str, Any], prefix: str) -> list[str]:
     return keys
 
 
+#: Annotation strings (``from __future__ import annotations``) of setting fields -> type.
+_SCALARS: dict[str, Any] = {"bool": bool, "int": int, "float": float, "str": str,
+                            "list[str]": list[str]}
+_HINTS: dict[type, dict[str, Any]] = {}
+
+
+def _hints(cls: type) -> dict[str, Any]:
+    """Field name -> type of a settings dataclass. The usual annotations are resolved by
+    name (``typing.get_type_hints`` evaluates each string on every load: a cost the git
+    hook pays on every push); anything else goes to ``get_type_hints``."""
+    hints = _HINTS.get(cls)
+    if hints is None:
+        scope = vars(sys.modules[cls.__module__])
+        hints = {}
+        for f in dataclasses.fields(cls):
+            kind = f.type
+            if isinstance(kind, str):
+                kind = _SCALARS.get(kind) or scope.get(kind)
+            if kind is None:
+                hints = typing.get_type_hints(cls)
+                break
+            hints[f.name] = kind
+        _HINTS[cls] = hints
+    return hints
+
+
 def _build(cls: type, table: dict[str, Any], origin: dict[str, str], prefix: str) -> Any:
-    hints = typing.get_type_hints(cls)
+    hints = _hints(cls)
     names = {f.name for f in dataclasses.fields(cls)} - (_NOT_KEYS if cls is Settings else set())
     kwargs: dict[str, Any] = {}
     for key, value in table.items():
@@ -460,7 +487,7 @@ def _coerce(kind: Any, value: Any, path: str | None, key: str) -> Any:
         if isinstance(value, str):
             return value
         raise ConfigError(f"must be a string, not {value!r}", path=path, key=key)
-    if typing.get_origin(kind) is list:
+    if getattr(kind, "__origin__", None) is list:
         if isinstance(value, list) and all(isinstance(v, str) for v in value):
             return list(value)
         raise ConfigError("must be a list of strings", path=path, key=key)

@@ -25,6 +25,9 @@ from gateway.errors import ConfigError
 
 ENTRY_POINT_GROUP = "busgate.sources"
 
+# The descriptors compare by identity (eq=False): a frozen dataclass with eq generates six
+# methods at import, without it three, and every git push imports this module.
+
 
 def resolve(target: str) -> Any:
     """``"package.module:attribute"`` -> the attribute (imported now)."""
@@ -35,7 +38,7 @@ def resolve(target: str) -> Any:
     return value
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class PollerSpec:
     """A source fed by polling. Its settings section has ``enabled``, ``interval`` and
     ``schedule`` (a crontab line, or ""), which the core schedules by."""
@@ -50,7 +53,7 @@ class PollerSpec:
     help: str = ""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class MailSpec:
     """A source fed by mail (the ``mail`` spool kind, routed by the mail front)."""
 
@@ -62,7 +65,7 @@ class MailSpec:
     priority: int = 100
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class CommandSpec:
     """A ``busgate <name>`` command a source adds (e.g. a hook such as ``git-hook``).
     The module defines ``HELP``, ``add_arguments(parser)`` and ``run(args) -> int``."""
@@ -71,7 +74,7 @@ class CommandSpec:
     module: str
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Source:
     #: Source name: ``busgate poll NAME``, logs, counters (e.g. ``wanna-build``).
     name: str
