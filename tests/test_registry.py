@@ -79,10 +79,31 @@ def make_poller(settings, options):
     return TickerPoller(count)
 
 
+from gateway.messages import Message
+
+
+class Tick(Message):
+    name = "ticker.tick.new.v1"
+    topic_tokens = ("ticker", "tick", "new")
+    body_schema = {"type": "object", "required": ["n"]}
+
+    @property
+    def summary(self):
+        return f"tick {self.body['n']}"
+
+
+TYPES = [Tick]
+
+
+def topic_overrides(section):
+    return {Tick: ("ticker", "tick", "new")} if section.count < 100 else {Tick: ("big", "tick")}
+
+
 SOURCE = Source(name="ticker", section="ticker", settings=TickerSettings, validate=validate,
                 poller=PollerSpec(factory="busgate_ticker:make_poller",
                                   add_arguments="busgate_ticker:add_arguments",
                                   help="count ticks"),
+                messages="busgate_ticker:TYPES", topic_overrides=topic_overrides,
                 description="a test source")
 '''
 
@@ -266,3 +287,14 @@ def test_a_source_command_runs_without_argparse_or_importlib_metadata(tmp_path: 
     out = subprocess.run([sys.executable, "-c", probe], input=b"", capture_output=True,
                          cwd=REPO, timeout=60)
     assert out.stdout.decode().split() == ["0", "[]", "True"], out.stderr
+
+
+def test_type_index_has_the_sources_types_with_their_deployment_tokens(ticker: Path) -> None:
+    settings = config.Settings()
+    index = sources.type_index(settings)
+    tick = index.lookup(("ticker", "tick", "new"))
+    assert tick.name == "ticker.tick.new.v1" and tick({"n": 3}).summary == "tick 3"
+    assert index.by_name("ticker.tick.new.v1") is tick
+    moved = sources.type_index(settings.with_section("ticker", count=500))
+    assert moved.lookup(("big", "tick")) is tick
+    assert moved.lookup(("ticker", "tick", "new")) is not tick
