@@ -552,12 +552,15 @@ def _check_enabled(settings: Settings, origin: dict[str, str]) -> None:
 
 def check_sources(settings: Settings, origin: dict[str, str] | None = None,
                   names: list[str] | None = None) -> None:
-    """Run the checks of the sources' tables ``names`` (default: every registered
-    source's, set or default): a poller's ``interval`` and ``schedule``, then the
-    source's own ``validate``. A :class:`ConfigError` names the file and the key."""
+    """Run the checks of the sources' tables ``names`` (default: the registry's own
+    consistency, then every registered source's table, set or default): a poller's
+    ``interval`` and ``schedule``, then the source's own ``validate``. A
+    :class:`ConfigError` names the file and the key."""
     from gateway import sources
 
     origin = origin if origin is not None else {}
+    if names is None:
+        sources.check()
     table_names = names if names is not None else list(sources.sections())
     for name in table_names:
         source = sources.sections()[name]

@@ -243,10 +243,17 @@ def sections() -> dict[str, Source]:
 
 def spool_parser(kind: str) -> Callable[[bytes, Any], list[Any]] | None:
     """The parser of spool items of ``kind`` (``function(raw, settings)``), or None."""
-    for source in registry().values():
-        if kind in source.spool_kinds:
-            return resolve(source.spool_kinds[kind])  # type: ignore[no-any-return]
-    return None
+    source = spool_kinds().get(kind)
+    return resolve(source.spool_kinds[kind]) if source is not None else None
+
+
+def check() -> None:
+    """Refuse (:class:`RegistryError`) a registry whose sources clash: names and tables
+    (checked on loading), spool kinds, commands. ``check-config`` and ``run`` call it, so
+    a clash stops the daemon at start rather than quarantining input later."""
+    registry()
+    spool_kinds()
+    commands()
 
 
 def spool_kinds() -> dict[str, Source]:

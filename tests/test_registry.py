@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from gateway.errors import ConfigError
 from gateway.event import Event
 from gateway.polling import PollResult, StatePlan
-from gateway.sources import PollerSpec, Source
+from gateway.sources import MailSpec, PollerSpec, Source
 
 
 @dataclass(frozen=True)
@@ -104,7 +104,18 @@ SOURCE = Source(name="ticker", section="ticker", settings=TickerSettings, valida
                                   add_arguments="busgate_ticker:add_arguments",
                                   help="count ticks"),
                 messages="busgate_ticker:TYPES", topic_overrides=topic_overrides,
+                mail=MailSpec(claims="busgate_ticker:claims", parse="busgate_ticker:parse_mail",
+                              priority=5),
                 description="a test source")
+
+
+def claims(message):
+    return message.get("X-Ticker") is not None
+
+
+def parse_mail(message, raw, settings):
+    n = int(message["X-Ticker"])
+    return [Event("ticker", "tick", "mailed", key=f"ticker:mail:{n}", body={"n": n})]
 '''
 
 
@@ -245,13 +256,32 @@ def test_a_duplicate_or_broken_source_is_refused(tmp_path: Path,
                    .replace('section="ticker"', 'section="tickets"'))
     install_source(tmp_path / "c", name="busgate_broken", entry="broken",
                    target="busgate_broken:NOPE", module="NOTHING = 1\n")
+    install_source(tmp_path / "d", name="busgate_kind", entry="kind",
+                   target="busgate_kind:SOURCE",
+                   module=SOURCE_MODULE.replace('section="ticker"',
+                                                'section="ticker", spool_kinds={"mail": "x:y"}'))
     cases = [([tmp_path / "a", tmp_path / "b"], "two sources are named 'debbugs'"),
-             ([tmp_path / "c"], "source 'broken' (busgate_broken:NOPE) cannot be loaded")]
+             ([tmp_path / "c"], "source 'broken' (busgate_broken:NOPE) cannot be loaded"),
+             ([tmp_path / "d"], "sources 'dak' and 'ticker' both parse the 'mail' spool kind")]
+    conf = base_config(tmp_path)
     for paths, words in cases:
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(map(str, paths))}
-        done = busgate("check-config", env=env)
-        assert done.returncode == 2 and words in done.stderr, done.stderr
-        assert "Traceback" not in done.stderr
+        for command in ("check-config", "run"):
+            done = busgate(command, "--config", str(conf), env=env)
+            assert done.returncode == 2 and words in done.stderr, (command, done.stderr)
+            assert "Traceback" not in done.stderr
+    assert not (tmp_path / "var").exists()
+
+
+def test_mail_goes_to_the_source_that_claims_it_first(ticker: Path, tmp_path: Path) -> None:
+    conf = base_config(tmp_path)
+    mail = b"From: someone@example.org\nX-Ticker: 7\nSubject: tick\n\nbody\n"
+    done = subprocess.run([*BUSGATE, "mail", "--dry-run", "--config", str(conf)], input=mail,
+                          capture_output=True, timeout=60, cwd=REPO)
+    assert done.returncode == 0, done.stderr
+    [record] = [json.loads(line) for line in done.stdout.splitlines()]
+    assert (record["topic"], record["msg"]) == ("org.debian.dev.ticker.tick.mailed", {"n": 7})
+    assert [s.name for s in sources.mail_sources()] == ["ticker", "debbugs", "dak"]
 
 
 def test_entry_points_reader_agrees_with_importlib_metadata(ticker: Path) -> None:
