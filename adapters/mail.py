@@ -16,6 +16,7 @@ uses its defaults (links to the default bug tracker, dak signatures unchecked).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from adapters import mailparse
@@ -31,9 +32,25 @@ def parse_mail(raw: bytes, settings: Settings | None = None) -> list[Event]:
         mailparse.MAX_HEADER_BYTES
     message = mailparse.parse(raw)
     mailparse.check_header_sizes(message, max_header)
-    for source in sources.mail_sources():
-        spec = source.mail
-        assert spec is not None
-        if sources.resolve(spec.claims)(message):
-            return list(sources.resolve(spec.parse)(message, raw, settings))
+    for claims, parse in _routes():
+        if claims(message):
+            return list(parse(message, raw, settings))
     return []
+
+
+_ROUTES: tuple[object, list[tuple[Callable[..., bool], Callable[..., list[Event]]]]] = (None, [])
+
+
+def _routes() -> list[tuple[Callable[..., bool], Callable[..., list[Event]]]]:
+    """(claims, parse) of every mail-fed source in priority order, resolved once per
+    registry (a worker parses thousands of mails)."""
+    global _ROUTES
+    registry = sources.registry()
+    if _ROUTES[0] is not registry:
+        routes = []
+        for source in sources.mail_sources():
+            assert source.mail is not None
+            routes.append((sources.resolve(source.mail.claims),
+                           sources.resolve(source.mail.parse)))
+        _ROUTES = (registry, routes)
+    return _ROUTES[1]
