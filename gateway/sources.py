@@ -84,8 +84,10 @@ class Source:
     #: field (documented in ``conf/busgate.toml``).
     settings: type
     #: ``function(section, settings)``: raise :class:`ConfigError` with ``key`` =
-    #: ``"<section>.<field>"`` for what ``busgate run`` would refuse (``check-config``
-    #: calls it too). Called for every source, enabled or not; check what applies.
+    #: ``"<section>.<field>"`` (the core adds the file) for what ``busgate run`` would
+    #: refuse. Loading a file calls it for the tables the file sets; ``check-config`` and
+    #: ``run`` for every source, enabled or not (so the defaults must pass it): check what
+    #: applies. A poller's ``interval`` and ``schedule`` are checked by the core.
     validate: Callable[[Any, Any], None] | None = None
     #: Spool item kinds this source parses: kind -> ``"module:function"``;
     #: ``function(raw: bytes, settings) -> list[Event]``.
