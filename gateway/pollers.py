@@ -47,9 +47,11 @@ class Polled:
     summary: str = ""
 
 
-def poll_once(poller: Any, store: Store, *, dry_run: bool = False) -> Polled:
+def poll_once(poller: Any, store: Store, *, dry_run: bool = False,
+              caps: Any = None) -> Polled:
     """Run one poll; unless ``dry_run``, commit its events and state plan in one
-    transaction (:func:`gateway.polling.apply`). Raises what the poller raises."""
+    transaction (:func:`gateway.polling.apply`, quarantine within ``caps``, the
+    ``[quarantine]`` settings). Raises what the poller raises."""
     if _legacy(poller):
         # TRANSITIONAL (issue 11): built-in pollers not yet converted to the PollResult
         # contract commit themselves and return the events they added. Removed once every
@@ -59,13 +61,9 @@ def poll_once(poller: Any, store: Store, *, dry_run: bool = False) -> Polled:
     from gateway import polling
 
     result: PollResult = poller.poll(polling.StoreView(store))
-    added = 0 if dry_run else _count(polling.apply(store, result))
+    added = 0 if dry_run else len(polling.apply(store, result, caps))
     return Polled(list(result.events), added, result.summary)
 
 
 def _legacy(poller: Any) -> bool:
     return "dry_run" in inspect.signature(poller.poll).parameters
-
-
-def _count(applied: Any) -> int:
-    return applied if isinstance(applied, int) else len(applied)

@@ -110,14 +110,15 @@ class StoreView:
         return {}  # no source_facts table yet
 
 
-def apply(store: Store, result: PollResult) -> int:
-    """Commit a poll's events and its plan in ONE transaction; the number of events added.
+def apply(store: Store, result: PollResult, caps: object | None = None) -> list[int]:
+    """Commit a poll's events and its plan in ONE transaction; the new events' seq_ids.
 
-    Minimal version for the registry branch (no quarantine caps, no source facts); the
-    poll-commit work (issue 11) owns the real one under this name."""
+    Minimal version for the registry branch (``caps``, the ``[quarantine]`` settings, not
+    enforced; no source facts); the poll-commit work (issue 11) owns the real one under
+    this name and signature."""
     plan = result.plan
     with store.transaction() as tx:
-        added = len(tx.add_events(result.events))
+        added = tx.add_events(result.events)
         for name, value in plan.cursors.items():
             tx.set_cursor(name, value)
         for (namespace, key), value in plan.snapshots.items():

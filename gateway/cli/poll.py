@@ -98,7 +98,7 @@ def loop(poller: Any, store: Store, settings: Settings, *, once: bool, dry_run: 
     delay = interval
     while True:
         try:
-            polled = poll_once(poller, store, dry_run=dry_run)
+            polled = poll_once(poller, store, dry_run=dry_run, caps=settings.quarantine)
         except KeyboardInterrupt:
             return 130
         except TransientError as exc:
