@@ -15,7 +15,7 @@ from typing import Any
 from gateway import sources
 from gateway.config import Settings
 from gateway.event import Event
-from gateway.polling import PollResult
+from gateway.polling import Poller, PollResult
 from gateway.store import Store
 
 
@@ -24,7 +24,7 @@ def enabled(settings: Settings) -> list[str]:
     return [source.name for source in sources.enabled_pollers(settings)]
 
 
-def make(name: str, settings: Settings, options: Any = None) -> Any:
+def make(name: str, settings: Settings, options: Any = None) -> Poller:
     """The poller of source ``name`` (``options``: ``busgate poll``'s arguments)."""
     return sources.make_poller(sources.by_name(name), settings, options)
 
