@@ -560,7 +560,7 @@ def check_sources(settings: Settings, origin: dict[str, str] | None = None,
 
     origin = origin if origin is not None else {}
     if names is None:
-        sources.check()
+        sources.check(settings)
     table_names = names if names is not None else list(sources.sections())
     for name in table_names:
         source = sources.sections()[name]

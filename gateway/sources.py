@@ -249,13 +249,15 @@ def spool_parser(kind: str) -> Callable[[bytes, Any], list[Any]] | None:
     return resolve(source.spool_kinds[kind]) if source is not None else None
 
 
-def check() -> None:
+def check(settings: Any = None) -> None:
     """Refuse (:class:`RegistryError`) a registry whose sources clash: names and tables
-    (checked on loading), spool kinds, commands. ``check-config`` and ``run`` call it, so
-    a clash stops the daemon at start rather than quarantining input later."""
+    (checked on loading), spool kinds, commands, message types (by name or by topic under
+    ``settings``). ``check-config`` and ``run`` call it, so a clash stops the daemon at
+    start (exit 2) rather than failing on input later."""
     registry()
     spool_kinds()
     commands()
+    type_index(settings)
 
 
 def spool_kinds() -> dict[str, Source]:
@@ -315,7 +317,12 @@ def message_types() -> list[type]:
     types: list[type] = []
     for source in registry().values():
         if source.messages:
-            types += list(resolve(source.messages))
+            try:
+                types += list(resolve(source.messages))
+            except Exception as exc:
+                raise RegistryError(f"the message types of source {source.name!r} "
+                                    f"({source.messages}) cannot be loaded: "
+                                    f"{type(exc).__name__}: {exc}") from exc
     return types
 
 
@@ -329,4 +336,7 @@ def type_index(settings: Any) -> Any:
         for source in registry().values():
             if source.topic_overrides is not None:
                 overrides.update(source.topic_overrides(settings.section(source.section)))
-    return TypeIndex(message_types(), overrides)
+    try:
+        return TypeIndex(message_types(), overrides)
+    except ValueError as exc:  # two types with one name or one topic: the sources clash
+        raise RegistryError(f"the registered sources' message types clash: {exc}") from None

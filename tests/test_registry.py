@@ -260,7 +260,14 @@ def test_a_duplicate_or_broken_source_is_refused(tmp_path: Path,
                    target="busgate_kind:SOURCE",
                    module=SOURCE_MODULE.replace('section="ticker"',
                                                 'section="ticker", spool_kinds={"mail": "x:y"}'))
+    install_source(tmp_path / "e", name="busgate_twin", entry="twin",
+                   target="busgate_twin:SOURCE",
+                   module=SOURCE_MODULE.replace('name="ticker"', 'name="twin"')
+                   .replace('section="ticker"', 'section="twin"')
+                   .replace("busgate_ticker:", "busgate_twin:"))
     cases = [([tmp_path / "a", tmp_path / "b"], "two sources are named 'debbugs'"),
+             ([tmp_path / "a", tmp_path / "e"], "message types clash: two message types are "
+                                                 "named 'ticker.tick.new.v1'"),
              ([tmp_path / "c"], "source 'broken' (busgate_broken:NOPE) cannot be loaded"),
              ([tmp_path / "d"], "sources 'dak' and 'ticker' both parse the 'mail' spool kind")]
     conf = base_config(tmp_path)
