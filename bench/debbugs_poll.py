@@ -20,13 +20,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from adapters.debbugs import soaplite, status
 from adapters.debbugs.poller import DebbugsPoller
+from adapters.debbugs.settings import DebbugsSettings
 from fixtures.debbugs.soapserver import (
     FakeDebbugs,
     make_status,
     response,
     status_map_xml,
 )
-from gateway.config import DebbugsSettings
 from gateway.event import Event
 from gateway.polling import StoreView, apply
 from gateway.store import EnvelopeFactory, Store

@@ -21,8 +21,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from adapters.wannabuild.poller import WannaBuildPoller
+from adapters.wannabuild.settings import WannaBuildSettings
 from fixtures.wannabuild import wbdb
-from gateway.config import WannaBuildSettings
 from gateway.event import Event
 from gateway.polling import StoreView, apply
 from gateway.store import EnvelopeFactory, Store

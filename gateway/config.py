@@ -1,8 +1,14 @@
 """Load ``busgate.toml`` plus ``conf.d/*.toml`` drop-ins into typed, frozen settings.
 
-One loader, one set of defaults (the dataclass defaults below, which work on one
+One loader, one set of defaults (the dataclass defaults, which work on one
 machine with no server). Unknown keys and wrong types are errors that name the
 file and the key; the command line turns them into exit code 2.
+
+The core's own tables are the typed fields of :class:`Settings`. A source's table
+(``[dak]``, ``[debbugs]``...) belongs to the source: its dataclass and its checks
+come from the source registry (:mod:`gateway.sources`), which is read only when a
+file has such a table or a source's settings are asked for. A file with core tables
+only, and every short-lived command that reads no source's settings, never loads it.
 """
 
 from __future__ import annotations
@@ -10,8 +16,10 @@ from __future__ import annotations
 import dataclasses
 import getpass
 import os
+import sys
 import tomllib
 import typing
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,8 +28,6 @@ from gateway import endpoints, spool, topics
 from gateway.errors import ConfigError, TopicError
 
 CONFIG_ENV = "BUSGATE_CONFIG"
-#: Values of ``dak.signatures``.
-DAK_SIGNATURE_MODES = ("require", "mark", "ignore")
 
 
 @dataclass(frozen=True)
@@ -142,20 +148,6 @@ class MailSettings:
 
 
 @dataclass(frozen=True)
-class DakSettings:
-    #: dak mails whose OpenPGP signature is not a good one by a key in ``keyring``:
-    #: ``require`` (quarantined), ``mark`` (published, ``signature.status`` says why) or
-    #: ``ignore`` (not checked).
-    signatures: str = "require"
-    #: Keyring files (gpgv format) holding the key dak signs its mails with.
-    keyring: list[str] = field(default_factory=list)
-    #: The gpgv program (name on PATH or absolute path).
-    gpgv: str = "gpgv"
-    #: Seconds gpgv may take for one mail.
-    verify_timeout: float = 10.0
-
-
-@dataclass(frozen=True)
 class IngestSettings:
     #: Largest ``events`` spool item (``busgate publish``, git hook) read, in bytes; a larger
     #: one is quarantined as oversize without being read.
@@ -213,111 +205,6 @@ class SmtpSettings:
 
 
 @dataclass(frozen=True)
-class DebbugsSettings:
-    #: Schedule the debbugs poller inside ``busgate run``.
-    enabled: bool = False
-    #: SOAP endpoint, e.g. https://bugs.debian.org/cgi-bin/soap.cgi
-    url: str = ""
-    #: Seconds between polls.
-    interval: float = 300.0
-    #: A crontab line (``*/5 * * * *``, local wall time) instead of ``interval``; empty
-    #: means poll every ``interval`` seconds.
-    schedule: str = ""
-    #: Seconds before a SOAP call times out.
-    timeout: float = 30.0
-    #: Watch new bugs reported anywhere (``newest_bugs``).
-    watch_new: bool = True
-    #: How many newest bugs to ask for on each poll.
-    newest_count: int = 100
-    #: Watch the bugs of these binary packages / source packages / maintainer addresses.
-    packages: list[str] = field(default_factory=list)
-    sources: list[str] = field(default_factory=list)
-    maintainers: list[str] = field(default_factory=list)
-    #: First poll of a new watch list records a silent baseline instead of ``new`` events.
-    baseline: bool = True
-    #: Bug page link stored in event bodies; ``{bug}`` is replaced by the number.
-    link: str = "https://bugs.debian.org/{bug}"
-    #: Bugs per ``get_status`` call (debbugs answers at most 500).
-    batch: int = 500
-    #: Days a bug that left the watch list (reassigned, out of ``newest_bugs``) is still polled.
-    keep_days: float = 60.0
-    #: Seconds a fresh close/new/forward seen by SOAP waits for the BTS mail reporting it.
-    mail_grace: float = 60.0
-    #: Extra tries of a failed SOAP call within one poll (then the poll fails and is retried).
-    retries: int = 1
-    #: Largest SOAP answer read, in bytes.
-    max_response_bytes: int = 67108864
-    #: WSDL describing the SOAP interface; empty means the shipped ``conf/debbugs.wsdl``.
-    wsdl: str = ""
-
-
-@dataclass(frozen=True)
-class WannaBuildSettings:
-    #: Schedule the wanna-build poller inside ``busgate run``.
-    enabled: bool = False
-    #: libpq connection string of the wanna-build database (read-only role).
-    dsn: str = ""
-    #: Seconds between polls.
-    interval: float = 60.0
-    #: A crontab line (``*/5 * * * *``, local wall time) instead of ``interval``; empty
-    #: means poll every ``interval`` seconds.
-    schedule: str = ""
-    #: Assumed age of transactions already open at a first (or ``--since``) run.
-    overlap_seconds: float = 300.0
-    #: Statement timeout for the poller's query, in milliseconds.
-    statement_timeout_ms: int = 30000
-    #: Where a first run starts (ISO timestamp); empty means at the newest row.
-    since: str = ""
-    #: Longest failure text copied into an event body, in characters.
-    max_failure_chars: int = 4000
-    #: Most new rows one poll reads (a backlog is worked off over several polls).
-    batch_rows: int = 10000
-    #: Seconds to wait for the database connection.
-    connect_timeout: float = 10.0
-    #: Time zone wanna-build's sessions write ``transactions.time`` in; empty means the
-    #: server's default (only needed when they differ).
-    timezone: str = ""
-
-
-@dataclass(frozen=True)
-class GitSettings:
-    #: Service token of SCM topics (``org.<d>.<env>.<service>.branch.update``).
-    service: str = "git"
-    #: Repository name; empty derives it from the repository path.
-    repo: str = ""
-    #: Most commits listed in one event (the rest are counted, ``truncated`` is set).
-    max_commits: int = 100
-    #: Seconds the hook may spend before it hands over what it has.
-    time_budget: float = 2.0
-    #: Longest commit body copied into an event, in characters.
-    max_body_chars: int = 2000
-    #: Directory holding the repositories (e.g. /srv/git); when set, the derived repository
-    #: name is the path below it without ``.git`` (``debian/dpkg``), otherwise the basename.
-    repo_root: str = ""
-    #: Most changed files listed per commit (the rest are counted, ``files_truncated`` is set).
-    max_files: int = 100
-    #: Environment variables naming the pusher, first non-empty wins; else the Unix user.
-    pusher_env: list[str] = field(
-        default_factory=lambda: ["GL_USERNAME", "GL_USER", "REMOTE_USER", "GIT_PUSHER"])
-    #: The git program the hook runs (name on PATH or absolute path).
-    executable: str = "git"
-    #: Most commits described in one push, shared fairly among its events.
-    max_push_commits: int = 1000
-    #: Most bytes of JSON in one event's commit list (the rest are counted, not listed).
-    max_event_bytes: int = 262144
-    #: Most new commits one push may bring for its events to be complete (memory bound).
-    max_new_commits: int = 300000
-    #: Most ref events from one push; further ref updates are reported, not published.
-    max_refs: int = 100000
-    #: Most events in one spool item: a big push becomes several items.
-    max_item_events: int = 5000
-    #: Web page of a pushed commit, put in each event's ``url``: ``{repo}``, ``{sha}``,
-    #: ``{ref}`` and ``{name}`` are filled in (e.g.
-    #: ``https://salsa.debian.org/{repo}/-/commit/{sha}``); empty = no link.
-    web_url: str = ""
-
-
-@dataclass(frozen=True)
 class Settings:
     #: Second topic token: ``org.<distribution>``.
     distribution: str = "debian"
@@ -332,15 +219,37 @@ class Settings:
     discovery: DiscoverySettings = field(default_factory=DiscoverySettings)
     signing: SigningSettings = field(default_factory=SigningSettings)
     mail: MailSettings = field(default_factory=MailSettings)
-    dak: DakSettings = field(default_factory=DakSettings)
     ingest: IngestSettings = field(default_factory=IngestSettings)
     quarantine: QuarantineSettings = field(default_factory=QuarantineSettings)
     smtp: SmtpSettings = field(default_factory=SmtpSettings)
-    debbugs: DebbugsSettings = field(default_factory=DebbugsSettings)
-    wannabuild: WannaBuildSettings = field(default_factory=WannaBuildSettings)
-    git: GitSettings = field(default_factory=GitSettings)
+    #: The sources' tables (``settings.section("debbugs")``, or ``settings.debbugs``).
+    sources: SourceSections = field(default_factory=lambda: SourceSections())
     #: Files the settings were read from, in order (not a TOML key).
     loaded_from: tuple[str, ...] = field(default=(), compare=False)
+
+    def __getattr__(self, name: str) -> Any:
+        """``settings.<table>`` of a source (only reached when no field has the name)."""
+        sections = self.__dict__.get("sources")
+        if name.startswith("_") or sections is None:
+            raise AttributeError(name)
+        try:
+            return sections[name]
+        except KeyError:
+            raise AttributeError(f"no setting or source table named {name!r}") from None
+
+    def section(self, name: str) -> Any:
+        """The settings of table ``name``: a core table or a source's (KeyError if none)."""
+        if name in _CORE_TABLES:
+            return getattr(self, name)
+        return self.sources[name]
+
+    def with_section(self, name: str, **changes: Any) -> Settings:
+        """These settings with keys of table ``name`` changed (``dataclasses.replace`` for
+        a table, core or source); an unknown key raises TypeError as ``replace`` does."""
+        table = dataclasses.replace(self.section(name), **changes)
+        if name in _CORE_TABLES:
+            return dataclasses.replace(self, **{name: table})
+        return dataclasses.replace(self, sources=self.sources.with_table(name, table))
 
     @property
     def topic_prefix(self) -> str:
@@ -363,6 +272,92 @@ class Settings:
         return self.publisher.username or _unix_user()
 
 
+class SourceSections(Mapping[str, Any]):
+    """The sources' tables by name: those the files set, else each source's defaults,
+    built on first use (which reads the registry). Equal when every table is equal."""
+
+    def __init__(self, tables: Mapping[str, Any] | None = None,
+                 unread: Mapping[str, Any] | None = None,
+                 origin: Mapping[str, str] | None = None):
+        self._tables = dict(tables or {})
+        self._defaults: dict[str, Any] = {}
+        #: Tables of the files not built yet (``load(sources=False)``), built on first use.
+        self._unread = dict(unread or {})
+        self._origin = dict(origin or {}) if unread else {}
+
+    def _read(self) -> None:
+        if self._unread:
+            self._tables.update(_build_sources(self._unread, self._origin))
+            self._unread.clear()
+
+    @property
+    def explicit(self) -> dict[str, Any]:
+        """The tables the configuration files set."""
+        self._read()
+        return dict(self._tables)
+
+    def __getitem__(self, name: str) -> Any:
+        self._read()
+        if name in self._tables:
+            return self._tables[name]
+        if name not in self._defaults:
+            from gateway import sources
+
+            source = sources.by_section(name)
+            if source is None:
+                raise KeyError(name)
+            self._defaults[name] = source.settings()
+        return self._defaults[name]
+
+    def _names(self) -> list[str]:
+        from gateway import sources
+
+        self._read()
+        names = list(sources.sections())
+        return names + [n for n in self._tables if n not in names]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._names())
+
+    def __len__(self) -> int:
+        return len(self._names())
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, SourceSections):
+            return NotImplemented
+        self._read()
+        other._read()
+        if self._tables.keys() == other._tables.keys():
+            return self._tables == other._tables
+        return dict(self.items()) == dict(other.items())
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"SourceSections({self._tables!r})"
+
+    def with_table(self, name: str, table: Any) -> SourceSections:
+        self._read()
+        return SourceSections({**self._tables, name: table})
+
+
+def _core_tables() -> frozenset[str]:
+    tables = set()
+    for f in dataclasses.fields(Settings):
+        factory = f.default_factory
+        if factory is not dataclasses.MISSING and dataclasses.is_dataclass(factory()):
+            tables.add(f.name)
+    return frozenset(tables)
+
+
+#: The core's tables (typed fields of Settings); every other table is a source's.
+_CORE_TABLES = _core_tables()
+#: Fields of Settings that are not keys of a file.
+_NOT_KEYS = frozenset(("sources", "loaded_from"))
+#: Top-level keys of the core (tables and plain values).
+_CORE_FIELDS = frozenset(f.name for f in dataclasses.fields(Settings)) - _NOT_KEYS
+
+
 def _unix_user() -> str:
     try:
         return getpass.getuser()
@@ -370,8 +365,12 @@ def _unix_user() -> str:
         return str(os.getuid())
 
 
-def load(path: str | os.PathLike[str] | None = None) -> Settings:
-    """Settings from ``path`` (or ``$BUSGATE_CONFIG``) and its ``conf.d/``, else defaults."""
+def load(path: str | os.PathLike[str] | None = None, *, sources: bool = True) -> Settings:
+    """Settings from ``path`` (or ``$BUSGATE_CONFIG``) and its ``conf.d/``, else defaults.
+
+    ``sources=False`` leaves the sources' tables unread until one is asked for (then
+    built and type-checked, without their ``validate``): for a command that needs
+    none of them and must not pay for the registry (the MTA pipe)."""
     chosen = path if path is not None else os.environ.get(CONFIG_ENV) or None
     if chosen is None:
         return Settings()
@@ -384,9 +383,21 @@ def load(path: str | os.PathLike[str] | None = None) -> Settings:
     origin: dict[str, str] = {}
     for file in files:
         _merge(merged, _read(file), origin, str(file), prefix="")
-    settings = _build(Settings, merged, origin, "")
-    settings = dataclasses.replace(settings, loaded_from=tuple(str(f) for f in files))
+    core = {k: v for k, v in merged.items() if k in _CORE_FIELDS}
+    settings = _build(Settings, core, origin, "")
+    raw = {k: v for k, v in merged.items() if k not in _CORE_FIELDS}
+    files_read = tuple(str(f) for f in files)
+    if not sources:
+        settings = dataclasses.replace(settings, sources=SourceSections(unread=raw,
+                                                                        origin=origin),
+                                       loaded_from=files_read)
+        _check(settings, origin)
+        return settings
+    tables = _build_sources(raw, origin)
+    settings = dataclasses.replace(settings, sources=SourceSections(tables),
+                                   loaded_from=files_read)
     _check(settings, origin)
+    check_sources(settings, origin, names=list(tables))
     return settings
 
 
@@ -425,9 +436,35 @@ def _walk(table: dict[str, Any], prefix: str) -> list[str]:
     return keys
 
 
+#: Annotation strings (``from __future__ import annotations``) of setting fields -> type.
+_SCALARS: dict[str, Any] = {"bool": bool, "int": int, "float": float, "str": str,
+                            "list[str]": list[str]}
+_HINTS: dict[type, dict[str, Any]] = {}
+
+
+def _hints(cls: type) -> dict[str, Any]:
+    """Field name -> type of a settings dataclass. The usual annotations are resolved by
+    name (``typing.get_type_hints`` evaluates each string on every load: a cost the git
+    hook pays on every push); anything else goes to ``get_type_hints``."""
+    hints = _HINTS.get(cls)
+    if hints is None:
+        scope = vars(sys.modules[cls.__module__])
+        hints = {}
+        for f in dataclasses.fields(cls):
+            kind = f.type
+            if isinstance(kind, str):
+                kind = _SCALARS.get(kind) or scope.get(kind)
+            if kind is None:
+                hints = typing.get_type_hints(cls)
+                break
+            hints[f.name] = kind
+        _HINTS[cls] = hints
+    return hints
+
+
 def _build(cls: type, table: dict[str, Any], origin: dict[str, str], prefix: str) -> Any:
-    hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls) if f.name != "loaded_from"}
+    hints = _hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)} - (_NOT_KEYS if cls is Settings else set())
     kwargs: dict[str, Any] = {}
     for key, value in table.items():
         dotted = f"{prefix}{key}"
@@ -437,12 +474,38 @@ def _build(cls: type, table: dict[str, Any], origin: dict[str, str], prefix: str
                               key=dotted)
         kind = hints[key]
         if dataclasses.is_dataclass(kind):
-            if not isinstance(value, dict):
-                raise ConfigError("must be a table", path=origin.get(dotted), key=dotted)
-            kwargs[key] = _build(kind, value, origin, f"{dotted}.")  # type: ignore[arg-type]
+            kwargs[key] = _build(kind, _table(value, origin, dotted), origin,  # type: ignore[arg-type]
+                                 f"{dotted}.")
         else:
             kwargs[key] = _coerce(kind, value, origin.get(dotted), dotted)
     return cls(**kwargs)
+
+
+def _table(value: Any, origin: dict[str, str], key: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise ConfigError("must be a table", path=origin.get(key), key=key)
+    return value
+
+
+def _build_sources(tables: dict[str, Any], origin: dict[str, str]) -> dict[str, Any]:
+    """The sources' tables the files set, each built as its source's dataclass (an
+    unknown table names the valid ones)."""
+    if not tables:
+        return {}
+    from gateway import sources
+
+    known = sources.sections()
+    built: dict[str, Any] = {}
+    for name, value in tables.items():
+        if name in _CORE_TABLES:
+            raise sources.RegistryError(f"a source claims the core table [{name}]")
+        source = known.get(name)
+        if source is None:
+            valid = ", ".join(sorted(_CORE_FIELDS | set(known)))
+            raise ConfigError(f"unknown key (valid here: {valid})", path=origin.get(name),
+                              key=name)
+        built[name] = _build(source.settings, _table(value, origin, name), origin, f"{name}.")
+    return built
 
 
 def _coerce(kind: Any, value: Any, path: str | None, key: str) -> Any:
@@ -462,7 +525,7 @@ def _coerce(kind: Any, value: Any, path: str | None, key: str) -> Any:
         if isinstance(value, str):
             return value
         raise ConfigError(f"must be a string, not {value!r}", path=path, key=key)
-    if typing.get_origin(kind) is list:
+    if getattr(kind, "__origin__", None) is list:
         if isinstance(value, list) and all(isinstance(v, str) for v in value):
             return list(value)
         raise ConfigError("must be a list of strings", path=path, key=key)
@@ -476,10 +539,6 @@ def _check(settings: Settings, origin: dict[str, str]) -> None:
     except TopicError as exc:
         key = "distribution" if "distribution" in str(exc) else "env"
         raise ConfigError(str(exc), path=origin.get(key), key=key) from None
-    try:
-        topics.check_token(settings.git.service, "service")
-    except TopicError as exc:
-        raise ConfigError(str(exc), path=origin.get("git.service"), key="git.service") from None
     positive = {
         "zmq.sndhwm": settings.zmq.sndhwm,
         "zmq.replay_max_messages": settings.zmq.replay_max_messages,
@@ -493,7 +552,6 @@ def _check(settings: Settings, origin: dict[str, str]) -> None:
         "zmq.max_subscribers": settings.zmq.max_subscribers,
         "mail.max_size": settings.mail.max_size,
         "mail.max_header_bytes": settings.mail.max_header_bytes,
-        "dak.verify_timeout": settings.dak.verify_timeout,
         "ingest.max_item_bytes": settings.ingest.max_item_bytes,
         "ingest.max_json_depth": settings.ingest.max_json_depth,
         "ingest.max_crashes": settings.ingest.max_crashes,
@@ -503,39 +561,16 @@ def _check(settings: Settings, origin: dict[str, str]) -> None:
         "quarantine.max_bytes": settings.quarantine.max_bytes,
         "quarantine.oversize_keep_bytes": settings.quarantine.oversize_keep_bytes,
         "state.spool_poll_ms": settings.state.spool_poll_ms,
-        "git.max_commits": settings.git.max_commits,
-        "git.max_push_commits": settings.git.max_push_commits,
-        "git.max_event_bytes": settings.git.max_event_bytes,
-        "git.max_new_commits": settings.git.max_new_commits,
-        "git.max_refs": settings.git.max_refs,
-        "git.max_item_events": settings.git.max_item_events,
-        "debbugs.interval": settings.debbugs.interval,
         "amqp.confirm_window": settings.amqp.confirm_window,
         "amqp.reconnect_min": settings.amqp.reconnect_min,
         "amqp.connect_timeout": settings.amqp.connect_timeout,
         "amqp.prefetch": settings.amqp.prefetch,
         "amqp.max_message_bytes": settings.amqp.max_message_bytes,
-        "wannabuild.interval": settings.wannabuild.interval,
     }
     for key, value in positive.items():
         if value <= 0:
             raise ConfigError(f"must be greater than 0, not {value}", path=origin.get(key),
                               key=key)
-    for key, value in (("debbugs.schedule", settings.debbugs.schedule),
-                       ("wannabuild.schedule", settings.wannabuild.schedule)):
-        if value:
-            try:
-                cron_trigger(value)
-            except ValueError as exc:
-                raise ConfigError(f"not a crontab line ({exc})", path=origin.get(key),
-                                  key=key) from None
-    if settings.dak.signatures not in DAK_SIGNATURE_MODES:
-        raise ConfigError(f"must be one of {', '.join(DAK_SIGNATURE_MODES)}",
-                          path=origin.get("dak.signatures"), key="dak.signatures")
-    for keyring in settings.dak.keyring if settings.dak.signatures != "ignore" else ():
-        if not os.path.isfile(keyring):
-            raise ConfigError(f"keyring file {keyring!r} does not exist",
-                              path=origin.get("dak.keyring"), key="dak.keyring")
     if not 0 < settings.smtp.port < 65536:
         raise ConfigError("must be a TCP port (1-65535)", path=origin.get("smtp.port"),
                           key="smtp.port")
@@ -551,27 +586,66 @@ def _check(settings: Settings, origin: dict[str, str]) -> None:
 
 
 def _check_enabled(settings: Settings, origin: dict[str, str]) -> None:
-    """What an enabled part needs before ``busgate run`` can start it (else it would crash
-    and retry forever, or exit with the wrong code)."""
-    needs = (
-        (settings.debbugs.enabled, "debbugs.url", settings.debbugs.url.strip(),
-         "the debbugs poller is enabled but has no SOAP URL"),
-        (settings.wannabuild.enabled, "wannabuild.dsn", settings.wannabuild.dsn.strip(),
-         "the wanna-build poller is enabled but has no database connection string"),
-        (settings.smtp.enabled, "smtp.recipients",
-         any(r.strip() for r in settings.smtp.recipients),
-         "the SMTP listener is enabled but accepts no recipient (list at least one address)"),
-    )
-    for enabled, key, value, message in needs:
-        if enabled and not value:
-            # the file that enabled the part, when the key itself is set nowhere
-            enabler = f"{key.split('.')[0]}.enabled"
-            raise ConfigError(message, path=origin.get(key) or origin.get(enabler)
-                              or _first(settings), key=key)
-    url = settings.debbugs.url.strip()
-    if settings.debbugs.enabled and not url.startswith(("http://", "https://")):
-        raise ConfigError(f"must be an http:// or https:// URL, not {url!r}",
-                          path=origin.get("debbugs.url"), key="debbugs.url")
+    """What an enabled core part needs before ``busgate run`` can start it (a source's
+    needs are its ``validate``'s)."""
+    if settings.smtp.enabled and not any(r.strip() for r in settings.smtp.recipients):
+        raise ConfigError("the SMTP listener is enabled but accepts no recipient (list at "
+                          "least one address)", key="smtp.recipients",
+                          path=_where(settings, origin, "smtp.recipients"))
+
+
+def check_sources(settings: Settings, origin: dict[str, str] | None = None,
+                  names: list[str] | None = None) -> None:
+    """Run the checks of the sources' tables ``names`` (default: the registry's own
+    consistency, then every registered source's table, set or default): a poller's
+    ``interval`` and ``schedule``, then the source's own ``validate``. A
+    :class:`ConfigError` names the file and the key."""
+    from gateway import sources
+
+    origin = origin if origin is not None else {}
+    if names is None:
+        sources.check(settings)
+    table_names = names if names is not None else list(sources.sections())
+    for name in table_names:
+        source = sources.sections()[name]
+        table = settings.sources[name]
+        try:
+            if source.poller is not None:
+                _check_polled(name, table)
+            if source.validate is not None:
+                source.validate(table, settings)
+        except ConfigError as exc:
+            if exc.path is not None or exc.key is None:
+                raise
+            raise ConfigError(exc.message, path=_where(settings, origin, exc.key),
+                              key=exc.key) from None
+
+
+def _check_polled(name: str, table: Any) -> None:
+    """What the core schedules a poller by: ``interval`` and ``schedule``."""
+    interval = getattr(table, "interval", None)
+    if interval is not None and not interval > 0:
+        raise ConfigError(f"must be greater than 0, not {interval}", key=f"{name}.interval")
+    schedule = getattr(table, "schedule", "")
+    if schedule:
+        try:
+            cron_trigger(schedule)
+        except ValueError as exc:
+            raise ConfigError(f"not a crontab line ({exc})", key=f"{name}.schedule") from None
+
+
+def _where(settings: Settings, origin: dict[str, str], key: str) -> str | None:
+    """The file to blame for ``key``: the one setting it, else the one that set its
+    table's ``enabled`` (or any key of the table), else the main file."""
+    table = key.split(".")[0]
+    if key in origin:
+        return origin[key]
+    if f"{table}.enabled" in origin:
+        return origin[f"{table}.enabled"]
+    for dotted, file in origin.items():
+        if dotted == table or dotted.startswith(f"{table}."):
+            return file
+    return _first(settings)
 
 
 def _check_amqp(settings: Settings, origin: dict[str, str]) -> None:
@@ -640,19 +714,19 @@ def cron_trigger(line: str):  # type: ignore[no-untyped-def]
 
 
 def to_toml(settings: Settings) -> str:
-    """Render the effective settings as TOML (what ``busgate check-config`` prints)."""
+    """Render the effective settings as TOML (what ``busgate check-config`` prints): the
+    core's keys and tables, then every registered source's table."""
     top: list[str] = []
     tables: list[str] = []
-    for f in dataclasses.fields(settings):
-        if f.name == "loaded_from":
-            continue
-        value = getattr(settings, f.name)
+    values = [(f.name, getattr(settings, f.name)) for f in dataclasses.fields(settings)
+              if f.name not in _NOT_KEYS]
+    for name, value in values + list(settings.sources.items()):
         if dataclasses.is_dataclass(value):
             lines = [f"{sub.name} = {toml_value(getattr(value, sub.name))}"
                      for sub in dataclasses.fields(value)]
-            tables.append(f"[{f.name}]\n" + "\n".join(lines))
+            tables.append(f"[{name}]\n" + "\n".join(lines))
         else:
-            top.append(f"{f.name} = {toml_value(value)}")
+            top.append(f"{name} = {toml_value(value)}")
     return "\n".join(top) + "\n\n" + "\n\n".join(tables) + "\n"
 
 

@@ -13,6 +13,8 @@ class ConfigError(BusgateError):
     def __init__(self, message: str, *, path: str | None = None, key: str | None = None):
         self.path = path
         self.key = key
+        #: The message without the file and key.
+        self.message = message
         where = ": ".join(part for part in (path, key) if part)
         super().__init__(f"{where}: {message}" if where else message)
 

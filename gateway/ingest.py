@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import importlib
 import json
 import logging
 import os
@@ -48,11 +47,9 @@ log = logging.getLogger(__name__)
 #: A parser gets the raw bytes and the settings (trust policy, links, bounds) it may need.
 Parser = Callable[[bytes, "Settings | None"], list[Event]]
 
-#: Spool item kind -> "module:function" parsing raw bytes into events.
-PARSERS = {
-    "events": "gateway.ingest:parse_events",
-    "mail": "adapters.mail:parse_mail",
-}
+#: The spool item kind the core parses itself (``busgate publish``, a hook's events);
+#: every other kind is parsed by the source that declares it (``Source.spool_kinds``).
+EVENTS_KIND = "events"
 
 #: Quarantine reasons of spool entries that were never read (a FIFO, a symlink...).
 UNPARSABLE = ("not-regular", "unreadable")
@@ -72,11 +69,16 @@ class Outcome:
 
 
 def parser_for(kind: str) -> Parser:
-    target = PARSERS.get(kind)
-    if target is None:
-        raise ParseError(f"no parser for spool item kind {kind!r}")
-    module, _, name = target.partition(":")
-    return getattr(importlib.import_module(module), name)
+    """The parser of ``kind``: the core's for ``events``, else the registered source's."""
+    if kind == EVENTS_KIND:
+        return parse_events
+    from gateway import sources
+
+    parser = sources.spool_parser(kind)
+    if parser is None:
+        raise ParseError(f"no parser for spool item kind {kind!r} (no registered source "
+                         "declares it)")
+    return parser
 
 
 def parse_events(raw: bytes, settings: Settings | None = None) -> list[Event]:

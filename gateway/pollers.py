@@ -1,42 +1,34 @@
-"""The poller contract and the registry the daemon and ``busgate poll`` share.
+"""The polled sources, as the daemon's scheduler and ``busgate poll`` see them.
 
-A poller reads one legacy source (a SOAP API, a database) and returns the
-events it found with its state plan (:mod:`gateway.polling`); the core commits
-both in one store transaction, so a crash between reading and publishing
-repeats the read and never skips it.
+Every poller comes from the source registry (:mod:`gateway.sources`): a source with
+a :class:`~gateway.sources.PollerSpec`, scheduled by its table's ``enabled``,
+``interval`` and ``schedule``. A poll's result is committed by
+:func:`gateway.polling.apply`.
 """
 
 from __future__ import annotations
 
-import importlib
+from typing import Any
 
+from gateway import sources
 from gateway.config import Settings
 from gateway.polling import Poller
 
-#: Poller name -> (settings section, "module:factory"); factory(settings, options) -> Poller.
-POLLERS = {
-    "debbugs": ("debbugs", "adapters.debbugs.poller:from_settings"),
-    "wanna-build": ("wannabuild", "adapters.wannabuild.poller:from_settings"),
-}
-
 
 def enabled(settings: Settings) -> list[str]:
-    return [name for name, (section, _) in POLLERS.items()
-            if getattr(settings, section).enabled]
+    """Names of the polled sources enabled in ``settings``."""
+    return [source.name for source in sources.enabled_pollers(settings)]
 
 
-def make(name: str, settings: Settings) -> Poller:
-    _, target = POLLERS[name]
-    module, _, factory = target.partition(":")
-    return getattr(importlib.import_module(module), factory)(settings, None)
+def make(name: str, settings: Settings, options: Any = None) -> Poller:
+    """The poller of source ``name`` (``options``: ``busgate poll``'s arguments)."""
+    return sources.make_poller(sources.by_name(name), settings, options)
 
 
 def interval(name: str, settings: Settings) -> float:
-    section, _ = POLLERS[name]
-    return float(getattr(settings, section).interval)
+    return float(settings.section(sources.by_name(name).section).interval)
 
 
 def schedule(name: str, settings: Settings) -> str:
     """The poller's crontab line, or "" for every :func:`interval` seconds."""
-    section, _ = POLLERS[name]
-    return str(getattr(settings, section).schedule)
+    return str(getattr(settings.section(sources.by_name(name).section), "schedule", ""))

@@ -38,7 +38,7 @@ WALL_RECHECK = 30.0
 
 
 class PollJob:
-    def __init__(self, name: str, poller: pollers.Poller, store: Store, interval: float,
+    def __init__(self, name: str, poller: polling.Poller, store: Store, interval: float,
                  on_added: Callable[[], None], cron: object | None = None,
                  wall: Callable[[], datetime] = datetime.now,
                  caps: QuarantineSettings | None = None):

@@ -25,6 +25,9 @@ from gateway.errors import ConfigError
 
 ENTRY_POINT_GROUP = "busgate.sources"
 
+# The descriptors compare by identity (eq=False): a frozen dataclass with eq generates six
+# methods at import, without it three, and every git push imports this module.
+
 
 def resolve(target: str) -> Any:
     """``"package.module:attribute"`` -> the attribute (imported now)."""
@@ -35,7 +38,7 @@ def resolve(target: str) -> Any:
     return value
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class PollerSpec:
     """A source fed by polling. Its settings section has ``enabled``, ``interval`` and
     ``schedule`` (a crontab line, or ""), which the core schedules by."""
@@ -50,7 +53,7 @@ class PollerSpec:
     help: str = ""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class MailSpec:
     """A source fed by mail (the ``mail`` spool kind, routed by the mail front)."""
 
@@ -62,7 +65,7 @@ class MailSpec:
     priority: int = 100
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class CommandSpec:
     """A ``busgate <name>`` command a source adds (e.g. a hook such as ``git-hook``).
     The module defines ``HELP``, ``add_arguments(parser)`` and ``run(args) -> int``."""
@@ -71,7 +74,7 @@ class CommandSpec:
     module: str
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Source:
     #: Source name: ``busgate poll NAME``, logs, counters (e.g. ``wanna-build``).
     name: str
@@ -81,8 +84,10 @@ class Source:
     #: field (documented in ``conf/busgate.toml``).
     settings: type
     #: ``function(section, settings)``: raise :class:`ConfigError` with ``key`` =
-    #: ``"<section>.<field>"`` for what ``busgate run`` would refuse (``check-config``
-    #: calls it too). Called for every source, enabled or not; check what applies.
+    #: ``"<section>.<field>"`` (the core adds the file) for what ``busgate run`` would
+    #: refuse. Loading a file calls it for the tables the file sets; ``check-config`` and
+    #: ``run`` for every source, enabled or not (so the defaults must pass it): check what
+    #: applies. A poller's ``interval`` and ``schedule`` are checked by the core.
     validate: Callable[[Any, Any], None] | None = None
     #: Spool item kinds this source parses: kind -> ``"module:function"``;
     #: ``function(raw: bytes, settings) -> list[Event]``.
@@ -103,28 +108,38 @@ class RegistryError(ConfigError):
     """A registered source is broken (cannot be imported, clashes with another)."""
 
 
+#: Where a registered source's distribution is listed (``importlib.metadata`` layouts).
+_METADATA_SUFFIXES = (".dist-info", ".egg-info")
+
 _registry: dict[str, Source] | None = None
 
 
 def registry() -> dict[str, Source]:
-    """Every registered source by name, read once per process (entry points)."""
+    """Every registered source by name, read once per process (entry points).
+
+    Raises :class:`RegistryError` for a source that cannot be loaded, is not a
+    :class:`Source`, or has the name or section of another."""
     global _registry
     if _registry is None:
-        from importlib.metadata import entry_points
-
         found: dict[str, Source] = {}
-        for point in entry_points(group=ENTRY_POINT_GROUP):
+        sections: dict[str, str] = {}
+        for name, value in entry_points(ENTRY_POINT_GROUP):
             try:
-                source = point.load()
+                source = resolve(value)
             except Exception as exc:
-                raise RegistryError(f"source {point.name!r} ({point.value}) cannot be "
-                                    f"loaded: {exc}") from exc
+                raise RegistryError(f"source {name!r} ({value}) cannot be loaded: "
+                                    f"{type(exc).__name__}: {exc}") from exc
             if not isinstance(source, Source):
-                raise RegistryError(f"entry point {point.name!r} ({point.value}) is not a "
+                raise RegistryError(f"entry point {name!r} ({value}) is not a "
                                     "gateway.sources.Source")
             if source.name in found:
-                raise RegistryError(f"two sources are named {source.name!r}")
+                raise RegistryError(f"two sources are named {source.name!r} ({value} and "
+                                    f"the one registered before it)")
+            if source.section in sections:
+                raise RegistryError(f"sources {sections[source.section]!r} and "
+                                    f"{source.name!r} both claim the [{source.section}] table")
             found[source.name] = source
+            sections[source.section] = source.name
         _registry = found
     return _registry
 
@@ -135,16 +150,193 @@ def reset() -> None:
     _registry = None
 
 
-def type_index(settings: Any) -> Any:
-    """The :class:`gateway.messages.TypeIndex` of every registered source's message types,
-    with the topic tokens they have under ``settings``."""
-    from gateway.messages import TypeIndex
+def entry_points(group: str) -> list[tuple[str, str]]:
+    """``(name, "module:attr")`` of every entry point in ``group``, first distribution
+    on ``sys.path`` winning, as :func:`importlib.metadata.entry_points` finds them.
 
+    Why not that function: importing :mod:`importlib.metadata` costs ~25 ms (email,
+    zipfile, csv...), paid by every ``busgate git-hook`` run, while reading the few
+    ``entry_points.txt`` files of a directory is well under a millisecond. A ``sys.path``
+    entry that is a zip archive is read by :mod:`importlib.metadata` after all.
+    """
+    import os
+    import sys
+
+    found: list[tuple[str, str]] = []
+    seen: set[str] = set()
+    for entry in sys.path:
+        directory = entry or "."
+        try:
+            names = os.listdir(directory)
+        except NotADirectoryError:
+            return _stdlib_entry_points(group)
+        except OSError:
+            continue
+        for folder in names:
+            if not folder.endswith(_METADATA_SUFFIXES):
+                continue
+            dist = _normalized(folder.rpartition(".")[0].partition("-")[0])
+            if dist in seen:
+                continue
+            seen.add(dist)
+            try:
+                with open(os.path.join(directory, folder, "entry_points.txt"),
+                          encoding="utf-8") as handle:
+                    text = handle.read()
+            except OSError:
+                continue
+            found += _group(text, group)
+    return found
+
+
+def _normalized(name: str) -> str:
+    """A distribution name as PEP 503 compares it."""
+    import re
+
+    return re.sub(r"[-_.]+", "_", name).lower()
+
+
+def _group(text: str, group: str) -> list[tuple[str, str]]:
+    """The ``name = value`` lines of ``[group]`` in an ``entry_points.txt`` (INI)."""
+    lines: list[tuple[str, str]] = []
+    inside = False
+    for line in text.splitlines():
+        line = line.strip()
+        if not line or line.startswith(("#", ";")):
+            continue
+        if line.startswith("[") and line.endswith("]"):
+            inside = line[1:-1].strip() == group
+        elif inside and "=" in line:
+            name, _, value = line.partition("=")
+            lines.append((name.strip(), value.strip()))
+    return lines
+
+
+def _stdlib_entry_points(group: str) -> list[tuple[str, str]]:
+    from importlib import metadata
+
+    return [(point.name, point.value) for point in metadata.entry_points(group=group)]
+
+
+# -- lookups ---------------------------------------------------------------------------
+
+
+def by_name(name: str) -> Source:
+    """The source called ``name``; :class:`RegistryError` listing the known ones."""
+    sources = registry()
+    if name not in sources:
+        known = ", ".join(sorted(sources)) or "none"
+        raise RegistryError(f"no source named {name!r} (registered: {known})")
+    return sources[name]
+
+
+def by_section(section: str) -> Source | None:
+    """The source whose settings live in the ``[section]`` table, if any."""
+    for source in registry().values():
+        if source.section == section:
+            return source
+    return None
+
+
+def sections() -> dict[str, Source]:
+    """Settings table name -> source, in registration order."""
+    return {source.section: source for source in registry().values()}
+
+
+def spool_parser(kind: str) -> Callable[[bytes, Any], list[Any]] | None:
+    """The parser of spool items of ``kind`` (``function(raw, settings)``), or None."""
+    source = spool_kinds().get(kind)
+    return resolve(source.spool_kinds[kind]) if source is not None else None
+
+
+def check(settings: Any = None) -> None:
+    """Refuse (:class:`RegistryError`) a registry whose sources clash: names and tables
+    (checked on loading), spool kinds, commands, message types (by name or by topic under
+    ``settings``). ``check-config`` and ``run`` call it, so a clash stops the daemon at
+    start (exit 2) rather than failing on input later."""
+    registry()
+    spool_kinds()
+    commands()
+    type_index(settings)
+
+
+def spool_kinds() -> dict[str, Source]:
+    """Spool item kind -> the source that parses it (a kind claimed twice is an error)."""
+    kinds: dict[str, Source] = {}
+    for source in registry().values():
+        for kind in source.spool_kinds:
+            if kind in kinds:
+                raise RegistryError(f"sources {kinds[kind].name!r} and {source.name!r} both "
+                                    f"parse the {kind!r} spool kind")
+            kinds[kind] = source
+    return kinds
+
+
+def mail_sources() -> list[Source]:
+    """Sources fed by mail, in the order a mail front asks them (priority, then name)."""
+    fed = [s for s in registry().values() if s.mail is not None]
+    return sorted(fed, key=lambda s: (s.mail.priority, s.name))  # type: ignore[union-attr]
+
+
+def pollers() -> list[Source]:
+    """Every source fed by a poller."""
+    return [s for s in registry().values() if s.poller is not None]
+
+
+def enabled_pollers(settings: Any) -> list[Source]:
+    """The polled sources whose settings section says ``enabled``."""
+    return [s for s in pollers() if getattr(settings.section(s.section), "enabled", False)]
+
+
+def make_poller(source: Source, settings: Any, options: Any = None) -> Any:
+    """The source's poller for ``settings`` (``options``: ``busgate poll``'s arguments)."""
+    assert source.poller is not None, source.name
+    return resolve(source.poller.factory)(settings, options)
+
+
+def commands() -> dict[str, tuple[Source, CommandSpec]]:
+    """``busgate`` command name -> (source, spec) for every command a source adds."""
+    found: dict[str, tuple[Source, CommandSpec]] = {}
+    for source in registry().values():
+        for command in source.commands:
+            if command.name in found:
+                raise RegistryError(f"sources {found[command.name][0].name!r} and "
+                                    f"{source.name!r} both add the command {command.name!r}")
+            found[command.name] = (source, command)
+    return found
+
+
+def command(name: str) -> CommandSpec | None:
+    """The source command called ``name``, or None."""
+    entry = commands().get(name)
+    return entry[1] if entry else None
+
+
+def message_types() -> list[type]:
+    """Every registered source's message types."""
     types: list[type] = []
-    overrides: dict[type, tuple[str, ...]] = {}
     for source in registry().values():
         if source.messages:
-            types += list(resolve(source.messages))
-        if source.topic_overrides is not None and settings is not None:
-            overrides.update(source.topic_overrides(getattr(settings, source.section)))
-    return TypeIndex(types, overrides)
+            try:
+                types += list(resolve(source.messages))
+            except Exception as exc:
+                raise RegistryError(f"the message types of source {source.name!r} "
+                                    f"({source.messages}) cannot be loaded: "
+                                    f"{type(exc).__name__}: {exc}") from exc
+    return types
+
+
+def type_index(settings: Any) -> Any:
+    """The :class:`gateway.messages.TypeIndex` of every registered source's message types,
+    with the topic tokens they have under ``settings`` (``topic_overrides``)."""
+    from gateway.messages import TypeIndex
+
+    overrides: dict[type, tuple[str, ...]] = {}
+    if settings is not None:
+        for source in registry().values():
+            if source.topic_overrides is not None:
+                overrides.update(source.topic_overrides(settings.section(source.section)))
+    try:
+        return TypeIndex(message_types(), overrides)
+    except ValueError as exc:  # two types with one name or one topic: the sources clash
+        raise RegistryError(f"the registered sources' message types clash: {exc}") from None

@@ -55,6 +55,18 @@ CASES: list[tuple[str, Any, str, str]] = [
      "not writable"),
     ("state-dir-under-a-file", {"state": {"dir": _not_a_dir}}, "state.dir",
      "is not a directory"),
+    # a source's table: its type check, the core's poller keys, and its own validate
+    ("unknown-source-table", {"debugs": {"enabled": True}}, "debugs",
+     "unknown key (valid here:"),
+    ("poller-interval-0", {"wannabuild": {"interval": 0}}, "wannabuild.interval",
+     "greater than 0"),
+    ("poller-bad-crontab", {"debbugs": {"schedule": "every 5 minutes"}}, "debbugs.schedule",
+     "not a crontab line"),
+    ("wannabuild-bad-timezone", {"wannabuild": {"timezone": "Mars/Olympus"}},
+     "wannabuild.timezone", "unknown time zone"),
+    ("dak-bad-signatures", {"dak": {"signatures": "maybe"}}, "dak.signatures",
+     "must be one of"),
+    ("git-bad-service", {"git": {"service": "Git Hub"}}, "git.service", "service"),
 ]
 
 

@@ -36,15 +36,16 @@ def _documented_keys() -> set[str]:
 
 
 def _all_keys() -> set[str]:
+    """The core's keys and every registered source's table's (through the registry)."""
     keys = set()
-    for f in dataclasses.fields(config.Settings):
-        if f.name == "loaded_from":
-            continue
-        default = getattr(config.Settings(), f.name)
+    defaults = config.Settings()
+    values = [(f.name, getattr(defaults, f.name)) for f in dataclasses.fields(config.Settings)
+              if f.name not in ("sources", "loaded_from")]
+    for name, default in values + list(defaults.sources.items()):
         if dataclasses.is_dataclass(default):
-            keys |= {f"{f.name}.{sub.name}" for sub in dataclasses.fields(default)}
+            keys |= {f"{name}.{sub.name}" for sub in dataclasses.fields(default)}
         else:
-            keys.add(f.name)
+            keys.add(name)
     return keys
 
 
@@ -122,3 +123,17 @@ def test_check_config_prints_effective_settings_and_exits_2_on_error(tmp_path):
     assert result.returncode == 2
     assert f"{bad}: zmq.bogus: unknown key" in result.stderr
     assert result.stdout == ""
+
+
+def test_a_lazy_load_reads_source_tables_only_when_asked(tmp_path):
+    """The MTA pipe's load (sources=False) neither loads the registry nor checks a source's
+    table until it is asked for; then a bad key is the same error as ever."""
+    path = write_config(tmp_path / "busgate.toml", {"mail": {"max_size": 1000},
+                                                    "debbugs": {"bogus": 1}})
+    settings = config.load(path, sources=False)
+    assert settings.mail.max_size == 1000
+    with pytest.raises(ConfigError) as err:
+        settings.debbugs  # noqa: B018
+    assert (err.value.path, err.value.key) == (str(path), "debbugs.bogus")
+    with pytest.raises(ConfigError):
+        config.load(path)

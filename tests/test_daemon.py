@@ -59,8 +59,8 @@ def test_publish_reaches_a_subscriber_in_order(daemon):
 
 def test_json_input_and_topic_options(daemon):
     proc, settings = daemon()
-    with subscriber(settings, topics=["org.debian.dev.dak.package"]) as sub:
-        wait_probe = publish(proc, ['{"source": "probe"}'], "--modname", "dak", "--topic",
+    with subscriber(settings, topics=["org.debian.dev.myapp.package"]) as sub:
+        wait_probe = publish(proc, ['{"source": "probe"}'], "--modname", "myapp", "--topic",
                              "package.accept", "--json-input")
         assert wait_probe.returncode == 0
         first = list(sub.messages(count=1, timeout=10))

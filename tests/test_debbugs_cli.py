@@ -76,11 +76,13 @@ def test_example_config_documents_every_debbugs_key() -> None:
     import dataclasses
     import tomllib
 
+    from adapters.debbugs.settings import DebbugsSettings
+
     example = REPO / "conf" / "examples" / "debbugs.toml"
     table = tomllib.loads(example.read_text())["debbugs"]
-    fields = {f.name for f in dataclasses.fields(config.DebbugsSettings)}
+    fields = {f.name for f in dataclasses.fields(DebbugsSettings)}
     assert set(table) == fields
-    assert config.load(example).debbugs == config.DebbugsSettings()  # the defaults, written out
+    assert config.load(example).debbugs == DebbugsSettings()  # the defaults, written out
 
 
 def test_once_against_a_dripping_server_ends_at_the_deadline(fake: FakeDebbugs, tmp_path) -> None:

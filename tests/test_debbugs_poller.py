@@ -12,9 +12,9 @@ from test_debbugs_mail import bts_mail
 
 from adapters.debbugs import poller as poller_mod
 from adapters.debbugs.poller import DebbugsPoller
+from adapters.debbugs.settings import DebbugsSettings
 from fixtures.debbugs.soapserver import FakeDebbugs
 from gateway import runtime
-from gateway.config import DebbugsSettings
 from gateway.errors import TransientError
 from gateway.event import Event
 from gateway.ingest import ingest

@@ -24,7 +24,7 @@ CONSUMER = textwrap.dedent("""
     )
     print("ready", flush=True)
     seen = 0
-    for name, ep, topic, msg in ctx.tail_messages(topic="org.debian.dev.dak"):
+    for name, ep, topic, msg in ctx.tail_messages(topic="org.debian.dev.uploads"):
         print(json.dumps({"name": name, "topic": topic, "msg": msg}), flush=True)
         seen += 1
         if seen >= count:
@@ -55,7 +55,7 @@ def test_stock_fedmsg_tail_messages_sees_the_same_message(daemon, tmp_path):
         # it has seen three (no sleeps), then compare them with the outbox.
         received = []
         for n in range(200):
-            subprocess.run([*BUSGATE, "publish", "--modname", "dak", "--topic",
+            subprocess.run([*BUSGATE, "publish", "--modname", "uploads", "--topic",
                             "package.accept", "--json-input"],
                            input=json.dumps({"source": "hebcal", "n": n, "note": "é"}),
                            text=True, env=proc.env, cwd=REPO, check=True)
@@ -75,10 +75,11 @@ def test_stock_fedmsg_tail_messages_sees_the_same_message(daemon, tmp_path):
     for item in received:
         msg = item["msg"]
         assert item["name"] == "busgate"
-        assert item["topic"] == msg["topic"] == "org.debian.dev.dak.package.accept"
+        assert item["topic"] == msg["topic"] == "org.debian.dev.uploads.package.accept"
         (stored,) = store.envelopes("msg_id = ?", [msg["msg_id"]], 2)
         stored = json.loads(stored)
-        for key in ("topic", "msg", "msg_id", "timestamp", "seq_id", "i", "username"):
+        for key in ("topic", "msg", "msg_id", "timestamp", "seq_id", "i", "username",
+                    "headers"):
             assert msg[key] == stored[key], key
         assert msg["msg"]["note"] == "é"
         assert isinstance(msg["timestamp"], int)

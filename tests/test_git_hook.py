@@ -411,7 +411,7 @@ def test_stdin_that_never_ends_is_cut_by_the_budget(server: Server) -> None:
 
 
 def test_watchdog_ends_a_stuck_process_with_exit_0() -> None:
-    code = ("import time\nfrom gateway.cli import git_hook\n"
+    code = ("import time\nfrom adapters.scm import hook as git_hook\n"
             "git_hook._watchdog(0.3)\ntime.sleep(30)\n")
     started = time.monotonic()
     result = subprocess.run([BUSGATE[0], "-c", code],

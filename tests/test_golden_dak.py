@@ -28,7 +28,7 @@ from gateway.errors import ParseError
 from gateway.event import Event
 from gateway.messages import INFO, WARNING, TypeIndex
 from tests import golden
-from tests.conftest import IN_CI, REPO
+from tests.conftest import IN_CI
 from tests.dak_mail_helpers import DAK_TOPICS, FIXTURES
 from tests.messages_helpers import check_events, described
 from tests.test_dak_mail_samples import SAMPLES, TEMPLATES, fill, filled, read
@@ -161,9 +161,3 @@ def test_schema_refuses_what_the_adapter_never_sends() -> None:
     PackageAccept(body).validate()
     assert BugClose.validator() is BugClose.validator()
 
-
-def test_docs_schemas_are_the_types() -> None:
-    """docs/schemas/<topic>.json is the type's body_schema (what consumers read)."""
-    for cls in TYPES:
-        path = REPO / "docs" / "schemas" / f"{'.'.join(cls.topic_tokens)}.json"
-        assert path.read_text() == json.dumps(cls.body_schema, indent=2) + "\n", path.name

@@ -20,7 +20,6 @@ To accept a deliberate change of output::
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import shutil
 import subprocess
@@ -32,11 +31,10 @@ from adapters.scm.git import Deadline, Git
 from adapters.scm.messages import TYPES, BranchUpdate, TagCreate, topic_overrides
 from adapters.scm.push import build_events, repo_name, web_link
 from adapters.scm.refs import parse_lines
-from gateway.config import GitSettings
+from adapters.scm.settings import GitSettings
 from gateway.event import Event
 from gateway.messages import TypeIndex
 from tests import golden
-from tests.conftest import REPO
 from tests.messages_helpers import check_events, described
 
 ADAPTER = "git"
@@ -215,9 +213,3 @@ def test_a_type_reads_any_body_without_failing(cls, body) -> None:  # type: igno
     assert isinstance(message.summary, str) and message.summary
     assert message.url is None and message.usernames == [] and message.packages == []
 
-
-def test_docs_schemas_are_the_types() -> None:
-    """docs/schemas/<topic>.json is the type's body_schema (what consumers read)."""
-    for cls in TYPES:
-        path = REPO / "docs" / "schemas" / f"{'.'.join(cls.topic_tokens)}.json"
-        assert path.read_text() == json.dumps(cls.body_schema, indent=2) + "\n", path.name

@@ -144,7 +144,8 @@ SOURCE_MODULE = textwrap.dedent('''
     from typing import ClassVar
 
     from gateway import messages
-    from gateway.sources import Source
+    from gateway.event import Event
+    from gateway.sources import MailSpec, Source
 
 
     @dataclass(frozen=True)
@@ -152,23 +153,36 @@ SOURCE_MODULE = textwrap.dedent('''
         enabled: bool = False
 
 
-    class StrictAccept(messages.Message):
-        """dak accepts, with a field no real mail has: every one of them is invalid."""
+    class Strict(messages.Message):
+        """A type with a field none of the test's events has: every one is invalid."""
 
-        name = "busgate.h3test.accept.v1"
-        topic_tokens: ClassVar = ("dak", "package", "accept")
+        name = "busgate.h3test.thing.happen.v1"
+        topic_tokens: ClassVar = ("h3test", "thing", "happen")
         body_schema: ClassVar = {"type": "object", "required": ["never"]}
 
 
+    def claims(message):
+        return message.get("X-H3-Test") is not None
+
+
+    def parse(message, raw, settings):
+        return [Event("h3test", "thing", "happen", key="h3:mail", body={"subject":
+                      str(message.get("Subject", ""))})]
+
+
     SOURCE = Source(name="h3-test", section="h3test", settings=Settings,
+                    mail=MailSpec(claims="busgate_h3_testsource:claims",
+                                  parse="busgate_h3_testsource:parse", priority=1),
                     messages="busgate_h3_testsource:TYPES")
-    TYPES = [StrictAccept]
+    TYPES = [Strict]
 ''')
+MAIL = b"From: someone@example.org\nSubject: hello\nX-H3-Test: yes\n\nbody\n"
+STRICT_WHY = b"busgate.h3test.thing.happen.v1: (body): 'never' is a required property"
 
 
 @pytest.fixture
 def registered(tmp_path, monkeypatch) -> Path:
-    """A distribution registering a source whose type refuses every dak accept, on the
+    """A distribution registering a source whose type refuses every event, on the
     PYTHONPATH of the processes the test starts."""
     root = tmp_path / "site"
     dist = root / "busgate_h3_testsource-0.dist-info"
@@ -187,13 +201,12 @@ def test_mail_dry_run_says_the_daemon_would_quarantine_it_as_invalid(make_settin
                                                                      registered) -> None:
     settings = make_settings()
     adopt(settings)
-    mail = (REPO / "fixtures" / "dak_mail" / "announce-signed.eml").read_bytes()
-    result = subprocess.run([*BUSGATE, "mail", "--dry-run"], input=mail, capture_output=True,
+    result = subprocess.run([*BUSGATE, "mail", "--dry-run"], input=MAIL, capture_output=True,
                             env={**os.environ, "BUSGATE_CONFIG": str(settings.loaded_from[0])},
                             cwd=REPO, timeout=60)
     assert result.returncode == 65, result.stderr
     assert b"quarantine as invalid" in result.stderr
-    assert b"busgate.h3test.accept.v1: (body): 'never' is a required property" in result.stderr
+    assert STRICT_WHY in result.stderr
     assert result.stdout == b""
 
 
@@ -201,7 +214,7 @@ def test_the_worker_quarantines_an_invalid_input_and_publishes_nothing_of_it(
         daemon, registered) -> None:
     proc, settings = daemon()
     spool = Spool(settings.spool_dir)
-    bad = Event("dak", "package", "accept", key="w:bad", body={"source": "x"})
+    bad = Event("h3test", "thing", "happen", key="w:bad", body={"source": "x"})
     spool.deliver("events", item(log("w:before-bad"), bad))
     spool.deliver("events", item(log("w:marker")))
     with Subscriber(discovery.discover(settings), resume_from=0,
@@ -219,7 +232,7 @@ def test_the_worker_quarantines_an_invalid_input_and_publishes_nothing_of_it(
         time.sleep(0.05)
     (row,) = store.quarantined()
     assert row["reason"] == "invalid"
-    assert "event 2 of 2 (dak.package.accept, key 'w:bad'): busgate.h3test.accept.v1" \
+    assert "event 2 of 2 (h3test.thing.happen, key 'w:bad'): busgate.h3test.thing.happen.v1" \
         in row["error"]
     listed = subprocess.run([*BUSGATE, "reprocess", "--list"], env=proc.env, cwd=REPO,
                             capture_output=True, text=True, timeout=60)
@@ -249,13 +262,12 @@ def test_busgate_publish_refuses_a_body_its_type_refuses(make_settings, register
     settings = make_settings()
     adopt(settings)
     lines = b'{"source": "a"}\n{"never": 1}\n'
-    result = subprocess.run([*BUSGATE, "publish", "--modname", "dak", "--topic",
-                             "package.accept", "--json-input"], input=lines,
+    result = subprocess.run([*BUSGATE, "publish", "--modname", "h3test", "--topic",
+                             "thing.happen", "--json-input"], input=lines,
                             capture_output=True, cwd=REPO, timeout=60,
                             env={**os.environ, "BUSGATE_CONFIG": str(settings.loaded_from[0])})
     assert result.returncode == 65
-    assert b"message 1: msg does not match its message type: busgate.h3test.accept.v1: " \
-           b"(body): 'never' is a required property" in result.stderr
+    assert b"message 1: msg does not match its message type: " + STRICT_WHY in result.stderr
     assert runtime.open_spool(settings).pending() == []
 
 

@@ -169,8 +169,10 @@ def test_pipe_path_imports_nothing_heavy(cfg: Path) -> None:
     imported = {line.split("|")[-1].strip() for line in result.stderr.decode().splitlines()
                 if line.startswith("import time:")}
     heavy = {"email", "sqlite3", "zmq", "debian", "json", "gateway.store", "adapters",
-             "asyncio", "aiosmtpd"}
+             "asyncio", "aiosmtpd", "gateway.sources", "importlib.metadata"}
+    assert "[dak]" in cfg.read_text()  # a source's table is read without the registry
     assert not imported & heavy
+    assert {name for name in imported if name.startswith("adapters.")} == set()
 
 
 def test_dry_run_prints_events_and_stores_nothing(cfg: Path) -> None:
@@ -232,7 +234,8 @@ def test_the_fast_path_imports_neither_argparse_nor_the_config_loader(tmp_path):
     probe = ("import sys; sys.argv = ['busgate', 'mail', '--spool', sys.argv[1]];"
              "from gateway.cli import main; code = main();"
              "bad = sorted(m for m in ('argparse', 'getopt', 'tomllib', 'gateway.config',"
-             " 'pathlib', 'email', 'sqlite3', 'zmq') if m in sys.modules);"
+             " 'pathlib', 'email', 'sqlite3', 'zmq', 'gateway.sources', 'importlib.metadata',"
+             " 'adapters') if m in sys.modules);"
              "print(code, bad)")
     out = subprocess.run([sys.executable, "-c", probe, str(spool.root)], input=b"Subject: x\n\n",
                          capture_output=True, text=False, cwd=REPO)

@@ -195,7 +195,9 @@ def test_git_runner_bounds_time_output_and_reports_failures(tmp_path: Path) -> N
 
 def test_example_config_documents_the_git_section() -> None:
     settings = config.load(REPO / "conf" / "examples" / "git.toml")
-    defaults = config.GitSettings()
+    from adapters.scm.settings import GitSettings
+
+    defaults = GitSettings()
     assert settings.git == defaults
 
 

@@ -37,13 +37,13 @@ def wait_for_outbox(settings, seq: int) -> None:
 def test_json_output_with_topic_and_exclude_filters(daemon):
     proc, _settings = daemon()
     # The tail starts live: keep publishing until it has printed what we expect.
-    tail = start_tail(proc, "--json", "--topic", "org.debian.dev.dak.", "--exclude",
-                      "org.debian.dev.dak.package.reject", "--count", "2", "--timeout", "20")
+    tail = start_tail(proc, "--json", "--topic", "org.debian.dev.myapp.", "--exclude",
+                      "org.debian.dev.myapp.package.reject", "--count", "2", "--timeout", "20")
     try:
         for _ in range(100):
-            publish(proc, "--modname", "dak", "--topic", "package.reject", "--message", "no")
+            publish(proc, "--modname", "myapp", "--topic", "package.reject", "--message", "no")
             publish(proc, "--modname", "logger", "--topic", "message.log", "--message", "noise")
-            publish(proc, "--modname", "dak", "--topic", "package.accept", "--message", "yes")
+            publish(proc, "--modname", "myapp", "--topic", "package.accept", "--message", "yes")
             if tail.poll() is not None:
                 break
             time.sleep(0.05)
@@ -53,7 +53,7 @@ def test_json_output_with_topic_and_exclude_filters(daemon):
     assert tail.returncode == 0, err
     lines = [json.loads(line) for line in out.splitlines()]
     assert len(lines) == 2
-    assert {line["topic"] for line in lines} == {"org.debian.dev.dak.package.accept"}
+    assert {line["topic"] for line in lines} == {"org.debian.dev.myapp.package.accept"}
     assert all(line["msg"] == {"log": "yes"} for line in lines)
     assert lines[1]["seq_id"] > lines[0]["seq_id"]
 
@@ -103,7 +103,7 @@ def test_terse_output_is_one_line_per_message(daemon):
     tail = start_tail(proc, "--terse", "--count", "1", "--timeout", "20")
     try:
         for _ in range(200):
-            publish(proc, "--json-input", "--modname", "dak", "--topic", "package.accept",
+            publish(proc, "--json-input", "--modname", "myapp", "--topic", "package.accept",
                     text='{"source": "hebcal", "version": "4.31-1"}\n')
             if tail.poll() is not None:
                 break
@@ -111,8 +111,8 @@ def test_terse_output_is_one_line_per_message(daemon):
     finally:
         tail.kill()
     (line,) = out.splitlines()
-    # No type claims dak.package.accept in this test: the base summary, no link.
-    assert re.fullmatch(r"\d\d:\d\d:\d\d dak\.package\.accept source=hebcal version=4\.31-1",
+    # No type claims myapp.package.accept in this test: the base summary, no link.
+    assert re.fullmatch(r"\d\d:\d\d:\d\d myapp\.package\.accept source=hebcal version=4\.31-1",
                         line), line
 
 

@@ -18,9 +18,9 @@ from adapters.wannabuild.messages import TYPES, BuildStateChange
 from adapters.wannabuild.order import chain, in_written_order
 from adapters.wannabuild.poller import Cursor, check, from_settings, parse_since
 from adapters.wannabuild.query import describe
+from adapters.wannabuild.settings import WannaBuildSettings
 from adapters.wannabuild.translate import MAX_KEY_CHARS, Row, event_key, poison_key, to_event
 from gateway import config
-from gateway.config import WannaBuildSettings
 from gateway.errors import ConfigError
 from gateway.event import Event
 from gateway.messages import MessageValidationError

@@ -41,7 +41,8 @@ from typing import Any
 from adapters.debbugs import facts as mail_facts
 from adapters.debbugs import status as st
 from adapters.debbugs.client import DebbugsClient
-from gateway.config import DebbugsSettings, Settings
+from adapters.debbugs.settings import DebbugsSettings
+from gateway.config import Settings
 from gateway.errors import ConfigError
 from gateway.event import Event
 from gateway.polling import PollResult, StatePlan, StateView

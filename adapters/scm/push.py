@@ -22,9 +22,9 @@ from adapters.scm.commits import Described, describe
 from adapters.scm.git import Git, GitError
 from adapters.scm.graph import NewCommits, attribute, new_commits, quotas, reaches
 from adapters.scm.refs import RefUpdate
+from adapters.scm.settings import GitSettings
 from adapters.scm.tags import read_tags
 from adapters.scm.text import clean
-from gateway.config import GitSettings
 from gateway.event import Event
 
 #: Most new commits one fast-forward check walks before asking ``git merge-base``.

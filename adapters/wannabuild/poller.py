@@ -50,8 +50,9 @@ from typing import Any
 
 from adapters.wannabuild.order import in_written_order
 from adapters.wannabuild.query import Reader, Snapshot, describe
+from adapters.wannabuild.settings import WannaBuildSettings
 from adapters.wannabuild.translate import Row, describe_row, event_key, poison_key, to_event
-from gateway.config import Settings, WannaBuildSettings
+from gateway.config import Settings
 from gateway.errors import ConfigError
 from gateway.event import Event
 from gateway.polling import PollResult, QuarantineItem, StatePlan, StateView

@@ -1,9 +1,12 @@
 """The ``busgate`` command.
 
 Each subcommand lives in its own module and is imported only when it runs, so
-short-lived commands (``busgate mail`` on every archive mail, ``busgate
-git-hook`` on every push) start fast. A module defines ``HELP``,
-``add_arguments(parser)`` and ``run(args) -> int``.
+short-lived commands (``busgate mail`` on every archive mail, a source's hook on
+every push) start fast. A module defines ``HELP``, ``add_arguments(parser)`` and
+``run(args) -> int``, and may define ``parse_fast(argv)`` to read its usual command
+line without argparse. Besides the core's commands below, a source may add commands
+(:class:`gateway.sources.CommandSpec`); the registry is read for them only when the
+word is not a core command (or for ``--help``).
 """
 
 from __future__ import annotations
@@ -24,7 +27,6 @@ COMMANDS = {
     "publish": "gateway.cli.publish",
     "tail": "gateway.cli.tail",
     "mail": "gateway.cli.mail",
-    "git-hook": "gateway.cli.git_hook",
     "poll": "gateway.cli.poll",
     "replay": "gateway.cli.replay",
     "reprocess": "gateway.cli.reprocess",
@@ -49,7 +51,7 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
                         help="configuration file (default: $BUSGATE_CONFIG, else the "
                              "embedded defaults); also accepted after the command")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for name, module_name in COMMANDS.items():
+    for name, module_name in _commands(only).items():
         if only is not None and name != only:
             sub.add_parser(name)
             continue
@@ -63,6 +65,21 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
         module.add_arguments(command)
         command.set_defaults(handler=module.run)
     return parser
+
+
+def _commands(only: str | None) -> dict[str, str]:
+    """Command name -> module: the core's, plus the sources' when they may be wanted
+    (every command for help and errors, else only the one named)."""
+    if only in COMMANDS:
+        return COMMANDS
+    from gateway import sources
+
+    added = {name: spec.module for name, (_, spec) in sources.commands().items()
+             if only is None or name == only}
+    clash = added.keys() & COMMANDS.keys()
+    if clash:
+        raise sources.RegistryError(f"a source adds the core command {sorted(clash)[0]!r}")
+    return {**COMMANDS, **added}
 
 
 def _load(module_name: str):  # type: ignore[no-untyped-def]
@@ -84,7 +101,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         fast = mail.parse_fast(args_list[1:])
         if fast is not None:
             return _run(mail.run, fast)
-    parser = build_parser(_command_name(args_list))
+    from gateway.errors import ConfigError
+
+    try:
+        name = _command_name(args_list)
+        if name is not None and name not in COMMANDS and args_list[:1] == [name]:
+            fast = _parse_fast(name, args_list[1:])  # a source's hook: no argparse either
+            if fast is not None:
+                return _run(fast[0], fast[1])
+        parser = build_parser(name)
+    except ConfigError as exc:  # a broken source registry
+        print(f"busgate: {exc}", file=sys.stderr)
+        return EX_USAGE
     args = parser.parse_args(args_list)
     if not hasattr(args, "handler"):
         parser.error(f"command {args.command!r} is not available in this build")
@@ -102,8 +130,26 @@ def _command_name(args_list: list[str]) -> str | None:
         elif arg == "--config":
             skip = True
         elif not arg.startswith("-"):
-            return arg if arg in COMMANDS else None
+            return arg if arg in COMMANDS or _source_command(arg) else None
     return None
+
+
+def _parse_fast(name: str, argv: list[str]):  # type: ignore[no-untyped-def]
+    """(run, args) of a source command whose module reads its usual command line itself
+    (``parse_fast(argv)``, as ``busgate mail`` does), or None."""
+    from gateway import sources
+
+    spec = sources.command(name)
+    module = _load(spec.module) if spec is not None else None
+    parse = getattr(module, "parse_fast", None)
+    args = parse(argv) if parse is not None else None
+    return (module.run, args) if args is not None else None  # type: ignore[union-attr]
+
+
+def _source_command(word: str) -> bool:
+    from gateway import sources
+
+    return sources.command(word) is not None
 
 
 def _run(handler, args) -> int:  # type: ignore[no-untyped-def]

@@ -1,4 +1,7 @@
-"""``busgate check-config``: load and validate the configuration, print the effective one."""
+"""``busgate check-config``: load and validate the configuration, print the effective one.
+
+It refuses what ``busgate run`` would: the core's keys, every registered source's
+``validate`` (enabled or not), and state or spool directories this user cannot write."""
 
 from __future__ import annotations
 
@@ -15,7 +18,8 @@ def run(args: argparse.Namespace) -> int:
     from gateway import config
     from gateway.cli import load_settings
 
-    settings = load_settings(args)
+    settings = load_settings(args)  # checks the core and every source table it sets
+    config.check_sources(settings)  # every registered source, its defaults included
     config.check_writable(settings)  # what `busgate run` would refuse, refused here too
     if not args.quiet:
         origin = ", ".join(settings.loaded_from) or "embedded defaults"

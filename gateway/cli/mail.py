@@ -106,9 +106,9 @@ def run(args: argparse.Namespace) -> int:
         spool = Spool(args.spool)
     else:
         try:
-            from gateway.cli import load_settings
+            from gateway import config
 
-            settings = load_settings(args)
+            settings = config.load(args.config, sources=False)  # no source registry here
         except ConfigError as exc:
             return _fail(EX_TEMPFAIL, f"configuration error, mail left with the MTA: {exc}")
         # What gateway.runtime.open_spool(settings) builds, without importing the store.

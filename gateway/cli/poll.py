@@ -1,9 +1,17 @@
-"""``busgate poll NAME``: run one poller by hand (each poller's options live in its module)."""
+"""``busgate poll NAME``: run one source's poller by hand.
+
+The pollers are the registry's (every source with a ``PollerSpec``). Each gets the
+common options (``--once``, ``--dry-run``, ``--config``) and its own (the spec's
+``add_arguments``), which override its configuration table. ``--once`` runs one
+poll and exits (0 on success, 75 = EX_TEMPFAIL when the source failed; nothing was
+committed then). Without ``--once`` it polls every ``interval`` seconds of the
+source's table until interrupted, backing off after a failed poll by the rule of
+:mod:`gateway.backoff`, as ``busgate run``'s scheduler does.
+"""
 
 from __future__ import annotations
 
 import argparse
-import importlib
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -11,26 +19,21 @@ if TYPE_CHECKING:
     from gateway.polling import Poller
     from gateway.store import Store
 
-HELP = "run a poller by hand (debbugs, wanna-build)"
+HELP = "run a source's poller by hand"
 EX_TEMPFAIL = 75
-
-#: Poller name -> CLI module defining add_arguments(parser) and run(args).
-POLL_COMMANDS = {
-    "debbugs": "gateway.cli.poll_debbugs",
-    "wanna-build": "gateway.cli.poll_wannabuild",
-}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from gateway import sources
+
+    polled = sources.pollers()
+    parser.description = (f"{HELP} ({', '.join(s.name for s in polled) or 'none registered'})")
     sub = parser.add_subparsers(dest="poller", metavar="POLLER", required=True)
-    for name, module_name in POLL_COMMANDS.items():
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as exc:
-            if exc.name != module_name:
-                raise
-            continue
-        command = sub.add_parser(name, help=module.HELP, description=module.HELP)
+    for source in polled:
+        spec = source.poller
+        assert spec is not None
+        text = spec.help or source.description
+        command = sub.add_parser(source.name, help=text, description=text)
         # also accepted after the poller name (``busgate poll wanna-build --config X``)
         command.add_argument("--config", metavar="PATH", default=argparse.SUPPRESS,
                              help="configuration file (default: $BUSGATE_CONFIG, else the "
@@ -38,20 +41,30 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         command.add_argument("--once", action="store_true", help="run one poll and exit")
         command.add_argument("--dry-run", action="store_true",
                              help="print the events as JSON lines; store nothing")
-        module.add_arguments(command)
-        command.set_defaults(poll_handler=module.run)
+        if spec.add_arguments:
+            sources.resolve(spec.add_arguments)(command)
 
 
 def run(args: argparse.Namespace) -> int:
     import sys
 
+    from gateway import pollers
+    from gateway.cli import load_settings
     from gateway.errors import StoreError
 
+    settings = load_settings(args)
+    poller = pollers.make(args.poller, settings, args)  # refuses a bad option: exit 2
     try:
-        return int(args.poll_handler(args) or 0)
+        store = open_store(settings, args.dry_run)
+        return loop(poller, store, settings, once=args.once, dry_run=args.dry_run,
+                    interval=pollers.interval(args.poller, settings))
     except StoreError as exc:  # no daemon's state here, or the state failed: poll later
         print(f"busgate poll: {exc}; nothing stored", file=sys.stderr)
         return EX_TEMPFAIL
+    finally:
+        close = getattr(poller, "close", None)
+        if close is not None:
+            close()
 
 
 def open_store(settings: Settings, dry_run: bool) -> Store:
@@ -63,7 +76,8 @@ def open_store(settings: Settings, dry_run: bool) -> Store:
 
     if dry_run and not settings.db_path.exists():
         return Store(":memory:", EnvelopeFactory(settings.topic_prefix,
-                                                 settings.publisher.name, settings.username))
+                                                 settings.publisher.name, settings.username,
+                                                 index=runtime.type_index(settings)))
     return runtime.open_daemon_store(settings)  # never events where no daemon publishes
 
 
@@ -81,6 +95,7 @@ def loop(poller: Poller, store: Store, settings: Settings, *, once: bool, dry_ru
     from gateway import backoff
     from gateway.dryrun import print_events
     from gateway.errors import TransientError
+    from gateway.ingest import check_events
     from gateway.polling import StoreView, apply
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s",
@@ -100,7 +115,11 @@ def loop(poller: Poller, store: Store, settings: Settings, *, once: bool, dry_ru
             failures += 1
         else:
             if dry_run:
-                print_events(result.events, settings.topic_prefix)
+                valid, invalid = check_events(result.events, store.factory.index)
+                print_events(valid, settings.topic_prefix)
+                for number, event, why in invalid:
+                    print(f"busgate: event {number} ({event.key}) would be quarantined as "
+                          f"invalid: {why}", file=sys.stderr)
                 if result.summary:
                     print(f"busgate: {poller.name} dry run, nothing stored: {result.summary}",
                           file=sys.stderr)

@@ -24,7 +24,8 @@ def run(args: argparse.Namespace) -> int:
     from gateway.errors import BusgateError
 
     settings = load_settings(args)
-    config.check_writable(settings)  # the same refusal as check-config: exit 2
+    config.check_sources(settings)  # the same refusals as check-config: exit 2
+    config.check_writable(settings)
     try:
         settings.state_dir.mkdir(parents=True, exist_ok=True)
         lock = liveness.hold(settings.state_dir)  # held until this process exits

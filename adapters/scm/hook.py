@@ -1,4 +1,5 @@
-"""``busgate git-hook``: a git post-receive hook that never fails or slows a push.
+"""``busgate git-hook`` (the git source's command): a git post-receive hook that never
+fails or slows a push.
 
 Reads the ``<old> <new> <refname>`` lines on stdin, turns them into ``git.*``
 events and hands them to the daemon as ONE spool item (or prints them with
@@ -10,10 +11,14 @@ after the time budget even if a system call hangs.
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 import time
+from types import SimpleNamespace
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing
+if TYPE_CHECKING:
+    import argparse
 
 HELP = "git post-receive hook: publish the pushed ref updates (always exits 0)"
 
@@ -40,6 +45,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="write hooks/post-receive into this repository (chaining to an "
                              "existing hook) and exit; the hook gets --config (or "
                              "$BUSGATE_CONFIG) and --repo as given here")
+
+
+def parse_fast(argv: list[str]) -> SimpleNamespace | None:
+    """The options of :func:`add_arguments` as the installed hook passes them, read
+    without argparse (a few milliseconds of every push); ``None`` hands the command line
+    to argparse (help, ``--install``, anything unexpected)."""
+    args = SimpleNamespace(config=None, repo=None, dry_run=False, install=None)
+    words = iter(argv)
+    for word in words:
+        name, eq, value = word.partition("=")
+        if word == "--dry-run":
+            args.dry_run = True
+        elif name in ("--config", "--repo"):
+            value = value if eq else next(words, "")
+            if not value or value.startswith("-"):
+                return None
+            setattr(args, name[2:], value)
+        else:
+            return None
+    return args
 
 
 def run(args: argparse.Namespace) -> int:
