@@ -39,6 +39,7 @@ async def _heartbeats(settings: Settings, transport: ZmqPublisher, publisher: Pu
         topic, payload = heartbeat.build(
             settings.topic_prefix, settings.publisher.name, settings.username,
             publisher.sent_seq, settings.zmq.replay or None, epoch,
+            publisher.store.factory.signer if publisher.store.factory else None,
         )
         transport.send_now(topic, payload)
 

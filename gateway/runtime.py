@@ -13,7 +13,7 @@ def open_store(settings: Settings, *, create: bool = True) -> Store:
         topic_prefix=settings.topic_prefix,
         publisher=settings.publisher.name,
         username=settings.username,
-        signer=make_signer(settings.signing.backend),
+        signer=make_signer(settings.signing),
     )
     return Store(settings.db_path, factory, create=create)
 

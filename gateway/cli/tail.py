@@ -41,9 +41,11 @@ def run(args: argparse.Namespace) -> int:
     from gateway import discovery, heartbeat
     from gateway import endpoints as endpoints_grammar
     from gateway.cli import load_settings
+    from gateway import verify
     from gateway.subscriber import Subscriber
 
     settings = load_settings(args)
+    verifier = verify.from_settings(settings.signing)
     endpoints = discovery.discover(settings)
     for number, spec in enumerate(args.endpoint, 1):
         publish, _, replay_url = spec.partition(",")
@@ -63,7 +65,8 @@ def run(args: argparse.Namespace) -> int:
     # missed (not while connecting, not across a daemon restart).
     with Subscriber(endpoints, topics=args.topic, exclude=args.exclude,
                     heartbeat_topic=heartbeat.topic(settings.topic_prefix),
-                    show_heartbeats=args.heartbeats, since=time.time()) as subscriber:
+                    show_heartbeats=args.heartbeats, since=time.time(),
+                    verifier=verifier, on_reject=_warn_rejected) as subscriber:
         silence = args.silence if args.silence is not None and args.silence > 0 else max(
             SILENCE_MIN, SILENCE_HEARTBEATS * settings.zmq.heartbeat_interval)
         watch = _SilenceWatch(subscriber, silence, [e.publish for e in endpoints])
@@ -86,6 +89,16 @@ def run(args: argparse.Namespace) -> int:
         except KeyboardInterrupt:
             return 0
     return 0
+
+
+def _warn_rejected(endpoint: Any, envelope: dict[str, Any], error: Exception) -> None:
+    """One line on stderr per message the verifier refused (it is not printed)."""
+    topic = str(envelope.get("topic"))[:255]
+    seq = envelope.get("seq_id")
+    where = f" seq_id {seq}" if type(seq) is int else ""
+    detail = " ".join(str(error).split())[:300]
+    print(f"busgate tail: rejected {topic}{where} from {endpoint.publish}: {detail}",
+          file=sys.stderr, flush=True)
 
 
 #: ``tail`` warns when no publisher has sent anything (message or heartbeat) for this
