@@ -27,7 +27,7 @@ def _write(path: Path, data: bytes, secret: bool = False) -> None:
 
 
 def _now() -> datetime.datetime:
-    return datetime.datetime.now(datetime.timezone.utc)
+    return datetime.datetime.now(datetime.UTC)
 
 
 def make_ca(directory: str | Path, cn: str, days: int = 3650) -> tuple[Path, Path, Path]:
@@ -189,7 +189,7 @@ def describe(path: str) -> list[str]:
 
     try:
         certs = pysequoia.Cert.split_bytes(data)
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         raise ConfigError(f"{path} is no certificate, CRL or keyring: {first_line(exc)}") \
             from None
     return [f"openpgp {c.fingerprint.upper()} {'; '.join(str(u) for u in c.user_ids)}"

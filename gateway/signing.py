@@ -95,7 +95,7 @@ class X509Signer:
             raise ConfigError(f"{key_path} is not the key of {cert_path}", key="signing.key")
         self._key = key
         self._padding = padding.PKCS1v15()
-        self._hash = hashes.SHA256() if hash_name == "sha256" else hashes.SHA1()
+        self._hash = hashes.SHA256() if hash_name == "sha256" else hashes.SHA1()  # noqa: S303 - fedmsg
         # fedmsg sends the certificate re-encoded as PEM, whatever the file's layout
         self._certificate = fedmsg_lines(cert.public_bytes(serialization.Encoding.PEM))
 

@@ -167,12 +167,17 @@ class X509Trust(_Reloading):
     def _chain(self, certificate_pem: bytes) -> _Leaf:
         from cryptography import x509
         from cryptography.exceptions import InvalidSignature
+        from cryptography.hazmat.primitives import serialization
         from cryptography.x509.oid import NameOID
 
         try:
             cert = x509.load_pem_x509_certificate(certificate_pem)
         except ValueError as exc:
             raise TrustError("malformed", f"certificate is not PEM: {exc}") from None
+        if cert.public_bytes(serialization.Encoding.PEM) != certificate_pem:
+            # what fedmsg and busgate send; other bytes around it are not signed: refuse them
+            raise TrustError("malformed", "certificate field is not exactly one PEM "
+                             "certificate")
         issuer = None
         for ca in self._cas:
             if ca.subject != cert.issuer:
@@ -208,7 +213,7 @@ class Keyring(_Reloading):
             data = _read(path, MAX_KEYRING_BYTES, "signing.keyring")
             try:
                 certs = pysequoia.Cert.split_bytes(data)
-            except Exception as exc:  # noqa: BLE001 - pysequoia raises plain exceptions
+            except Exception as exc:
                 raise ConfigError(f"{path} is not an OpenPGP keyring: {first_line(exc)}",
                                   key="signing.keyring") from None
             for cert in certs:

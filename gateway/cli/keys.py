@@ -87,10 +87,10 @@ def _policy(args: argparse.Namespace) -> int:
     for prefix in sorted(rules.rules):
         for ident in sorted(rules.rules[prefix]):
             note = ""
-            if policy.normalise(ident) != ident or _is_fpr(ident):
-                if known is not None and ident not in known:
-                    note = "  # not in the keyring"
-                    problems += 1
+            if (policy.normalise(ident) != ident or _is_fpr(ident)) and \
+                    known is not None and ident not in known:
+                note = "  # not in the keyring"
+                problems += 1
             print(f"{prefix} {ident}{note}")
     print(f"{len(rules.rules)} prefixes; topics outside them are "
           f"{'refused' if rules.nitpicky else 'allowed to any valid signer'}")

@@ -38,10 +38,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from gateway import discovery, heartbeat
+    from gateway import discovery, heartbeat, verify
     from gateway import endpoints as endpoints_grammar
     from gateway.cli import load_settings
-    from gateway import verify
     from gateway.subscriber import Subscriber
 
     settings = load_settings(args)
