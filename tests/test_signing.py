@@ -388,3 +388,26 @@ def test_a_new_crl_is_picked_up_without_restart(tmp_path, monkeypatch):
     keygen.revoke(tmp_path / "ca", [str(cert)])
     with pytest.raises(SignatureError, match="revoked"):
         verifier.check(signed)
+
+
+def test_a_batch_signed_on_threads_equals_one_by_one_signing(make_settings, pki):
+    """Group commit signs a batch together (x509 on every core): the stored envelopes are
+    the ones signing each in turn would give (PKCS#1 v1.5 is deterministic)."""
+    from gateway import runtime
+    from gateway.event import Event
+
+    settings = make_settings(signing={"backend": "x509", "cert": str(pki.cert),
+                                      "key": str(pki.key)})
+    store = runtime.open_store(settings)
+    events = [Event("dak", "upload", "accepted", key=f"b{i}", body={"n": i})
+              for i in range(40)]
+    now = int(time.time())
+    with store.transaction() as tx:
+        assert tx.add_events(events, now=now) == list(range(1, 41))
+    stored = store.envelopes("seq_id > ?", [0], 100)
+    again = runtime.open_store(settings).factory
+    again.epoch = store.epoch()
+    expected = [again.make(e, seq, now)[2] for seq, e in enumerate(events, 1)]
+    assert stored == expected
+    check = Verifier(ca=str(pki.ca), crl=str(pki.crl))
+    assert all(check.check(json.loads(s)) == PUBLISHER_CN for s in stored)
