@@ -76,7 +76,29 @@ def settings_for(root: Path, backend: str, keys: dict[str, str]) -> config.Setti
     return config.load(path)
 
 
-def busgate_path(backend: str, n: int, keys: dict[str, str]) -> float:
+def _ticks(pid: int) -> int:
+    """CPU ticks (user + system) of a process and its live children (the spool worker)."""
+    total = 0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(stat.parent.name) == pid or int(fields[1]) == pid:
+            total += int(fields[11]) + int(fields[12])
+    return total
+
+
+def _cpu_seconds(pid: int) -> float:
+    import resource
+
+    child = resource.getrusage(resource.RUSAGE_CHILDREN)  # `busgate publish`
+    return (_ticks(pid) / os.sysconf("SC_CLK_TCK") + time.process_time()
+            + child.ru_utime + child.ru_stime)
+
+
+def busgate_path(backend: str, n: int, keys: dict[str, str]) -> tuple[float, float]:
+    """(events/s end to end, CPU ms per event over daemon, worker, publish, subscriber)."""
     root = Path(tempfile.mkdtemp(prefix="bg-sign-"))
     settings = settings_for(root, backend, keys)
     proc = start_daemon(settings)
@@ -92,10 +114,11 @@ def busgate_path(backend: str, n: int, keys: dict[str, str]) -> float:
             else:
                 raise SystemExit("subscriber never joined")
             data = "".join(f"event {i}\n" for i in range(n)).encode()
-            start = time.perf_counter()
+            start, cpu = time.perf_counter(), _cpu_seconds(proc.pid)
             subprocess.run([*BUSGATE, "publish"], input=data, env=env, check=True)
             got = sum(1 for _ in sub.messages(count=n, timeout=600, idle=60))
             elapsed = time.perf_counter() - start
+            cpu = _cpu_seconds(proc.pid) - cpu
             if got != n or sum(sub.stats.rejected.values()):
                 raise SystemExit(f"{backend}: received {got} of {n}, rejected "
                                  f"{sub.stats.rejected}")
@@ -103,7 +126,7 @@ def busgate_path(backend: str, n: int, keys: dict[str, str]) -> float:
         proc.terminate()
         proc.wait()
         shutil.rmtree(root, ignore_errors=True)
-    return n / elapsed
+    return n / elapsed, cpu * 1000 / n
 
 
 FEDMSG_PUBLISHER = textwrap.dedent("""
@@ -170,7 +193,8 @@ def stock_fedmsg(n: int, keys: dict[str, str]) -> float:
 
 
 def validation(keys: dict[str, str], n: int = 3000) -> dict[str, tuple[float, float]]:
-    """(sign/s, verify/s) on one core, over distinct envelopes."""
+    """(sign/s, verify/s) per CPU second of one thread (process time, so that other
+    load on the machine does not count), over distinct envelopes."""
     checker = verify.Verifier(ca=keys["ca"], crl=keys["crl"], keyring=[keys["pgp_pub"]],
                               routing_policy=keys["policy"], nitpicky=True)
     out = {}
@@ -181,15 +205,15 @@ def validation(keys: dict[str, str], n: int = 3000) -> dict[str, tuple[float, fl
                                msg_id=envelope.msg_id_for(f"v{i}"), timestamp=int(time.time()),
                                i=i, username="bench", seq_id=i + 1, publisher="bench",
                                publisher_epoch="e" * 32) for i in range(n)]
-        start = time.perf_counter()
+        start = time.process_time()
         signed = [signer.sign(e) for e in envs]
-        sign_rate = n / (time.perf_counter() - start)
+        sign_rate = n / (time.process_time() - start)
         wire = [envelope.decode([e["topic"].encode(), envelope.canonical_json(e).encode()])
                 for e in signed]
-        start = time.perf_counter()
+        start = time.process_time()
         for e in wire:
             checker.check(e)
-        out[name] = (sign_rate, n / (time.perf_counter() - start))
+        out[name] = (sign_rate, n / (time.process_time() - start))
     return out
 
 
@@ -210,6 +234,7 @@ def main() -> None:
               f"{args.fedmsg_events} for stock fedmsg, {args.reps} interleaved reps, "
               f"{os.cpu_count()} cores; load {load()}")
         results: dict[str, list[float]] = {}
+        cpu: dict[str, list[float]] = {}
         rows = ("none", "x509", "openpgp", "fedmsg")
         for rep in range(args.reps):
             for row in rows:
@@ -219,11 +244,14 @@ def main() -> None:
                     except Exception as exc:  # fedmsg absent or its crypto disabled: say so
                         print(f"  stock fedmsg could not run: {exc}")
                         continue
+                    used = ""
                 else:
-                    rate = busgate_path(row, args.events, keys)
+                    rate, per_event = busgate_path(row, args.events, keys)
+                    cpu.setdefault(row, []).append(per_event)
+                    used = f", {per_event:.3f} CPU ms/event"
                 results.setdefault(row, []).append(rate)
-                print(f"  rep {rep + 1} {row:8} {rate:>10,.0f} events/s  (load {load()})",
-                      flush=True)
+                print(f"  rep {rep + 1} {row:8} {rate:>10,.0f} events/s{used}  "
+                      f"(load {load()})", flush=True)
         labels = {"none": "busgate unsigned, no validation",
                   "x509": "busgate x509 signed + validated",
                   "openpgp": "busgate openpgp signed + validated",
@@ -233,9 +261,12 @@ def main() -> None:
         for row in rows:
             if row in results:
                 rates = results[row]
+                spent = (f"  {statistics.median(cpu[row]):.3f} CPU ms/event "
+                         f"(~{(os.cpu_count() or 1) / statistics.median(cpu[row]) * 1000:,.0f}"
+                         f"/s on {os.cpu_count()} idle cores)" if row in cpu else "")
                 print(f"  {labels[row]:58} {statistics.median(rates):>10,.0f}   "
-                      f"(reps: {', '.join(f'{r:,.0f}' for r in rates)})")
-        print("\none core, no I/O:")
+                      f"(reps: {', '.join(f'{r:,.0f}' for r in rates)}){spent}")
+        print("\none core (per CPU second, no I/O):")
         for name, (sign_rate, check_rate) in validation(keys).items():
             print(f"  {name:8} sign {sign_rate:>8,.0f}/s   validate (Verifier.check) "
                   f"{check_rate:>8,.0f} msgs/s")

@@ -217,7 +217,8 @@ class Subscriber:
             self.stats.invalid += 1
             log.warning("ignoring an invalid message from %s: %s", endpoint.publish, exc)
             return
-        if self.verifier is not None and not self._verified(envelope, endpoint, False):
+        if self.verifier is not None and \
+                not self._verified(envelope, endpoint, self._in_sequence(envelope, endpoint)):
             return  # before any tracking: a forged seq_id or heartbeat moves nothing
         if heartbeat.is_heartbeat(envelope):
             self._heartbeat(envelope, endpoint)
@@ -244,6 +245,15 @@ class Subscriber:
         self.stats.received += 1
         if self._wanted(envelope["topic"]):
             self._backlog.append(Message(envelope["topic"], envelope, endpoint))
+
+    def _in_sequence(self, envelope: dict[str, Any], endpoint: Endpoint) -> bool:
+        """Whether ``envelope`` is the next news of a publisher tracked in this epoch: then
+        seq_id tracking already refuses a replayed old message, and the age check is
+        skipped, so a backlog sent after the publisher was down a long time still counts."""
+        seq = envelope.get("seq_id")
+        track = self._tracks.get(str(envelope.get("publisher") or endpoint.name))
+        return type(seq) is int and track is not None and track.epoch is not None \
+            and _epoch(envelope) == track.epoch and seq > track.last
 
     def _verified(self, envelope: dict[str, Any], endpoint: Endpoint, replayed: bool) -> bool:
         """Whether the verifier accepts ``envelope``; a refusal is counted by reason."""

@@ -411,3 +411,33 @@ def test_a_batch_signed_on_threads_equals_one_by_one_signing(make_settings, pki)
     assert stored == expected
     check = Verifier(ca=str(pki.ca), crl=str(pki.crl))
     assert all(check.check(json.loads(s)) == PUBLISHER_CN for s in stored)
+
+
+def test_a_late_backlog_in_sequence_passes_but_an_old_epoch_is_stale(x509_signer, verifier):
+    """The age window guards first contact and epoch changes; a tracked publisher's next
+    seq_ids pass however late (seq_id tracking already refuses old ones)."""
+    port = free_port()
+    ctx = zmq.Context()
+    pub = ctx.socket(zmq.PUB)
+    pub.setsockopt(zmq.LINGER, 0)
+    pub.bind(f"tcp://127.0.0.1:{port}")
+    old = int(time.time()) - 7200
+    try:
+        with Subscriber([Endpoint("busgate", f"tcp://127.0.0.1:{port}", None)],
+                        verifier=verifier, context=ctx, on_reject=lambda *a: None) as sub:
+            got = []
+            deadline = time.monotonic() + 10
+            while not got and time.monotonic() < deadline:
+                pub.send_multipart(env.encode(x509_signer.sign(envelope(seq_id=1))))
+                got = list(sub.messages(count=1, timeout=0.1))
+            late = x509_signer.sign(envelope(seq_id=2, when=old))
+            other_epoch = x509_signer.sign(envelope(seq_id=3, when=old, publisher_epoch="f" * 32))
+            replayed_old = x509_signer.sign(envelope(seq_id=1, when=old))
+            for item in (replayed_old, other_epoch, late):
+                pub.send_multipart(env.encode(item))
+            received = list(sub.messages(count=1, timeout=5))
+    finally:
+        pub.close(0)
+        ctx.term()
+    assert [m.seq_id for m in received] == [2]
+    assert sub.stats.rejected == {"stale": 2}
