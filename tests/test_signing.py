@@ -441,3 +441,33 @@ def test_a_late_backlog_in_sequence_passes_but_an_old_epoch_is_stale(x509_signer
         ctx.term()
     assert [m.seq_id for m in received] == [2]
     assert sub.stats.rejected == {"stale": 2}
+
+
+def test_expired_certificate_and_outdated_crl_are_refused(pki, x509_signer, verifier):
+    signed = x509_signer.sign(envelope())
+    later = time.time() + 40 * 86400  # the CRL (30 days) is past its next update
+    with pytest.raises(SignatureError, match="crl-expired"):
+        verifier.check(signed, replayed=True, now=later)
+    with pytest.raises(SignatureError, match="expired: certificate"):
+        verifier.check(signed, replayed=True, now=time.time() + 3 * 365 * 86400)
+
+
+def test_trust_bounds_certificate_field_files_and_cache(pki, x509_signer, monkeypatch):
+    from gateway import trust, verify
+
+    signed = x509_signer.sign(envelope())
+    with pytest.raises(SignatureError, match="certificate over"):
+        Verifier(ca=str(pki.ca)).check(
+            {**signed, "certificate": "A" * (verify.MAX_CERTIFICATE_CHARS + 1)})
+    monkeypatch.setattr(trust, "CERT_CACHE", 1)
+    checker = Verifier(ca=str(pki.ca), crl=str(pki.crl))
+    rogue = X509Signer(str(pki.rogue_cert), str(pki.rogue_key)).sign(envelope())
+    for item in (signed, rogue, signed):
+        checker.check(item)
+        assert len(checker.x509._leaves) == 1
+    monkeypatch.setattr(trust, "MAX_CA_BYTES", 100)
+    with pytest.raises(ConfigError, match="larger than 100 bytes"):
+        Verifier(ca=str(pki.ca))
+    monkeypatch.setattr(trust, "MAX_KEYRING_BYTES", 100)
+    with pytest.raises(ConfigError, match="larger than 100 bytes"):
+        Verifier(keyring=[str(pki.keyring)])
