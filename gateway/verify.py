@@ -182,6 +182,17 @@ class Verifier:
             raise SignatureError("malformed", f"envelope cannot be encoded: {exc}") from None
 
 
+def check_settings(conf: SigningSettings) -> None:
+    """Load this configuration's signing key and trust anchors once, so ``check-config``
+    and ``run`` refuse (exit 2, naming the key) a key or file that cannot be used."""
+    from gateway.signing import make_signer
+
+    make_signer(conf)
+    if conf.ca or conf.keyring or conf.routing_policy:
+        Verifier(ca=conf.ca, crl=conf.crl, keyring=list(conf.keyring),
+                 routing_policy=conf.routing_policy, nitpicky=conf.routing_nitpicky)
+
+
 def from_settings(conf: SigningSettings) -> Verifier | None:
     """The verifier ``[signing]`` asks for, or ``None`` when nothing is to be checked
     (``validate_signatures = false``, or no trust anchor configured)."""

@@ -136,3 +136,22 @@ def test_keys_command_makes_keys_and_checks_a_policy(tmp_path, pki):
     stray.write_text(f'[routing]\n"org.debian.dev.dak" = ["{"A" * 40}"]\n')
     missing = keys("--config", str(config), "policy", "--file", str(stray))
     assert missing.returncode == 1 and "not in the keyring" in missing.stdout
+
+
+@pytest.mark.parametrize("table, needle", [
+    ({"backend": "x509", "cert": "CERT", "key": "ROGUE_KEY"}, "is not the key of"),
+    ({"backend": "openpgp", "key": "CERT"}, "no usable OpenPGP signing key"),
+    ({"ca": "KEY"}, "holds no PEM certificate"),
+    ({"keyring": ["POLICY"]}, "not an OpenPGP keyring"),
+])
+def test_check_config_and_run_refuse_unusable_keys(make_settings, pki, table, needle):
+    names = {"CERT": pki.cert, "ROGUE_KEY": pki.rogue_key, "KEY": pki.key,
+             "POLICY": pki.policy}
+    fixed = {k: ([str(names[x]) for x in v] if isinstance(v, list) else str(names.get(v, v)))
+             for k, v in table.items()}
+    settings = make_settings(signing=fixed)
+    for command in ("check-config", "run"):
+        done = subprocess.run([*BUSGATE, "--config", settings.loaded_from[0], command],
+                              capture_output=True, text=True, cwd=REPO, timeout=60)
+        assert done.returncode == 2, (command, done.stderr)
+        assert needle in done.stderr and "signing." in done.stderr
