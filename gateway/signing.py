@@ -121,7 +121,13 @@ class X509Signer:
         the GIL: one RSA-2048 signature is most of a millisecond, and cores add up)."""
         if len(envelopes) < 2 * SIGNING_THREADS or SIGNING_THREADS < 2:
             return [self.sign(e) for e in envelopes]
-        return list(_pool().map(self.sign, envelopes))
+        step = 64  # a future per 64 envelopes, not per envelope
+        parts = _pool().map(self._sign_list, [envelopes[i:i + step]
+                                              for i in range(0, len(envelopes), step)])
+        return [e for part in parts for e in part]
+
+    def _sign_list(self, envelopes: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        return [self.sign(e) for e in envelopes]
 
     def sign(self, envelope: dict[str, Any]) -> dict[str, Any]:
         envelope.pop("signature", None)

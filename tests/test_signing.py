@@ -400,11 +400,11 @@ def test_a_batch_signed_on_threads_equals_one_by_one_signing(make_settings, pki)
                                       "key": str(pki.key)})
     store = runtime.open_store(settings)
     events = [Event("dak", "upload", "accepted", key=f"b{i}", body={"n": i})
-              for i in range(40)]
+              for i in range(150)]
     now = int(time.time())
     with store.transaction() as tx:
-        assert tx.add_events(events, now=now) == list(range(1, 41))
-    stored = store.envelopes("seq_id > ?", [0], 100)
+        assert tx.add_events(events, now=now) == list(range(1, 151))
+    stored = store.envelopes("seq_id > ?", [0], 1000)
     again = runtime.open_store(settings).factory
     again.epoch = store.epoch()
     expected = [again.make(e, seq, now)[2] for seq, e in enumerate(events, 1)]
