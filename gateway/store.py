@@ -99,10 +99,23 @@ class EnvelopeFactory:
     def make(self, event: Event, seq_id: int, now: int,
              uid: bytes | None = None) -> tuple[str, str, str]:
         """Return ``(topic, msg_id, canonical envelope JSON)``."""
-        topic, msg_id, fields = self._fields(event, seq_id, now, uid)
+        tokens = event.topic_tokens()
+        topic = self._topics.get(tokens)
+        if topic is None:
+            topic = self._topics[tokens] = event.topic(self.topic_prefix)
+        msg_id = env.msg_id_from_uid(uid or env.event_uid(event.key), event.time)
         if isinstance(self.signer, NullSigner):
-            return topic, msg_id, env.encode_unsigned(**fields)
-        return topic, msg_id, env.canonical_json(self.signer.sign(env.build(**fields)))
+            return topic, msg_id, env.encode_unsigned(
+                topic=topic, body=event.body, msg_id=msg_id, timestamp=now,
+                i=next(self._counter), username=self.username, seq_id=seq_id,
+                publisher=self.publisher, publisher_epoch=self.epoch,
+            )
+        envelope = env.build(
+            topic=topic, body=event.body, msg_id=msg_id, timestamp=now,
+            i=next(self._counter), username=self.username, seq_id=seq_id,
+            publisher=self.publisher, publisher_epoch=self.epoch,
+        )
+        return topic, msg_id, env.canonical_json(self.signer.sign(envelope))
 
     def make_many(self, items: list[tuple[Event, int, bytes]],
                   now: int) -> list[tuple[str, str, str]]:
@@ -365,16 +378,23 @@ class Transaction:
                 stamp: int) -> list[int]:
         factory = self._store.factory
         assert factory is not None and self._next is not None
-        todo = []
+        rows = []
+        todo = []  # events for a signer that signs a batch at once (factory.make_many)
+        batched = hasattr(factory.signer, "sign_many")
         for uid, event in batch:
             if uid in known:
                 continue
             known.add(uid)  # the same key twice in one batch is stored once
-            todo.append((event, self._next, uid))
+            if batched:
+                todo.append((event, self._next, uid))
+            else:
+                topic, msg_id, envelope = factory.make(event, self._next, stamp, uid)
+                rows.append((self._next, uid, event.key, msg_id, topic, stamp, envelope))
             self._next += 1
-        rows = [(seq, uid, event.key, msg_id, topic, stamp, envelope)
-                for (event, seq, uid), (topic, msg_id, envelope)
-                in zip(todo, factory.make_many(todo, stamp), strict=True)]
+        if todo:
+            rows = [(seq, uid, event.key, msg_id, topic, stamp, envelope)
+                    for (event, seq, uid), (topic, msg_id, envelope)
+                    in zip(todo, factory.make_many(todo, stamp), strict=True)]
         self._conn.executemany(
             "INSERT INTO outbox (seq_id, uid, key, msg_id, topic, timestamp, envelope)"
             " VALUES (?, ?, ?, ?, ?, ?, ?)",
