@@ -132,10 +132,39 @@ class DiscoverySettings:
     include_self: bool = True
 
 
+#: Values of ``signing.backend`` and ``signing.hash``.
+SIGNING_BACKENDS = ("none", "x509", "openpgp")
+SIGNING_HASHES = ("sha1", "sha256")
+
+
 @dataclass(frozen=True)
 class SigningSettings:
-    #: ``none`` (default); ``x509`` and ``ed25519`` are planned.
+    #: How this publisher signs what it stores: ``none``, ``x509`` (fedmsg-compatible) or
+    #: ``openpgp`` (detached signature over the whole envelope).
     backend: str = "none"
+    #: x509: this publisher's certificate (PEM).
+    cert: str = ""
+    #: x509: its private key (unencrypted PEM); openpgp: the secret key file (TSK).
+    key: str = ""
+    #: x509: digest of the RSA PKCS#1 v1.5 signature; ``sha1`` is what stock fedmsg checks.
+    hash: str = "sha1"
+    #: Subscribers: refuse invalid, unsigned or out-of-policy messages whenever a trust
+    #: anchor (``ca`` or ``keyring``) is set; ``false`` is the explicit opt-out.
+    validate_signatures: bool = True
+    #: x509: CA certificates (PEM bundle) a publisher's certificate must be issued by.
+    ca: str = ""
+    #: x509: the CA's certificate revocation list (PEM or DER); re-read when it changes.
+    crl: str = ""
+    #: openpgp: keyring files (binary or armored) of the publishers' keys; re-read on change.
+    keyring: list[str] = field(default_factory=list)
+    #: TOML file mapping topic prefixes to the identities (certificate CN, OpenPGP
+    #: fingerprint) allowed to sign them; empty allows any valid signer on any topic.
+    routing_policy: str = ""
+    #: Refuse a topic the routing policy does not cover (fedmsg's ``routing_nitpicky``).
+    routing_nitpicky: bool = False
+    #: Seconds a live message may be older than its ``timestamp`` (a validly signed message
+    #: sent again much later is refused; replayed messages are exempt); 0 disables.
+    max_age: float = 86400.0
 
 
 @dataclass(frozen=True)
@@ -571,6 +600,7 @@ def _check(settings: Settings, origin: dict[str, str]) -> None:
         if value <= 0:
             raise ConfigError(f"must be greater than 0, not {value}", path=origin.get(key),
                               key=key)
+    _check_signing(settings, origin)
     if not 0 < settings.smtp.port < 65536:
         raise ConfigError("must be a TCP port (1-65535)", path=origin.get("smtp.port"),
                           key="smtp.port")
@@ -583,6 +613,34 @@ def _check(settings: Settings, origin: dict[str, str]) -> None:
         problem = endpoints.problem(url, bind=True) if url or key == "zmq.publish" else None
         if problem:
             raise ConfigError(problem, path=origin.get(key), key=key)
+
+
+def _check_signing(settings: Settings, origin: dict[str, str]) -> None:
+    """The ``[signing]`` keys a backend or a validating subscriber needs (the files are read
+    by :mod:`gateway.signing` and :mod:`gateway.verify`, which name any that fails)."""
+    conf = settings.signing
+    for key, value, allowed in (("signing.backend", conf.backend, SIGNING_BACKENDS),
+                                ("signing.hash", conf.hash, SIGNING_HASHES)):
+        if value not in allowed:
+            raise ConfigError(f"must be one of {', '.join(allowed)}, not {value!r}",
+                              path=origin.get(key), key=key)
+    if conf.max_age < 0:
+        raise ConfigError(f"must be 0 (off) or more, not {conf.max_age}",
+                          path=origin.get("signing.max_age"), key="signing.max_age")
+    needs = {"x509": ("signing.cert", "signing.key"), "openpgp": ("signing.key",)}
+    for key in needs.get(conf.backend, ()):
+        if not getattr(conf, key.split(".")[1]).strip():
+            raise ConfigError(f"the {conf.backend} signing backend needs this file",
+                              path=origin.get(key) or origin.get("signing.backend"), key=key)
+    files = [("signing.cert", conf.cert), ("signing.key", conf.key), ("signing.ca", conf.ca),
+             ("signing.crl", conf.crl), ("signing.routing_policy", conf.routing_policy)]
+    files += [("signing.keyring", ring) for ring in conf.keyring]
+    for key, file in files:
+        if file and not os.path.isfile(file):
+            raise ConfigError(f"file {file!r} does not exist", path=origin.get(key), key=key)
+    if conf.crl and not conf.ca:
+        raise ConfigError("a CRL needs the CA that signed it (signing.ca)",
+                          path=origin.get("signing.crl"), key="signing.crl")
 
 
 def _check_enabled(settings: Settings, origin: dict[str, str]) -> None:

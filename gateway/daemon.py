@@ -35,9 +35,12 @@ async def _heartbeats(settings: Settings, publisher: Publisher, epoch: str) -> N
     if every <= 0:
         return
 
+    signer = publisher.store.factory.signer if publisher.store.factory else None
+
     def build(seq_id: int) -> tuple[bytes, bytes]:
         return heartbeat.build(settings.topic_prefix, settings.publisher.name,
-                               settings.username, seq_id, settings.zmq.replay or None, epoch)
+                               settings.username, seq_id, settings.zmq.replay or None, epoch,
+                               signer)
 
     while True:
         await asyncio.sleep(every)

@@ -12,9 +12,12 @@ from __future__ import annotations
 
 import time
 import uuid
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from gateway import envelope as env
+
+if TYPE_CHECKING:
+    from gateway.signing import Signer
 
 SERVICE, OBJECT, EVENT = "busgate", "publisher", "heartbeat"
 
@@ -35,7 +38,9 @@ def is_reserved(service: str, tokens: list[str]) -> bool:
 
 
 def build(topic_prefix: str, publisher: str, username: str, last_seq_id: int,
-          replay: str | None, epoch: str | None = None) -> tuple[bytes, bytes]:
+          replay: str | None, epoch: str | None = None,
+          signer: Signer | None = None) -> tuple[bytes, bytes]:
+    """Two frames; signed like stored messages (validating subscribers refuse unsigned ones)."""
     now = time.time()
     body = {"publisher": publisher, "last_seq_id": last_seq_id, "replay": replay or None,
             "publisher_epoch": epoch}
@@ -44,4 +49,6 @@ def build(topic_prefix: str, publisher: str, username: str, last_seq_id: int,
         msg_id=f"{time.gmtime(now).tm_year}-{uuid.uuid4()}", timestamp=int(now), i=0,
         username=username, publisher=publisher, publisher_epoch=epoch,
     )
+    if signer is not None:
+        envelope = signer.sign(envelope)
     return env.encode(envelope)

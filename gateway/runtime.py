@@ -27,7 +27,7 @@ def open_store(settings: Settings, *, create: bool = True,
         topic_prefix=settings.topic_prefix,
         publisher=settings.publisher.name,
         username=settings.username,
-        signer=make_signer(settings.signing.backend),
+        signer=make_signer(settings.signing),
         index=type_index(settings) if index is None else index,
     )
     return Store(settings.db_path, factory, create=create)

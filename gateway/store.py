@@ -368,15 +368,24 @@ class Transaction:
         # Facts of the events added now, never of a duplicate: a redelivered mail must not
         # bring back a fact its poller has consumed since.
         facts: list[tuple[str, str, str]] = []
+        todo = []  # events for a signer that signs a batch at once (factory.make_many)
+        batched = hasattr(factory.signer, "sign_many")
         for uid, event in batch:
             if uid in known:
                 continue
             known.add(uid)  # the same key twice in one batch is stored once
             if event.facts:
                 facts += event.facts
-            topic, msg_id, envelope = factory.make(event, self._next, stamp, uid)
-            rows.append((self._next, uid, event.key, msg_id, topic, stamp, envelope))
+            if batched:
+                todo.append((event, self._next, uid))
+            else:
+                topic, msg_id, envelope = factory.make(event, self._next, stamp, uid)
+                rows.append((self._next, uid, event.key, msg_id, topic, stamp, envelope))
             self._next += 1
+        if todo:
+            rows = [(seq, uid, event.key, msg_id, topic, stamp, envelope)
+                    for (event, seq, uid), (topic, msg_id, envelope)
+                    in zip(todo, factory.make_many(todo, stamp), strict=True)]
         self._conn.executemany(
             "INSERT INTO outbox (seq_id, uid, key, msg_id, topic, timestamp, envelope)"
             " VALUES (?, ?, ?, ?, ?, ?, ?)",

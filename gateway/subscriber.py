@@ -27,9 +27,9 @@ from __future__ import annotations
 import logging
 import time
 from collections import deque
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import zmq
 
@@ -37,6 +37,12 @@ from gateway import envelope as env
 from gateway import heartbeat, replay
 from gateway.discovery import Endpoint
 from gateway.errors import EnvelopeError
+
+if TYPE_CHECKING:
+    from gateway.verify import SignatureError, Verifier
+
+#: Called with (endpoint, envelope, error) for each message the verifier refused.
+RejectHook = Callable[[Endpoint, dict[str, Any], "SignatureError"], None]
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +76,8 @@ class Stats:
     unrepaired: int = 0
     resets: int = 0
     last_seq: dict[str, int] = field(default_factory=dict)
+    #: Messages the verifier refused, by reason (``gateway.verify.REASONS``).
+    rejected: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass
@@ -110,8 +118,13 @@ class Subscriber:
         rcvhwm: int = 100000,
         replay_timeout: float = 5.0,
         context: zmq.Context | None = None,
+        verifier: Verifier | None = None,
+        on_reject: RejectHook | None = None,
     ):
         self.endpoints = list(endpoints)
+        #: Checks every message (live, replayed, heartbeat) before it counts for anything.
+        self.verifier = verifier
+        self.on_reject = on_reject
         self.topics = [t for t in topics if t] or [""]
         self.exclude = tuple(exclude)
         self.show_heartbeats = show_heartbeats
@@ -204,6 +217,9 @@ class Subscriber:
             self.stats.invalid += 1
             log.warning("ignoring an invalid message from %s: %s", endpoint.publish, exc)
             return
+        if self.verifier is not None and \
+                not self._verified(envelope, endpoint, self._in_sequence(envelope, endpoint)):
+            return  # before any tracking: a forged seq_id or heartbeat moves nothing
         if heartbeat.is_heartbeat(envelope):
             self._heartbeat(envelope, endpoint)
             return
@@ -229,6 +245,32 @@ class Subscriber:
         self.stats.received += 1
         if self._wanted(envelope["topic"]):
             self._backlog.append(Message(envelope["topic"], envelope, endpoint))
+
+    def _in_sequence(self, envelope: dict[str, Any], endpoint: Endpoint) -> bool:
+        """Whether ``envelope`` is the next news of a publisher tracked in this epoch: then
+        seq_id tracking already refuses a replayed old message, and the age check is
+        skipped, so a backlog sent after the publisher was down a long time still counts."""
+        seq = envelope.get("seq_id")
+        track = self._tracks.get(str(envelope.get("publisher") or endpoint.name))
+        return type(seq) is int and track is not None and track.epoch is not None \
+            and _epoch(envelope) == track.epoch and seq > track.last
+
+    def _verified(self, envelope: dict[str, Any], endpoint: Endpoint, replayed: bool) -> bool:
+        """Whether the verifier accepts ``envelope``; a refusal is counted by reason."""
+        from gateway.verify import SignatureError
+
+        assert self.verifier is not None
+        try:
+            self.verifier.check(envelope, replayed=replayed)
+        except SignatureError as exc:
+            self.stats.rejected[exc.reason] = self.stats.rejected.get(exc.reason, 0) + 1
+            if self.on_reject is not None:
+                self.on_reject(endpoint, envelope, exc)
+            else:
+                log.warning("dropping %s from %s: %s", envelope.get("topic"),
+                            endpoint.publish, exc)
+            return False
+        return True
 
     def _heartbeat(self, envelope: dict[str, Any], endpoint: Endpoint) -> None:
         body = envelope.get("msg")
@@ -346,6 +388,9 @@ class Subscriber:
                 env.check(envelope)
             except EnvelopeError:
                 self.stats.invalid += 1
+                continue
+            if self.verifier is not None and \
+                    not self._verified(envelope, job.endpoint, True):
                 continue
             if self._wanted(envelope["topic"]):
                 out.append(Message(envelope["topic"], envelope, job.endpoint, replayed=True))

@@ -32,6 +32,7 @@ COMMANDS = {
     "reprocess": "gateway.cli.reprocess",
     "status": "gateway.cli.status",
     "check-config": "gateway.cli.check_config",
+    "keys": "gateway.cli.keys",
 }
 
 EX_USAGE = 2

@@ -21,6 +21,9 @@ def run(args: argparse.Namespace) -> int:
     settings = load_settings(args)  # checks the core and every source table it sets
     config.check_sources(settings)  # every registered source, its defaults included
     config.check_writable(settings)  # what `busgate run` would refuse, refused here too
+    from gateway import verify
+
+    verify.check_settings(settings.signing)  # keys and trust anchors usable
     if not args.quiet:
         origin = ", ".join(settings.loaded_from) or "embedded defaults"
         print(f"# busgate effective configuration (from {origin})")

@@ -26,6 +26,9 @@ def run(args: argparse.Namespace) -> int:
     settings = load_settings(args)
     config.check_sources(settings)  # the same refusals as check-config: exit 2
     config.check_writable(settings)
+    from gateway import verify
+
+    verify.check_settings(settings.signing)  # an unusable key: exit 2, not a daemon crash
     try:
         settings.state_dir.mkdir(parents=True, exist_ok=True)
         lock = liveness.hold(settings.state_dir)  # held until this process exits

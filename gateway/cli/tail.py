@@ -56,7 +56,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace, index: TypeIndex | None = None) -> int:
     """Tail the bus; ``index`` (the registry's message types by default) says what each
     message means."""
-    from gateway import discovery, heartbeat, msgfilter, sources
+    from gateway import discovery, heartbeat, msgfilter, sources, verify
     from gateway import display as show
     from gateway import endpoints as endpoints_grammar
     from gateway.cli import load_settings
@@ -69,6 +69,7 @@ def run(args: argparse.Namespace, index: TypeIndex | None = None) -> int:
     exclude = [msgfilter.expand_topic(t, settings.topic_prefix) for t in args.exclude]
     names = msgfilter.NameFilter(msgfilter.split_names(args.users),
                                  msgfilter.split_names(args.packages))
+    verifier = verify.from_settings(settings.signing)
     if args.amqp:
         return _tail_amqp(args, settings, index, topics, exclude, names)
     endpoints = discovery.discover(settings)
@@ -90,7 +91,8 @@ def run(args: argparse.Namespace, index: TypeIndex | None = None) -> int:
     # missed (not while connecting, not across a daemon restart).
     with Subscriber(endpoints, topics=topics, exclude=exclude,
                     heartbeat_topic=heartbeat.topic(settings.topic_prefix),
-                    show_heartbeats=args.heartbeats, since=time.time()) as subscriber:
+                    show_heartbeats=args.heartbeats, since=time.time(),
+                    verifier=verifier, on_reject=_warn_rejected) as subscriber:
         silence = args.silence if args.silence is not None and args.silence > 0 else max(
             SILENCE_MIN, SILENCE_HEARTBEATS * settings.zmq.heartbeat_interval)
         watch = _SilenceWatch(subscriber, silence, [e.publish for e in endpoints])
@@ -147,6 +149,16 @@ def _tail_amqp(args: argparse.Namespace, settings: Any, index: TypeIndex, topics
               f"{exc or type(exc).__name__}", file=sys.stderr)
         return 69
     return 0
+
+
+def _warn_rejected(endpoint: Any, envelope: dict[str, Any], error: Exception) -> None:
+    """One line on stderr per message the verifier refused (it is not printed)."""
+    topic = str(envelope.get("topic"))[:255]
+    seq = envelope.get("seq_id")
+    where = f" seq_id {seq}" if type(seq) is int else ""
+    detail = " ".join(str(error).split())[:300]
+    print(f"busgate tail: rejected {topic}{where} from {endpoint.publish}: {detail}",
+          file=sys.stderr, flush=True)
 
 
 #: ``tail`` warns when no publisher has sent anything (message or heartbeat) for this
