@@ -5,8 +5,15 @@ An exception in a parser is caught and the item quarantined at once (see
 :mod:`gateway.ingest`). A death the interpreter cannot catch (a crash in C code,
 the kernel's OOM killer) leaves the mark file behind, and the next worker counts
 one crash against the item it names. An item at ``ingest.max_crashes`` is not
-parsed again. A single ``kill -9`` of a worker or daemon is not the item's fault,
-which is why the default allows one crash before quarantining.
+parsed again. A single ``kill -9`` of a worker is not the item's fault, which is why
+the default allows one crash before quarantining.
+
+Only a death the item may have caused is counted: the worker's own, under the daemon
+that started it. Each daemon run gives its worker an ``owner`` token, written in the
+mark; a mark left by another run means the daemon itself was stopped hard (kill -9,
+power loss, a restart loop), which parsing in the worker cannot cause. Such an item is
+ingested alone, its count unchanged, so a daemon killed twice while the same item was
+in flight does not quarantine good input.
 
 While a group of items is committed in one transaction (group commit) the mark
 names the whole group. A death then is held against none of them: the next worker
@@ -28,9 +35,11 @@ GROUP = ".group"
 class Attempts:
     """One worker's view: crashes counted per item name, the mark file kept current."""
 
-    def __init__(self, spool_root: str | os.PathLike[str], max_crashes: int):
+    def __init__(self, spool_root: str | os.PathLike[str], max_crashes: int, owner: str = ""):
         self.path = Path(spool_root) / MARK
         self.max_crashes = max_crashes
+        #: This daemon run's token (no whitespace): a mark of another run is not counted.
+        self.owner = owner
         self.crashes: dict[str, int] = {}
         #: Items of a group the last worker died committing: to be ingested one by one.
         self.suspects: set[str] = set()
@@ -39,8 +48,12 @@ class Attempts:
             first, _, rest = text.partition("\n")
             if first == GROUP:
                 self.suspects = {name for name in rest.split("\n") if name}
-            elif rest:  # "<count>\n<name>": the name last, whatever characters it holds
-                self.crashes[rest] = int(first) + 1  # the last worker died on it
+            elif rest:  # "<count>[ <owner>]\n<name>": the name last, whatever it holds
+                count, _, owner = first.partition(" ")
+                if owner and owner != self.owner:  # the daemon was stopped, not the worker
+                    self.crashes[rest] = int(count)
+                else:
+                    self.crashes[rest] = int(count) + 1  # the last worker died on it
         except (OSError, ValueError, IndexError):
             pass
 
@@ -66,7 +79,8 @@ class Attempts:
             return None
         # A hint only: without it a crashing item is retried, as before.
         with contextlib.suppress(OSError):
-            self.path.write_text(f"{count}\n{name}", errors="surrogateescape")
+            owner = f" {self.owner}" if self.owner else ""
+            self.path.write_text(f"{count}{owner}\n{name}", errors="surrogateescape")
         return count
 
     def end(self, name: str) -> None:

@@ -20,6 +20,7 @@ import multiprocessing
 import os
 import signal
 import time
+import uuid
 from collections.abc import Callable
 from multiprocessing.connection import Connection
 from pathlib import Path
@@ -36,7 +37,7 @@ EXIT_STATE_LOST = 69
 
 
 def drain_forever(settings: Settings, parent_pid: int, wake: Connection, added: Connection,
-                  log_level: int) -> None:
+                  log_level: int, owner: str = "") -> None:
     """Child process entry point: move spool items into the outbox until the parent goes."""
     logging.basicConfig(level=log_level,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -61,7 +62,7 @@ def drain_forever(settings: Settings, parent_pid: int, wake: Connection, added: 
     interval = settings.state.spool_poll_ms / 1000
     backoff = 0.0
     stuck: set[str] = set()  # items that could be neither removed nor set aside
-    attempts = Attempts(spool.root, settings.ingest.max_crashes)
+    attempts = Attempts(spool.root, settings.ingest.max_crashes, owner)
     while os.getppid() == parent_pid:
         try:
             store.verify()
@@ -178,6 +179,9 @@ class SpoolWorker:
     def __init__(self, settings: Settings, on_added: Callable[[], None]):
         self.settings = settings
         self.on_added = on_added
+        #: This daemon run's token in crash marks (see :mod:`gateway.attempts`): a worker
+        #: restarted by this daemon counts its predecessor's death, a new daemon does not.
+        self.owner = uuid.uuid4().hex
         self.process: multiprocessing.process.BaseProcess | None = None
         self._wake: Connection | None = None
         self._added: Connection | None = None
@@ -191,7 +195,7 @@ class SpoolWorker:
         self.process = context.Process(
             target=drain_forever, name="busgate-spool",
             args=(self.settings, os.getpid(), wake_r, added_w,
-                  logging.getLogger().getEffectiveLevel()),
+                  logging.getLogger().getEffectiveLevel(), self.owner),
             daemon=True,
         )
         self.process.start()

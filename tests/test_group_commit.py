@@ -167,3 +167,19 @@ def test_a_crash_mark_holds_any_item_name(tmp_path) -> None:
     assert after.crashes == {name: 1}
     assert after.begin(name) == 1  # dies again
     assert Attempts(tmp_path, max_crashes=2).begin(name) is None  # quarantined as crashed
+
+
+def test_a_mark_left_by_another_daemon_run_counts_no_crash(tmp_path) -> None:
+    """A worker restarted by its daemon counts its predecessor's death against the item;
+    a new daemon run (the daemon itself was killed) retries the item alone, uncounted, so
+    two hard stops of the daemon never quarantine good input."""
+    name = "1.a.events"
+    Attempts(tmp_path, max_crashes=2, owner="run1").begin(name)  # killed here
+    same_run = Attempts(tmp_path, max_crashes=2, owner="run1")
+    assert same_run.crashes == {name: 1} and not same_run.groupable(name)
+    other_run = Attempts(tmp_path, max_crashes=2, owner="run2")
+    assert other_run.crashes == {name: 0} and not other_run.groupable(name)  # alone
+    for run in ("run3", "run4", "run5"):  # killed again and again: never quarantined
+        assert Attempts(tmp_path, max_crashes=2, owner=run).begin(name) == 0
+    (tmp_path / MARK).write_text(f"1\n{name}")  # a mark without owner (older busgate)
+    assert Attempts(tmp_path, max_crashes=2, owner="run6").begin(name) is None

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import smtplib
 import subprocess
 import time
@@ -155,8 +156,9 @@ def test_an_item_the_worker_dies_on_twice_is_quarantined_as_crashed(daemon) -> N
     slow = Path(spool.deliver("events", lines))
     mark = spool.root / ".ingesting"
     for death in (1, 2):
-        started = f"{death - 1}\n{slow.name}"  # the crashes so far, and the item
-        wait_for(lambda m=started: mark.exists() and mark.read_text() == m, 60,
+        # the crashes so far, this daemon run's token, and the item
+        started = re.compile(rf"{death - 1} [0-9a-f]{{32}}\n{re.escape(slow.name)}")
+        wait_for(lambda m=started: mark.exists() and m.fullmatch(mark.read_text()), 60,
                  f"a worker starting on the slow item (attempt {death})")
         os.kill(_worker_pid(proc), 9)
         wait_for(lambda d=death: worker_restarts(proc) == d, 20, "the worker restarted")
