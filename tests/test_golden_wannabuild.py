@@ -107,6 +107,19 @@ def test_link_pattern_and_nulls() -> None:
         "https://buildd.debian-ports.org/")
 
 
+def test_the_poller_links_with_wannabuild_link_from_its_settings() -> None:
+    from adapters.wannabuild.poller import WannaBuildPoller
+    from adapters.wannabuild.settings import WannaBuildSettings
+
+    rows = load_rows(ROWS[0])[:2]
+    ports = WannaBuildPoller(WannaBuildSettings(
+        dsn="dbname=unused", link="https://ports.example/{package}?s={distribution}"))
+    events, bad = ports._translate(rows)
+    assert not bad and all(e.body["link"].startswith("https://ports.example/") for e in events)
+    none = WannaBuildPoller(WannaBuildSettings(dsn="dbname=unused", link=""))
+    assert all(e.body["link"] is None for e in none._translate(rows)[0])
+
+
 @pytest.mark.parametrize("body", [None, 3, {}, {"state": 5, "package": ["x"], "version": {}}])
 def test_any_body_gets_a_summary_without_raising(body: object) -> None:
     message = messages.BuildStateChange(body)

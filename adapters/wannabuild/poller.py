@@ -206,7 +206,8 @@ class WannaBuildPoller:
         events, bad = [], []
         for row in rows:
             try:
-                events.append(to_event(row, max_failure_chars=self.cfg.max_failure_chars))
+                events.append(to_event(row, max_failure_chars=self.cfg.max_failure_chars,
+                                       link=self.cfg.link))
             except Exception as exc:  # one bad row must not stop the rows after it
                 bad.append((row, f"{type(exc).__name__}: {exc}"))
         return events, bad

@@ -31,3 +31,7 @@ class WannaBuildSettings:
     #: Time zone wanna-build's sessions write ``transactions.time`` in; empty means the
     #: server's default (only needed when they differ).
     timezone: str = ""
+    #: Build status page put in each event's ``link`` (the message's ``url``):
+    #: ``{package}`` and ``{distribution}`` are replaced by the URL-quoted values; empty
+    #: means no link.
+    link: str = "https://buildd.debian.org/status/package.php?p={package}&suite={distribution}"

@@ -103,8 +103,9 @@ def poison_key(row: Row) -> str:
 
 
 def build_link(template: str, package: str | None, distribution: str | None) -> str | None:
-    """The status page of ``package`` in ``distribution`` (None when either is unknown)."""
-    if not package or not distribution:
+    """The status page of ``package`` in ``distribution`` (None when either is unknown, or
+    no page is configured)."""
+    if not template or not package or not distribution:
         return None
     return template.replace("{package}", quote(package, safe="")) \
         .replace("{distribution}", quote(distribution, safe=""))
