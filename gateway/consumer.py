@@ -207,38 +207,43 @@ class Consumer:
         if self._source is None:
             self.open()
         given = 0
-        while count is None or given < count:
-            batch = self._source.messages(count=None if count is None else count - given,
-                                          timeout=timeout, **(
-                                              {} if self.amqp_queue else {"idle": idle}))
-            got_any = False
+        if count is not None and count <= 0:
+            return
+        # The transport is not given ``count``: it counts messages before our filters.
+        batch = self._source.messages(count=None, timeout=timeout,
+                                      **({} if self.amqp_queue else {"idle": idle}))
+        try:
             for item in batch:
-                got_any = True
                 delivery = self._accept(item)
                 if delivery is None:
                     continue
                 if self.position is None or delivery.seq_id is None:
                     yield delivery
                 else:
-                    db = delivery.db = self.position.db
-                    db.execute("BEGIN IMMEDIATE")
-                    try:
-                        yield delivery
-                    except GeneratorExit:  # the caller stopped after taking it: handled
-                        self._advance(delivery)
-                        db.execute("COMMIT")
-                        raise
-                    except BaseException:
-                        db.execute("ROLLBACK")
-                        raise
-                    self._advance(delivery)
-                    db.execute("COMMIT")
+                    yield from self._in_transaction(delivery)
                 given += 1
                 if count is not None and given >= count:
-                    batch.close()
                     return
-            if not got_any or timeout is not None or idle is not None:
-                return
+        finally:
+            batch.close()
+
+    def _in_transaction(self, delivery: Delivery) -> Iterator[Delivery]:
+        """Yield ``delivery`` inside the position's transaction; commit with the position
+        once the caller is done with it."""
+        assert self.position is not None
+        db = delivery.db = self.position.db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            yield delivery
+        except GeneratorExit:  # the caller stopped after taking it: handled
+            self._advance(delivery)
+            db.execute("COMMIT")
+            raise
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        self._advance(delivery)
+        db.execute("COMMIT")
 
     def run(self, callback: Callable[[Delivery], object], *, count: int | None = None,
             timeout: float | None = None, idle: float | None = None) -> int:
