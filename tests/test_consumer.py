@@ -181,3 +181,26 @@ def test_position_file_bounds_and_names(tmp_path):
             position.transaction():
         position.advance("one-more", "e", 1)
     assert len(position.load()) == consumer_state.MAX_PUBLISHERS
+
+
+@pytest.mark.parametrize(("stale_epoch", "want"), [(False, [4, 5]), (True, [1, 2, 3, 4, 5])])
+def test_a_resumed_consumer_replays_after_its_position_or_all_of_a_new_epoch(
+        daemon, tmp_path, stale_epoch, want):
+    from gateway import runtime
+
+    proc, settings = daemon()
+    publish(proc.env, text="".join(f"before {i}\n" for i in range(5)))
+    store = runtime.open_store(settings, create=False)
+    deadline = time.monotonic() + 10
+    while store.published_seq_id() < 5 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    epoch = "wiped-state-epoch" if stale_epoch else store.epoch()
+    store.close()
+    position = consumer_state.Position(consumer_state.path_for(tmp_path / "c", "late"))
+    with position.transaction():
+        position.advance(settings.publisher.name, epoch, 3)
+    position.close()
+    with Consumer(settings, name="late", state_dir=tmp_path / "c") as consumer:
+        got = [(d.seq_id, d.replayed) for d in consumer.messages(count=len(want), timeout=10)]
+        assert not list(consumer.messages(timeout=0.7))
+    assert got == [(seq, True) for seq in want]
