@@ -233,6 +233,30 @@ class SmtpSettings:
     fd_reserve: int = 128
 
 
+#: Values of ``[log] format``.
+LOG_FORMATS = ("text", "json")
+
+
+@dataclass(frozen=True)
+class MetricsSettings:
+    #: Serve Prometheus ``/metrics`` and ``/live`` ``/ready`` inside ``busgate run``.
+    enabled: bool = False
+    #: Address the metrics server binds (keep it local: the numbers name sources).
+    host: str = "127.0.0.1"
+    #: TCP port the metrics server binds.
+    port: int = 9942
+
+
+@dataclass(frozen=True)
+class LogSettings:
+    #: ``text`` (one human line per record) or ``json`` (one JSON object per line);
+    #: ``busgate run --log-format`` overrides it.
+    format: str = "text"
+    #: A logging configuration file (``.json``/``.toml``: logging.config.dictConfig;
+    #: anything else: fileConfig INI) used instead of ``format``; empty: none.
+    config: str = ""
+
+
 @dataclass(frozen=True)
 class Settings:
     #: Second topic token: ``org.<distribution>``.
@@ -251,6 +275,8 @@ class Settings:
     ingest: IngestSettings = field(default_factory=IngestSettings)
     quarantine: QuarantineSettings = field(default_factory=QuarantineSettings)
     smtp: SmtpSettings = field(default_factory=SmtpSettings)
+    metrics: MetricsSettings = field(default_factory=MetricsSettings)
+    log: LogSettings = field(default_factory=LogSettings)
     #: The sources' tables (``settings.section("debbugs")``, or ``settings.debbugs``).
     sources: SourceSections = field(default_factory=lambda: SourceSections())
     #: Files the settings were read from, in order (not a TOML key).
@@ -601,6 +627,12 @@ def _check(settings: Settings, origin: dict[str, str]) -> None:
             raise ConfigError(f"must be greater than 0, not {value}", path=origin.get(key),
                               key=key)
     _check_signing(settings, origin)
+    if not 0 < settings.metrics.port < 65536:
+        raise ConfigError("must be a TCP port (1-65535)", path=origin.get("metrics.port"),
+                          key="metrics.port")
+    if settings.log.format not in LOG_FORMATS:
+        raise ConfigError(f"must be one of {', '.join(LOG_FORMATS)}",
+                          path=origin.get("log.format"), key="log.format")
     if not 0 < settings.smtp.port < 65536:
         raise ConfigError("must be a TCP port (1-65535)", path=origin.get("smtp.port"),
                           key="smtp.port")

@@ -146,6 +146,14 @@ async def serve(settings: Settings, stop: asyncio.Event | None = None,
         jobs = scheduler.start(settings, store, poll_added)
         if jobs is not None:
             closers.insert(0, lambda: jobs.shutdown(wait=False))
+        if settings.metrics.enabled:  # /metrics, /live, /ready ([metrics])
+            from gateway import metrics
+
+            exporter = metrics.MetricsServer(settings)
+            closers.insert(0, exporter.close)
+            tasks.append(asyncio.create_task(metrics.ticker(exporter), name="metrics"))
+            exporter.ready()
+            log.info("metrics on http://%s:%d/metrics", settings.metrics.host, exporter.port)
         for sig in (signal.SIGTERM, signal.SIGINT):
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.add_signal_handler(sig, stop.set)

@@ -59,9 +59,11 @@ class PollJob:
         """One scheduled run: poll unless still backing off after a failure."""
         if time.monotonic() < self.not_before:
             return
+        started = time.monotonic()
         try:
             result, added = await asyncio.to_thread(self._poll)
         except Exception as exc:
+            _observe(self.name, time.monotonic() - started)
             self.failures += 1
             delay = backoff.delay(self.interval, self.failures)
             self.not_before = time.monotonic() + delay
@@ -72,6 +74,7 @@ class PollJob:
             else:
                 log.exception("poller %s crashed; retrying in %.0f s", self.name, delay)
             return
+        _observe(self.name, time.monotonic() - started)
         self.failures = 0
         self.not_before = 0.0
         if result.summary or added:
@@ -116,6 +119,15 @@ class PollJob:
     def _count(self, outcome: str) -> None:
         with self.store.transaction() as tx:
             tx.bump(f"poll.{self.name}.{outcome}")
+
+
+def _observe(name: str, seconds: float) -> None:
+    """A poll's duration for ``/metrics`` (prometheus-client loaded only when asked)."""
+    import sys
+
+    metrics = sys.modules.get("gateway.metrics")
+    if metrics is not None:
+        metrics.observe_poll(name, seconds)
 
 
 class Jobs:

@@ -27,7 +27,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -114,6 +114,7 @@ class Subscriber:
         heartbeat_topic: str | None = None,
         show_heartbeats: bool = False,
         resume_from: int | None = None,
+        resume: Mapping[str, tuple[str | None, int]] | None = None,
         since: float | None = None,
         rcvhwm: int = 100000,
         replay_timeout: float = 5.0,
@@ -134,7 +135,8 @@ class Subscriber:
         self.stats = Stats()
         #: monotonic time of the last frame from any publisher (``tail`` warns on silence)
         self.last_heard = time.monotonic()
-        self._tracks: dict[str, _Track] = {}
+        self._tracks: dict[str, _Track] = {
+            publisher: _Track(epoch, last) for publisher, (epoch, last) in (resume or {}).items()}
         self._served: dict[str, set[str]] = {}  # endpoint URL -> publishers seen there
         self._backlog: deque[Message | _Repair] = deque()
         self._context = context or zmq.Context.instance()
@@ -155,7 +157,7 @@ class Subscriber:
             sock.connect(endpoint.publish)
             self._poller.register(sock, zmq.POLLIN)
             self._sockets[sock] = endpoint
-        if since is not None and resume_from is None:
+        if (since is not None or resume) and resume_from is None:
             for endpoint in self.endpoints:
                 self._baseline(endpoint)
 
@@ -414,8 +416,13 @@ class Subscriber:
             return
         if page.publisher:
             self._served.setdefault(endpoint.publish, set()).add(page.publisher)
-            self._tracks.setdefault(page.publisher,
-                                    _Track(page.publisher_epoch, page.last_seq_id))
+            if page.publisher in self._tracks:  # resumed: catch up from where we stood
+                track = self._track(page.publisher, page.publisher_epoch, endpoint,
+                                    page.last_seq_id + 1)
+                if track is not None and page.last_seq_id > track.last:
+                    self._gap(endpoint, page.publisher, track, page.last_seq_id, live=False)
+                return
+            self._tracks[page.publisher] = _Track(page.publisher_epoch, page.last_seq_id)
 
     def _wanted(self, topic: str) -> bool:
         if not any(topic.startswith(p) for p in self.topics):

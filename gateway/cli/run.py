@@ -13,11 +13,12 @@ EX_UNAVAILABLE = 69
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug details")
+    parser.add_argument("--log-format", choices=("text", "json"),
+                        help="log lines as text or JSON objects (default: [log] format)")
 
 
 def run(args: argparse.Namespace) -> int:
     import asyncio
-    import logging
 
     from gateway import config, daemon, liveness
     from gateway.cli import load_settings
@@ -39,8 +40,16 @@ def run(args: argparse.Namespace) -> int:
         print(f"busgate: cannot lock the state directory {settings.state_dir}: {exc.strerror}",
               file=sys.stderr)
         return EX_UNAVAILABLE
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from gateway import logsetup
+    from gateway.errors import ConfigError
+
+    try:
+        logsetup.configure(args.log_format or settings.log.format,
+                           "" if args.log_format else settings.log.config, args.verbose)
+    except ConfigError as exc:
+        os.close(lock)
+        print(f"busgate: {exc}", file=sys.stderr)
+        return 2
     try:
         asyncio.run(daemon.serve(settings))
     except BusgateError as exc:

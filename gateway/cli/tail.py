@@ -56,22 +56,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace, index: TypeIndex | None = None) -> int:
     """Tail the bus; ``index`` (the registry's message types by default) says what each
     message means."""
-    from gateway import discovery, heartbeat, msgfilter, sources, verify
+    from gateway import discovery, sources
     from gateway import display as show
     from gateway import endpoints as endpoints_grammar
     from gateway.cli import load_settings
-    from gateway.subscriber import Subscriber
+    from gateway.consumer import Consumer, Filters
 
     settings = load_settings(args)
     if index is None:
         index = sources.type_index(settings)
-    topics = [msgfilter.expand_topic(t, settings.topic_prefix) for t in args.topic]
-    exclude = [msgfilter.expand_topic(t, settings.topic_prefix) for t in args.exclude]
-    names = msgfilter.NameFilter(msgfilter.split_names(args.users),
-                                 msgfilter.split_names(args.packages))
-    verifier = verify.from_settings(settings.signing)
+    filters = Filters.build(settings.topic_prefix, topics=args.topic, exclude=args.exclude,
+                            users=args.users, packages=args.packages)
     if args.amqp:
-        return _tail_amqp(args, settings, index, topics, exclude, names)
+        return _tail_amqp(args, settings, index, filters)
     endpoints = discovery.discover(settings)
     for number, spec in enumerate(args.endpoint, 1):
         publish, _, replay_url = spec.partition(",")
@@ -87,15 +84,13 @@ def run(args: argparse.Namespace, index: TypeIndex | None = None) -> int:
         return 2
     out = sys.stdout
     colour = show.use_colour(args.color, out)
-    # since=now: ask each publisher where it stands, so nothing published from here on is
-    # missed (not while connecting, not across a daemon restart).
-    with Subscriber(endpoints, topics=topics, exclude=exclude,
-                    heartbeat_topic=heartbeat.topic(settings.topic_prefix),
-                    show_heartbeats=args.heartbeats, since=time.time(),
-                    verifier=verifier, on_reject=_warn_rejected) as subscriber:
+    # No position: a tail follows each publisher from now on (the consumer asks where
+    # each stands), missing nothing published while connecting or across a restart.
+    with Consumer(settings, filters=filters, index=index, endpoints=endpoints,
+                  heartbeats=args.heartbeats, on_reject=_warn_rejected) as consumer:
         silence = args.silence if args.silence is not None and args.silence > 0 else max(
             SILENCE_MIN, SILENCE_HEARTBEATS * settings.zmq.heartbeat_interval)
-        watch = _SilenceWatch(subscriber, silence, [e.publish for e in endpoints])
+        watch = _SilenceWatch(consumer.subscriber, silence, [e.publish for e in endpoints])
         deadline = time.monotonic() + args.timeout if args.timeout is not None else None
         left = args.count
         try:
@@ -106,11 +101,8 @@ def run(args: argparse.Namespace, index: TypeIndex | None = None) -> int:
                 if deadline is not None and now >= deadline:
                     break
                 slice_ = 1.0 if deadline is None else min(1.0, deadline - now)
-                for message in subscriber.messages(count=left, timeout=slice_):
-                    if names and not names.matches(
-                            message.envelope, show.message_of(message.envelope, index)):
-                        continue
-                    write(out, message.envelope, args.style, replayed=message.replayed,
+                for delivery in consumer.messages(count=left, timeout=slice_):
+                    write(out, delivery.envelope, args.style, replayed=delivery.replayed,
                           colour=colour, index=index)
                     if left is not None:
                         left -= 1
@@ -120,28 +112,20 @@ def run(args: argparse.Namespace, index: TypeIndex | None = None) -> int:
     return 0
 
 
-def _tail_amqp(args: argparse.Namespace, settings: Any, index: TypeIndex, topics: list[str],
-               exclude: list[str], names: Any) -> int:
+def _tail_amqp(args: argparse.Namespace, settings: Any, index: TypeIndex,
+               filters: Any) -> int:
     """The same output, filters and types from a RabbitMQ queue (``--amqp QUEUE``)."""
     from gateway import display as show
-    from gateway.amqp_subscriber import AmqpSubscriber
+    from gateway.consumer import Consumer
     from gateway.transports.amqp import CONNECTION_ERRORS, AmqpError, redacted
 
     colour = show.use_colour(args.color, sys.stdout)
-    left = args.count
     try:
-        with AmqpSubscriber(settings.amqp, args.amqp, topics=topics,
-                            exclude=exclude) as subscriber:
-            for message in subscriber.messages(count=None, timeout=args.timeout):
-                if names and not names.matches(
-                        message.envelope, show.message_of(message.envelope, index)):
-                    continue
-                write(sys.stdout, message.envelope, args.style, replayed=message.replayed,
+        with Consumer(settings, filters=filters, index=index, amqp_queue=args.amqp,
+                      on_reject=_warn_rejected) as consumer:
+            for delivery in consumer.messages(count=args.count, timeout=args.timeout):
+                write(sys.stdout, delivery.envelope, args.style, replayed=delivery.replayed,
                       colour=colour, index=index)
-                if left is not None:
-                    left -= 1
-                    if left <= 0:
-                        break
     except KeyboardInterrupt:
         return 0
     except (*CONNECTION_ERRORS, AmqpError) as exc:

@@ -1,0 +1,333 @@
+"""The base every consumer is written on: subscribe, filter, validate, call back, resume.
+
+A :class:`Consumer` reads one of two transports, so a consumer's code does not care:
+
+* ZeroMQ through :class:`~gateway.subscriber.Subscriber` (gap repair by replay; the
+  verifier checks every message, live or replayed, before it counts), or
+* a durable AMQP queue through :class:`~gateway.amqp_subscriber.AmqpSubscriber` (the
+  queue is the position; the envelope is checked here, since the queue cannot).
+
+What it adds to them, once for every consumer (``busgate tail``, the recorder, IRC,
+notifications):
+
+* filters by topic (with or without the ``org.<d>.<env>.`` prefix), excluded topic,
+  user and package (:mod:`gateway.msgfilter`, asking the message types);
+* a restart-safe position (:mod:`gateway.consumer_state`) when the consumer has a
+  name and a state directory: a restarted consumer resumes each publisher after the
+  last seq_id it handled, by replay, so nothing is lost; rows the callback writes
+  through ``delivery.db`` commit with the position, so nothing is doubled;
+* :class:`Counters`: received, delivered, filtered, rejected by reason, callback errors.
+
+Callback policy: an exception in the callback is logged with the message's topic and
+seq_id, counted in ``errors``, and the consumer goes on with the next message; the
+failed message counts as handled (its ``delivery.db`` writes are rolled back, its
+position is kept), because one poison message must not stop a feed forever. On AMQP
+it is acknowledged like any handled message (the queue's dead-letter policy is the
+operator's). A consumer that must stop instead raises from the callback a
+:class:`StopConsumer`.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from gateway import msgfilter
+from gateway.consumer_state import Position, path_for
+from gateway.discovery import Endpoint
+
+if TYPE_CHECKING:
+    from gateway.config import Settings
+    from gateway.messages import TypeIndex
+    from gateway.verify import SignatureError, Verifier
+
+log = logging.getLogger(__name__)
+
+#: Called with (endpoint, envelope, error) for each message the verifier refused.
+RejectHook = Callable[[Endpoint, dict[str, Any], "SignatureError"], None]
+#: ``verifier=DEFAULT``: the one ``[signing]`` asks for (``verify.from_settings``).
+DEFAULT: Any = object()
+
+
+class StopConsumer(Exception):
+    """Raised by a callback to end :meth:`Consumer.run` (the message counts as handled)."""
+
+
+@dataclass
+class Counters:
+    """What one consumer has seen since it started."""
+
+    #: Messages out of the transport (topic filters applied there), signed or not.
+    received: int = 0
+    #: Messages handed to the callback (or yielded).
+    delivered: int = 0
+    #: Messages the user/package filter kept from the callback.
+    filtered: int = 0
+    #: Messages refused, by reason (``gateway.verify.REASONS``; ``wire`` on AMQP for a
+    #: body that is not a message).
+    rejected: dict[str, int] = field(default_factory=dict)
+    #: Callback exceptions (the consumer went on).
+    errors: int = 0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"received": self.received, "delivered": self.delivered,
+                "filtered": self.filtered, "rejected": dict(self.rejected),
+                "errors": self.errors}
+
+
+@dataclass(frozen=True)
+class Filters:
+    """Which messages a consumer wants (all, when empty). Topics are full prefixes."""
+
+    topics: tuple[str, ...] = ()
+    exclude: tuple[str, ...] = ()
+    users: frozenset[str] = frozenset()
+    packages: frozenset[str] = frozenset()
+
+    @classmethod
+    def build(cls, topic_prefix: str, *, topics: Iterable[str] = (),
+              exclude: Iterable[str] = (), users: Iterable[str] = (),
+              packages: Iterable[str] = ()) -> Filters:
+        """Filters from a user's words: a topic without ``org.`` follows ``topic_prefix``;
+        names may be comma-separated (fedmsg-tail's habit)."""
+        return cls(tuple(msgfilter.expand_topic(t, topic_prefix) for t in topics),
+                   tuple(msgfilter.expand_topic(t, topic_prefix) for t in exclude),
+                   msgfilter.split_names(users), msgfilter.split_names(packages))
+
+
+@dataclass
+class Delivery:
+    """One message for the consumer."""
+
+    envelope: dict[str, Any]
+    #: It came by replay (a repaired gap, a resume) or was redelivered by the broker.
+    replayed: bool = False
+    #: The position file's connection inside the message's transaction (named
+    #: consumers only): rows written here commit with the position.
+    db: sqlite3.Connection | None = None
+    #: The publisher it is tracked under (ZeroMQ: the envelope's, else the endpoint's).
+    publisher: str | None = None
+
+    @property
+    def topic(self) -> str:
+        return str(self.envelope.get("topic"))
+
+    @property
+    def seq_id(self) -> int | None:
+        seq = self.envelope.get("seq_id")
+        return seq if type(seq) is int else None
+
+
+class Consumer:
+    """Subscribe with filters; hand each wanted, valid message on; remember where it is.
+
+    ``name`` and ``state_dir`` make the position durable (ZeroMQ only; an AMQP
+    consumer's position is its durable queue ``amqp_queue``). Without them a ZeroMQ
+    consumer starts at "now" (``busgate tail``)."""
+
+    def __init__(self, settings: Settings, *, filters: Filters = Filters(),
+                 index: TypeIndex | None = None, verifier: Verifier | None = DEFAULT,
+                 name: str | None = None, state_dir: Any = None,
+                 amqp_queue: str | None = None, endpoints: list[Endpoint] | None = None,
+                 heartbeats: bool = False, on_reject: RejectHook | None = None):
+        from gateway import sources, verify
+
+        self.settings = settings
+        self.filters = filters
+        self.index = index if index is not None else sources.type_index(settings)
+        self.verifier = verify.from_settings(settings.signing) if verifier is DEFAULT \
+            else verifier
+        self.names = msgfilter.NameFilter(filters.users, filters.packages)
+        self.name = name
+        self.amqp_queue = amqp_queue
+        self.heartbeats = heartbeats
+        self.on_reject = on_reject
+        self.counters = Counters()
+        self.position: Position | None = None
+        if name is not None and state_dir is not None and amqp_queue is None:
+            self.position = Position(path_for(state_dir, name))
+        if endpoints is None and amqp_queue is None:
+            from gateway import discovery
+
+            endpoints = discovery.discover(settings)
+        self.endpoints = list(endpoints or [])
+        self._source: Any = None
+
+    # -- life ------------------------------------------------------------------------------
+    def open(self) -> Consumer:
+        if self.amqp_queue is not None:
+            from gateway.amqp_subscriber import AmqpSubscriber
+
+            self._source = AmqpSubscriber(self.settings.amqp, self.amqp_queue,
+                                          topics=self.filters.topics,
+                                          exclude=self.filters.exclude).__enter__()
+            return self
+        from gateway import heartbeat
+        from gateway.subscriber import Subscriber
+
+        resume = self.position.load() if self.position is not None else None
+        # since=now: a publisher never seen before is followed from now on, without
+        # missing what is published while connecting or across a daemon restart.
+        self._source = Subscriber(
+            self.endpoints, topics=self.filters.topics, exclude=self.filters.exclude,
+            heartbeat_topic=heartbeat.topic(self.settings.topic_prefix),
+            show_heartbeats=self.heartbeats, since=time.time(), resume=resume,
+            verifier=self.verifier, on_reject=self.on_reject)
+        self.counters.rejected = self._source.stats.rejected  # counted as it refuses
+        return self
+
+    def close(self) -> None:
+        if self._source is not None:
+            source, self._source = self._source, None
+            source.close()
+        if self.position is not None:
+            self.position.close()
+
+    def __enter__(self) -> Consumer:
+        return self.open()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def subscriber(self) -> Any:
+        """The transport's subscriber (its ``stats``, ``last_heard``)."""
+        return self._source
+
+    # -- consuming ---------------------------------------------------------------------------
+    def messages(self, count: int | None = None, timeout: float | None = None,
+                 idle: float | None = None) -> Iterator[Delivery]:
+        """Yield wanted, valid messages; stop after ``count`` of them, after ``timeout``
+        seconds, or (ZeroMQ) ``idle`` seconds without a message. A message counts as
+        handled when the caller asks for the next one or stops iterating."""
+        if self._source is None:
+            self.open()
+        given = 0
+        if count is not None and count <= 0:
+            return
+        # The transport is not given ``count``: it counts messages before our filters.
+        batch = self._source.messages(count=None, timeout=timeout,
+                                      **({} if self.amqp_queue else {"idle": idle}))
+        try:
+            for item in batch:
+                delivery = self._accept(item)
+                if delivery is None:
+                    continue
+                if self.position is None or delivery.seq_id is None:
+                    yield delivery
+                else:
+                    yield from self._in_transaction(delivery)
+                given += 1
+                if count is not None and given >= count:
+                    return
+        finally:
+            batch.close()
+
+    def _in_transaction(self, delivery: Delivery) -> Iterator[Delivery]:
+        """Yield ``delivery`` inside the position's transaction; commit with the position
+        once the caller is done with it."""
+        assert self.position is not None
+        db = delivery.db = self.position.db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            yield delivery
+        except GeneratorExit:  # the caller stopped after taking it: handled
+            self._advance(delivery)
+            db.execute("COMMIT")
+            raise
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        self._advance(delivery)
+        db.execute("COMMIT")
+
+    def run(self, callback: Callable[[Delivery], object], *, count: int | None = None,
+            timeout: float | None = None, idle: float | None = None) -> int:
+        """Call ``callback(delivery)`` per message (policy: see the module docstring).
+        Returns how many messages were handled."""
+        handled = 0
+        for delivery in self.messages(count=count, timeout=timeout, idle=idle):
+            handled += 1
+            savepoint = delivery.db is not None
+            if savepoint:
+                delivery.db.execute("SAVEPOINT callback")  # type: ignore[union-attr]
+            try:
+                callback(delivery)
+            except StopConsumer:
+                break
+            except Exception:
+                self.counters.errors += 1
+                if savepoint:
+                    delivery.db.execute("ROLLBACK TO callback")  # type: ignore[union-attr]
+                log.exception("consumer %s: the callback failed on %s seq_id %s; going on",
+                              self.name or "(unnamed)", delivery.topic, delivery.seq_id)
+            if savepoint:
+                delivery.db.execute("RELEASE callback")  # type: ignore[union-attr]
+        return handled
+
+    # -- one message ---------------------------------------------------------------------------
+    def _accept(self, item: Any) -> Delivery | None:
+        """The Delivery for a message from the transport, or ``None`` (filtered, refused)."""
+        from gateway import display
+
+        envelope = item.envelope
+        self.counters.received += 1
+        if self.amqp_queue is not None and self.verifier is not None \
+                and not self._verified(envelope, item.replayed):
+            return None
+        if self.names and not self.names.matches(envelope,
+                                                 display.message_of(envelope, self.index)):
+            self.counters.filtered += 1
+            self._skip(Delivery(envelope, publisher=getattr(item, "publisher", None)))
+            return None
+        self.counters.delivered += 1
+        return Delivery(envelope, replayed=item.replayed,
+                        publisher=getattr(item, "publisher", None))
+
+    def _verified(self, envelope: dict[str, Any], replayed: bool) -> bool:
+        from gateway.verify import SignatureError
+
+        assert self.verifier is not None
+        try:
+            self.verifier.check(envelope, replayed=replayed)
+        except SignatureError as exc:
+            self.counters.rejected[exc.reason] = self.counters.rejected.get(exc.reason, 0) + 1
+            if self.on_reject is not None:
+                self.on_reject(Endpoint("amqp", f"amqp queue {self.amqp_queue}"), envelope,
+                               exc)
+            else:
+                log.warning("dropping %s from AMQP queue %s: %s", envelope.get("topic"),
+                            self.amqp_queue, exc)
+            return False
+        return True
+
+    def _skip(self, delivery: Delivery) -> None:
+        """A filtered message is handled too: a restart must not read it again."""
+        if self.position is None or delivery.seq_id is None:
+            return
+        with self.position.transaction():
+            self._advance(delivery)
+
+    def _advance(self, delivery: Delivery) -> None:
+        assert self.position is not None and delivery.seq_id is not None
+        epoch = delivery.envelope.get("publisher_epoch")
+        publisher = delivery.publisher or str(delivery.envelope.get("publisher"))
+        self.position.advance(publisher, epoch if isinstance(epoch, str)
+                              else None, delivery.seq_id)
+
+    def stats(self) -> dict[str, Any]:
+        """The counters, plus the transport's own (gap repair, wire rejects)."""
+        out = self.counters.as_dict()
+        source = self._source
+        if source is not None and hasattr(source, "stats"):
+            s = source.stats
+            out["transport"] = {"replayed": s.replayed, "duplicates": s.duplicates,
+                                "invalid": s.invalid, "unrepaired": s.unrepaired,
+                                "resets": s.resets}
+        elif source is not None:
+            out["transport"] = {"wire_rejected": source.rejected}
+        return out
