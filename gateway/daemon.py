@@ -15,7 +15,7 @@ from collections.abc import Callable
 import zmq
 import zmq.asyncio
 
-from gateway import health, heartbeat, runtime
+from gateway import health, heartbeat, retention, runtime
 from gateway.config import Settings
 from gateway.errors import StoreError
 from gateway.publisher import Publisher
@@ -107,6 +107,9 @@ async def serve(settings: Settings, stop: asyncio.Event | None = None,
                   asyncio.create_task(_heartbeats(settings, transport, publisher,
                                                   store.epoch()), name="heartbeat"),
                   asyncio.create_task(_watch_state(store), name="state")]
+        if retention.enabled(settings.state):  # a task that ends would end the daemon
+            tasks.append(asyncio.create_task(retention.run(store, settings.state),
+                                             name="retention"))
         if settings.zmq.replay:
             replay = ReplayServer(context, settings.zmq.replay, store,
                                   settings.zmq.replay_max_messages,

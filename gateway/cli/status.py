@@ -55,6 +55,8 @@ def run(args: argparse.Namespace) -> int:
     print(f"last seq_id     {status['last_seq_id']}")
     print(f"published up to {status['published_seq_id']}")
     print(f"outbox depth    {status['outbox_depth']}")
+    if status.get("pruned_seq_id"):
+        print(f"pruned up to    {status['pruned_seq_id']} (outbox retention)")
     print(f"spool pending   {status['spool_pending']}")
     quarantine = status["quarantine"]
     total = sum(quarantine.values())
