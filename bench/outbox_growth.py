@@ -7,8 +7,12 @@ commit), ~200-byte bodies, keys like the worker's (random uuid5 uids: the unique
 index is a B-tree of random keys). Prints the commit rate per window of rows, the
 last window against the first, the database size on disk and bytes per event.
 
+With ``--max-rows N`` each transaction is followed by a retention pass (as if
+everything was published), pruning to the newest N rows: the cost of pruning is
+counted in the commit rate.
+
 Usage: .venv/bin/python bench/outbox_growth.py [--tree /work/wt-base --tree .]
-       [--rows 3000000] [--batch 5000] [--window 250000]
+       [--rows 3000000] [--batch 5000] [--window 250000] [--max-rows N]
 """
 
 from __future__ import annotations
@@ -28,7 +32,11 @@ from pathlib import Path
 from gateway import config, runtime
 from gateway.event import Event
 root, rows, batch, window = Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+max_rows = int(sys.argv[6])
 settings = config.Settings(state=config.StateSettings(dir=str(root)))
+if max_rows:
+    from gateway import retention
+    kept = config.StateSettings(dir=str(root), outbox_max_rows=max_rows)
 store = runtime.open_store(settings)
 body = json.loads(sys.argv[5])
 run = uuid.uuid4().hex
@@ -39,6 +47,10 @@ while done < rows:
     start = time.perf_counter()
     with store.transaction() as tx:
         tx.add_events(events)
+    if max_rows:  # as the daemon's retention task would, counted in the time
+        with store.transaction() as tx:
+            tx.set_cursor("publisher.sent", done + batch)
+        retention.prune_once(store, kept)
     spent += time.perf_counter() - start
     done += batch
     if done % window == 0 or done >= rows:
@@ -49,14 +61,16 @@ store.close()
 """
 
 
-def grow(tree: Path, rows: int, batch: int, window: int) -> list[tuple[int, float, int]]:
+def grow(tree: Path, rows: int, batch: int, window: int,
+         max_rows: int = 0) -> list[tuple[int, float, int]]:
     sys.path.insert(0, str(REPO))
     from bench import bodies
 
     body = __import__("json").dumps(bodies.small_body())
     with tempfile.TemporaryDirectory(prefix="bg-growth-") as root:
         proc = subprocess.Popen([sys.executable, "-c", FILLER, root, str(rows), str(batch),
-                                 str(window), body], cwd=tree, stdout=subprocess.PIPE, text=True,
+                                 str(window), body, str(max_rows)], cwd=tree,
+                                stdout=subprocess.PIPE, text=True,
                                 env={**os.environ, "PYTHONPATH": str(tree)})
         out = []
         previous = 0
@@ -79,12 +93,14 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=3_000_000)
     parser.add_argument("--batch", type=int, default=5000)
     parser.add_argument("--window", type=int, default=250_000)
+    parser.add_argument("--max-rows", type=int, default=0,
+                        help="outbox retention (state.outbox_max_rows) in trees that have it")
     args = parser.parse_args()
     trees = [t.resolve() for t in (args.tree or [REPO])]
     summary = []
     for tree in trees:
         load = os.getloadavg()[0]
-        out = grow(tree, args.rows, args.batch, args.window)
+        out = grow(tree, args.rows, args.batch, args.window, args.max_rows)
         first, last = out[0][1], out[-1][1]
         summary.append((tree.name, load, first, last, out[-1][2] / out[-1][0], out[-1][2]))
     print("\n| tree | load at start | first window events/s | last window events/s "
