@@ -15,7 +15,7 @@ import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from gateway import jsonbounds, topics
+from gateway import canonical, jsonbounds, topics
 from gateway.errors import EnvelopeError, ParseError, TopicError
 
 #: Namespace for UUID5 msg_ids: the same event key always yields the same id.
@@ -77,7 +77,7 @@ def encode_unsigned(*, topic: str, body: Any, msg_id: str, timestamp: int, i: in
     general path for every kind of body.
     """
     return (
-        f'{{"i":{int(i)},"msg":{_encoder.encode(body)},"msg_id":{_encoder.encode(msg_id)},'
+        f'{{"i":{int(i)},"msg":{canonical.dumps(body)},"msg_id":{_encoder.encode(msg_id)},'
         f'"publisher":{_json_str(publisher)},'
         f'{_epoch_field(publisher_epoch)}"seq_id":{int(seq_id)},'
         f'"timestamp":{int(timestamp)},"topic":{_json_str(topic)},'
