@@ -83,3 +83,22 @@ def test_the_stored_envelope_is_the_canonical_form():
                                     timestamp=1, i=1, username="u", seq_id=1, publisher="p",
                                     publisher_epoch="e")
     assert text == canonical.STDLIB.encode(json.loads(text))
+
+
+def test_bounded_decoding_gives_the_stdlib_value_and_errors():
+    """gateway.jsonbounds reads with orjson when that gives json's exact value (ints over
+    64 bits, floats, surrogates and refusals are left to the stdlib decoder)."""
+    from gateway import jsonbounds
+    from gateway.errors import ParseError
+
+    rng = random.Random(11)
+    texts = [canonical.STDLIB.encode({"k": generate(rng)}) for _ in range(3000)]
+    texts += ['{"big": 123456789012345678901234567890, "n": 18446744073709551616}',
+              '{"lone": "\\udcff", "pair": "\\ud83d\\ude00"}', '{"a": 1, "a": 2}', "-0",
+              '{"x": 1E5}', '["\\u00e9", "é"]']
+    for text in texts:
+        got = jsonbounds.loads(text.encode(), 64)
+        assert repr(got) == repr(json.loads(text)), text  # same types, not just equal
+    for bad in ("NaN", '{"a": Infinity}', "[1e400]", '{"a": 1} x', "[1,", b"\xff"):
+        with pytest.raises((ValueError, ParseError)):
+            jsonbounds.loads(bad, 64)
