@@ -94,7 +94,7 @@ class ZmqPublisher:
     def try_send(self, topic: bytes, payload: bytes) -> bool:
         """Send without waiting; ``False`` when a subscriber is full (then use :meth:`send`)."""
         try:
-            self.socket.send_multipart((topic, payload), flags=zmq.NOBLOCK, copy=False)
+            self.socket.send_multipart((topic, payload), flags=zmq.NOBLOCK)
         except zmq.Again:
             return False
         self.sent += 1
@@ -118,7 +118,7 @@ class ZmqPublisher:
         deadline = None
         while True:
             try:
-                self.socket.send_multipart((topic, payload), flags=zmq.NOBLOCK, copy=False)
+                self.socket.send_multipart((topic, payload), flags=zmq.NOBLOCK)
                 self.sent += 1
                 if self._lagging:  # the wait was for another subscriber: lagging ones miss it
                     self._count_lagging()
@@ -142,7 +142,7 @@ class ZmqPublisher:
         stalled = self.guard.most_backlogged()
         self.socket.setsockopt(zmq.XPUB_NODROP, 0)
         try:
-            self.socket.send_multipart((topic, payload), flags=zmq.NOBLOCK, copy=False)
+            self.socket.send_multipart((topic, payload), flags=zmq.NOBLOCK)
         except zmq.Again:
             pass
         finally:
