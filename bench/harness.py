@@ -296,7 +296,7 @@ else:  # latency: one message per stdin line, its start time printed first
         start = time.monotonic()
         ctx.publish(topic="package.accept", msg={**body, "n": int(line)}, modname="bench")
         print(start, flush=True)
-time.sleep(1)
+sys.stdin.readline()  # stay up (and keep sending what is queued) until told to go
 """
 
 FEDMSG_CONSUMER = FEDMSG_COMMON + """
@@ -349,6 +349,8 @@ def stock_fedmsg(body: dict[str, Any], n: int) -> float:
         start = time.monotonic()
         run.pub.stdin.write("go\n")
         run.pub.stdin.flush()
+        if not select.select([run.con.stdout], [], [], max(120.0, n / 1000))[0]:
+            raise RuntimeError(f"fedmsg consumer did not get {n} messages (not durable)")
         out = run.con.stdout.readline().split()
         count, last = int(out[0]), float(out[1])
         if count != n:

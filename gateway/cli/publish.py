@@ -60,7 +60,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from gateway import topics
+    from gateway import canonical, topics
     from gateway.cli import load_settings
     from gateway.errors import BusgateError, SpoolError, TopicError
     from gateway.event import Event
@@ -137,7 +137,7 @@ def run(args: argparse.Namespace) -> int:
         prefix = hashlib.sha256(f"{args.modname}\0{args.topic}\0{args.json_input}\0".encode())
         for line, paused in source:
             prefix.update(line + b"\n")
-            body = encode(_body(line, args.json_input, max_depth))
+            body = canonical.dumps(_body(line, args.json_input, max_depth))  # orjson: fast
             size = overhead + len(body)
             if size > max_item:
                 raise ValueError(f"{size} bytes, over ingest.max_item_bytes ({max_item})")
