@@ -38,7 +38,7 @@ spool, rate, duration, tick = Spool(sys.argv[1]), float(sys.argv[2]), float(sys.
 body = json.dumps(json.loads(sys.stdin.readline()), separators=(",", ":"))[:-1]
 head = '{"service":"bench","object":"package","event":"accept","key":"s:'
 start = time.monotonic()
-offered, ticks, report = 0, 0, start + 1
+offered, ticks, report = 0, 0, start + 0.1
 print(start, 0, flush=True)
 while True:
     now = time.monotonic()
@@ -52,7 +52,7 @@ while True:
         offered = due
     if now >= report:
         print(now, offered, flush=True)
-        report += 1
+        report += 0.1
     ticks += 1
     time.sleep(max(0.0, start + ticks * tick - time.monotonic()))
 print(time.monotonic(), offered, "end", flush=True)
