@@ -31,8 +31,8 @@ log = logging.getLogger(__name__)
 async def _heartbeats(settings: Settings, transport: ZmqPublisher, publisher: Publisher,
                       epoch: str) -> None:
     every = settings.zmq.heartbeat_interval
-    if every <= 0:
-        return
+    if every <= 0:  # disabled: wait forever (a task that ends would end the daemon)
+        await asyncio.Event().wait()
     while True:
         await asyncio.sleep(every)
         transport.drain_subscriptions()
