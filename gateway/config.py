@@ -46,6 +46,14 @@ class StateSettings:
     spool: str = ""
     #: How often the daemon scans the spool for new items, in milliseconds.
     spool_poll_ms: int = 5
+    #: Outbox retention: published rows beyond this many newest are pruned (0: keep all).
+    outbox_max_rows: int = 0
+    #: Outbox retention: published rows older than this many days are pruned (0: keep all).
+    outbox_max_age_days: float = 0
+    #: A pruned event's key still refuses a repeat this many days after the event (dedup).
+    dedup_days: float = 60
+    #: Most pruned keys kept for dedup (oldest forgotten first; about 40 bytes each).
+    dedup_max_keys: int = 5_000_000
 
 
 @dataclass(frozen=True)
@@ -633,6 +641,11 @@ def _check(settings: Settings, origin: dict[str, str]) -> None:
     if settings.log.format not in LOG_FORMATS:
         raise ConfigError(f"must be one of {', '.join(LOG_FORMATS)}",
                           path=origin.get("log.format"), key="log.format")
+    for key in ("outbox_max_rows", "outbox_max_age_days", "dedup_days", "dedup_max_keys"):
+        value = getattr(settings.state, key)
+        if value < 0:
+            raise ConfigError(f"must be 0 or more, not {value}", path=origin.get(f"state.{key}"),
+                              key=f"state.{key}")
     if not 0 < settings.smtp.port < 65536:
         raise ConfigError("must be a TCP port (1-65535)", path=origin.get("smtp.port"),
                           key="smtp.port")

@@ -15,7 +15,7 @@ from collections.abc import Callable
 import zmq
 import zmq.asyncio
 
-from gateway import health, heartbeat, runtime
+from gateway import health, heartbeat, retention, runtime
 from gateway.config import Settings
 from gateway.errors import StoreError
 from gateway.publisher import Publisher
@@ -32,8 +32,8 @@ async def _heartbeats(settings: Settings, publisher: Publisher, epoch: str) -> N
     """Every ``zmq.heartbeat_interval`` seconds, a heartbeat through the publisher (and so
     its transport), carrying the last seq_id that publisher handed over."""
     every = settings.zmq.heartbeat_interval
-    if every <= 0:
-        return
+    if every <= 0:  # disabled: wait forever (a task that ends would end the daemon)
+        await asyncio.Event().wait()
 
     signer = publisher.store.factory.signer if publisher.store.factory else None
 
@@ -122,6 +122,9 @@ async def serve(settings: Settings, stop: asyncio.Event | None = None,
                   asyncio.create_task(_heartbeats(settings, publisher, store.epoch()),
                                       name="heartbeat"),
                   asyncio.create_task(_watch_state(store), name="state")]
+        if retention.enabled(settings.state):  # a task that ends would end the daemon
+            tasks.append(asyncio.create_task(retention.run(store, settings.state),
+                                             name="retention"))
         if settings.zmq.replay:
             replay = ReplayServer(context, settings.zmq.replay, store,
                                   settings.zmq.replay_max_messages,

@@ -22,7 +22,7 @@ import uuid
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from gateway import jsonbounds, messages, topics
+from gateway import canonical, jsonbounds, messages, topics
 from gateway import signing as _signing  # a module: signing imports this one too
 from gateway.errors import EnvelopeError, ParseError, TopicError
 
@@ -90,7 +90,7 @@ def encode_unsigned(*, topic: str, body: Any, msg_id: str, timestamp: int, i: in
     """
     head = "{" if headers_json is None else f'{{"headers":{headers_json},'
     return (
-        f'{head}"i":{int(i)},"msg":{_encoder.encode(body)},"msg_id":{_encoder.encode(msg_id)},'
+        f'{head}"i":{int(i)},"msg":{canonical.dumps(body)},"msg_id":{_encoder.encode(msg_id)},'
         f'"publisher":{_json_str(publisher)},'
         f'{_epoch_field(publisher_epoch)}"seq_id":{int(seq_id)},'
         f'"timestamp":{int(timestamp)},"topic":{_json_str(topic)},'

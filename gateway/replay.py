@@ -17,7 +17,10 @@ one trailer frame ``{"busgate_replay": {"more": bool, "after_seq_id": N,
 client sends the same request again with ``"after_seq_id": N`` (only seq_ids
 above N), until ``more`` is false. ``last_seq_id`` is the newest seq_id stored,
 so a client can bound what a heartbeat claims; a paged query matching nothing
-is the trailer alone.
+is the trailer alone. The trailer's ``pruned_seq_id`` is the highest seq_id outbox
+retention removed (``gateway.retention``): a client asking at or below it learns the
+messages are gone, and a plain request that matches nothing for that reason gets an
+error saying so instead of ``no messages match``.
 
 The server is a ROUTER socket so that no request, however malformed (several
 frames, no REQ delimiter, garbage, an oversize frame), can stop it: it answers
@@ -181,17 +184,35 @@ def answer(store: Store, raw: bytes, max_messages: int,
                              '"paged": true')
         if not paged:
             if not frames:
-                raise QueryError(NO_MATCH)
+                raise QueryError(_pruned(store, query) or NO_MATCH)
             return frames
         factory = store.factory
         trailer = {TRAILER: {
             "more": more, "after_seq_id": last_sent, "last_seq_id": store.last_seq_id(),
             "publisher": factory.publisher if factory else None,
             "publisher_epoch": store.epoch(),
+            # outbox retention removed seq_id <= this: such a request cannot be answered
+            "pruned_seq_id": store.pruned_seq_id(),
         }}
         return [*frames, json.dumps(trailer, sort_keys=True).encode()]
     except QueryError as exc:
         return [f"error: '{exc}'".encode()]
+
+
+def _pruned(store: Store, query: dict[str, Any]) -> str | None:
+    """Why nothing matched, when it is outbox retention: the error text saying so."""
+    pruned = store.pruned_seq_id()
+    asked = [v for v in (query.get("seq_id"), *(query.get("seq_ids") or ()),
+                         (query.get("seq_id_range") or [None])[0]) if v is not None]
+    if pruned and asked and min(asked) <= pruned:
+        return (f"seq_id up to {pruned} were pruned by outbox retention (asked from "
+                f"{min(asked)}); "
+                f"this publisher keeps seq_id {pruned + 1} and later")
+    uids = [_uid(m, "msg_id") for m in (query.get("msg_id"), *(query.get("msg_ids") or ()))
+            if m is not None]
+    if pruned and store.pruned_uids(uids):
+        return "msg_id pruned by outbox retention"
+    return None
 
 
 class ReplayServer:
@@ -304,6 +325,8 @@ class Page:
     last_seq_id: int
     publisher: str | None
     publisher_epoch: str | None
+    #: seq_id <= this were pruned by the publisher's outbox retention (0: none).
+    pruned_seq_id: int = 0
 
 
 def pages(endpoint: str, request: dict[str, Any], *, timeout: float = 5.0,
@@ -328,6 +351,7 @@ def pages(endpoint: str, request: dict[str, Any], *, timeout: float = 5.0,
             else None,
             publisher_epoch=trailer.get("publisher_epoch")
             if isinstance(trailer.get("publisher_epoch"), str) else None,
+            pruned_seq_id=_nonneg(trailer.get("pruned_seq_id")),
         )
         yield page
         count += 1

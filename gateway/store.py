@@ -78,6 +78,18 @@ CREATE TABLE IF NOT EXISTS source_facts (
 PUBLISHED_CURSOR = "publisher.sent"
 #: The AMQP publisher's cursor: the highest seq_id the broker confirmed with all before it.
 AMQP_CURSOR = "publisher.amqp.sent"
+#: Highest seq_id removed by outbox retention (0: nothing pruned); replay answers from it.
+PRUNED_CURSOR = "outbox.pruned_seq_id"
+#: Keys of pruned rows, kept for dedup (``state.dedup_days``, ``dedup_max_keys``). Made
+#: by the first prune, so a database that never prunes is unchanged.
+PRUNED_UIDS_SCHEMA = """
+CREATE TABLE IF NOT EXISTS pruned_uids (
+    uid       BLOB PRIMARY KEY,  -- the pruned row's uid: its key may not be stored again
+    timestamp INTEGER NOT NULL,  -- the row's timestamp: forgotten dedup_days after it
+    seq_id    INTEGER NOT NULL   -- oldest forgotten first past dedup_max_keys
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS pruned_uids_age ON pruned_uids (timestamp, seq_id);
+"""
 #: Random id made once with the database: subscribers see a wiped state as a new epoch.
 EPOCH_CURSOR = "publisher.epoch"
 
@@ -234,6 +246,22 @@ class Store:
     def published_seq_id(self) -> int:
         return int(self.cursor(PUBLISHED_CURSOR) or 0)
 
+    def sent_floor(self) -> int:
+        """The highest seq_id EVERY transport has published (``publisher.sent`` and any
+        ``publisher.<transport>.sent``): rows above it must stay for a transport."""
+        row = self.connect().execute(
+            "SELECT MIN(CAST(value AS INTEGER)) FROM cursors"
+            " WHERE name = ? OR name GLOB 'publisher.*.sent'", (PUBLISHED_CURSOR,)).fetchone()
+        return int(row[0] or 0)
+
+    def pruned_seq_id(self) -> int:
+        """Highest seq_id outbox retention removed (0: none); replay says so."""
+        return int(self.cursor(PRUNED_CURSOR) or 0)
+
+    def pruned_uids(self, uids: list[bytes]) -> set[bytes]:
+        """Which of ``uids`` belong to pruned rows (still remembered for dedup)."""
+        return _pruned_hits(self.connect(), uids)
+
     def rows_after(self, seq_id: int, limit: int = 1000) -> list[OutboxRow]:
         rows = self.connect().execute(
             "SELECT seq_id, topic, envelope FROM outbox WHERE seq_id > ? ORDER BY seq_id LIMIT ?",
@@ -318,6 +346,7 @@ class Store:
             "published_seq_id": published,
             "outbox_depth": last - published,
             "transports": self.transport_cursors(last),
+            "pruned_seq_id": self.pruned_seq_id(),
             "counters": self.counters(),
             "quarantine": self.quarantine_counts(),
         }
@@ -347,16 +376,19 @@ class Transaction:
         stamp = max(int(time.time()) if now is None else now, self._last_stamp)
         self._last_stamp = stamp
         batch = [(env.event_uid(event.key), event) for event in events]
+        # A key whose row retention pruned is still known (pruned_uids, for dedup_days).
+        pruned = _pruned_hits(self._conn, [uid for uid, _ in batch])
         # Duplicates are rare (a redelivered mail, a re-run poll): insert optimistically
         # and only look the keys up when the unique index refused the batch.
         self._conn.execute("SAVEPOINT add_events")
         first = self._next
         try:
-            given = self._insert(batch, set(), stamp)
+            given = self._insert(batch, set(pruned), stamp)
         except sqlite3.IntegrityError:
             self._conn.execute("ROLLBACK TO add_events")
             self._next = first
-            given = self._insert(batch, self._known_uids([uid for uid, _ in batch]), stamp)
+            given = self._insert(batch, self._known_uids([uid for uid, _ in batch]) | pruned,
+                                 stamp)
         self._conn.execute("RELEASE add_events")
         return given
 
@@ -408,9 +440,52 @@ class Transaction:
         return known
 
     def has_key(self, key: str) -> bool:
-        """Whether an event with this source key is already in the outbox."""
+        """Whether an event with this source key is already in the outbox (or was, and
+        retention pruned it within ``dedup_days``)."""
+        uid = env.event_uid(key)
         return self._conn.execute("SELECT 1 FROM outbox WHERE uid = ?",
-                                  (env.event_uid(key),)).fetchone() is not None
+                                  (uid,)).fetchone() is not None \
+            or bool(_pruned_hits(self._conn, [uid]))
+
+    def prune_outbox(self, upto: int, most: int) -> int:
+        """Remove outbox rows with seq_id <= ``upto`` (oldest first, at most ``most``),
+        never the newest row (seq_id continues from it); remember their uids for dedup.
+        Returns how many rows went. The caller bounds ``upto`` by what every transport
+        has published (:meth:`Store.sent_floor`)."""
+        last = self._conn.execute("SELECT MAX(seq_id) FROM outbox").fetchone()[0] or 0
+        done = int(self.cursor(PRUNED_CURSOR) or 0)
+        end = min(upto, last - 1, done + most)
+        if end <= done:
+            return 0
+        if not _has_pruned_table(self._conn):
+            for statement in PRUNED_UIDS_SCHEMA.split(";"):  # not executescript: it commits
+                if statement.strip():
+                    self._conn.execute(statement)
+        self._conn.execute(
+            "INSERT OR REPLACE INTO pruned_uids (uid, timestamp, seq_id)"
+            " SELECT uid, timestamp, seq_id FROM outbox WHERE seq_id > ? AND seq_id <= ?",
+            (done, end))
+        gone = self._conn.execute("DELETE FROM outbox WHERE seq_id > ? AND seq_id <= ?",
+                                  (done, end)).rowcount
+        self.set_cursor(PRUNED_CURSOR, end)
+        self.bump("outbox.pruned", gone)
+        return gone
+
+    def forget_pruned(self, before: int, keep: int) -> int:
+        """Forget pruned uids of events older than ``before`` (epoch seconds), and the
+        oldest beyond ``keep`` keys. Returns how many were forgotten."""
+        if not _has_pruned_table(self._conn):
+            return 0
+        gone = self._conn.execute("DELETE FROM pruned_uids WHERE timestamp < ?",
+                                  (before,)).rowcount
+        count = self._conn.execute("SELECT COUNT(*) FROM pruned_uids").fetchone()[0]
+        if count > keep:
+            gone += self._conn.execute(
+                "DELETE FROM pruned_uids WHERE uid IN (SELECT uid FROM pruned_uids"
+                " ORDER BY timestamp, seq_id LIMIT ?)", (count - keep,)).rowcount
+        if gone:
+            self.bump("outbox.dedup_forgotten", gone)
+        return gone
 
     def add_facts(self, facts: Iterable[tuple[str, str, str]], recorded: float) -> None:
         """Record ``(namespace, subject, fact)`` rows; a fact already there keeps its time."""
@@ -499,3 +574,21 @@ class Transaction:
             " ON CONFLICT (name) DO UPDATE SET value = value + excluded.value",
             (counter, n),
         )
+
+
+def _has_pruned_table(conn: sqlite3.Connection) -> bool:
+    return conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table'"
+                        " AND name = 'pruned_uids'").fetchone() is not None
+
+
+def _pruned_hits(conn: sqlite3.Connection, uids: list[bytes], chunk: int = 500) -> set[bytes]:
+    """Which of ``uids`` are remembered pruned keys (nothing to ask before any prune)."""
+    if not uids or not _has_pruned_table(conn):
+        return set()
+    hits: set[bytes] = set()
+    for start in range(0, len(uids), chunk):
+        part = uids[start:start + chunk]
+        marks = ",".join("?" * len(part))
+        hits.update(r[0] for r in conn.execute(
+            f"SELECT uid FROM pruned_uids WHERE uid IN ({marks})", part))  # noqa: S608
+    return hits

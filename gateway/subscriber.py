@@ -74,6 +74,8 @@ class Stats:
     duplicates: int = 0
     invalid: int = 0
     unrepaired: int = 0
+    #: seq_ids the publisher's outbox retention removed before they could be replayed
+    pruned: int = 0
     resets: int = 0
     last_seq: dict[str, int] = field(default_factory=dict)
     #: Messages the verifier refused, by reason (``gateway.verify.REASONS``).
@@ -370,6 +372,13 @@ class Subscriber:
                         page.publisher, page.publisher_epoch)
             self.stats.unrepaired += job.hi - job.lo + 1
             return
+        first = max(job.lo, job.after + 1)
+        if job.since is None and page.pruned_seq_id >= first:
+            lost = min(page.pruned_seq_id, job.hi) - first + 1
+            self.stats.pruned += lost
+            log.warning("%s: seq_id %d-%d were pruned by its outbox retention before they "
+                        "could be replayed (%d messages lost)", job.publisher, first,
+                        first + lost - 1, lost)
         if page.last_seq_id < job.hi:
             # A heartbeat claimed more than is stored: believe only what replay has.
             stored = max(page.last_seq_id, job.lo - 1)

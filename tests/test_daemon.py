@@ -242,3 +242,19 @@ def test_publish_streams_lines_as_they_come(daemon):
         finally:
             stream.stdin.close()
             assert stream.wait(10) == 0
+
+
+def test_heartbeats_disabled_the_daemon_keeps_running_and_publishing(daemon):
+    """``zmq.heartbeat_interval = 0`` disables heartbeats, not the daemon (its heartbeat
+    task used to end at once, and with it ``busgate run``, exit 0)."""
+    proc, settings = daemon(zmq={"heartbeat_interval": 0})
+    time.sleep(0.5)
+    assert proc.proc.poll() is None, proc.output()
+    with subscriber(settings) as sub:
+        for attempt in range(50):
+            assert publish(proc, [f"hb-off {attempt}"]).returncode == 0
+            if list(sub.messages(count=1, timeout=0.2)):
+                break
+        else:
+            raise AssertionError("nothing published with heartbeats off")
+    assert proc.stop() == 0

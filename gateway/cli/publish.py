@@ -62,7 +62,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from gateway import publishing, runtime
+    from gateway import canonical, publishing, runtime
     from gateway.cli import load_settings
     from gateway.errors import BusgateError, SpoolError, TopicError
 
@@ -103,7 +103,6 @@ def run(args: argparse.Namespace) -> int:
     stored = 0
     streaming = False
     run_id = uuid.uuid4()
-    encode = json.JSONEncoder(separators=(",", ":")).encode  # bodies are parsed JSON: finite
 
     def hand_over(final: bool) -> None:
         """Store ``pending`` as one spool item (all of it or none of it)."""
@@ -135,7 +134,7 @@ def run(args: argparse.Namespace) -> int:
             prefix.update(line + b"\n")
             parsed = _body(line, args.json_input, max_depth)
             publishing.validate_body(message_type, parsed)
-            body = encode(parsed)
+            body = canonical.dumps(parsed)  # orjson: fast
             size = overhead + len(body)
             if size > max_item:
                 raise ValueError(f"{size} bytes, over ingest.max_item_bytes ({max_item})")

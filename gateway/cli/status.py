@@ -59,6 +59,8 @@ def run(args: argparse.Namespace) -> int:
     print(f"outbox depth    {status['outbox_depth']}")
     for name, entry in status["transports"].items():
         print(f"  {name + ' cursor':<14}{entry['cursor']} (lag {entry['lag']})")
+    if status.get("pruned_seq_id"):
+        print(f"pruned up to    {status['pruned_seq_id']} (outbox retention)")
     print(f"spool pending   {status['spool_pending']}")
     quarantine = status["quarantine"]
     total = sum(quarantine.values())

@@ -73,6 +73,11 @@ class PeerGuard:
     def peers(self) -> int:
         return len(self._peers)
 
+    def fds(self) -> list[int]:
+        """The connected peers' file descriptors (their ids here)."""
+        self._events()
+        return list(self._peers)
+
     def check(self) -> int:
         """Read monitor events, then hang up on peers over their limits; return how many."""
         self._events()

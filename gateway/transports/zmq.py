@@ -11,8 +11,12 @@ After that lossy send libzmq parks the full subscriber's pipe and skips it,
 silently, until its reader has drained it. So the stalled connection (the one
 with the most unsent bytes in the kernel) is remembered as lagging, and every
 message sent while it lags counts as dropped for it, until its kernel send
-queue is empty (its pipe was drained, libzmq feeds it again) or it is gone:
-``dropped`` counts messages, not episodes.
+queue has stayed empty for :data:`UNLAG_QUIET` seconds (its pipe was drained,
+libzmq feeds it again) or it is gone: ``dropped`` counts messages, not
+episodes, and never fewer than were missed. When no connection has unsent bytes
+yet at the lossy send (the stalled reader's kernel buffers still had room),
+every connection is suspected: one that never shows a backlog is cleared at its
+first check, 10 ms later (a few messages over-counted, none missed uncounted).
 
 Inbound, a subscriber can only send subscriptions: frames over
 ``max_subscription_bytes`` are refused by libzmq before allocation
@@ -32,6 +36,13 @@ from gateway.errors import BusgateError
 from gateway.transports.peers import PeerGuard, PeerLimits
 
 log = logging.getLogger(__name__)
+
+
+#: Seconds a lagging subscriber's kernel send queue must stay empty before it counts as
+#: caught up: an empty queue for a moment does not mean libzmq feeds its pipe again.
+UNLAG_QUIET = 0.05
+#: Seconds between two looks at a lagging subscriber's kernel send queue.
+LAG_CHECK = 0.01
 
 
 class BindError(BusgateError):
@@ -77,12 +88,13 @@ class ZmqPublisher:
             sock.close(0)
             raise
         self.socket = sock
-        self._lagging: dict[int, float] = {}  # fd -> when its send queue was last checked
+        # fd -> [when its send queue was last checked, when it last held bytes (0: never)]
+        self._lagging: dict[int, list[float]] = {}
 
     def try_send(self, topic: bytes, payload: bytes) -> bool:
         """Send without waiting; ``False`` when a subscriber is full (then use :meth:`send`)."""
         try:
-            self.socket.send_multipart((topic, payload), flags=zmq.NOBLOCK, copy=False)
+            self.socket.send_multipart((topic, payload), flags=zmq.NOBLOCK)
         except zmq.Again:
             return False
         self.sent += 1
@@ -93,21 +105,23 @@ class ZmqPublisher:
     def _count_lagging(self) -> None:
         """This message skipped every lagging subscriber: count it once for each."""
         now = time.monotonic()
-        for fd, checked in list(self._lagging.items()):
-            if now - checked >= 0.01:
-                backlog = self.guard.backlog(fd)
-                if not backlog:  # drained (libzmq feeds it again) or gone
+        for fd, lag in list(self._lagging.items()):
+            if now - lag[0] >= LAG_CHECK:
+                lag[0] = now
+                if self.guard.backlog(fd):
+                    lag[1] = now
+                elif not lag[1] or now - lag[1] >= UNLAG_QUIET:  # drained, or gone
                     del self._lagging[fd]
-                    continue
-                self._lagging[fd] = now
         self.dropped += len(self._lagging)
 
     async def send(self, topic: bytes, payload: bytes) -> bool:
         deadline = None
         while True:
             try:
-                self.socket.send_multipart((topic, payload), flags=zmq.NOBLOCK, copy=False)
+                self.socket.send_multipart((topic, payload), flags=zmq.NOBLOCK)
                 self.sent += 1
+                if self._lagging:  # the wait was for another subscriber: lagging ones miss it
+                    self._count_lagging()
                 return True
             except zmq.Again:
                 now = time.monotonic()
@@ -117,25 +131,15 @@ class ZmqPublisher:
                     break
                 self.drain_subscriptions()
                 await asyncio.sleep(0.001)
-        stalled = self.guard.most_backlogged()
-        self.socket.setsockopt(zmq.XPUB_NODROP, 0)
-        try:
-            self.socket.send_multipart((topic, payload), flags=zmq.NOBLOCK, copy=False)
-        finally:
-            self.socket.setsockopt(zmq.XPUB_NODROP, 1)
+        self._send_lossy(topic, payload)
         self.sent += 1
         self.dropped += 1
-        if stalled is not None and stalled not in self._lagging:
-            self._lagging[stalled] = time.monotonic()
-            log.warning("a subscriber's queue stayed full for %.0f ms; it misses messages "
-                        "until it has caught up, and can replay them", self.hwm_wait * 1000)
         return False
 
-    def send_now(self, topic: bytes, payload: bytes) -> None:
-        """Send lossily at once (heartbeats: a missed one is replaced by the next). The
-        pending subscription notices are read first, so a subscriber that just joined
-        gets it."""
-        self.drain_subscriptions()
+    def _send_lossy(self, topic: bytes, payload: bytes) -> None:
+        """Send even though a subscriber is full (it misses this message), and remember
+        who lags: libzmq now skips that subscriber silently until it has drained."""
+        stalled = self.guard.most_backlogged()
         self.socket.setsockopt(zmq.XPUB_NODROP, 0)
         try:
             self.socket.send_multipart((topic, payload), flags=zmq.NOBLOCK)
@@ -143,6 +147,26 @@ class ZmqPublisher:
             pass
         finally:
             self.socket.setsockopt(zmq.XPUB_NODROP, 1)
+        now = time.monotonic()
+        suspects = [stalled] if stalled is not None else self.guard.fds()
+        fresh = [fd for fd in suspects if fd not in self._lagging]
+        for fd in fresh:
+            self._lagging[fd] = [now, now if fd == stalled else 0.0]
+        if stalled is not None and stalled in fresh:
+            log.warning("a subscriber's queue stayed full for %.0f ms; it misses messages "
+                        "until it has caught up, and can replay them", self.hwm_wait * 1000)
+
+    def send_now(self, topic: bytes, payload: bytes) -> None:
+        """Send at once (heartbeats: a missed one is replaced by the next). The pending
+        subscription notices are read first, so a subscriber that just joined gets it. A
+        full subscriber misses it, and is then remembered as lagging like after
+        :meth:`send`: the lossy send makes libzmq skip it for the stored messages that
+        follow too."""
+        self.drain_subscriptions()
+        try:
+            self.socket.send_multipart((topic, payload), flags=zmq.NOBLOCK)
+        except zmq.Again:
+            self._send_lossy(topic, payload)
 
     def drain_subscriptions(self, most: int = 1000) -> None:
         """Read (un)subscription notices so they never pile up; count subscriptions.

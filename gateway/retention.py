@@ -1,0 +1,76 @@
+"""Outbox retention: bound the state database's growth without losing anything unsent.
+
+Rows go only when every transport has published them (``Store.sent_floor``) and
+never the newest one (the next seq_id follows it). Their keys stay in
+``pruned_uids`` for ``state.dedup_days`` (at most ``dedup_max_keys``), so a source
+repeating an old input within that window still adds nothing. Replay answers a
+request for a pruned seq_id with that fact (``busgate_replay.pruned_seq_id``, or an
+error for a plain request) and the subscriber counts such losses, instead of a
+silent gap.
+
+Pruning runs in the daemon in steps of :data:`PRUNE_STEP` rows, one transaction
+each, so the spool worker's commits are never held up for long.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+from gateway.config import StateSettings
+from gateway.store import Store
+
+log = logging.getLogger(__name__)
+
+#: Rows removed per transaction (the writer lock is held for one step only).
+PRUNE_STEP = 20000
+#: Seconds between retention passes in ``busgate run``.
+PRUNE_INTERVAL = 30.0
+DAY = 86400
+
+
+def enabled(state: StateSettings) -> bool:
+    return bool(state.outbox_max_rows or state.outbox_max_age_days)
+
+
+def target(store: Store, state: StateSettings, now: float) -> int:
+    """The highest seq_id the configured bounds allow to prune (0: none), before the
+    transports' floor is applied."""
+    conn = store.connect()
+    upto = 0
+    if state.outbox_max_rows:
+        upto = max(upto, store.last_seq_id() - state.outbox_max_rows)
+    if state.outbox_max_age_days:
+        # timestamps never go backwards along seq_id, so this is a prefix of the outbox
+        row = conn.execute("SELECT MAX(seq_id) FROM outbox WHERE timestamp < ?",
+                           (int(now - state.outbox_max_age_days * DAY),)).fetchone()
+        upto = max(upto, row[0] or 0)
+    return upto
+
+
+def prune_once(store: Store, state: StateSettings, now: float | None = None,
+               step: int = PRUNE_STEP) -> int:
+    """One retention pass (all steps); returns the rows pruned."""
+    now = time.time() if now is None else now
+    upto = min(target(store, state, now), store.sent_floor())
+    pruned = 0
+    while True:
+        with store.transaction() as tx:
+            gone = tx.prune_outbox(upto, step)
+        pruned += gone
+        if gone < step:
+            break
+    with store.transaction() as tx:
+        tx.forget_pruned(int(now - state.dedup_days * DAY), state.dedup_max_keys)
+    return pruned
+
+
+async def run(store: Store, state: StateSettings, every: float = PRUNE_INTERVAL) -> None:
+    """``busgate run``'s retention task, when a bound is set (:func:`enabled`); never ends."""
+    while True:
+        pruned = await asyncio.to_thread(prune_once, store, state)
+        if pruned:
+            log.info("outbox retention pruned %d rows (up to seq_id %d)", pruned,
+                     store.pruned_seq_id())
+        await asyncio.sleep(every)

@@ -1,0 +1,87 @@
+"""A subscriber that stops reading: what the README promises at the high-water mark.
+
+It misses nothing until ``zmq.sndhwm`` messages (plus what its own RCVHWM and the
+kernel's socket buffers hold) are queued for it; past that every message it misses
+is counted in ``published.dropped`` (an upper estimate, never less than the misses),
+a subscriber that keeps reading loses nothing meanwhile, and replay gives back
+every missed message.
+"""
+
+import time
+
+import zmq
+
+from gateway import discovery, envelope, heartbeat, replay, runtime
+from gateway.event import Event
+from gateway.subscriber import Subscriber
+
+SNDHWM = 500
+RCVHWM = 100
+TOTAL = 8000
+PAD = "x" * 2000  # 8000 x ~2.3 KB: far more than loopback socket buffers hold
+
+
+def wait_published(settings, seq_id, timeout=60):
+    store = runtime.open_store(settings)
+    deadline = time.monotonic() + timeout
+    while store.published_seq_id() < seq_id:
+        assert time.monotonic() < deadline, f"published {store.published_seq_id()} of {seq_id}"
+        time.sleep(0.05)
+
+
+def test_a_stalled_subscriber_misses_only_past_the_bound_every_miss_counted(daemon):
+    proc, settings = daemon(zmq={"sndhwm": SNDHWM, "hwm_wait_ms": 20})
+    store = runtime.open_store(settings)
+    ctx = zmq.Context()
+    stalled = ctx.socket(zmq.SUB)
+    stalled.setsockopt(zmq.RCVHWM, RCVHWM)
+    stalled.setsockopt(zmq.SUBSCRIBE, b"")
+    stalled.connect(settings.zmq.publish)
+    try:
+        with Subscriber(discovery.discover(settings), rcvhwm=100_000,
+                        heartbeat_topic=heartbeat.topic(settings.topic_prefix)) as live:
+            for i in range(200):  # both joined: each has a probe
+                with store.transaction() as tx:
+                    tx.add_events([Event("logger", "message", "log", key=f"probe{i}",
+                                         body={"probe": i})])
+                if list(live.messages(count=1, timeout=0.1)) and stalled.poll(100):
+                    break
+            while stalled.poll(200):
+                stalled.recv_multipart()
+            list(live.messages(idle=0.3, timeout=2))
+            first = store.last_seq_id() + 1
+            with store.transaction() as tx:  # the stalled subscriber reads nothing now
+                tx.add_events([Event("logger", "message", "log", key=f"s{i}",
+                                     body={"n": i, "pad": PAD}) for i in range(TOTAL)])
+            last = first + TOTAL - 1
+            got_live = [m.seq_id for m in live.messages(count=TOTAL, timeout=60)]
+            wait_published(settings, last)
+            assert got_live == list(range(first, last + 1))  # a reader loses nothing
+        seen = []
+        quiet = time.monotonic() + 1.0  # heartbeats go on: stop 1 s after the last message
+        while time.monotonic() < quiet and (not seen or seen[-1] < last):
+            if stalled.poll(100):
+                seq_id = envelope.decode(stalled.recv_multipart()).get("seq_id")
+                if seq_id is not None:  # not a heartbeat
+                    seen.append(seq_id)
+                    quiet = time.monotonic() + 1.0
+    finally:
+        stalled.close(0)
+        ctx.destroy(0)
+    ours = [s for s in seen if s >= first]
+    missed = sorted(set(range(first, last + 1)) - set(ours))
+    dropped = store.counters().get("published.dropped", 0)
+    print(f"stalled subscriber: received {len(ours)}, missed {len(missed)}, "
+          f"published.dropped {dropped}")
+    assert missed, "the test must overflow the subscriber's queue"
+    # nothing missed before the bound: sndhwm messages queued for it (plus its RCVHWM and
+    # the kernel's buffers), received in order
+    assert missed[0] >= first + SNDHWM
+    assert ours[:SNDHWM] == list(range(first, first + SNDHWM))
+    # every miss is counted (an upper estimate: never fewer than missed)
+    assert len(missed) <= dropped <= len(missed) + 2 * SNDHWM + 2000
+    # and replay recovers every one of them
+    recovered = [e["seq_id"] for page in replay.pages(
+        settings.zmq.replay, {"seq_id_range": [missed[0], missed[-1]]}) for e in page.envelopes]
+    assert set(missed) <= set(recovered)
+    assert proc.stop() == 0
