@@ -71,7 +71,7 @@ def run(args: argparse.Namespace, index: TypeIndex | None = None) -> int:
                                  msgfilter.split_names(args.packages))
     verifier = verify.from_settings(settings.signing)
     if args.amqp:
-        return _tail_amqp(args, settings, index, topics, exclude, names)
+        return _tail_amqp(args, settings, index, topics, exclude, names, verifier)
     endpoints = discovery.discover(settings)
     for number, spec in enumerate(args.endpoint, 1):
         publish, _, replay_url = spec.partition(",")
@@ -121,8 +121,9 @@ def run(args: argparse.Namespace, index: TypeIndex | None = None) -> int:
 
 
 def _tail_amqp(args: argparse.Namespace, settings: Any, index: TypeIndex, topics: list[str],
-               exclude: list[str], names: Any) -> int:
-    """The same output, filters and types from a RabbitMQ queue (``--amqp QUEUE``)."""
+               exclude: list[str], names: Any, verifier: Any) -> int:
+    """The same output, filters, types and signature checks from a RabbitMQ queue
+    (``--amqp QUEUE``)."""
     from gateway import display as show
     from gateway.amqp_subscriber import AmqpSubscriber
     from gateway.transports.amqp import CONNECTION_ERRORS, AmqpError, redacted
@@ -130,8 +131,10 @@ def _tail_amqp(args: argparse.Namespace, settings: Any, index: TypeIndex, topics
     colour = show.use_colour(args.color, sys.stdout)
     left = args.count
     try:
-        with AmqpSubscriber(settings.amqp, args.amqp, topics=topics,
-                            exclude=exclude) as subscriber:
+        where = f"queue {args.amqp}"
+        with AmqpSubscriber(settings.amqp, args.amqp, topics=topics, exclude=exclude,
+                            verifier=verifier,
+                            on_reject=lambda e, error: _warn(where, e, error)) as subscriber:
             for message in subscriber.messages(count=None, timeout=args.timeout):
                 if names and not names.matches(
                         message.envelope, show.message_of(message.envelope, index)):
@@ -153,11 +156,15 @@ def _tail_amqp(args: argparse.Namespace, settings: Any, index: TypeIndex, topics
 
 def _warn_rejected(endpoint: Any, envelope: dict[str, Any], error: Exception) -> None:
     """One line on stderr per message the verifier refused (it is not printed)."""
+    _warn(endpoint.publish, envelope, error)
+
+
+def _warn(where: str, envelope: dict[str, Any], error: Exception) -> None:
     topic = str(envelope.get("topic"))[:255]
     seq = envelope.get("seq_id")
-    where = f" seq_id {seq}" if type(seq) is int else ""
+    seq_text = f" seq_id {seq}" if type(seq) is int else ""
     detail = " ".join(str(error).split())[:300]
-    print(f"busgate tail: rejected {topic}{where} from {endpoint.publish}: {detail}",
+    print(f"busgate tail: rejected {topic}{seq_text} from {where}: {detail}",
           file=sys.stderr, flush=True)
 
 
