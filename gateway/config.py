@@ -50,6 +50,8 @@ class StateSettings:
 
 @dataclass(frozen=True)
 class ZmqSettings:
+    #: Publish on ZeroMQ; false runs AMQP only (no socket bound, no cursor held back).
+    enabled: bool = True
     #: Where the PUB socket binds.
     publish: str = "tcp://127.0.0.1:9940"
     #: Where the replay REP socket binds (empty disables replay).
@@ -646,6 +648,10 @@ def _check_signing(settings: Settings, origin: dict[str, str]) -> None:
 def _check_enabled(settings: Settings, origin: dict[str, str]) -> None:
     """What an enabled core part needs before ``busgate run`` can start it (a source's
     needs are its ``validate``'s)."""
+    if not settings.zmq.enabled and not settings.amqp.enabled:
+        raise ConfigError("no transport is enabled: set zmq.enabled or amqp.enabled to true "
+                          "(both may run)", key="zmq.enabled",
+                          path=_where(settings, origin, "zmq.enabled"))
     if settings.smtp.enabled and not any(r.strip() for r in settings.smtp.recipients):
         raise ConfigError("the SMTP listener is enabled but accepts no recipient (list at "
                           "least one address)", key="smtp.recipients",

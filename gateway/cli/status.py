@@ -34,14 +34,14 @@ def run(args: argparse.Namespace) -> int:
     pid = liveness.running(settings.state_dir)
     daemon = "not running" if pid is None else f"running (pid {pid})" if pid else "running"
     try:
-        status = runtime.open_store(settings, create=False).status()
+        enabled = [name for name, on in (("zmq", settings.zmq.enabled),
+                                         ("amqp", settings.amqp.enabled)) if on]
+        status = runtime.open_store(settings, create=False).status(enabled)
     except StoreError as exc:
         print(f"busgate status: the state database cannot be read: {exc}", file=sys.stderr)
         for component, flag in flags.items():
             print(f"busgate status: {component}: {flag.get('problem')}", file=sys.stderr)
         return EX_UNAVAILABLE
-    if settings.amqp.enabled and "amqp" not in status["transports"]:
-        status["transports"]["amqp"] = {"cursor": 0, "lag": status["last_seq_id"]}
     status["spool_pending"] = len(runtime.open_spool(settings).pending())
     status["health"] = "ok" if not flags else "degraded"
     status["faults"] = flags
