@@ -10,13 +10,20 @@ interleaved (A B C D, A B C D, ...) and the median of each is printed with the
 machine's load. Needs RabbitMQ on 127.0.0.1:5672 (guest/guest); a vhost of its
 own is made and deleted.
 
+busgate also runs with its outbox signed (x509, openpgp; signed when the outbox is
+filled, not timed): those messages carry the ``busgate_envelope`` header (signature
+and signed fields), so the figure shows what the bigger headers cost on the wire.
+The bytes of one message's properties (headers included) are printed per variant.
+
     .venv/bin/python bench/amqp.py [--events 20000] [--slow-events 1000] [--reps 3]
+                                   [--no-signed]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import shutil
 import statistics
@@ -88,20 +95,43 @@ class Consumer:
         return time.perf_counter()
 
 
-def run_busgate(url: str, vhost: str, n: int, tmp: Path) -> float:
+#: Bytes of one publish besides its body (method, properties with headers, framing),
+#: per signing backend.
+HEADER_BYTES: dict[str, int] = {}
+
+
+def signing_tables(tmp: Path) -> dict[str, str]:
+    """``[signing]`` tables for busgate's signed variants (keys made with gateway.keygen)."""
+    from gateway import keygen
+
+    keygen.make_ca(tmp / "ca", "bench CA")
+    cert, key = keygen.make_cert(tmp / "pub", tmp / "ca", "bench.example.org")
+    pgp_key, _, _ = keygen.make_openpgp(tmp / "pgp", "bench", "bench <bench@example.org>")
+    return {"x509": f'backend = "x509"\ncert = "{cert}"\nkey = "{key}"\n',
+            "openpgp": f'backend = "openpgp"\nkey = "{pgp_key}"\n'}
+
+
+def run_busgate(url: str, vhost: str, n: int, tmp: Path, signing: str = "") -> float:
     from gateway import config, runtime
     from gateway.amqp_outbox import AmqpPublisher
     from gateway.event import Event
+    from gateway.transports import amqp_frames
+    from gateway.transports.amqp_wire import to_amqp
 
     state = tmp / f"busgate-{uuid.uuid4().hex}"
     path = state / "busgate.toml"
     state.mkdir()
-    path.write_text(f'[state]\ndir = "{state}"\n[amqp]\nenabled = true\nvhost = "{vhost}"\n')
+    path.write_text(f'[state]\ndir = "{state}"\n[amqp]\nenabled = true\nvhost = "{vhost}"\n'
+                    + (f"[signing]\n{signing}" if signing else ""))
     settings = config.load(path)
     store = runtime.open_store(settings)
     with store.transaction() as tx:
         tx.add_events([Event(service="dak", object="package", event="accept", key=f"{state}{i}",
                              body=body(i)) for i in range(n)])
+    wire = to_amqp(json.loads(store.rows_after(0, 1)[0].envelope))
+    frames = amqp_frames.publish(1, "amq.topic", wire, 131072)
+    name = signing.split('"')[1] if signing else "none"
+    HEADER_BYTES[name] = len(frames) - len(wire.body)  # method + properties + framing
     consumer = Consumer(url, n)
 
     async def publish() -> float:
@@ -215,6 +245,8 @@ def main() -> int:
     parser.add_argument("--slow-events", type=int, default=1000,
                         help="messages for the two one-confirm-at-a-time variants")
     parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument("--no-signed", action="store_true",
+                        help="leave out busgate's signed (x509, openpgp) variants")
     args = parser.parse_args()
     import pika
 
@@ -230,9 +262,14 @@ def main() -> int:
         ch.queue_declare(QUEUE, durable=True)
         ch.queue_bind(QUEUE, "amq.topic", "#")
         conn.close()
+        tables = {} if args.no_signed else signing_tables(tmp / "keys")
+        signed = {f"busgate, {name}-signed outbox -> consumer":
+                  (args.events, lambda t=table: run_busgate(url, vhost, args.events, tmp, t))
+                  for name, table in tables.items()}
         variants = {
             "busgate outbox -> consumer (pipelined confirms)":
                 (args.events, lambda: run_busgate(url, vhost, args.events, tmp)),
+            **signed,
             "fedora-messaging api.publish":
                 (args.slow_events, lambda: run_fedora_messaging(url, args.slow_events, tmp)),
             "pika, one confirm per message":
@@ -255,6 +292,8 @@ def main() -> int:
             median = statistics.median(rates)
             print(f"{name:<50} {variants[name][0]:>8} {median:>9,.0f}  "
                   f"({median / base:.1f}x fedora-messaging)")
+        print("bytes of one busgate publish besides its body: " + ", ".join(
+            f"{name} {size}" for name, size in HEADER_BYTES.items()))
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
         rabbitmqctl("delete_vhost", vhost)

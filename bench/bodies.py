@@ -8,7 +8,6 @@ of a typical wanna-build or git event.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -27,8 +26,7 @@ def dak_accept_body() -> dict[str, Any]:
 
     settings = config.Settings()
     # The fixture's signature is not by a key in any keyring here; the body is what counts.
-    settings = dataclasses.replace(settings, dak=dataclasses.replace(settings.dak,
-                                                                     signatures="ignore"))
+    settings = settings.with_section("dak", signatures="ignore")
     events = parse_mail(DAK_FIXTURE.read_bytes(), settings)
     (event,) = [e for e in events if e.topic_tokens()[-1] == "accept"]
     return dict(event.body)

@@ -11,6 +11,13 @@ one callback serves both transports.
 Bounds: at most ``amqp.prefetch`` unacknowledged messages are sent to us; a body over
 ``amqp.max_message_bytes`` or one that is not a JSON object is rejected without
 requeue (the queue's dead-letter exchange gets it, if it has one) and said on stderr.
+
+With a ``verifier`` (``verify.from_settings(settings.signing)``) every message is
+rebuilt into the envelope its publisher signed and checked like a ZeroMQ one: an
+unsigned, badly signed, out-of-policy or stale message is rejected without requeue,
+counted by reason in :attr:`AmqpSubscriber.rejected_by` and given to ``on_reject``.
+A message waits in a durable queue, so ``signing.max_age`` must cover the longest
+time a consumer may be away (older ones are refused as ``stale``).
 """
 
 from __future__ import annotations
@@ -21,13 +28,19 @@ import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from gateway.config import AmqpSettings
 from gateway.transports.amqp import open_connection
 from gateway.transports.amqp_wire import WireError, from_amqp
 
+if TYPE_CHECKING:
+    from gateway.verify import SignatureError, Verifier
+
 log = logging.getLogger(__name__)
+
+#: Called with (envelope, error) for each message the verifier refused.
+RejectHook = Callable[[dict[str, Any], "SignatureError"], object]
 
 
 @dataclass
@@ -59,12 +72,18 @@ class AmqpSubscriber:
     """Iterate over (or call back for) the messages of one durable queue."""
 
     def __init__(self, conf: AmqpSettings, queue: str, *, topics: Sequence[str] = (),
-                 exclude: Sequence[str] = ()):
+                 exclude: Sequence[str] = (), verifier: Verifier | None = None,
+                 on_reject: RejectHook | None = None):
         self.conf = conf
         self.queue = queue
         self.topics = tuple(topics)
         self.exclude = tuple(exclude)
+        self.verifier = verifier
+        self.on_reject = on_reject
+        #: Messages rejected in all (bad bodies and refused signatures).
         self.rejected = 0
+        #: Messages the verifier refused, by reason (``gateway.verify.REASONS``).
+        self.rejected_by: dict[str, int] = {}
         self._loop = asyncio.new_event_loop()
         self._inbox: asyncio.Queue[Any] | None = None
         self._connection: Any = None
@@ -164,7 +183,30 @@ class AmqpSubscriber:
                 self.exclude and topic.startswith(self.exclude)):
             self._loop.run_until_complete(self._channel.basic_ack(delivery.delivery_tag))
             return None
+        if self.verifier is not None and not self._verified(envelope, delivery):
+            return None
         return Received(envelope, redelivered=bool(delivery.delivery.redelivered))
+
+    def _verified(self, envelope: dict[str, Any], delivery: Any) -> bool:
+        """Whether the verifier accepts ``envelope``; a refusal is counted by reason,
+        handed to ``on_reject`` and rejected without requeue."""
+        from gateway.verify import SignatureError
+
+        assert self.verifier is not None
+        try:
+            self.verifier.check(envelope)
+            return True
+        except SignatureError as exc:
+            self.rejected += 1
+            self.rejected_by[exc.reason] = self.rejected_by.get(exc.reason, 0) + 1
+            if self.on_reject is not None:
+                self.on_reject(envelope, exc)
+            else:
+                log.warning("rejected %s from queue %s: %s", envelope.get("topic"),
+                            self.queue, exc)
+            self._loop.run_until_complete(
+                self._channel.basic_reject(delivery.delivery_tag, requeue=False))
+            return False
 
     def _reject(self, delivery: Any, why: str) -> None:
         self.rejected += 1

@@ -58,6 +58,8 @@ class StateSettings:
 
 @dataclass(frozen=True)
 class ZmqSettings:
+    #: Publish on ZeroMQ; false runs AMQP only (no socket bound, no cursor held back).
+    enabled: bool = True
     #: Where the PUB socket binds.
     publish: str = "tcp://127.0.0.1:9940"
     #: Where the replay REP socket binds (empty disables replay).
@@ -421,6 +423,12 @@ _NOT_KEYS = frozenset(("sources", "loaded_from"))
 _CORE_FIELDS = frozenset(f.name for f in dataclasses.fields(Settings)) - _NOT_KEYS
 
 
+def enabled_transports(settings: Settings) -> list[str]:
+    """The transports ``busgate run`` publishes on (each has its outbox cursor)."""
+    return [name for name, on in (("zmq", settings.zmq.enabled),
+                                  ("amqp", settings.amqp.enabled)) if on]
+
+
 def _unix_user() -> str:
     try:
         return getpass.getuser()
@@ -691,6 +699,10 @@ def _check_signing(settings: Settings, origin: dict[str, str]) -> None:
 def _check_enabled(settings: Settings, origin: dict[str, str]) -> None:
     """What an enabled core part needs before ``busgate run`` can start it (a source's
     needs are its ``validate``'s)."""
+    if not settings.zmq.enabled and not settings.amqp.enabled:
+        raise ConfigError("no transport is enabled: set zmq.enabled or amqp.enabled to true "
+                          "(both may run)", key="zmq.enabled",
+                          path=_where(settings, origin, "zmq.enabled"))
     if settings.smtp.enabled and not any(r.strip() for r in settings.smtp.recipients):
         raise ConfigError("the SMTP listener is enabled but accepts no recipient (list at "
                           "least one address)", key="smtp.recipients",

@@ -162,9 +162,23 @@ class Consumer:
         if self.amqp_queue is not None:
             from gateway.amqp_subscriber import AmqpSubscriber
 
+            where = Endpoint("amqp", f"queue {self.amqp_queue}")
+            hook = self.on_reject
+
+            def refused(envelope: dict[str, Any], error: Exception) -> None:
+                if hook is not None:
+                    hook(where, envelope, error)
+                else:
+                    log.warning("dropping %s from AMQP queue %s: %s", envelope.get("topic"),
+                                self.amqp_queue, error)
+
+            # the subscriber verifies, and rejects a refused message without requeue
             self._source = AmqpSubscriber(self.settings.amqp, self.amqp_queue,
                                           topics=self.filters.topics,
-                                          exclude=self.filters.exclude).__enter__()
+                                          exclude=self.filters.exclude,
+                                          verifier=self.verifier,
+                                          on_reject=refused).__enter__()
+            self.counters.rejected = self._source.rejected_by  # counted as it refuses
             return self
         from gateway import heartbeat
         from gateway.subscriber import Subscriber
@@ -276,9 +290,6 @@ class Consumer:
 
         envelope = item.envelope
         self.counters.received += 1
-        if self.amqp_queue is not None and self.verifier is not None \
-                and not self._verified(envelope, item.replayed):
-            return None
         if self.names and not self.names.matches(envelope,
                                                  display.message_of(envelope, self.index)):
             self.counters.filtered += 1
@@ -287,23 +298,6 @@ class Consumer:
         self.counters.delivered += 1
         return Delivery(envelope, replayed=item.replayed,
                         publisher=getattr(item, "publisher", None))
-
-    def _verified(self, envelope: dict[str, Any], replayed: bool) -> bool:
-        from gateway.verify import SignatureError
-
-        assert self.verifier is not None
-        try:
-            self.verifier.check(envelope, replayed=replayed)
-        except SignatureError as exc:
-            self.counters.rejected[exc.reason] = self.counters.rejected.get(exc.reason, 0) + 1
-            if self.on_reject is not None:
-                self.on_reject(Endpoint("amqp", f"amqp queue {self.amqp_queue}"), envelope,
-                               exc)
-            else:
-                log.warning("dropping %s from AMQP queue %s: %s", envelope.get("topic"),
-                            self.amqp_queue, exc)
-            return False
-        return True
 
     def _skip(self, delivery: Delivery) -> None:
         """A filtered message is handled too: a restart must not read it again."""

@@ -72,6 +72,48 @@ def _peer_limits(settings: Settings) -> tuple[PeerLimits, PeerLimits]:
     return publish, replay
 
 
+def _start_zmq(settings: Settings, store: Store, notifies: list[Callable[[], None]],
+               closers: list[Callable[[], object]], tasks: list[asyncio.Task[None]]) -> None:
+    """ZeroMQ's part of the daemon: the PUB socket and its outbox publisher, heartbeats,
+    the replay server and the peer guard (none of it when ``zmq.enabled = false``)."""
+    context = zmq.asyncio.Context()
+    closers.append(lambda: context.destroy(0))
+    publish_limits, replay_limits = _peer_limits(settings)
+    transport = ZmqPublisher(context, settings.zmq.publish, sndhwm=settings.zmq.sndhwm,
+                             hwm_wait_ms=settings.zmq.hwm_wait_ms,
+                             max_subscription_bytes=settings.zmq.max_subscription_bytes,
+                             peer_limits=publish_limits)
+    closers.insert(0, transport.close)
+    guarded: list[Callable[[], None]] = [transport.guard_peers]
+    publisher = Publisher(store, transport)
+    notifies.append(publisher.notify)
+    tasks += [asyncio.create_task(publisher.run(), name="publisher"),
+              asyncio.create_task(_heartbeats(settings, publisher, store.epoch()),
+                                  name="heartbeat")]
+    if settings.zmq.replay:
+        replay = ReplayServer(context, settings.zmq.replay, store,
+                              settings.zmq.replay_max_messages,
+                              max_bytes=settings.zmq.replay_max_bytes,
+                              max_request_bytes=settings.zmq.replay_max_request_bytes,
+                              peer_limits=replay_limits)
+        closers.insert(0, replay.close)
+        guarded.append(replay.guard_peers)
+        tasks.append(asyncio.create_task(replay.serve(), name="replay"))
+    tasks.append(asyncio.create_task(_guard_peers(guarded), name="peers"))
+
+
+def _transports(settings: Settings) -> list[str]:
+    """What the start-up line names: each enabled transport's address."""
+    from gateway.transports.amqp import redacted
+
+    names = []
+    if settings.zmq.enabled:
+        names.append(f"{settings.zmq.publish} (replay on {settings.zmq.replay or '(off)'})")
+    if settings.amqp.enabled:
+        names.append(f"{redacted(settings.amqp.url)} exchange {settings.amqp.exchange}")
+    return names
+
+
 async def serve(settings: Settings, stop: asyncio.Event | None = None,
                 ready: Callable[[], None] | None = None) -> None:
     """Run until ``stop`` is set (or SIGTERM/SIGINT). Raises on a start-up failure."""
@@ -91,19 +133,12 @@ async def serve(settings: Settings, stop: asyncio.Event | None = None,
     except OSError as exc:
         raise StoreError(f"cannot mark the spool {spool.root} and state directory "
                          f"{settings.state_dir}: {exc.strerror}") from None
-    context = zmq.asyncio.Context()
-    closers: list[Callable[[], object]] = [lambda: context.destroy(0)]
+    closers: list[Callable[[], object]] = []
     tasks: list[asyncio.Task[None]] = []
     try:
-        publish_limits, replay_limits = _peer_limits(settings)
-        transport = ZmqPublisher(context, settings.zmq.publish, sndhwm=settings.zmq.sndhwm,
-                                 hwm_wait_ms=settings.zmq.hwm_wait_ms,
-                                 max_subscription_bytes=settings.zmq.max_subscription_bytes,
-                                 peer_limits=publish_limits)
-        closers.insert(0, transport.close)
-        guarded: list[Callable[[], None]] = [transport.guard_peers]
-        publisher = Publisher(store, transport)
-        notifies: list[Callable[[], None]] = [publisher.notify]
+        notifies: list[Callable[[], None]] = []
+        if settings.zmq.enabled:
+            _start_zmq(settings, store, notifies, closers, tasks)
         if settings.amqp.enabled:
             from gateway import amqp_outbox
 
@@ -117,24 +152,11 @@ async def serve(settings: Settings, stop: asyncio.Event | None = None,
         worker = SpoolWorker(settings, notify)
         worker.start()
         closers.insert(0, worker.stop)
-        tasks += [asyncio.create_task(publisher.run(), name="publisher"),
-                  asyncio.create_task(worker.supervise(), name="spool"),
-                  asyncio.create_task(_heartbeats(settings, publisher, store.epoch()),
-                                      name="heartbeat"),
+        tasks += [asyncio.create_task(worker.supervise(), name="spool"),
                   asyncio.create_task(_watch_state(store), name="state")]
         if retention.enabled(settings.state):  # a task that ends would end the daemon
-            tasks.append(asyncio.create_task(retention.run(store, settings.state),
+            tasks.append(asyncio.create_task(retention.run(store, settings),
                                              name="retention"))
-        if settings.zmq.replay:
-            replay = ReplayServer(context, settings.zmq.replay, store,
-                                  settings.zmq.replay_max_messages,
-                                  max_bytes=settings.zmq.replay_max_bytes,
-                                  max_request_bytes=settings.zmq.replay_max_request_bytes,
-                                  peer_limits=replay_limits)
-            closers.insert(0, replay.close)
-            guarded.append(replay.guard_peers)
-            tasks.append(asyncio.create_task(replay.serve(), name="replay"))
-        tasks.append(asyncio.create_task(_guard_peers(guarded), name="peers"))
         if settings.smtp.enabled:
             from gateway.smtp import SmtpListener
 
@@ -160,9 +182,8 @@ async def serve(settings: Settings, stop: asyncio.Event | None = None,
         for sig in (signal.SIGTERM, signal.SIGINT):
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.add_signal_handler(sig, stop.set)
-        log.info("busgate %s publishing on %s, replay on %s, spool %s",
-                 settings.publisher.name, settings.zmq.publish, settings.zmq.replay or "(off)",
-                 spool.root)
+        log.info("busgate %s publishing on %s, spool %s", settings.publisher.name,
+                 ", ".join(_transports(settings)), spool.root)
         if ready:
             ready()
         waiter = asyncio.create_task(stop.wait())

@@ -172,7 +172,7 @@ def discover(settings: Settings) -> list[Endpoint]:
     """Self (if wanted), then the endpoints file, then each SRV domain; first publish URL wins."""
     conf = settings.discovery
     found: list[Endpoint] = []
-    if conf.include_self:
+    if conf.include_self and settings.zmq.enabled:  # AMQP only: nothing of ours to hear
         replay = _connectable(settings.zmq.replay) if settings.zmq.replay else None
         found.append(Endpoint(settings.publisher.name, _connectable(settings.zmq.publish), replay))
     if conf.endpoints_file:

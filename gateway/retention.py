@@ -1,6 +1,7 @@
 """Outbox retention: bound the state database's growth without losing anything unsent.
 
-Rows go only when every transport has published them (``Store.sent_floor``) and
+Rows go only when every enabled transport has published them (the lowest of their
+cursors; a disabled transport holds nothing back) and
 never the newest one (the next seq_id follows it). Their keys stay in
 ``pruned_uids`` for ``state.dedup_days`` (at most ``dedup_max_keys``), so a source
 repeating an old input within that window still adds nothing. Replay answers a
@@ -18,7 +19,7 @@ import asyncio
 import logging
 import time
 
-from gateway.config import StateSettings
+from gateway.config import Settings, StateSettings
 from gateway.store import Store
 
 log = logging.getLogger(__name__)
@@ -50,10 +51,16 @@ def target(store: Store, state: StateSettings, now: float) -> int:
 
 
 def prune_once(store: Store, state: StateSettings, now: float | None = None,
-               step: int = PRUNE_STEP) -> int:
-    """One retention pass (all steps); returns the rows pruned."""
+               step: int = PRUNE_STEP, transports: list[str] | None = None) -> int:
+    """One retention pass (all steps); returns the rows pruned. ``transports``: the
+    enabled ones, whose cursors bound it (None: every cursor in the store)."""
     now = time.time() if now is None else now
-    upto = min(target(store, state, now), store.sent_floor())
+    if transports is None:
+        floor = store.sent_floor()
+    else:
+        cursors = store.transport_cursors(enabled=transports)
+        floor = min((c["cursor"] for c in cursors.values()), default=0)
+    upto = min(target(store, state, now), floor)
     pruned = 0
     while True:
         with store.transaction() as tx:
@@ -66,10 +73,14 @@ def prune_once(store: Store, state: StateSettings, now: float | None = None,
     return pruned
 
 
-async def run(store: Store, state: StateSettings, every: float = PRUNE_INTERVAL) -> None:
+async def run(store: Store, settings: Settings, every: float = PRUNE_INTERVAL) -> None:
     """``busgate run``'s retention task, when a bound is set (:func:`enabled`); never ends."""
+    from gateway.config import enabled_transports
+
+    state, transports = settings.state, enabled_transports(settings)
     while True:
-        pruned = await asyncio.to_thread(prune_once, store, state)
+        pruned = await asyncio.to_thread(prune_once, store, state, None, PRUNE_STEP,
+                                         transports)
         if pruned:
             log.info("outbox retention pruned %d rows (up to seq_id %d)", pruned,
                      store.pruned_seq_id())

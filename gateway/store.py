@@ -16,7 +16,7 @@ import sqlite3
 import threading
 import time
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
@@ -326,26 +326,34 @@ class Store:
         return dict(self.connect().execute(
             "SELECT key, value FROM snapshots WHERE namespace = ?", (namespace,)))
 
-    def transport_cursors(self, last: int | None = None) -> dict[str, dict[str, int]]:
-        """Each transport's cursor and lag (AMQP only once it has published)."""
+    def transport_cursors(self, last: int | None = None,
+                          enabled: Sequence[str] | None = None) -> dict[str, dict[str, int]]:
+        """Each ``enabled`` transport's cursor and lag (``None``: ZeroMQ's, and AMQP's once
+        it has published)."""
         last = self.last_seq_id() if last is None else last
-        result = {"zmq": {"cursor": self.published_seq_id()}}
         amqp = self.cursor(AMQP_CURSOR)
-        if amqp is not None:
-            result["amqp"] = {"cursor": int(amqp)}
-        for entry in result.values():
-            entry["lag"] = last - entry["cursor"]
+        if enabled is None:
+            enabled = ("zmq", "amqp") if amqp is not None else ("zmq",)
+        result = {}
+        for name in enabled:
+            at = self.published_seq_id() if name == "zmq" else int(amqp or 0)
+            result[name] = {"cursor": at, "lag": last - at}
         return result
 
-    def status(self) -> dict[str, Any]:
+    def status(self, enabled: Sequence[str] | None = None) -> dict[str, Any]:
+        """What ``busgate status`` shows. ``published_seq_id`` (and so ``outbox_depth``)
+        is where the slowest ``enabled`` transport stands: a disabled one holds nothing
+        back (``None``: ZeroMQ's cursor)."""
         last = self.last_seq_id()
-        published = self.published_seq_id()
+        transports = self.transport_cursors(last, enabled)
+        published = min((t["cursor"] for t in transports.values()), default=last) \
+            if enabled is not None else self.published_seq_id()
         return {
             "database": str(self.path),
             "last_seq_id": last,
             "published_seq_id": published,
             "outbox_depth": last - published,
-            "transports": self.transport_cursors(last),
+            "transports": transports,
             "pruned_seq_id": self.pruned_seq_id(),
             "counters": self.counters(),
             "quarantine": self.quarantine_counts(),

@@ -91,12 +91,21 @@ def _fm_env(tmp_path: Path, vhost: str, queue: str, out: Path, n: int,
             "BUSGATE_TEST_OUT": str(out), "BUSGATE_TEST_N": str(n)}
 
 
+@pytest.mark.parametrize("signed", [False, True], ids=["unsigned", "x509"])
 def test_stock_fedora_messaging_consumers(make_settings, vhost, queues, test_types,
-                                          tmp_path):
+                                          tmp_path, signed):
     """`fedora-messaging consume` and api.consume get every message of a mixed batch
-    with its topic, id, body, schema class, summary, users and packages."""
+    with its topic, id, body, schema class, summary, users and packages; signed ones
+    too (they only carry one header more)."""
     pytest.importorskip("fedora_messaging")
-    settings = amqp_settings(make_settings, vhost)
+    if signed:
+        from signing_helpers import make_pki
+
+        pki = make_pki(tmp_path / "pki")
+        signing = {"backend": "x509", "cert": str(pki.cert), "key": str(pki.key)}
+        settings = amqp_settings(lambda **s: make_settings(**s, signing=signing), vhost)
+    else:
+        settings = amqp_settings(make_settings, vhost)
     names = {"cli": f"fm-cli-{uuid.uuid4().hex[:6]}", "api": f"fm-api-{uuid.uuid4().hex[:6]}"}
     for queue in names.values():
         queues.append(queue)
@@ -141,6 +150,7 @@ def test_stock_fedora_messaging_consumers(make_settings, vhost, queues, test_typ
                 assert line["module"] == "busgate_messages"
                 assert line["class"] == message.name.replace(".", "_")
                 assert line["url"] == message.url
+            assert ("busgate_envelope" in line["headers"]) is signed
         uploads = [line for line in lines if ".upload" in line["topic"]]
         assert uploads[0]["summary"].startswith("pkg") and uploads[0]["usernames"]
 

@@ -49,3 +49,17 @@ def test_other_values_are_left_to_pamqp(headers):
     message = WireMessage(routing_key="t", body=b"{}", message_id="m", headers=headers)
     with pytest.raises(amqp_frames.Unsupported):
         amqp_frames.publish(1, "amq.topic", message, 4088)
+
+
+def test_long_values_are_written_but_not_cached():
+    """A signed message's busgate_envelope differs every time: same bytes as pamqp, and
+    the entry cache keeps only values up to MAX_CACHED_VALUE characters."""
+    amqp_frames._ENTRIES.clear()
+    long_value = "s" * (amqp_frames.MAX_CACHED_VALUE + 1)
+    for value in (long_value, "s" * amqp_frames.MAX_CACHED_VALUE):
+        message = WireMessage(routing_key="t", body=b"{}", message_id="m",
+                              headers={"busgate_envelope": value, "a": "b"})
+        assert amqp_frames.publish(1, "amq.topic", message, 4088) == \
+            pamqp_publish(1, "amq.topic", message, 4088)
+    cached = {value for _, value, _ in amqp_frames._ENTRIES}
+    assert cached == {"b", "s" * amqp_frames.MAX_CACHED_VALUE}

@@ -471,36 +471,3 @@ def test_trust_bounds_certificate_field_files_and_cache(pki, x509_signer, monkey
     monkeypatch.setattr(trust, "MAX_KEYRING_BYTES", 100)
     with pytest.raises(ConfigError, match="larger than 100 bytes"):
         Verifier(keyring=[str(pki.keyring)])
-
-
-@pytest.mark.parametrize("backend", ["x509", "openpgp"])
-def test_signed_envelope_travels_on_amqp_headers_and_verifies(backend, x509_signer,
-                                                               pgp_signer, verifier):
-    from gateway import amqp_envelope
-    from gateway.errors import EnvelopeError
-
-    signer = x509_signer if backend == "x509" else pgp_signer
-    signed = signer.sign(envelope())
-    key, body, headers = amqp_envelope.to_amqp(signed)
-    assert key == TOPIC and json.loads(body) == signed["msg"]
-    assert headers["fedora_messaging_severity"] == 20  # the envelope's headers, as AMQP's
-    rebuilt = amqp_envelope.from_amqp(key, body, copy.deepcopy(headers))
-    assert rebuilt == json.loads(env.canonical_json(signed))
-    assert verifier.check(rebuilt)
-    no_headers = signer.sign({k: v for k, v in envelope().items() if k != "headers"})
-    assert verifier.check(amqp_envelope.from_amqp(*amqp_envelope.to_amqp(no_headers)))
-    empty = signer.sign({**envelope(), "headers": {}})
-    assert verifier.check(amqp_envelope.from_amqp(*amqp_envelope.to_amqp(empty)))
-    for tampered in ({**headers, "fedora_messaging_severity": 40},
-                     {**headers, "fedora_messaging_user_mallory": True}):
-        with pytest.raises(SignatureError, match="bad-signature"):
-            verifier.check(amqp_envelope.from_amqp(key, body, tampered))
-    with pytest.raises(SignatureError, match="bad-signature"):
-        verifier.check(amqp_envelope.from_amqp(key, body.replace(b"hebcal", b"hebcaL"),
-                                               headers))
-    for bad_key, bad_headers in ((key, {}), (key + ".x", headers),
-                                 (key, {**headers, amqp_envelope.HEADER: "[1]"}),
-                                 (key, {**headers, amqp_envelope.HEADER: "x" * (
-                                     amqp_envelope.MAX_HEADER_BYTES + 1)})):
-        with pytest.raises(EnvelopeError):
-            amqp_envelope.from_amqp(bad_key, body, bad_headers)

@@ -18,7 +18,7 @@ EX_UNAVAILABLE = 69
 def run(args: argparse.Namespace) -> int:
     import sys
 
-    from gateway import health, liveness, mark, runtime
+    from gateway import config, health, liveness, mark, runtime
     from gateway.cli import load_settings
     from gateway.errors import StoreError
 
@@ -34,14 +34,13 @@ def run(args: argparse.Namespace) -> int:
     pid = liveness.running(settings.state_dir)
     daemon = "not running" if pid is None else f"running (pid {pid})" if pid else "running"
     try:
-        status = runtime.open_store(settings, create=False).status()
+        enabled = config.enabled_transports(settings)
+        status = runtime.open_store(settings, create=False).status(enabled)
     except StoreError as exc:
         print(f"busgate status: the state database cannot be read: {exc}", file=sys.stderr)
         for component, flag in flags.items():
             print(f"busgate status: {component}: {flag.get('problem')}", file=sys.stderr)
         return EX_UNAVAILABLE
-    if settings.amqp.enabled and "amqp" not in status["transports"]:
-        status["transports"]["amqp"] = {"cursor": 0, "lag": status["last_seq_id"]}
     status["spool_pending"] = len(runtime.open_spool(settings).pending())
     status["health"] = "ok" if not flags else "degraded"
     status["faults"] = flags

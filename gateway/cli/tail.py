@@ -137,11 +137,15 @@ def _tail_amqp(args: argparse.Namespace, settings: Any, index: TypeIndex,
 
 def _warn_rejected(endpoint: Any, envelope: dict[str, Any], error: Exception) -> None:
     """One line on stderr per message the verifier refused (it is not printed)."""
+    _warn(endpoint.publish, envelope, error)
+
+
+def _warn(where: str, envelope: dict[str, Any], error: Exception) -> None:
     topic = str(envelope.get("topic"))[:255]
     seq = envelope.get("seq_id")
-    where = f" seq_id {seq}" if type(seq) is int else ""
+    seq_text = f" seq_id {seq}" if type(seq) is int else ""
     detail = " ".join(str(error).split())[:300]
-    print(f"busgate tail: rejected {topic}{where} from {endpoint.publish}: {detail}",
+    print(f"busgate tail: rejected {topic}{seq_text} from {where}: {detail}",
           file=sys.stderr, flush=True)
 
 

@@ -81,6 +81,9 @@ def _octet(value: Any) -> bytes:
 _ENTRIES: dict[tuple[str, Any, type], bytes] = {}
 _KEYS: dict[str, bytes] = {}
 MAX_CACHED = 4096
+#: Longest string header value cached (longer ones, such as a signed envelope's
+#: ``busgate_envelope``, differ in every message and would only churn the cache).
+MAX_CACHED_VALUE = 256
 
 
 def _table(table: Mapping[str, Any]) -> bytes:
@@ -98,6 +101,9 @@ def _table(table: Mapping[str, Any]) -> bytes:
             continue
         if kind is not str and kind is not bool:
             raise Unsupported(f"a header value of type {kind.__name__}")
+        if kind is str and len(value) > MAX_CACHED_VALUE:  # a signature: new each time
+            parts.append(_short(key) + _value(value))
+            continue
         entry = _ENTRIES.get((key, value, kind))
         if entry is None:
             entry = _short(key) + _value(value)
