@@ -251,8 +251,9 @@ class Store:
         ``publisher.<transport>.sent``): rows above it must stay for a transport."""
         row = self.connect().execute(
             "SELECT MIN(CAST(value AS INTEGER)) FROM cursors"
-            " WHERE name = ? OR name GLOB 'publisher.*.sent'", (PUBLISHED_CURSOR,)).fetchone()
-        return int(row[0] or 0)
+            " WHERE name GLOB 'publisher.*.sent'").fetchone()
+        zmq = self.published_seq_id()  # 0 until ZeroMQ's first batch is recorded
+        return zmq if row[0] is None else min(zmq, int(row[0]))
 
     def pruned_seq_id(self) -> int:
         """Highest seq_id outbox retention removed (0: none); replay says so."""

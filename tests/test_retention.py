@@ -36,6 +36,18 @@ def state(**kw):
     return config.StateSettings(**kw)
 
 
+def test_a_disabled_transport_holds_nothing_back(make_settings):
+    """AMQP only (zmq.enabled = false): the ZeroMQ cursor never moves, and must not keep
+    every row forever; the enabled transports' cursors bound the pruning."""
+    store = runtime.open_store(make_settings())
+    fill(store, 100)
+    sent(store, 90, "publisher.amqp.sent")  # publisher.sent (ZeroMQ) stays at 0
+    # every cursor, ZeroMQ's included even before it is first written
+    assert retention.prune_once(store, state(outbox_max_rows=10)) == 0
+    assert retention.prune_once(store, state(outbox_max_rows=10), transports=["amqp"]) == 90
+    assert seq_ids(store) == list(range(91, 101))
+
+
 def test_defaults_keep_every_row(make_settings):
     store = runtime.open_store(make_settings())
     fill(store, 50)
