@@ -26,13 +26,14 @@ from __future__ import annotations
 
 import base64
 import os
-from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, Protocol
 
 from gateway import envelope as env
 from gateway.errors import ConfigError
 
 if TYPE_CHECKING:
+    from concurrent.futures import ThreadPoolExecutor
+
     from gateway.config import SigningSettings
 
 #: Width of the base64 lines of fedmsg's ``signature`` and ``certificate`` (M2Crypto's).
@@ -66,7 +67,10 @@ _POOL: tuple[int, ThreadPoolExecutor] | None = None
 
 
 def _pool() -> ThreadPoolExecutor:
-    """This process's signing threads (made again after a fork: threads do not survive)."""
+    """This process's signing threads (made again after a fork: threads do not survive).
+    Imported here: an unsigned ``busgate publish`` need not load the thread pool."""
+    from concurrent.futures import ThreadPoolExecutor
+
     global _POOL
     if _POOL is None or _POOL[0] != os.getpid():
         _POOL = (os.getpid(), ThreadPoolExecutor(SIGNING_THREADS,

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping
-from email.utils import getaddresses, parseaddr
 from typing import Any, ClassVar
 
 from gateway.messages import DEBUG, Message, clip
@@ -56,6 +55,8 @@ def people_logins(people: Iterable[Any]) -> list[str]:
     for value in people:
         if not isinstance(value, str) or "@" not in value:
             continue
+        from email.utils import getaddresses  # here: loading the types need not pay it
+
         for _name, address in getaddresses([value]):
             local, _, domain = address.lower().rpartition("@")
             if domain == "debian.org" and _LOGIN.fullmatch(local) and local not in logins:
@@ -220,6 +221,8 @@ class BugMessage(Message):
 
     def _by(self, field: str) -> str:
         """`` by <name>``; nothing when unknown or the tracker itself (``owner@bugs.*``)."""
+        from email.utils import parseaddr
+
         value = self._body.get(field)
         if isinstance(value, str) and _TRACKER.match(parseaddr(value)[1]):
             return ""
@@ -369,6 +372,8 @@ def person(value: Any) -> str:
     """The name of ``Name <address>``, else the address (``""`` for nothing)."""
     if not isinstance(value, str):
         return ""
+    from email.utils import parseaddr
+
     name, address = parseaddr(value)
     return " ".join((name or address or value).split())
 
