@@ -12,6 +12,7 @@ none (``gone``).
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import hashlib
 import json
 from dataclasses import dataclass
@@ -102,6 +103,7 @@ def poison_key(row: Row) -> str:
     return "wanna-build:poison:" + hashlib.sha256(fields.encode()).hexdigest()
 
 
+@functools.lru_cache(maxsize=4096)  # a backlog repeats the same packages and suites
 def build_link(template: str, package: str | None, distribution: str | None) -> str | None:
     """The status page of ``package`` in ``distribution`` (None when either is unknown, or
     no page is configured)."""
