@@ -6,8 +6,9 @@
   is kept for a summary: past ``max_per_minute - 1`` messages, the rest are only
   counted, and once the burst is over (``SUMMARY_QUIET`` seconds without one) or has
   lasted a whole window, one "N more messages" notification says how many and from
-  which services. A storm that goes on updates that same notification (``replaces``)
-  rather than stacking new ones. A burst of 1,000 is thus ``max_per_minute`` popups.
+  which services. A storm that goes on past a window updates that same notification
+  (``replaces``, with the running count) rather than stacking new ones. A burst of
+  1,000 is thus ``max_per_minute`` popups.
 * **Outages**: when no notification server answers (none on the bus, the session bus
   gone, a hung server), the error is logged once with its reason, wanted notifications
   wait in a queue bounded by the rate (the rest join the summary's count), and the call
@@ -72,8 +73,9 @@ class Desk:
         self._held_services: Counter[str] = Counter()
         self._held_first = 0.0
         self._held_last = 0.0
-        self._summary_id = 0
-        self._summary_at = -1e18
+        #: The summary on screen while a storm goes on (0: none), and its running count.
+        self._storm_id = 0
+        self._storm_total = 0
         self._failures = 0
         self._retry_at = 0.0
         self._last_error = ""
@@ -83,7 +85,8 @@ class Desk:
         """Show ``note`` now if the rate and the server allow, else queue or count it."""
         now = self.clock()
         self._expire(now)
-        if self._held == 0 and len(self._sent) + len(self._pending) < self.budget:
+        if self._held == 0 and not self._storm_id and \
+                len(self._sent) + len(self._pending) < self.budget:
             self._pending.append(note)
         else:
             if self._held == 0:
@@ -103,36 +106,41 @@ class Desk:
         if now < self._retry_at:
             return
         self._expire(now)
+        if self._storm_id and not self._held and now - self._held_last >= self.quiet:
+            self._storm_id = self._storm_total = 0  # the storm ended on a summary
         while self._pending and len(self._sent) < self.limit:
-            if not self._send(self._pending[0], now):
+            if self._send(self._pending[0], now) is None:
                 return
             self._pending.popleft()
             self.stats.shown += 1
-        if self._held and not self._pending and len(self._sent) < self.limit and (
-                now - self._held_last >= self.quiet or now - self._held_first >= self.window):
-            note = self._summary(now)
-            if self._send(note, now, summary=True):
-                self.stats.summaries += 1
-                self._held = 0
-                self._held_services.clear()
+        if self._held and not self._pending and len(self._sent) < self.limit:
+            over = now - self._held_last >= self.quiet  # the burst is over
+            if over or now - self._held_first >= self.window:
+                total = self._held + (self._storm_total if self._storm_id else 0)
+                ident = self._send(self._summary(total), now)
+                if ident is not None:
+                    self.stats.summaries += 1
+                    self._held = 0
+                    self._held_services.clear()
+                    # mid-storm, the next summary replaces this one, counting on
+                    self._storm_id, self._storm_total = (0, 0) if over else (ident, total)
 
     def idle(self) -> bool:
         """Nothing is waiting to be shown."""
         return not self._pending and not self._held
 
-    def _summary(self, now: float) -> Notification:
+    def _summary(self, total: int) -> Notification:
         top = self._held_services.most_common(SUMMARY_SERVICES)
         counted = sum(n for _, n in top)
         parts = [f"{n} {name or 'other'}" for name, n in top]
         if self._held > counted:
             parts.append(f"{self._held - counted} others")
-        # a storm still going on updates the summary already on screen
-        replaces = self._summary_id if now - self._summary_at < self.window else 0
-        return Notification(f"busgate: {self._held} more messages",
+        return Notification(f"busgate: {total} more messages",
                             "Not shown, over the rate limit: " + ", ".join(parts),
-                            urgency=LOW, replaces=replaces, expire_ms=self.expire_ms)
+                            urgency=LOW, replaces=self._storm_id, expire_ms=self.expire_ms)
 
-    def _send(self, note: Notification, now: float, summary: bool = False) -> bool:
+    def _send(self, note: Notification, now: float) -> int | None:
+        """The server's id for the shown ``note``, or None (failed; retry later)."""
         try:
             ident = self.notifier.notify(note)
         except DesktopError as exc:
@@ -144,16 +152,14 @@ class Desk:
                 log.error("cannot show notifications: %s; retrying (every %g s at most), "
                           "%d waiting", exc, RETRY_MAX, len(self._pending) + bool(self._held))
                 self._last_error = str(exc)
-            return False
+            return None
         if self._failures:
             log.warning("notifications are shown again (after %d failed attempts)",
                         self._failures)
         self._failures = 0
         self._last_error = ""
         self._sent.append(now)
-        if summary:
-            self._summary_id, self._summary_at = ident, now
-        return True
+        return ident
 
     def _expire(self, now: float) -> None:
         while self._sent and now - self._sent[0] >= self.window:
