@@ -87,6 +87,8 @@ class NotificationServer:
         from jeepney.io.blocking import open_dbus_connection
 
         self.capabilities = list(capabilities)
+        #: While set, Notify calls are recorded but never answered (a hung server).
+        self.mute = False
         self.calls: list[Call] = []
         self.lock = threading.Lock()
         self.conn = open_dbus_connection(bus=address)
@@ -117,6 +119,8 @@ class NotificationServer:
                 with self.lock:
                     self.calls.append(Call(app, replaces, summary, body,
                                            urgency[1] if urgency else None, expire))
+                if self.mute:
+                    continue
                 next_id += 1
                 answer = new_method_return(msg, "u", (replaces or next_id,))
             elif member == "GetCapabilities":

@@ -200,6 +200,32 @@ def test_a_storm_longer_than_the_window_updates_one_summary(bus):
                                     "failures": 0}
 
 
+def test_a_hung_server_and_a_lost_bus_are_errors_then_retried(bus):
+    server = NotificationServer(bus.address)
+    clock = FakeClock()
+    desk = Desk(Notifier(address=bus.address, timeout=0.3), 10, clock=clock)
+    try:
+        server.mute = True
+        desk.offer(Notification("one"))
+        assert desk.stats.failures == 1 and desk.stats.shown == 0
+        desk.offer(Notification("two"))  # waits for the retry: no call, no failure
+        assert desk.stats.failures == 1
+        server.mute = False
+        clock.now += 2.0  # RETRY_FIRST
+        desk.tick()
+        assert [c.summary for c in server.snapshot()] == ["one", "one", "two"]
+        assert desk.stats.shown == 2
+        server.close()
+        bus.close()  # the session ends under a connected client
+        with pytest.raises(DesktopError, match="lost the session bus"):
+            desk.notifier.notify(Notification("three"))
+        with pytest.raises(DesktopError, match="cannot connect to the session bus"):
+            desk.notifier.notify(Notification("four"))  # and it tries to connect again
+    finally:
+        desk.notifier.close()
+        server.close()
+
+
 def test_no_session_bus_is_a_clear_error(monkeypatch):
     monkeypatch.delenv("DBUS_SESSION_BUS_ADDRESS", raising=False)
     with pytest.raises(DesktopError, match="DBUS_SESSION_BUS_ADDRESS is not set"):
