@@ -50,16 +50,18 @@ def upload(user: str, package: str, version: str) -> dict[str, str]:
 class Notify:
     """``busgate notify`` in a subprocess, with its own rules file."""
 
-    def __init__(self, env: dict[str, str], bus: SessionBus, tmp: Path, rules: str):
+    def __init__(self, env: dict[str, str], bus: SessionBus, tmp: Path, rules: str,
+                 state: Path | None = None):
         config = tmp / "xdg" / "busgate"
         config.mkdir(parents=True)
+        tmp.mkdir(exist_ok=True)
         (config / "notify.toml").write_text(rules)
         self.err = (tmp / "notify.err").open("w+")
         self.proc = subprocess.Popen(
             [*BUSGATE, "notify", "--timeout", "60"], cwd=REPO, stdout=subprocess.DEVNULL,
             stderr=self.err, env={**env, "DBUS_SESSION_BUS_ADDRESS": bus.address,
                                   "XDG_CONFIG_HOME": str(tmp / "xdg"),
-                                  "XDG_STATE_HOME": str(tmp / "state")})
+                                  "XDG_STATE_HOME": str(state or tmp / "state")})
         self.wait_log("following")
 
     def log(self) -> str:
@@ -262,3 +264,29 @@ def test_rules_defaults_and_urgency():
         desktop.NORMAL]
     assert notify_rules.default_path({"XDG_CONFIG_HOME": "/x"}) == Path(
         "/x/busgate/notify.toml")
+
+
+def test_the_example_rules_parse():
+    rules = notify_rules.load(REPO / "conf" / "examples" / "notify.toml", "org.debian.prod")
+    assert rules.packages == {"hebcal", "dpkg"} and rules.exclude == (
+        "org.debian.prod.git.push",)
+
+
+def test_resume_shows_what_came_while_stopped(typed_daemon, bus, tmp_path):
+    proc, _settings = typed_daemon()
+    server = NotificationServer(bus.address)
+    rules = (RULES % 10).replace("[urgency]", "resume = true\n[urgency]")
+    notify = Notify(proc.env, bus, tmp_path, rules)
+    try:
+        publish(proc.env, "upload.done", [upload("alice", "dpkg", "1")])
+        assert len(server.wait_for(1)) == 1
+        notify.stop()
+        publish(proc.env, "upload.done", [upload("alice", "dpkg", "2")])  # while stopped
+        notify = Notify(proc.env, bus, tmp_path / "again", rules, state=tmp_path / "state")
+        calls = server.wait_for(2)
+        time.sleep(0.3)
+        calls = server.snapshot()
+    finally:
+        notify.stop()
+        server.close()
+    assert [c.summary for c in calls] == ["alice uploaded dpkg 1", "alice uploaded dpkg 2"]
