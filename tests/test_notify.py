@@ -290,3 +290,44 @@ def test_resume_shows_what_came_while_stopped(typed_daemon, bus, tmp_path):
         notify.stop()
         server.close()
     assert [c.summary for c in calls] == ["alice uploaded dpkg 1", "alice uploaded dpkg 2"]
+
+
+@pytest.mark.rabbitmq
+def test_followed_messages_from_an_amqp_queue(typed_daemon, bus, tmp_path, vhost, queues):
+    import uuid
+
+    queue = f"notify-{uuid.uuid4().hex[:8]}"
+    queues.append(queue)
+    tag = uuid.uuid4().hex[:8]
+    proc, _settings = typed_daemon(amqp={
+        "enabled": True, "vhost": vhost, "alternate_exchange": f"unroutable-{tag}",
+        "unroutable_queue": f"unroutable-{tag}", "reconnect_min": 0.2, "reconnect_max": 1.0})
+    server = NotificationServer(bus.address)
+    rules = (RULES % 10) + f'\n[bus]\namqp_queue = "{queue}"\n'
+    notify = Notify(proc.env, bus, tmp_path, rules)
+    try:
+        publish(proc.env, "upload.done", [upload("bob", "dpkg", "1"),
+                                          upload("bob", "hebcal", "2")])
+        calls = server.wait_for(1, timeout=15)
+        time.sleep(0.3)
+        calls = server.snapshot()
+    finally:
+        log = notify.stop()
+        server.close()
+    assert [c.summary for c in calls] == ["bob uploaded hebcal 2"], log
+    assert f"AMQP queue {queue}" in log
+
+
+def test_an_unreachable_broker_is_exit_69_with_a_message(make_settings, bus, tmp_path):
+    from tests.conftest import free_port
+
+    settings = make_settings(amqp={"url": f"amqp://guest:guest@127.0.0.1:{free_port()}/",
+                                   "connect_timeout": 1.0})
+    rules = tmp_path / "notify.toml"
+    rules.write_text('[follow]\nusers = ["alice"]\n[bus]\namqp_queue = "q"\n')
+    done = subprocess.run([*BUSGATE, "--config", str(settings.loaded_from[0]), "notify",
+                           "--rules", str(rules), "--timeout", "5"], cwd=REPO, env=bus.env,
+                          capture_output=True, text=True, timeout=30)
+    assert done.returncode == 69, done.stderr
+    assert "busgate notify: AMQP queue 'q': " in done.stderr
+    assert "Traceback" not in done.stderr

@@ -64,6 +64,7 @@ def _endpoints(settings: Any, rules: Any) -> list[Any]:
 def follow(args: argparse.Namespace, settings: Any, rules: Any) -> int:
     from gateway import display, msgfilter, sources
     from gateway.consumer import Consumer, Filters
+    from gateway.consumer_state import PositionError
     from gateway.desktop import Notifier
     from gateway.messages import SEVERITY_HEADER
     from gateway.notifying import Desk, note_for
@@ -104,14 +105,15 @@ def follow(args: argparse.Namespace, settings: Any, rules: Any) -> int:
     if rules.resume and not rules.amqp_queue:
         kwargs.update(name="notify", state_dir=state)
     deadline = time.monotonic() + args.timeout if args.timeout is not None else None
-    log.info("following %d package(s), %d user(s), %d topic(s) from %s",
-             len(rules.packages), len(rules.users), len(rules.topics),
-             f"AMQP queue {rules.amqp_queue}" if rules.amqp_queue else
-             ", ".join(e.publish for e in kwargs["endpoints"]))
     consumer = Consumer(settings, filters=Filters(exclude=rules.exclude), index=index,
                         **kwargs)
     try:
         with consumer:
+            # said once subscribed (the AMQP queue declared): from here nothing is missed
+            log.info("following %d package(s), %d user(s), %d topic(s) from %s",
+                     len(rules.packages), len(rules.users), len(rules.topics),
+                     f"AMQP queue {rules.amqp_queue}" if rules.amqp_queue else
+                     ", ".join(e.publish for e in kwargs["endpoints"]))
             while deadline is None or time.monotonic() < deadline:
                 slice_ = 0.5 if deadline is None else max(0.0, min(0.5, deadline
                                                                     - time.monotonic()))
@@ -119,9 +121,20 @@ def follow(args: argparse.Namespace, settings: Any, rules: Any) -> int:
                 desk.tick()  # a due summary, a retry
     except KeyboardInterrupt:
         pass
+    except (*_bus_errors(), PositionError) as exc:
+        where = f"AMQP queue {rules.amqp_queue!r}" if rules.amqp_queue else "the bus"
+        print(f"busgate notify: {where}: {exc or type(exc).__name__}", file=sys.stderr)
+        return 69
     finally:
         desk.notifier.close()
         log.info("stopped: %s", " ".join(f"{k}={v}" for k, v in
                                          {**desk.stats.as_dict(),
                                           **consumer.counters.as_dict()}.items()))
     return 0
+
+
+def _bus_errors() -> tuple[type[BaseException], ...]:
+    """What a broker that cannot be reached raises (as ``busgate tail --amqp`` reports)."""
+    from gateway.transports.amqp import CONNECTION_ERRORS, AmqpError
+
+    return (*CONNECTION_ERRORS, AmqpError)
