@@ -97,8 +97,9 @@ def load(path: str | os.PathLike[str], topic_prefix: str) -> Rules:
         with open(path, "rb") as handle:
             data = handle.read(MAX_FILE_BYTES + 1)
     except OSError as exc:
-        raise ConfigError(f"cannot read the notify rules: {exc.strerror} (write one: see "
-                          f"'busgate notify --help')", path=where) from None
+        raise ConfigError(f"cannot read the notify rules: {exc.strerror} (write one, e.g. "
+                          f"'[follow]' then 'packages = [\"hebcal\"]'; README, \"Desktop "
+                          f"notifications\")", path=where) from None
     if len(data) > MAX_FILE_BYTES:
         raise ConfigError(f"larger than {MAX_FILE_BYTES} bytes", path=where)
     try:
