@@ -33,6 +33,8 @@ COMMANDS = {
     "status": "gateway.cli.status",
     "check-config": "gateway.cli.check_config",
     "keys": "gateway.cli.keys",
+    "record": "gateway.cli.record",
+    "web": "gateway.cli.web",
 }
 
 EX_USAGE = 2
