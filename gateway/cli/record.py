@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 
 HELP = "record every message of the bus in the history database ([history])"
@@ -65,10 +66,8 @@ def run(args: argparse.Namespace) -> int:
                   "use --endpoint)", file=sys.stderr)
             return 2
         rec = recorder.Recorder(settings, store, endpoints=endpoints, amqp_queue=args.amqp)
-        try:
+        with contextlib.suppress(KeyboardInterrupt):
             rec.run(count=args.count, timeout=args.timeout)
-        except KeyboardInterrupt:
-            pass
         print(f"busgate record: {rec.stored} stored, {rec.known} already there",
               file=sys.stderr)
         return 0

@@ -265,7 +265,7 @@ def _where(query: Query) -> tuple[str, list[Any]]:
             ("packages", "package_messages", "package_id", query.not_packages, True)):
         if values:
             clauses.append(
-                f"m.id {'NOT ' if negate else ''}IN (SELECT l.message_id FROM {link} l"
+                f"m.id {'NOT ' if negate else ''}IN (SELECT l.message_id FROM {link} l"  # noqa: S608
                 f" WHERE l.{key} IN (SELECT id FROM {table} WHERE name IN ({_marks(values)})))")
             params += values
     if query.contains:
