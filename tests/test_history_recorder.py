@@ -138,3 +138,13 @@ def test_record_of_takes_service_users_packages_and_unicode_text(tmp_path):
     assert store.add(db, rec) is False  # once by msg_id
     assert store.msg_ids() == ["2026-a"]
     store.close()
+
+
+def test_busgate_run_records_when_history_is_enabled(daemon, tmp_path):
+    db = tmp_path / "inside.sqlite"
+    proc, settings = daemon(history={"enabled": True, "database": str(db)})
+    publish(proc.env, lines("inside", 50))
+    wait_for(lambda: len(outbox(settings)) == 50)
+    wait_for(lambda: len(history(db)) == 50, 20)
+    assert history(db) == outbox(settings)
+    assert proc.stop() == 0  # the recorder thread stops with the daemon
