@@ -17,7 +17,6 @@ request's ``Accept``; every bad parameter is a 400 ``{"error", "parameter",
 from __future__ import annotations
 
 import datetime as dt
-import json
 import math
 from typing import Any
 
@@ -214,5 +213,3 @@ def _callback(request: Request) -> str | None:
 def make_app(store: HistoryStore, index: TypeIndex | None = None, **limits: int) -> Starlette:
     return HistoryApp(store, index, **limits).app
 
-
-__all__ = ["HistoryApp", "answer", "json", "make_app"]
