@@ -224,3 +224,27 @@ def test_migrations_refuse_a_newer_database(tmp_path):
         db.execute("INSERT INTO history_migrations VALUES (99, '099_future.sql', 0)")
     with pytest.raises(HistoryError, match="newer than this busgate"):
         SqliteHistory(path)
+
+
+@pytest.mark.parametrize(("table", "key"), [
+    ({"port": 0}, "history.port"),
+    ({"max_page": 0}, "history.max_page"),
+    ({"max_values": 0}, "history.max_values"),
+    ({"query_timeout": 0}, "history.query_timeout"),
+    ({"endpoints": ["http://nowhere"]}, "history.endpoints"),
+])
+def test_history_settings_are_checked(make_settings, table, key):
+    from gateway.errors import ConfigError
+
+    with pytest.raises(ConfigError) as caught:
+        make_settings(history=table)
+    assert caught.value.key == key
+
+
+def test_max_page_is_a_setting(tmp_path):
+    store = fx.build(tmp_path / "h.sqlite")
+    with fx.serve(store, max_page=2) as url, httpx.Client(base_url=url, timeout=10) as client:
+        assert client.get("/raw?rows_per_page=1&page=2").status_code == 200
+        refused = client.get("/raw?rows_per_page=1&page=3")
+        assert refused.status_code == 400 and "cursor" in refused.json()["detail"]
+    store.close()
