@@ -134,9 +134,12 @@ class SqliteHistory(HistoryStore):
                                         ("packages", "package_messages", "package_id",
                                          record.packages)):
             for name in names:
-                name_id = db.execute(
-                    f"INSERT INTO {table} (name) VALUES (?) ON CONFLICT (name)"  # noqa: S608
-                    " DO UPDATE SET name = excluded.name RETURNING id", (name,)).fetchone()[0]
+                # most names are known: a read, and a write only for a new one
+                found = db.execute(f"SELECT id FROM {table} WHERE name = ?",  # noqa: S608
+                                   (name,)).fetchone()
+                name_id = found[0] if found else db.execute(
+                    f"INSERT INTO {table} (name) VALUES (?) RETURNING id",  # noqa: S608
+                    (name,)).fetchone()[0]
                 db.execute(f"INSERT OR IGNORE INTO {link} ({key}, timestamp, message_id)"  # noqa: S608
                            " VALUES (?, ?, ?)", (name_id, record.timestamp, message_id))
         return True
