@@ -258,6 +258,29 @@ class MetricsSettings:
 
 
 @dataclass(frozen=True)
+class HistorySettings:
+    #: Run the recorder (``busgate record``) inside ``busgate run``.
+    enabled: bool = False
+    #: The history database (SQLite); empty means ``<state.dir>/history.sqlite``.
+    database: str = ""
+    #: Publishers to record, each ``PUB[,REPLAY]``; empty means discovery's (this
+    #: gateway's own endpoints, ``[discovery]``).
+    endpoints: list[str] = field(default_factory=list)
+    #: Record from this durable RabbitMQ queue (``[amqp]`` url) instead of ZeroMQ.
+    amqp_queue: str = ""
+    #: ``busgate web``: address and port the datagrepper-compatible API binds.
+    host: str = "127.0.0.1"
+    port: int = 9943
+    #: ``busgate web``: seconds one query may run before it is cut off (503).
+    query_timeout: float = 5.0
+    #: ``busgate web``: highest ``page`` served (page * rows_per_page rows are skipped:
+    #: deeper paging goes through the ``cursor`` the answer gives).
+    max_page: int = 100
+    #: ``busgate web``: most values of one repeatable parameter (``topic``, ``user``...).
+    max_values: int = 50
+
+
+@dataclass(frozen=True)
 class LogSettings:
     #: ``text`` (one human line per record) or ``json`` (one JSON object per line);
     #: ``busgate run --log-format`` overrides it.
@@ -287,6 +310,7 @@ class Settings:
     smtp: SmtpSettings = field(default_factory=SmtpSettings)
     metrics: MetricsSettings = field(default_factory=MetricsSettings)
     log: LogSettings = field(default_factory=LogSettings)
+    history: HistorySettings = field(default_factory=HistorySettings)
     #: The sources' tables (``settings.section("debbugs")``, or ``settings.debbugs``).
     sources: SourceSections = field(default_factory=lambda: SourceSections())
     #: Files the settings were read from, in order (not a TOML key).
@@ -327,6 +351,11 @@ class Settings:
     @property
     def db_path(self) -> Path:
         return self.state_dir / "busgate.sqlite"
+
+    @property
+    def history_path(self) -> Path:
+        return Path(self.history.database) if self.history.database \
+            else self.state_dir / "history.sqlite"
 
     @property
     def spool_dir(self) -> Path:
@@ -637,6 +666,9 @@ def _check(settings: Settings, origin: dict[str, str]) -> None:
         "amqp.connect_timeout": settings.amqp.connect_timeout,
         "amqp.prefetch": settings.amqp.prefetch,
         "amqp.max_message_bytes": settings.amqp.max_message_bytes,
+        "history.query_timeout": settings.history.query_timeout,
+        "history.max_page": settings.history.max_page,
+        "history.max_values": settings.history.max_values,
     }
     for key, value in positive.items():
         if value <= 0:
@@ -654,6 +686,15 @@ def _check(settings: Settings, origin: dict[str, str]) -> None:
         if value < 0:
             raise ConfigError(f"must be 0 or more, not {value}", path=origin.get(f"state.{key}"),
                               key=f"state.{key}")
+    if not 0 < settings.history.port < 65536:
+        raise ConfigError("must be a TCP port (1-65535)", path=origin.get("history.port"),
+                          key="history.port")
+    for spec in settings.history.endpoints:
+        for url in spec.split(",", 1):
+            problem = endpoints.problem(url)
+            if problem:
+                raise ConfigError(problem, path=origin.get("history.endpoints"),
+                                  key="history.endpoints")
     if not 0 < settings.smtp.port < 65536:
         raise ConfigError("must be a TCP port (1-65535)", path=origin.get("smtp.port"),
                           key="smtp.port")

@@ -125,15 +125,16 @@ class Delivery:
 class Consumer:
     """Subscribe with filters; hand each wanted, valid message on; remember where it is.
 
-    ``name`` and ``state_dir`` make the position durable (ZeroMQ only; an AMQP
-    consumer's position is its durable queue ``amqp_queue``). Without them a ZeroMQ
+    ``name`` and ``state_dir`` (or ``position_path``) make the position durable (ZeroMQ
+    only; an AMQP consumer's position is its durable queue ``amqp_queue``). Without them a ZeroMQ
     consumer starts at "now" (``busgate tail``)."""
 
     def __init__(self, settings: Settings, *, filters: Filters = Filters(),
                  index: TypeIndex | None = None, verifier: Verifier | None = DEFAULT,
                  name: str | None = None, state_dir: Any = None,
                  amqp_queue: str | None = None, endpoints: list[Endpoint] | None = None,
-                 heartbeats: bool = False, on_reject: RejectHook | None = None):
+                 heartbeats: bool = False, on_reject: RejectHook | None = None,
+                 position_path: Any = None):
         from gateway import sources, verify
 
         self.settings = settings
@@ -148,7 +149,11 @@ class Consumer:
         self.on_reject = on_reject
         self.counters = Counters()
         self.position: Position | None = None
-        if name is not None and state_dir is not None and amqp_queue is None:
+        if position_path is not None and amqp_queue is None:
+            # a file of the consumer's own choosing (the recorder: its history database,
+            # so its rows and its position share one file and one transaction)
+            self.position = Position(position_path)
+        elif name is not None and state_dir is not None and amqp_queue is None:
             self.position = Position(path_for(state_dir, name))
         if endpoints is None and amqp_queue is None:
             from gateway import discovery

@@ -163,6 +163,12 @@ async def serve(settings: Settings, stop: asyncio.Event | None = None,
             listener = SmtpListener(settings, spool, worker.notify)
             await listener.start()
             closers.insert(0, listener.stop)
+        if settings.history.enabled:  # the recorder ([history]), in a thread of its own
+            from gateway.history.recorder import RecorderThread
+
+            recorder = RecorderThread(settings)
+            recorder.start()
+            closers.insert(0, recorder.stop)
         from gateway import scheduler
 
         def poll_added() -> None:

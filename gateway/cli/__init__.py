@@ -34,6 +34,8 @@ COMMANDS = {
     "check-config": "gateway.cli.check_config",
     "keys": "gateway.cli.keys",
     "notify": "gateway.cli.notify",
+    "record": "gateway.cli.record",
+    "web": "gateway.cli.web",
 }
 
 EX_USAGE = 2

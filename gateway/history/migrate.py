@@ -1,0 +1,90 @@
+"""Versioned plain SQL migrations for the history database.
+
+Why plain files and not Alembic: the schema is small and written by hand per backend
+(SQLite's FTS5 and PostgreSQL's tsvector/trigram indexes have no common ORM form),
+busgate uses no ORM, and a numbered ``NNN_name.sql`` per backend is readable by an
+operator, reviewable in a diff and applied with no extra dependency. Each file runs
+in one transaction together with the row that records it in ``history_migrations``,
+so a crash leaves the database at the previous version; a database newer than this
+busgate is refused rather than written.
+"""
+
+from __future__ import annotations
+
+import re
+import sqlite3
+import time
+from dataclasses import dataclass
+from importlib import resources
+
+_NAME = re.compile(r"(\d{3})_[a-z0-9_]+\.sql")
+
+
+class MigrationError(Exception):
+    """The history database cannot be brought to this busgate's schema."""
+
+
+@dataclass(frozen=True)
+class Migration:
+    version: int
+    name: str
+    sql: str
+
+
+def migrations(backend: str) -> list[Migration]:
+    """The migrations shipped for ``backend`` (``sqlite``), in version order."""
+    folder = resources.files("gateway.history") / "migrations" / backend
+    found = []
+    for entry in folder.iterdir():
+        match = _NAME.fullmatch(entry.name)
+        if match:
+            found.append(Migration(int(match.group(1)), entry.name, entry.read_text("utf-8")))
+    found.sort(key=lambda m: m.version)
+    if [m.version for m in found] != list(range(1, len(found) + 1)):
+        raise MigrationError(f"history migrations for {backend} are not numbered 1..n")
+    return found
+
+
+def latest(backend: str) -> int:
+    return len(migrations(backend))
+
+
+def apply_sqlite(db: sqlite3.Connection) -> int:
+    """Bring ``db`` (autocommit connection) to the newest schema; return its version."""
+    db.execute("CREATE TABLE IF NOT EXISTS history_migrations ("
+               "version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied REAL NOT NULL)")
+    wanted = migrations("sqlite")
+    current = db.execute("SELECT COALESCE(MAX(version), 0) FROM history_migrations").fetchone()[0]
+    if current > len(wanted):
+        raise MigrationError(f"the history database has schema version {current}, newer than "
+                             f"this busgate ({len(wanted)}); upgrade busgate")
+    for migration in wanted[current:]:
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            done = db.execute("SELECT 1 FROM history_migrations WHERE version = ?",
+                              (migration.version,)).fetchone()
+            if not done:  # another process applied it while we waited for the lock
+                for statement in _statements(migration.sql):
+                    db.execute(statement)
+                db.execute("INSERT INTO history_migrations VALUES (?, ?, ?)",
+                           (migration.version, migration.name, time.time()))
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
+    return len(wanted)
+
+
+def _statements(sql: str) -> list[str]:
+    """The statements of a migration file (``executescript`` would commit on its own)."""
+    text = "\n".join(line for line in sql.splitlines() if not line.lstrip().startswith("--"))
+    out, buf = [], ""
+    for part in text.split(";"):
+        buf += part
+        if sqlite3.complete_statement(buf + ";"):
+            if buf.strip():
+                out.append(buf.strip())
+            buf = ""
+        else:
+            buf += ";"
+    return out

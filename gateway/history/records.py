@@ -1,0 +1,84 @@
+"""What the history stores of one envelope: its service, users, packages and text.
+
+Users and packages are the envelope's filter headers (what its publisher's message
+type said) merged with what the reader's own types say of the body (a publisher
+without types, a fedmsg message without headers), at most
+:data:`~gateway.messages.MAX_HEADER_NAMES` each.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from gateway import messages
+from gateway.envelope import canonical_json
+from gateway.messages import TypeIndex
+
+#: Category of a topic too short to have a service token (datanommer's word).
+UNCLASSIFIED = "Unclassified"
+#: Longest name kept as a user or package (longer ones are left out, not cut).
+MAX_NAME_CHARS = messages.MAX_HEADER_NAME_CHARS
+
+
+@dataclass(frozen=True)
+class Record:
+    msg_id: str
+    topic: str
+    category: str
+    timestamp: float
+    publisher: str | None
+    seq_id: int | None
+    users: tuple[str, ...]
+    packages: tuple[str, ...]
+    #: The body as JSON with non-ASCII kept: what ``contains`` searches.
+    text: str
+    #: The envelope as canonical JSON: what ``/raw`` and ``/id`` give back.
+    envelope: str
+
+
+def category(topic: str) -> str:
+    """The service token: ``org.debian.dev.dak.upload`` -> ``dak`` (datanommer's token 3;
+    token 2 for ActiveMQ's ``VirtualTopic`` names)."""
+    tokens = topic.split(".")
+    index = 2 if "VirtualTopic" in tokens else 3
+    return tokens[index] if len(tokens) > index and tokens[index] else UNCLASSIFIED
+
+
+def record_of(envelope: Mapping[str, Any], index: TypeIndex) -> Record:
+    """The :class:`Record` of a checked envelope (``gateway.envelope.check``)."""
+    from gateway import display
+
+    head = envelope.get("headers")
+    head = head if isinstance(head, Mapping) else {}
+    users = messages.names_in_headers(head, messages.USER_HEADER_PREFIX)
+    packages = messages.names_in_headers(head, messages.PACKAGE_HEADER_PREFIX)
+    message = display.message_of(envelope, index)
+    try:  # another publisher's body may break the reader's type: keep the headers' names
+        users += list(message.usernames)
+        packages += list(message.packages)
+    except Exception:  # noqa: S110 - a type's failure on a foreign body is not ours
+        pass
+    topic = str(envelope["topic"])
+    seq = envelope.get("seq_id")
+    publisher = envelope.get("publisher")
+    return Record(
+        msg_id=str(envelope["msg_id"]), topic=topic, category=category(topic),
+        timestamp=float(envelope["timestamp"]),
+        publisher=publisher if isinstance(publisher, str) else None,
+        seq_id=seq if type(seq) is int else None,
+        users=_names(users), packages=_names(packages),
+        text=json.dumps(envelope.get("msg"), ensure_ascii=False, sort_keys=True),
+        envelope=canonical_json(dict(envelope)))
+
+
+def _names(names: list[Any]) -> tuple[str, ...]:
+    kept: list[str] = []
+    for name in names:
+        if len(kept) >= messages.MAX_HEADER_NAMES:
+            break
+        if isinstance(name, str) and name and len(name) <= MAX_NAME_CHARS and name not in kept:
+            kept.append(name)
+    return tuple(kept)

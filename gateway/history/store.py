@@ -1,0 +1,304 @@
+"""Where the history is kept: the :class:`HistoryStore` interface and its SQLite form.
+
+The recorder writes through :meth:`HistoryStore.add` on a connection it is given, so a
+message commits in the same transaction as the consumer's position (SQLite: the
+position table lives in the history file itself). The web API reads through
+:meth:`~HistoryStore.search`, :meth:`~HistoryStore.get` and :meth:`~HistoryStore.count`,
+which speak :class:`~gateway.history.query.Query` and :class:`Page`, not SQL, so a
+PostgreSQL store (full-text index, no TimescaleDB) can stand behind the same calls.
+
+Every read runs under a time limit (``history.query_timeout``): a query that would
+take longer is cut off with :class:`QueryTimeout` instead of holding a worker, the
+fault datagrepper's users complain of most.
+"""
+
+from __future__ import annotations
+
+import abc
+import sqlite3
+import threading
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from gateway.history import migrate
+from gateway.history.records import Record
+
+if TYPE_CHECKING:
+    from gateway.history.query import Query
+
+
+class HistoryError(Exception):
+    """The history database cannot be opened or written."""
+
+
+class QueryTimeout(HistoryError):
+    """A read ran past its time limit and was cut off."""
+
+
+@dataclass(frozen=True)
+class Stored:
+    """One stored message as the API gives it back."""
+
+    id: int
+    msg_id: str
+    timestamp: float
+    envelope: str
+    users: tuple[str, ...]
+    packages: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Page:
+    rows: list[Stored]
+    #: Messages matching the query in all (every page).
+    total: int
+
+
+class HistoryStore(abc.ABC):
+    """The history, whatever keeps it."""
+
+    @abc.abstractmethod
+    def add(self, db: Any, record: Record) -> bool:
+        """Store ``record`` in the caller's open transaction on ``db``; ``False`` when its
+        msg_id is already stored (nothing written)."""
+
+    @abc.abstractmethod
+    def add_many(self, records: Iterable[Record]) -> int:
+        """Store records in transactions of its own (backfill); how many were new."""
+
+    @abc.abstractmethod
+    def search(self, query: Query) -> Page: ...
+
+    @abc.abstractmethod
+    def get(self, msg_id: str) -> Stored | None: ...
+
+    @abc.abstractmethod
+    def count(self) -> int: ...
+
+    @abc.abstractmethod
+    def close(self) -> None: ...
+
+
+#: Records per transaction of :meth:`SqliteHistory.add_many`.
+BATCH = 1000
+#: SQLite virtual-machine steps between two checks of a read's deadline.
+PROGRESS_STEPS = 10000
+
+
+class SqliteHistory(HistoryStore):
+    """The embedded history: one SQLite file (WAL), migrated on open."""
+
+    def __init__(self, path: str | Path, *, query_timeout: float = 5.0, create: bool = True):
+        self.path = Path(path)
+        self.query_timeout = query_timeout
+        self._local = threading.local()
+        self._deadline: dict[int, float] = {}
+        if not create and not self.path.exists():
+            raise HistoryError(f"no history database at {self.path} (run busgate record)")
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._writer = self._connect()
+            migrate.apply_sqlite(self._writer)
+        except (OSError, sqlite3.Error, migrate.MigrationError) as exc:
+            raise HistoryError(f"cannot open the history database {self.path}: {exc}") \
+                from None
+
+    def _connect(self) -> sqlite3.Connection:
+        db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False,
+                             timeout=30.0)
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=NORMAL")
+        return db
+
+    def writer(self) -> sqlite3.Connection:
+        """The store's own write connection (autocommit: the caller opens transactions)."""
+        return self._writer
+
+    # -- writes ------------------------------------------------------------------------------
+    def add(self, db: sqlite3.Connection, record: Record) -> bool:
+        row = db.execute(
+            "INSERT INTO messages (msg_id, topic, category, timestamp, publisher, seq_id,"
+            " envelope) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (msg_id) DO NOTHING"
+            " RETURNING id",
+            (record.msg_id, record.topic, record.category, record.timestamp,
+             record.publisher, record.seq_id, record.envelope)).fetchone()
+        if row is None:
+            return False
+        message_id = row[0]
+        db.execute("INSERT INTO messages_text (rowid, body) VALUES (?, ?)",
+                   (message_id, record.text))
+        for table, link, key, names in (("users", "user_messages", "user_id", record.users),
+                                        ("packages", "package_messages", "package_id",
+                                         record.packages)):
+            for name in names:
+                # most names are known: a read, and a write only for a new one
+                found = db.execute(f"SELECT id FROM {table} WHERE name = ?",  # noqa: S608
+                                   (name,)).fetchone()
+                name_id = found[0] if found else db.execute(
+                    f"INSERT INTO {table} (name) VALUES (?) RETURNING id",  # noqa: S608
+                    (name,)).fetchone()[0]
+                db.execute(f"INSERT OR IGNORE INTO {link} ({key}, timestamp, message_id)"  # noqa: S608
+                           " VALUES (?, ?, ?)", (name_id, record.timestamp, message_id))
+        return True
+
+    def add_many(self, records: Iterable[Record]) -> int:
+        db = self._writer
+        added = 0
+        batch: list[Record] = []
+
+        def flush() -> int:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                n = sum(self.add(db, record) for record in batch)
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            db.execute("COMMIT")
+            batch.clear()
+            return n
+
+        for record in records:
+            batch.append(record)
+            if len(batch) >= BATCH:
+                added += flush()
+        if batch:
+            added += flush()
+        return added
+
+    # -- reads -------------------------------------------------------------------------------
+    def _reader(self) -> sqlite3.Connection:
+        db = getattr(self._local, "db", None)
+        if db is None:
+            db = sqlite3.connect(f"{self.path.absolute().as_uri()}?mode=ro", uri=True,
+                                 isolation_level=None, check_same_thread=False, timeout=30.0)
+            key = id(db)
+            deadlines = self._deadline
+
+            def over() -> int:  # non-zero aborts the running statement
+                return int(time.monotonic() > deadlines.get(key, float("inf")))
+
+            db.set_progress_handler(over, PROGRESS_STEPS)
+            self._local.db = db
+        return db
+
+    def _timed(self, work: Any) -> Any:
+        db = self._reader()
+        self._deadline[id(db)] = time.monotonic() + self.query_timeout
+        try:
+            return work(db)
+        except sqlite3.OperationalError as exc:
+            if "interrupted" in str(exc):
+                raise QueryTimeout(f"the query ran past history.query_timeout "
+                                   f"({self.query_timeout:g} s)") from None
+            raise
+        finally:
+            self._deadline.pop(id(db), None)
+
+    def search(self, query: Query) -> Page:
+        where, params = _where(query)
+        order = "DESC" if query.order == "desc" else "ASC"
+        paging, page_params = _after(query)
+        offset = 0 if query.cursor is not None else (query.page - 1) * query.rows_per_page
+
+        def work(db: sqlite3.Connection) -> Page:
+            total = db.execute(f"SELECT COUNT(*) FROM messages m WHERE {where}",  # noqa: S608
+                               params).fetchone()[0]
+            rows = db.execute(
+                f"SELECT m.id, m.msg_id, m.timestamp, m.envelope FROM messages m"  # noqa: S608
+                f" WHERE {where}{paging} ORDER BY m.timestamp {order}, m.id {order}"
+                " LIMIT ? OFFSET ?",
+                (*params, *page_params, query.rows_per_page, offset)).fetchall()
+            return Page(_with_names(db, rows), total)
+
+        return self._timed(work)
+
+    def get(self, msg_id: str) -> Stored | None:
+        def work(db: sqlite3.Connection) -> Stored | None:
+            rows = db.execute("SELECT id, msg_id, timestamp, envelope FROM messages"
+                              " WHERE msg_id = ?", (msg_id,)).fetchall()
+            found = _with_names(db, rows)
+            return found[0] if found else None
+
+        return self._timed(work)
+
+    def count(self) -> int:
+        return self._timed(lambda db: db.execute("SELECT COUNT(*) FROM messages").fetchone()[0])
+
+    def msg_ids(self) -> list[str]:
+        """Every stored msg_id in insertion order (tests, checks)."""
+        return [r[0] for r in self._writer.execute("SELECT msg_id FROM messages ORDER BY id")]
+
+    def close(self) -> None:
+        self._writer.close()
+        db = getattr(self._local, "db", None)
+        if db is not None:
+            db.close()
+            self._local.db = None
+
+
+def _marks(values: Sequence[Any]) -> str:
+    return ",".join("?" * len(values))
+
+
+def _where(query: Query) -> tuple[str, list[Any]]:
+    """The WHERE clause of ``query`` (datagrepper's: OR within a kind, AND across kinds,
+    ``not_*`` excludes any of its values)."""
+    clauses: list[str] = []
+    params: list[Any] = []
+    if query.start is not None:
+        clauses.append("m.timestamp >= ?")
+        params.append(query.start)
+    if query.end is not None:
+        clauses.append("m.timestamp <= ?")
+        params.append(query.end)
+    for column, values, negate in (("topic", query.topics, False),
+                                   ("category", query.categories, False),
+                                   ("topic", query.not_topics, True),
+                                   ("category", query.not_categories, True)):
+        if values:
+            clauses.append(f"m.{column} {'NOT ' if negate else ''}IN ({_marks(values)})")
+            params += values
+    for table, link, key, values, negate in (
+            ("users", "user_messages", "user_id", query.users, False),
+            ("packages", "package_messages", "package_id", query.packages, False),
+            ("users", "user_messages", "user_id", query.not_users, True),
+            ("packages", "package_messages", "package_id", query.not_packages, True)):
+        if values:
+            clauses.append(
+                f"m.id {'NOT ' if negate else ''}IN (SELECT l.message_id FROM {link} l"  # noqa: S608
+                f" WHERE l.{key} IN (SELECT id FROM {table} WHERE name IN ({_marks(values)})))")
+            params += values
+    if query.contains:
+        clauses.append("m.id IN (SELECT rowid FROM messages_text WHERE messages_text MATCH ?)")
+        params.append(" OR ".join('"' + term.replace('"', '""') + '"'
+                                  for term in query.contains))
+    return (" AND ".join(clauses) or "1"), params
+
+
+def _after(query: Query) -> tuple[str, list[Any]]:
+    """The condition for rows after ``query.cursor`` (timestamp, id) in its order."""
+    if query.cursor is None:
+        return "", []
+    stamp, row_id = query.cursor
+    op = "<" if query.order == "desc" else ">"
+    return (f" AND (m.timestamp {op} ? OR (m.timestamp = ? AND m.id {op} ?))",
+            [stamp, stamp, row_id])
+
+
+def _with_names(db: sqlite3.Connection, rows: list[tuple[Any, ...]]) -> list[Stored]:
+    if not rows:
+        return []
+    ids = [r[0] for r in rows]
+    names: dict[tuple[str, int], list[str]] = {}
+    for kind, table, link, key in (("u", "users", "user_messages", "user_id"),
+                                   ("p", "packages", "package_messages", "package_id")):
+        for message_id, name in db.execute(
+                f"SELECT l.message_id, t.name FROM {link} l JOIN {table} t"  # noqa: S608
+                f" ON t.id = l.{key} WHERE l.message_id IN ({_marks(ids)})", ids):
+            names.setdefault((kind, message_id), []).append(name)
+    return [Stored(row_id, msg_id, stamp, envelope, tuple(sorted(names.get(("u", row_id), []))),
+                   tuple(sorted(names.get(("p", row_id), []))))
+            for row_id, msg_id, stamp, envelope in rows]

@@ -1,0 +1,215 @@
+"""``busgate web``: the history over HTTP, datagrepper-compatible (Starlette on uvicorn).
+
+Why Starlette and uvicorn: both are widely used and actively kept, small (no ORM, no
+template engine forced on us), ASGI, so the live dashboard to come can stream
+messages (SSE/WebSocket) from the same app, and the plain endpoints here are sync
+functions Starlette runs in its thread pool next to the SQLite reads.
+
+Routes: ``/raw`` and ``/v2/search``, ``/id`` and ``/v2/id``, ``/messagecount``,
+``/healthz`` (with datagrepper's ``/healthz/live`` and ``/healthz/ready``). The JSON
+shapes are datagrepper's (``/raw``: datanommer's ``as_dict``; ``/v2/*``: the
+fedora-messaging message dict ``fedora-messaging replay`` loads); an answer is always
+``application/json`` (``application/javascript`` for JSONP ``callback``), whatever the
+request's ``Accept``; every bad parameter is a 400 ``{"error", "parameter",
+"detail"}``; a query past ``history.query_timeout`` is a 503.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+from typing import Any
+
+import orjson
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from gateway import __version__, messages
+from gateway.history import query as q
+from gateway.history.store import HistoryError, HistoryStore, QueryTimeout, Stored
+from gateway.messages import TypeIndex
+
+JSON = "application/json"
+JSONP = "application/javascript"
+
+
+def _dumps(value: Any) -> bytes:
+    return orjson.dumps(value)
+
+
+def answer(value: Any, status: int = 200, callback: str | None = None) -> Response:
+    if callback:
+        body = f"/**/{callback}(".encode() + _dumps(value) + b");"
+        return Response(body, status, media_type=JSONP)
+    return Response(_dumps(value), status, media_type=JSON)
+
+
+def bad(parameter: str, detail: str) -> Response:
+    return answer({"error": "bad_request", "parameter": parameter, "detail": detail}, 400)
+
+
+def _headers(envelope: dict[str, Any]) -> dict[str, Any]:
+    head = envelope.get("headers")
+    head = dict(head) if isinstance(head, dict) else {}
+    if messages.SENT_AT_HEADER not in head and isinstance(envelope.get("timestamp"), int):
+        head[messages.SENT_AT_HEADER] = messages.sent_at(envelope["timestamp"])
+    return head
+
+
+def as_dict(row: Stored, envelope: dict[str, Any]) -> dict[str, Any]:
+    """datanommer's ``Message.as_dict()`` shape (``/raw``, ``/id``)."""
+    crypto = envelope.get("crypto") or ("x509" if envelope.get("certificate") else None)
+    return {"i": envelope.get("i", 0), "msg_id": row.msg_id, "topic": envelope.get("topic"),
+            "timestamp": row.timestamp, "certificate": envelope.get("certificate"),
+            "signature": envelope.get("signature"), "crypto": crypto,
+            "agent_name": None, "username": envelope.get("username"),
+            "msg": envelope.get("msg"), "headers": _headers(envelope),
+            "source_name": "busgate", "source_version": __version__,
+            "users": list(row.users), "packages": list(row.packages)}
+
+
+def as_fedora_message(row: Stored, envelope: dict[str, Any]) -> dict[str, Any]:
+    """The fedora-messaging serialised message (``/v2/search``, ``/v2/id``)."""
+    head = _headers(envelope)
+    priority = head.get("priority", 0)
+    return {"body": envelope.get("msg"), "headers": head, "id": row.msg_id,
+            "priority": priority if type(priority) is int else 0, "queue": None,
+            "topic": envelope.get("topic")}
+
+
+class HistoryApp:
+    """The Starlette application over one :class:`HistoryStore`."""
+
+    def __init__(self, store: HistoryStore, index: TypeIndex | None = None, *,
+                 max_page: int = 100, max_values: int = 50):
+        self.store = store
+        self.index = index if index is not None else TypeIndex(())
+        self.max_page = max_page
+        self.max_values = max_values
+        routes = [Route(path, self.search, methods=["GET"], name=path)
+                  for path in ("/raw", "/raw/", "/v2/search", "/v2/search/")]
+        routes += [Route(path, self.by_id, methods=["GET"])
+                   for path in ("/id", "/id/", "/v2/id", "/v2/id/")]
+        routes += [Route("/messagecount", self.messagecount, methods=["GET"]),
+                   Route("/healthz", self.health, methods=["GET"]),
+                   Route("/healthz/live", self.live, methods=["GET"]),
+                   Route("/healthz/ready", self.health, methods=["GET"])]
+        self.app = Starlette(routes=routes, exception_handlers={404: self.not_found,
+                                                                 405: self.not_allowed})
+
+    # -- rendering -------------------------------------------------------------------------
+    def _shape(self, row: Stored, v2: bool, meta: tuple[str, ...]) -> dict[str, Any]:
+        envelope = orjson.loads(row.envelope)
+        out = as_fedora_message(row, envelope) if v2 else as_dict(row, envelope)
+        if meta:
+            out["meta"] = self._meta(row, envelope, meta)
+        return out
+
+    def _meta(self, row: Stored, envelope: dict[str, Any],
+              wanted: tuple[str, ...]) -> dict[str, Any]:
+        from gateway import display
+
+        description = display.describe(envelope, self.index)
+        known = {"summary": description.summary, "text": description.summary,
+                 "url": description.url, "app_icon": None, "agent_avatar": None,
+                 "usernames": list(row.users), "packages": list(row.packages),
+                 "containers": [], "modules": [], "flatpaks": [],
+                 "date": dt.datetime.fromtimestamp(row.timestamp, dt.UTC).isoformat()}
+        return {name: known[name] for name in wanted}
+
+    # -- endpoints ---------------------------------------------------------------------------
+    def search(self, request: Request) -> Response:
+        callback = _callback(request)
+        try:
+            query = q.parse(request.query_params.multi_items(), max_page=self.max_page,
+                            max_values=self.max_values)
+        except q.BadParameter as exc:
+            return bad(exc.parameter, exc.reason)
+        try:
+            page = self.store.search(query)
+        except QueryTimeout as exc:
+            return answer({"error": "timeout", "detail": str(exc),
+                           "arguments": query.arguments()}, 503, callback)
+        v2 = request.url.path.startswith("/v2/")
+        rows = [self._shape(row, v2, query.meta) for row in page.rows]
+        more = len(page.rows) == query.rows_per_page and (
+            query.cursor is not None
+            or (query.page - 1) * query.rows_per_page + len(page.rows) < page.total)
+        last = page.rows[-1] if page.rows else None
+        return answer({
+            "raw_messages": rows, "total": page.total,
+            "pages": math.ceil(page.total / query.rows_per_page),
+            "count": len(rows), "arguments": query.arguments(),
+            "cursor": q.encode_cursor(query.order, last.timestamp, last.id)
+            if more and last is not None else None,
+        }, callback=query.callback)
+
+    def by_id(self, request: Request) -> Response:
+        callback = _callback(request)
+        params = request.query_params
+        for name in params:
+            if name not in ("id", "is_raw", "size", "chrome", "callback", "_"):
+                return bad(name, "unknown parameter (valid: id, is_raw, size, chrome, "
+                                 "callback)")
+            if len(params.getlist(name)) > 1:
+                return bad(name, "given more than once")
+        msg_id = params.get("id")
+        if not msg_id:
+            return bad("id", "required: the msg_id of the message")
+        if len(msg_id) > q.MAX_VALUE_CHARS:
+            return bad("id", f"longer than {q.MAX_VALUE_CHARS} characters")
+        size = params.get("size", "large")
+        if size not in q.SIZES:
+            return bad("size", f"must be one of {', '.join(q.SIZES)}, not {size!r}")
+        for name in ("is_raw", "chrome"):
+            try:
+                q._bool(dict(params), name, True)
+            except q.BadParameter as exc:
+                return bad(exc.parameter, exc.reason)
+        if callback is not None and not q.CALLBACK.fullmatch(callback):
+            return bad("callback", "must be a JavaScript name (letters, digits, _ $ .)")
+        try:
+            row = self.store.get(msg_id)
+        except QueryTimeout as exc:
+            return answer({"error": "timeout", "detail": str(exc)}, 503, callback)
+        if row is None:
+            return answer({"error": "not_found"}, 404, callback)
+        return answer(self._shape(row, request.url.path.startswith("/v2/"), ()),
+                      callback=callback)
+
+    def messagecount(self, request: Request) -> Response:
+        if request.query_params:
+            return bad(next(iter(request.query_params)), "unknown parameter (none taken)")
+        try:
+            return answer({"messagecount": self.store.count()})
+        except QueryTimeout as exc:
+            return answer({"error": "timeout", "detail": str(exc)}, 503)
+
+    def live(self, request: Request) -> Response:
+        return answer({"status": "ok"})
+
+    def health(self, request: Request) -> Response:
+        try:
+            count = self.store.count()
+        except HistoryError as exc:
+            return answer({"status": "unavailable", "detail": str(exc)}, 503)
+        return answer({"status": "ok", "messages": count})
+
+    async def not_found(self, request: Request, exc: Exception) -> Response:
+        return answer({"error": "not_found", "path": request.url.path}, 404)
+
+    async def not_allowed(self, request: Request, exc: Exception) -> Response:
+        return answer({"error": "method_not_allowed", "method": request.method}, 405)
+
+
+def _callback(request: Request) -> str | None:
+    """A valid JSONP callback of the request, for its error answers too (else None)."""
+    value = request.query_params.get("callback")
+    return value if value and q.CALLBACK.fullmatch(value) else None
+
+
+def make_app(store: HistoryStore, index: TypeIndex | None = None, **limits: int) -> Starlette:
+    return HistoryApp(store, index, **limits).app
+

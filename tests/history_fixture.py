@@ -1,0 +1,79 @@
+"""A small fixture history (own data) and a real ``busgate web`` server over it."""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import uvicorn
+
+from gateway.history.records import record_of
+from gateway.history.store import SqliteHistory
+from gateway.history.web import make_app
+from gateway.messages import TypeIndex
+from tests.conftest import free_port
+
+T0 = dt.datetime(2026, 12, 1, tzinfo=dt.UTC).timestamp()
+HOUR = 3600
+PREFIX = "org.debian.dev"
+
+#: (number, hours after T0, topic tail, users, packages, body)
+MESSAGES: list[tuple[int, int, str, list[str], list[str], dict[str, Any]]] = [
+    (1, 0, "dak.upload.accepted", ["guillem"], ["dpkg"],
+     {"source": "dpkg", "maintainer": "guillem"}),
+    (2, 1, "debbugs.bug.open", ["jorg"], ["hebcal"],
+     {"title": "déjà vu crash", "package": "hebcal"}),
+    (3, 2, "dak.upload.accepted", ["jorg"], ["hebcal"],
+     {"source": "hebcal", "maintainer": "Jörg"}),
+    (4, 3, "wanna-build.build.failed", [], ["dpkg"], {"package": "dpkg", "arch": "armhf"}),
+    (5, 4, "git.push", ["guillem", "jorg"], [], {"repo": "dpkg.git", "note": "100% done_ok"}),
+    (6, 5, "debbugs.bug.close", ["guillem"], ["dpkg"],
+     {"title": "Closes dpkg bug", "package": "dpkg"}),
+]
+
+
+def msg_id(number: int) -> str:
+    return f"2026-00000000-0000-4000-8000-{number:012d}"
+
+
+def envelope(number: int, hours: float, tail: str, users: list[str], packages: list[str],
+             body: dict[str, Any]) -> dict[str, Any]:
+    stamp = int(T0 + hours * HOUR)
+    headers: dict[str, Any] = {"fedora_messaging_schema": "base.message",
+                               "fedora_messaging_severity": 20,
+                               "sent-at": dt.datetime.fromtimestamp(stamp, dt.UTC).isoformat()}
+    headers.update({f"fedora_messaging_user_{u}": True for u in users})
+    headers.update({f"busgate_package_{p}": True for p in packages})
+    return {"topic": f"{PREFIX}.{tail}", "msg": body, "msg_id": msg_id(number),
+            "timestamp": stamp, "i": number, "username": "busgate", "seq_id": number,
+            "publisher": "fixture", "headers": headers}
+
+
+def build(path: Path) -> SqliteHistory:
+    store = SqliteHistory(path)
+    store.add_many(record_of(envelope(*m), TypeIndex(())) for m in MESSAGES)
+    return store
+
+
+@contextmanager
+def serve(store: SqliteHistory, **limits: int) -> Iterator[str]:
+    """A real uvicorn server over ``store`` on a free loopback port; yields its base URL."""
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(make_app(store, **limits), host="127.0.0.1",
+                                           port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert server.started, "uvicorn did not start"
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(10)
