@@ -33,6 +33,7 @@ COMMANDS = {
     "status": "gateway.cli.status",
     "check-config": "gateway.cli.check_config",
     "keys": "gateway.cli.keys",
+    "irc": "gateway.cli.irc",
 }
 
 EX_USAGE = 2

@@ -1,0 +1,92 @@
+"""``busgate irc``: relay the bus to IRC channels, one coloured line per message.
+
+The consumer (:class:`gateway.consumer.Consumer`: signatures, filters, resume) and the IRC
+connection (:class:`gateway.ircrelay.Relay`) share one thread: the consumer is read in
+short slices and the IRC reactor in between, so PINGs are answered and queued lines go
+out at their pace while the bus is busy. The relay keeps its position (consumer
+``--name``, in the state directory): a restarted relay resumes where it stopped, and a
+backlog goes through flood control like any burst.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import time
+from typing import Any
+
+HELP = "relay the bus to IRC channels (one line per message, flood-controlled)"
+
+#: Seconds the consumer is read before the IRC connection is served again.
+SLICE = 0.2
+
+log = logging.getLogger("gateway.irc")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--name", default="irc", metavar="NAME",
+                        help="consumer name: the position file <state dir>/NAME.sqlite "
+                             "(default: irc)")
+    parser.add_argument("--no-resume", action="store_true",
+                        help="start at now instead of resuming after the last message "
+                             "relayed")
+    parser.add_argument("--timeout", type=float, metavar="S",
+                        help="stop after S seconds (tests, smoke checks)")
+    parser.add_argument("--log-level", default="INFO",
+                        choices=("DEBUG", "INFO", "WARNING", "ERROR"))
+
+
+def run(args: argparse.Namespace) -> int:
+    from gateway import display, sources
+    from gateway.cli import load_settings
+    from gateway.consumer import Consumer
+    from gateway.ircrelay import Relay
+    from gateway.ircroute import Router, line
+
+    logging.basicConfig(level=args.log_level, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    settings = load_settings(args)
+    conf = settings.irc
+    router = Router.from_settings(conf, settings.topic_prefix)
+    channels = router.channels
+    if not channels:
+        print("busgate irc: no channels configured ([irc] channels or [[irc.routes]])",
+              file=sys.stderr)
+        return 2
+    index = sources.type_index(settings)
+    relay = Relay(conf, channels)
+
+    def relay_one(delivery: Any) -> None:
+        targets = router.channels_for(delivery.envelope, index)
+        if targets:
+            text = line(delivery.envelope, display.describe(delivery.envelope, index),
+                        conf.max_line_bytes)
+            for channel in targets:
+                relay.offer(channel, text)
+
+    stopping: list[int] = []
+    # SIGTERM (systemd, the tests) ends the loop like ^C: QUIT sent, position kept.
+    signal.signal(signal.SIGTERM, lambda number, frame: stopping.append(number))
+    resume = {} if args.no_resume else {"name": args.name, "state_dir": settings.state_dir}
+    deadline = time.monotonic() + args.timeout if args.timeout is not None else None
+    try:
+        with Consumer(settings, index=index, on_reject=_rejected, **resume) as consumer:
+            while not stopping and (deadline is None or time.monotonic() < deadline):
+                consumer.run(relay_one, timeout=SLICE)
+                relay.step(0.05)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        relay.close()
+        stats = relay.throttle.stats
+        log.info("irc: %d lines sent, %d messages folded into %d overflow lines, %d "
+                 "connections", stats.sent, stats.folded, stats.overflow_lines,
+                 relay.connects)
+    return 0
+
+
+def _rejected(endpoint: Any, envelope: dict[str, Any], error: Exception) -> None:
+    log.warning("irc: rejected %s from %s: %s", str(envelope.get("topic"))[:255],
+                endpoint.publish, " ".join(str(error).split())[:300])
