@@ -59,7 +59,7 @@ class ThrottleStats:
     folded: int = 0
     #: Overflow lines handed out.
     overflow_lines: int = 0
-    #: Most lines sent to one channel.
+    #: Lines handed out per channel.
     per_channel: dict[str, int] = field(default_factory=dict)
 
 
@@ -81,7 +81,6 @@ class Throttle:
         self.buckets: dict[str, Bucket] = {}
         self.queues: dict[str, deque[str | Overflow]] = {}
         self.stats = ThrottleStats()
-        self._turn = 0
 
     def offer(self, channel: str, line: str, now: float) -> None:
         """Queue ``line`` for ``channel`` (or count it in the channel's overflow line)."""
@@ -110,12 +109,10 @@ class Throttle:
                  if queue and (open_ is None or name in open_)]
         if not names:
             return out
-        start = self._turn % len(names)
-        order = names[start:] + names[:start]
         progress = True
         while progress:
             progress = False
-            for name in order:
+            for name in names:
                 queue = self.queues[name]
                 if not queue or not self.server.ready(now):
                     continue
@@ -131,8 +128,9 @@ class Throttle:
                 self.stats.sent += 1
                 self.stats.per_channel[name] = self.stats.per_channel.get(name, 0) + 1
                 out.append((name, entry))
+                # served: to the back of the line (the queues' order is the turn order)
+                self.queues[name] = self.queues.pop(name)
                 progress = True
-        self._turn += 1
         return out
 
     def next_due(self, now: float) -> float | None:

@@ -29,6 +29,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--name", default="irc", metavar="NAME",
                         help="consumer name: the position file <state dir>/NAME.sqlite "
                              "(default: irc)")
+    parser.add_argument("--state-dir", metavar="DIR",
+                        help="directory of the position file (default: [state] dir)")
     parser.add_argument("--no-resume", action="store_true",
                         help="start at now instead of resuming after the last message "
                              "relayed")
@@ -69,7 +71,8 @@ def run(args: argparse.Namespace) -> int:
     stopping: list[int] = []
     # SIGTERM (systemd, the tests) ends the loop like ^C: QUIT sent, position kept.
     signal.signal(signal.SIGTERM, lambda number, frame: stopping.append(number))
-    resume = {} if args.no_resume else {"name": args.name, "state_dir": settings.state_dir}
+    state_dir = args.state_dir or settings.state_dir
+    resume = {} if args.no_resume else {"name": args.name, "state_dir": state_dir}
     deadline = time.monotonic() + args.timeout if args.timeout is not None else None
     try:
         with Consumer(settings, index=index, on_reject=_rejected, **resume) as consumer:
