@@ -15,6 +15,8 @@ What this module adds to it:
   drop, or a server that never welcomes us within ``connect_timeout``;
 * nick collision: on 433 the next of ``alt_nicks``, then ``nick`` with growing ``_``;
   after :data:`MAX_NICK_TRIES` the attempt counts as failed and backs off;
+* a keepalive: a PING after :data:`KEEPALIVE` s of silence, a new connection after
+  :data:`SILENCE` s (a server gone without closing the connection);
 * flood control (:mod:`gateway.ircflood`): lines wait while disconnected or before a
   channel is joined, within the same bounded queues.
 """
@@ -39,6 +41,12 @@ log = logging.getLogger(__name__)
 
 #: Nicks tried on one connection before giving up on it (then back off and retry).
 MAX_NICK_TRIES = 10
+#: Seconds without a line from the server before the relay PINGs it (a server that
+#: vanished without closing the TCP connection is otherwise never noticed).
+KEEPALIVE = 60.0
+#: Seconds without a line from the server (PINGs unanswered) before the connection is
+#: dropped and a new one made.
+SILENCE = 180.0
 #: Nick length servers accept at least (RFC 2812 says 9; every current network allows 30).
 MAX_NICK_CHARS = 30
 
@@ -65,6 +73,11 @@ class Relay:
         self.next_attempt = now
         self.welcome_deadline: float | None = None
         self.nicks_tried: list[str] = []
+        self.keepalive = KEEPALIVE
+        self.silence = SILENCE
+        self.last_heard = now
+        self.last_ping = now
+        self.reactor.add_global_handler("all_raw_messages", self._on_any, -20)
         for event, handler in (("welcome", self._on_welcome),
                                ("nicknameinuse", self._on_nick_taken),
                                ("nickcollision", self._on_nick_taken),
@@ -92,6 +105,8 @@ class Relay:
             log.warning("irc: no welcome from %s:%s within %s s", self.conf.host,
                         self.conf.port, self.conf.connect_timeout)
             self._drop("no welcome")
+        elif self.connection is not None and self.welcomed:
+            self._keep_alive(now)
         self.reactor.process_once(timeout)
         self._pump()
 
@@ -119,6 +134,7 @@ class Relay:
             return
         self.connection = connection
         self.connects += 1
+        self.last_heard = self.last_ping = self.clock()
         self.welcome_deadline = self.clock() + conf.connect_timeout
         log.info("irc: connected to %s:%s as %s", conf.host, conf.port, conf.nick)
 
@@ -132,6 +148,15 @@ class Relay:
             context.check_hostname = False
             context.verify_mode = ssl.CERT_NONE
         return context.wrap_socket(sock, server_hostname=self.conf.host)
+
+    def _keep_alive(self, now: float) -> None:
+        quiet = now - self.last_heard
+        if quiet >= self.silence:
+            self._drop(f"the server said nothing for {quiet:.0f} s")
+        elif quiet >= self.keepalive and now - self.last_ping >= self.keepalive:
+            self.last_ping = now
+            with contextlib.suppress(irc.client.ServerNotConnectedError):
+                self.connection.ping("busgate")  # type: ignore[union-attr]
 
     def _failed(self, why: str) -> None:
         self.failures += 1
@@ -150,6 +175,9 @@ class Relay:
         self._failed(why)
 
     # -- events --------------------------------------------------------------------------------
+    def _on_any(self, connection: Any, event: Any) -> None:
+        self.last_heard = self.clock()
+
     def _on_welcome(self, connection: Any, event: Any) -> None:
         self.welcomed = True
         self.failures = 0

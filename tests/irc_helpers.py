@@ -107,7 +107,7 @@ class Reader:
     registered: threading.Event = field(default_factory=threading.Event)
     in_channels: threading.Event = field(default_factory=threading.Event)
 
-    def start(self) -> Reader:
+    def start(self, wait: bool = True) -> Reader:
         self.sock = socket.create_connection(("127.0.0.1", self.port), timeout=5)
         self.sock.settimeout(0.2)
         self._send(f"NICK {self.nick}")
@@ -115,8 +115,12 @@ class Reader:
         self.stopping = False
         self.thread = threading.Thread(target=self._loop, daemon=True)
         self.thread.start()
-        assert self.in_channels.wait(10), "the reader could not join its channels"
+        if wait:
+            self.wait_joined()
         return self
+
+    def wait_joined(self) -> None:
+        assert self.in_channels.wait(10), f"{self.nick} could not join {self.channels}"
 
     def _send(self, line: str) -> None:
         self.sock.sendall(line.encode() + b"\r\n")
@@ -190,8 +194,9 @@ def reader(ngircd: Ngircd):
     """Factory: ``reader(nick, channels)`` joined and recording."""
     made: list[Reader] = []
 
-    def factory(nick: str, channels: list[str], port: int | None = None) -> Reader:
-        client = Reader(port or ngircd.port, nick, channels).start()
+    def factory(nick: str, channels: list[str], port: int | None = None,
+                wait: bool = True) -> Reader:
+        client = Reader(port or ngircd.port, nick, channels).start(wait)
         made.append(client)
         return client
 
