@@ -177,3 +177,23 @@ def test_irc_without_channels_says_so(tmp_path):
     out = subprocess.run([*BUSGATE, "irc", "--config", str(path), "--timeout", "1"],
                          cwd=REPO, capture_output=True, text=True, timeout=60)
     assert out.returncode == 2 and "no channels configured" in out.stderr
+
+
+def test_the_relay_unit_is_accepted_by_systemd_analyze(tmp_path):
+    import shutil
+    from pathlib import Path
+
+    tool = shutil.which("systemd-analyze")
+    if tool is None:
+        pytest.skip("systemd-analyze is not installed (apt-get install systemd)")
+    unit = (REPO / "contrib/systemd/busgate-irc.service").read_text()
+    binary = shutil.which("busgate", path=str(Path(BUSGATE[0]).parent)) or "/bin/true"
+    path = tmp_path / "busgate-irc.service"
+    path.write_text(unit.replace("/usr/bin/busgate", binary))
+    result = subprocess.run([tool, "verify", "--man=no", str(path)], capture_output=True,
+                            text=True, timeout=60)
+    problems = [line for line in (result.stdout + result.stderr).splitlines()
+                if "busgate-irc.service" in line]
+    assert result.returncode == 0 and not problems, result.stdout + result.stderr
+    assert "DynamicUser=yes" in unit and "ProtectSystem=strict" in unit
+    assert "StateDirectory=busgate-irc" in unit and "--state-dir /var/lib/busgate-irc" in unit
