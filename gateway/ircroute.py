@@ -75,6 +75,14 @@ class Router:
         return list(dict.fromkeys([*self.default,
                                    *(c for r in self.routes for c in r.channels)]))
 
+    @property
+    def topics(self) -> tuple[str, ...]:
+        """Topic prefixes worth subscribing to: those of the routes, or () (everything)
+        when there are no routes or one takes every topic."""
+        if not self.routes or any(not r.topics for r in self.routes):
+            return ()
+        return tuple(dict.fromkeys(t for r in self.routes for t in r.topics))
+
     def channels_for(self, envelope: Mapping[str, Any], index: TypeIndex) -> list[str]:
         if not self.routes:
             return list(self.default)

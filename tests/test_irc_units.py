@@ -100,6 +100,9 @@ def test_routes_by_topic_exclude_and_package_each_channel_once():
                                                                                "#uploads"]
     assert table.channels_for(envelope("wannabuild.built"), index) == ["#buildd"]
     assert table.channels_for(envelope("wannabuild.state.x"), index) == []
+    assert table.topics == ()  # the package route takes any topic
+    assert router([{"channels": ["#u"], "topics": ["dak.upload"]}]).topics == (
+        "org.debian.dev.dak.upload",)
     # no routes: every configured channel
     assert router([], channels=["#a", "#b"]).channels_for(envelope("x.y"), index) == ["#a",
                                                                                        "#b"]

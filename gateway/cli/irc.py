@@ -36,26 +36,32 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "relayed")
     parser.add_argument("--timeout", type=float, metavar="S",
                         help="stop after S seconds (tests, smoke checks)")
-    parser.add_argument("--log-level", default="INFO",
-                        choices=("DEBUG", "INFO", "WARNING", "ERROR"))
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug details")
+    parser.add_argument("--log-format", choices=("text", "json"),
+                        help="log lines as text or JSON objects (default: [log] format; "
+                             "given, it also sets [log] config aside)")
 
 
 def run(args: argparse.Namespace) -> int:
-    from gateway import display, sources
+    from gateway import discovery, display, logsetup, sources
     from gateway.cli import load_settings
-    from gateway.consumer import Consumer
+    from gateway.consumer import Consumer, Filters
     from gateway.ircrelay import Relay
     from gateway.ircroute import Router, line
 
-    logging.basicConfig(level=args.log_level, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = load_settings(args)
+    logsetup.configure(args.log_format or settings.log.format,
+                       "" if args.log_format else settings.log.config, args.verbose)
     conf = settings.irc
     router = Router.from_settings(conf, settings.topic_prefix)
     channels = router.channels
     if not channels:
         print("busgate irc: no channels configured ([irc] channels or [[irc.routes]])",
               file=sys.stderr)
+        return 2
+    endpoints = discovery.discover(settings)
+    if not endpoints:
+        print("busgate irc: no endpoints configured (see [discovery])", file=sys.stderr)
         return 2
     index = sources.type_index(settings)
     relay = Relay(conf, channels)
@@ -75,7 +81,10 @@ def run(args: argparse.Namespace) -> int:
     resume = {} if args.no_resume else {"name": args.name, "state_dir": state_dir}
     deadline = time.monotonic() + args.timeout if args.timeout is not None else None
     try:
-        with Consumer(settings, index=index, on_reject=_rejected, **resume) as consumer:
+        # subscribe only to what some route may want (all, when one has no topics)
+        filters = Filters(topics=router.topics)
+        with Consumer(settings, filters=filters, index=index, endpoints=endpoints,
+                      on_reject=_rejected, **resume) as consumer:
             while not stopping and (deadline is None or time.monotonic() < deadline):
                 consumer.run(relay_one, timeout=SLICE)
                 relay.step(0.05)
