@@ -311,8 +311,10 @@ class IrcSettings:
     server_lines_per_minute: int = 30
     #: Lines the connection may send at once after a quiet spell.
     server_burst: int = 4
-    #: Longest line sent, in bytes (IRC's limit is 512 with the server's prefix).
-    max_line_bytes: int = 400
+    #: Longest text of a line, in UTF-8 bytes: with ``PRIVMSG <channel> :`` and the
+    #: ``:nick!user@host`` prefix the server adds for readers (up to ~100 bytes), a
+    #: line must stay within IRC's 512, or the server cuts it (and maybe the link).
+    max_line_bytes: int = 350
     #: Reconnect back-off: first wait, and longest wait, in seconds.
     reconnect_min: float = 2.0
     reconnect_max: float = 300.0
@@ -768,8 +770,9 @@ def _check_irc(settings: Settings, origin: dict[str, str]) -> None:
             fail(key, f"must be greater than 0, not {getattr(conf, key)}")
     if conf.reconnect_max < conf.reconnect_min:
         fail("reconnect_max", "must be at least reconnect_min")
-    if not 100 <= conf.max_line_bytes <= 480:
-        fail("max_line_bytes", "must be 100-480 (an IRC line is 512 bytes with the prefix)")
+    if not 100 <= conf.max_line_bytes <= 400:
+        fail("max_line_bytes", "must be 100-400 (an IRC line is 512 bytes with the command, "
+                               "the channel and the sender's prefix)")
 
 
 #: A nick IRC servers accept (RFC 2812, with the usual 30-character limit).

@@ -58,21 +58,24 @@ def test_daemon_messages_reach_routed_channels_as_coloured_lines(daemon, ngircd,
         time.sleep(0.3)  # the relay's subscription is made before it joins; let it settle
         publish(proc.env, "--message", "hello from the bus")
         publish(proc.env, "--message", "second \x0304red\r\nPRIVMSG #dak :injected")
-        assert watcher.wait_for(lambda: len(watcher.lines("#logger")) >= 2, 10), \
+        publish(proc.env, "--message", "long " + "é" * 3000)
+        assert watcher.wait_for(lambda: len(watcher.lines("#logger")) >= 3, 10), \
             (tmp_path / "relay.log").read_text()
         time.sleep(0.3)
     finally:
         assert stop_relay(relay) == 0
     logger = watcher.lines("#logger")
-    assert [s.nick for s in logger] == ["relay", "relay"]
-    first, second = (s.text for s in logger)
+    assert [s.nick for s in logger] == ["relay"] * 3
+    first, second, long = (s.text for s in logger)
+    # cut by the relay to max_line_bytes, so the server cut nothing: it ends as we ended it
+    assert len(long.encode()) <= 350 and long.endswith("é…")
     assert COLOUR.match(first) and "logger.message" in first and "hello from the bus" in first
     # control characters arrive escaped: no colour, no second command
     assert "\\x0304red" in second and "PRIVMSG #dak :injected" in second
     assert "\r" not in second and "\n" not in second
     assert watcher.lines("#dak") == []  # routed by topic: nothing for dak.
     assert watcher.lines("#everything") == []  # channels with routes only get routed lines
-    assert "2 lines sent" in (tmp_path / "relay.log").read_text()
+    assert "3 lines sent" in (tmp_path / "relay.log").read_text()
 
 
 def test_a_burst_of_1000_messages_is_bounded_and_summarised(daemon, ngircd, reader, tmp_path):

@@ -200,3 +200,16 @@ def test_the_relay_unit_is_accepted_by_systemd_analyze(tmp_path):
     assert result.returncode == 0 and not problems, result.stdout + result.stderr
     assert "DynamicUser=yes" in unit and "ProtectSystem=strict" in unit
     assert "StateDirectory=busgate-irc" in unit and "--state-dir /var/lib/busgate-irc" in unit
+
+
+def test_without_ngircd_the_tests_skip_locally_and_fail_in_ci(tmp_path, monkeypatch):
+    import conftest
+    import irc_helpers
+
+    monkeypatch.setattr(irc_helpers, "NGIRCD", None)
+    monkeypatch.setattr(conftest, "IN_CI", False)
+    with pytest.raises(pytest.skip.Exception, match="apt-get install ngircd"):
+        irc_helpers.Ngircd(tmp_path)
+    monkeypatch.setattr(conftest, "IN_CI", True)
+    with pytest.raises(pytest.fail.Exception, match="CI=true and ngircd is not installed"):
+        irc_helpers.Ngircd(tmp_path)

@@ -5,7 +5,9 @@ connection (:class:`gateway.ircrelay.Relay`) share one thread: the consumer is r
 short slices and the IRC reactor in between, so PINGs are answered and queued lines go
 out at their pace while the bus is busy. The relay keeps its position (consumer
 ``--name``, in the state directory): a restarted relay resumes where it stopped, and a
-backlog goes through flood control like any burst.
+backlog goes through flood control like any burst. A message counts as relayed once
+it is queued for its channels: lines still waiting for their flood budget when the
+relay stops are not said after the restart (IRC is a live feed; the bus keeps them).
 """
 
 from __future__ import annotations
