@@ -110,9 +110,11 @@ def test_a_burst_of_1000_messages_is_bounded_and_summarised(daemon, ngircd, read
     assert len(shown) + folded == 1000  # every message is a line or counted in one
     numbers = [int(s.text.rsplit("burst ", 1)[1]) for s in shown]
     assert numbers == sorted(numbers) and numbers[:3] == [0, 1, 2]  # in order
-    # in any one-second window, no more than the burst plus a second's budget
+    # in any one-second window, no more than the burst plus a second's budget (and one
+    # for the jitter of arrival times)
     times = [s.when for s in lines]
-    assert all(sum(1 for t in times if w <= t < w + 1.0) <= limits["burst"] + 2 for w in times)
+    assert all(sum(1 for t in times if w <= t < w + 1.0) <= limits["burst"] + 2 + 1
+               for w in times)
     log = (tmp_path / "relay.log").read_text()
     assert "1 connections" in log and "Excess Flood" not in ngircd.output()
 
