@@ -32,8 +32,11 @@ class Ngircd:
                 pytest.fail(f"CI=true and {message}")
             pytest.skip(message)
         self.port = free_port()
+        self.tls_port = free_port()
         self.dir = tmp_path / "ngircd"
         self.dir.mkdir()
+        self.dir.chmod(0o755)  # ngircd reads its files as "nobody"
+        _self_signed(self.dir)
         self.conf = self.dir / "ngircd.conf"
         self.log = self.dir / "ngircd.log"
         self.conf.write_text(f"""[Global]
@@ -54,6 +57,10 @@ PongTimeout = 20
 DNS = no
 Ident = no
 PAM = no
+[SSL]
+CertFile = {self.dir}/cert.pem
+KeyFile = {self.dir}/key.pem
+Ports = {self.tls_port}
 """)
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -85,6 +92,30 @@ PAM = no
 
     def output(self) -> str:
         return self.log.read_text(errors="replace") if self.log.exists() else ""
+
+
+def _self_signed(directory: Path) -> None:
+    """A throwaway self-signed certificate for the server's TLS port."""
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "irc.busgate.test")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
+            .public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(days=1))
+            .sign(key, hashes.SHA256()))
+    (directory / "cert.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    (directory / "key.pem").write_bytes(key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption()))
+    (directory / "key.pem").chmod(0o644)  # test-only key, read by ngircd as "nobody"
 
 
 @dataclass

@@ -218,3 +218,22 @@ def test_a_silent_server_is_pinged_dropped_and_reconnected(ngircd, reader):
         assert relay.connects >= 2 and relay.failures == 0
     finally:
         relay.close()
+
+
+def test_tls_and_a_refused_certificate(ngircd, reader):
+    watcher = reader("watcher", ["#room"])
+    relay = _relay(ngircd.tls_port, tls=True, tls_verify=False)
+    try:
+        assert _step_until(relay, lambda: "#room" in relay.joined, 5), ngircd.output()
+        relay.offer("#room", "over TLS")
+        assert _step_until(relay, lambda: watcher.lines("#room"), 5)
+        assert "TLS" in ngircd.output()
+    finally:
+        relay.close()
+    # verified (the default): a self-signed certificate is refused, and retried later
+    relay = _relay(ngircd.tls_port, tls=True)
+    try:
+        assert _step_until(relay, lambda: relay.failures >= 1, 3)
+        assert not relay.welcomed and relay.connection is None
+    finally:
+        relay.close()
