@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import getpass
 import os
+import re
 import sys
 import tomllib
 import typing
@@ -291,6 +292,60 @@ class LogSettings:
 
 
 @dataclass(frozen=True)
+class IrcRoute:
+    """One row of ``busgate irc``'s routing table: messages matching every non-empty filter
+    go to ``channels`` (topics are prefixes, with or without ``org.<d>.<env>.``)."""
+
+    channels: list[str] = field(default_factory=list)
+    topics: list[str] = field(default_factory=list)
+    exclude: list[str] = field(default_factory=list)
+    packages: list[str] = field(default_factory=list)
+    users: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class IrcSettings:
+    """``busgate irc``: the IRC server, who the relay is there, where lines go, how fast."""
+
+    host: str = "127.0.0.1"
+    port: int = 6667
+    tls: bool = False
+    #: Verify the server's certificate (with ``tls``); off only for a private test server.
+    tls_verify: bool = True
+    nick: str = "busgate"
+    #: Nicks tried in turn when the server says the nick is taken (433); after them,
+    #: ``nick`` with a growing ``_`` suffix.
+    alt_nicks: list[str] = field(default_factory=list)
+    #: A server password (PASS); empty: none.
+    password: str = ""
+    #: Channels joined (every route's channels are joined too).
+    channels: list[str] = field(default_factory=list)
+    #: The routing table; without routes, every message goes to every channel.
+    routes: list[IrcRoute] = field(default_factory=list)
+    #: Lines each channel may receive per minute (sustained) ...
+    lines_per_minute: int = 12
+    #: ... and at once after a quiet spell.
+    burst: int = 4
+    #: Lines a channel may hold waiting for its budget; past that, one "N more messages"
+    #: line stands for the rest.
+    queue_lines: int = 8
+    #: Lines per minute the whole connection may send (all channels): kept under the
+    #: server's flood limit, so the relay is never disconnected or banned for flooding.
+    server_lines_per_minute: int = 30
+    #: Lines the connection may send at once after a quiet spell.
+    server_burst: int = 4
+    #: Longest text of a line, in UTF-8 bytes: with ``PRIVMSG <channel> :`` and the
+    #: ``:nick!user@host`` prefix the server adds for readers (up to ~100 bytes), a
+    #: line must stay within IRC's 512, or the server cuts it (and maybe the link).
+    max_line_bytes: int = 350
+    #: Reconnect back-off: first wait, and longest wait, in seconds.
+    reconnect_min: float = 2.0
+    reconnect_max: float = 300.0
+    #: Seconds to wait for the server's welcome before counting the attempt failed.
+    connect_timeout: float = 20.0
+
+
+@dataclass(frozen=True)
 class Settings:
     #: Second topic token: ``org.<distribution>``.
     distribution: str = "debian"
@@ -311,6 +366,7 @@ class Settings:
     metrics: MetricsSettings = field(default_factory=MetricsSettings)
     log: LogSettings = field(default_factory=LogSettings)
     history: HistorySettings = field(default_factory=HistorySettings)
+    irc: IrcSettings = field(default_factory=IrcSettings)
     #: The sources' tables (``settings.section("debbugs")``, or ``settings.debbugs``).
     sources: SourceSections = field(default_factory=lambda: SourceSections())
     #: Files the settings were read from, in order (not a TOML key).
@@ -576,9 +632,23 @@ def _build(cls: type, table: dict[str, Any], origin: dict[str, str], prefix: str
         if dataclasses.is_dataclass(kind):
             kwargs[key] = _build(kind, _table(value, origin, dotted), origin,  # type: ignore[arg-type]
                                  f"{dotted}.")
+        elif _table_list(kind):
+            kwargs[key] = _build_list(kind.__args__[0], value, origin, dotted)
         else:
             kwargs[key] = _coerce(kind, value, origin.get(dotted), dotted)
     return cls(**kwargs)
+
+
+def _table_list(kind: Any) -> bool:
+    """``list[SomeSettings]``: an array of tables (``[[irc.routes]]``)."""
+    return getattr(kind, "__origin__", None) is list and dataclasses.is_dataclass(
+        kind.__args__[0])
+
+
+def _build_list(cls: type, value: Any, origin: dict[str, str], key: str) -> list[Any]:
+    if not isinstance(value, list) or not all(isinstance(v, dict) for v in value):
+        raise ConfigError("must be an array of tables", path=origin.get(key), key=key)
+    return [_build(cls, item, origin, f"{key}.") for item in value]
 
 
 def _table(value: Any, origin: dict[str, str], key: str) -> dict[str, Any]:
@@ -703,10 +773,53 @@ def _check(settings: Settings, origin: dict[str, str]) -> None:
                           path=origin.get("publisher.name"), key="publisher.name")
     _check_enabled(settings, origin)
     _check_amqp(settings, origin)
+    _check_irc(settings, origin)
     for key, url in (("zmq.publish", settings.zmq.publish), ("zmq.replay", settings.zmq.replay)):
         problem = endpoints.problem(url, bind=True) if url or key == "zmq.publish" else None
         if problem:
             raise ConfigError(problem, path=origin.get(key), key=key)
+
+
+def _check_irc(settings: Settings, origin: dict[str, str]) -> None:
+    """``[irc]``: a server, a nick and channels IRC accepts, budgets that bound the rate."""
+    conf = settings.irc
+
+    def fail(key: str, why: str) -> None:
+        raise ConfigError(why, path=origin.get(f"irc.{key}") or origin.get("irc"),
+                          key=f"irc.{key}")
+
+    if not conf.host or any(c.isspace() for c in conf.host):
+        fail("host", "must be a host name or address")
+    if not 0 < conf.port < 65536:
+        fail("port", "must be a TCP port (1-65535)")
+    for key, nick in [("nick", conf.nick)] + [("alt_nicks", n) for n in conf.alt_nicks]:
+        if not IRC_NICK.fullmatch(nick):
+            fail(key, f"{nick!r} is not an IRC nick (a letter or []\\`_^{{|}}, then those, "
+                      "digits or -; at most 30)")
+    routed = [("channels", c) for c in conf.channels] + [
+        (f"routes[{i}].channels", c) for i, r in enumerate(conf.routes) for c in r.channels]
+    for key, channel in routed:
+        if not IRC_CHANNEL.fullmatch(channel):
+            fail(key, f"{channel!r} is not an IRC channel (# or & then no space, comma or "
+                      "control character; at most 50)")
+    for number, route in enumerate(conf.routes):
+        if not route.channels:
+            fail(f"routes[{number}].channels", "a route needs at least one channel")
+    for key in ("lines_per_minute", "burst", "queue_lines", "server_lines_per_minute",
+                "server_burst", "reconnect_min", "reconnect_max", "connect_timeout"):
+        if getattr(conf, key) <= 0:
+            fail(key, f"must be greater than 0, not {getattr(conf, key)}")
+    if conf.reconnect_max < conf.reconnect_min:
+        fail("reconnect_max", "must be at least reconnect_min")
+    if not 100 <= conf.max_line_bytes <= 400:
+        fail("max_line_bytes", "must be 100-400 (an IRC line is 512 bytes with the command, "
+                               "the channel and the sender's prefix)")
+
+
+#: A nick IRC servers accept (RFC 2812, with the usual 30-character limit).
+IRC_NICK = re.compile(r"[A-Za-z\[\]\\`_^{|}][A-Za-z0-9\[\]\\`_^{|}-]{0,29}")
+#: A channel name (RFC 2812: no space, comma, BEL, NUL, CR or LF; at most 50).
+IRC_CHANNEL = re.compile(r"[#&][^\x00-\x20,\x7f]{1,49}")
 
 
 def _check_signing(settings: Settings, origin: dict[str, str]) -> None:
@@ -894,5 +1007,8 @@ def toml_value(value: Any) -> str:
         return repr(value)
     if isinstance(value, list):
         return "[" + ", ".join(toml_value(v) for v in value) + "]"
+    if dataclasses.is_dataclass(value):  # an inline table (one of [[irc.routes]])
+        return "{" + ", ".join(f"{f.name} = {toml_value(getattr(value, f.name))}"
+                               for f in dataclasses.fields(value)) + "}"
     escaped = str(value).replace("\\", "\\\\").replace('"', '\\"')
     return f'"{escaped}"'

@@ -168,3 +168,6 @@ def daemon(tmp_path: Path, make_settings: Callable[..., config.Settings]):
 
 # RabbitMQ fixtures (a vhost per run, queues deleted after each test).
 from amqp_helpers import queues, test_types, vhost  # noqa: E402, F401
+
+# A real IRC server (ngircd) and a channel reader, for busgate irc.
+from irc_helpers import ngircd, reader  # noqa: E402, F401

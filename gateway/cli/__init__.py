@@ -36,6 +36,7 @@ COMMANDS = {
     "notify": "gateway.cli.notify",
     "record": "gateway.cli.record",
     "web": "gateway.cli.web",
+    "irc": "gateway.cli.irc",
 }
 
 EX_USAGE = 2
