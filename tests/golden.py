@@ -13,10 +13,17 @@ import os
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from tests.conftest import REPO
 
 GOLDEN = REPO / "fixtures" / "golden"
-REGEN = os.environ.get("BUSGATE_REGEN_GOLDEN", "") not in ("", "0")
+REGEN_ENV = "BUSGATE_REGEN_GOLDEN"
+
+
+def regenerating() -> bool:
+    """Read at each call, so a test can set or clear the variable."""
+    return os.environ.get(REGEN_ENV, "") not in ("", "0")
 
 
 def path(adapter: str, name: str) -> Path:
@@ -28,16 +35,21 @@ def text(value: Any) -> str:
 
 
 def compare(adapter: str, name: str, actual: Any) -> None:
-    """``actual`` (JSON-able) equals the golden file; with BUSGATE_REGEN_GOLDEN=1 it is
-    written first."""
-    target = path(adapter, name)
+    """``actual`` (JSON-able) equals ``fixtures/golden/<adapter>/<name>.expected.json``."""
+    compare_file(path(adapter, name), actual)
+
+
+def compare_file(target: Path, actual: Any) -> None:
+    """``actual`` (JSON-able) equals the golden file ``target``; with
+    BUSGATE_REGEN_GOLDEN=1 it is written first. A missing file fails the test."""
     actual = json.loads(json.dumps(actual))
-    if REGEN:
+    if regenerating():
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_text(text(actual), encoding="utf-8")
-    assert target.is_file(), f"{target} is missing: run with BUSGATE_REGEN_GOLDEN=1"
+    if not target.is_file():
+        pytest.fail(f"{target} is missing: write it with {REGEN_ENV}=1 and review it")
     expected = json.loads(target.read_text(encoding="utf-8"))
-    assert actual == expected, f"{target.name}: output differs (BUSGATE_REGEN_GOLDEN=1 rewrites)"
+    assert actual == expected, f"{target.name}: output differs ({REGEN_ENV}=1 rewrites it)"
 
 
 def stale(adapter: str, names: set[str]) -> list[str]:
@@ -45,7 +57,7 @@ def stale(adapter: str, names: set[str]) -> list[str]:
     folder = GOLDEN / adapter
     found = {p.name.removesuffix(".expected.json"): p for p in folder.glob("*.expected.json")}
     extra = sorted(set(found) - names)
-    if REGEN:
+    if regenerating():
         for name in extra:
             found[name].unlink()
         return []

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 from conftest import SHARED
-from golden_files import GOLDEN, compare
+from golden import GOLDEN, compare_file
 from messages_helpers import check_events, described
 
 from adapters.debbugs import messages, status
@@ -104,7 +104,7 @@ def soap_events(server: AnswerServer, answers: list[Path]) -> list[Event]:
 def golden(name: str, events: list[Event]) -> None:
     assert events, f"{name}: no events"
     found = check_events(events, INDEX)
-    compare(GOLDEN / "debbugs" / f"{name}.expected.json",
+    compare_file(GOLDEN / "debbugs" / f"{name}.expected.json",
             [described(e, m) for e, m in zip(events, found, strict=True)])
 
 

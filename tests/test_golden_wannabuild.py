@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from golden_files import GOLDEN, compare
+from golden import GOLDEN, compare_file
 from messages_helpers import check_events, described
 
 from adapters.wannabuild import messages, translate
@@ -56,7 +56,7 @@ def test_rows_golden(path: Path) -> None:
     events = events_of(path)
     assert events
     found = check_events(events, INDEX)
-    compare(GOLDEN / "wannabuild" / f"{path.stem}.expected.json",
+    compare_file(GOLDEN / "wannabuild" / f"{path.stem}.expected.json",
             [described(e, m) for e, m in zip(events, found, strict=True)])
 
 
@@ -146,9 +146,9 @@ def test_a_changed_event_fails_the_comparison(monkeypatch: pytest.MonkeyPatch) -
     records = [described(e, m) for e, m in zip(events, check_events(events, INDEX),
                                                  strict=True)]
     golden = GOLDEN / "wannabuild" / f"{path.stem}.expected.json"
-    compare(golden, records)
+    compare_file(golden, records)
     records[-1] = {**records[-1], "summary": records[-1]["summary"] + "!"}
     with pytest.raises(AssertionError, match="differs"):
-        compare(golden, records)
+        compare_file(golden, records)
     with pytest.raises(pytest.fail.Exception, match="BUSGATE_REGEN_GOLDEN=1"):
-        compare(golden.with_name("absent.expected.json"), records)
+        compare_file(golden.with_name("absent.expected.json"), records)

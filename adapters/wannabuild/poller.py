@@ -44,7 +44,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
-import zoneinfo
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -272,14 +271,9 @@ def check(cfg: WannaBuildSettings) -> None:
                           "\"host=... dbname=wanna-build user=busgate\")", key="wannabuild.dsn")
     if describe(cfg.dsn) == "(invalid dsn)":
         raise ConfigError("not a valid libpq connection string", key="wannabuild.dsn")
-    if cfg.since:
-        parse_since(cfg.since)
-    if cfg.timezone:
-        try:
-            zoneinfo.ZoneInfo(cfg.timezone)
-        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
-            raise ConfigError(f"unknown time zone {cfg.timezone!r}",
-                              key="wannabuild.timezone") from None
+    from adapters.wannabuild.source import validate
+
+    validate(cfg, None)  # since, time zone: what check-config refuses too
     for key, value in (("overlap_seconds", cfg.overlap_seconds), ("batch_rows", cfg.batch_rows),
                        ("statement_timeout_ms", cfg.statement_timeout_ms),
                        ("max_failure_chars", cfg.max_failure_chars)):
