@@ -33,7 +33,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from bench.throughput import free_port, start_daemon  # noqa: E402
+from bench.throughput import free_port, make_settings, start_daemon  # noqa: E402
 from gateway import config, discovery, envelope, heartbeat, keygen, verify  # noqa: E402
 from gateway.signing import OpenPGPSigner, X509Signer  # noqa: E402
 from gateway.subscriber import Subscriber  # noqa: E402
@@ -67,16 +67,7 @@ def settings_for(root: Path, backend: str, keys: dict[str, str]) -> config.Setti
             routing_policy = "{keys['policy']}"
             routing_nitpicky = true
         """)
-    path = root / "busgate.toml"
-    path.write_text(textwrap.dedent(f"""
-        [state]
-        dir = "{root / 'var'}"
-        [zmq]
-        publish = "tcp://127.0.0.1:{free_port()}"
-        replay = "tcp://127.0.0.1:{free_port()}"
-        heartbeat_interval = 1.0
-    """) + signing)
-    return config.load(path)
+    return make_settings(root, signing)
 
 
 def _ticks(pid: int) -> int:

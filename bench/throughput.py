@@ -56,7 +56,8 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def make_settings(root: Path) -> config.Settings:
+def make_settings(root: Path, extra: str = "") -> config.Settings:
+    """The benches' gateway: state under ``root``, free ports, plus ``extra`` TOML."""
     path = root / "busgate.toml"
     path.write_text(textwrap.dedent(f"""
         [state]
@@ -65,7 +66,7 @@ def make_settings(root: Path) -> config.Settings:
         publish = "tcp://127.0.0.1:{free_port()}"
         replay = "tcp://127.0.0.1:{free_port()}"
         heartbeat_interval = 1.0
-    """))
+    """) + extra)
     return config.load(path)
 
 
