@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from gateway.consumer_state import Position
@@ -135,14 +135,26 @@ def _outbox_rows(outbox: Store, after: int) -> Iterator[tuple[int, str]]:
         after = rows[-1].seq_id
 
 
+def _json_loads() -> Callable[[str], Any]:
+    """orjson's loads (4x the stdlib's on envelopes), or json's where orjson is not
+    installed (Debian 12 has no python3-orjson); both give the same value here."""
+    try:
+        import orjson
+    except ImportError:
+        import json
+
+        return json.loads
+    return orjson.loads
+
+
 def backfill(settings: Settings, store: SqliteHistory, outbox: Store,
              index: TypeIndex | None = None) -> tuple[int, int]:
     """Copy ``outbox`` (the gateway's own) into the history; ``(read, added)``. The
     recorder's position for this publisher moves past what was copied (never back)."""
-    import orjson
-
     from gateway import envelope as env
     from gateway import sources
+
+    loads = _json_loads()
 
     index = index if index is not None else sources.type_index(settings)
     publisher, epoch = settings.publisher.name, outbox.epoch()
@@ -166,7 +178,7 @@ def backfill(settings: Settings, store: SqliteHistory, outbox: Store,
 
         for seq_id, text in _outbox_rows(outbox, 0):
             read += 1
-            batch.append((seq_id, env.check(orjson.loads(text))))
+            batch.append((seq_id, env.check(loads(text))))
             if len(batch) >= BATCH:
                 flush()
         if batch:

@@ -17,10 +17,10 @@ request's ``Accept``; every bad parameter is a 400 ``{"error", "parameter",
 from __future__ import annotations
 
 import datetime as dt
+import json
 import math
 from typing import Any
 
-import orjson
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
@@ -31,12 +31,27 @@ from gateway.history import query as q
 from gateway.history.store import HistoryError, HistoryStore, QueryTimeout, Stored
 from gateway.messages import TypeIndex
 
+try:
+    import orjson
+except ImportError:  # Debian 12 has no python3-orjson: the stdlib writes the same JSON
+    orjson = None
+
 JSON = "application/json"
 JSONP = "application/javascript"
 
 
+#: orjson's output (compact, UTF-8) when orjson is missing; the values here hold no NaN.
+_STDLIB = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
+
+
 def _dumps(value: Any) -> bytes:
+    if orjson is None:
+        return _STDLIB.encode(value).encode()
     return orjson.dumps(value)
+
+
+def _loads(text: bytes | str) -> Any:
+    return json.loads(text) if orjson is None else orjson.loads(text)
 
 
 def answer(value: Any, status: int = 200, callback: str | None = None) -> Response:
@@ -101,7 +116,7 @@ class HistoryApp:
 
     # -- rendering -------------------------------------------------------------------------
     def _shape(self, row: Stored, v2: bool, meta: tuple[str, ...]) -> dict[str, Any]:
-        envelope = orjson.loads(row.envelope)
+        envelope = _loads(row.envelope)
         out = as_fedora_message(row, envelope) if v2 else as_dict(row, envelope)
         if meta:
             out["meta"] = self._meta(row, envelope, meta)
