@@ -148,7 +148,9 @@ def revoke(ca_dir: str | Path, cert_paths: list[str]) -> Path:
 
 def make_openpgp(directory: str | Path, name: str, uid: str) -> tuple[Path, Path, str]:
     """``<name>.key`` (secret, armored) and ``<name>.pub.asc``; returns the fingerprint."""
-    import pysequoia
+    from gateway import optional
+
+    pysequoia = optional.require("pysequoia", "An OpenPGP key")
 
     if not name or "/" in name or name.startswith("."):
         raise ConfigError(f"{name!r} cannot name a key file")
@@ -184,9 +186,10 @@ def describe(path: str) -> list[str]:
         return [f"crl issuer={crl.issuer.rfc4514_string()} revoked="
                 f"{','.join(f'{r.serial_number:x}' for r in crl) or '-'} "
                 f"next_update={x509compat.utc(crl, 'next_update'):%Y-%m-%d}"]
-    import pysequoia
-
+    from gateway import optional
     from gateway.signing import first_line
+
+    pysequoia = optional.require("pysequoia", "Reading an OpenPGP keyring")
 
     try:
         certs = pysequoia.Cert.split_bytes(data)

@@ -211,7 +211,9 @@ class Keyring(_Reloading):
         super().__init__(list(paths))
 
     def _load(self) -> None:
-        import pysequoia
+        from gateway import optional
+
+        pysequoia = optional.require("pysequoia", "An OpenPGP keyring")
         from pysequoia import packet
 
         from gateway.signing import first_line
