@@ -36,9 +36,9 @@ FILES = (
     ("/var/lib/busgate", "state: the outbox database busgate.sqlite (outbox, dedup keys, "
                          "quarantine), the history database history.sqlite; owned by the "
                          "busgate user"),
-    ("/var/spool/busgate", "the spool that busgate mail and busgate git-hook write and the "
-                           "daemon reads; group busgate, setgid, so the MTA's user and git "
-                           "users in group busgate can write it"),
+    ("/var/spool/busgate", "the spool that busgate mail, busgate publish and the sources' "
+                           "hooks write and the daemon reads; group busgate, setgid, so the "
+                           "MTA's user and git users in group busgate can write it"),
     ("/lib/systemd/system/busgate.service", "the daemon (busgate run); beside it "
                                             "busgate-record.service, busgate-web.service and "
                                             "busgate-irc.service"),
@@ -47,12 +47,14 @@ FILES = (
 #: Exit statuses the commands use (sysexits(3) where one fits).
 EXIT_STATUS = (
     ("0", "success"),
-    ("1", "a check found a problem (busgate keys show, busgate keys policy)"),
+    ("1", "a check found a problem (busgate keys show, busgate keys policy); also an "
+          "unexpected error, with a Python traceback"),
     ("2", "bad command line or configuration"),
     ("65", "bad input data (EX_DATAERR): an empty mail, a message that fails its schema"),
     ("66", "missing input (EX_NOINPUT): busgate record --backfill without an outbox"),
     ("69", "a service is unavailable (EX_UNAVAILABLE): no daemon, replay endpoint or bus "
            "answered, or the state directory is locked by another daemon"),
+    ("70", "an internal error (EX_SOFTWARE)"),
     ("73", "the history database cannot be opened or created (EX_CANTCREAT)"),
     ("75", "temporary failure (EX_TEMPFAIL): nothing was stored; an MTA retries later"),
     ("130", "interrupted"),
@@ -64,7 +66,12 @@ DIR_WORDS = frozenset({"DIR", "CA_DIR", "PATH_TO_REPO", "STATE_DIR", "SPOOL"})
 
 
 class DocgenError(Exception):
-    """A documentation tool is missing (exit 69 with a line saying what to install)."""
+    """A documentation tool is missing (exit 69 with a line saying what to install), or
+    the build environment is wrong (``status`` 2)."""
+
+    def __init__(self, message: str, status: int = EX_UNAVAILABLE):
+        super().__init__(message)
+        self.status = status
 
 
 # --- the parser -------------------------------------------------------------------------
@@ -172,8 +179,8 @@ def _header(name: str) -> str:
         try:
             date = time.strftime("%Y-%m-%d", time.gmtime(int(epoch)))
         except (ValueError, OverflowError):
-            raise DocgenError(f"SOURCE_DATE_EPOCH is not a number of seconds: {epoch!r}"
-                              ) from None
+            raise DocgenError(f"SOURCE_DATE_EPOCH is not a number of seconds: {epoch!r}",
+                              EX_USAGE) from None
     return f'.TH "{esc(name.upper())}" "1" "{date}" "busgate {__version__}" "busgate manual"'
 
 
@@ -216,13 +223,13 @@ def main_page(root: argparse.ArgumentParser) -> str:
              ".SH SYNOPSIS", ".B busgate", esc("[--version] [--config PATH] COMMAND "
                                                "[--config PATH] [OPTIONS] [ARGS]"),
              ".SH DESCRIPTION", esc(
-                 "busgate turns a Linux distribution's legacy services (archive mail, "
-                 "wanna-build, debbugs, git pushes) into signed events on a message bus "
-                 "(ZeroMQ in the fedmsg wire format, AMQP). busgate run is the daemon; "
-                 "busgate mail and busgate git-hook hand events to it through the spool; "
-                 "the other commands consume, inspect and maintain. Every command takes "
-                 "-h or --help and --config PATH, before or after the command name (the "
-                 "one after it wins)."),
+                 "busgate turns a Linux distribution's legacy services into signed events "
+                 "on a message bus (ZeroMQ in the fedmsg wire format, AMQP). busgate run "
+                 "is the daemon; busgate mail (an MTA pipe) and the sources' hooks hand "
+                 "events to it through the spool; the other commands consume, inspect "
+                 "and maintain. Every command takes -h or --help and --config PATH, "
+                 "before or after the command name (the one after it wins)."),
+             ".PP", esc("The sources in this build:"), *_items(_sources()),
              ".SH OPTIONS", *option_entries(root), ".SH COMMANDS"]
     for name, (_, text) in commands.items():
         lines += [".TP", f"\\fBbusgate\\-{esc(name)}\\fR(1)", esc(text)]
@@ -236,6 +243,13 @@ def main_page(root: argparse.ArgumentParser) -> str:
     see_also += ["\\fBsystemctl\\fR(1)", "\\fBjournalctl\\fR(1)", "\\fBsysexits.h\\fR(3head)"]
     lines += [".SH SEE ALSO", ",\n".join(see_also)]
     return "\n".join(lines) + "\n"
+
+
+def _sources() -> tuple[tuple[str, str], ...]:
+    """(name, description) of each registered source (the registry decides, not this)."""
+    from gateway import sources
+
+    return tuple((name, source.description) for name, source in sources.registry().items())
 
 
 def man_pages(root: argparse.ArgumentParser | None = None) -> dict[str, str]:
@@ -317,10 +331,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"bash completion in {args.file}")
     except DocgenError as exc:
         print(f"gateway.docgen: {exc}", file=sys.stderr)
-        return EX_UNAVAILABLE
-    except OSError as exc:
+        return exc.status
+    except OSError as exc:  # an unwritable OUTDIR or FILE
         print(f"gateway.docgen: {exc}", file=sys.stderr)
-        return EX_UNAVAILABLE
+        return 73  # EX_CANTCREAT
     return 0
 
 
