@@ -30,7 +30,7 @@ pytestmark = pytest.mark.slow
 
 ENABLED = IN_CI or os.environ.get("BUSGATE_PACKAGE_TEST") == "1"
 TOOLS = ("dpkg-buildpackage", "lintian", "apt-get", "dpkg-query", "start-stop-daemon",
-         "runuser", "useradd", "userdel", "fakeroot", "dh", "dh_python3")
+         "runuser", "setpriv", "useradd", "userdel", "fakeroot", "dh", "dh_python3")
 #: Debian's own tools and python3 only: a venv or pyenv first on PATH breaks pybuild.
 SYSTEM_PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
 MTA_USER = "busgate-mta-test"
@@ -118,6 +118,33 @@ def receive_topic(endpoint: str, wanted: str, trigger, timeout: float) -> dict:
         sub.close()
 
 
+def check_web() -> None:
+    """``busgate web`` as user busgate answers /healthz with the history's message count."""
+    import urllib.request
+
+    port = free_port()
+    web = subprocess.Popen(
+        ["setpriv", "--reuid", "busgate", "--regid", "busgate", "--init-groups", "--",
+         "/usr/bin/busgate", "web", "--config", "/etc/busgate/busgate.toml", "--port",
+         str(port)], env={"PATH": SYSTEM_PATH, "HOME": "/var/lib/busgate"}, cwd="/",
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz",
+                                            timeout=5) as answer:
+                    assert json.loads(answer.read())["status"] == "ok"
+                    return
+            except OSError:
+                if web.poll() is not None or time.monotonic() > deadline:
+                    raise AssertionError(f"busgate web: {web.communicate()}") from None
+                time.sleep(0.2)  # polling a port that is not open yet: nothing to await
+    finally:
+        web.terminate()
+        web.communicate(timeout=20)
+
+
 def stop_daemon() -> None:
     if PIDFILE.exists():
         run("start-stop-daemon", "--stop", "--pidfile", str(PIDFILE), "--retry",
@@ -190,6 +217,14 @@ def test_package_builds_installs_carries_a_mail_to_the_bus_and_purges(tmp_path):
         assert envelope["username"] == "busgate"  # published by the daemon's user
         spooled = [p for p in Path("/var/spool/busgate").rglob("*") if p.is_file()]
         assert all(mode_owner(str(p))[2] == "busgate" for p in spooled), spooled
+
+        # busgate web (busgate-web.service's command) on Debian's starlette and uvicorn.
+        check_web()
+        # busgate irc without irc>=20.4 (Debian 12 has 8.5): one line saying what to install.
+        irc = run("runuser", "-u", "busgate", "--", "/usr/bin/busgate", "irc", "--config",
+                  "/etc/busgate/busgate.toml", check=False, timeout=60)
+        assert irc.returncode == 2 and "pip install 'irc>=20.4'" in irc.stderr, irc.stderr
+        assert len(irc.stderr.strip().splitlines()) == 1, irc.stderr
     except BaseException:
         if log.exists():
             print("daemon log:\n" + log.read_text()[-4000:])
@@ -209,3 +244,19 @@ def test_package_builds_installs_carries_a_mail_to_the_bus_and_purges(tmp_path):
         "dpkg-query", "-W", "-f=${db:Status-Abbrev}", "busgate", check=False).stdout
     # Debian keeps system users on purge (files elsewhere may still be theirs).
     assert pwd.getpwnam("busgate")
+
+
+def test_the_gate_skips_without_the_switch_and_fails_in_ci_without_a_tool(monkeypatch):
+    import test_debian_package as me
+
+    monkeypatch.setattr(me, "ENABLED", False)
+    with pytest.raises(pytest.skip.Exception, match="BUSGATE_PACKAGE_TEST=1"):
+        me.need_tools()
+    monkeypatch.setattr(me, "ENABLED", True)
+    monkeypatch.setattr(me, "TOOLS", ("no-such-tool-busgate",))
+    monkeypatch.setattr(me, "IN_CI", False)
+    with pytest.raises(pytest.skip.Exception, match="no-such-tool-busgate missing"):
+        me.need_tools()
+    monkeypatch.setattr(me, "IN_CI", True)
+    with pytest.raises(pytest.fail.Exception, match="CI=true and no-such-tool-busgate missing"):
+        me.need_tools()
