@@ -189,6 +189,17 @@ def test_bad_environment_and_missing_libraries_fail_clearly(
     assert not (tmp_path / "busgate").exists()
 
 
+def test_no_registered_source_is_refused(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+                                         capsys: pytest.CaptureFixture[str]) -> None:
+    """Without the entry points the pages would lack the sources' commands: refuse."""
+    from gateway import sources
+
+    monkeypatch.setattr(sources, "_registry", {})
+    assert docgen.main(["man", str(tmp_path / "man")]) == 69
+    assert "no busgate source is registered" in capsys.readouterr().err
+    assert not (tmp_path / "man").exists()
+
+
 # --- bash completion --------------------------------------------------------------------
 
 def _complete(script: Path, cwd: Path, *lines: list[str]) -> list[set[str]]:
