@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN     = $(VENV)/bin
 
-.PHONY: run test lint bench install clean
+.PHONY: run test lint bench install clean man
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +27,12 @@ test: install
 
 lint: install
 	$(BIN)/ruff check gateway adapters tests bench busgate contrib
+
+## Man pages (build/man) and bash completion (build/bash-completion/busgate), generated
+## from the argparse definitions as the Debian package build does.
+man: install
+	$(BIN)/python -m gateway.docgen man build/man
+	$(BIN)/python -m gateway.docgen bash-completion build/bash-completion/busgate
 
 bench: install
 	for b in bench/*.py; do $(BIN)/python $$b || exit 1; done
