@@ -37,7 +37,8 @@ a{color:#0645ad}h1{font-size:1.4rem;margin:.5rem 0 0}h2{font-size:1.1rem;margin:
 .when{color:#555;margin:.2rem 0 .8rem}nav{display:flex;flex-wrap:wrap;gap:.5rem;align-items:center}
 table{border-collapse:collapse;width:100%}th,td{padding:.3rem .4rem;border-bottom:1px solid #ddd}
 th{text-align:left;font-weight:600}td.n,th.n{text-align:right;font-variant-numeric:tabular-nums}
-tr.detail td:first-child{padding-left:1.4rem;color:#555}.up{color:#1a7f37}.down{color:#b3261e}
+td:first-child{white-space:nowrap}tr.detail td:first-child{padding-left:1.4rem;color:#555}
+.up{color:#1a7f37}.down{color:#b3261e}
 ol{padding-left:1.8rem;margin:.2rem 0}li span{color:#555}
 .lists{display:grid;grid-template-columns:repeat(auto-fit,minmax(14rem,1fr));gap:0 1.5rem}
 """
