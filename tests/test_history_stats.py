@@ -437,3 +437,19 @@ def test_the_current_week_is_shown_as_not_over_and_the_next_refused(store):
         stats.parse_week("2026-W49", now)
     found = stats.overview(store, W48, now=now)
     assert not found.complete and found.as_json()["complete"] is False
+
+
+def test_a_stats_query_past_its_time_limit_is_503(history):
+    from gateway.history.store import QueryTimeout
+
+    class Slow(SqliteHistory):
+        def topic_counts(self, start, end):  # what _timed raises when the limit passes
+            raise QueryTimeout("the query ran past history.query_timeout (0.01 s)")
+
+    store = Slow(history, readonly=True)
+    with fx.serve(store) as url, httpx.Client(base_url=url, timeout=10) as client:
+        answer = client.get("/v2/stats?week=2026-W48")
+        assert answer.status_code == 503 and answer.json()["error"] == "timeout"
+        page = client.get("/stats?week=2026-W48")
+        assert page.status_code == 503 and "query_timeout" in page.text
+    store.close()
