@@ -227,6 +227,18 @@ def test_cli_missing_database_exits_2_and_creates_nothing(tmp_path):
     assert not missing.exists()
 
 
+def test_cli_refuses_what_is_not_a_history(tmp_path, capsys):
+    garbage = tmp_path / "garbage.sqlite"
+    garbage.write_text("not sqlite")
+    other = tmp_path / "other.sqlite"
+    with sqlite3.connect(other) as db:
+        db.execute("CREATE TABLE t (a)")
+    for path, message in ((garbage, "file is not a database"),
+                          (other, "not a busgate history database")):
+        assert main(["stats", "--database", str(path)]) == 2
+        assert message in capsys.readouterr().err
+
+
 def test_cli_reads_without_migrating(tmp_path, capsys):
     path = tmp_path / "old.sqlite"
     _without_stats_migration(path, [])

@@ -168,6 +168,8 @@ class SqliteHistory(HistoryStore):
         if unknown:
             raise HistoryError(f"the history database {self.path} has schema version "
                                f"{unknown[-1]}, newer than this busgate; upgrade busgate")
+        if missing and missing[0].startswith("001_"):
+            raise HistoryError(f"{self.path} is not a busgate history database")
         if missing:
             raise HistoryError(f"the history database {self.path} lacks {', '.join(missing)}; "
                                "start busgate record or busgate web once to upgrade it")
