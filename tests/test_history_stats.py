@@ -465,3 +465,20 @@ def test_a_stats_query_past_its_time_limit_is_503(history):
         page = client.get("/stats?week=2026-W48")
         assert page.status_code == 503 and "query_timeout" in page.text
     store.close()
+
+
+def test_a_migration_numbered_below_the_applied_ones_is_still_applied(tmp_path, monkeypatch):
+    from gateway.history import migrate
+
+    path = tmp_path / "h.sqlite"
+    SqliteHistory(path).close()  # 001 and 003 applied
+    shipped = migrate.migrations("sqlite")
+    assert [m.version for m in shipped][:1] == [1] and 3 in [m.version for m in shipped]
+    late = migrate.Migration(2, "002_late.sql", "CREATE TABLE late (a INTEGER)")
+    monkeypatch.setattr(migrate, "migrations", lambda backend: sorted(
+        [m for m in shipped if m.version != 2] + [late], key=lambda m: m.version))
+    SqliteHistory(path).close()  # a busgate with 002 as well: it lands after 003
+    with sqlite3.connect(path) as db:
+        assert db.execute("SELECT name FROM history_migrations WHERE version = 2").fetchone() \
+            == ("002_late.sql",)
+        assert db.execute("SELECT COUNT(*) FROM late").fetchone() == (0,)
