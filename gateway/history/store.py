@@ -77,9 +77,6 @@ class HistoryStore(abc.ABC):
     def get(self, msg_id: str) -> Stored | None: ...
 
     @abc.abstractmethod
-    def count(self) -> int: ...
-
-    @abc.abstractmethod
     def topic_counts(self, start: float, end: float) -> dict[str, int]:
         """Messages per topic in [start, end) (at most :data:`MAX_TOPICS` topics, the
         busiest); a range longer than :data:`MAX_STATS_DAYS` is a ValueError."""
@@ -88,6 +85,9 @@ class HistoryStore(abc.ABC):
     def top_names(self, kind: str, start: float, end: float, limit: int) -> list[tuple[str, int]]:
         """The ``limit`` (1..:data:`MAX_TOP`) names of ``kind`` (``users`` or ``packages``)
         with the most messages in [start, end), count descending then name."""
+
+    @abc.abstractmethod
+    def count(self) -> int: ...
 
     @abc.abstractmethod
     def close(self) -> None: ...
