@@ -7,11 +7,6 @@ operator, reviewable in a diff and applied with no extra dependency. Each file r
 in one transaction together with the row that records it in ``history_migrations``,
 so a crash leaves the database at the previous version; a database newer than this
 busgate is refused rather than written.
-
-Numbers are unique but may have gaps, and each file is applied when its own number is
-not yet recorded (not "everything above the highest"): features developed side by side
-take fixed numbers (002 activity, 003 stats, ...), so a database may meet them in any
-order. A file therefore must not depend on a higher-numbered one.
 """
 
 from __future__ import annotations
@@ -57,7 +52,12 @@ def latest(backend: str) -> int:
 
 
 def apply_sqlite(db: sqlite3.Connection) -> int:
-    """Bring ``db`` (autocommit connection) to the newest schema; return its version."""
+    """Bring ``db`` (autocommit connection) to the newest schema; return its version.
+
+    Numbers are unique but may have gaps, and each file is applied when its own number
+    is not yet recorded (not "everything above the highest"): features developed side by
+    side take fixed numbers (002 activity, 003 stats, ...), so a database may meet them
+    in any order. A file therefore must not depend on a higher-numbered one."""
     db.execute("CREATE TABLE IF NOT EXISTS history_migrations ("
                "version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied REAL NOT NULL)")
     wanted = migrations("sqlite")
