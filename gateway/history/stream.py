@@ -7,11 +7,13 @@ every open stream costs one query per poll however many pages are open, where a
 poller per client would multiply the load by the audience.
 
 Bounds: at most ``max_streams`` streams (the next is a 503), each with a queue of
-``queue_size`` messages. A client that falls further behind (a stalled phone, a
-reader that stopped reading) is cut off and its queue dropped instead of slowing the
-poller or the others; its browser reconnects with ``Last-Event-ID`` and resumes from
-the last message it got (at most ``resume`` messages back; further behind, it is told
-of the gap). Keep-alive comments keep idle streams through proxies.
+``queue_size`` messages. When a burst fills a client's queue the poller gives it up to
+``stall`` seconds to make room (a fast reader always does); a client that still has
+none (a stalled phone, a reader that stopped reading) is cut off and its queue
+dropped, so it delays the others once, by ``stall`` at most, and never again; its
+browser reconnects with ``Last-Event-ID`` and resumes from the last message it got
+(at most ``resume`` messages back; further behind, it is told of the gap).
+Keep-alive comments keep idle streams open through proxies.
 """
 
 from __future__ import annotations
@@ -91,6 +93,11 @@ class Client:
         #: Events to send; ``None`` last when the client was cut off.
         self.queue: asyncio.Queue[Event | None] = asyncio.Queue(size + 1)
         self.size = size
+        #: Set when the client takes an event (the poller waits on it when the queue is full).
+        self.room = asyncio.Event()
+
+    def full(self) -> bool:
+        return self.queue.qsize() >= self.size
 
 
 class Broadcaster:
@@ -98,7 +105,7 @@ class Broadcaster:
 
     def __init__(self, store: HistoryStore, render: Callable[[Stored], Event], *,
                  max_streams: int = 100, queue_size: int = 256, poll: float = 0.5,
-                 keepalive: float = 15.0, resume: int = 1000):
+                 keepalive: float = 15.0, resume: int = 1000, stall: float = 1.0):
         self.store = store
         self.render = render
         self.max_streams = max_streams
@@ -106,6 +113,7 @@ class Broadcaster:
         self.poll = poll
         self.keepalive = keepalive
         self.resume = resume
+        self.stall = stall
         self.clients: set[Client] = set()
         #: Highest id handed out (None while no poller runs: re-read at the next start).
         self.position: int | None = None
@@ -149,11 +157,24 @@ class Broadcaster:
     def close(self, client: Client) -> None:
         self.clients.discard(client)
 
-    def _dispatch(self, event: Event) -> None:
-        for client in list(self.clients):
-            if not matches(client.query, event):
-                continue
-            if client.queue.qsize() >= client.size:
+    async def _dispatch(self, event: Event) -> None:
+        """Queue ``event`` for every client it matches; a full queue gets ``stall``
+        seconds to make room, then its client is cut off."""
+        full = [c for c in self.clients if c.full() and matches(c.query, event)]
+        if full:
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + self.stall
+            for client in full:
+                while client.full() and client in self.clients:
+                    client.room.clear()
+                    try:
+                        await asyncio.wait_for(client.room.wait(), deadline - loop.time())
+                    except TimeoutError:
+                        break
+        # the takers after the wait: a stream opened meanwhile expects this event too
+        takers = [c for c in self.clients if matches(c.query, event)]
+        for client in takers:
+            if client.full():
                 self._cut(client)
             else:
                 client.queue.put_nowait(event)
@@ -178,8 +199,10 @@ class Broadcaster:
                 except Exception as exc:  # a timeout or locked file: try again next poll
                     log.warning("history web: the live stream cannot read the store: %s", exc)
                     events = []
-                for event in events:  # no await between: open() sees a consistent position
-                    self._dispatch(event)
+                for event in events:
+                    # position moves with each dispatch: a stream opened while the poller
+                    # waits gets every later id from its queue, each once
+                    await self._dispatch(event)
                     self.position = event.id
                 if len(events) < BATCH:
                     await asyncio.sleep(self.poll)
@@ -201,6 +224,7 @@ class Broadcaster:
                 except TimeoutError:
                     yield ": keep-alive\n\n"
                     continue
+                client.room.set()
                 if event is None:
                     yield "event: behind\ndata: {}\n\n"
                     return
@@ -211,6 +235,9 @@ class Broadcaster:
     async def stop(self) -> None:
         """End every stream (server shut-down)."""
         for client in list(self.clients):
-            self._cut(client)
+            self.clients.discard(client)
+            while not client.queue.empty():
+                client.queue.get_nowait()
+            client.queue.put_nowait(None)
         if self._task is not None:
             self._task.cancel()

@@ -94,14 +94,16 @@ class HistoryApp:
 
     def __init__(self, store: HistoryStore, index: TypeIndex | None = None, *,
                  max_page: int = 100, max_values: int = 50, max_streams: int = 100,
-                 stream_queue: int = 256, poll: float = 0.5, keepalive: float = 15.0):
+                 stream_queue: int = 256, poll: float = 0.5, keepalive: float = 15.0,
+                 resume: int = 1000):
         self.store = store
         self.index = index if index is not None else TypeIndex(())
         self.max_page = max_page
         self.max_values = max_values
         self.streams = live.Broadcaster(
             store, lambda row: dashboard.event_of(dashboard.line_of(row, self.index)),
-            max_streams=max_streams, queue_size=stream_queue, poll=poll, keepalive=keepalive)
+            max_streams=max_streams, queue_size=stream_queue, poll=poll, keepalive=keepalive,
+            resume=resume)
         self.dashboard = dashboard.Dashboard(store, self.index, max_values=max_values)
         # any origin may GET the JSON API (datagrepper's CORS); OPTIONS for preflights
         cors = [Middleware(CORSMiddleware, allow_origins=["*"], allow_methods=["GET"],
