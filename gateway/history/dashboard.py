@@ -246,7 +246,7 @@ class Dashboard:
         return self.render("name.html", kind=kind, name=name, month=month,
                            lines=self.lines(page.rows),
                            total=page.total, older=older, previous=previous,
-                           following=following if end <= self.clock() + DAY * 31 else None,
+                           following=following if end <= self.clock() else None,
                            continued="cursor" in params,
                            live="/?" + urlencode({kind: name}))
 
