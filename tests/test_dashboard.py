@@ -329,6 +329,18 @@ def test_stream_sends_new_messages_with_filters_and_resumes(store):
             assert answer.json()["parameter"] == "Last-Event-ID"
 
 
+def test_a_damaged_row_is_skipped_by_the_page_and_the_stream(store):
+    dh.add(store, dak(1, "hebcal"))
+    with dh.serve(store) as url, stream(url + "/v2/stream") as live:
+        store.writer().execute(
+            "INSERT INTO messages (msg_id, topic, category, timestamp, envelope)"
+            " VALUES ('broken', 'org.debian.dev.dak.x', 'dak', ?, '{not json')", (NOW,))
+        dh.add(store, dak(3, "hebcal"))
+        assert live.ids(1) == [3]  # row 2 skipped, the stream goes on
+        page = httpx.get(url + "/")
+        assert page.status_code == 200 and lines(page.text) == [3, 1]
+
+
 def test_stream_resume_too_far_back_says_gap(store):
     dh.seed(store, 30, NOW)
     with dh.serve(store, resume=10) as url:

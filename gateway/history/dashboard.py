@@ -15,6 +15,7 @@ server's own script and style, so even a missed escape could run nothing.
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import math
 import time
 import zlib
@@ -33,6 +34,8 @@ from gateway.history import query as q
 from gateway.history.store import HistoryStore, QueryTimeout, Stored
 from gateway.history.stream import FILTERS, Event, parse_filter
 from gateway.messages import TypeIndex
+
+log = logging.getLogger(__name__)
 
 #: Lines on ``/`` (and kept by its script as new ones arrive).
 RECENT = 25
@@ -184,7 +187,14 @@ class Dashboard:
         return self.render("error.html", status, title=title, detail=detail)
 
     def lines(self, rows: list[Stored]) -> list[Line]:
-        return [line_of(row, self.index) for row in rows]
+        """The rows as lines; a damaged row is left out (logged), not a failed page."""
+        out = []
+        for row in rows:
+            try:
+                out.append(line_of(row, self.index))
+            except Exception as exc:
+                log.warning("history web: message %s cannot be shown: %s", row.msg_id, exc)
+        return out
 
     def index_page(self, request: Request) -> Response:
         try:
