@@ -198,9 +198,27 @@ def test_package_and_user_pages_page_through_a_month(store):
         assert "← 2026-10" in first.text
         assert lines(web.get("/package/hebcal?month=2026-10").text) == [61]
         assert lines(web.get(f"/user/ann?month={month}").text) == [62]
+        assert first.text.count("<svg") == 1 and "2026-11, per day · 60 messages" in first.text
         assert web.get("/package/hebcal?month=11-2026").status_code == 400
         assert web.get("/user/ann?bogus=1").status_code == 400
         assert web.get("/package/hebcal?cursor=zzz").status_code == 400
+
+
+def test_name_activity_counts_a_name_per_day_and_service(store):
+    start = 1_793_491_200  # 2026-11-01T00:00Z
+    day = 86400
+    dh.add(store, *(dak(i, "hebcal", start + i * 3000) for i in range(1, 61)),
+           bug(61, "hebcal", start + 10), bug(62, "other", start + 20),
+           dak(63, "hebcal", start + 30 * day))
+    days = [28, 29, 3] + [0] * 27
+    assert store.name_activity("packages", "hebcal", start, start + 30 * day, day) == {
+        "dak": days, "debbugs": [1] + [0] * 29}
+    assert store.name_activity("users", "ann", start, start + 2 * day, day) == {
+        "debbugs": [2, 0]}
+    assert store.name_activity("packages", "nobody", start, start + day, day) == {}
+    # the generic default (any store): one series from search() counts
+    assert HistoryStore.name_activity(store, "packages", "hebcal", start, start + 3 * day,
+                                      day) == {"messages": [29, 29, 3]}
 
 
 def test_cors_on_the_json_api_only(store):

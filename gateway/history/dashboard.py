@@ -243,6 +243,7 @@ class Dashboard:
             return self.error(400, "Bad parameter", f"{exc.parameter}: {exc.reason}")
         try:
             page = self.store.search(query)
+            days = self.store.name_activity(kind + "s", name, start, end, DAY)
         except QueryTimeout as exc:
             return self.error(503, "The history is busy", str(exc))
         older = None
@@ -253,7 +254,8 @@ class Dashboard:
         first = dt.datetime.fromtimestamp(start, dt.UTC)
         previous = (first - dt.timedelta(days=1)).strftime("%Y-%m")
         following = dt.datetime.fromtimestamp(end, dt.UTC).strftime("%Y-%m")
-        return self.render("name.html", kind=kind, name=name, month=month,
+        graph = chart(f"{month}, per day", days, start, DAY, 7, "%d %b") if days else None
+        return self.render("name.html", kind=kind, name=name, month=month, chart=graph,
                            lines=self.lines(page.rows),
                            total=page.total, older=older, previous=previous,
                            following=following if end <= self.clock() else None,
