@@ -370,6 +370,17 @@ def test_stream_resume_too_far_back_says_gap(store):
             assert far.ids(1) == [31]
 
 
+def test_shutdown_ends_open_streams_at_once(store):
+    with dh.serve(store) as url:
+        live = Stream(url + "/v2/stream")
+        started = time.monotonic()
+    took = time.monotonic() - started  # the server is down (serve joined its thread)
+    assert live.next() == {"event": "closing", "data": "{}"}
+    assert live.next() == {"closed": "1"}
+    live.close()
+    assert took < 5, took
+
+
 def test_stream_limit_gives_503_and_frees_slots(store):
     with dh.serve(store, max_streams=2) as url, stream(url + "/v2/stream") as one, \
             stream(url + "/v2/stream"):

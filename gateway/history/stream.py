@@ -95,6 +95,8 @@ class Client:
         self.size = size
         #: Set when the client takes an event (the poller waits on it when the queue is full).
         self.room = asyncio.Event()
+        #: Why the stream ends, once it must: "behind" (cut off) or "closing" (shut-down).
+        self.reason = "behind"
 
     def full(self) -> bool:
         return self.queue.qsize() >= self.size
@@ -237,7 +239,7 @@ class Broadcaster:
                     continue
                 client.room.set()
                 if event is None:
-                    yield "event: behind\ndata: {}\n\n"
+                    yield f"event: {client.reason}\ndata: {{}}\n\n"
                     return
                 yield event.frame()
         finally:
@@ -247,6 +249,7 @@ class Broadcaster:
         """End every stream (server shut-down)."""
         for client in list(self.clients):
             self.clients.discard(client)
+            client.reason = "closing"
             while not client.queue.empty():
                 client.queue.get_nowait()
             client.queue.put_nowait(None)
