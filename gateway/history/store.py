@@ -90,6 +90,52 @@ class HistoryStore(abc.ABC):
     def count(self) -> int: ...
 
     @abc.abstractmethod
+    def since(self, after_id: int, limit: int) -> list[Stored]:
+        """Rows with id > ``after_id``, ascending id, at most ``limit``: the live stream's
+        feed (ids are insertion order, so nothing stored later is skipped)."""
+
+    @abc.abstractmethod
+    def activity(self, start: float, end: float, bucket: int) -> dict[str, list[int]]:
+        """Messages per category per ``bucket`` seconds (a multiple of 3600) in
+        [``start``, ``end``), ``start`` taken down to its hour; a category with no message
+        in the range is left out. Read from an hourly rollup, never the messages."""
+
+    def last_id(self) -> int:
+        """The highest stored id (0 when empty): where a new live stream starts. This
+        default finds it with O(log n) :meth:`since` look-ups; a store overrides it."""
+        if not self.since(0, 1):
+            return 0
+        low, high = 0, 1  # since(low) has rows; find a high that has none
+        while self.since(high, 1):
+            low, high = high, high * 2
+        while high - low > 1:
+            middle = (low + high) // 2
+            if self.since(middle, 1):
+                low = middle
+            else:
+                high = middle
+        return high
+
+    def name_activity(self, kind: str, name: str, start: float, end: float,
+                      bucket: int) -> dict[str, list[int]]:
+        """Messages of one user or package (``kind`` "users" or "packages") per category
+        per ``bucket`` seconds in [``start``, ``end``): the chart of ``/package/NAME``.
+        This default counts each bucket with :meth:`search` (one series, "messages");
+        a store overrides it with one grouped query."""
+        from gateway.history.query import Query
+
+        slots = max(0, math.ceil((end - start) / bucket))
+        counts = [self.search(Query(**{kind: (name,)}, start=start + i * bucket,
+                                    end=min(end, start + (i + 1) * bucket) - 0.001,
+                                    rows_per_page=1)).total for i in range(slots)]
+        return {"messages": counts} if any(counts) else {}
+
+    def recent(self, query: Query) -> list[Stored]:
+        """The first page of ``query`` without its total (the dashboard's list: a count
+        of every match would cost a scan at a million messages). Default: :meth:`search`."""
+        return self.search(query).rows
+
+    @abc.abstractmethod
     def close(self) -> None: ...
 
 
@@ -289,6 +335,71 @@ class SqliteHistory(HistoryStore):
                               " WHERE msg_id = ?", (msg_id,)).fetchall()
             found = _with_names(db, rows)
             return found[0] if found else None
+
+        return self._timed(work)
+
+    def since(self, after_id: int, limit: int) -> list[Stored]:
+        def work(db: sqlite3.Connection) -> list[Stored]:
+            rows = db.execute("SELECT id, msg_id, timestamp, envelope FROM messages"
+                              " WHERE id > ? ORDER BY id LIMIT ?",
+                              (after_id, limit)).fetchall()
+            return _with_names(db, rows)
+
+        return self._timed(work)
+
+    def activity(self, start: float, end: float, bucket: int) -> dict[str, list[int]]:
+        if bucket <= 0 or bucket % 3600:
+            raise ValueError(f"bucket must be a positive multiple of 3600, not {bucket}")
+        first = math.floor(start / 3600)
+        size = bucket // 3600
+        slots = max(0, math.ceil((end - first * 3600) / bucket))
+
+        def work(db: sqlite3.Connection) -> dict[str, list[int]]:
+            out: dict[str, list[int]] = {}
+            for hour, category, count in db.execute(
+                    "SELECT hour, category, count FROM activity_hourly"
+                    " WHERE hour >= ? AND hour < ? AND count > 0",
+                    (first, math.ceil(end / 3600))):
+                out.setdefault(category, [0] * slots)[(hour - first) // size] += count
+            return out
+
+        return self._timed(work)
+
+    def name_activity(self, kind: str, name: str, start: float, end: float,
+                      bucket: int) -> dict[str, list[int]]:
+        table, link, key = {"users": ("users", "user_messages", "user_id"),
+                            "packages": ("packages", "package_messages", "package_id")}[kind]
+        slots = max(0, math.ceil((end - start) / bucket))
+
+        def work(db: sqlite3.Connection) -> dict[str, list[int]]:
+            out: dict[str, list[int]] = {}
+            for slot, category, count in db.execute(
+                    f"SELECT CAST((l.timestamp - ?) / ? AS INTEGER), m.category, COUNT(*)"  # noqa: S608
+                    f" FROM {link} l JOIN messages m ON m.id = l.message_id"
+                    f" WHERE l.{key} = (SELECT id FROM {table} WHERE name = ?)"
+                    " AND l.timestamp >= ? AND l.timestamp < ? GROUP BY 1, 2",
+                    (start, bucket, name, start, end)):
+                if 0 <= slot < slots:
+                    out.setdefault(category, [0] * slots)[slot] += count
+            return out
+
+        return self._timed(work)
+
+    def last_id(self) -> int:
+        return self._timed(
+            lambda db: db.execute("SELECT COALESCE(MAX(id), 0) FROM messages").fetchone()[0])
+
+    def recent(self, query: Query) -> list[Stored]:
+        where, params = _where(query)
+        order = "DESC" if query.order == "desc" else "ASC"
+        paging, page_params = _after(query)
+
+        def work(db: sqlite3.Connection) -> list[Stored]:
+            rows = db.execute(
+                f"SELECT m.id, m.msg_id, m.timestamp, m.envelope FROM messages m"  # noqa: S608
+                f" WHERE {where}{paging} ORDER BY m.timestamp {order}, m.id {order} LIMIT ?",
+                (*params, *page_params, query.rows_per_page)).fetchall()
+            return _with_names(db, rows)
 
         return self._timed(work)
 
