@@ -77,9 +77,16 @@ class DocgenError(Exception):
 # --- the parser -------------------------------------------------------------------------
 
 def parser() -> argparse.ArgumentParser:
-    """The whole ``busgate`` parser, every command and source loaded."""
+    """The whole ``busgate`` parser, every command and source loaded. Refuses to go on
+    without any registered source: the entry points are not on the path (run it where
+    busgate's dist-info is, e.g. the package's installed tree), and pages built then
+    would silently lack the sources' commands."""
+    from gateway import sources
     from gateway.cli import build_parser
 
+    if not sources.registry():
+        raise DocgenError("no busgate source is registered: put busgate's installed "
+                          "distribution (its dist-info or egg-info) on PYTHONPATH")
     return build_parser()
 
 

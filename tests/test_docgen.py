@@ -189,6 +189,17 @@ def test_bad_environment_and_missing_libraries_fail_clearly(
     assert not (tmp_path / "busgate").exists()
 
 
+def test_no_registered_source_is_refused(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+                                         capsys: pytest.CaptureFixture[str]) -> None:
+    """Without the entry points the pages would lack the sources' commands: refuse."""
+    from gateway import sources
+
+    monkeypatch.setattr(sources, "_registry", {})
+    assert docgen.main(["man", str(tmp_path / "man")]) == 69
+    assert "no busgate source is registered" in capsys.readouterr().err
+    assert not (tmp_path / "man").exists()
+
+
 # --- bash completion --------------------------------------------------------------------
 
 def _complete(script: Path, cwd: Path, *lines: list[str]) -> list[set[str]]:
@@ -244,3 +255,79 @@ def test_bash_completes_commands_options_choices_and_paths(
     assert got[6] == {"text", "json"}
     assert got[7] == {"repo.git"}  # a directory, not the files
     assert got[8] == {"--dry-run", "--dsn"}
+
+
+# --- README "Operating busgate" ---------------------------------------------------------
+
+def _operating_section() -> str:
+    text = (REPO / "README.md").read_text()
+    start = text.index("\n## Operating busgate\n")
+    end = text.find("\n## ", start + 1)
+    return text[start:end if end != -1 else len(text)]
+
+
+def readme_commands(section: str) -> list[list[str]]:
+    """Every ``busgate`` command line the section shows: lines of code blocks that run
+    ``busgate`` (first, or after a shell operator), an alias's ``"|/usr/bin/busgate …"``,
+    and inline code starting with ``busgate``."""
+    import shlex
+
+    lines = []
+    for block in re.findall(r"^```[a-z]*\n(.*?)^```", section, re.MULTILINE | re.DOTALL):
+        lines += [line for line in block.replace("\\\n", " ").splitlines()
+                  if not line.lstrip().startswith("#")]
+    prose = re.sub(r"^```.*?^```", "", section, flags=re.MULTILINE | re.DOTALL)
+    lines += re.findall(r"`(busgate [^`]*)`", prose)
+    found: list[list[str]] = []
+
+    def scan(tokens: list[str]) -> None:
+        command: list[str] | None = None
+        previous = ";"
+        for token in tokens:
+            if command is not None:
+                if token in OPERATORS or token[:1] in "<>" or token.startswith("2>"):
+                    found.append(command)
+                    command = None
+                else:
+                    command.append(token)
+            elif "|/usr/bin/busgate " in token:  # an alias's pipe, maybe in quotes
+                for pipe in re.findall(r"\|(/usr/bin/busgate [^\"']*)", token):
+                    scan(shlex.split(pipe))
+            elif (token == "busgate" and previous in OPERATORS) or \
+                    token == "/usr/bin/busgate":
+                command = []
+            previous = token
+        if command is not None:
+            found.append(command)
+
+    for line in lines:
+        scan(shlex.split(line, comments=True))
+    return found
+
+
+OPERATORS = {";", "|", "||", "&&", "--"}
+
+
+def test_readme_operating_commands_parse(root: argparse.ArgumentParser) -> None:
+    """Each command line of README's "Operating busgate" is one the real parser accepts."""
+    commands = readme_commands(_operating_section())
+    assert len(commands) >= 10
+    shown = {words[0] for words in commands}
+    assert {"mail", "git-hook", "keys", "status", "check-config"} <= shown
+    assert ["mail", "--config", "/etc/busgate/busgate.toml"] in commands  # the MTA pipe
+    for words in commands:
+        try:
+            args = build_parser().parse_args(words)
+        except SystemExit:
+            pytest.fail(f"README: `busgate {' '.join(words)}` does not parse")
+        assert hasattr(args, "handler"), words
+
+
+def test_readme_command_extraction_catches_a_wrong_line() -> None:
+    section = ("\n```sh\nbusgate git-hook --instll /srv/x.git\n```\n"
+               "and `busgate keys rotate`\n")
+    commands = readme_commands(section)
+    assert commands == [["git-hook", "--instll", "/srv/x.git"], ["keys", "rotate"]]
+    for words in commands:
+        with pytest.raises(SystemExit):
+            build_parser().parse_args(words)
