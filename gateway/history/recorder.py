@@ -17,11 +17,12 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from gateway.consumer_state import Position
 from gateway.discovery import Endpoint
+from gateway.history import jsonio
 from gateway.history.records import record_of
 from gateway.history.store import BATCH, SqliteHistory
 
@@ -135,18 +136,6 @@ def _outbox_rows(outbox: Store, after: int) -> Iterator[tuple[int, str]]:
         after = rows[-1].seq_id
 
 
-def _json_loads() -> Callable[[str], Any]:
-    """orjson's loads (4x the stdlib's on envelopes), or json's where orjson is not
-    installed (Debian 12 has no python3-orjson); both give the same value here."""
-    try:
-        import orjson
-    except ImportError:
-        import json
-
-        return json.loads
-    return orjson.loads
-
-
 def backfill(settings: Settings, store: SqliteHistory, outbox: Store,
              index: TypeIndex | None = None) -> tuple[int, int]:
     """Copy ``outbox`` (the gateway's own) into the history; ``(read, added)``. The
@@ -154,7 +143,6 @@ def backfill(settings: Settings, store: SqliteHistory, outbox: Store,
     from gateway import envelope as env
     from gateway import sources
 
-    loads = _json_loads()
 
     index = index if index is not None else sources.type_index(settings)
     publisher, epoch = settings.publisher.name, outbox.epoch()
@@ -178,7 +166,7 @@ def backfill(settings: Settings, store: SqliteHistory, outbox: Store,
 
         for seq_id, text in _outbox_rows(outbox, 0):
             read += 1
-            batch.append((seq_id, env.check(loads(text))))
+            batch.append((seq_id, env.check(jsonio.loads(text))))
             if len(batch) >= BATCH:
                 flush()
         if batch:

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import json
 import math
 from collections.abc import AsyncIterator
 from typing import Any
@@ -35,34 +34,18 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from gateway import __version__, messages
-from gateway.history import dashboard
+from gateway.history import dashboard, jsonio
 from gateway.history import query as q
 from gateway.history import stream as live
 from gateway.history.statspage import stats_routes
 from gateway.history.store import HistoryError, HistoryStore, QueryTimeout, Stored
 from gateway.messages import TypeIndex
 
-try:
-    import orjson
-except ImportError:  # Debian 12 has no python3-orjson: the stdlib writes the same JSON
-    orjson = None
-
 JSON = "application/json"
 JSONP = "application/javascript"
 
 
-#: orjson's output (compact, UTF-8) when orjson is missing; the values here hold no NaN.
-_STDLIB = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
-
-
-def _dumps(value: Any) -> bytes:
-    if orjson is None:
-        return _STDLIB.encode(value).encode()
-    return orjson.dumps(value)
-
-
-def _loads(text: bytes | str) -> Any:
-    return json.loads(text) if orjson is None else orjson.loads(text)
+_dumps, _loads = jsonio.dumps, jsonio.loads
 
 
 def answer(value: Any, status: int = 200, callback: str | None = None) -> Response:
