@@ -1,8 +1,9 @@
 """Libraries some features need that a distribution may lack or ship too old.
 
-Debian 12 has no orjson or pysequoia, and its irc (8.5) and aiormq (6.4) predate the APIs
-busgate uses. Those features then fail with one line naming what to install, as a
-configuration error (exit 2), instead of an ImportError or AttributeError deep inside.
+Debian 12 has no orjson or pysequoia, and its irc (8.5), aiormq (6.4), starlette (0.26)
+and uvicorn (0.17) predate the APIs busgate uses. Those features then fail with one line
+naming what to install, as a configuration error (exit 2), instead of an ImportError or
+AttributeError deep inside.
 """
 
 from __future__ import annotations
@@ -19,6 +20,10 @@ NEEDS = {
     "aiormq": ("aiormq", "6.8", "pip install 'aiormq>=6.8,<8' (Debian 12's python3-aiormq "
                                 "6.4 is too old)"),
     "pysequoia": ("pysequoia", "0.1.30", "pip install 'pysequoia>=0.1.30' (not in Debian 12)"),
+    "starlette": ("starlette", "0.37", "pip install 'starlette>=0.37' (Debian 12's "
+                                       "python3-starlette 0.26 is too old)"),
+    "uvicorn": ("uvicorn", "0.29", "pip install 'uvicorn>=0.29' (Debian 12's python3-uvicorn "
+                                   "0.17 is too old)"),
 }
 
 
