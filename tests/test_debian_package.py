@@ -227,6 +227,13 @@ def test_package_builds_installs_carries_a_mail_to_the_bus_and_purges(tmp_path):
         spooled = [p for p in Path("/var/spool/busgate").rglob("*") if p.is_file()]
         assert all(mode_owner(str(p))[2] == "busgate" for p in spooled), spooled
 
+        # The history (busgate-record.service's store) from the packaged migrations.
+        backfill = run("runuser", "-u", "busgate", "--", "/usr/bin/busgate", "record",
+                       "--config", "/etc/busgate/busgate.toml", "--backfill", timeout=60)
+        assert "backfilled 1 new of 1 outbox messages" in backfill.stdout, backfill.stdout
+        site = Path("/usr/lib/python3/dist-packages/gateway/history")
+        assert (site / "templates/index.html").is_file() and (site / "static").is_dir()
+
         # busgate web (busgate-web.service's command): serves where the system's starlette
         # and uvicorn are recent enough, else says in one line what to install.
         check_web()
