@@ -11,7 +11,7 @@ $(BIN)/python:
 
 # contrib/fedmsg_meta_busgate: the optional fedmsg.meta processor (its tests run stock fedmsg).
 $(VENV)/.installed: setup.cfg pyproject.toml contrib/fedmsg_meta_busgate/setup.cfg | $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e '.[test]' -e contrib/fedmsg_meta_busgate \
+	$(BIN)/python -m pip install --quiet -e '.[test,fast,openpgp,irc]' -e contrib/fedmsg_meta_busgate \
 		--config-settings editable_mode=compat
 	touch $@
 

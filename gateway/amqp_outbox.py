@@ -266,7 +266,10 @@ def _why(exc: BaseException) -> str:
 def make(settings: Settings, store: Store, notify_list: list[Callable[[], None]]) -> AmqpPublisher:
     """The daemon's AMQP publisher, with the registry's message types for headers of
     envelopes stored without them."""
+    from gateway import optional
     from gateway.sources import type_index
+
+    optional.require("aiormq", "The AMQP transport (amqp.enabled = true)")
 
     index = type_index(settings)
     publisher = AmqpPublisher(settings, store, index.lookup)

@@ -165,7 +165,10 @@ class Consumer:
     # -- life ------------------------------------------------------------------------------
     def open(self) -> Consumer:
         if self.amqp_queue is not None:
+            from gateway import optional
             from gateway.amqp_subscriber import AmqpSubscriber
+
+            optional.require("aiormq", "Reading the bus from AMQP")
 
             where = Endpoint("amqp", f"queue {self.amqp_queue}")
             hook = self.on_reject

@@ -9,6 +9,7 @@ import hashlib
 import os
 from pathlib import Path
 
+from gateway import x509compat
 from gateway.errors import ConfigError
 
 #: RSA modulus size of made keys (fedmsg's signatures are RSA PKCS#1 v1.5).
@@ -147,7 +148,9 @@ def revoke(ca_dir: str | Path, cert_paths: list[str]) -> Path:
 
 def make_openpgp(directory: str | Path, name: str, uid: str) -> tuple[Path, Path, str]:
     """``<name>.key`` (secret, armored) and ``<name>.pub.asc``; returns the fingerprint."""
-    import pysequoia
+    from gateway import optional
+
+    pysequoia = optional.require("pysequoia", "An OpenPGP key")
 
     if not name or "/" in name or name.startswith("."):
         raise ConfigError(f"{name!r} cannot name a key file")
@@ -169,12 +172,12 @@ def describe(path: str) -> list[str]:
         from cryptography.x509.oid import NameOID
 
         lines = []
-        for cert in x509.load_pem_x509_certificates(data):
+        for cert in x509compat.load_pem_certificates(data):
             names = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
             digest = hashlib.sha256(cert.public_bytes(serialization.Encoding.DER)).hexdigest()
             lines.append(f"x509 CN={names[0].value if names else ''} serial="
                          f"{cert.serial_number:x} sha256={digest.upper()} "
-                         f"until={cert.not_valid_after_utc:%Y-%m-%d}")
+                         f"until={x509compat.utc(cert, 'not_valid_after'):%Y-%m-%d}")
         return lines
     if b"BEGIN X509 CRL" in data:
         from cryptography import x509
@@ -182,10 +185,11 @@ def describe(path: str) -> list[str]:
         crl = x509.load_pem_x509_crl(data)
         return [f"crl issuer={crl.issuer.rfc4514_string()} revoked="
                 f"{','.join(f'{r.serial_number:x}' for r in crl) or '-'} "
-                f"next_update={crl.next_update_utc:%Y-%m-%d}"]
-    import pysequoia
-
+                f"next_update={x509compat.utc(crl, 'next_update'):%Y-%m-%d}"]
+    from gateway import optional
     from gateway.signing import first_line
+
+    pysequoia = optional.require("pysequoia", "Reading an OpenPGP keyring")
 
     try:
         certs = pysequoia.Cert.split_bytes(data)

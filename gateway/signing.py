@@ -149,7 +149,9 @@ class OpenPGPSigner:
     name = "openpgp"
 
     def __init__(self, key_path: str):
-        import pysequoia
+        from gateway import optional
+
+        pysequoia = optional.require("pysequoia", "OpenPGP signing")
 
         _read(key_path, "signing.key")  # a clear error for a missing or unreadable file
         try:

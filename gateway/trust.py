@@ -16,6 +16,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
+from gateway import x509compat
 from gateway.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -113,7 +114,7 @@ class X509Trust(_Reloading):
 
         data = _read(self.ca_path, MAX_CA_BYTES, "signing.ca")
         try:
-            cas = x509.load_pem_x509_certificates(data)
+            cas = x509compat.load_pem_certificates(data)
         except ValueError as exc:
             raise ConfigError(f"{self.ca_path} holds no PEM certificate: {exc}",
                               key="signing.ca") from None
@@ -133,8 +134,9 @@ class X509Trust(_Reloading):
                 raise ConfigError(f"{self.crl_path} is not signed by a CA of {self.ca_path}",
                                   key="signing.crl")
             revoked[issuer.subject.public_bytes()] = {r.serial_number for r in crl}
-            if crl.next_update_utc is not None:
-                next_update = crl.next_update_utc.timestamp()
+            crl_next = x509compat.utc(crl, "next_update")
+            if crl_next is not None:
+                next_update = crl_next.timestamp()
         self._cas = cas
         self._revoked = revoked
         self._crl_next_update = next_update
@@ -183,7 +185,7 @@ class X509Trust(_Reloading):
             if ca.subject != cert.issuer:
                 continue
             try:
-                cert.verify_directly_issued_by(ca)
+                x509compat.verify_directly_issued_by(cert, ca)
             except (ValueError, TypeError, InvalidSignature):
                 continue
             issuer = ca
@@ -193,7 +195,13 @@ class X509Trust(_Reloading):
         names = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
         cn = str(names[0].value) if names else ""
         return _Leaf(cert, cert.public_key(), cn, issuer,
-                     cert.not_valid_before_utc.timestamp(), cert.not_valid_after_utc.timestamp())
+                     _timestamp(cert, "not_valid_before"), _timestamp(cert, "not_valid_after"))
+
+
+def _timestamp(cert: Any, name: str) -> float:
+    when = x509compat.utc(cert, name)
+    assert when is not None  # a certificate's validity always has both ends
+    return when.timestamp()
 
 
 class Keyring(_Reloading):
@@ -203,7 +211,9 @@ class Keyring(_Reloading):
         super().__init__(list(paths))
 
     def _load(self) -> None:
-        import pysequoia
+        from gateway import optional
+
+        pysequoia = optional.require("pysequoia", "An OpenPGP keyring")
         from pysequoia import packet
 
         from gateway.signing import first_line

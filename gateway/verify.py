@@ -67,9 +67,9 @@ class Verifier:
             self._hash_objects = [hashes.SHA256() if h == "sha256" else hashes.SHA1()  # noqa: S303 - fedmsg
                                   for h in self._hashes]
         if self.keyring is not None:
-            import pysequoia
+            from gateway import optional
 
-            self._pgp = pysequoia
+            self._pgp = optional.require("pysequoia", "OpenPGP signature checks")
 
     def check(self, envelope: dict[str, Any], *, replayed: bool = False,
               now: float | None = None) -> str:

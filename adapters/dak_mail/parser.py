@@ -311,7 +311,10 @@ def _related_closures(mail: Mail, source: str, version: str, suites: list[str]) 
     ch.split_source(source)
     ch.check_version(version)
     bugs = []
-    for _, address in getaddresses(mailparse.headers(mail.message, "To")):
+    # dak ends the list with a comma; Python's strict address parser (CVE-2023-27043, in
+    # Debian 12's 3.11.2 and upstream 3.11.10+) then returns one empty pair for the field.
+    to = [value.strip().rstrip(",") for value in mailparse.headers(mail.message, "To")]
+    for _, address in getaddresses(to):
         match = re.fullmatch(r"(\d{1,9})-(?:done|close)@.+", address.strip().lower())
         if match:
             bugs.append(int(match.group(1)))

@@ -45,9 +45,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from gateway import discovery, display, logsetup, sources
+    from gateway import discovery, display, logsetup, optional, sources
     from gateway.cli import load_settings
     from gateway.consumer import Consumer, Filters
+
+    optional.require("irc", "busgate irc")
     from gateway.ircrelay import Relay
     from gateway.ircroute import Router, line
 

@@ -59,10 +59,9 @@ def run(args: argparse.Namespace) -> int:
     finally:
         store.close()
     if args.json:
-        import orjson
+        from gateway.history import jsonio
 
-        sys.stdout.write(orjson.dumps(found.as_json(), option=orjson.OPT_INDENT_2).decode()
-                         + "\n")
+        sys.stdout.write(jsonio.dumps_indented(found.as_json()) + "\n")
     else:
         sys.stdout.write(render(found))
     return 0

@@ -21,9 +21,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    import uvicorn
+    from gateway import optional, sources
 
-    from gateway import sources
+    optional.require("starlette", "busgate web")
+    uvicorn = optional.require("uvicorn", "busgate web")
     from gateway.cli import load_settings
     from gateway.history.store import HistoryError, SqliteHistory
     from gateway.history.web import make_app

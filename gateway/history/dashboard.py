@@ -24,12 +24,12 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode
 
-import orjson
 from jinja2 import Environment, PackageLoader, select_autoescape
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 from starlette.routing import Route
 
+from gateway.history import jsonio
 from gateway.history import query as q
 from gateway.history.store import HistoryStore, QueryTimeout, Stored
 from gateway.history.stream import FILTERS, Event, parse_filter
@@ -76,7 +76,7 @@ def line_of(row: Stored, index: TypeIndex) -> Line:
     from gateway import display
     from gateway.history.records import category
 
-    envelope = orjson.loads(row.envelope)
+    envelope = jsonio.loads(row.envelope)
     description = display.describe(envelope, index)
     url = description.url
     if url is not None and not url.lower().startswith(("https://", "http://")):
@@ -90,7 +90,7 @@ def line_of(row: Stored, index: TypeIndex) -> Line:
 
 
 def event_of(line: Line) -> Event:
-    data = orjson.dumps({"id": line.id, "msg_id": line.msg_id, "when": line.when,
+    data = jsonio.dumps({"id": line.id, "msg_id": line.msg_id, "when": line.when,
                          "iso": line.iso, "service": line.service, "colour": line.colour,
                          "topic": line.topic, "summary": line.summary, "url": line.url,
                          "users": line.users, "packages": line.packages}).decode()

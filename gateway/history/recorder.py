@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from gateway.consumer_state import Position
 from gateway.discovery import Endpoint
+from gateway.history import jsonio
 from gateway.history.records import record_of
 from gateway.history.store import BATCH, SqliteHistory
 
@@ -139,10 +140,9 @@ def backfill(settings: Settings, store: SqliteHistory, outbox: Store,
              index: TypeIndex | None = None) -> tuple[int, int]:
     """Copy ``outbox`` (the gateway's own) into the history; ``(read, added)``. The
     recorder's position for this publisher moves past what was copied (never back)."""
-    import orjson
-
     from gateway import envelope as env
     from gateway import sources
+
 
     index = index if index is not None else sources.type_index(settings)
     publisher, epoch = settings.publisher.name, outbox.epoch()
@@ -166,7 +166,7 @@ def backfill(settings: Settings, store: SqliteHistory, outbox: Store,
 
         for seq_id, text in _outbox_rows(outbox, 0):
             read += 1
-            batch.append((seq_id, env.check(orjson.loads(text))))
+            batch.append((seq_id, env.check(jsonio.loads(text))))
             if len(batch) >= BATCH:
                 flush()
         if batch:

@@ -25,7 +25,6 @@ import math
 from collections.abc import AsyncIterator
 from typing import Any
 
-import orjson
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
@@ -35,7 +34,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from gateway import __version__, messages
-from gateway.history import dashboard
+from gateway.history import dashboard, jsonio
 from gateway.history import query as q
 from gateway.history import stream as live
 from gateway.history.statspage import stats_routes
@@ -46,8 +45,7 @@ JSON = "application/json"
 JSONP = "application/javascript"
 
 
-def _dumps(value: Any) -> bytes:
-    return orjson.dumps(value)
+_dumps, _loads = jsonio.dumps, jsonio.loads
 
 
 def answer(value: Any, status: int = 200, callback: str | None = None) -> Response:
@@ -135,7 +133,7 @@ class HistoryApp:
 
     # -- rendering -------------------------------------------------------------------------
     def _shape(self, row: Stored, v2: bool, meta: tuple[str, ...]) -> dict[str, Any]:
-        envelope = orjson.loads(row.envelope)
+        envelope = _loads(row.envelope)
         out = as_fedora_message(row, envelope) if v2 else as_dict(row, envelope)
         if meta:
             out["meta"] = self._meta(row, envelope, meta)
