@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Iterable, Mapping
+from types import MappingProxyType
 from typing import Any, ClassVar
 
 from gateway.errors import ParseError
@@ -52,6 +53,11 @@ MAX_MATCHED_TOPICS = 4096
 BASE_NAME = "base.message"
 
 
+def counts_as(by_token: Mapping[str, tuple[str, str]]) -> Mapping[str, tuple[str, str]]:
+    """A type's :attr:`Message.overview` declaration, read-only."""
+    return MappingProxyType(dict(by_token))
+
+
 class MessageValidationError(ParseError):
     """A body does not match its type's schema; says which type and where."""
 
@@ -71,6 +77,10 @@ class Message:
     #: JSON Schema (draft 2020-12) of the body.
     body_schema: ClassVar[Mapping[str, Any]] = {"type": "object"}
     severity: ClassVar[int] = INFO
+    #: What this type counts towards in the weekly overview (``busgate stats``): the
+    #: topic's last token (``"*"``: any) -> (kind, detail), e.g. ``{"accept": ("uploads",
+    #: "accepted")}``. Declared by the type so a new source brings its own kinds.
+    overview: ClassVar[Mapping[str, tuple[str, str]]] = MappingProxyType({})
 
     def __init__(self, body: Any, topic: str = "",
                  headers: Mapping[str, Any] | None = None):

@@ -134,9 +134,17 @@ def test_a_renamed_git_service_still_counts_as_pushes(tmp_path):
     assert stats.kind_of("org.debian.dev.debbugs.bug.followup", None) is None
 
 
-def test_a_new_kind_is_one_row_of_the_table(monkeypatch, store):
-    monkeypatch.setitem(stats.KINDS, ("dak", "package", "*"), ("archive", "any"))
-    found = stats.overview(store, W48)
+def test_a_new_kind_is_declared_by_its_message_type(store):
+    from gateway.messages import Message, counts_as
+
+    class ArchiveNew(Message):
+        name = "test.archive.new.v1"
+        topic_tokens = ("dak", "package", "new")
+        overview = counts_as({"new": ("archive", "any")})
+
+    types = [t for t in stats.default_index().types()
+             if t.topic_tokens != ArchiveNew.topic_tokens and t is not Message]
+    found = stats.overview(store, W48, index=TypeIndex([*types, ArchiveNew]))
     archive = next(k for k in found.kinds if k.name == "archive")
     assert (archive.count, archive.previous) == (1, 0)  # dak.package.new; accept stays exact
     assert kinds(found)["uploads"] == (3, 1, 2)

@@ -16,7 +16,7 @@ import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from gateway.messages import WARNING, Message, clip
+from gateway.messages import WARNING, Message, clip, counts_as
 
 #: Package tracker page of a source package: ``<TRACKER><source>``.
 TRACKER = "https://tracker.debian.org/pkg/"
@@ -268,6 +268,7 @@ class PackageAccept(DakMessage):
 
     name = "busgate.dak.package.accept.v1"
     topic_tokens = ("dak", "package", "accept")
+    overview = counts_as({"accept": ("uploads", "accepted")})
     body_schema = _upload_schema(
         "dak.package.accept", "an upload was accepted into a suite or a policy queue",
         {**_TARGET, "action": {"enum": ["accept", "policy"],

@@ -24,7 +24,7 @@ import re
 from collections.abc import Iterable, Mapping
 from typing import Any, ClassVar
 
-from gateway.messages import DEBUG, Message, clip
+from gateway.messages import DEBUG, Message, clip, counts_as
 
 SCHEMA_DRAFT = "https://json-schema.org/draft/2020-12/schema"
 SCHEMA_BASE = "https://busgate.example/schemas/"
@@ -236,6 +236,7 @@ class BugNew(BugMessage):
     verb = "new"
     name = "busgate.debbugs.bug.new.v1"
     topic_tokens = ("debbugs", "bug", "new")
+    overview = counts_as({"new": ("bugs_opened", "opened")})
     body_schema = soap_schema("new", "a bug first seen by the SOAP poller (submitted since "
                               "the last poll, or --backfill).", changes=False)
 
@@ -251,6 +252,7 @@ class BugReport(BugMessage):
     verb = "report"
     name = "busgate.debbugs.bug.report.v1"
     topic_tokens = ("debbugs", "bug", "report")
+    overview = counts_as({"report": ("bugs_opened", "opened")})
     body_schema = mail_schema("report", "a new bug report, from BTS mail "
                               "(X-Debian-PR-Message: report N).")
 
@@ -294,6 +296,7 @@ class BugClose(BugMessage):
     verb = "close"
     name = "busgate.debbugs.bug.close.v1"
     topic_tokens = ("debbugs", "bug", "close")
+    overview = counts_as({"close": ("bugs_closed", "closed")})
     body_schema = _document("close", "a bug was closed; reported once, by BTS mail (via=mail, "
                             "X-Debian-PR-Message: closed/they-closed N) or else by the SOAP "
                             "poller (via=soap, with changes).",

@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from gateway.messages import Message, clip
+from gateway.messages import Message, clip, counts_as
 
 #: Characters of a commit id shown in a summary.
 SHORT_ID = 8
@@ -240,6 +240,7 @@ class GitMessage(Message):
 class BranchCreate(GitMessage):
     name = "busgate.git.branch.create.v1"
     topic_tokens = ("git", "branch", "create")
+    overview = counts_as({"create": ("pushes", "branches")})
     git_object, git_event = "branch", "create"
     body_schema = _schema("branch", "create")
 
@@ -256,6 +257,7 @@ class BranchCreate(GitMessage):
 class BranchUpdate(GitMessage):
     name = "busgate.git.branch.update.v1"
     topic_tokens = ("git", "branch", "update")
+    overview = counts_as({"update": ("pushes", "branches")})
     git_object, git_event = "branch", "update"
     body_schema = _schema("branch", "update")
 
@@ -277,6 +279,7 @@ class BranchUpdate(GitMessage):
 class BranchDelete(GitMessage):
     name = "busgate.git.branch.delete.v1"
     topic_tokens = ("git", "branch", "delete")
+    overview = counts_as({"delete": ("pushes", "branches")})
     git_object, git_event = "branch", "delete"
     body_schema = _schema("branch", "delete")
 
@@ -288,6 +291,7 @@ class BranchDelete(GitMessage):
 class TagCreate(GitMessage):
     name = "busgate.git.tag.create.v1"
     topic_tokens = ("git", "tag", "create")
+    overview = counts_as({"create": ("pushes", "tags")})
     git_object, git_event = "tag", "create"
     body_schema = _schema("tag", "create")
 
@@ -307,6 +311,7 @@ class TagCreate(GitMessage):
 class TagUpdate(GitMessage):
     name = "busgate.git.tag.update.v1"
     topic_tokens = ("git", "tag", "update")
+    overview = counts_as({"update": ("pushes", "tags")})
     git_object, git_event = "tag", "update"
     body_schema = _schema("tag", "update")
 
@@ -321,6 +326,7 @@ class TagUpdate(GitMessage):
 class TagDelete(GitMessage):
     name = "busgate.git.tag.delete.v1"
     topic_tokens = ("git", "tag", "delete")
+    overview = counts_as({"delete": ("pushes", "tags")})
     git_object, git_event = "tag", "delete"
     body_schema = _schema("tag", "delete")
 

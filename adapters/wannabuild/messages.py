@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from adapters.wannabuild import states
-from gateway.messages import INFO, WARNING, Message, clip
+from gateway.messages import INFO, WARNING, Message, clip, counts_as
 
 #: States (slugged) whose events are WARNING: a build failed and waits for a person.
 FAILED_STATES = frozenset({"failed", "build-attempted"})
@@ -119,6 +119,8 @@ class BuildStateChange(Message):
 
     name = "busgate.wanna-build.build.state.v1"
     topic_tokens = ("wanna-build", "build", "*")
+    overview = counts_as({"built": ("builds", "built"),
+                "build-attempted": ("builds", "failed")})
     body_schema = BODY_SCHEMA
     severity = INFO
 

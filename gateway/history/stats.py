@@ -5,8 +5,14 @@ Computed from the history's daily rollups (:meth:`HistoryStore.topic_counts`,
 :meth:`~HistoryStore.top_names`), so a week costs the same at a thousand stored messages
 as at a million. Weeks are ISO 8601 weeks in UTC (Monday 00:00:00 to the next Monday).
 
-What counts as an upload, a bug or a push is :data:`KINDS`, one table keyed by the message
-types' topic patterns: a source that adds a kind adds a row there.
+What counts as an upload, a bug or a push is declared by the message types themselves
+(:attr:`gateway.messages.Message.overview`): a source that brings a kind brings its
+types' declarations, and the gateway names no source. Every type counts one thing once:
+dak's accepted uploads (an upload to NEW counts when it is accepted); bugs opened by the
+BTS's ``new`` and ``report``, closed by its ``close`` (dak's ``bug.close`` is the upload's
+claim, which the BTS then reports: not counted twice); wanna-build's ``built`` and
+``build-attempted`` (a later ``failed`` is a person's verdict on a build already counted);
+the git hook's branch and tag updates.
 """
 
 from __future__ import annotations
@@ -20,33 +26,6 @@ if TYPE_CHECKING:
     from gateway.history.store import HistoryStore
     from gateway.messages import TypeIndex
 
-#: Topic pattern (the tokens after ``org.<distribution>.<env>``, as the message types
-#: declare them in ``topic_tokens``; ``"*"`` matches any one token) -> (kind, detail).
-#: A kind counts the messages of all its rows; its details split that count. Kinds are
-#: shown in the order of their first row. Every row counts one thing once:
-#:
-#: - uploads: dak's accepted uploads (an upload to NEW is counted when it is accepted);
-#: - bugs opened: ``new`` (SOAP poller) and ``report`` (BTS mail) report a bug once
-#:   between them, as ``close`` does (``dak.bug.close`` is the upload's claim, which the
-#:   BTS then reports as ``debbugs.bug.close``: not counted twice);
-#: - builds: wanna-build's results, ``Built`` and ``Build-Attempted`` (the buildd's failure;
-#:   a later ``Failed`` is a person's verdict on a build already counted);
-#: - pushes: ref updates from the git hook, whatever the deployment calls its git service
-#:   (the type's own tokens are looked up, not the topic's).
-KINDS: dict[tuple[str, ...], tuple[str, str]] = {
-    ("dak", "package", "accept"): ("uploads", "accepted"),
-    ("debbugs", "bug", "new"): ("bugs_opened", "opened"),
-    ("debbugs", "bug", "report"): ("bugs_opened", "opened"),
-    ("debbugs", "bug", "close"): ("bugs_closed", "closed"),
-    ("wanna-build", "build", "built"): ("builds", "built"),
-    ("wanna-build", "build", "build-attempted"): ("builds", "failed"),
-    ("git", "branch", "create"): ("pushes", "branches"),
-    ("git", "branch", "update"): ("pushes", "branches"),
-    ("git", "branch", "delete"): ("pushes", "branches"),
-    ("git", "tag", "create"): ("pushes", "tags"),
-    ("git", "tag", "update"): ("pushes", "tags"),
-    ("git", "tag", "delete"): ("pushes", "tags"),
-}
 #: Tokens before a topic's own: ``org.<distribution>.<env>``.
 PREFIX_TOKENS = 3
 #: The top lists' length, and the most anyone may ask for (``--top``, ``?top=``).
@@ -120,23 +99,42 @@ def parse_week(text: str, now: dt.datetime | None = None) -> Week:
 
 
 def kind_of(topic: str, index: TypeIndex | None = None) -> tuple[str, str] | None:
-    """(kind, detail) of a topic, or None when it counts towards no kind.
+    """(kind, detail) of a topic, or None when it counts towards no kind: its message
+    type's :attr:`~gateway.messages.Message.overview` for the topic's last token.
 
-    The message type's own tokens are used when ``index`` knows the topic, so a
-    deployment's renamed service (``git.service``) still counts as pushes."""
+    ``index`` is the deployment's (a renamed service such as ``git.service`` is found by
+    its own tokens); None: every registered type under its default tokens."""
     tokens = tuple(topic.split(".")[PREFIX_TOKENS:])
-    if index is not None:
-        declared = index.lookup(tokens).topic_tokens
-        if len(declared) == len(tokens):
-            tokens = tuple(t if d == "*" else d for d, t in zip(declared, tokens, strict=True))
-    found = KINDS.get(tokens)
-    if found is not None:
-        return found
-    for pattern, kind in KINDS.items():
-        if "*" in pattern and len(pattern) == len(tokens) and all(
-                p in ("*", t) for p, t in zip(pattern, tokens, strict=True)):
-            return kind
-    return None
+    if not tokens:
+        return None
+    declared = (index or default_index()).lookup(tokens).overview
+    return declared.get(tokens[-1]) or declared.get("*")
+
+
+def default_index() -> TypeIndex:
+    """Every registered source's types under their default topic tokens."""
+    from gateway import sources
+
+    return sources.type_index(None)
+
+
+#: The overview's usual kinds, shown first in this order; any other kind a type
+#: declares follows, by name.
+KIND_ORDER = ("uploads", "bugs_opened", "bugs_closed", "builds", "pushes")
+
+
+def declared_kinds(index: TypeIndex) -> dict[str, list[str]]:
+    """kind -> its details (in the order the types declare them), kinds in
+    :data:`KIND_ORDER` first."""
+    kinds: dict[str, list[str]] = {}
+    for cls in index.types():
+        for kind, detail in cls.overview.values():
+            details = kinds.setdefault(kind, [])
+            if detail not in details:
+                details.append(detail)
+    rank = {kind: n for n, kind in enumerate(KIND_ORDER)}
+    return dict(sorted(kinds.items(), key=lambda item: (rank.get(item[0], len(rank)),
+                                                         item[0])))
 
 
 def kind_label(kind: str) -> str:
@@ -195,9 +193,11 @@ def overview(store: HistoryStore, week: Week, *, index: TypeIndex | None = None,
     """The overview of ``week`` (counts against the week before) from ``store``."""
     if not 1 <= top <= MAX_TOP:
         raise ValueError(f"top must be 1..{MAX_TOP}, not {top}")
+    if index is None or not declared_kinds(index):  # e.g. a web app given no types
+        index = default_index()
     kinds: dict[str, Kind] = {}
-    for name, detail in KINDS.values():  # every kind and detail, in table order, even at 0
-        kinds.setdefault(name, Kind(name=name)).details.setdefault(detail, Count())
+    for name, details in declared_kinds(index).items():  # every one, in order, even at 0
+        kinds[name] = Kind(name=name, details={detail: Count() for detail in details})
     messages = Count()
     for attribute, each in (("count", week), ("previous", week.previous())):
         start, end = each.start.timestamp(), each.end.timestamp()
@@ -206,7 +206,7 @@ def overview(store: HistoryStore, week: Week, *, index: TypeIndex | None = None,
             found = kind_of(topic, index)
             if found is None:
                 continue
-            kind = kinds[found[0]]
+            kind = kinds.setdefault(found[0], Kind(name=found[0]))
             detail = kind.details.setdefault(found[1], Count())
             setattr(kind, attribute, getattr(kind, attribute) + n)
             setattr(detail, attribute, getattr(detail, attribute) + n)
