@@ -3,7 +3,7 @@ databases on the real server (127.0.0.1:5432, user postgres; BUSGATE_TEST_PG* to
 
 Every PostgreSQL database a session makes has a random name and is dropped when the
 session ends. Without the server the PostgreSQL cases skip (fail with CI=true).
-Import the fixtures into a test module to use them.
+tests/conftest.py imports the fixtures, so every test module may use them.
 """
 
 from __future__ import annotations
@@ -18,7 +18,6 @@ from psycopg import sql
 
 from fixtures.wannabuild import wbdb
 from gateway.history.store import HistoryStore, SqliteHistory
-from tests.conftest import require_server
 
 HOW = "start it with: pg_ctlcluster --skip-systemctl-redirect 15 main start"
 
@@ -30,6 +29,8 @@ def url(name: str) -> str:
 @pytest.fixture(scope="session")
 def pg_databases() -> Iterator[Callable[[], str]]:
     """Factory: a new empty database's URL (random name; all dropped at the end)."""
+    from conftest import require_server
+
     require_server("PostgreSQL", wbdb.PORT, HOW, wbdb.HOST)
     made: list[str] = []
 

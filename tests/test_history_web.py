@@ -14,7 +14,6 @@ from gateway.history.records import record_of
 from gateway.history.store import QueryTimeout, SqliteHistory
 from gateway.messages import TypeIndex
 from tests import history_fixture as fx
-from tests.history_backends import history_store, pg_databases  # noqa: F401
 
 H = fx.HOUR
 T0 = fx.T0
@@ -213,7 +212,7 @@ def test_a_query_past_its_time_limit_is_cut_off(history_store):
     store = history_store(query_timeout=0.05)
     endless = ENDLESS[history_store.backend]
     started = time.monotonic()
-    with pytest.raises(QueryTimeout, match="ran past history.query_timeout"):
+    with pytest.raises(QueryTimeout, match=r"ran past history\.query_timeout"):
         store._timed(lambda db: db.execute(endless).fetchone())
     assert time.monotonic() - started < 2
     assert store.count() == 0  # the connection is still usable
