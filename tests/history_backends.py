@@ -13,6 +13,7 @@ import secrets
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import psycopg
 import pytest
 from psycopg import sql
 
@@ -22,24 +23,43 @@ from gateway.history.store import HistoryStore, SqliteHistory
 HOW = "start it with: pg_ctlcluster --skip-systemctl-redirect 15 main start"
 
 
-def url(name: str) -> str:
-    return f"postgresql://{wbdb.ADMIN_USER}@{wbdb.HOST}:{wbdb.PORT}/{name}"
+def url(name: str, schema: str | None = None) -> str:
+    base = f"postgresql://{wbdb.ADMIN_USER}@{wbdb.HOST}:{wbdb.PORT}/{name}"
+    return f"{base}?options=-csearch_path%3D{schema},public" if schema else base
+
+
+def _create(name: str) -> None:
+    with wbdb.admin() as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
 
 
 @pytest.fixture(scope="session")
-def pg_databases() -> Iterator[Callable[[], str]]:
-    """Factory: a new empty database's URL (random name; all dropped at the end)."""
+def pg_databases() -> Iterator[Callable[..., str]]:
+    """Factory: the URL of a new, empty history place. By default a schema of its own in
+    the session's one throwaway database (pg_trgm made there once, in ``public``): a
+    DROP DATABASE forces a checkpoint, slow on a busy server, so the session drops one.
+    ``database=True``: a database of its own (for tests that lock it or need it bare).
+    Every name is random; all are dropped at the end."""
     from conftest import require_server
 
     require_server("PostgreSQL", wbdb.PORT, HOW, wbdb.HOST)
     made: list[str] = []
 
-    def new() -> str:
+    def new(database: bool = False) -> str:
         name = f"busgate_hist_{os.getpid()}_{secrets.token_hex(4)}"
-        with wbdb.admin() as conn:
-            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-        made.append(name)
-        return url(name)
+        if database:
+            _create(name)
+            made.append(name)
+            return url(name)
+        if not made:  # the session's shared database
+            _create(name)
+            made.append(name)
+            with psycopg.connect(wbdb.dsn(name), autocommit=True) as conn:
+                conn.execute("CREATE EXTENSION pg_trgm")
+        schema = f"s_{secrets.token_hex(4)}"
+        with psycopg.connect(wbdb.dsn(made[0]), autocommit=True) as conn:
+            conn.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(schema)))
+        return url(made[0], schema)
 
     yield new
     for name in made:

@@ -72,8 +72,9 @@ class PostgresHistory(HistoryStore):
     """The history in a PostgreSQL database (``postgresql://`` URL), migrated on open."""
 
     def __init__(self, url: str, *, query_timeout: float = 5.0, create: bool = True,
-                 pool_size: int = 4):
+                 pool_size: int = 4, write_wait: float = WRITE_WAIT):
         self.url = url
+        self.write_wait = write_wait
         self.where = describe(url)
         self.position_path = None
         self.query_timeout = query_timeout
@@ -102,7 +103,7 @@ class PostgresHistory(HistoryStore):
     @contextlib.contextmanager
     def transaction(self) -> Iterator[Conn]:
         try:
-            with self._pool.connection(timeout=WRITE_WAIT) as conn:
+            with self._pool.connection(timeout=self.write_wait) as conn:
                 yield conn  # the pool commits on a normal exit, rolls back otherwise
         except PoolTimeout as exc:
             raise HistoryError(f"no connection to the history database {self.where}: "
