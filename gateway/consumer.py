@@ -277,27 +277,30 @@ class Consumer:
         Returns how many messages were handled."""
         handled = 0
         deliveries = self.messages(count=count, timeout=timeout, idle=idle)
-        for delivery in deliveries:
-            handled += 1
-            savepoint = delivery.db is not None
-            if savepoint:
-                delivery.db.execute("SAVEPOINT callback")  # type: ignore[union-attr]
-            try:
-                callback(delivery)
-            except StopConsumer:
-                break
-            except NotHandled as exc:
-                # thrown into the generator: its transaction rolls back (a plain raise
-                # would close it later, as handled, and move the position past it)
-                deliveries.throw(exc)
-            except Exception:
-                self.counters.errors += 1
+        try:
+            for delivery in deliveries:
+                handled += 1
+                savepoint = delivery.db is not None
                 if savepoint:
-                    delivery.db.execute("ROLLBACK TO callback")  # type: ignore[union-attr]
-                log.exception("consumer %s: the callback failed on %s seq_id %s; going on",
-                              self.name or "(unnamed)", delivery.topic, delivery.seq_id)
-            if savepoint:
-                delivery.db.execute("RELEASE callback")  # type: ignore[union-attr]
+                    delivery.db.execute("SAVEPOINT callback")  # type: ignore[union-attr]
+                try:
+                    callback(delivery)
+                except StopConsumer:
+                    break
+                except NotHandled as exc:
+                    # thrown into the generator: its transaction rolls back (a plain raise
+                    # would close it later, as handled, and move the position past it)
+                    deliveries.throw(exc)
+                except Exception:
+                    self.counters.errors += 1
+                    if savepoint:
+                        delivery.db.execute("ROLLBACK TO callback")  # type: ignore[union-attr]
+                    log.exception("consumer %s: the callback failed on %s seq_id %s; going on",
+                                  self.name or "(unnamed)", delivery.topic, delivery.seq_id)
+                if savepoint:
+                    delivery.db.execute("RELEASE callback")  # type: ignore[union-attr]
+        finally:  # now, not when a traceback holding this frame is freed
+            deliveries.close()
         return handled
 
     # -- one message ---------------------------------------------------------------------------
