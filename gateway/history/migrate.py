@@ -39,7 +39,8 @@ class Migration:
 
 
 def migrations(backend: str) -> list[Migration]:
-    """The migrations shipped for ``backend`` (``sqlite``), in version order."""
+    """The migrations shipped for ``backend`` (``sqlite``, ``postgres``), in version
+    order."""
     folder = resources.files("gateway.history") / "migrations" / backend
     found = []
     for entry in folder.iterdir():
@@ -47,25 +48,33 @@ def migrations(backend: str) -> list[Migration]:
         if match:
             found.append(Migration(int(match.group(1)), entry.name, entry.read_text("utf-8")))
     found.sort(key=lambda m: m.version)
-    if [m.version for m in found] != list(range(1, len(found) + 1)):
-        raise MigrationError(f"history migrations for {backend} are not numbered 1..n")
+    versions = [m.version for m in found]
+    if not versions or versions[0] != 1 or len(set(versions)) != len(versions):
+        raise MigrationError(f"history migrations for {backend} must start at 001 and "
+                             "have unique numbers")
     return found
 
 
 def latest(backend: str) -> int:
-    return len(migrations(backend))
+    return migrations(backend)[-1].version
 
 
 def apply_sqlite(db: sqlite3.Connection) -> int:
-    """Bring ``db`` (autocommit connection) to the newest schema; return its version."""
+    """Bring ``db`` (autocommit connection) to the newest schema; return its version.
+
+    Numbers are unique but may have gaps, and each file is applied when its own number
+    is not yet recorded (not "everything above the highest"): features developed side by
+    side take fixed numbers (002 activity, 003 stats, ...), so a database may meet them
+    in any order. A file therefore must not depend on a higher-numbered one."""
     db.execute("CREATE TABLE IF NOT EXISTS history_migrations ("
                "version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied REAL NOT NULL)")
     wanted = migrations("sqlite")
-    current = db.execute("SELECT COALESCE(MAX(version), 0) FROM history_migrations").fetchone()[0]
-    if current > len(wanted):
-        raise MigrationError(f"the history database has schema version {current}, newer than "
-                             f"this busgate ({len(wanted)}); upgrade busgate")
-    for migration in wanted[current:]:
+    applied = {row[0] for row in db.execute("SELECT version FROM history_migrations")}
+    unknown = applied - {m.version for m in wanted}
+    if unknown:
+        raise MigrationError(f"the history database has schema version {max(unknown)}, newer "
+                             f"than this busgate ({wanted[-1].version}); upgrade busgate")
+    for migration in (m for m in wanted if m.version not in applied):
         db.execute("BEGIN IMMEDIATE")
         try:
             done = db.execute("SELECT 1 FROM history_migrations WHERE version = ?",
@@ -79,7 +88,19 @@ def apply_sqlite(db: sqlite3.Connection) -> int:
             db.execute("ROLLBACK")
             raise
         db.execute("COMMIT")
-    return len(wanted)
+    return wanted[-1].version
+
+
+def missing_sqlite(db: sqlite3.Connection) -> tuple[list[str], list[int]]:
+    """Without writing: (this busgate's migrations not applied to ``db``, versions applied
+    that this busgate does not know). A read-only user checks this instead of migrating."""
+    try:
+        applied = {row[0] for row in db.execute("SELECT version FROM history_migrations")}
+    except sqlite3.OperationalError:  # not a history database, or never migrated
+        applied = set()
+    wanted = migrations("sqlite")
+    return ([m.name for m in wanted if m.version not in applied],
+            sorted(applied - {m.version for m in wanted}))
 
 
 #: pg_advisory_xact_lock key of history migrations (any constant: "busgate history").
@@ -91,19 +112,20 @@ _PG_TABLE = ("CREATE TABLE IF NOT EXISTS history_migrations (version INTEGER PRI
 def apply_postgres(conn: psycopg.Connection[Any],
                    wanted: list[Migration] | None = None) -> int:
     """Bring the database of ``conn`` (autocommit) to the newest schema; return its
-    version. ``wanted``: the migrations to apply (default: the shipped ones)."""
+    version. Same rule as :func:`apply_sqlite` (each file applied when its own number
+    is not recorded). ``wanted``: the migrations to apply (default: the shipped ones)."""
     import psycopg
 
     wanted = migrations("postgres") if wanted is None else wanted
     with conn.transaction():
         conn.execute("SELECT pg_advisory_xact_lock(%s)", (PG_LOCK,))
         conn.execute(_PG_TABLE)
-        row = conn.execute("SELECT COALESCE(MAX(version), 0) FROM history_migrations").fetchone()
-    current = row[0] if row else 0
-    if current > len(wanted):
-        raise MigrationError(f"the history database has schema version {current}, newer than "
-                             f"this busgate ({len(wanted)}); upgrade busgate")
-    for migration in wanted[current:]:
+        applied = {row[0] for row in conn.execute("SELECT version FROM history_migrations")}
+    unknown = applied - {m.version for m in wanted}
+    if unknown:
+        raise MigrationError(f"the history database has schema version {max(unknown)}, newer "
+                             f"than this busgate ({wanted[-1].version}); upgrade busgate")
+    for migration in (m for m in wanted if m.version not in applied):
         try:
             with conn.transaction():
                 conn.execute("SELECT pg_advisory_xact_lock(%s)", (PG_LOCK,))
@@ -115,7 +137,7 @@ def apply_postgres(conn: psycopg.Connection[Any],
                                  (migration.version, migration.name, time.time()))
         except psycopg.Error as exc:
             raise MigrationError(f"{migration.name}: {_pg_reason(exc)}") from None
-    return len(wanted)
+    return wanted[-1].version
 
 
 def _pg_reason(exc: Exception) -> str:

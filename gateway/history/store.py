@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import abc
 import contextlib
+import math
 import sqlite3
 import threading
 import time
@@ -90,6 +91,16 @@ class HistoryStore(abc.ABC):
     def get(self, msg_id: str) -> Stored | None: ...
 
     @abc.abstractmethod
+    def topic_counts(self, start: float, end: float) -> dict[str, int]:
+        """Messages per topic in [start, end) (at most :data:`MAX_TOPICS` topics, the
+        busiest); a range longer than :data:`MAX_STATS_DAYS` is a ValueError."""
+
+    @abc.abstractmethod
+    def top_names(self, kind: str, start: float, end: float, limit: int) -> list[tuple[str, int]]:
+        """The ``limit`` (1..:data:`MAX_TOP`) names of ``kind`` (``users`` or ``packages``)
+        with the most messages in [start, end), count descending then name."""
+
+    @abc.abstractmethod
     def count(self) -> int: ...
 
     @abc.abstractmethod
@@ -100,20 +111,62 @@ class HistoryStore(abc.ABC):
 BATCH = 1000
 #: SQLite virtual-machine steps between two checks of a read's deadline.
 PROGRESS_STEPS = 10000
+#: Seconds in a UTC day: the stats rollups' unit (``003_stats.sql``).
+DAY = 86400
+#: Longest range :meth:`HistoryStore.topic_counts` and :meth:`~HistoryStore.top_names` take:
+#: a weekly overview reads two weeks, a year's is the most anyone asks.
+MAX_STATS_DAYS = 400
+#: Most names :meth:`HistoryStore.top_names` gives.
+MAX_TOP = 1000
+#: Most topics :meth:`HistoryStore.topic_counts` gives (a publisher inventing topics
+#: cannot make the answer grow without bound; the busiest are kept).
+MAX_TOPICS = 10000
+#: ``top_names`` kind -> (rollup table, its key column, names table, link table).
+_NAME_KINDS = {"users": ("stats_user_days", "user_id", "users", "user_messages"),
+               "packages": ("stats_package_days", "package_id", "packages",
+                            "package_messages")}
+
+
+def utc_day(timestamp: float) -> int:
+    """The UTC day (since the epoch) of ``timestamp``, as ``003_stats.sql`` computes it."""
+    return math.floor(timestamp / DAY)
+
+
+def check_range(start: float, end: float) -> None:
+    """A stats range must be finite, ordered and at most :data:`MAX_STATS_DAYS` long."""
+    if not (math.isfinite(start) and math.isfinite(end)) or end < start:
+        raise ValueError(f"not a time range: [{start}, {end})")
+    if end - start > MAX_STATS_DAYS * DAY:
+        raise ValueError(f"a stats range is at most {MAX_STATS_DAYS} days")
+
+
+def day_split(start: float, end: float) -> tuple[int, int, list[tuple[float, float]]]:
+    """[start, end) as whole UTC days [first, last) read from the rollups, plus the
+    ranges at its edges (part days) read from the messages themselves."""
+    first, last = math.ceil(start / DAY), math.floor(end / DAY)
+    if first >= last:
+        return 0, 0, [(start, end)] if start < end else []
+    edges = [(a, b) for a, b in ((start, first * DAY), (last * DAY, end)) if a < b]
+    return first, last, edges
 
 
 class SqliteHistory(HistoryStore):
     """The embedded history: one SQLite file (WAL), migrated on open."""
 
-    def __init__(self, path: str | Path, *, query_timeout: float = 5.0, create: bool = True):
+    def __init__(self, path: str | Path, *, query_timeout: float = 5.0, create: bool = True,
+                 readonly: bool = False):
         self.path = Path(path)
         self.where = str(self.path)
         self.position_path = self.path
         self.query_timeout = query_timeout
         self._local = threading.local()
         self._deadline: dict[int, float] = {}
-        if not create and not self.path.exists():
+        if (readonly or not create) and not self.path.exists():
             raise HistoryError(f"no history database at {self.path} (run busgate record)")
+        if readonly:  # a reader (busgate stats) neither migrates nor writes
+            self._writer = None  # type: ignore[assignment]
+            self._check_schema()
+            return
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._writer = self._connect()
@@ -121,6 +174,21 @@ class SqliteHistory(HistoryStore):
         except (OSError, sqlite3.Error, migrate.MigrationError) as exc:
             raise HistoryError(f"cannot open the history database {self.path}: {exc}") \
                 from None
+
+    def _check_schema(self) -> None:
+        try:
+            missing, unknown = migrate.missing_sqlite(self._reader())
+        except (sqlite3.Error, migrate.MigrationError) as exc:
+            raise HistoryError(f"cannot read the history database {self.path}: {exc}") \
+                from None
+        if unknown:
+            raise HistoryError(f"the history database {self.path} has schema version "
+                               f"{unknown[-1]}, newer than this busgate; upgrade busgate")
+        if missing and missing[0].startswith("001_"):
+            raise HistoryError(f"{self.path} is not a busgate history database")
+        if missing:
+            raise HistoryError(f"the history database {self.path} lacks {', '.join(missing)}; "
+                               "start busgate record or busgate web once to upgrade it")
 
     def _connect(self) -> sqlite3.Connection:
         db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False,
@@ -248,12 +316,58 @@ class SqliteHistory(HistoryStore):
     def count(self) -> int:
         return self._timed(lambda db: db.execute("SELECT COUNT(*) FROM messages").fetchone()[0])
 
+    def topic_counts(self, start: float, end: float) -> dict[str, int]:
+        check_range(start, end)
+        first, last, edges = day_split(start, end)
+        parts, params = [], []
+        if first < last:
+            parts.append("SELECT topic, messages AS n FROM stats_topic_days"
+                         " WHERE day >= ? AND day < ?")
+            params += [first, last]
+        for a, b in edges:
+            parts.append("SELECT topic, COUNT(*) AS n FROM messages"
+                         " WHERE timestamp >= ? AND timestamp < ? GROUP BY topic")
+            params += [a, b]
+        if not parts:
+            return {}
+        sql = (f"SELECT topic, SUM(n) AS total FROM ({' UNION ALL '.join(parts)})"  # noqa: S608
+               " GROUP BY topic ORDER BY total DESC, topic LIMIT ?")
+        rows = self._timed(lambda db: db.execute(sql, (*params, MAX_TOPICS)).fetchall())
+        return dict(rows)
+
+    def top_names(self, kind: str, start: float, end: float, limit: int) -> list[tuple[str, int]]:
+        if kind not in _NAME_KINDS:
+            raise ValueError(f"kind must be one of {', '.join(_NAME_KINDS)}, not {kind!r}")
+        if not 1 <= limit <= MAX_TOP:
+            raise ValueError(f"limit must be 1..{MAX_TOP}, not {limit}")
+        check_range(start, end)
+        rollup, key, names, link = _NAME_KINDS[kind]
+        first, last, edges = day_split(start, end)
+        parts, params = [], []
+        if first < last:
+            parts.append(f"SELECT {key} AS name_id, messages AS n FROM {rollup}"  # noqa: S608
+                         " WHERE day >= ? AND day < ?")
+            params += [first, last]
+        for a, b in edges:  # by the messages' time index, then each one's names
+            parts.append(f"SELECT l.{key} AS name_id, COUNT(*) AS n FROM messages m"  # noqa: S608
+                         f" JOIN {link} l ON l.message_id = m.id"
+                         f" WHERE m.timestamp >= ? AND m.timestamp < ? GROUP BY l.{key}")
+            params += [a, b]
+        if not parts:
+            return []
+        sql = (f"SELECT t.name, SUM(x.n) AS total FROM ({' UNION ALL '.join(parts)}) x"  # noqa: S608
+               f" JOIN {names} t ON t.id = x.name_id GROUP BY x.name_id"
+               " ORDER BY total DESC, t.name LIMIT ?")
+        rows = self._timed(lambda db: db.execute(sql, (*params, limit)).fetchall())
+        return [(name, total) for name, total in rows]
+
     def msg_ids(self) -> list[str]:
         """Every stored msg_id in insertion order (tests, checks)."""
         return [r[0] for r in self._writer.execute("SELECT msg_id FROM messages ORDER BY id")]
 
     def close(self) -> None:
-        self._writer.close()
+        if self._writer is not None:
+            self._writer.close()
         db = getattr(self._local, "db", None)
         if db is not None:
             db.close()

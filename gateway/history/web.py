@@ -28,6 +28,7 @@ from starlette.routing import Route
 
 from gateway import __version__, messages
 from gateway.history import query as q
+from gateway.history.statspage import stats_routes
 from gateway.history.store import HistoryError, HistoryStore, QueryTimeout, Stored
 from gateway.messages import TypeIndex
 
@@ -96,6 +97,7 @@ class HistoryApp:
                    Route("/healthz", self.health, methods=["GET"]),
                    Route("/healthz/live", self.live, methods=["GET"]),
                    Route("/healthz/ready", self.health, methods=["GET"])]
+        routes += stats_routes(store, self.index)
         self.app = Starlette(routes=routes, exception_handlers={404: self.not_found,
                                                                  405: self.not_allowed})
 
