@@ -285,6 +285,11 @@ class HistorySettings:
     max_page: int = 100
     #: ``busgate web``: most values of one repeatable parameter (``topic``, ``user``...).
     max_values: int = 50
+    #: ``busgate web``: most live dashboard streams (``/v2/stream``) open at once (503 past).
+    max_streams: int = 100
+    #: ``busgate web``: messages queued per live stream; a client that falls this far
+    #: behind is cut off (its browser reconnects and resumes) instead of slowing others.
+    stream_queue: int = 256
 
 
 @dataclass(frozen=True)
@@ -746,6 +751,8 @@ def _check(settings: Settings, origin: dict[str, str]) -> None:
         "history.max_page": settings.history.max_page,
         "history.max_values": settings.history.max_values,
         "history.pool_size": settings.history.pool_size,
+        "history.max_streams": settings.history.max_streams,
+        "history.stream_queue": settings.history.stream_queue,
     }
     for key, value in positive.items():
         if value <= 0:

@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-HELP = "serve the history over HTTP (datagrepper's /raw, /id, /v2/search, /v2/id)"
+HELP = ("serve the history over HTTP: the live dashboard (/) and datagrepper's API "
+        "(/raw, /id, /v2/search, /v2/id)")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -34,10 +35,12 @@ def run(args: argparse.Namespace) -> int:
         print(f"busgate web: {exc}", file=sys.stderr)
         return 73
     app = make_app(store, sources.type_index(settings), max_page=conf.max_page,
-                   max_values=conf.max_values)
+                   max_values=conf.max_values, max_streams=conf.max_streams,
+                   stream_queue=conf.stream_queue)
     server = uvicorn.Server(uvicorn.Config(
         app, host=args.host or conf.host, port=conf.port if args.port is None else args.port,
-        log_level="warning", access_log=False, server_header=False, proxy_headers=False))
+        log_level="warning", access_log=False, server_header=False, proxy_headers=False,
+        timeout_graceful_shutdown=2))  # open live streams do not hold a shut-down
     original = server.startup
 
     async def startup(sockets=None):  # type: ignore[no-untyped-def]

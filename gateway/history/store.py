@@ -104,6 +104,38 @@ class HistoryStore(abc.ABC):
     def count(self) -> int: ...
 
     @abc.abstractmethod
+    def since(self, after_id: int, limit: int) -> list[Stored]:
+        """Rows with id > ``after_id``, ascending id, at most ``limit``: the live stream's
+        feed (ids are insertion order, so nothing stored later is skipped)."""
+
+    @abc.abstractmethod
+    def activity(self, start: float, end: float, bucket: int) -> dict[str, list[int]]:
+        """Messages per category per ``bucket`` seconds (a multiple of 3600) in
+        [``start``, ``end``), ``start`` taken down to its hour; a category with no message
+        in the range is left out. Read from an hourly rollup, never the messages."""
+
+    def last_id(self) -> int:
+        """The highest stored id (0 when empty): where a new live stream starts. This
+        default finds it with O(log n) :meth:`since` look-ups; a store overrides it."""
+        if not self.since(0, 1):
+            return 0
+        low, high = 0, 1  # since(low) has rows; find a high that has none
+        while self.since(high, 1):
+            low, high = high, high * 2
+        while high - low > 1:
+            middle = (low + high) // 2
+            if self.since(middle, 1):
+                low = middle
+            else:
+                high = middle
+        return high
+
+    def recent(self, query: Query) -> list[Stored]:
+        """The first page of ``query`` without its total (the dashboard's list: a count
+        of every match would cost a scan at a million messages). Default: :meth:`search`."""
+        return self.search(query).rows
+
+    @abc.abstractmethod
     def close(self) -> None: ...
 
 
@@ -310,6 +342,51 @@ class SqliteHistory(HistoryStore):
                               " WHERE msg_id = ?", (msg_id,)).fetchall()
             found = _with_names(db, rows)
             return found[0] if found else None
+
+        return self._timed(work)
+
+    def since(self, after_id: int, limit: int) -> list[Stored]:
+        def work(db: sqlite3.Connection) -> list[Stored]:
+            rows = db.execute("SELECT id, msg_id, timestamp, envelope FROM messages"
+                              " WHERE id > ? ORDER BY id LIMIT ?",
+                              (after_id, limit)).fetchall()
+            return _with_names(db, rows)
+
+        return self._timed(work)
+
+    def activity(self, start: float, end: float, bucket: int) -> dict[str, list[int]]:
+        if bucket <= 0 or bucket % 3600:
+            raise ValueError(f"bucket must be a positive multiple of 3600, not {bucket}")
+        first = math.floor(start / 3600)
+        size = bucket // 3600
+        slots = max(0, math.ceil((end - first * 3600) / bucket))
+
+        def work(db: sqlite3.Connection) -> dict[str, list[int]]:
+            out: dict[str, list[int]] = {}
+            for hour, category, count in db.execute(
+                    "SELECT hour, category, count FROM activity_hourly"
+                    " WHERE hour >= ? AND hour < ? AND count > 0",
+                    (first, math.ceil(end / 3600))):
+                out.setdefault(category, [0] * slots)[(hour - first) // size] += count
+            return out
+
+        return self._timed(work)
+
+    def last_id(self) -> int:
+        return self._timed(
+            lambda db: db.execute("SELECT COALESCE(MAX(id), 0) FROM messages").fetchone()[0])
+
+    def recent(self, query: Query) -> list[Stored]:
+        where, params = _where(query)
+        order = "DESC" if query.order == "desc" else "ASC"
+        paging, page_params = _after(query)
+
+        def work(db: sqlite3.Connection) -> list[Stored]:
+            rows = db.execute(
+                f"SELECT m.id, m.msg_id, m.timestamp, m.envelope FROM messages m"  # noqa: S608
+                f" WHERE {where}{paging} ORDER BY m.timestamp {order}, m.id {order} LIMIT ?",
+                (*params, *page_params, query.rows_per_page)).fetchall()
+            return _with_names(db, rows)
 
         return self._timed(work)
 
