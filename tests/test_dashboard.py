@@ -46,8 +46,9 @@ def bug(number: int, package: str, stamp: float = NOW, title: str = "broken") ->
 
 
 @pytest.fixture
-def store(tmp_path) -> Iterator[SqliteHistory]:
-    history = SqliteHistory(tmp_path / "h.sqlite")
+def store(history_store) -> Iterator[HistoryStore]:
+    """A new empty history, on SQLite and on PostgreSQL (``history_store``)."""
+    history = history_store()
     yield history
     history.close()
 
@@ -83,8 +84,9 @@ def test_activity_counts_per_service_and_bucket_from_the_rollup(store):
     assert store.activity(base + 9 * HOUR, base + 10 * HOUR, HOUR) == {}
     with pytest.raises(ValueError):
         store.activity(base, base + HOUR, 1800)
-    rollup = store.writer().execute("SELECT COUNT(*), SUM(count) FROM activity_hourly")
-    assert rollup.fetchone() == (4, 5)  # the chart never reads the messages table
+    with store.transaction() as db:
+        rollup = db.execute("SELECT COUNT(*), SUM(count) FROM activity_hourly").fetchone()
+    assert rollup == (4, 5)  # the chart never reads the messages table
 
 
 def test_activity_migration_fills_the_rollup_for_stored_messages(tmp_path):

@@ -256,3 +256,109 @@ def test_an_unreachable_postgresql_is_a_clear_error(make_settings):
         assert done.returncode == 73, done.stderr
         assert "cannot open the history database 127.0.0.1:" in done.stderr
         assert "Traceback" not in done.stderr and "s3cret" not in done.stderr
+
+
+# -- the rollups (002 activity, 003 stats) on PostgreSQL ------------------------------------
+def test_weekly_overview_is_the_same_on_both_backends(pg_databases, tmp_path):
+    from gateway.history import stats
+    from tests import test_history_stats as ts
+
+    records = [record_of(env, TypeIndex(())) for env in ts.envelopes()]
+    lite = SqliteHistory(tmp_path / "h.sqlite")
+    pg = PostgresHistory(pg_databases())
+    for store in (lite, pg):
+        store.add_many(records)
+    reader = PostgresHistory(pg.url, readonly=True)
+    try:
+        for week in (ts.W47, ts.W48, stats.Week(2026, 49)):
+            want, got = stats.overview(lite, week), stats.overview(reader, week)
+            assert ts.kinds(got) == ts.kinds(want)
+            assert (got.packages, got.users) == (want.packages, want.users)
+        assert ts.kinds(stats.overview(reader, ts.W48))["uploads"] == (3, 1, 2)
+        monday = ts.W48.start.timestamp()
+        for start, end in ((monday - 1, monday), (monday, monday + 1), (monday - 5e5, monday)):
+            assert reader.topic_counts(start, end) == lite.topic_counts(start, end)
+        with pytest.raises(ValueError, match="at most 400 days"):
+            reader.topic_counts(monday, monday + 401 * 86400)
+        with pytest.raises(ValueError, match=r"limit must be 1\.\.1000"):
+            reader.top_names("users", monday, monday + 86400, 0)
+    finally:
+        for store in (lite, pg, reader):
+            store.close()
+
+
+def _pg_rollups_match(url: str) -> None:
+    day = "floor(timestamp / 86400)::bigint"
+    with psycopg.connect(url) as conn:
+        for direct, rolled in (
+                (f"SELECT {day}, topic, COUNT(*) FROM messages GROUP BY 1, 2",
+                 "SELECT day, topic, messages FROM stats_topic_days"),
+                (f"SELECT {day}, user_id, COUNT(*) FROM user_messages GROUP BY 1, 2",
+                 "SELECT day, user_id, messages FROM stats_user_days"),
+                (f"SELECT {day}, package_id, COUNT(*) FROM package_messages GROUP BY 1, 2",
+                 "SELECT day, package_id, messages FROM stats_package_days"),
+                ("SELECT floor(timestamp / 3600)::bigint, category, COUNT(*) FROM messages"
+                 " GROUP BY 1, 2", "SELECT hour, category, count FROM activity_hourly"
+                                   " WHERE count > 0")):
+            assert set(conn.execute(direct)) == set(conn.execute(rolled)), rolled
+
+
+def test_rollups_equal_direct_counts_after_inserts_updates_and_deletes(pg_databases):
+    import random
+
+    from tests import test_history_stats as ts
+
+    rng = random.Random(5)
+    url = pg_databases()
+    store = PostgresHistory(url)
+    base = ts.W47.start.timestamp()
+    for _ in range(3):  # several batches, then the same again (stored once: counted once)
+        batch = ts._random_records(rng, 150, base + rng.randrange(0, 10**6))
+        store.add_many(batch)
+        store.add_many(batch[:20])
+    _pg_rollups_match(url)
+    with psycopg.connect(url) as conn:
+        for _ in range(10):
+            start = base + rng.uniform(-86400, 12 * 10**5)
+            end = start + rng.choice([0, 1, 86400, 7 * 86400, rng.uniform(0, 30 * 86400)])
+            assert store.topic_counts(start, end) == dict(conn.execute(
+                "SELECT topic, COUNT(*) FROM messages WHERE timestamp >= %s"
+                " AND timestamp < %s GROUP BY topic", (start, end)).fetchall())
+            assert store.top_names("users", start, end, 3) == [tuple(r) for r in conn.execute(
+                "SELECT t.name, COUNT(*) AS c FROM user_messages l JOIN users t"
+                " ON t.id = l.user_id WHERE l.timestamp >= %s AND l.timestamp < %s"
+                ' GROUP BY t.name ORDER BY c DESC, t.name COLLATE "C" LIMIT 3', (start, end))]
+        doomed = "SELECT id FROM messages WHERE id % 3 = 0"  # what a retention would do
+        conn.execute(f"DELETE FROM user_messages WHERE message_id IN ({doomed})")
+        conn.execute(f"DELETE FROM package_messages WHERE message_id IN ({doomed})")
+        conn.execute("UPDATE messages SET timestamp = timestamp + 86400 WHERE id % 3 = 1")
+        conn.execute(f"DELETE FROM messages WHERE id IN ({doomed})")
+    _pg_rollups_match(url)
+    with psycopg.connect(url) as conn:
+        assert conn.execute("SELECT COUNT(*) FROM stats_topic_days WHERE messages <= 0"
+                            ).fetchone() == (0,)
+    store.close()
+
+
+def test_the_rollup_migrations_fill_rows_stored_before_them(pg_databases):
+    import random
+
+    from tests import test_history_stats as ts
+
+    url = pg_databases()
+    with psycopg.connect(url, autocommit=True) as conn:  # a busgate that had only 001
+        migrate.apply_postgres(conn, migrate.migrations("postgres")[:1])
+    old = PostgresHistory.__new__(PostgresHistory)  # v1 writer: add() without migrating
+    records = ts._random_records(random.Random(9), 200, ts.W47.start.timestamp())
+    with psycopg.connect(url) as conn:
+        for record in records:
+            old.add(conn, record)
+    with pytest.raises(HistoryError, match=r"lacks 002_activity\.sql, 003_stats\.sql"):
+        PostgresHistory(url, readonly=True)
+    store = PostgresHistory(url)  # migrates: 002 and 003 fill their rollups
+    with psycopg.connect(url) as conn:
+        assert conn.execute("SELECT SUM(messages) FROM stats_topic_days").fetchone() == (200,)
+    _pg_rollups_match(url)
+    store.add_many(ts._random_records(random.Random(10), 50, ts.W48.start.timestamp()))
+    _pg_rollups_match(url)  # and the triggers keep them from then on
+    store.close()

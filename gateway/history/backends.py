@@ -31,23 +31,25 @@ def database_of(settings: Settings, override: str | None = None) -> str:
 
 
 def open_history_url(database: str, query_timeout: float, create: bool = True, *,
-                     pool_size: int = 4) -> HistoryStore:
-    """The store at ``database``: PostgreSQL for a ``postgresql://`` URL, else SQLite."""
+                     pool_size: int = 4, readonly: bool = False) -> HistoryStore:
+    """The store at ``database``: PostgreSQL for a ``postgresql://`` URL, else SQLite.
+    ``readonly``: a reader that checks the schema instead of migrating it."""
     if is_url(database):
         from gateway.history.pgstore import PostgresHistory
 
         return PostgresHistory(database, query_timeout=query_timeout, create=create,
-                               pool_size=pool_size)
+                               pool_size=pool_size, readonly=readonly)
     from gateway.history.store import SqliteHistory
 
-    return SqliteHistory(database, query_timeout=query_timeout, create=create)
+    return SqliteHistory(database, query_timeout=query_timeout, create=create,
+                         readonly=readonly)
 
 
-def open_history(settings: Settings, *, create: bool = True,
-                 database: str | None = None) -> HistoryStore:
+def open_history(settings: Settings, *, create: bool = True, database: str | None = None,
+                 readonly: bool = False) -> HistoryStore:
     """The store ``[history]`` names (``database`` overrides ``history.database``)."""
     return open_history_url(database_of(settings, database), settings.history.query_timeout,
-                            create, pool_size=settings.history.pool_size)
+                            create, pool_size=settings.history.pool_size, readonly=readonly)
 
 
 def position_path(settings: Settings, store: HistoryStore) -> Path:

@@ -41,7 +41,18 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 
 from gateway.history import migrate
 from gateway.history.records import Record
-from gateway.history.store import BATCH, HistoryError, HistoryStore, Page, QueryTimeout, Stored
+from gateway.history.store import (
+    BATCH,
+    MAX_TOP,
+    MAX_TOPICS,
+    HistoryError,
+    HistoryStore,
+    Page,
+    QueryTimeout,
+    Stored,
+    check_range,
+    day_split,
+)
 
 if TYPE_CHECKING:
     from gateway.history.query import Query
@@ -51,6 +62,8 @@ Conn = psycopg.Connection[Any]
 
 #: Seconds to reach the server (a history that is down fails fast, with the reason).
 CONNECT_TIMEOUT = 10
+#: The activity rollup's unit (``002_activity.sql``).
+HOUR = 3600
 #: Seconds a write waits for a free pool connection before giving up.
 WRITE_WAIT = 30.0
 #: ``kind`` of :meth:`PostgresHistory.top_names` -> (names table, link table, key column).
@@ -72,7 +85,7 @@ class PostgresHistory(HistoryStore):
     """The history in a PostgreSQL database (``postgresql://`` URL), migrated on open."""
 
     def __init__(self, url: str, *, query_timeout: float = 5.0, create: bool = True,
-                 pool_size: int = 4, write_wait: float = WRITE_WAIT):
+                 pool_size: int = 4, write_wait: float = WRITE_WAIT, readonly: bool = False):
         self.url = url
         self.write_wait = write_wait
         self.where = describe(url)
@@ -80,10 +93,13 @@ class PostgresHistory(HistoryStore):
         self.query_timeout = query_timeout
         try:
             with psycopg.connect(url, autocommit=True, connect_timeout=CONNECT_TIMEOUT) as conn:
-                if not create and conn.execute(
+                if (readonly or not create) and conn.execute(
                         "SELECT to_regclass('history_migrations')").fetchone() == (None,):
                     raise HistoryError(f"no history in {self.where} (run busgate record)")
-                migrate.apply_postgres(conn)
+                if readonly:  # a reader (busgate stats) neither migrates nor writes
+                    self._check_schema(conn)
+                else:
+                    migrate.apply_postgres(conn)
         except (psycopg.Error, migrate.MigrationError) as exc:
             raise HistoryError(f"cannot open the history database {self.where}: "
                                f"{str(exc).strip()}") from None
@@ -98,6 +114,19 @@ class PostgresHistory(HistoryStore):
             self._pool.close()
             raise HistoryError(f"cannot open the history database {self.where}: {exc}") \
                 from None
+
+    def _check_schema(self, conn: Conn) -> None:
+        applied = {row[0] for row in conn.execute("SELECT version FROM history_migrations")}
+        wanted = migrate.migrations("postgres")
+        unknown = applied - {m.version for m in wanted}
+        if unknown:
+            raise HistoryError(f"the history database {self.where} has schema version "
+                               f"{max(unknown)}, newer than this busgate; upgrade busgate")
+        missing = [m.name for m in wanted if m.version not in applied]
+        if missing:
+            raise HistoryError(f"the history database {self.where} lacks "
+                               f"{', '.join(missing)}; start busgate record or busgate web "
+                               "once to upgrade it")
 
     # -- writes ------------------------------------------------------------------------------
     @contextlib.contextmanager
@@ -197,44 +226,86 @@ class PostgresHistory(HistoryStore):
         return self._timed(lambda db: _one(db, "SELECT COUNT(*) FROM messages", ()))
 
     def since(self, after_id: int, limit: int) -> list[Stored]:
-        """Rows with id > ``after_id``, ascending, at most ``limit`` (the live feed; the
-        single recorder commits in id order, so no row appears behind one already read)."""
+        """Rows with id > ``after_id``, ascending, at most ``limit`` (the live feed; one
+        recorder commits in id order, so no row appears behind one already read)."""
         return self._timed(lambda db: _with_names(db, db.execute(
             "SELECT id, msg_id, timestamp, envelope FROM messages WHERE id > %s"
             " ORDER BY id LIMIT %s", (after_id, limit)).fetchall()))
 
     def activity(self, start: float, end: float, bucket: int) -> dict[str, list[int]]:
-        """Messages per category per ``bucket`` seconds in [start, end): bucket ``i``
-        covers [start + i * bucket, start + (i + 1) * bucket)."""
-        buckets = max(0, math.ceil((end - start) / bucket))
+        if bucket <= 0 or bucket % HOUR:
+            raise ValueError(f"bucket must be a positive multiple of 3600, not {bucket}")
+        first = math.floor(start / HOUR)
+        size = bucket // HOUR
+        slots = max(0, math.ceil((end - first * HOUR) / bucket))
 
         def work(db: Conn) -> dict[str, list[int]]:
             out: dict[str, list[int]] = {}
-            for category, index, n in db.execute(
-                    "SELECT category, floor((timestamp - %s) / %s)::bigint, COUNT(*)"
-                    " FROM messages WHERE timestamp >= %s AND timestamp < %s GROUP BY 1, 2",
-                    (start, bucket, start, end)):
-                out.setdefault(category, [0] * buckets)[index] = n
+            for hour, category, count in db.execute(
+                    "SELECT hour, category, count FROM activity_hourly"
+                    " WHERE hour >= %s AND hour < %s AND count > 0",
+                    (first, math.ceil(end / HOUR))):
+                out.setdefault(category, [0] * slots)[(hour - first) // size] += count
             return out
 
         return self._timed(work)
 
+    def last_id(self) -> int:
+        return self._timed(lambda db: _one(db, "SELECT COALESCE(MAX(id), 0) FROM messages", ()))
+
+    def recent(self, query: Query) -> list[Stored]:
+        where, params = _where(query)
+        order = "DESC" if query.order == "desc" else "ASC"
+        paging, page_params = _after(query)
+        return self._timed(lambda db: _with_names(db, db.execute(
+            f"SELECT m.id, m.msg_id, m.timestamp, m.envelope FROM messages m"  # noqa: S608
+            f" WHERE {where}{paging} ORDER BY m.timestamp {order}, m.id {order} LIMIT %s",
+            (*params, *page_params, query.rows_per_page)).fetchall()))
+
     def topic_counts(self, start: float, end: float) -> dict[str, int]:
-        """Messages per topic in [start, end)."""
-        return self._timed(lambda db: dict(db.execute(
-            "SELECT topic, COUNT(*) FROM messages WHERE timestamp >= %s AND timestamp < %s"
-            " GROUP BY topic", (start, end)).fetchall()))
+        check_range(start, end)
+        first, last, edges = day_split(start, end)
+        parts, params = [], []
+        if first < last:
+            parts.append("SELECT topic, messages AS n FROM stats_topic_days"
+                         " WHERE day >= %s AND day < %s")
+            params += [first, last]
+        for a, b in edges:
+            parts.append("SELECT topic, COUNT(*) AS n FROM messages"
+                         " WHERE timestamp >= %s AND timestamp < %s GROUP BY topic")
+            params += [a, b]
+        if not parts:
+            return {}
+        query = (f"SELECT topic, SUM(n)::bigint AS total FROM ({' UNION ALL '.join(parts)}) x"  # noqa: S608
+                 ' GROUP BY topic ORDER BY total DESC, topic COLLATE "C" LIMIT %s')
+        return self._timed(lambda db: dict(db.execute(query, (*params, MAX_TOPICS)).fetchall()))
 
     def top_names(self, kind: str, start: float, end: float, limit: int) -> list[tuple[str, int]]:
-        """The ``limit`` most frequent users or packages in [start, end), count
-        descending then name."""
         if kind not in _KINDS:
-            raise ValueError(f"kind must be users or packages, not {kind!r}")
-        table, link, key = _KINDS[kind]
-        return self._timed(lambda db: [(name, n) for name, n in db.execute(
-            f"SELECT t.name, COUNT(*) FROM {link} l JOIN {table} t ON t.id = l.{key}"  # noqa: S608
-            " WHERE l.timestamp >= %s AND l.timestamp < %s GROUP BY t.name"
-            " ORDER BY 2 DESC, 1 LIMIT %s", (start, end, limit))])
+            raise ValueError(f"kind must be one of {', '.join(_KINDS)}, not {kind!r}")
+        if not 1 <= limit <= MAX_TOP:
+            raise ValueError(f"limit must be 1..{MAX_TOP}, not {limit}")
+        check_range(start, end)
+        names, link, key = _KINDS[kind]
+        rollup = f"stats_{names[:-1]}_days"
+        first, last, edges = day_split(start, end)
+        parts, params = [], []
+        if first < last:
+            parts.append(f"SELECT {key} AS name_id, messages AS n FROM {rollup}"  # noqa: S608
+                         " WHERE day >= %s AND day < %s")
+            params += [first, last]
+        for a, b in edges:  # by the messages' time index, then each one's names
+            parts.append(f"SELECT l.{key} AS name_id, COUNT(*) AS n FROM messages m"  # noqa: S608
+                         f" JOIN {link} l ON l.message_id = m.id"
+                         f" WHERE m.timestamp >= %s AND m.timestamp < %s GROUP BY l.{key}")
+            params += [a, b]
+        if not parts:
+            return []
+        query = (f"SELECT t.name, SUM(x.n)::bigint AS total FROM ({' UNION ALL '.join(parts)}) x"  # noqa: S608
+                 f" JOIN {names} t ON t.id = x.name_id GROUP BY t.id, t.name"
+                 ' ORDER BY total DESC, t.name COLLATE "C" LIMIT %s')
+        return self._timed(lambda db: [(name, total) for name, total in db.execute(
+            query, (*params, limit))])
 
     def msg_ids(self) -> list[str]:
         """Every stored msg_id in insertion order (tests, checks)."""
