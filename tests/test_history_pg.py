@@ -362,3 +362,17 @@ def test_the_rollup_migrations_fill_rows_stored_before_them(pg_databases):
     store.add_many(ts._random_records(random.Random(10), 50, ts.W48.start.timestamp()))
     _pg_rollups_match(url)  # and the triggers keep them from then on
     store.close()
+
+
+def test_busgate_run_records_into_postgresql_when_history_is_enabled(daemon, pg_databases):
+    url = pg_databases()
+    proc, settings = daemon(history={"enabled": True, "database": url})
+    # the recorder follows new publishers from when it subscribes (the past is backfill's),
+    # and it subscribes right after making its position file: wait for that file
+    wait_for((settings.state_dir / backends.POSITION_FILE).exists)
+    publish(proc.env, lines("inside", 50))
+    wait_for(lambda: len(outbox(settings)) == 50)
+    wait_for(lambda: len(history(url)) == 50, 20)
+    assert history(url) == outbox(settings)
+    wait_for(lambda: position(settings) == 50, 10)
+    assert proc.stop() == 0  # the recorder thread stops with the daemon
