@@ -18,7 +18,7 @@ from psycopg import sql
 
 from fixtures.wannabuild import wbdb
 from gateway.history import backends, migrate
-from gateway.history.pgstore import PostgresHistory, like_pattern
+from gateway.history.pgstore import NameIds, PostgresHistory, like_pattern
 from gateway.history.records import record_of
 from gateway.history.store import HistoryError, QueryTimeout, SqliteHistory
 from gateway.messages import TypeIndex
@@ -349,6 +349,7 @@ def test_the_rollup_migrations_fill_rows_stored_before_them(pg_databases):
     with psycopg.connect(url, autocommit=True) as conn:  # a busgate that had only 001
         migrate.apply_postgres(conn, migrate.migrations("postgres")[:1])
     old = PostgresHistory.__new__(PostgresHistory)  # v1 writer: add() without migrating
+    old._names = NameIds()
     records = ts._random_records(random.Random(9), 200, ts.W47.start.timestamp())
     with psycopg.connect(url) as conn:
         for record in records:
@@ -376,3 +377,19 @@ def test_busgate_run_records_into_postgresql_when_history_is_enabled(daemon, pg_
     assert history(url) == outbox(settings)
     wait_for(lambda: position(settings) == 50, 10)
     assert proc.stop() == 0  # the recorder thread stops with the daemon
+
+
+def test_a_rolled_back_name_is_not_remembered(pg_databases):
+    from gateway.history import query as q
+
+    store = PostgresHistory(pg_databases())
+    first = record_of(fx.envelope(1, 0, "git.push", ["newbie"], ["newpkg"], {}), TypeIndex(()))
+    again = record_of(fx.envelope(2, 1, "git.push", ["newbie"], ["newpkg"], {}), TypeIndex(()))
+    with pytest.raises(RuntimeError), store.transaction() as db:
+        assert store.add(db, first) is True
+        raise RuntimeError("rolled back, with the names it created")
+    assert store.add_many([again, first, again]) == 2  # the ids are looked up again
+    page = store.search(q.parse([("user", "newbie"), ("package", "newpkg")]))
+    assert [r.msg_id for r in page.rows] == [fx.msg_id(2), fx.msg_id(1)]
+    assert page.rows[0].users == ("newbie",) and page.rows[0].packages == ("newpkg",)
+    store.close()
