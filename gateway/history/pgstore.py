@@ -139,6 +139,9 @@ class PostgresHistory(HistoryStore):
         self.write_wait = write_wait
         self._write_lock = threading.Lock()
         self._names = NameIds()
+        self._read_setup = ("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY;"
+                            " SET LOCAL statement_timeout ="
+                            f" {max(1, math.ceil(query_timeout * 1000))}").encode()
         self.where = describe(url)
         self.position_path = None
         self.query_timeout = query_timeout
@@ -240,9 +243,7 @@ class PostgresHistory(HistoryStore):
         """``work(conn)`` in a read-only snapshot, cut off after ``query_timeout``."""
         try:
             with self._pool.connection() as conn:
-                conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-                conn.execute("SELECT set_config('statement_timeout', %s, true)",
-                             (str(max(1, math.ceil(self.query_timeout * 1000))),))
+                conn.execute(self._read_setup)  # one round trip for both
                 return work(conn)
         except psycopg.errors.QueryCanceled:
             raise QueryTimeout(f"the query ran past history.query_timeout "
