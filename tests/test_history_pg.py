@@ -107,6 +107,7 @@ def test_recorder_stops_before_the_position_when_postgresql_is_gone(pg_databases
         with wbdb.admin() as admin:
             admin.execute(sql.SQL("ALTER DATABASE {} ALLOW_CONNECTIONS true").format(
                 sql.Identifier(name)))
+    store.write_wait = 30.0  # the pool reconnects with a back-off: let it
     recorder.handle(Delivery(fx.envelope(*fx.MESSAGES[0])))  # back: stored
     assert store.msg_ids() == [fx.msg_id(1)] and recorder.stored == 1
     store.close()
