@@ -311,6 +311,25 @@ class PostgresHistory(HistoryStore):
 
         return self._timed(work)
 
+    def name_activity(self, kind: str, name: str, start: float, end: float,
+                      bucket: int) -> dict[str, list[int]]:
+        table, link, key = _KINDS[kind]
+        slots = max(0, math.ceil((end - start) / bucket))
+
+        def work(db: Conn) -> dict[str, list[int]]:
+            out: dict[str, list[int]] = {}
+            for slot, category, count in db.execute(
+                    "SELECT floor((l.timestamp - %s) / %s)::bigint, m.category, COUNT(*)"  # noqa: S608
+                    f" FROM {link} l JOIN messages m ON m.id = l.message_id"
+                    f" WHERE l.{key} = (SELECT id FROM {table} WHERE name = %s)"
+                    " AND l.timestamp >= %s AND l.timestamp < %s GROUP BY 1, 2",
+                    (start, bucket, name, start, end)):
+                if 0 <= slot < slots:
+                    out.setdefault(category, [0] * slots)[slot] += count
+            return out
+
+        return self._timed(work)
+
     def last_id(self) -> int:
         return self._timed(lambda db: _one(db, "SELECT COALESCE(MAX(id), 0) FROM messages", ()))
 
