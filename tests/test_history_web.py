@@ -235,6 +235,7 @@ def test_migrations_refuse_a_newer_database(tmp_path):
     ({"max_page": 0}, "history.max_page"),
     ({"max_values": 0}, "history.max_values"),
     ({"query_timeout": 0}, "history.query_timeout"),
+    ({"pool_size": 0}, "history.pool_size"),
     ({"endpoints": ["http://nowhere"]}, "history.endpoints"),
 ])
 def test_history_settings_are_checked(make_settings, table, key):
