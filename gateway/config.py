@@ -262,8 +262,14 @@ class MetricsSettings:
 class HistorySettings:
     #: Run the recorder (``busgate record``) inside ``busgate run``.
     enabled: bool = False
-    #: The history database (SQLite); empty means ``<state.dir>/history.sqlite``.
+    #: The history database: a path (SQLite) or a ``postgresql://`` URL; empty means
+    #: ``<state.dir>/history.sqlite``.
     database: str = ""
+    #: PostgreSQL history only: the recorder's position file; empty means
+    #: ``<state.dir>/history-position.sqlite`` (SQLite keeps it in the history itself).
+    position: str = ""
+    #: PostgreSQL history only: most connections one process opens to it.
+    pool_size: int = 4
     #: Publishers to record, each ``PUB[,REPLAY]``; empty means discovery's (this
     #: gateway's own endpoints, ``[discovery]``).
     endpoints: list[str] = field(default_factory=list)
@@ -744,6 +750,7 @@ def _check(settings: Settings, origin: dict[str, str]) -> None:
         "history.query_timeout": settings.history.query_timeout,
         "history.max_page": settings.history.max_page,
         "history.max_values": settings.history.max_values,
+        "history.pool_size": settings.history.pool_size,
         "history.max_streams": settings.history.max_streams,
         "history.stream_queue": settings.history.stream_queue,
     }

@@ -21,18 +21,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="one JSON object, for machines")
     parser.add_argument("--top", type=int, default=None, metavar="N",
                         help="length of the top lists (default 10, at most 100)")
-    parser.add_argument("--database", metavar="PATH",
-                        help="history database (default: history.database, else "
-                             "<state.dir>/history.sqlite)")
+    parser.add_argument("--database", metavar="PATH|URL",
+                        help="history database, a path or a postgresql:// URL (default: "
+                             "history.database, else <state.dir>/history.sqlite)")
 
 
 def run(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     from gateway import sources
     from gateway.cli import load_settings
     from gateway.history import stats
-    from gateway.history.store import HistoryError, QueryTimeout, SqliteHistory
+    from gateway.history.backends import open_history
+    from gateway.history.store import HistoryError, QueryTimeout
 
     top = stats.DEFAULT_TOP if args.top is None else args.top
     if not 1 <= top <= stats.MAX_TOP:
@@ -44,10 +43,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"busgate stats: --week: {exc}", file=sys.stderr)
         return EX_USAGE
     settings = load_settings(args)
-    path = Path(args.database) if args.database else settings.history_path
     try:
-        store = SqliteHistory(path, query_timeout=settings.history.query_timeout,
-                              readonly=True)
+        store = open_history(settings, database=args.database, readonly=True)
     except HistoryError as exc:
         print(f"busgate stats: {exc}", file=sys.stderr)
         return EX_USAGE

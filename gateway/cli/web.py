@@ -10,30 +10,29 @@ HELP = ("serve the history over HTTP: the live dashboard (/) and datagrepper's A
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--database", metavar="PATH",
-                        help="history database (default: history.database, else "
-                             "<state.dir>/history.sqlite)")
+    parser.add_argument("--database", metavar="PATH|URL",
+                        help="history database, a path or a postgresql:// URL (default: "
+                             "history.database, else <state.dir>/history.sqlite)")
     parser.add_argument("--host", help="address to bind (default: history.host)")
     parser.add_argument("--port", type=int, help="TCP port (default: history.port; 0: any "
                                                  "free port, printed)")
 
 
 def run(args: argparse.Namespace) -> int:
-    from pathlib import Path
 
     from gateway import optional, sources
 
     optional.require("starlette", "busgate web")
     uvicorn = optional.require("uvicorn", "busgate web")
     from gateway.cli import load_settings
-    from gateway.history.store import HistoryError, SqliteHistory
+    from gateway.history.backends import open_history
+    from gateway.history.store import HistoryError
     from gateway.history.web import make_app
 
     settings = load_settings(args)
     conf = settings.history
-    path = Path(args.database) if args.database else settings.history_path
     try:
-        store = SqliteHistory(path, query_timeout=conf.query_timeout)
+        store = open_history(settings, database=args.database)
     except HistoryError as exc:
         print(f"busgate web: {exc}", file=sys.stderr)
         return 73
@@ -51,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
         for listener in server.servers:
             for sock in listener.sockets:
                 host, port = sock.getsockname()[:2]
-                print(f"busgate web: serving {path} on http://{host}:{port}", flush=True)
+                print(f"busgate web: serving {store.where} on http://{host}:{port}", flush=True)
 
     server.startup = startup  # type: ignore[method-assign]
     closing = server.shutdown

@@ -1,10 +1,12 @@
 """``busgate record``: store every message of the bus in the history, once.
 
 The recorder is a :class:`~gateway.consumer.Consumer` whose position file *is* the
-history database: a sequenced ZeroMQ message is written through ``delivery.db``,
-inside the transaction that also moves the position, so a kill -9 at any point
-leaves either both or neither, and the restarted recorder resumes by replay right
-after the last message stored. What can still come twice (an AMQP redelivery after a
+SQLite history database: a sequenced ZeroMQ message is written through
+``delivery.db``, inside the transaction that also moves the position, so a kill -9 at
+any point leaves either both or neither, and the restarted recorder resumes by replay
+right after the last message stored. A PostgreSQL history commits each message first
+and the position (a local file) after; :mod:`gateway.history.pgstore` says why that
+neither loses nor doubles either. What can still come twice (an AMQP redelivery after a
 kill between commit and ack, an unsequenced message, the same event from a publisher
 whose state was wiped) is stored once by its ``msg_id``.
 
@@ -22,9 +24,9 @@ from typing import TYPE_CHECKING, Any
 
 from gateway.consumer_state import Position
 from gateway.discovery import Endpoint
-from gateway.history import jsonio
+from gateway.history import backends, jsonio
 from gateway.history.records import record_of
-from gateway.history.store import BATCH, SqliteHistory
+from gateway.history.store import BATCH, HistoryError, HistoryStore
 
 if TYPE_CHECKING:
     from gateway.config import Settings
@@ -55,10 +57,20 @@ def endpoints_of(settings: Settings, specs: list[str] | None = None) -> list[End
     return found
 
 
+def _unreachable(exc: Exception) -> bool:
+    """``exc`` means "the history server is not there right now", not "this message is
+    bad" (psycopg is loaded already when the history is PostgreSQL)."""
+    import sys
+
+    psycopg = sys.modules.get("psycopg")
+    return isinstance(exc, HistoryError) or (
+        psycopg is not None and isinstance(exc, psycopg.OperationalError))
+
+
 class Recorder:
     """Stores what a consumer hands it; :meth:`run` is the loop."""
 
-    def __init__(self, settings: Settings, store: SqliteHistory, *,
+    def __init__(self, settings: Settings, store: HistoryStore, *,
                  index: TypeIndex | None = None, endpoints: list[Endpoint] | None = None,
                  amqp_queue: str | None = None):
         from gateway import sources
@@ -82,23 +94,24 @@ class Recorder:
         endpoints = self.endpoints if self.endpoints is not None \
             else endpoints_of(self.settings)
         return Consumer(self.settings, index=self.index, endpoints=endpoints, name="history",
-                        position_path=self.store.path)
+                        position_path=backends.position_path(self.settings, self.store))
 
     def handle(self, delivery: Delivery) -> None:
-        """Store one message: in the position's transaction when there is one, else in a
-        transaction of its own."""
+        """Store one message: in the position's transaction when the store holds the
+        position, else in a transaction of its own, committed before the position."""
+        from gateway.consumer import NotHandled
+
         record = record_of(delivery.envelope, self.index)
-        if delivery.db is not None:
+        if delivery.db is not None and self.store.position_path is not None:
             added = self.store.add(delivery.db, record)
         else:
-            db = self.store.writer()
-            db.execute("BEGIN IMMEDIATE")
             try:
-                added = self.store.add(db, record)
-            except BaseException:
-                db.execute("ROLLBACK")
+                with self.store.transaction() as db:
+                    added = self.store.add(db, record)
+            except Exception as exc:
+                if _unreachable(exc):  # not stored: the position must not pass it
+                    raise NotHandled(f"history database {self.store.where}: {exc}") from exc
                 raise
-            db.execute("COMMIT")
         if added:
             self.stored += 1
         else:
@@ -136,17 +149,16 @@ def _outbox_rows(outbox: Store, after: int) -> Iterator[tuple[int, str]]:
         after = rows[-1].seq_id
 
 
-def backfill(settings: Settings, store: SqliteHistory, outbox: Store,
+def backfill(settings: Settings, store: HistoryStore, outbox: Store,
              index: TypeIndex | None = None) -> tuple[int, int]:
     """Copy ``outbox`` (the gateway's own) into the history; ``(read, added)``. The
     recorder's position for this publisher moves past what was copied (never back)."""
     from gateway import envelope as env
     from gateway import sources
 
-
     index = index if index is not None else sources.type_index(settings)
     publisher, epoch = settings.publisher.name, outbox.epoch()
-    position = Position(store.path)
+    position = Position(backends.position_path(settings, store))
     try:
         mine = position.load().get(publisher)
         behind = mine is None or mine[0] != epoch
@@ -156,9 +168,12 @@ def backfill(settings: Settings, store: SqliteHistory, outbox: Store,
 
         def flush() -> None:
             nonlocal added
+            records = [record_of(envelope, index) for _, envelope in batch]
             with position.transaction():
-                added += sum(store.add(db, record_of(envelope, index))
-                             for _, envelope in batch)
+                if store.position_path is not None:  # one transaction, one file
+                    added += sum(store.add(db, record) for record in records)
+                else:  # committed in the store first, then the position
+                    added += store.add_many(records)
                 last = batch[-1][0]
                 if behind or (mine is not None and last > mine[1]):
                     position.advance(publisher, epoch, last)
@@ -192,8 +207,7 @@ class RecorderThread:
     def _main(self) -> None:
         while not self._stop.is_set():
             try:
-                store = SqliteHistory(self.settings.history_path,
-                                      query_timeout=self.settings.history.query_timeout)
+                store = backends.open_history(self.settings)
                 try:
                     Recorder(self.settings, store).run(self._stop)
                 finally:

@@ -15,11 +15,12 @@ fault datagrepper's users complain of most.
 from __future__ import annotations
 
 import abc
+import contextlib
 import math
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -60,6 +61,19 @@ class Page:
 
 class HistoryStore(abc.ABC):
     """The history, whatever keeps it."""
+
+    #: Where it is, for messages (a path, or host:port/dbname: never a password).
+    where: str = ""
+    #: The file a recorder's position commits in together with the rows it writes
+    #: (SQLite: the history itself). ``None``: the store cannot share a transaction
+    #: with a local file, so the recorder commits rows first and its position after
+    #: (:mod:`gateway.history.pgstore` says why that neither loses nor doubles).
+    position_path: Path | None = None
+
+    @abc.abstractmethod
+    def transaction(self) -> contextlib.AbstractContextManager[Any]:
+        """A write transaction of the store's own, committed on a normal exit; yields
+        the ``db`` that :meth:`add` takes."""
 
     @abc.abstractmethod
     def add(self, db: Any, record: Record) -> bool:
@@ -188,6 +202,8 @@ class SqliteHistory(HistoryStore):
     def __init__(self, path: str | Path, *, query_timeout: float = 5.0, create: bool = True,
                  readonly: bool = False):
         self.path = Path(path)
+        self.where = str(self.path)
+        self.position_path = self.path
         self.query_timeout = query_timeout
         self._local = threading.local()
         self._deadline: dict[int, float] = {}
@@ -232,6 +248,17 @@ class SqliteHistory(HistoryStore):
         return self._writer
 
     # -- writes ------------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        db = self._writer
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            yield db
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
+
     def add(self, db: sqlite3.Connection, record: Record) -> bool:
         row = db.execute(
             "INSERT INTO messages (msg_id, topic, category, timestamp, publisher, seq_id,"
@@ -259,18 +286,12 @@ class SqliteHistory(HistoryStore):
         return True
 
     def add_many(self, records: Iterable[Record]) -> int:
-        db = self._writer
         added = 0
         batch: list[Record] = []
 
         def flush() -> int:
-            db.execute("BEGIN IMMEDIATE")
-            try:
+            with self.transaction() as db:
                 n = sum(self.add(db, record) for record in batch)
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
-            db.execute("COMMIT")
             batch.clear()
             return n
 
