@@ -157,11 +157,14 @@ class PostgresHistory(HistoryStore):
         except (psycopg.Error, migrate.MigrationError) as exc:
             raise HistoryError(f"cannot open the history database {self.where}: "
                                f"{str(exc).strip()}") from None
+        # psycopg_pool 3.2 checks a connection before lending it (a restarted server);
+        # Debian 12's 3.1 has no check and finds a dead connection on first use instead
+        check = getattr(ConnectionPool, "check_connection", None)
         self._pool = ConnectionPool(url, min_size=1, max_size=pool_size,
                                     timeout=query_timeout, open=False,
                                     kwargs={"connect_timeout": CONNECT_TIMEOUT},
-                                    check=ConnectionPool.check_connection,
-                                    name="busgate-history")
+                                    name="busgate-history",
+                                    **({"check": check} if check else {}))
         try:
             self._pool.open(wait=True, timeout=CONNECT_TIMEOUT)
         except PoolTimeout as exc:
