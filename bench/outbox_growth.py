@@ -5,7 +5,9 @@ state database gets ``--rows`` events through the tree's own ``Store`` and
 ``Transaction.add_events``, ``--batch`` events a transaction (the worker's group
 commit), ~200-byte bodies, keys like the worker's (random uuid5 uids: the unique
 index is a B-tree of random keys). Prints the commit rate per window of rows, the
-last window against the first, the database size on disk and bytes per event.
+last window against the first, the database size on disk and bytes per event, and the
+bytes the filler wrote per event in each window (``write_bytes`` of /proc/self/io: the
+WAL and checkpoints; random index pages show up here first).
 
 With ``--max-rows N`` each transaction is followed by a retention pass (as if
 everything was published), pruning to the newest N rows: the cost of pruning is
@@ -40,7 +42,10 @@ if max_rows:
 store = runtime.open_store(settings)
 body = json.loads(sys.argv[5])
 run = uuid.uuid4().hex
-done, spent = 0, 0.0
+def written():
+    with open("/proc/self/io") as io:
+        return next(int(l.split()[1]) for l in io if l.startswith("write_bytes"))
+done, spent, wrote = 0, 0.0, written()
 while done < rows:
     events = [Event("bench", "package", "accept", key=f"growth:{run}:{done + i}",
                     body={**body, "n": done + i}) for i in range(batch)]
@@ -55,14 +60,15 @@ while done < rows:
     done += batch
     if done % window == 0 or done >= rows:
         size = sum(f.stat().st_size for f in root.glob("busgate.sqlite*"))
-        print(done, spent, size, flush=True)
-        spent = 0.0
+        now = written()
+        print(done, spent, size, now - wrote, flush=True)
+        spent, wrote = 0.0, now
 store.close()
 """
 
 
 def grow(tree: Path, rows: int, batch: int, window: int,
-         max_rows: int = 0) -> list[tuple[int, float, int]]:
+         max_rows: int = 0) -> list[tuple[int, float, int, float]]:
     sys.path.insert(0, str(REPO))
     from bench import bodies
 
@@ -75,12 +81,13 @@ def grow(tree: Path, rows: int, batch: int, window: int,
         out = []
         previous = 0
         for line in proc.stdout:
-            done, spent, size = line.split()
+            done, spent, size, wrote = line.split()
             rate = (int(done) - previous) / float(spent)
+            per = int(wrote) / (int(done) - previous)
             previous = int(done)
-            out.append((int(done), rate, int(size)))
+            out.append((int(done), rate, int(size), per))
             print(f"  {tree.name}: {int(done):>9,} rows  {rate:>9,.0f} events/s committed  "
-                  f"{int(size) / 1e6:>7.0f} MB", flush=True)
+                  f"{int(size) / 1e6:>7.0f} MB  {per:>7,.0f} bytes written/event", flush=True)
         if proc.wait():
             raise SystemExit(f"filler failed in {tree}")
     return out
@@ -102,13 +109,14 @@ def main() -> None:
         load = os.getloadavg()[0]
         out = grow(tree, args.rows, args.batch, args.window, args.max_rows)
         first, last = out[0][1], out[-1][1]
-        summary.append((tree.name, load, first, last, out[-1][2] / out[-1][0], out[-1][2]))
+        summary.append((tree.name, load, first, last, out[-1][2] / out[-1][0], out[-1][2],
+                        out[0][3], out[-1][3]))
     print("\n| tree | load at start | first window events/s | last window events/s "
-          "| last ÷ first | bytes/event | on disk |")
-    print("|---|---:|---:|---:|---:|---:|---:|")
-    for name, load, first, last, per, size in summary:
+          "| last ÷ first | written/event first → last | bytes/event | on disk |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    for name, load, first, last, per, size, w0, w1 in summary:
         print(f"| {name} | {load:.2f} | {first:,.0f} | {last:,.0f} | {last / first:.2f} "
-              f"| {per:.0f} | {size / 1e6:,.0f} MB |")
+              f"| {w0:,.0f} → {w1:,.0f} | {per:.0f} | {size / 1e6:,.0f} MB |")
 
 
 if __name__ == "__main__":
