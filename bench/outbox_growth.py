@@ -9,6 +9,10 @@ last window against the first, the database size on disk and bytes per event, an
 bytes the filler wrote per event in each window (``write_bytes`` of /proc/self/io: the
 WAL and checkpoints; random index pages show up here first).
 
+At the end the full database is opened again in a new process (as ``busgate status`` or
+a restarted daemon would): the seconds to open it, to read its status and to commit one
+more event are printed (a full scan at open would show here).
+
 With ``--max-rows N`` each transaction is followed by a retention pass (as if
 everything was published), pruning to the newest N rows: the cost of pruning is
 counted in the commit rate.
@@ -66,6 +70,21 @@ while done < rows:
 store.close()
 """
 
+REOPEN = r"""
+import sys, time
+from gateway import config, runtime
+from gateway.event import Event
+settings = config.Settings(state=config.StateSettings(dir=sys.argv[1]))
+start = time.perf_counter()
+store = runtime.open_store(settings)
+opened = time.perf_counter()
+store.status()
+status = time.perf_counter()
+with store.transaction() as tx:
+    tx.add_events([Event("bench", "package", "accept", key="reopen", body={})])
+print(f"{opened - start:.3f} {status - opened:.3f} {time.perf_counter() - status:.3f}")
+"""
+
 
 def grow(tree: Path, rows: int, batch: int, window: int,
          max_rows: int = 0) -> list[tuple[int, float, int, float]]:
@@ -90,6 +109,11 @@ def grow(tree: Path, rows: int, batch: int, window: int,
                   f"{int(size) / 1e6:>7.0f} MB  {per:>7,.0f} bytes written/event", flush=True)
         if proc.wait():
             raise SystemExit(f"filler failed in {tree}")
+        times = subprocess.run([sys.executable, "-c", REOPEN, root], cwd=tree, check=True,
+                               stdout=subprocess.PIPE, text=True,
+                               env={**os.environ, "PYTHONPATH": str(tree)}).stdout.split()
+        print(f"  {tree.name}: reopened: open {times[0]} s, status {times[1]} s, "
+              f"first commit {times[2]} s", flush=True)
     return out
 
 
