@@ -119,8 +119,9 @@ class Filters:
         with self._lock:
             self._cache = {}
 
-    def current(self, conn: sqlite3.Connection) -> list[tuple[memoryview, np.ndarray]]:
-        rows = conn.execute("SELECT grp, upto_run FROM dedup_filters").fetchall()
+    def current(self, conn: sqlite3.Connection,
+                rows: list[tuple[int, int]]) -> list[tuple[memoryview, np.ndarray]]:
+        """The filters of ``rows`` (``(grp, upto_run)`` as in the database now)."""
         if not rows:
             return []
         import numpy as np
@@ -138,9 +139,10 @@ class Filters:
             self._cache = fresh
             return [(view, array) for _, view, array in fresh.values()]
 
-    def maybe(self, conn: sqlite3.Connection, uids: Sequence[bytes]) -> list[bytes]:
-        """The uids some filter may hold (all others are in no complete run)."""
-        filters = self.current(conn) if uids else []
+    def maybe(self, conn: sqlite3.Connection, uids: Sequence[bytes],
+              rows: list[tuple[int, int]]) -> list[bytes]:
+        """The uids some filter of ``rows`` may hold (the others are in no complete run)."""
+        filters = self.current(conn, rows) if uids else []
         if not filters:
             return []
         if len(uids) < SMALL:
@@ -155,10 +157,15 @@ class Filters:
         return [uids[i] for i in np.flatnonzero(hit)]
 
 
-def seal(conn: sqlite3.Connection, open_run: int) -> int:
+def _rows(conn: sqlite3.Connection) -> list[tuple[int, int]]:
+    return conn.execute("SELECT grp, upto_run FROM dedup_filters").fetchall()
+
+
+def seal(conn: sqlite3.Connection, open_run: int,
+         rows: list[tuple[int, int]] | None = None) -> int:
     """Add every run below ``open_run`` not in a filter yet to its filter (inside the
     caller's write transaction). Returns how many runs were added."""
-    start = conn.execute("SELECT MAX(upto_run) FROM dedup_filters").fetchone()[0]
+    start = max((upto for _, upto in (_rows(conn) if rows is None else rows)), default=None)
     if start is None:
         low = conn.execute("SELECT MIN(seq_id) FROM outbox").fetchone()[0]
         if low is None:
@@ -196,9 +203,11 @@ def known(conn: sqlite3.Connection, filters: Filters, uids: Sequence[bytes],
     rows from ``first_seq`` on (``count`` at most) are inserted: in complete runs, and,
     if those rows spill into a new run, in ``first_seq``'s run too."""
     open_run = run_of(first_seq)
-    seal(conn, open_run)
+    rows = _rows(conn)
+    if seal(conn, open_run, rows):
+        rows = _rows(conn)
     found: set[bytes] = set()
-    maybe = filters.maybe(conn, uids)
+    maybe = filters.maybe(conn, uids, rows)
     if maybe:
         runs = all_runs(conn)
         found |= present(conn, maybe, range(runs.start, min(runs.stop, open_run)))
