@@ -174,3 +174,19 @@ def test_several_complete_runs_are_sealed_by_one_commit(tmp_path):
     assert filters(store) == [(0, 3)]
     assert store.connect().execute("SELECT length(bits) FROM dedup_filters").fetchone() \
         == (dedup.FILTER_BITS // 8,)
+
+
+def test_filters_of_pruned_runs_are_dropped(tmp_path):
+    store = make_store(tmp_path / "s.sqlite")
+    group = dedup.GROUP_RUNS * RUN  # rows per filter
+    add(store, "a")
+    jump(store, group + 1)
+    add(store, "b")  # seals group 0
+    jump(store, group + RUN + 1)
+    add(store, "c")  # seals run 64, the first of group 1
+    assert filters(store) == [(0, dedup.GROUP_RUNS), (1, dedup.GROUP_RUNS + 1)]
+    with store.transaction() as tx:
+        assert tx.prune_outbox(group + 1, 10**9) == 2  # "a" and the row after group 0
+    assert filters(store) == [(1, dedup.GROUP_RUNS + 1)]
+    # "a" is remembered as pruned, "b" through group 1's filter: neither is new
+    assert add(store, "a", "b", "c", "d") == [group + RUN + 3]
