@@ -33,7 +33,7 @@ RUN_EXPR = "seq_id >> 16"
 GROUP_RUNS = 64
 #: Bits per filter (8 MiB): 4 hashes over 4M keys give ~0.2% false positives.
 FILTER_BITS = 1 << 26
-HASHES = 4
+HASHES = 4  # unrolled in _maybe_python
 #: Below this many keys a filter is checked in plain Python (numpy's per-call cost).
 SMALL = 64
 
@@ -97,14 +97,14 @@ def _positions(uids: Sequence[bytes]) -> np.ndarray:
     return (a + i * b) & np.uint64(_MASK)
 
 
-def _maybe_python(bits: memoryview, uid: bytes) -> bool:
+def _maybe_python(views: list[memoryview], uid: bytes) -> bool:
+    """:func:`_positions` for one uid, unrolled (:data:`HASHES` is 4): the group commit
+    checks one key per call."""
     a = int.from_bytes(uid[:6], "little")
     b = int.from_bytes(uid[9:], "little") | 1
-    for i in range(HASHES):
-        p = (a + i * b) & _MASK
-        if not bits[p >> 3] >> (p & 7) & 1:
-            return False
-    return True
+    p0, p1, p2, p3 = a & _MASK, (a + b) & _MASK, (a + 2 * b) & _MASK, (a + 3 * b) & _MASK
+    return any(bits[p0 >> 3] >> (p0 & 7) & bits[p1 >> 3] >> (p1 & 7)
+               & bits[p2 >> 3] >> (p2 & 7) & bits[p3 >> 3] >> (p3 & 7) & 1 for bits in views)
 
 
 class Filters:
@@ -139,22 +139,22 @@ class Filters:
             self._cache = fresh
             return [(view, array) for _, view, array in fresh.values()]
 
-    def maybe(self, conn: sqlite3.Connection, uids: Sequence[bytes],
-              rows: list[tuple[int, int]]) -> list[bytes]:
-        """The uids some filter of ``rows`` may hold (the others are in no complete run)."""
-        filters = self.current(conn, rows) if uids else []
-        if not filters:
-            return []
-        if len(uids) < SMALL:
-            return [u for u in uids if any(_maybe_python(view, u) for view, _ in filters)]
-        import numpy as np
 
-        pos = _positions(uids)
-        byte, shift = pos >> np.uint64(3), (pos & np.uint64(7)).astype(np.uint8)
-        hit = np.zeros(len(uids), dtype=bool)
-        for _, array in filters:
-            hit |= ((array[byte] >> shift) & 1).all(axis=0)
-        return [uids[i] for i in np.flatnonzero(hit)]
+def maybe(filters: list[tuple[memoryview, np.ndarray]], uids: Sequence[bytes]) -> list[bytes]:
+    """The uids some of ``filters`` may hold (the others are in no complete run)."""
+    if not filters or not uids:
+        return []
+    if len(uids) < SMALL:
+        views = [view for view, _ in filters]
+        return [u for u in uids if _maybe_python(views, u)]
+    import numpy as np
+
+    pos = _positions(uids)
+    byte, shift = pos >> np.uint64(3), (pos & np.uint64(7)).astype(np.uint8)
+    hit = np.zeros(len(uids), dtype=bool)
+    for _, array in filters:
+        hit |= ((array[byte] >> shift) & 1).all(axis=0)
+    return [uids[i] for i in np.flatnonzero(hit)]
 
 
 def _rows(conn: sqlite3.Connection) -> list[tuple[int, int]]:
@@ -197,23 +197,36 @@ def seal(conn: sqlite3.Connection, open_run: int,
     return open_run - start
 
 
-def known(conn: sqlite3.Connection, filters: Filters, uids: Sequence[bytes],
-          first_seq: int, count: int) -> set[bytes]:
-    """Which of ``uids`` the outbox holds where the unique index will not see them when
-    rows from ``first_seq`` on (``count`` at most) are inserted: in complete runs, and,
-    if those rows spill into a new run, in ``first_seq``'s run too."""
-    open_run = run_of(first_seq)
-    rows = _rows(conn)
-    if seal(conn, open_run, rows):
-        rows = _rows(conn)
-    found: set[bytes] = set()
-    maybe = filters.maybe(conn, uids, rows)
-    if maybe:
-        runs = all_runs(conn)
-        found |= present(conn, maybe, range(runs.start, min(runs.stop, open_run)))
-    if count and run_of(first_seq + count - 1) != open_run:
-        found |= present(conn, uids, range(open_run, open_run + 1))
-    return found
+class Pass:
+    """Dedup inside one write transaction. It holds the write lock, so no one else can
+    seal a run meanwhile: the filters are read once per transaction, not per call (the
+    group commit calls once per spool item)."""
+
+    def __init__(self, conn: sqlite3.Connection, filters: Filters):
+        self._conn = conn
+        self._filters = filters
+        self._sealed_below = -1  # runs below this are in self._bits
+        self._bits: list[tuple[memoryview, np.ndarray]] = []
+
+    def known(self, uids: Sequence[bytes], first_seq: int, count: int) -> set[bytes]:
+        """Which of ``uids`` the outbox holds where the unique index will not see them
+        when rows from ``first_seq`` on (``count`` at most) are inserted: in complete runs,
+        and, if those rows spill into a new run, in ``first_seq``'s run too."""
+        conn, open_run = self._conn, run_of(first_seq)
+        if open_run > self._sealed_below:
+            rows = _rows(conn)
+            if seal(conn, open_run, rows):
+                rows = _rows(conn)
+            self._bits = self._filters.current(conn, rows)
+            self._sealed_below = open_run
+        found: set[bytes] = set()
+        candidates = maybe(self._bits, uids)
+        if candidates:
+            runs = all_runs(conn)
+            found |= present(conn, candidates, range(runs.start, min(runs.stop, open_run)))
+        if count and run_of(first_seq + count - 1) != open_run:
+            found |= present(conn, uids, range(open_run, open_run + 1))
+        return found
 
 
 def drop_pruned(conn: sqlite3.Connection, pruned_upto: int) -> int:

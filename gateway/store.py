@@ -391,6 +391,7 @@ class Transaction:
         self._conn = conn
         self._next: int | None = None
         self._last_stamp = 0
+        self._dedup = dedup.Pass(conn, store.filters)
 
     def add_events(self, events: Iterable[Event], now: int | None = None) -> list[int]:
         """Append new events to the outbox; return the seq_ids given (duplicates get none)."""
@@ -410,8 +411,8 @@ class Transaction:
         uids = [uid for uid, _ in batch]
         # A key whose row retention pruned is still known (pruned_uids, for dedup_days);
         # one in a complete run of the outbox too (the filters say which to look up).
-        known = _pruned_hits(self._conn, uids) | dedup.known(
-            self._conn, self._store.filters, uids, self._next, len(batch))
+        known = _pruned_hits(self._conn, uids) | self._dedup.known(uids, self._next,
+                                                                  len(batch))
         # Duplicates are rare (a redelivered mail, a re-run poll): insert optimistically
         # and only look the keys up when the (per-run) unique index refused the batch.
         self._conn.execute("SAVEPOINT add_events")

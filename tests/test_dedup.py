@@ -99,7 +99,9 @@ def test_python_and_numpy_filter_checks_agree():
                      np.uint8(1) << (pos & np.uint64(7)).astype(np.uint8))
     blob = bits.tobytes()
     view = memoryview(blob)
-    python = [u for u in uids if dedup._maybe_python(view, u)]
+    python = [u for u in uids if dedup._maybe_python([view], u)]
+    assert dedup.maybe([(view, bits)], uids) == python  # the numpy path
+    assert dedup.maybe([(view, bits)], uids[:50]) == python[:50]  # the plain one
     hits = np.ones(len(uids), dtype=bool)
     allpos = dedup._positions(uids)
     hits &= ((bits[allpos >> np.uint64(3)] >> (allpos & np.uint64(7)).astype(np.uint8))
