@@ -192,3 +192,26 @@ def test_filters_of_pruned_runs_are_dropped(tmp_path):
     assert filters(store) == [(1, dedup.GROUP_RUNS + 1)]
     # "a" is remembered as pruned, "b" through group 1's filter: neither is new
     assert add(store, "a", "b", "c", "d") == [group + RUN + 3]
+
+
+def test_no_statement_of_add_events_scans_the_outbox(tmp_path):
+    """Every query add_events makes (sealing, filter hits, a batch spilling into a new
+    run) reads the outbox through an index: its cost must not grow with the outbox."""
+    store = make_store(tmp_path / "s.sqlite")
+    jump(store, RUN - 3)
+    add(store, "a", "b")
+    add(store, *range(10))  # spills into run 1; seals run 0 on the way
+    statements: list[str] = []
+    conn = store.connect()
+    conn.set_trace_callback(statements.append)
+    try:
+        assert add(store, "a", "b", 3, "new") == [RUN + 10]  # "a", "b": filter hits
+    finally:
+        conn.set_trace_callback(None)
+    selects = [s for s in statements if s.lstrip().upper().startswith(("SELECT", "WITH"))]
+    assert any("IN (0)" in s and "uid IN" in s for s in selects)  # a filter hit looked up
+    for sql in selects:
+        if "ORDER BY seq_id DESC LIMIT 1" in sql:
+            continue  # the newest row: one step from the primary key's end
+        plan = " | ".join(r[3] for r in conn.execute(f"EXPLAIN QUERY PLAN {sql}"))
+        assert "SCAN outbox" not in plan, (sql, plan)
