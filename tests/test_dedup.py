@@ -215,3 +215,16 @@ def test_no_statement_of_add_events_scans_the_outbox(tmp_path):
             continue  # the newest row: one step from the primary key's end
         plan = " | ".join(r[3] for r in conn.execute(f"EXPLAIN QUERY PLAN {sql}"))
         assert "SCAN outbox" not in plan, (sql, plan)
+
+
+def test_without_numpy_the_same_filter_in_plain_python(tmp_path, monkeypatch):
+    """numpy is optional: without it sealing and checking give the same bits."""
+    def fill(store: Store) -> bytes:
+        jump(store, RUN - 200)
+        add(store, *range(300))  # 199 in run 0
+        assert add(store, *range(0, 400, 2)) == list(range(RUN + 101, RUN + 151))
+        return store.connect().execute("SELECT bits FROM dedup_filters").fetchone()[0]
+
+    with_numpy = fill(make_store(tmp_path / "a.sqlite"))
+    monkeypatch.setattr(dedup, "_numpy", lambda: None)
+    assert fill(make_store(tmp_path / "b.sqlite")) == with_numpy
