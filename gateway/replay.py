@@ -40,6 +40,7 @@ from typing import Any
 import zmq
 import zmq.asyncio
 
+from gateway import dedup
 from gateway.envelope import uid_of_msg_id
 from gateway.store import Store
 from gateway.transports.peers import PeerGuard, PeerLimits
@@ -81,11 +82,12 @@ def plan(query: Any) -> tuple[str, list[Any]]:
         clauses.append("seq_id BETWEEN ? AND ?")
         params += [lo, hi]
     if "msg_id" in query:
-        clauses.append("uid = ?")
+        clauses.append(dedup.UID_MATCH)  # through the per-run uid index
         params.append(_uid(query["msg_id"], "msg_id"))
     if "msg_ids" in query:
         ids = _list(query["msg_ids"], "msg_ids", _uid)
-        clauses.append(f"uid IN ({','.join('?' * len(ids))})")
+        clauses.append(f"({dedup.RUN_EXPR} IN {dedup.ALL_RUNS}"
+                       f" AND uid IN ({','.join('?' * len(ids))}))")
         params += ids
     if "time" in query:
         t0, t1 = _pair(query["time"], "time", _number)

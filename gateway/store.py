@@ -22,22 +22,27 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from gateway import dedup
 from gateway import envelope as env
 from gateway.envelope import EnvelopeFactory  # moved there; this import path still works
 from gateway.errors import StateLostError, StoreError
 from gateway.event import Event
 
-SCHEMA_VERSION = 2
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS outbox (
+SCHEMA_VERSION = 3
+#: v3: ``uid`` is no longer UNIQUE on its own: gateway/dedup.py's index and filters keep
+#: it unique (a v1/v2 outbox is rebuilt once by the migration, see :meth:`Store._migrate`).
+OUTBOX_TABLE = """
+CREATE TABLE IF NOT EXISTS {name} (
     seq_id    INTEGER PRIMARY KEY,
-    uid       BLOB NOT NULL UNIQUE,  -- uuid5 of the key: the event's identity (dedup)
+    uid       BLOB NOT NULL,  -- uuid5 of the key: the event's identity (dedup)
     key       TEXT NOT NULL,
     msg_id    TEXT NOT NULL,
     topic     TEXT NOT NULL,
     timestamp INTEGER NOT NULL,
     envelope  TEXT NOT NULL
 );
+"""
+SCHEMA = OUTBOX_TABLE.format(name="outbox") + """
 CREATE INDEX IF NOT EXISTS outbox_timestamp ON outbox (timestamp);
 CREATE TABLE IF NOT EXISTS cursors (
     name  TEXT PRIMARY KEY,
@@ -73,7 +78,7 @@ CREATE TABLE IF NOT EXISTS source_facts (
     recorded  REAL NOT NULL,
     PRIMARY KEY (namespace, subject, fact)
 ) WITHOUT ROWID;
-"""
+""" + dedup.SCHEMA
 
 PUBLISHED_CURSOR = "publisher.sent"
 #: The AMQP publisher's cursor: the highest seq_id the broker confirmed with all before it.
@@ -127,6 +132,8 @@ class Store:
         self._local = threading.local()
         self._init_lock = threading.Lock()
         self._initialised = False
+        #: this process's copy of the dedup filters (gateway/dedup.py)
+        self.filters = dedup.Filters()
         self.connect()
         if factory is not None:
             factory.epoch = self.epoch()
@@ -169,24 +176,38 @@ class Store:
                              f"busgate ({SCHEMA_VERSION}); upgrade busgate")
         if version == SCHEMA_VERSION:
             return  # nothing to write: a read-only database can still be read (status)
-        # One transaction: a new file gets every table, a v1 file its new tables (v1 -> v2:
-        # ``source_facts``), and a crash or a full disk leaves the old version whole. Every
-        # statement is idempotent, so two processes opening an old file at once agree.
+        # One transaction: a new file gets every table, an old file its new ones (v1 -> v2:
+        # ``source_facts``; v2 -> v3: the outbox rebuilt without its UNIQUE uid, the
+        # per-run uid index, the filters of its complete runs), and a crash or a full disk
+        # leaves the old version whole. The version is read again under the write lock,
+        # so two processes opening an old file at once migrate it once.
         try:
-            conn.executescript(
-                f"BEGIN IMMEDIATE;\n{SCHEMA}\nPRAGMA user_version={SCHEMA_VERSION};\n"
-                f"INSERT OR IGNORE INTO cursors (name, value) "
-                f"VALUES ('{EPOCH_CURSOR}', '{uuid.uuid4().hex}');\nCOMMIT;")
+            conn.execute("BEGIN IMMEDIATE")
+            if conn.execute("PRAGMA user_version").fetchone()[0] < SCHEMA_VERSION:
+                rebuilt = _rebuild_outbox(conn)
+                for statement in _statements(SCHEMA):
+                    conn.execute(statement)
+                if rebuilt:  # one sequential pass now, not in the first commit
+                    dedup.seal(conn, dedup.run_of(self._last_seq(conn) + 1))
+                conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+                conn.execute("INSERT OR IGNORE INTO cursors (name, value) VALUES (?, ?)",
+                             (EPOCH_CURSOR, uuid.uuid4().hex))
+            conn.execute("COMMIT")
         except BaseException:
             with suppress(sqlite3.Error):
                 conn.execute("ROLLBACK")
             raise
+
+    @staticmethod
+    def _last_seq(conn: sqlite3.Connection) -> int:
+        return conn.execute("SELECT MAX(seq_id) FROM outbox").fetchone()[0] or 0
 
     def close(self) -> None:
         conn = getattr(self._local, "conn", None)
         if conn is not None:
             conn.close()
             self._local.conn = None
+        self.filters.clear()
 
     def verify(self) -> None:
         """Raise :class:`StateLostError` if the file opened is no longer at :attr:`path`
@@ -305,8 +326,9 @@ class Store:
 
     def has_key(self, key: str) -> bool:
         """Whether an event with this source key is already in the outbox."""
-        return self.connect().execute("SELECT 1 FROM outbox WHERE uid = ?",
-                                      (env.event_uid(key),)).fetchone() is not None
+        return self.connect().execute(
+            f"SELECT 1 FROM outbox WHERE {dedup.UID_MATCH}",  # noqa: S608
+            (env.event_uid(key),)).fetchone() is not None
 
     def facts(self, namespace: str) -> dict[str, dict[str, float]]:
         """``source_facts`` of one namespace: subject -> {fact: when recorded}."""
@@ -369,6 +391,7 @@ class Transaction:
         self._conn = conn
         self._next: int | None = None
         self._last_stamp = 0
+        self._dedup = dedup.Pass(conn, store.filters)
 
     def add_events(self, events: Iterable[Event], now: int | None = None) -> list[int]:
         """Append new events to the outbox; return the seq_ids given (duplicates get none)."""
@@ -385,19 +408,21 @@ class Transaction:
         stamp = max(int(time.time()) if now is None else now, self._last_stamp)
         self._last_stamp = stamp
         batch = [(env.event_uid(event.key), event) for event in events]
-        # A key whose row retention pruned is still known (pruned_uids, for dedup_days).
-        pruned = _pruned_hits(self._conn, [uid for uid, _ in batch])
+        uids = [uid for uid, _ in batch]
+        # A key whose row retention pruned is still known (pruned_uids, for dedup_days);
+        # one in a complete run of the outbox too (the filters say which to look up).
+        known = _pruned_hits(self._conn, uids) | self._dedup.known(uids, self._next,
+                                                                  len(batch))
         # Duplicates are rare (a redelivered mail, a re-run poll): insert optimistically
-        # and only look the keys up when the unique index refused the batch.
+        # and only look the keys up when the (per-run) unique index refused the batch.
         self._conn.execute("SAVEPOINT add_events")
         first = self._next
         try:
-            given = self._insert(batch, set(pruned), stamp)
+            given = self._insert(batch, set(known), stamp)
         except sqlite3.IntegrityError:
             self._conn.execute("ROLLBACK TO add_events")
             self._next = first
-            given = self._insert(batch, self._known_uids([uid for uid, _ in batch]) | pruned,
-                                 stamp)
+            given = self._insert(batch, self._known_uids(uids) | known, stamp)
         self._conn.execute("RELEASE add_events")
         return given
 
@@ -440,19 +465,13 @@ class Transaction:
 
     def _known_uids(self, uids: list[bytes], chunk: int = 500) -> set[bytes]:
         """Which of ``uids`` the outbox already has (one query per ``chunk``)."""
-        known: set[bytes] = set()
-        for start in range(0, len(uids), chunk):
-            part = uids[start:start + chunk]
-            marks = ",".join("?" * len(part))
-            known.update(r[0] for r in self._conn.execute(
-                f"SELECT uid FROM outbox WHERE uid IN ({marks})", part))  # noqa: S608
-        return known
+        return dedup.present(self._conn, uids, dedup.all_runs(self._conn), chunk)
 
     def has_key(self, key: str) -> bool:
         """Whether an event with this source key is already in the outbox (or was, and
         retention pruned it within ``dedup_days``)."""
         uid = env.event_uid(key)
-        return self._conn.execute("SELECT 1 FROM outbox WHERE uid = ?",
+        return self._conn.execute(f"SELECT 1 FROM outbox WHERE {dedup.UID_MATCH}",  # noqa: S608
                                   (uid,)).fetchone() is not None \
             or bool(_pruned_hits(self._conn, [uid]))
 
@@ -476,6 +495,7 @@ class Transaction:
             (done, end))
         gone = self._conn.execute("DELETE FROM outbox WHERE seq_id > ? AND seq_id <= ?",
                                   (done, end)).rowcount
+        dedup.drop_pruned(self._conn, end)
         self.set_cursor(PRUNED_CURSOR, end)
         self.bump("outbox.pruned", gone)
         return gone
@@ -583,6 +603,34 @@ class Transaction:
             " ON CONFLICT (name) DO UPDATE SET value = value + excluded.value",
             (counter, n),
         )
+
+
+def _statements(script: str) -> Iterator[str]:
+    """The statements of an SQL script, one at a time (``executescript`` would commit)."""
+    pending = ""
+    for line in script.splitlines(keepends=True):
+        pending += line
+        if sqlite3.complete_statement(pending):
+            yield pending
+            pending = ""
+    if pending.strip() and not all(part.strip().startswith("--") or not part.strip()
+                                   for part in pending.splitlines()):
+        raise ValueError(f"incomplete SQL statement: {pending!r}")
+
+
+def _rebuild_outbox(conn: sqlite3.Connection) -> bool:
+    """A v1/v2 outbox (``uid UNIQUE``: a random-key index over every row) copied into a
+    v3 one, rows and seq_ids as they were. Returns whether there was one to rebuild."""
+    unique = [row for row in conn.execute("PRAGMA index_list(outbox)") if row[3] == "u"]
+    if not unique:
+        return False
+    conn.execute(OUTBOX_TABLE.format(name="outbox_v3"))
+    conn.execute("INSERT INTO outbox_v3 (seq_id, uid, key, msg_id, topic, timestamp, envelope)"
+                 " SELECT seq_id, uid, key, msg_id, topic, timestamp, envelope FROM outbox"
+                 " ORDER BY seq_id")
+    conn.execute("DROP TABLE outbox")
+    conn.execute("ALTER TABLE outbox_v3 RENAME TO outbox")
+    return True
 
 
 def _has_pruned_table(conn: sqlite3.Connection) -> bool:
