@@ -176,14 +176,15 @@ def test_server_dying_mid_poll_commits_nothing(fake: FakeDebbugs, env, method: s
     _settings, store, clock, make = env
     for bug in range(1, 1001):
         fake.put(bug, package="udisks2")
-    poller = make(timeout=0.5)
+    # a timeout the healthy calls meet on a loaded machine, a stall well past it
+    poller = make(timeout=2.0)
     poll(poller, store)
     before = (store.snapshots("debbugs"), store.last_seq_id(),
               store.cursor(poller_mod.CURSOR_LAST_POLL))
     clock.tick()
     for bug in (5, 995):  # one change in each get_status batch
         fake.change(bug, severity="grave")
-    fake.failures[method] = (mode, 1.5 if mode == "slow" else "Internal error")
+    fake.failures[method] = (mode, 5.0 if mode == "slow" else "Internal error")
     fake.fail_after = len(fake.calls) + (2 if method == "get_status" else 0)  # 2nd batch dies
     with pytest.raises(TransientError, match=method):
         poll(poller, store)
