@@ -20,10 +20,10 @@ NEEDS = {
     "aiormq": ("aiormq", "6.8", "pip install 'aiormq>=6.8,<8' (Debian 12's python3-aiormq "
                                 "6.4 is too old)"),
     "pysequoia": ("pysequoia", "0.1.30", "pip install 'pysequoia>=0.1.30' (not in Debian 12)"),
-    "starlette": ("starlette", "0.37", "pip install 'starlette>=0.37' (Debian 12's "
-                                       "python3-starlette 0.26 is too old)"),
-    "uvicorn": ("uvicorn", "0.29", "pip install 'uvicorn>=0.29' (Debian 12's python3-uvicorn "
-                                   "0.17 is too old)"),
+    "starlette": ("starlette", "0.26", "apt install python3-starlette, or pip install "
+                                       "'starlette>=0.26'"),
+    "uvicorn": ("uvicorn", "0.17", "apt install python3-uvicorn, or pip install "
+                                   "'uvicorn>=0.17'"),
 }
 
 

@@ -28,7 +28,7 @@ def fake_versions(monkeypatch, versions):
     ("irc", "8.5.3", "irc, which is 8.5.3, older than the 20.4 busgate needs"),
     ("aiormq", "6.4.2", "aiormq, which is 6.4.2, older than the 6.8 busgate needs"),
     ("pysequoia", None, "pysequoia, which is not installed: pip install 'pysequoia>=0.1.30'"),
-    ("starlette", "0.26.1", "starlette, which is 0.26.1, older than the 0.37 busgate needs"),
+    ("starlette", "0.25.0", "starlette, which is 0.25.0, older than the 0.26 busgate needs"),
 ])
 def test_a_missing_or_old_library_is_one_clear_configuration_error(monkeypatch, dist, version,
                                                                    says):

@@ -39,10 +39,15 @@ def run(args: argparse.Namespace) -> int:
     app = make_app(store, sources.type_index(settings), max_page=conf.max_page,
                    max_values=conf.max_values, max_streams=conf.max_streams,
                    stream_queue=conf.stream_queue)
+    import inspect
+
+    options: dict[str, object] = {}
+    if "timeout_graceful_shutdown" in inspect.signature(uvicorn.Config).parameters:
+        options["timeout_graceful_shutdown"] = 2  # live streams do not hold a shut-down
     server = uvicorn.Server(uvicorn.Config(
         app, host=args.host or conf.host, port=conf.port if args.port is None else args.port,
         log_level="warning", access_log=False, server_header=False, proxy_headers=False,
-        timeout_graceful_shutdown=2))  # open live streams do not hold a shut-down
+        **options))  # (uvicorn 0.17, Debian 12's, has no grace timeout: streams end first)
     original = server.startup
 
     async def startup(sockets=None):  # type: ignore[no-untyped-def]

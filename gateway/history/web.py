@@ -88,6 +88,22 @@ def as_fedora_message(row: Stored, envelope: dict[str, Any]) -> dict[str, Any]:
             "topic": envelope.get("topic")}
 
 
+class ApiCors:
+    """Any origin may GET the JSON API (datagrepper's CORS, preflights included); the HTML
+    pages get no CORS headers. Per path here rather than per route: Debian 12's
+    starlette (0.26) has no route middleware."""
+
+    def __init__(self, app: Any, paths: frozenset[str]):
+        self.app = app
+        self.paths = paths
+        self.cors = CORSMiddleware(app, allow_origins=["*"], allow_methods=["GET"],
+                                   allow_headers=["*"])
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        api = scope["type"] == "http" and scope["path"] in self.paths
+        await (self.cors if api else self.app)(scope, receive, send)
+
+
 class HistoryApp:
     """The Starlette application over one :class:`HistoryStore`."""
 
@@ -104,12 +120,12 @@ class HistoryApp:
             max_streams=max_streams, queue_size=stream_queue, poll=poll, keepalive=keepalive,
             resume=resume)
         self.dashboard = dashboard.Dashboard(store, self.index, max_values=max_values)
-        # any origin may GET the JSON API (datagrepper's CORS); OPTIONS for preflights
-        cors = [Middleware(CORSMiddleware, allow_origins=["*"], allow_methods=["GET"],
-                           allow_headers=["*"])]
+        api_paths = ("/raw", "/raw/", "/v2/search", "/v2/search/", "/id", "/id/", "/v2/id",
+                     "/v2/id/", "/messagecount", "/healthz", "/healthz/live",
+                     "/healthz/ready")
 
         def api(path: str, endpoint: Any) -> Route:
-            return Route(path, endpoint, methods=["GET", "OPTIONS"], middleware=cors)
+            return Route(path, endpoint, methods=["GET", "OPTIONS"])
 
         routes = [api(path, self.search)
                   for path in ("/raw", "/raw/", "/v2/search", "/v2/search/")]
@@ -121,6 +137,7 @@ class HistoryApp:
                    Mount("/static", StaticFiles(packages=[("gateway.history", "static")]))]
         routes += stats_routes(store, self.index)
         self.app = Starlette(routes=routes, lifespan=self.lifespan,
+                             middleware=[Middleware(ApiCors, paths=frozenset(api_paths))],
                              exception_handlers={404: self.not_found, 405: self.not_allowed})
         #: The live streams: a server ends them first when it shuts down
         #: (``await app.state.streams.stop()``), else it waits for them to time out.
