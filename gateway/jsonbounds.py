@@ -37,6 +37,12 @@ except ImportError:  # pragma: no cover - a dependency; the stdlib path stays co
 
 def loads(text: str | bytes, max_depth: int) -> Any:
     """``json.loads`` refusing NaN/Infinity/overflowing numbers and nesting over ``max_depth``."""
+    return loads_flagged(text, max_depth)[0]
+
+
+def loads_flagged(text: str | bytes, max_depth: int) -> tuple[Any, bool]:
+    """:func:`loads`, and whether the value is known to hold no float (then
+    :func:`gateway.canonical.dumps_float_free` may encode it without looking again)."""
     if isinstance(text, bytes | bytearray):
         text = text.decode()  # UnicodeDecodeError is a ValueError, as json.loads raises
     # Fast path: fewer opening brackets than the bound cannot nest deeper than it.
@@ -54,9 +60,9 @@ def loads(text: str | bytes, max_depth: int) -> Any:
             from gateway.canonical import _has_float
 
             if not _has_float(value):
-                return value
+                return value, True
     try:
-        return _decoder.decode(text)
+        return _decoder.decode(text), False
     except RecursionError:
         raise ParseError(f"JSON nested deeper than {max_depth} levels") from None
 
