@@ -35,6 +35,24 @@ except ImportError:  # pragma: no cover - a dependency; the stdlib path stays co
     orjson = None
 
 
+class _FloatSeen(Exception):
+    """Raised from msgspec's float hook: a float is the stdlib's to read."""
+
+
+def _no_float(text: str) -> Any:
+    raise _FloatSeen
+
+
+try:
+    import msgspec
+except ImportError:  # pragma: no cover - a dependency; orjson or the stdlib then
+    _fast = None
+else:
+    # msgspec calls the hook for each float and for nothing else: a float-free text is
+    # read in C with no walk over the value afterwards, which orjson needs to find floats.
+    _fast = msgspec.json.Decoder(float_hook=_no_float)
+
+
 def loads(text: str | bytes, max_depth: int) -> Any:
     """``json.loads`` refusing NaN/Infinity/overflowing numbers and nesting over ``max_depth``."""
     return loads_flagged(text, max_depth)[0]
@@ -48,7 +66,16 @@ def loads_flagged(text: str | bytes, max_depth: int) -> tuple[Any, bool]:
     # Fast path: fewer opening brackets than the bound cannot nest deeper than it.
     if text.count("[") + text.count("{") > max_depth:
         _check_text_depth(text, max_depth)
-    if orjson is not None:
+    if _fast is not None:
+        # msgspec refuses NaN/Infinity, lone surrogates and what json refuses, reads any
+        # integer exactly and hands every float to the hook: on a float or any error the
+        # stdlib decides (same value, same error as before); what is left is json's value
+        # (tests/test_canonical.py compares them over many texts).
+        try:
+            return _fast.decode(text), True
+        except (_FloatSeen, msgspec.DecodeError, UnicodeEncodeError):
+            pass
+    elif orjson is not None:
         # orjson refuses NaN/Infinity/1e400 and lone surrogates, and reads an integer
         # over 64 bits as a float: any error, or any float, and the stdlib decides (same
         # value, same error as before); what is left is the same value, 4x faster.

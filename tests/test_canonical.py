@@ -178,3 +178,40 @@ def _parsed(path: Path, settings: config.Settings) -> list:
         return parse_mail(path.read_bytes(), settings)
     except BusgateError:
         return []
+
+
+def test_bounded_decoding_of_damaged_texts_agrees_with_the_stdlib():
+    """Texts a byte or three away from JSON (control characters, bad escapes, lone
+    surrogates, leading zeros, trailing commas...): the fast decoder gives json's value
+    or leaves the decision to it, never a different value."""
+    from gateway import jsonbounds
+    from gateway.errors import ParseError
+
+    rng = random.Random(5)
+    value = {"a": [1, "xé\U0001f600", {"b": None, "c": True}], "d": 'q\\"', "e": -12}
+    bases = [json.dumps(value), json.dumps(value, ensure_ascii=False)]
+    alphabet = [*'{}[],:"\\ -+.eE0123456789abtnrfu/\x00\x01\t\n\x7fé', "\ud800"]
+    decided = 0
+    for _ in range(20000):
+        chars = list(rng.choice(bases))
+        for _ in range(rng.randrange(1, 4)):
+            at = rng.randrange(len(chars))
+            roll = rng.random()
+            if roll < 0.4:
+                chars.insert(at, rng.choice(alphabet))
+            elif roll < 0.7:
+                del chars[at]
+            else:
+                chars[at] = rng.choice(alphabet)
+        text = "".join(chars)
+        try:
+            expected = repr(json.loads(text))
+        except ValueError:
+            expected = None
+        try:
+            got = repr(jsonbounds.loads(text, 64))
+        except (ValueError, ParseError):
+            got = None
+        assert got == expected, text
+        decided += expected is not None
+    assert decided > 1000
