@@ -215,3 +215,23 @@ def test_bounded_decoding_of_damaged_texts_agrees_with_the_stdlib():
         assert got == expected, text
         decided += expected is not None
     assert decided > 1000
+
+
+@pytest.mark.parametrize("without", ["msgspec", "msgspec and orjson"])
+def test_without_the_fast_libraries_decoding_and_flags_stay_right(monkeypatch, without):
+    """msgspec and orjson are extras (``fast``): without them the same values and flags
+    come from orjson or the stdlib, and a float-free value still encodes to json's bytes."""
+    from gateway import jsonbounds
+
+    monkeypatch.setattr(jsonbounds, "_fast", (None, ()))
+    if "orjson" in without:
+        monkeypatch.setattr(jsonbounds, "orjson", None)
+    flagged = 0
+    for text in _texts(29, 1500):
+        value, float_free = jsonbounds.loads_flagged(text, 64)
+        assert repr(value) == repr(json.loads(text)), text
+        if float_free:  # never claimed wrongly; never without a fast library
+            assert not canonical._has_float(value) and jsonbounds.orjson is not None
+            flagged += 1
+            assert canonical.dumps_float_free(value) == canonical.STDLIB.encode(value)
+    assert flagged > 300 or jsonbounds.orjson is None
