@@ -76,6 +76,17 @@ def dumps(value: Any) -> str:
     """``STDLIB.encode(value)``, byte for byte, with orjson where that is provably equal."""
     if orjson is None or _has_float(value):  # float text may differ; NaN must be refused
         return STDLIB.encode(value)
+    return dumps_float_free(value)
+
+
+def dumps_float_free(value: Any) -> str:
+    """:func:`dumps` for a value the caller has already proven to hold no float (e.g.
+    :func:`gateway.jsonbounds.loads_flagged` said so while parsing it): the walk over the
+    value, a third of :func:`dumps`' cost on a dak body, is not made again. Only for
+    values parsed that way: a float here would be written as orjson writes it (NaN as
+    null), not as the stdlib does."""
+    if orjson is None:
+        return STDLIB.encode(value)
     try:
         out = orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
     except TypeError:  # ints over 64 bits, non-string keys, lone surrogates, other types

@@ -81,16 +81,19 @@ def uid_of_msg_id(msg_id: str) -> bytes:
 
 def encode_unsigned(*, topic: str, body: Any, msg_id: str, timestamp: int, i: int,
                     username: str, seq_id: int, publisher: str,
-                    publisher_epoch: str | None = None, headers_json: str | None = None) -> str:
+                    publisher_epoch: str | None = None, headers_json: str | None = None,
+                    body_json: str | None = None) -> str:
     """``canonical_json(build(...))`` for an unsigned envelope, without the dict round trip.
 
-    ``headers_json`` is ``canonical_json(headers)`` (the factory keeps it encoded).
+    ``headers_json`` is ``canonical_json(headers)`` (the factory keeps it encoded), and
+    ``body_json`` ``canonical_json(body)`` when the caller has it already.
     The keys are written in sorted order by hand; a test holds it equal to the
     general path for every kind of body and headers.
     """
     head = "{" if headers_json is None else f'{{"headers":{headers_json},'
     return (
-        f'{head}"i":{int(i)},"msg":{canonical.dumps(body)},"msg_id":{_encoder.encode(msg_id)},'
+        f'{head}"i":{int(i)},"msg":{canonical.dumps(body) if body_json is None else body_json},'
+        f'"msg_id":{_encoder.encode(msg_id)},'
         f'"publisher":{_json_str(publisher)},'
         f'{_epoch_field(publisher_epoch)}"seq_id":{int(seq_id)},'
         f'"timestamp":{int(timestamp)},"topic":{_json_str(topic)},'
@@ -223,6 +226,7 @@ class EnvelopeFactory:
                 i=next(self._counter), username=self.username, seq_id=seq_id,
                 publisher=self.publisher, publisher_epoch=self.epoch,
                 headers_json=headers_json,
+                body_json=canonical.dumps_float_free(event.body) if event.float_free else None,
             )
         envelope = build(
             topic=topic, body=event.body, msg_id=msg_id, timestamp=now,

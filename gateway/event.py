@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from gateway import topics
@@ -41,6 +41,11 @@ class Event:
     #: feed of the same source (the SOAP poller) can tell what was already reported.
     #: Set by in-process parsers only: never read from or written to spool records.
     facts: tuple[tuple[str, str, str], ...] = ()
+    #: The parser proved ``body`` holds no float (:func:`gateway.jsonbounds.loads_flagged`),
+    #: so its canonical JSON is orjson's, made without walking the body again. Set only
+    #: by :meth:`from_dict` for a parsed spool record; not part of the event's identity,
+    #: and not an init field, so ``dataclasses.replace(event, body=...)`` drops it.
+    float_free: bool = field(default=False, init=False, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         topics.check_token(self.service, "service")
@@ -81,15 +86,17 @@ class Event:
         return data
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> Event:
-        """Inverse of :meth:`to_dict`; raises :class:`ParseError` on a bad record."""
+    def from_dict(cls, data: Mapping[str, Any], *, float_free: bool = False) -> Event:
+        """Inverse of :meth:`to_dict`; raises :class:`ParseError` on a bad record.
+        ``float_free``: the record was parsed by ``jsonbounds.loads_flagged``, which found
+        no float in it."""
         if not isinstance(data, Mapping):
             raise ParseError(f"event record must be an object, got {type(data).__name__}")
         unknown = set(data) - _FIELDS
         if unknown:
             raise ParseError(f"event record has unknown fields: {', '.join(sorted(unknown))}")
         try:
-            return cls(
+            event = cls(
                 service=data["service"],
                 object=data["object"],
                 event=data["event"],
@@ -104,6 +111,9 @@ class Event:
             raise ParseError(f"event record lacks field {exc.args[0]!r}") from None
         except (TypeError, ValueError) as exc:
             raise ParseError(f"bad event record: {exc}") from None
+        if float_free:
+            object.__setattr__(event, "float_free", True)  # frozen: set once, here
+        return event
 
 
 def _check_time(value: object) -> None:

@@ -93,13 +93,13 @@ def parse_events(raw: bytes, settings: Settings | None = None) -> list[Event]:
         if not line.strip():
             continue
         try:
-            record = jsonbounds.loads(line, max_depth + 1)
+            record, float_free = jsonbounds.loads_flagged(line, max_depth + 1)
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise ParseError(f"line {number}: not a JSON event record: {exc}") from None
         except ParseError as exc:
             raise ParseError(f"line {number}: {exc}") from None
         try:
-            events.append(Event.from_dict(record))
+            events.append(Event.from_dict(record, float_free=float_free))
         except ParseError as exc:
             raise ParseError(f"line {number}: {exc}") from None
     return events

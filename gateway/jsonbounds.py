@@ -35,14 +35,58 @@ except ImportError:  # pragma: no cover - a dependency; the stdlib path stays co
     orjson = None
 
 
+class _FloatSeen(Exception):
+    """Raised from msgspec's float hook: a float is the stdlib's to read."""
+
+
+def _no_float(text: str) -> Any:
+    raise _FloatSeen
+
+
+#: msgspec's decoder and what it raises, made on first use: importing msgspec costs a
+#: command that decodes nothing (``busgate publish --message``) ~10 ms of start-up.
+_fast: tuple[Any, tuple[type[Exception], ...]] | None = None
+
+
+def _fast_decoder() -> tuple[Any, tuple[type[Exception], ...]]:
+    """msgspec calls the hook for each float and for nothing else: a float-free text is
+    read in C with no walk over the value afterwards, which orjson needs to find floats."""
+    global _fast
+    if _fast is None:
+        try:
+            import msgspec
+        except ImportError:  # pragma: no cover - a dependency; orjson or the stdlib then
+            _fast = (None, ())
+        else:
+            _fast = (msgspec.json.Decoder(float_hook=_no_float),
+                     (_FloatSeen, msgspec.DecodeError, UnicodeEncodeError))
+    return _fast
+
+
 def loads(text: str | bytes, max_depth: int) -> Any:
     """``json.loads`` refusing NaN/Infinity/overflowing numbers and nesting over ``max_depth``."""
+    return loads_flagged(text, max_depth)[0]
+
+
+def loads_flagged(text: str | bytes, max_depth: int) -> tuple[Any, bool]:
+    """:func:`loads`, and whether the value is known to hold no float (then
+    :func:`gateway.canonical.dumps_float_free` may encode it without looking again)."""
     if isinstance(text, bytes | bytearray):
         text = text.decode()  # UnicodeDecodeError is a ValueError, as json.loads raises
     # Fast path: fewer opening brackets than the bound cannot nest deeper than it.
     if text.count("[") + text.count("{") > max_depth:
         _check_text_depth(text, max_depth)
-    if orjson is not None:
+    fast, errors = _fast or _fast_decoder()
+    if fast is not None:
+        # msgspec refuses NaN/Infinity, lone surrogates and what json refuses, reads any
+        # integer exactly and hands every float to the hook: on a float or any error the
+        # stdlib decides (same value, same error as before); what is left is json's value
+        # (tests/test_canonical.py compares them over many texts).
+        try:
+            return fast.decode(text), True
+        except errors:
+            pass
+    elif orjson is not None:
         # orjson refuses NaN/Infinity/1e400 and lone surrogates, and reads an integer
         # over 64 bits as a float: any error, or any float, and the stdlib decides (same
         # value, same error as before); what is left is the same value, 4x faster.
@@ -54,9 +98,9 @@ def loads(text: str | bytes, max_depth: int) -> Any:
             from gateway.canonical import _has_float
 
             if not _has_float(value):
-                return value
+                return value, True
     try:
-        return _decoder.decode(text)
+        return _decoder.decode(text), False
     except RecursionError:
         raise ParseError(f"JSON nested deeper than {max_depth} levels") from None
 

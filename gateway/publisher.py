@@ -42,10 +42,10 @@ class Publisher:
 
     async def run(self) -> None:
         while True:
-            rows = self.store.rows_after(self.sent_seq, self.batch)
+            rows = self.store.frames_after(self.sent_seq, self.batch)
             if not rows:
                 self.wake.clear()
-                rows = self.store.rows_after(self.sent_seq, self.batch)
+                rows = self.store.frames_after(self.sent_seq, self.batch)
                 if not rows:
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(self.wake.wait(), timeout=1.0)
@@ -56,13 +56,12 @@ class Publisher:
             counted = getattr(self.transport, "dropped", None)
             dropped = 0
             try_send = self.transport.try_send
-            for row in rows:
-                topic, payload = row.topic.encode(), row.envelope.encode()
+            for _, topic, payload in rows:  # the stored bytes, sent as they are
                 if not try_send(topic, payload) and not await self.transport.send(topic, payload):
                     dropped += 1
             if counted is not None:
                 dropped = self.transport.dropped - counted  # type: ignore[attr-defined]
-            self.sent_seq = rows[-1].seq_id
+            self.sent_seq = rows[-1][0]
             self.sent += len(rows)
             self.dropped += dropped
             await asyncio.to_thread(self._record, self.sent_seq, len(rows), dropped)

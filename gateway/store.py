@@ -291,6 +291,13 @@ class Store:
         ).fetchall()
         return [OutboxRow(*r) for r in rows]
 
+    def frames_after(self, seq_id: int, limit: int = 1000) -> list[tuple[int, bytes, bytes]]:
+        """``(seq_id, topic, envelope)`` after ``seq_id``, the texts as the UTF-8 bytes
+        stored: the ZeroMQ frames as they are, with no str made and encoded again."""
+        return self.connect().execute(
+            "SELECT seq_id, CAST(topic AS BLOB), CAST(envelope AS BLOB) FROM outbox"
+            " WHERE seq_id > ? ORDER BY seq_id LIMIT ?", (seq_id, limit)).fetchall()
+
     def envelopes(self, where: str, params: Iterable[Any], limit: int) -> list[str]:
         """Stored envelopes matching a fixed SQL condition, in seq_id order (replay)."""
         sql = f"SELECT envelope FROM outbox WHERE {where} ORDER BY seq_id LIMIT ?"  # noqa: S608

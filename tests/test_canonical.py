@@ -99,3 +99,139 @@ def test_bounded_decoding_gives_the_stdlib_value_and_errors():
     for bad in ("NaN", '{"a": Infinity}', "[1e400]", '{"a": 1} x', "[1,", b"\xff"):
         with pytest.raises((ValueError, ParseError)):
             jsonbounds.loads(bad, 64)
+
+
+def _texts(seed: int, count: int) -> list[str]:
+    """JSON texts as writers make them: canonical, unsorted with UTF-8, and indented."""
+    rng = random.Random(seed)
+    texts = []
+    for n in range(count):
+        value = {"k": generate(rng), "n": n}
+        texts.append([canonical.STDLIB.encode(value),
+                      json.dumps(value, ensure_ascii=False),
+                      json.dumps(value, indent=1)][n % 3])
+    return texts
+
+
+def test_a_float_free_parse_encodes_to_the_stdlib_bytes():
+    """What the spool worker and ``busgate publish`` now do (parse once, look for floats
+    once, encode without looking again) writes exactly what the stdlib writes, and the
+    flag says "no float" only for values without one."""
+    from gateway import jsonbounds
+
+    flagged = 0
+    edges = ['{"big": 123456789012345678901234567890}', '{"lone": "\\udcff"}',
+             '{"del": "\\u007f", "e": "é"}', '{"x": 1E5}', '{"f": 0.5}',
+             '{"astral": "\\ud83d\\ude00"}']
+    for text in [*_texts(17, 4000), *edges]:
+        value, float_free = jsonbounds.loads_flagged(text, 64)
+        expected = canonical.STDLIB.encode(value)
+        assert repr(value) == repr(json.loads(text)), text
+        if float_free:
+            flagged += 1
+            assert not canonical._has_float(value), text
+            assert canonical.dumps_float_free(value) == expected, text
+        assert canonical.dumps(value) == expected, text
+    assert flagged > 1000
+
+
+def test_a_parsed_spool_record_makes_the_envelope_an_in_process_event_makes():
+    """The worker's envelope for a spool record (body encoded without a second walk) is
+    byte for byte the envelope of the same event built in-process."""
+    from gateway import ingest
+    from gateway.envelope import EnvelopeFactory
+    from gateway.event import Event
+
+    settings = config.Settings().with_section("dak", signatures="ignore")
+    bodies = [event.body for path in sorted(FIXTURES.rglob("*.eml"))[:40]
+              for event in _parsed(path, settings)]
+    bodies += [json.loads(text) for text in _texts(23, 600)]
+    records = [Event("svc", "obj", "done", key=f"k{n}", body=body).to_dict()
+               for n, body in enumerate(bodies)]
+    raw = b"".join(json.dumps(record, ensure_ascii=n % 2 == 0).encode() + b"\n"
+                   for n, record in enumerate(records))
+    parsed = ingest.parse_events(raw)
+    assert sum(event.float_free for event in parsed) > len(parsed) // 2
+    fast, plain = EnvelopeFactory("org.x.dev", "p", "u"), EnvelopeFactory("org.x.dev", "p", "u")
+    for seq, (event, record) in enumerate(zip(parsed, records, strict=True), 1):
+        in_process = Event(**{**record, "body": json.loads(json.dumps(record["body"]))})
+        assert not in_process.float_free
+        assert fast.make(event, seq, 1700000000) == plain.make(in_process, seq, 1700000000)
+
+
+def test_replacing_the_body_drops_the_float_free_mark():
+    import dataclasses
+
+    from gateway.event import Event
+
+    record = {"service": "a", "object": "b", "event": "c", "key": "k", "body": {"x": 1}}
+    event = Event.from_dict(record, float_free=True)
+    assert event.float_free and event == Event.from_dict(record)
+    changed = dataclasses.replace(event, body={"x": 0.1})
+    assert not changed.float_free
+    assert '"msg":{"x":0.1}' in envelope.EnvelopeFactory("org.x.dev", "p", "u").make(
+        changed, 1, 1)[2]
+
+
+def _parsed(path: Path, settings: config.Settings) -> list:
+    try:
+        return parse_mail(path.read_bytes(), settings)
+    except BusgateError:
+        return []
+
+
+def test_bounded_decoding_of_damaged_texts_agrees_with_the_stdlib():
+    """Texts a byte or three away from JSON (control characters, bad escapes, lone
+    surrogates, leading zeros, trailing commas...): the fast decoder gives json's value
+    or leaves the decision to it, never a different value."""
+    from gateway import jsonbounds
+    from gateway.errors import ParseError
+
+    rng = random.Random(5)
+    value = {"a": [1, "xé\U0001f600", {"b": None, "c": True}], "d": 'q\\"', "e": -12}
+    bases = [json.dumps(value), json.dumps(value, ensure_ascii=False)]
+    alphabet = [*'{}[],:"\\ -+.eE0123456789abtnrfu/\x00\x01\t\n\x7fé', "\ud800"]
+    decided = 0
+    for _ in range(20000):
+        chars = list(rng.choice(bases))
+        for _ in range(rng.randrange(1, 4)):
+            at = rng.randrange(len(chars))
+            roll = rng.random()
+            if roll < 0.4:
+                chars.insert(at, rng.choice(alphabet))
+            elif roll < 0.7:
+                del chars[at]
+            else:
+                chars[at] = rng.choice(alphabet)
+        text = "".join(chars)
+        try:
+            expected = repr(json.loads(text))
+        except ValueError:
+            expected = None
+        try:
+            got = repr(jsonbounds.loads(text, 64))
+        except (ValueError, ParseError):
+            got = None
+        assert got == expected, text
+        decided += expected is not None
+    assert decided > 1000
+
+
+@pytest.mark.parametrize("without", ["msgspec", "msgspec and orjson"])
+def test_without_the_fast_libraries_decoding_and_flags_stay_right(monkeypatch, without):
+    """msgspec and orjson are extras (``fast``): without them the same values and flags
+    come from orjson or the stdlib, and a float-free value still encodes to json's bytes."""
+    from gateway import jsonbounds
+
+    monkeypatch.setattr(jsonbounds, "_fast", (None, ()))
+    if "orjson" in without:
+        monkeypatch.setattr(jsonbounds, "orjson", None)
+    flagged = 0
+    for text in _texts(29, 1500):
+        value, float_free = jsonbounds.loads_flagged(text, 64)
+        assert repr(value) == repr(json.loads(text)), text
+        if float_free:  # never claimed wrongly; never without a fast library
+            assert not canonical._has_float(value) and jsonbounds.orjson is not None
+            flagged += 1
+            assert canonical.dumps_float_free(value) == canonical.STDLIB.encode(value)
+    assert flagged > 300 or jsonbounds.orjson is None
