@@ -80,15 +80,24 @@ class Recorder:
                             name="history")
         endpoints = self.endpoints if self.endpoints is not None \
             else endpoints_of(self.settings)
+        history = self.settings.history
         return Consumer(self.settings, index=self.index, endpoints=endpoints, name="history",
-                        position_path=self.store.path)
+                        position_path=self.store.path, batch=history.batch_messages,
+                        batch_seconds=history.batch_ms / 1000,
+                        before_commit=self.store.flush_text, after_rollback=self.store.forget)
 
     def handle(self, delivery: Delivery) -> None:
-        """Store one message: in the position's transaction when there is one, else in a
-        transaction of its own."""
+        """Store one message: in the position's transaction when there is one (its text
+        at the batch's end when that transaction is a batch), else in a transaction of
+        its own."""
         record = record_of(delivery.envelope, self.index)
         if delivery.db is not None:
-            added = self.store.add(delivery.db, record)
+            try:
+                added = (self.store.stage if delivery.batched else self.store.add)(
+                    delivery.db, record)
+            except BaseException:
+                self.store.forget_names()  # the consumer rolls this message back
+                raise
         else:
             db = self.store.writer()
             db.execute("BEGIN IMMEDIATE")
@@ -96,6 +105,7 @@ class Recorder:
                 added = self.store.add(db, record)
             except BaseException:
                 db.execute("ROLLBACK")
+                self.store.forget()
                 raise
             db.execute("COMMIT")
         if added:
@@ -156,12 +166,16 @@ def backfill(settings: Settings, store: SqliteHistory, outbox: Store,
 
         def flush() -> None:
             nonlocal added
-            with position.transaction():
-                added += sum(store.add(db, record_of(envelope, index))
-                             for _, envelope in batch)
-                last = batch[-1][0]
-                if behind or (mine is not None and last > mine[1]):
-                    position.advance(publisher, epoch, last)
+            try:
+                with position.transaction():
+                    added += sum(store.add(db, record_of(envelope, index))
+                                 for _, envelope in batch)
+                    last = batch[-1][0]
+                    if behind or (mine is not None and last > mine[1]):
+                        position.advance(publisher, epoch, last)
+            except BaseException:
+                store.forget()
+                raise
             batch.clear()
 
         for seq_id, text in _outbox_rows(outbox, 0):
