@@ -309,7 +309,7 @@ class Consumer:
             source = self._source.messages(count=None, timeout=window,
                                            **({} if idle is None
                                               else {"idle": last + idle - now}))
-            in_batch = 0
+            in_batch, begun = 0, 0.0
             try:
                 for item in source:
                     last = time.monotonic()
@@ -318,6 +318,7 @@ class Consumer:
                         continue
                     if self._pending is None:
                         self._begin()
+                        begun = time.monotonic()
                     delivery.db, delivery.batched = self.position.db, True  # type: ignore[union-attr]
                     try:
                         yield delivery
@@ -331,8 +332,9 @@ class Consumer:
                     self._note(delivery)
                     given += 1
                     in_batch += 1
-                    if (count is not None and given >= count) or in_batch >= self.batch:
-                        break
+                    if (count is not None and given >= count) or in_batch >= self.batch \
+                            or time.monotonic() - begun >= self.batch_seconds:
+                        break  # (the transport serves its backlog without a look at time)
             finally:
                 source.close()
             if self._pending is not None:
