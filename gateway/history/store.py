@@ -53,8 +53,10 @@ class Stored:
 @dataclass(frozen=True)
 class Page:
     rows: list[Stored]
-    #: Messages matching the query in all (every page).
+    #: Messages matching the query in all (every page), or at least this many when
+    #: ``capped`` (counting stopped at the store's ``count_limit``).
     total: int
+    capped: bool = False
 
 
 class HistoryStore(abc.ABC):
@@ -88,6 +90,11 @@ BATCH = 1000
 PROGRESS_STEPS = 10000
 #: User/package name ids remembered by the writer (per kind; cleared when full).
 NAME_CACHE = 50_000
+#: ``total`` is exact up to this many matches (``history.count_limit``).
+COUNT_LIMIT = 10_000
+#: ``contains`` newest-first: matches read from the text index (newest ids first) per
+#: needed row before the answer is checked against the time order (else the full plan).
+CONTAINS_READ_FACTOR = 4
 
 _INSERT_MESSAGE = ("INSERT INTO messages (msg_id, topic, category, timestamp, publisher,"
                    " seq_id, envelope) VALUES (?, ?, ?, ?, ?, ?, ?)"
@@ -106,8 +113,10 @@ class SqliteHistory(HistoryStore):
     """The embedded history: one SQLite file (WAL), migrated on open."""
 
     def __init__(self, path: str | Path, *, query_timeout: float = 5.0, create: bool = True,
-                 cache_mb: int = 64, name_cache: int = NAME_CACHE):
+                 cache_mb: int = 64, name_cache: int = NAME_CACHE,
+                 count_limit: int = COUNT_LIMIT):
         self.path = Path(path)
+        self.count_limit = count_limit
         self.query_timeout = query_timeout
         self.cache_mb = cache_mb
         self.name_cache = name_cache
@@ -274,22 +283,33 @@ class SqliteHistory(HistoryStore):
             self._deadline.pop(id(db), None)
 
     def search(self, query: Query) -> Page:
-        where, params = _where(query)
-        order = "DESC" if query.order == "desc" else "ASC"
-        paging, page_params = _after(query)
+        """One page of ``query``, newest (or oldest) first, and its count.
+
+        Query shapes that stay fast at a million messages (bench/history.py):
+        a single user or package drives from its link table, whose key is (name,
+        time, message); ``contains`` reads the text index newest id first and checks
+        that nothing older by id is newer by time (else the general plan); the count
+        stops at ``count_limit`` (``Page.capped``)."""
         offset = 0 if query.cursor is not None else (query.page - 1) * query.rows_per_page
 
         def work(db: sqlite3.Connection) -> Page:
-            total = db.execute(f"SELECT COUNT(*) FROM messages m WHERE {where}",  # noqa: S608
-                               params).fetchone()[0]
-            rows = db.execute(
-                f"SELECT m.id, m.msg_id, m.timestamp, m.envelope FROM messages m"  # noqa: S608
-                f" WHERE {where}{paging} ORDER BY m.timestamp {order}, m.id {order}"
-                " LIMIT ? OFFSET ?",
-                (*params, *page_params, query.rows_per_page, offset)).fetchall()
-            return Page(_with_names(db, rows), total)
+            total, capped = self._count(db, query)
+            rows = None
+            if query.contains:
+                rows = _contains_rows(db, query, offset)
+            if rows is None:
+                rows = _rows(db, query, offset)
+            return Page(_with_names(db, rows), total, capped)
 
         return self._timed(work)
+
+    def _count(self, db: sqlite3.Connection, query: Query) -> tuple[int, bool]:
+        """Matches of ``query`` up to ``count_limit`` + 1: (count, capped)."""
+        source, where, params = _source(query)
+        (found,) = db.execute(
+            f"SELECT COUNT(*) FROM (SELECT 1 FROM {source} WHERE {where} LIMIT ?)",  # noqa: S608
+            (*params, self.count_limit + 1)).fetchone()
+        return (self.count_limit, True) if found > self.count_limit else (found, False)
 
     def get(self, msg_id: str) -> Stored | None:
         def work(db: sqlite3.Connection) -> Stored | None:
@@ -319,9 +339,11 @@ def _marks(values: Sequence[Any]) -> str:
     return ",".join("?" * len(values))
 
 
-def _where(query: Query) -> tuple[str, list[Any]]:
+def _where(query: Query, *, skip_link: str | None = None,
+           skip_text: bool = False) -> tuple[str, list[Any]]:
     """The WHERE clause of ``query`` (datagrepper's: OR within a kind, AND across kinds,
-    ``not_*`` excludes any of its values)."""
+    ``not_*`` excludes any of its values), on ``messages m``; ``skip_link`` /
+    ``skip_text``: a condition the caller's FROM already applies."""
     clauses: list[str] = []
     params: list[Any] = []
     if query.start is not None:
@@ -342,25 +364,114 @@ def _where(query: Query) -> tuple[str, list[Any]]:
             ("packages", "package_messages", "package_id", query.packages, False),
             ("users", "user_messages", "user_id", query.not_users, True),
             ("packages", "package_messages", "package_id", query.not_packages, True)):
-        if values:
+        if values and not (link == skip_link and not negate):
             clauses.append(
                 f"m.id {'NOT ' if negate else ''}IN (SELECT l.message_id FROM {link} l"  # noqa: S608
                 f" WHERE l.{key} IN (SELECT id FROM {table} WHERE name IN ({_marks(values)})))")
             params += values
-    if query.contains:
+    if query.contains and not skip_text:
         clauses.append("m.id IN (SELECT rowid FROM messages_text WHERE messages_text MATCH ?)")
-        params.append(" OR ".join('"' + term.replace('"', '""') + '"'
-                                  for term in query.contains))
+        params.append(_match(query))
     return (" AND ".join(clauses) or "1"), params
 
 
-def _after(query: Query) -> tuple[str, list[Any]]:
+def _match(query: Query) -> str:
+    return " OR ".join('"' + term.replace('"', '""') + '"' for term in query.contains)
+
+
+def _driver(query: Query) -> tuple[str, str, str] | None:
+    """(table, link, key) of the one user or package that can drive the query (its link
+    table is in time order), or None."""
+    if len(query.users) == 1:
+        return "users", "user_messages", "user_id"
+    if len(query.packages) == 1:
+        return "packages", "package_messages", "package_id"
+    return None
+
+
+def _source(query: Query) -> tuple[str, str, list[Any]]:
+    """FROM, WHERE and parameters of the rows matching ``query`` (for the count)."""
+    driver = _driver(query)
+    if driver is not None:
+        table, link, key = driver
+        name = query.users[0] if table == "users" else query.packages[0]
+        where, params = _where(query, skip_link=link)
+        return (f"{link} d" + ("" if where == "1" else " JOIN messages m ON m.id = d.message_id"),
+                f"d.{key} = (SELECT id FROM {table} WHERE name = ?) AND {where}",  # noqa: S608
+                [name, *params])
+    if query.contains:
+        where, params = _where(query, skip_text=True)
+        return ("messages_text" + ("" if where == "1" else " t JOIN messages m ON m.id = t.rowid"),
+                f"messages_text MATCH ? AND {where}", [_match(query), *params])
+    where, params = _where(query)
+    return "messages m", where, params
+
+
+def _rows(db: sqlite3.Connection, query: Query, offset: int) -> list[tuple[Any, ...]]:
+    """One page in (timestamp, id) order; a single user/package drives from its links."""
+    order = "DESC" if query.order == "desc" else "ASC"
+    driver = _driver(query)
+    if driver is None:
+        where, params = _where(query)
+        paging, page_params = _after(query)
+        return db.execute(
+            f"SELECT m.id, m.msg_id, m.timestamp, m.envelope FROM messages m"  # noqa: S608
+            f" WHERE {where}{paging} ORDER BY m.timestamp {order}, m.id {order}"
+            " LIMIT ? OFFSET ?",
+            (*params, *page_params, query.rows_per_page, offset)).fetchall()
+    table, link, key = driver
+    name = query.users[0] if table == "users" else query.packages[0]
+    where, params = _where(query, skip_link=link)
+    paging, page_params = _after(query, "d.timestamp", "d.message_id")
+    return db.execute(
+        f"SELECT m.id, m.msg_id, m.timestamp, m.envelope FROM {link} d"  # noqa: S608
+        f" JOIN messages m ON m.id = d.message_id"
+        f" WHERE d.{key} = (SELECT id FROM {table} WHERE name = ?) AND {where}{paging}"
+        f" ORDER BY d.timestamp {order}, d.message_id {order} LIMIT ? OFFSET ?",
+        (name, *params, *page_params, query.rows_per_page, offset)).fetchall()
+
+
+def _contains_rows(db: sqlite3.Connection, query: Query,
+                   offset: int) -> list[tuple[Any, ...]] | None:
+    """A ``contains`` page read from the text index in id order (newest id first for
+    ``desc``), which stops early, instead of every match of a frequent term sorted by
+    time. Ids follow time closely but not always (a backfill stores old messages
+    late): the answer stands only when no message beyond the ids read is nearer in
+    time than its last row; otherwise None (the caller takes the general plan)."""
+    need = offset + query.rows_per_page
+    desc = query.order == "desc"
+    where, params = _where(query, skip_text=True)
+    paging, page_params = _after(query)
+    read = need * CONTAINS_READ_FACTOR
+    found = db.execute(
+        f"SELECT m.id, m.msg_id, m.timestamp, m.envelope FROM messages_text t"  # noqa: S608
+        f" JOIN messages m ON m.id = t.rowid WHERE messages_text MATCH ? AND {where}{paging}"
+        f" ORDER BY t.rowid {'DESC' if desc else 'ASC'} LIMIT ?",
+        (_match(query), *params, *page_params, read)).fetchall()
+    found.sort(key=lambda r: (r[2], r[0]), reverse=desc)
+    if len(found) < read:  # every match was read
+        return found[offset:need]
+    if len(found) < need:
+        return None
+    frontier = min(r[0] for r in found) if desc else max(r[0] for r in found)
+    stamp, last_id = found[need - 1][2], found[need - 1][0]
+    op = ">" if desc else "<"
+    # any message (matching or not) past the ids read that would sort before the last row?
+    beyond = db.execute(
+        f"SELECT 1 FROM messages WHERE id {'<' if desc else '>'} ? AND (timestamp {op} ?"  # noqa: S608
+        f" OR (timestamp = ? AND id {op} ?)) LIMIT 1",
+        (frontier, stamp, stamp, last_id)).fetchone()
+    return None if beyond else found[offset:need]
+
+
+def _after(query: Query, stamp_col: str = "m.timestamp",
+           id_col: str = "m.id") -> tuple[str, list[Any]]:
     """The condition for rows after ``query.cursor`` (timestamp, id) in its order."""
     if query.cursor is None:
         return "", []
     stamp, row_id = query.cursor
     op = "<" if query.order == "desc" else ">"
-    return (f" AND (m.timestamp {op} ? OR (m.timestamp = ? AND m.id {op} ?))",
+    return (f" AND ({stamp_col} {op} ? OR ({stamp_col} = ? AND {id_col} {op} ?))",
             [stamp, stamp, row_id])
 
 
