@@ -43,7 +43,8 @@ def run(args: argparse.Namespace) -> int:
                 return 2
     path = Path(args.database) if args.database else settings.history_path
     try:
-        store = SqliteHistory(path, query_timeout=settings.history.query_timeout)
+        store = SqliteHistory(path, query_timeout=settings.history.query_timeout,
+                              cache_mb=settings.history.cache_mb)
     except HistoryError as exc:
         print(f"busgate record: {exc}", file=sys.stderr)
         return 73

@@ -31,7 +31,8 @@ def run(args: argparse.Namespace) -> int:
     conf = settings.history
     path = Path(args.database) if args.database else settings.history_path
     try:
-        store = SqliteHistory(path, query_timeout=conf.query_timeout)
+        store = SqliteHistory(path, query_timeout=conf.query_timeout,
+                              count_limit=conf.count_limit)
     except HistoryError as exc:
         print(f"busgate web: {exc}", file=sys.stderr)
         return 73

@@ -207,7 +207,8 @@ class RecorderThread:
         while not self._stop.is_set():
             try:
                 store = SqliteHistory(self.settings.history_path,
-                                      query_timeout=self.settings.history.query_timeout)
+                                      query_timeout=self.settings.history.query_timeout,
+                                      cache_mb=self.settings.history.cache_mb)
                 try:
                     Recorder(self.settings, store).run(self._stop)
                 finally:

@@ -379,6 +379,16 @@ def _match(query: Query) -> str:
     return " OR ".join('"' + term.replace('"', '""') + '"' for term in query.contains)
 
 
+def _link_time(query: Query) -> tuple[str, list[Any]]:
+    """The time bounds again on the driving link's own copy of the time (its key)."""
+    sql, params = "", []
+    if query.start is not None:
+        sql, params = sql + " AND d.timestamp >= ?", [*params, query.start]
+    if query.end is not None:
+        sql, params = sql + " AND d.timestamp <= ?", [*params, query.end]
+    return sql, params
+
+
 def _driver(query: Query) -> tuple[str, str, str] | None:
     """(table, link, key) of the one user or package that can drive the query (its link
     table is in time order), or None."""
@@ -396,9 +406,10 @@ def _source(query: Query) -> tuple[str, str, list[Any]]:
         table, link, key = driver
         name = query.users[0] if table == "users" else query.packages[0]
         where, params = _where(query, skip_link=link)
+        bounds, bound_params = _link_time(query)
         return (f"{link} d" + ("" if where == "1" else " JOIN messages m ON m.id = d.message_id"),
-                f"d.{key} = (SELECT id FROM {table} WHERE name = ?) AND {where}",  # noqa: S608
-                [name, *params])
+                f"d.{key} = (SELECT id FROM {table} WHERE name = ?){bounds} AND {where}",  # noqa: S608
+                [name, *bound_params, *params])
     if query.contains:
         where, params = _where(query, skip_text=True)
         return ("messages_text" + ("" if where == "1" else " t JOIN messages m ON m.id = t.rowid"),
@@ -422,13 +433,14 @@ def _rows(db: sqlite3.Connection, query: Query, offset: int) -> list[tuple[Any, 
     table, link, key = driver
     name = query.users[0] if table == "users" else query.packages[0]
     where, params = _where(query, skip_link=link)
+    bounds, bound_params = _link_time(query)
     paging, page_params = _after(query, "d.timestamp", "d.message_id")
     return db.execute(
         f"SELECT m.id, m.msg_id, m.timestamp, m.envelope FROM {link} d"  # noqa: S608
         f" JOIN messages m ON m.id = d.message_id"
-        f" WHERE d.{key} = (SELECT id FROM {table} WHERE name = ?) AND {where}{paging}"
+        f" WHERE d.{key} = (SELECT id FROM {table} WHERE name = ?){bounds} AND {where}{paging}"
         f" ORDER BY d.timestamp {order}, d.message_id {order} LIMIT ? OFFSET ?",
-        (name, *params, *page_params, query.rows_per_page, offset)).fetchall()
+        (name, *bound_params, *params, *page_params, query.rows_per_page, offset)).fetchall()
 
 
 def _contains_rows(db: sqlite3.Connection, query: Query,
