@@ -147,3 +147,16 @@ def test_a_staged_text_whose_message_was_rolled_back_is_not_indexed(tmp_path):
     with sqlite3.connect(store.path) as conn:
         assert conn.execute("SELECT COUNT(*) FROM messages_text").fetchone() == (1,)
     store.close()
+
+
+def test_the_text_index_holds_the_body_values_not_its_keys(tmp_path):
+    from gateway.history.records import text_of
+
+    body = {"source": "hebcal", "files": [{"path": "déjà/vu.c", "added": 3}],
+            "forced": True, "old": None, "ratio": 0.5}
+    assert text_of(body) == "hebcal\ndéjà/vu.c\n3\n0.5"
+    store = SqliteHistory(tmp_path / "h.sqlite")
+    store.add_many([record_of(envelope(1, int(fx.T0), [], [], "x") | {"msg": body}, INDEX)])
+    assert page_ids(store, [("contains", "déjà/vu")]) == [1]
+    assert page_ids(store, [("contains", "files")]) == []  # a key, not a value
+    store.close()

@@ -83,15 +83,16 @@ def text_of(body: Any) -> str:
     A value's own text is kept whole (``100% done_ok``, ``Jörg``, a commit id)."""
     out: list[str] = []
     stack = [body]
-    while stack:
+    while stack:  # exact types: a JSON body has no subclasses; bool is not a number here
         value = stack.pop()
-        if isinstance(value, str):
+        kind = type(value)
+        if kind is str:
             out.append(value)
-        elif isinstance(value, dict):
-            stack.extend(reversed(list(value.values())))
-        elif isinstance(value, list):
+        elif kind is dict:
+            stack.extend(reversed(value.values()))
+        elif kind is list:
             stack.extend(reversed(value))
-        elif isinstance(value, int | float) and not isinstance(value, bool):
+        elif kind is int or kind is float:
             out.append(str(value))
     return "\n".join(out)
 

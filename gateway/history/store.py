@@ -206,12 +206,9 @@ class SqliteHistory(HistoryStore):
         # no RETURNING: it makes the statement take a savepoint, and FTS5 flush its index
         message_id = int(cursor.lastrowid)  # type: ignore[arg-type]
         stamp = record.timestamp
-        if record.users:
-            db.executemany(_LINK["users"], [(self._name_id(db, "users", name), stamp,
-                                             message_id) for name in record.users])
-        if record.packages:
-            db.executemany(_LINK["packages"], [(self._name_id(db, "packages", name), stamp,
-                                                message_id) for name in record.packages])
+        for table, names in (("users", record.users), ("packages", record.packages)):
+            for name in names:  # mostly one: execute costs less than executemany
+                db.execute(_LINK[table], (self._name_id(db, table, name), stamp, message_id))
         return message_id
 
     def _name_id(self, db: sqlite3.Connection, table: str, name: str) -> int:
