@@ -262,8 +262,14 @@ class MetricsSettings:
 class HistorySettings:
     #: Run the recorder (``busgate record``) inside ``busgate run``.
     enabled: bool = False
-    #: The history database (SQLite); empty means ``<state.dir>/history.sqlite``.
+    #: The history database: a path (SQLite) or a ``postgresql://`` URL; empty means
+    #: ``<state.dir>/history.sqlite``.
     database: str = ""
+    #: PostgreSQL history only: the recorder's position file; empty means
+    #: ``<state.dir>/history-position.sqlite`` (SQLite keeps it in the history itself).
+    position: str = ""
+    #: PostgreSQL history only: most connections one process opens to it.
+    pool_size: int = 4
     #: Publishers to record, each ``PUB[,REPLAY]``; empty means discovery's (this
     #: gateway's own endpoints, ``[discovery]``).
     endpoints: list[str] = field(default_factory=list)
@@ -290,6 +296,11 @@ class HistorySettings:
     count_limit: int = 10000
     #: Outbox retention keeps rows the recorder (``enabled = true``) has not stored.
     retain_unrecorded: bool = True
+    #: ``busgate web``: most live dashboard streams (``/v2/stream``) open at once (503 past).
+    max_streams: int = 100
+    #: ``busgate web``: messages queued per live stream; a client that falls this far
+    #: behind is cut off (its browser reconnects and resumes) instead of slowing others.
+    stream_queue: int = 256
 
 
 @dataclass(frozen=True)
@@ -751,6 +762,9 @@ def _check(settings: Settings, origin: dict[str, str]) -> None:
         "history.max_page": settings.history.max_page,
         "history.max_values": settings.history.max_values,
         "history.count_limit": settings.history.count_limit,
+        "history.pool_size": settings.history.pool_size,
+        "history.max_streams": settings.history.max_streams,
+        "history.stream_queue": settings.history.stream_queue,
     }
     for key, value in positive.items():
         if value <= 0:

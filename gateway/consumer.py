@@ -29,7 +29,8 @@ failed message counts as handled (its ``delivery.db`` writes are rolled back, it
 position is kept), because one poison message must not stop a feed forever. On AMQP
 it is acknowledged like any handled message (the queue's dead-letter policy is the
 operator's). A consumer that must stop instead raises from the callback a
-:class:`StopConsumer`.
+:class:`StopConsumer`; one whose own store failed (a database server down) raises
+:class:`NotHandled`: the position stays before the message, which comes again.
 """
 
 from __future__ import annotations
@@ -62,6 +63,12 @@ MAX_BATCH_SECONDS = 5.0
 
 class StopConsumer(Exception):
     """Raised by a callback to end :meth:`Consumer.run` (the message counts as handled)."""
+
+
+class NotHandled(Exception):
+    """Raised by a callback that could not handle a message and must see it again (its
+    store is unreachable): :meth:`Consumer.run` rolls the message's transaction back,
+    so the position stays before it, and raises this on."""
 
 
 @dataclass
@@ -384,23 +391,31 @@ class Consumer:
         """Call ``callback(delivery)`` per message (policy: see the module docstring).
         Returns how many messages were handled."""
         handled = 0
-        for delivery in self.messages(count=count, timeout=timeout, idle=idle):
-            handled += 1
-            savepoint = delivery.db is not None
-            if savepoint:
-                delivery.db.execute("SAVEPOINT callback")  # type: ignore[union-attr]
-            try:
-                callback(delivery)
-            except StopConsumer:
-                break
-            except Exception:
-                self.counters.errors += 1
+        deliveries = self.messages(count=count, timeout=timeout, idle=idle)
+        try:
+            for delivery in deliveries:
+                handled += 1
+                savepoint = delivery.db is not None
                 if savepoint:
-                    delivery.db.execute("ROLLBACK TO callback")  # type: ignore[union-attr]
-                log.exception("consumer %s: the callback failed on %s seq_id %s; going on",
-                              self.name or "(unnamed)", delivery.topic, delivery.seq_id)
-            if savepoint:
-                delivery.db.execute("RELEASE callback")  # type: ignore[union-attr]
+                    delivery.db.execute("SAVEPOINT callback")  # type: ignore[union-attr]
+                try:
+                    callback(delivery)
+                except StopConsumer:
+                    break
+                except NotHandled as exc:
+                    # thrown into the generator: its transaction rolls back (a plain raise
+                    # would close it later, as handled, and move the position past it)
+                    deliveries.throw(exc)
+                except Exception:
+                    self.counters.errors += 1
+                    if savepoint:
+                        delivery.db.execute("ROLLBACK TO callback")  # type: ignore[union-attr]
+                    log.exception("consumer %s: the callback failed on %s seq_id %s; going on",
+                                  self.name or "(unnamed)", delivery.topic, delivery.seq_id)
+                if savepoint:
+                    delivery.db.execute("RELEASE callback")  # type: ignore[union-attr]
+        finally:  # now, not when a traceback holding this frame is freed
+            deliveries.close()
         return handled
 
     # -- one message ---------------------------------------------------------------------------

@@ -169,5 +169,8 @@ def daemon(tmp_path: Path, make_settings: Callable[..., config.Settings]):
 # RabbitMQ fixtures (a vhost per run, queues deleted after each test).
 from amqp_helpers import queues, test_types, vhost  # noqa: E402, F401
 
+# The history backends: SQLite, and PostgreSQL in throwaway databases.
+from history_backends import history_store, pg_databases  # noqa: E402, F401
+
 # A real IRC server (ngircd) and a channel reader, for busgate irc.
 from irc_helpers import ngircd, reader  # noqa: E402, F401

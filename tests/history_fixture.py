@@ -13,7 +13,7 @@ from typing import Any
 import uvicorn
 
 from gateway.history.records import record_of
-from gateway.history.store import SqliteHistory
+from gateway.history.store import HistoryStore, SqliteHistory
 from gateway.history.web import make_app
 from gateway.messages import TypeIndex
 from tests.conftest import free_port
@@ -56,12 +56,18 @@ def envelope(number: int, hours: float, tail: str, users: list[str], packages: l
 
 def build(path: Path) -> SqliteHistory:
     store = SqliteHistory(path)
+    fill(store)
+    return store
+
+
+def fill(store: HistoryStore) -> HistoryStore:
+    """``store`` with :data:`MESSAGES` added (any backend)."""
     store.add_many(record_of(envelope(*m), TypeIndex(())) for m in MESSAGES)
     return store
 
 
 @contextmanager
-def serve(store: SqliteHistory, **limits: int) -> Iterator[str]:
+def serve(store: HistoryStore, **limits: int) -> Iterator[str]:
     """A real uvicorn server over ``store`` on a free loopback port; yields its base URL."""
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(make_app(store, **limits), host="127.0.0.1",

@@ -230,6 +230,29 @@ def test_batch_bounds_are_refused(make_settings, tmp_path):
                      batch_seconds=seconds)
 
 
+def test_not_handled_keeps_the_position_before_the_message(daemon, tmp_path):
+    from gateway.consumer import NotHandled
+
+    proc, settings = daemon()
+    seen: list[int] = []
+
+    def store_down_at_4(delivery: Delivery) -> None:
+        if delivery.seq_id == 4:
+            raise NotHandled("store down")
+        seen.append(delivery.seq_id)  # type: ignore[arg-type]
+
+    with Consumer(settings, name="picky", state_dir=tmp_path / "c") as consumer, \
+            pytest.raises(NotHandled):
+        publish(proc.env, text="".join(f"n {i}\n" for i in range(6)))
+        consumer.run(store_down_at_4, timeout=20)
+    position = consumer_state.Position(consumer_state.path_for(tmp_path / "c", "picky"))
+    assert [seq for _epoch, seq in position.load().values()] == [3]
+    position.close()
+    with Consumer(settings, name="picky", state_dir=tmp_path / "c") as consumer:
+        consumer.run(lambda d: seen.append(d.seq_id), count=3, timeout=20)
+    assert seen == [1, 2, 3, 4, 5, 6]  # 4 came again, by replay
+
+
 def test_position_file_bounds_and_names(tmp_path):
     with pytest.raises(consumer_state.PositionError, match="must match"):
         consumer_state.path_for(tmp_path, "../escape")

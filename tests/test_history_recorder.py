@@ -42,9 +42,9 @@ def history(path: Path) -> list[str]:
         db.close()
 
 
-def start_recorder(env: dict[str, str], config: str, db: Path, delay: str):
+def start_recorder(env: dict[str, str], config: str, db: Path | str, delay: str, *more: str):
     proc = subprocess.Popen([sys.executable, "-m", "tests.history_proc", config, str(db),
-                             delay], env=env, cwd=REPO, stdout=subprocess.PIPE,
+                             delay, *more], env=env, cwd=REPO, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
     assert proc.stdout is not None
     line = proc.stdout.readline()

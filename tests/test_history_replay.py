@@ -1,5 +1,6 @@
 """Stock ``fedora-messaging replay`` against ``busgate web``: the message it fetches from
-``/v2/id`` is republished to RabbitMQ with the same id, headers and body."""
+``/v2/id`` is republished to RabbitMQ with the same id, headers and body — with the
+history on SQLite and on PostgreSQL (``history_store``)."""
 
 from __future__ import annotations
 
@@ -14,13 +15,14 @@ import pytest
 from tests import history_fixture as fx
 from tests.amqp_helpers import bind_queue, drain, url
 from tests.conftest import REPO
+from tests.history_backends import database_of
 
 
-def start_web(db: Path, tmp_path: Path) -> tuple[subprocess.Popen[str], str]:
+def start_web(db: str, tmp_path: Path) -> tuple[subprocess.Popen[str], str]:
     config = tmp_path / "busgate.toml"
     config.write_text(f'[state]\ndir = "{tmp_path / "var"}"\n')
     proc = subprocess.Popen([sys.executable, "-m", "gateway", "web", "--config", str(config),
-                             "--database", str(db), "--port", "0"], cwd=REPO, text=True,
+                             "--database", db, "--port", "0"], cwd=REPO, text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     assert proc.stdout is not None
     line = proc.stdout.readline()
@@ -30,14 +32,16 @@ def start_web(db: Path, tmp_path: Path) -> tuple[subprocess.Popen[str], str]:
     return proc, line.rsplit(" ", 1)[1].strip()
 
 
-def test_fedora_messaging_replay_republishes_with_same_id_and_headers(vhost, queues, tmp_path):
+def test_fedora_messaging_replay_republishes_with_same_id_and_headers(vhost, queues, tmp_path,
+                                                                     history_store):
     pytest.importorskip("fedora_messaging")
-    store = fx.build(tmp_path / "h.sqlite")
+    store = fx.fill(history_store())
+    database = database_of(store)
     store.close()
-    queue = "busgate-history-replay"
+    queue = f"busgate-history-replay-{history_store.backend}"
     queues.append(queue)
     bind_queue(vhost, queue, "#")
-    web, base = start_web(tmp_path / "h.sqlite", tmp_path)
+    web, base = start_web(database, tmp_path)
     try:
         conf = tmp_path / "fm.toml"
         conf.write_text(f'amqp_url = "{url(vhost)}"\n[client_properties]\napp = "busgate test"\n')

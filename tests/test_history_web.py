@@ -1,5 +1,6 @@
 """``busgate web``: /raw parameters against datagrepper's documented semantics on a
-fixture history (table-driven), and each of datagrepper's known faults, fixed."""
+fixture history (table-driven), and each of datagrepper's known faults, fixed — on
+both backends (``history_store``: SQLite, and PostgreSQL on the real server)."""
 
 from __future__ import annotations
 
@@ -20,11 +21,10 @@ TOPIC = fx.PREFIX + ".dak.upload.accepted"
 
 
 @pytest.fixture(scope="module")
-def web(tmp_path_factory):
-    store = fx.build(tmp_path_factory.mktemp("history") / "h.sqlite")
+def web(history_store):
+    store = fx.fill(history_store())
     with fx.serve(store) as url, httpx.Client(base_url=url, timeout=10) as client:
         yield client
-    store.close()
 
 
 def ids(answer: dict) -> list[int]:
@@ -182,8 +182,8 @@ def test_json_is_always_labelled_json(web, accept):
     assert jsonp.text.startswith("/**/cb.done({") and jsonp.text.endswith("});")
 
 
-def test_cursor_pages_stably_while_messages_arrive(tmp_path):
-    store = fx.build(tmp_path / "h.sqlite")
+def test_cursor_pages_stably_while_messages_arrive(history_store):
+    store = fx.fill(history_store())
     with fx.serve(store) as url, httpx.Client(base_url=url, timeout=10) as client:
         seen: list[int] = []
         answer = client.get("/raw?rows_per_page=2").json()
@@ -205,12 +205,16 @@ def test_cursor_pages_stably_while_messages_arrive(tmp_path):
     store.close()
 
 
-def test_a_query_past_its_time_limit_is_cut_off(tmp_path):
-    store = SqliteHistory(tmp_path / "h.sqlite", query_timeout=0.05)
-    endless = ("WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c)"
-               " SELECT COUNT(*) FROM c")
+ENDLESS = {"sqlite": "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c)"
+                     " SELECT COUNT(*) FROM c",
+           "postgresql": "SELECT pg_sleep(60)"}
+
+
+def test_a_query_past_its_time_limit_is_cut_off(history_store):
+    store = history_store(query_timeout=0.05)
+    endless = ENDLESS[history_store.backend]
     started = time.monotonic()
-    with pytest.raises(QueryTimeout, match="query_timeout"):
+    with pytest.raises(QueryTimeout, match=r"ran past history\.query_timeout"):
         store._timed(lambda db: db.execute(endless).fetchone())
     assert time.monotonic() - started < 2
     assert store.count() == 0  # the connection is still usable
@@ -249,8 +253,8 @@ def test_history_settings_are_checked(make_settings, table, key):
     assert caught.value.key == key
 
 
-def test_max_page_is_a_setting(tmp_path):
-    store = fx.build(tmp_path / "h.sqlite")
+def test_max_page_is_a_setting(history_store):
+    store = fx.fill(history_store())
     with fx.serve(store, max_page=2) as url, httpx.Client(base_url=url, timeout=10) as client:
         assert client.get("/raw?rows_per_page=1&page=2").status_code == 200
         refused = client.get("/raw?rows_per_page=1&page=3")

@@ -36,6 +36,7 @@ COMMANDS = {
     "notify": "gateway.cli.notify",
     "record": "gateway.cli.record",
     "web": "gateway.cli.web",
+    "stats": "gateway.cli.stats",
     "irc": "gateway.cli.irc",
 }
 

@@ -10,9 +10,9 @@ HELP = "record every message of the bus in the history database ([history])"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--database", metavar="PATH",
-                        help="history database (default: history.database, else "
-                             "<state.dir>/history.sqlite)")
+    parser.add_argument("--database", metavar="PATH|URL",
+                        help="history database, a path or a postgresql:// URL (default: "
+                             "history.database, else <state.dir>/history.sqlite)")
     parser.add_argument("--endpoint", action="append", default=None, metavar="PUB[,REPLAY]",
                         help="record this publisher (repeatable; default: history.endpoints, "
                              "else discovery's)")
@@ -26,12 +26,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     from gateway import endpoints as grammar
     from gateway.cli import load_settings
-    from gateway.history import recorder
-    from gateway.history.store import HistoryError, SqliteHistory
+    from gateway.consumer import NotHandled
+    from gateway.history import backends, recorder
+    from gateway.history.store import HistoryError
     from gateway.store import Store
 
     settings = load_settings(args)
@@ -41,10 +40,8 @@ def run(args: argparse.Namespace) -> int:
             if problem:
                 print(f"busgate record: --endpoint: {problem}", file=sys.stderr)
                 return 2
-    path = Path(args.database) if args.database else settings.history_path
     try:
-        store = SqliteHistory(path, query_timeout=settings.history.query_timeout,
-                              cache_mb=settings.history.cache_mb)
+        store = backends.open_history(settings, database=args.database)
     except HistoryError as exc:
         print(f"busgate record: {exc}", file=sys.stderr)
         return 73
@@ -56,10 +53,13 @@ def run(args: argparse.Namespace) -> int:
             outbox = Store(settings.db_path, create=False)
             try:
                 read, added = recorder.backfill(settings, store, outbox)
+            except HistoryError as exc:
+                print(f"busgate record: {exc}", file=sys.stderr)
+                return 75
             finally:
                 outbox.close()
             print(f"busgate record: backfilled {added} new of {read} outbox messages "
-                  f"into {path}")
+                  f"into {store.where}")
             return 0
         endpoints = recorder.endpoints_of(settings, args.endpoint) if not args.amqp else None
         if endpoints is not None and not endpoints:
@@ -67,8 +67,12 @@ def run(args: argparse.Namespace) -> int:
                   "use --endpoint)", file=sys.stderr)
             return 2
         rec = recorder.Recorder(settings, store, endpoints=endpoints, amqp_queue=args.amqp)
-        with contextlib.suppress(KeyboardInterrupt):
-            rec.run(count=args.count, timeout=args.timeout)
+        try:
+            with contextlib.suppress(KeyboardInterrupt):
+                rec.run(count=args.count, timeout=args.timeout)
+        except NotHandled as exc:  # the history went away: its position waits for it
+            print(f"busgate record: {exc}; {rec.stored} stored before", file=sys.stderr)
+            return 75
         print(f"busgate record: {rec.stored} stored, {rec.known} already there",
               file=sys.stderr)
         return 0

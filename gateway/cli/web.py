@@ -5,42 +5,42 @@ from __future__ import annotations
 import argparse
 import sys
 
-HELP = "serve the history over HTTP (datagrepper's /raw, /id, /v2/search, /v2/id)"
+HELP = ("serve the history over HTTP: the live dashboard (/) and datagrepper's API "
+        "(/raw, /id, /v2/search, /v2/id)")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--database", metavar="PATH",
-                        help="history database (default: history.database, else "
-                             "<state.dir>/history.sqlite)")
+    parser.add_argument("--database", metavar="PATH|URL",
+                        help="history database, a path or a postgresql:// URL (default: "
+                             "history.database, else <state.dir>/history.sqlite)")
     parser.add_argument("--host", help="address to bind (default: history.host)")
     parser.add_argument("--port", type=int, help="TCP port (default: history.port; 0: any "
                                                  "free port, printed)")
 
 
 def run(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     import uvicorn
 
     from gateway import sources
     from gateway.cli import load_settings
-    from gateway.history.store import HistoryError, SqliteHistory
+    from gateway.history.backends import open_history
+    from gateway.history.store import HistoryError
     from gateway.history.web import make_app
 
     settings = load_settings(args)
     conf = settings.history
-    path = Path(args.database) if args.database else settings.history_path
     try:
-        store = SqliteHistory(path, query_timeout=conf.query_timeout,
-                              count_limit=conf.count_limit)
+        store = open_history(settings, database=args.database)
     except HistoryError as exc:
         print(f"busgate web: {exc}", file=sys.stderr)
         return 73
     app = make_app(store, sources.type_index(settings), max_page=conf.max_page,
-                   max_values=conf.max_values)
+                   max_values=conf.max_values, max_streams=conf.max_streams,
+                   stream_queue=conf.stream_queue)
     server = uvicorn.Server(uvicorn.Config(
         app, host=args.host or conf.host, port=conf.port if args.port is None else args.port,
-        log_level="warning", access_log=False, server_header=False, proxy_headers=False))
+        log_level="warning", access_log=False, server_header=False, proxy_headers=False,
+        timeout_graceful_shutdown=2))  # open live streams do not hold a shut-down
     original = server.startup
 
     async def startup(sockets=None):  # type: ignore[no-untyped-def]
@@ -48,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
         for listener in server.servers:
             for sock in listener.sockets:
                 host, port = sock.getsockname()[:2]
-                print(f"busgate web: serving {path} on http://{host}:{port}", flush=True)
+                print(f"busgate web: serving {store.where} on http://{host}:{port}", flush=True)
 
     server.startup = startup  # type: ignore[method-assign]
     try:

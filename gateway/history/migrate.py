@@ -6,7 +6,10 @@ busgate uses no ORM, and a numbered ``NNN_name.sql`` per backend is readable by 
 operator, reviewable in a diff and applied with no extra dependency. Each file runs
 in one transaction together with the row that records it in ``history_migrations``,
 so a crash leaves the database at the previous version; a database newer than this
-busgate is refused rather than written.
+busgate is refused rather than written. On PostgreSQL each step also holds a
+transaction-scoped advisory lock (:data:`PG_LOCK`), so two processes starting at once
+(``busgate record`` and ``busgate web``) migrate one after the other, the second finding
+the work done.
 """
 
 from __future__ import annotations
@@ -16,6 +19,10 @@ import sqlite3
 import time
 from dataclasses import dataclass
 from importlib import resources
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import psycopg
 
 _NAME = re.compile(r"(\d{3})_[a-z0-9_]+\.sql")
 
@@ -32,7 +39,8 @@ class Migration:
 
 
 def migrations(backend: str) -> list[Migration]:
-    """The migrations shipped for ``backend`` (``sqlite``), in version order."""
+    """The migrations shipped for ``backend`` (``sqlite``, ``postgres``), in version
+    order."""
     folder = resources.files("gateway.history") / "migrations" / backend
     found = []
     for entry in folder.iterdir():
@@ -40,25 +48,33 @@ def migrations(backend: str) -> list[Migration]:
         if match:
             found.append(Migration(int(match.group(1)), entry.name, entry.read_text("utf-8")))
     found.sort(key=lambda m: m.version)
-    if [m.version for m in found] != list(range(1, len(found) + 1)):
-        raise MigrationError(f"history migrations for {backend} are not numbered 1..n")
+    versions = [m.version for m in found]
+    if not versions or versions[0] != 1 or len(set(versions)) != len(versions):
+        raise MigrationError(f"history migrations for {backend} must start at 001 and "
+                             "have unique numbers")
     return found
 
 
 def latest(backend: str) -> int:
-    return len(migrations(backend))
+    return migrations(backend)[-1].version
 
 
 def apply_sqlite(db: sqlite3.Connection) -> int:
-    """Bring ``db`` (autocommit connection) to the newest schema; return its version."""
+    """Bring ``db`` (autocommit connection) to the newest schema; return its version.
+
+    Numbers are unique but may have gaps, and each file is applied when its own number
+    is not yet recorded (not "everything above the highest"): features developed side by
+    side take fixed numbers (002 activity, 003 stats, ...), so a database may meet them
+    in any order. A file therefore must not depend on a higher-numbered one."""
     db.execute("CREATE TABLE IF NOT EXISTS history_migrations ("
                "version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied REAL NOT NULL)")
     wanted = migrations("sqlite")
-    current = db.execute("SELECT COALESCE(MAX(version), 0) FROM history_migrations").fetchone()[0]
-    if current > len(wanted):
-        raise MigrationError(f"the history database has schema version {current}, newer than "
-                             f"this busgate ({len(wanted)}); upgrade busgate")
-    for migration in wanted[current:]:
+    applied = {row[0] for row in db.execute("SELECT version FROM history_migrations")}
+    unknown = applied - {m.version for m in wanted}
+    if unknown:
+        raise MigrationError(f"the history database has schema version {max(unknown)}, newer "
+                             f"than this busgate ({wanted[-1].version}); upgrade busgate")
+    for migration in (m for m in wanted if m.version not in applied):
         db.execute("BEGIN IMMEDIATE")
         try:
             done = db.execute("SELECT 1 FROM history_migrations WHERE version = ?",
@@ -72,7 +88,66 @@ def apply_sqlite(db: sqlite3.Connection) -> int:
             db.execute("ROLLBACK")
             raise
         db.execute("COMMIT")
-    return len(wanted)
+    return wanted[-1].version
+
+
+def missing_sqlite(db: sqlite3.Connection) -> tuple[list[str], list[int]]:
+    """Without writing: (this busgate's migrations not applied to ``db``, versions applied
+    that this busgate does not know). A read-only user checks this instead of migrating."""
+    try:
+        applied = {row[0] for row in db.execute("SELECT version FROM history_migrations")}
+    except sqlite3.OperationalError:  # not a history database, or never migrated
+        applied = set()
+    wanted = migrations("sqlite")
+    return ([m.name for m in wanted if m.version not in applied],
+            sorted(applied - {m.version for m in wanted}))
+
+
+#: pg_advisory_xact_lock key of history migrations (any constant: "busgate history").
+PG_LOCK = 0x6275736768697374
+_PG_TABLE = ("CREATE TABLE IF NOT EXISTS history_migrations (version INTEGER PRIMARY KEY,"
+             " name TEXT NOT NULL, applied DOUBLE PRECISION NOT NULL)")
+
+
+def apply_postgres(conn: psycopg.Connection[Any],
+                   wanted: list[Migration] | None = None) -> int:
+    """Bring the database of ``conn`` (autocommit) to the newest schema; return its
+    version. Same rule as :func:`apply_sqlite` (each file applied when its own number
+    is not recorded). ``wanted``: the migrations to apply (default: the shipped ones)."""
+    import psycopg
+
+    wanted = migrations("postgres") if wanted is None else wanted
+    with conn.transaction():
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", (PG_LOCK,))
+        conn.execute(_PG_TABLE)
+        applied = {row[0] for row in conn.execute("SELECT version FROM history_migrations")}
+    unknown = applied - {m.version for m in wanted}
+    if unknown:
+        raise MigrationError(f"the history database has schema version {max(unknown)}, newer "
+                             f"than this busgate ({wanted[-1].version}); upgrade busgate")
+    for migration in (m for m in wanted if m.version not in applied):
+        try:
+            with conn.transaction():
+                conn.execute("SELECT pg_advisory_xact_lock(%s)", (PG_LOCK,))
+                done = conn.execute("SELECT 1 FROM history_migrations WHERE version = %s",
+                                    (migration.version,)).fetchone()
+                if not done:  # another process applied it while we waited for the lock
+                    conn.execute(migration.sql.encode())  # several statements: no parameters
+                    conn.execute("INSERT INTO history_migrations VALUES (%s, %s, %s)",
+                                 (migration.version, migration.name, time.time()))
+        except psycopg.Error as exc:
+            raise MigrationError(f"{migration.name}: {_pg_reason(exc)}") from None
+    return wanted[-1].version
+
+
+def _pg_reason(exc: Exception) -> str:
+    """The server's complaint, with what to do when it is about an extension."""
+    text = str(exc).strip()
+    if "pg_trgm" in text:  # not installed ("control file"), or no right to create it
+        text += ("; the PostgreSQL history needs the pg_trgm extension: install PostgreSQL's "
+                 "contrib modules (Debian: postgresql-contrib) on the server and let the "
+                 "database's owner create it (or run CREATE EXTENSION pg_trgm as a superuser)")
+    return text
 
 
 def _statements(sql: str) -> list[str]:

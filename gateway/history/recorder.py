@@ -1,10 +1,12 @@
 """``busgate record``: store every message of the bus in the history, once.
 
 The recorder is a :class:`~gateway.consumer.Consumer` whose position file *is* the
-history database: a sequenced ZeroMQ message is written through ``delivery.db``,
-inside the transaction that also moves the position, so a kill -9 at any point
-leaves either both or neither, and the restarted recorder resumes by replay right
-after the last message stored. What can still come twice (an AMQP redelivery after a
+SQLite history database: a sequenced ZeroMQ message is written through
+``delivery.db``, inside the transaction that also moves the position, so a kill -9 at
+any point leaves either both or neither, and the restarted recorder resumes by replay
+right after the last message stored. A PostgreSQL history commits each message first
+and the position (a local file) after; :mod:`gateway.history.pgstore` says why that
+neither loses nor doubles either. What can still come twice (an AMQP redelivery after a
 kill between commit and ack, an unsequenced message, the same event from a publisher
 whose state was wiped) is stored once by its ``msg_id``.
 
@@ -22,8 +24,9 @@ from typing import TYPE_CHECKING, Any
 
 from gateway.consumer_state import Position
 from gateway.discovery import Endpoint
+from gateway.history import backends
 from gateway.history.records import record_of
-from gateway.history.store import BATCH, SqliteHistory
+from gateway.history.store import BATCH, HistoryError, HistoryStore
 
 if TYPE_CHECKING:
     from gateway.config import Settings
@@ -54,10 +57,27 @@ def endpoints_of(settings: Settings, specs: list[str] | None = None) -> list[End
     return found
 
 
+def _unreachable(exc: Exception) -> bool:
+    """``exc`` means "the history server is not there right now", not "this message is
+    bad" (psycopg is loaded already when the history is PostgreSQL)."""
+    import sys
+
+    psycopg = sys.modules.get("psycopg")
+    return isinstance(exc, HistoryError) or (
+        psycopg is not None and isinstance(exc, psycopg.OperationalError))
+
+
+def _forget(store: HistoryStore, *, names_only: bool = False) -> None:
+    """After a rollback: the SQLite writer's caches may name rows that are gone."""
+    forget = getattr(store, "forget_names" if names_only else "forget", None)
+    if forget is not None:
+        forget()
+
+
 class Recorder:
     """Stores what a consumer hands it; :meth:`run` is the loop."""
 
-    def __init__(self, settings: Settings, store: SqliteHistory, *,
+    def __init__(self, settings: Settings, store: HistoryStore, *,
                  index: TypeIndex | None = None, endpoints: list[Endpoint] | None = None,
                  amqp_queue: str | None = None):
         from gateway import sources
@@ -80,34 +100,44 @@ class Recorder:
                             name="history")
         endpoints = self.endpoints if self.endpoints is not None \
             else endpoints_of(self.settings)
-        history = self.settings.history
         return Consumer(self.settings, index=self.index, endpoints=endpoints, name="history",
-                        position_path=self.store.path, batch=history.batch_messages,
-                        batch_seconds=history.batch_ms / 1000,
-                        before_commit=self.store.flush_text, after_rollback=self.store.forget)
+                        position_path=backends.position_path(self.settings, self.store),
+                        **self._batching())
+
+    def _batching(self) -> dict[str, Any]:
+        """Batches when the store holds the position (SQLite: one file, one transaction);
+        a store elsewhere (PostgreSQL) commits each message before its position."""
+        from gateway.history.store import SqliteHistory
+
+        if not isinstance(self.store, SqliteHistory):
+            return {}
+        history = self.settings.history
+        return {"batch": history.batch_messages, "batch_seconds": history.batch_ms / 1000,
+                "before_commit": self.store.flush_text, "after_rollback": self.store.forget}
 
     def handle(self, delivery: Delivery) -> None:
-        """Store one message: in the position's transaction when there is one (its text
-        at the batch's end when that transaction is a batch), else in a transaction of
-        its own."""
+        """Store one message: in the position's transaction when the store holds the
+        position (its text at the batch's end when that transaction is a batch), else in
+        a transaction of its own, committed before the position."""
+        from gateway.consumer import NotHandled
+
         record = record_of(delivery.envelope, self.index)
-        if delivery.db is not None:
+        if delivery.db is not None and self.store.position_path is not None:
             try:
-                added = (self.store.stage if delivery.batched else self.store.add)(
-                    delivery.db, record)
+                added = (self.store.stage if delivery.batched  # type: ignore[attr-defined]
+                         else self.store.add)(delivery.db, record)
             except BaseException:
-                self.store.forget_names()  # the consumer rolls this message back
+                _forget(self.store, names_only=True)  # the consumer rolls this message back
                 raise
         else:
-            db = self.store.writer()
-            db.execute("BEGIN IMMEDIATE")
             try:
-                added = self.store.add(db, record)
-            except BaseException:
-                db.execute("ROLLBACK")
-                self.store.forget()
+                with self.store.transaction() as db:
+                    added = self.store.add(db, record)
+            except Exception as exc:
+                _forget(self.store)
+                if _unreachable(exc):  # not stored: the position must not pass it
+                    raise NotHandled(f"history database {self.store.where}: {exc}") from exc
                 raise
-            db.execute("COMMIT")
         if added:
             self.stored += 1
         else:
@@ -145,7 +175,7 @@ def _outbox_rows(outbox: Store, after: int) -> Iterator[tuple[int, str]]:
         after = rows[-1].seq_id
 
 
-def backfill(settings: Settings, store: SqliteHistory, outbox: Store,
+def backfill(settings: Settings, store: HistoryStore, outbox: Store,
              index: TypeIndex | None = None) -> tuple[int, int]:
     """Copy ``outbox`` (the gateway's own) into the history; ``(read, added)``. The
     recorder's position for this publisher moves past what was copied (never back)."""
@@ -156,7 +186,7 @@ def backfill(settings: Settings, store: SqliteHistory, outbox: Store,
 
     index = index if index is not None else sources.type_index(settings)
     publisher, epoch = settings.publisher.name, outbox.epoch()
-    position = Position(store.path)
+    position = Position(backends.position_path(settings, store))
     try:
         mine = position.load().get(publisher)
         behind = mine is None or mine[0] != epoch
@@ -166,15 +196,18 @@ def backfill(settings: Settings, store: SqliteHistory, outbox: Store,
 
         def flush() -> None:
             nonlocal added
+            records = [record_of(envelope, index) for _, envelope in batch]
             try:
                 with position.transaction():
-                    added += sum(store.add(db, record_of(envelope, index))
-                                 for _, envelope in batch)
+                    if store.position_path is not None:  # one transaction, one file
+                        added += sum(store.add(db, record) for record in records)
+                    else:  # committed in the store first, then the position
+                        added += store.add_many(records)
                     last = batch[-1][0]
                     if behind or (mine is not None and last > mine[1]):
                         position.advance(publisher, epoch, last)
             except BaseException:
-                store.forget()
+                _forget(store)
                 raise
             batch.clear()
 
@@ -206,9 +239,7 @@ class RecorderThread:
     def _main(self) -> None:
         while not self._stop.is_set():
             try:
-                store = SqliteHistory(self.settings.history_path,
-                                      query_timeout=self.settings.history.query_timeout,
-                                      cache_mb=self.settings.history.cache_mb)
+                store = backends.open_history(self.settings)
                 try:
                     Recorder(self.settings, store).run(self._stop)
                 finally:

@@ -15,10 +15,12 @@ fault datagrepper's users complain of most.
 from __future__ import annotations
 
 import abc
+import contextlib
+import math
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -62,6 +64,19 @@ class Page:
 class HistoryStore(abc.ABC):
     """The history, whatever keeps it."""
 
+    #: Where it is, for messages (a path, or host:port/dbname: never a password).
+    where: str = ""
+    #: The file a recorder's position commits in together with the rows it writes
+    #: (SQLite: the history itself). ``None``: the store cannot share a transaction
+    #: with a local file, so the recorder commits rows first and its position after
+    #: (:mod:`gateway.history.pgstore` says why that neither loses nor doubles).
+    position_path: Path | None = None
+
+    @abc.abstractmethod
+    def transaction(self) -> contextlib.AbstractContextManager[Any]:
+        """A write transaction of the store's own, committed on a normal exit; yields
+        the ``db`` that :meth:`add` takes."""
+
     @abc.abstractmethod
     def add(self, db: Any, record: Record) -> bool:
         """Store ``record`` in the caller's open transaction on ``db``; ``False`` when its
@@ -78,7 +93,49 @@ class HistoryStore(abc.ABC):
     def get(self, msg_id: str) -> Stored | None: ...
 
     @abc.abstractmethod
+    def topic_counts(self, start: float, end: float) -> dict[str, int]:
+        """Messages per topic in [start, end) (at most :data:`MAX_TOPICS` topics, the
+        busiest); a range longer than :data:`MAX_STATS_DAYS` is a ValueError."""
+
+    @abc.abstractmethod
+    def top_names(self, kind: str, start: float, end: float, limit: int) -> list[tuple[str, int]]:
+        """The ``limit`` (1..:data:`MAX_TOP`) names of ``kind`` (``users`` or ``packages``)
+        with the most messages in [start, end), count descending then name."""
+
+    @abc.abstractmethod
     def count(self) -> int: ...
+
+    @abc.abstractmethod
+    def since(self, after_id: int, limit: int) -> list[Stored]:
+        """Rows with id > ``after_id``, ascending id, at most ``limit``: the live stream's
+        feed (ids are insertion order, so nothing stored later is skipped)."""
+
+    @abc.abstractmethod
+    def activity(self, start: float, end: float, bucket: int) -> dict[str, list[int]]:
+        """Messages per category per ``bucket`` seconds (a multiple of 3600) in
+        [``start``, ``end``), ``start`` taken down to its hour; a category with no message
+        in the range is left out. Read from an hourly rollup, never the messages."""
+
+    def last_id(self) -> int:
+        """The highest stored id (0 when empty): where a new live stream starts. This
+        default finds it with O(log n) :meth:`since` look-ups; a store overrides it."""
+        if not self.since(0, 1):
+            return 0
+        low, high = 0, 1  # since(low) has rows; find a high that has none
+        while self.since(high, 1):
+            low, high = high, high * 2
+        while high - low > 1:
+            middle = (low + high) // 2
+            if self.since(middle, 1):
+                low = middle
+            else:
+                high = middle
+        return high
+
+    def recent(self, query: Query) -> list[Stored]:
+        """The first page of ``query`` without its total (the dashboard's list: a count
+        of every match would cost a scan at a million messages). Default: :meth:`search`."""
+        return self.search(query).rows
 
     @abc.abstractmethod
     def close(self) -> None: ...
@@ -108,14 +165,54 @@ _LINK = {"users": "INSERT OR IGNORE INTO user_messages (user_id, timestamp, mess
          "packages": "INSERT OR IGNORE INTO package_messages (package_id, timestamp,"
                      " message_id) VALUES (?, ?, ?)"}
 
+#: Seconds in a UTC day: the stats rollups' unit (``003_stats.sql``).
+DAY = 86400
+#: Longest range :meth:`HistoryStore.topic_counts` and :meth:`~HistoryStore.top_names` take:
+#: a weekly overview reads two weeks, a year's is the most anyone asks.
+MAX_STATS_DAYS = 400
+#: Most names :meth:`HistoryStore.top_names` gives.
+MAX_TOP = 1000
+#: Most topics :meth:`HistoryStore.topic_counts` gives (a publisher inventing topics
+#: cannot make the answer grow without bound; the busiest are kept).
+MAX_TOPICS = 10000
+#: ``top_names`` kind -> (rollup table, its key column, names table, link table).
+_NAME_KINDS = {"users": ("stats_user_days", "user_id", "users", "user_messages"),
+               "packages": ("stats_package_days", "package_id", "packages",
+                            "package_messages")}
+
+
+def utc_day(timestamp: float) -> int:
+    """The UTC day (since the epoch) of ``timestamp``, as ``003_stats.sql`` computes it."""
+    return math.floor(timestamp / DAY)
+
+
+def check_range(start: float, end: float) -> None:
+    """A stats range must be finite, ordered and at most :data:`MAX_STATS_DAYS` long."""
+    if not (math.isfinite(start) and math.isfinite(end)) or end < start:
+        raise ValueError(f"not a time range: [{start}, {end})")
+    if end - start > MAX_STATS_DAYS * DAY:
+        raise ValueError(f"a stats range is at most {MAX_STATS_DAYS} days")
+
+
+def day_split(start: float, end: float) -> tuple[int, int, list[tuple[float, float]]]:
+    """[start, end) as whole UTC days [first, last) read from the rollups, plus the
+    ranges at its edges (part days) read from the messages themselves."""
+    first, last = math.ceil(start / DAY), math.floor(end / DAY)
+    if first >= last:
+        return 0, 0, [(start, end)] if start < end else []
+    edges = [(a, b) for a, b in ((start, first * DAY), (last * DAY, end)) if a < b]
+    return first, last, edges
+
 
 class SqliteHistory(HistoryStore):
     """The embedded history: one SQLite file (WAL), migrated on open."""
 
     def __init__(self, path: str | Path, *, query_timeout: float = 5.0, create: bool = True,
-                 cache_mb: int = 64, name_cache: int = NAME_CACHE,
+                 readonly: bool = False, cache_mb: int = 64, name_cache: int = NAME_CACHE,
                  count_limit: int = COUNT_LIMIT):
         self.path = Path(path)
+        self.where = str(self.path)
+        self.position_path = self.path
         self.count_limit = count_limit
         self.query_timeout = query_timeout
         self.cache_mb = cache_mb
@@ -125,8 +222,12 @@ class SqliteHistory(HistoryStore):
         self._texts: list[tuple[int, str, str]] = []
         self._local = threading.local()
         self._deadline: dict[int, float] = {}
-        if not create and not self.path.exists():
+        if (readonly or not create) and not self.path.exists():
             raise HistoryError(f"no history database at {self.path} (run busgate record)")
+        if readonly:  # a reader (busgate stats) neither migrates nor writes
+            self._writer = None  # type: ignore[assignment]
+            self._check_schema()
+            return
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._writer = self._connect()
@@ -134,6 +235,21 @@ class SqliteHistory(HistoryStore):
         except (OSError, sqlite3.Error, migrate.MigrationError) as exc:
             raise HistoryError(f"cannot open the history database {self.path}: {exc}") \
                 from None
+
+    def _check_schema(self) -> None:
+        try:
+            missing, unknown = migrate.missing_sqlite(self._reader())
+        except (sqlite3.Error, migrate.MigrationError) as exc:
+            raise HistoryError(f"cannot read the history database {self.path}: {exc}") \
+                from None
+        if unknown:
+            raise HistoryError(f"the history database {self.path} has schema version "
+                               f"{unknown[-1]}, newer than this busgate; upgrade busgate")
+        if missing and missing[0].startswith("001_"):
+            raise HistoryError(f"{self.path} is not a busgate history database")
+        if missing:
+            raise HistoryError(f"the history database {self.path} lacks {', '.join(missing)}; "
+                               "start busgate record or busgate web once to upgrade it")
 
     def _connect(self) -> sqlite3.Connection:
         db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False,
@@ -149,6 +265,18 @@ class SqliteHistory(HistoryStore):
         return self._writer
 
     # -- writes ------------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        db = self._writer
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            yield db
+        except BaseException:
+            db.execute("ROLLBACK")
+            self.forget()
+            raise
+        db.execute("COMMIT")
+
     def add(self, db: sqlite3.Connection, record: Record) -> bool:
         """Store ``record`` in the caller's transaction. A caller that rolls back a
         transaction this wrote in must call :meth:`forget` (a cached name id may be gone
@@ -226,19 +354,12 @@ class SqliteHistory(HistoryStore):
         return int(name_id)
 
     def add_many(self, records: Iterable[Record]) -> int:
-        db = self._writer
         added = 0
         batch: list[Record] = []
 
         def flush() -> int:
-            db.execute("BEGIN IMMEDIATE")
-            try:
+            with self.transaction() as db:
                 n = sum(self.add(db, record) for record in batch)
-            except BaseException:
-                db.execute("ROLLBACK")
-                self.forget()
-                raise
-            db.execute("COMMIT")
             batch.clear()
             return n
 
@@ -317,15 +438,106 @@ class SqliteHistory(HistoryStore):
 
         return self._timed(work)
 
+    def since(self, after_id: int, limit: int) -> list[Stored]:
+        def work(db: sqlite3.Connection) -> list[Stored]:
+            rows = db.execute("SELECT id, msg_id, timestamp, envelope FROM messages"
+                              " WHERE id > ? ORDER BY id LIMIT ?",
+                              (after_id, limit)).fetchall()
+            return _with_names(db, rows)
+
+        return self._timed(work)
+
+    def activity(self, start: float, end: float, bucket: int) -> dict[str, list[int]]:
+        if bucket <= 0 or bucket % 3600:
+            raise ValueError(f"bucket must be a positive multiple of 3600, not {bucket}")
+        first = math.floor(start / 3600)
+        size = bucket // 3600
+        slots = max(0, math.ceil((end - first * 3600) / bucket))
+
+        def work(db: sqlite3.Connection) -> dict[str, list[int]]:
+            out: dict[str, list[int]] = {}
+            for hour, category, count in db.execute(
+                    "SELECT hour, category, count FROM activity_hourly"
+                    " WHERE hour >= ? AND hour < ? AND count > 0",
+                    (first, math.ceil(end / 3600))):
+                out.setdefault(category, [0] * slots)[(hour - first) // size] += count
+            return out
+
+        return self._timed(work)
+
+    def last_id(self) -> int:
+        return self._timed(
+            lambda db: db.execute("SELECT COALESCE(MAX(id), 0) FROM messages").fetchone()[0])
+
+    def recent(self, query: Query) -> list[Stored]:
+        where, params = _where(query)
+        order = "DESC" if query.order == "desc" else "ASC"
+        paging, page_params = _after(query)
+
+        def work(db: sqlite3.Connection) -> list[Stored]:
+            rows = db.execute(
+                f"SELECT m.id, m.msg_id, m.timestamp, m.envelope FROM messages m"  # noqa: S608
+                f" WHERE {where}{paging} ORDER BY m.timestamp {order}, m.id {order} LIMIT ?",
+                (*params, *page_params, query.rows_per_page)).fetchall()
+            return _with_names(db, rows)
+
+        return self._timed(work)
+
     def count(self) -> int:
         return self._timed(lambda db: db.execute("SELECT COUNT(*) FROM messages").fetchone()[0])
+
+    def topic_counts(self, start: float, end: float) -> dict[str, int]:
+        check_range(start, end)
+        first, last, edges = day_split(start, end)
+        parts, params = [], []
+        if first < last:
+            parts.append("SELECT topic, messages AS n FROM stats_topic_days"
+                         " WHERE day >= ? AND day < ?")
+            params += [first, last]
+        for a, b in edges:
+            parts.append("SELECT topic, COUNT(*) AS n FROM messages"
+                         " WHERE timestamp >= ? AND timestamp < ? GROUP BY topic")
+            params += [a, b]
+        if not parts:
+            return {}
+        sql = (f"SELECT topic, SUM(n) AS total FROM ({' UNION ALL '.join(parts)})"  # noqa: S608
+               " GROUP BY topic ORDER BY total DESC, topic LIMIT ?")
+        rows = self._timed(lambda db: db.execute(sql, (*params, MAX_TOPICS)).fetchall())
+        return dict(rows)
+
+    def top_names(self, kind: str, start: float, end: float, limit: int) -> list[tuple[str, int]]:
+        if kind not in _NAME_KINDS:
+            raise ValueError(f"kind must be one of {', '.join(_NAME_KINDS)}, not {kind!r}")
+        if not 1 <= limit <= MAX_TOP:
+            raise ValueError(f"limit must be 1..{MAX_TOP}, not {limit}")
+        check_range(start, end)
+        rollup, key, names, link = _NAME_KINDS[kind]
+        first, last, edges = day_split(start, end)
+        parts, params = [], []
+        if first < last:
+            parts.append(f"SELECT {key} AS name_id, messages AS n FROM {rollup}"  # noqa: S608
+                         " WHERE day >= ? AND day < ?")
+            params += [first, last]
+        for a, b in edges:  # by the messages' time index, then each one's names
+            parts.append(f"SELECT l.{key} AS name_id, COUNT(*) AS n FROM messages m"  # noqa: S608
+                         f" JOIN {link} l ON l.message_id = m.id"
+                         f" WHERE m.timestamp >= ? AND m.timestamp < ? GROUP BY l.{key}")
+            params += [a, b]
+        if not parts:
+            return []
+        sql = (f"SELECT t.name, SUM(x.n) AS total FROM ({' UNION ALL '.join(parts)}) x"  # noqa: S608
+               f" JOIN {names} t ON t.id = x.name_id GROUP BY x.name_id"
+               " ORDER BY total DESC, t.name LIMIT ?")
+        rows = self._timed(lambda db: db.execute(sql, (*params, limit)).fetchall())
+        return [(name, total) for name, total in rows]
 
     def msg_ids(self) -> list[str]:
         """Every stored msg_id in insertion order (tests, checks)."""
         return [r[0] for r in self._writer.execute("SELECT msg_id FROM messages ORDER BY id")]
 
     def close(self) -> None:
-        self._writer.close()
+        if self._writer is not None:
+            self._writer.close()
         db = getattr(self._local, "db", None)
         if db is not None:
             db.close()

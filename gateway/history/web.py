@@ -6,7 +6,10 @@ messages (SSE/WebSocket) from the same app, and the plain endpoints here are syn
 functions Starlette runs in its thread pool next to the SQLite reads.
 
 Routes: ``/raw`` and ``/v2/search``, ``/id`` and ``/v2/id``, ``/messagecount``,
-``/healthz`` (with datagrepper's ``/healthz/live`` and ``/healthz/ready``). The JSON
+``/healthz`` (with datagrepper's ``/healthz/live`` and ``/healthz/ready``); the live
+dashboard (``/``, ``/package/NAME``, ``/user/NAME``: gateway.history.dashboard) and
+its stream ``/v2/stream`` (gateway.history.stream). The JSON endpoints allow any
+origin (CORS, as datagrepper does for GET); the HTML pages do not. The JSON
 shapes are datagrepper's (``/raw``: datanommer's ``as_dict``; ``/v2/*``: the
 fedora-messaging message dict ``fedora-messaging replay`` loads); an answer is always
 ``application/json`` (``application/javascript`` for JSONP ``callback``), whatever the
@@ -16,18 +19,26 @@ request's ``Accept``; every bad parameter is a 400 ``{"error", "parameter",
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import math
+from collections.abc import AsyncIterator
 from typing import Any
 
 import orjson
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
-from starlette.responses import Response
-from starlette.routing import Route
+from starlette.responses import Response, StreamingResponse
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
 
 from gateway import __version__, messages
+from gateway.history import dashboard
 from gateway.history import query as q
+from gateway.history import stream as live
+from gateway.history.statspage import stats_routes
 from gateway.history.store import HistoryError, HistoryStore, QueryTimeout, Stored
 from gateway.messages import TypeIndex
 
@@ -83,21 +94,41 @@ class HistoryApp:
     """The Starlette application over one :class:`HistoryStore`."""
 
     def __init__(self, store: HistoryStore, index: TypeIndex | None = None, *,
-                 max_page: int = 100, max_values: int = 50):
+                 max_page: int = 100, max_values: int = 50, max_streams: int = 100,
+                 stream_queue: int = 256, poll: float = 0.5, keepalive: float = 15.0,
+                 resume: int = 1000):
         self.store = store
         self.index = index if index is not None else TypeIndex(())
         self.max_page = max_page
         self.max_values = max_values
-        routes = [Route(path, self.search, methods=["GET"], name=path)
+        self.streams = live.Broadcaster(
+            store, lambda row: dashboard.event_of(dashboard.line_of(row, self.index)),
+            max_streams=max_streams, queue_size=stream_queue, poll=poll, keepalive=keepalive,
+            resume=resume)
+        self.dashboard = dashboard.Dashboard(store, self.index, max_values=max_values)
+        # any origin may GET the JSON API (datagrepper's CORS); OPTIONS for preflights
+        cors = [Middleware(CORSMiddleware, allow_origins=["*"], allow_methods=["GET"],
+                           allow_headers=["*"])]
+
+        def api(path: str, endpoint: Any) -> Route:
+            return Route(path, endpoint, methods=["GET", "OPTIONS"], middleware=cors)
+
+        routes = [api(path, self.search)
                   for path in ("/raw", "/raw/", "/v2/search", "/v2/search/")]
-        routes += [Route(path, self.by_id, methods=["GET"])
-                   for path in ("/id", "/id/", "/v2/id", "/v2/id/")]
-        routes += [Route("/messagecount", self.messagecount, methods=["GET"]),
-                   Route("/healthz", self.health, methods=["GET"]),
-                   Route("/healthz/live", self.live, methods=["GET"]),
-                   Route("/healthz/ready", self.health, methods=["GET"])]
-        self.app = Starlette(routes=routes, exception_handlers={404: self.not_found,
-                                                                 405: self.not_allowed})
+        routes += [api(path, self.by_id) for path in ("/id", "/id/", "/v2/id", "/v2/id/")]
+        routes += [api("/messagecount", self.messagecount), api("/healthz", self.health),
+                   api("/healthz/live", self.live), api("/healthz/ready", self.health),
+                   Route("/v2/stream", self.stream, methods=["GET"]),
+                   *self.dashboard.routes(),
+                   Mount("/static", StaticFiles(packages=[("gateway.history", "static")]))]
+        routes += stats_routes(store, self.index)
+        self.app = Starlette(routes=routes, lifespan=self.lifespan,
+                             exception_handlers={404: self.not_found, 405: self.not_allowed})
+
+    @contextlib.asynccontextmanager
+    async def lifespan(self, app: Starlette) -> AsyncIterator[None]:
+        yield
+        await self.streams.stop()
 
     # -- rendering -------------------------------------------------------------------------
     def _shape(self, row: Stored, v2: bool, meta: tuple[str, ...]) -> dict[str, Any]:
@@ -188,6 +219,26 @@ class HistoryApp:
         except QueryTimeout as exc:
             return answer({"error": "timeout", "detail": str(exc)}, 503)
 
+    async def stream(self, request: Request) -> Response:
+        """``/v2/stream``: new messages matching ``/raw``'s filters, as Server-Sent Events
+        (``after`` or the ``Last-Event-ID`` header: resume after that id)."""
+        try:
+            query = live.parse_filter(request.query_params.multi_items(),
+                                      max_values=self.max_values, extra=("after",))
+            after = _after_id(request)
+        except q.BadParameter as exc:
+            return bad(exc.parameter, exc.reason)
+        try:
+            client, backlog, gap = await self.streams.open(query, after)
+        except live.StreamsFull as exc:
+            return answer({"error": "too_many_streams", "detail": str(exc)}, 503)
+        except HistoryError as exc:
+            return answer({"error": "unavailable", "detail": str(exc)}, 503)
+        return StreamingResponse(self.streams.frames(client, backlog, gap),
+                                 media_type="text/event-stream",
+                                 headers={"Cache-Control": "no-store",
+                                          "X-Accel-Buffering": "no"})
+
     def live(self, request: Request) -> Response:
         return answer({"status": "ok"})
 
@@ -211,6 +262,20 @@ def _callback(request: Request) -> str | None:
     return value if value and q.CALLBACK.fullmatch(value) else None
 
 
-def make_app(store: HistoryStore, index: TypeIndex | None = None, **limits: int) -> Starlette:
-    return HistoryApp(store, index, **limits).app
+def _after_id(request: Request) -> int | None:
+    """Where a stream resumes: the browser's ``Last-Event-ID`` on a reconnection, else
+    the page's ``after`` (the newest id when it was drawn), else now."""
+    for name, text in (("Last-Event-ID", request.headers.get("last-event-id")),
+                       ("after", request.query_params.get("after"))):
+        if text is not None:
+            if not text.isascii() or not text.isdigit() or len(text) > 18:
+                raise q.BadParameter(name, f"must be a message id (a whole number), "
+                                           f"not {text[:32]!r}")
+            return int(text)
+    return None
+
+
+def make_app(store: HistoryStore, index: TypeIndex | None = None,
+             **limits: float) -> Starlette:
+    return HistoryApp(store, index, **limits).app  # type: ignore[arg-type]
 

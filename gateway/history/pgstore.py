@@ -1,0 +1,388 @@
+"""The history on PostgreSQL: the same :class:`~gateway.history.store.HistoryStore` calls
+as SQLite, for deployments that want a database server (no TimescaleDB needed).
+
+Schema: ``migrations/postgres/NNN_*.sql``, applied on open by
+:func:`gateway.history.migrate.apply_postgres` (one transaction per file, under an
+advisory lock). ``contains`` is ``body ILIKE '%term%'`` (``%``, ``_`` and ``\\`` escaped)
+served by a pg_trgm GIN index: any substring of 3 or more characters, non-ASCII
+included, case folded by the database's LC_CTYPE (a ``C`` database folds ASCII only).
+
+Bounds: at most ``history.pool_size`` connections (:mod:`psycopg_pool`, a request waits
+for a free one at most ``history.query_timeout``, else :class:`QueryTimeout`), and
+every read runs under ``SET LOCAL statement_timeout`` = ``history.query_timeout``, so
+the server itself cancels a query that would hold a worker (:class:`QueryTimeout`).
+
+Why the recorder's position is not in PostgreSQL, and why that neither loses nor
+doubles: the consumer's position is a local SQLite file
+(``<state.dir>/history-position.sqlite``, ``history.position``) written by the same
+code as every other consumer's. The recorder commits each message in PostgreSQL
+*first* (:meth:`PostgresHistory.transaction`), and only then does the consumer commit
+the position past it. So at any instant the position is at or behind what PostgreSQL
+holds. A kill -9 between the two commits leaves the message stored and the position
+before it: the restarted recorder asks the publisher's replay for everything after
+the position, gets that message again, and ``INSERT ... ON CONFLICT (msg_id) DO
+NOTHING`` makes it a no-op: nothing lost (the position never passes an uncommitted
+message) and nothing doubled (``msg_id`` is UNIQUE). A write PostgreSQL refuses for
+want of a connection (server down or restarting) raises
+:class:`~gateway.consumer.NotHandled`, so the position stays before the message and
+the recorder stops (``busgate run`` starts it again; ``busgate record`` exits 75).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import Callable, Iterable, Iterator
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import psycopg
+from psycopg.conninfo import conninfo_to_dict
+from psycopg_pool import ConnectionPool, PoolTimeout
+
+from gateway.history import migrate
+from gateway.history.records import Record
+from gateway.history.store import (
+    BATCH,
+    MAX_TOP,
+    MAX_TOPICS,
+    HistoryError,
+    HistoryStore,
+    Page,
+    QueryTimeout,
+    Stored,
+    check_range,
+    day_split,
+)
+
+if TYPE_CHECKING:
+    from gateway.history.query import Query
+
+T = TypeVar("T")
+Conn = psycopg.Connection[Any]
+
+#: Seconds to reach the server (a history that is down fails fast, with the reason).
+CONNECT_TIMEOUT = 10
+#: The activity rollup's unit (``002_activity.sql``).
+HOUR = 3600
+#: Seconds a write waits for a free pool connection before giving up.
+WRITE_WAIT = 30.0
+#: ``kind`` of :meth:`PostgresHistory.top_names` -> (names table, link table, key column).
+_KINDS = {"users": ("users", "user_messages", "user_id"),
+          "packages": ("packages", "package_messages", "package_id")}
+
+
+def describe(url: str) -> str:
+    """``host:port/dbname`` of a connection URL (for messages: never its password)."""
+    try:
+        parts = conninfo_to_dict(url)
+    except psycopg.Error:
+        return "(unparsable PostgreSQL URL)"
+    return f"{parts.get('host') or 'localhost'}:{parts.get('port') or 5432}/" \
+           f"{parts.get('dbname') or parts.get('user') or ''}"
+
+
+class PostgresHistory(HistoryStore):
+    """The history in a PostgreSQL database (``postgresql://`` URL), migrated on open."""
+
+    def __init__(self, url: str, *, query_timeout: float = 5.0, create: bool = True,
+                 pool_size: int = 4, write_wait: float = WRITE_WAIT, readonly: bool = False):
+        self.url = url
+        self.write_wait = write_wait
+        self.where = describe(url)
+        self.position_path = None
+        self.query_timeout = query_timeout
+        try:
+            with psycopg.connect(url, autocommit=True, connect_timeout=CONNECT_TIMEOUT) as conn:
+                if (readonly or not create) and conn.execute(
+                        "SELECT to_regclass('history_migrations')").fetchone() == (None,):
+                    raise HistoryError(f"no history in {self.where} (run busgate record)")
+                if readonly:  # a reader (busgate stats) neither migrates nor writes
+                    self._check_schema(conn)
+                else:
+                    migrate.apply_postgres(conn)
+        except (psycopg.Error, migrate.MigrationError) as exc:
+            raise HistoryError(f"cannot open the history database {self.where}: "
+                               f"{str(exc).strip()}") from None
+        self._pool = ConnectionPool(url, min_size=1, max_size=pool_size,
+                                    timeout=query_timeout, open=False,
+                                    kwargs={"connect_timeout": CONNECT_TIMEOUT},
+                                    check=ConnectionPool.check_connection,
+                                    name="busgate-history")
+        try:
+            self._pool.open(wait=True, timeout=CONNECT_TIMEOUT)
+        except PoolTimeout as exc:
+            self._pool.close()
+            raise HistoryError(f"cannot open the history database {self.where}: {exc}") \
+                from None
+
+    def _check_schema(self, conn: Conn) -> None:
+        applied = {row[0] for row in conn.execute("SELECT version FROM history_migrations")}
+        wanted = migrate.migrations("postgres")
+        unknown = applied - {m.version for m in wanted}
+        if unknown:
+            raise HistoryError(f"the history database {self.where} has schema version "
+                               f"{max(unknown)}, newer than this busgate; upgrade busgate")
+        missing = [m.name for m in wanted if m.version not in applied]
+        if missing:
+            raise HistoryError(f"the history database {self.where} lacks "
+                               f"{', '.join(missing)}; start busgate record or busgate web "
+                               "once to upgrade it")
+
+    # -- writes ------------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[Conn]:
+        try:
+            with self._pool.connection(timeout=self.write_wait) as conn:
+                yield conn  # the pool commits on a normal exit, rolls back otherwise
+        except PoolTimeout as exc:
+            raise HistoryError(f"no connection to the history database {self.where}: "
+                               f"{exc}") from None
+
+    def add(self, db: Conn, record: Record) -> bool:
+        row = db.execute(
+            "INSERT INTO messages (msg_id, topic, category, timestamp, publisher, seq_id,"
+            " envelope, body) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)"
+            " ON CONFLICT (msg_id) DO NOTHING RETURNING id",
+            (record.msg_id, record.topic, record.category, record.timestamp,
+             record.publisher, record.seq_id, record.envelope, record.text)).fetchone()
+        if row is None:
+            return False
+        for (table, link, key), names in ((_KINDS["users"], record.users),
+                                          (_KINDS["packages"], record.packages)):
+            if names:
+                ordered = sorted(names)  # one lock order for concurrent writers
+                db.execute(f"INSERT INTO {table} (name) SELECT unnest(%s::text[])"
+                           " ON CONFLICT (name) DO NOTHING", (ordered,))
+                db.execute(f"INSERT INTO {link} ({key}, timestamp, message_id)"  # noqa: S608
+                           f" SELECT id, %s, %s FROM {table} WHERE name = ANY(%s)"
+                           " ON CONFLICT DO NOTHING", (record.timestamp, row[0], ordered))
+        return True
+
+    def add_many(self, records: Iterable[Record]) -> int:
+        added = 0
+        batch: list[Record] = []
+        for record in records:
+            batch.append(record)
+            if len(batch) >= BATCH:
+                added += self._add_batch(batch)
+        if batch:
+            added += self._add_batch(batch)
+        return added
+
+    def _add_batch(self, batch: list[Record]) -> int:
+        with self.transaction() as db:
+            added = sum(self.add(db, record) for record in batch)
+        batch.clear()
+        return added
+
+    # -- reads -------------------------------------------------------------------------------
+    def _timed(self, work: Callable[[Conn], T]) -> T:
+        """``work(conn)`` in a read-only snapshot, cut off after ``query_timeout``."""
+        try:
+            with self._pool.connection() as conn:
+                conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+                conn.execute("SELECT set_config('statement_timeout', %s, true)",
+                             (str(max(1, math.ceil(self.query_timeout * 1000))),))
+                return work(conn)
+        except psycopg.errors.QueryCanceled:
+            raise QueryTimeout(f"the query ran past history.query_timeout "
+                               f"({self.query_timeout:g} s)") from None
+        except PoolTimeout:
+            raise QueryTimeout(f"every history connection (history.pool_size) stayed busy "
+                               f"for history.query_timeout ({self.query_timeout:g} s)") \
+                from None
+        except psycopg.OperationalError as exc:
+            raise HistoryError(f"the history database {self.where}: "
+                               f"{str(exc).strip()}") from None
+
+    def search(self, query: Query) -> Page:
+        where, params = _where(query)
+        order = "DESC" if query.order == "desc" else "ASC"
+        paging, page_params = _after(query)
+        offset = 0 if query.cursor is not None else (query.page - 1) * query.rows_per_page
+
+        def work(db: Conn) -> Page:
+            total = _one(db, f"SELECT COUNT(*) FROM messages m WHERE {where}",  # noqa: S608
+                         params)
+            rows = db.execute(
+                f"SELECT m.id, m.msg_id, m.timestamp, m.envelope FROM messages m"  # noqa: S608
+                f" WHERE {where}{paging} ORDER BY m.timestamp {order}, m.id {order}"
+                " LIMIT %s OFFSET %s",
+                (*params, *page_params, query.rows_per_page, offset)).fetchall()
+            return Page(_with_names(db, rows), total)
+
+        return self._timed(work)
+
+    def get(self, msg_id: str) -> Stored | None:
+        def work(db: Conn) -> Stored | None:
+            rows = db.execute("SELECT id, msg_id, timestamp, envelope FROM messages"
+                              " WHERE msg_id = %s", (msg_id,)).fetchall()
+            found = _with_names(db, rows)
+            return found[0] if found else None
+
+        return self._timed(work)
+
+    def count(self) -> int:
+        return self._timed(lambda db: _one(db, "SELECT COUNT(*) FROM messages", ()))
+
+    def since(self, after_id: int, limit: int) -> list[Stored]:
+        """Rows with id > ``after_id``, ascending, at most ``limit`` (the live feed; one
+        recorder commits in id order, so no row appears behind one already read)."""
+        return self._timed(lambda db: _with_names(db, db.execute(
+            "SELECT id, msg_id, timestamp, envelope FROM messages WHERE id > %s"
+            " ORDER BY id LIMIT %s", (after_id, limit)).fetchall()))
+
+    def activity(self, start: float, end: float, bucket: int) -> dict[str, list[int]]:
+        if bucket <= 0 or bucket % HOUR:
+            raise ValueError(f"bucket must be a positive multiple of 3600, not {bucket}")
+        first = math.floor(start / HOUR)
+        size = bucket // HOUR
+        slots = max(0, math.ceil((end - first * HOUR) / bucket))
+
+        def work(db: Conn) -> dict[str, list[int]]:
+            out: dict[str, list[int]] = {}
+            for hour, category, count in db.execute(
+                    "SELECT hour, category, count FROM activity_hourly"
+                    " WHERE hour >= %s AND hour < %s AND count > 0",
+                    (first, math.ceil(end / HOUR))):
+                out.setdefault(category, [0] * slots)[(hour - first) // size] += count
+            return out
+
+        return self._timed(work)
+
+    def last_id(self) -> int:
+        return self._timed(lambda db: _one(db, "SELECT COALESCE(MAX(id), 0) FROM messages", ()))
+
+    def recent(self, query: Query) -> list[Stored]:
+        where, params = _where(query)
+        order = "DESC" if query.order == "desc" else "ASC"
+        paging, page_params = _after(query)
+        return self._timed(lambda db: _with_names(db, db.execute(
+            f"SELECT m.id, m.msg_id, m.timestamp, m.envelope FROM messages m"  # noqa: S608
+            f" WHERE {where}{paging} ORDER BY m.timestamp {order}, m.id {order} LIMIT %s",
+            (*params, *page_params, query.rows_per_page)).fetchall()))
+
+    def topic_counts(self, start: float, end: float) -> dict[str, int]:
+        check_range(start, end)
+        first, last, edges = day_split(start, end)
+        parts, params = [], []
+        if first < last:
+            parts.append("SELECT topic, messages AS n FROM stats_topic_days"
+                         " WHERE day >= %s AND day < %s")
+            params += [first, last]
+        for a, b in edges:
+            parts.append("SELECT topic, COUNT(*) AS n FROM messages"
+                         " WHERE timestamp >= %s AND timestamp < %s GROUP BY topic")
+            params += [a, b]
+        if not parts:
+            return {}
+        query = (f"SELECT topic, SUM(n)::bigint AS total FROM ({' UNION ALL '.join(parts)}) x"  # noqa: S608
+                 ' GROUP BY topic ORDER BY total DESC, topic COLLATE "C" LIMIT %s')
+        return self._timed(lambda db: dict(db.execute(query, (*params, MAX_TOPICS)).fetchall()))
+
+    def top_names(self, kind: str, start: float, end: float, limit: int) -> list[tuple[str, int]]:
+        if kind not in _KINDS:
+            raise ValueError(f"kind must be one of {', '.join(_KINDS)}, not {kind!r}")
+        if not 1 <= limit <= MAX_TOP:
+            raise ValueError(f"limit must be 1..{MAX_TOP}, not {limit}")
+        check_range(start, end)
+        names, link, key = _KINDS[kind]
+        rollup = f"stats_{names[:-1]}_days"
+        first, last, edges = day_split(start, end)
+        parts, params = [], []
+        if first < last:
+            parts.append(f"SELECT {key} AS name_id, messages AS n FROM {rollup}"  # noqa: S608
+                         " WHERE day >= %s AND day < %s")
+            params += [first, last]
+        for a, b in edges:  # by the messages' time index, then each one's names
+            parts.append(f"SELECT l.{key} AS name_id, COUNT(*) AS n FROM messages m"  # noqa: S608
+                         f" JOIN {link} l ON l.message_id = m.id"
+                         f" WHERE m.timestamp >= %s AND m.timestamp < %s GROUP BY l.{key}")
+            params += [a, b]
+        if not parts:
+            return []
+        query = (f"SELECT t.name, SUM(x.n)::bigint AS total FROM ({' UNION ALL '.join(parts)}) x"  # noqa: S608
+                 f" JOIN {names} t ON t.id = x.name_id GROUP BY t.id, t.name"
+                 ' ORDER BY total DESC, t.name COLLATE "C" LIMIT %s')
+        return self._timed(lambda db: [(name, total) for name, total in db.execute(
+            query, (*params, limit))])
+
+    def msg_ids(self) -> list[str]:
+        """Every stored msg_id in insertion order (tests, checks)."""
+        return self._timed(lambda db: [r[0] for r in db.execute(
+            "SELECT msg_id FROM messages ORDER BY id")])
+
+    def close(self) -> None:
+        self._pool.close()
+
+
+def _one(db: Conn, sql: Any, params: Any) -> Any:
+    row = db.execute(sql, params).fetchone()
+    return row[0] if row else None
+
+
+def like_pattern(term: str) -> str:
+    """``%term%`` with LIKE's own characters taken literally (backslash is the escape)."""
+    return "%" + term.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+
+
+def _where(query: Query) -> tuple[str, list[Any]]:
+    """The WHERE clause of ``query`` (datagrepper's: OR within a kind, AND across kinds,
+    ``not_*`` excludes any of its values) — SqliteHistory's, in PostgreSQL's terms."""
+    clauses: list[str] = []
+    params: list[Any] = []
+    if query.start is not None:
+        clauses.append("m.timestamp >= %s")
+        params.append(query.start)
+    if query.end is not None:
+        clauses.append("m.timestamp <= %s")
+        params.append(query.end)
+    for column, values, negate in (("topic", query.topics, False),
+                                   ("category", query.categories, False),
+                                   ("topic", query.not_topics, True),
+                                   ("category", query.not_categories, True)):
+        if values:
+            clauses.append(f"m.{column} <> ALL(%s)" if negate else f"m.{column} = ANY(%s)")
+            params.append(list(values))
+    for kind, values, negate in (("users", query.users, False),
+                                 ("packages", query.packages, False),
+                                 ("users", query.not_users, True),
+                                 ("packages", query.not_packages, True)):
+        if values:
+            table, link, key = _KINDS[kind]
+            if negate:
+                clauses.append(f"NOT EXISTS (SELECT 1 FROM {link} l JOIN {table} t"  # noqa: S608
+                               f" ON t.id = l.{key} WHERE l.message_id = m.id"
+                               " AND t.name = ANY(%s))")
+            else:
+                clauses.append(f"m.id IN (SELECT l.message_id FROM {link} l JOIN {table} t"  # noqa: S608
+                               f" ON t.id = l.{key} WHERE t.name = ANY(%s))")
+            params.append(list(values))
+    if query.contains:
+        clauses.append("(" + " OR ".join("m.body ILIKE %s" for _ in query.contains) + ")")
+        params += [like_pattern(term) for term in query.contains]
+    return (" AND ".join(clauses) or "TRUE"), params
+
+
+def _after(query: Query) -> tuple[str, list[Any]]:
+    """The condition for rows after ``query.cursor`` (timestamp, id) in its order."""
+    if query.cursor is None:
+        return "", []
+    op = "<" if query.order == "desc" else ">"
+    return f" AND (m.timestamp, m.id) {op} (%s, %s)", list(query.cursor)
+
+
+def _with_names(db: Conn, rows: list[tuple[Any, ...]]) -> list[Stored]:
+    if not rows:
+        return []
+    ids = [r[0] for r in rows]
+    names: dict[tuple[str, int], list[str]] = {}
+    for kind, (table, link, key) in _KINDS.items():
+        for message_id, name in db.execute(
+                f"SELECT l.message_id, t.name FROM {link} l JOIN {table} t"  # noqa: S608
+                f" ON t.id = l.{key} WHERE l.message_id = ANY(%s)", (ids,)):
+            names.setdefault((kind, message_id), []).append(name)
+    return [Stored(row_id, msg_id, stamp, envelope,
+                   tuple(sorted(names.get(("users", row_id), []))),
+                   tuple(sorted(names.get(("packages", row_id), []))))
+            for row_id, msg_id, stamp, envelope in rows]

@@ -1,0 +1,401 @@
+"""The live dashboard of ``busgate web`` over HTTP on a real uvicorn: the pages, their
+escaping and filters, the SSE stream (live events, filters, resume, its bounds), CORS
+on the JSON API only, and the store methods behind them (since, activity rollup)."""
+
+from __future__ import annotations
+
+import json
+import queue
+import re
+import socket
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+
+import httpx
+import pytest
+
+from gateway import config
+from gateway.errors import ConfigError
+from gateway.history import dashboard, migrate
+from gateway.history.records import record_of
+from gateway.history.store import HistoryStore, SqliteHistory
+from gateway.messages import Message, TypeIndex
+from tests import dashboard_helpers as dh
+
+NOW = time.time()
+HOUR = 3600
+DAK = "org.debian.dev.dak.package.accept"
+BUG = "org.debian.dev.debbugs.bug.report"
+
+
+def dak(number: int, source: str, stamp: float = NOW, **extra: object) -> dict:
+    body = {"source": source, "version": "1.0-1", "distribution": "unstable",
+            "changed_by": "Jörg Müller <jm@debian.org>", **extra}
+    return dh.envelope(number, DAK, body, stamp, users=("jorg",), packages=(source,))
+
+
+def bug(number: int, package: str, stamp: float = NOW, title: str = "broken") -> dict:
+    body = {"bug": 700000 + number, "type": "report", "package": package, "source": "",
+            "title": title, "tags": [], "from": "Ann <ann@example.org>",
+            "message_id": f"<{number}@example.org>",
+            "link": f"https://bugs.debian.org/{700000 + number}", "via": "mail"}
+    return dh.envelope(number, BUG, body, stamp, users=("ann",), packages=(package,))
+
+
+@pytest.fixture
+def store(history_store) -> Iterator[HistoryStore]:
+    """A new empty history, on SQLite and on PostgreSQL (``history_store``)."""
+    history = history_store()
+    yield history
+    history.close()
+
+
+def lines(page: str) -> list[int]:
+    return [int(n) for n in re.findall(r'<li class="msg" data-id="(\d+)"', page)]
+
+
+# -- store ---------------------------------------------------------------------------------
+def test_since_reads_in_id_order_with_a_limit(store):
+    assert store.since(0, 10) == [] and store.last_id() == 0
+    assert HistoryStore.last_id(store) == 0
+    dh.seed(store, 37, NOW)
+    rows = store.since(30, 5)
+    assert [r.id for r in rows] == [31, 32, 33, 34, 35]
+    assert rows[0].msg_id == dh.msg_id(31) and rows[0].envelope.startswith("{")
+    assert [r.id for r in store.since(35, 100)] == [36, 37]
+    assert store.last_id() == 37
+    assert HistoryStore.last_id(store) == 37  # the generic default agrees
+
+
+def test_activity_counts_per_service_and_bucket_from_the_rollup(store):
+    base = 1_800_000_000 // 86400 * 86400  # midnight
+    dh.add(store, dak(1, "a", base + 10), dak(2, "b", base + 3599), bug(3, "c", base + 3600),
+           bug(4, "d", base + 7 * HOUR + 5), dak(5, "e", base - 1))
+    assert store.activity(base, base + 8 * HOUR, HOUR) == {
+        "dak": [2, 0, 0, 0, 0, 0, 0, 0], "debbugs": [0, 1, 0, 0, 0, 0, 0, 1]}
+    assert store.activity(base, base + 8 * HOUR, 6 * HOUR) == {"dak": [2, 0],
+                                                               "debbugs": [1, 1]}
+    # start inside an hour counts that whole hour; end is exclusive by hours
+    assert store.activity(base + 1800, base + 2 * HOUR, HOUR) == {"dak": [2, 0],
+                                                                  "debbugs": [0, 1]}
+    assert store.activity(base + 9 * HOUR, base + 10 * HOUR, HOUR) == {}
+    with pytest.raises(ValueError):
+        store.activity(base, base + HOUR, 1800)
+    with store.transaction() as db:
+        rollup = db.execute("SELECT COUNT(*), SUM(count) FROM activity_hourly").fetchone()
+    assert rollup == (4, 5)  # the chart never reads the messages table
+
+
+def test_activity_migration_fills_the_rollup_for_stored_messages(tmp_path):
+    path = tmp_path / "old.sqlite"
+    db = sqlite3.connect(path, isolation_level=None)
+    first = migrate.migrations("sqlite")[0]
+    db.execute("CREATE TABLE history_migrations (version INTEGER PRIMARY KEY, name TEXT"
+               " NOT NULL, applied REAL NOT NULL)")
+    for statement in migrate._statements(first.sql):
+        db.execute(statement)
+    db.execute("INSERT INTO history_migrations VALUES (1, ?, 0)", (first.name,))
+    db.close()
+    old = SqliteHistory.__new__(SqliteHistory)  # v1 writer: add() without the migration
+    old.path, old._writer = path, sqlite3.connect(path, isolation_level=None)
+    stamp = 1_800_000_000 // 3600 * 3600
+    for record in (record_of(dak(1, "a", stamp), dh.index()),
+                   record_of(bug(2, "b", stamp + 60), dh.index()),
+                   record_of(bug(3, "c", stamp + HOUR), dh.index())):
+        old.add(old._writer, record)
+    old._writer.close()
+    store = SqliteHistory(path)  # migrates to the newest version
+    try:
+        assert store.activity(stamp, stamp + 2 * HOUR, HOUR) == {"dak": [1, 0],
+                                                                 "debbugs": [1, 1]}
+        dh.add(store, dak(4, "d", stamp + 5))  # and the trigger keeps it up to date
+        assert store.activity(stamp, stamp + HOUR, HOUR) == {"dak": [2], "debbugs": [1]}
+    finally:
+        store.close()
+
+
+# -- pages ---------------------------------------------------------------------------------
+def test_index_shows_the_newest_messages_charts_and_the_stream(store):
+    dh.seed(store, 60, NOW)
+    with dh.serve(store) as url:
+        page = httpx.get(url + "/", headers={"Origin": "https://elsewhere.example"})
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    assert "'self'" in page.headers["content-security-policy"]
+    assert "unsafe-inline" not in page.headers["content-security-policy"]
+    assert "access-control-allow-origin" not in page.headers  # HTML is not shared
+    assert lines(page.text) == list(range(60, 35, -1))  # 25, newest first
+    assert 'data-stream="/v2/stream?after=60"' in page.text
+    assert '<meta name="viewport"' in page.text
+    assert page.text.count("<svg") == 2 and page.text.count("<rect") > 10
+    assert "Last 24 hours" in page.text and "Last 7 days" in page.text
+    # the golden events' real summaries and links
+    assert "accepted into unstable" in page.text or "reported" in page.text
+    assert 'href="https://' in page.text
+
+
+class EvilLink(Message):
+    name = "test.evil.v1"
+    topic_tokens = ("evil", "*")
+
+    @property
+    def summary(self) -> str:
+        return str(self.body.get("title"))
+
+    @property
+    def url(self) -> str:
+        return "javascript:alert(1)"
+
+
+def test_hostile_text_is_shown_as_text_and_bad_links_are_dropped(store):
+    dh.add(store, dh.envelope(1, "org.debian.dev.evil.thing",
+                              {"title": "<script>alert('x')</script> & <b>bold</b>"}, NOW,
+                              users=('"><img src=x onerror=alert(1)>',),
+                              packages=("a<b",)))
+    with dh.serve(store) as url:
+        page = httpx.get(url + "/").text
+    assert "<script>alert" not in page and "<img src=x" not in page and "<b>bold" not in page
+    assert "&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt; &amp; &lt;b&gt;bold" in page
+    assert "/user/%22%3E%3Cimg%20src%3Dx%20onerror%3Dalert%281%29%3E" in page
+    assert "/package/a%3Cb" in page
+    row = store.since(0, 1)[0]
+    line = dashboard.line_of(row, TypeIndex([EvilLink]))
+    assert line.summary.startswith("<script>") and line.url is None
+    assert "javascript" not in dashboard.event_of(line).data
+
+
+def test_filters_are_urls_and_bad_ones_a_400(store):
+    dh.add(store, dak(1, "hebcal", NOW - 50), bug(2, "dpkg", NOW - 40),
+           bug(3, "hebcal", NOW - 30), dak(4, "dpkg", NOW - 20))
+    with dh.serve(store) as url, httpx.Client(base_url=url, timeout=10) as web:
+        assert lines(web.get("/?category=debbugs").text) == [3, 2]
+        hebcal = web.get("/?package=hebcal&category=&topic=&user=").text
+        assert lines(hebcal) == [3, 1]  # empty form fields ignored
+        assert 'data-stream="/v2/stream?package=hebcal&amp;after=4"' in hebcal
+        assert 'name="package" value="hebcal"' in hebcal
+        assert lines(web.get("/?package=hebcal&not_category=dak").text) == [3]
+        assert lines(web.get("/?user=jorg&user=ann&topic=" + DAK).text) == [4, 1]
+        for bad, word in (("/?contains=abc", "contains"), ("/?page=2", "page"),
+                          ("/?category=" + "x" * 300, "longer than")):
+            answer = web.get(bad)
+            assert answer.status_code == 400 and word in answer.text
+            assert answer.headers["content-type"].startswith("text/html")
+
+
+def test_package_and_user_pages_page_through_a_month(store):
+    month = "2026-11"
+    start = 1_793_491_200  # 2026-11-01T00:00Z
+    dh.add(store, *(dak(i, "hebcal", start + i * 3000) for i in range(1, 61)),
+           dak(61, "hebcal", start - 10), bug(62, "other", start + 10))
+    with dh.serve(store) as url, httpx.Client(base_url=url, timeout=10) as web:
+        first = web.get(f"/package/hebcal?month={month}")
+        assert first.status_code == 200 and "'self'" in first.headers["content-security-policy"]
+        assert lines(first.text) == list(range(60, 10, -1))
+        assert '<span id="total">60</span>' in first.text
+        older = re.search(r'id="older" href="([^"]+)"', first.text).group(1)
+        second = web.get("/package/hebcal" + older.replace("&amp;", "&")).text
+        assert lines(second) == list(range(10, 0, -1)) and 'id="older"' not in second
+        assert "← 2026-10" in first.text
+        assert lines(web.get("/package/hebcal?month=2026-10").text) == [61]
+        assert lines(web.get(f"/user/ann?month={month}").text) == [62]
+        assert web.get("/package/hebcal?month=11-2026").status_code == 400
+        assert web.get("/user/ann?bogus=1").status_code == 400
+        assert web.get("/package/hebcal?cursor=zzz").status_code == 400
+
+
+def test_cors_on_the_json_api_only(store):
+    dh.add(store, dak(1, "hebcal"))
+    origin = {"Origin": "https://apps.example"}
+    with dh.serve(store) as url, httpx.Client(base_url=url, timeout=10) as web:
+        for path in ("/raw", "/v2/search?package=hebcal", f"/v2/id?id={dh.msg_id(1)}",
+                     "/id?id=missing", "/messagecount", "/healthz", "/raw?page=0"):
+            answer = web.get(path, headers=origin)
+            assert answer.headers["access-control-allow-origin"] == "*", path
+        preflight = web.options("/raw", headers={**origin,
+                                                 "Access-Control-Request-Method": "GET"})
+        assert preflight.status_code == 200
+        assert preflight.headers["access-control-allow-origin"] == "*"
+        for path in ("/", "/package/hebcal", "/static/dashboard.js"):
+            answer = web.get(path, headers=origin)
+            assert answer.status_code == 200
+            assert "access-control-allow-origin" not in answer.headers, path
+
+
+# -- stream --------------------------------------------------------------------------------
+class Stream:
+    """An SSE client on a thread over a plain socket (HTTP/1.0: no chunking, and closing
+    the socket ends the read at once): frames and comments arrive on a queue."""
+
+    def __init__(self, url: str, headers: dict[str, str] | None = None):
+        self.frames: queue.Queue[dict[str, str]] = queue.Queue()
+        self.status: int | None = None
+        self.body = b""
+        address, _, path = url.removeprefix("http://").partition("/")
+        host, port = address.split(":")
+        self._sock = socket.create_connection((host, int(port)), timeout=30)
+        head = "".join(f"{k}: {v}\r\n" for k, v in (headers or {}).items())
+        self._sock.sendall(f"GET /{path} HTTP/1.0\r\nHost: {address}\r\n{head}\r\n".encode())
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._read, daemon=True)
+        self._thread.start()
+        assert self._ready.wait(10), "the stream did not answer"
+
+    def _read(self) -> None:
+        try:
+            reader = self._sock.makefile("rb")
+            self.status = int(reader.readline().split()[1])
+            while reader.readline().strip():
+                pass  # headers
+            if self.status != 200:
+                self.body = reader.read()
+                return
+            frame: dict[str, str] = {}
+            for raw in reader:
+                line = raw.decode().rstrip("\r\n")
+                if line.startswith("retry:"):
+                    self._ready.set()  # registered: every later message comes
+                elif line.startswith(":"):
+                    self.frames.put({"comment": line})
+                elif line:
+                    key, _, value = line.partition(": ")
+                    frame[key] = value
+                elif frame:
+                    self.frames.put(frame)
+                    frame = {}
+        except (OSError, ValueError, IndexError):
+            pass
+        finally:
+            self._ready.set()
+            self.frames.put({"closed": "1"})
+
+    def next(self, timeout: float = 10) -> dict[str, str]:
+        return self.frames.get(timeout=timeout)
+
+    def ids(self, count: int, timeout: float = 10) -> list[int]:
+        out: list[int] = []
+        deadline = time.monotonic() + timeout
+        while len(out) < count:
+            frame = self.next(max(0.1, deadline - time.monotonic()))
+            if "id" in frame:
+                out.append(int(frame["id"]))
+            assert "closed" not in frame, out
+        return out
+
+    def close(self) -> None:
+        with suppress(OSError):
+            self._sock.shutdown(socket.SHUT_RDWR)
+        self._sock.close()
+        self._thread.join(10)
+
+
+@contextmanager
+def stream(url: str, headers: dict[str, str] | None = None) -> Iterator[Stream]:
+    client = Stream(url, headers)
+    try:
+        yield client
+    finally:
+        client.close()
+
+
+def test_stream_sends_new_messages_with_filters_and_resumes(store):
+    dh.add(store, dak(1, "hebcal", NOW - 100))
+    with dh.serve(store, keepalive=0.5) as url:
+        with stream(url + "/v2/stream") as every, \
+                stream(url + "/v2/stream?category=debbugs&not_package=dpkg") as bugs:
+            dh.add(store, bug(2, "dpkg"), dak(3, "hebcal"), bug(4, "hebcal"), bug(5, "x"))
+            assert every.ids(4) == [2, 3, 4, 5]  # message 1 was there before: not sent
+            assert bugs.ids(2) == [4, 5]
+            frame = next(f for f in iter(lambda: every.next(5), None) if "comment" in f)
+            assert frame["comment"] == ": keep-alive"
+        with stream(url + "/v2/stream?category=debbugs", {"Last-Event-ID": "2"}) as resumed:
+            frame = resumed.next()
+            assert int(frame["id"]) == 4
+            event = json.loads(frame["data"])
+            assert event["service"] == "debbugs" and event["packages"] == ["hebcal"]
+            assert event["summary"] and event["url"].startswith("https://bugs.debian.org/")
+            assert resumed.ids(1) == [5]
+        with stream(url + "/v2/stream?after=3&package=hebcal") as after:
+            assert after.ids(1) == [4]  # the page's starting point when no Last-Event-ID
+            dh.add(store, dak(6, "hebcal"))
+            assert after.ids(1) == [6]
+        with httpx.Client(base_url=url, timeout=5) as web:
+            for bad, parameter in (("/v2/stream?contains=abc", "contains"),
+                                   ("/v2/stream?after=-1", "after"),
+                                   ("/v2/stream?user=" + "x" * 300, "user")):
+                answer = web.get(bad)
+                assert answer.status_code == 400 and answer.json()["parameter"] == parameter
+            answer = web.get("/v2/stream", headers={"Last-Event-ID": "x1"})
+            assert answer.status_code == 400
+            assert answer.json()["parameter"] == "Last-Event-ID"
+
+
+def test_stream_resume_too_far_back_says_gap(store):
+    dh.seed(store, 30, NOW)
+    with dh.serve(store, resume=10) as url:
+        with stream(url + "/v2/stream", {"Last-Event-ID": "20"}) as near:
+            assert near.ids(10) == list(range(21, 31))
+        with stream(url + "/v2/stream", {"Last-Event-ID": "5"}) as far:
+            assert far.next() == {"event": "gap", "data": "{}"}  # not a partial past
+            dh.add(store, dak(31, "hebcal"))
+            assert far.ids(1) == [31]
+
+
+def test_stream_limit_gives_503_and_frees_slots(store):
+    with dh.serve(store, max_streams=2) as url, stream(url + "/v2/stream") as one, \
+            stream(url + "/v2/stream"):
+        with stream(url + "/v2/stream") as third:
+            assert third.status == 503
+            assert b"history.max_streams" in third.body
+        one.close()
+        deadline = time.monotonic() + 10
+        while True:  # the slot is freed when the server sees the disconnect
+            with stream(url + "/v2/stream") as again:
+                if again.status == 200:
+                    break
+            assert time.monotonic() < deadline, "a closed stream kept its slot"
+            time.sleep(0.1)
+
+
+def test_a_slow_client_is_cut_off_and_never_slows_the_others(store):
+    names = tuple(f"package-with-a-rather-long-name-{i:03d}-" + "x" * 60 for i in range(20))
+    count = 2000
+    with dh.serve(store, stream_queue=8) as url:
+        host, port = url.removeprefix("http://").split(":")
+        slow = socket.socket()
+        slow.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        slow.connect((host, int(port)))
+        slow.sendall(b"GET /v2/stream HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        slow.settimeout(10)
+        got = b""
+        while b"retry:" not in got:  # registered; from here on it reads nothing
+            got += slow.recv(100)
+        with stream(url + "/v2/stream") as fast:
+            started = time.monotonic()
+            for first in range(1, count + 1, 500):
+                dh.add(store, *(dh.envelope(n, BUG, {"bug": n, "package": "p"}, NOW,
+                                            packages=names)
+                                for n in range(first, first + 500)))
+            assert fast.ids(count, timeout=30) == list(range(1, count + 1))
+            took = time.monotonic() - started
+        while chunk := slow.recv(65536):
+            got += chunk
+        slow.close()
+    sent = len(re.findall(rb"id: \d+\n", got))
+    assert b"event: behind" in got, "the slow client was never cut off"
+    assert sent < count, sent
+    print(f"slow client: {sent} events before the cut; fast one: {count} in {took:.1f} s")
+    assert took < 25, took
+
+
+def test_stream_settings_are_checked(tmp_path):
+    for key in ("max_streams", "stream_queue"):
+        path = tmp_path / "busgate.toml"
+        path.write_text(f"[history]\n{key} = 0\n")
+        with pytest.raises(ConfigError) as err:
+            config.load(path)
+        assert err.value.key == f"history.{key}"
+    path.write_text("[history]\nmax_streams = 3\nstream_queue = 16\n")
+    assert (config.load(path).history.max_streams, config.load(path).history.stream_queue) \
+        == (3, 16)

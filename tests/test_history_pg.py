@@ -1,0 +1,364 @@
+"""The PostgreSQL history on the real server: the recorder's kill -9 between its two
+commits (PostgreSQL, then the local position) loses and doubles nothing; migrations
+(advisory lock, newer schema refused, pg_trgm missing said so); the connection bound;
+backend choice. The shared /raw semantics run in tests/test_history_web.py."""
+
+from __future__ import annotations
+
+import signal
+import sqlite3
+import subprocess
+import threading
+import time
+from typing import Any
+
+import psycopg
+import pytest
+from psycopg import sql
+
+from fixtures.wannabuild import wbdb
+from gateway.history import backends, migrate
+from gateway.history.pgstore import PostgresHistory, like_pattern
+from gateway.history.records import record_of
+from gateway.history.store import HistoryError, QueryTimeout, SqliteHistory
+from gateway.messages import TypeIndex
+from tests import history_fixture as fx
+from tests.conftest import BUSGATE, REPO, free_port
+from tests.test_history_recorder import lines, outbox, publish, start_recorder, wait_for
+
+pytestmark = [pytest.mark.postgres, pytest.mark.timeout(120)]
+
+
+def history(url: str) -> list[str]:
+    try:
+        with psycopg.connect(url, connect_timeout=5) as conn:
+            return [r[0] for r in conn.execute("SELECT msg_id FROM messages ORDER BY id")]
+    except psycopg.errors.UndefinedTable:  # not migrated yet
+        return []
+
+
+def position(settings) -> int:  # type: ignore[no-untyped-def]
+    with sqlite3.connect(settings.state_dir / backends.POSITION_FILE) as db:
+        (seq,) = db.execute("SELECT seq_id FROM position").fetchone()
+    return seq
+
+
+def test_kill9_between_the_two_commits_loses_and_doubles_nothing(daemon, pg_databases):
+    proc, settings = daemon()
+    config = settings.loaded_from[0]
+    url = pg_databases()
+    publish(proc.env, lines("before", 100))
+    wait_for(lambda: len(outbox(settings)) == 100)
+    done = subprocess.run([*BUSGATE, "record", "--backfill", "--database", url],
+                          env=proc.env, cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert "backfilled 100 new of 100" in done.stdout and "secret" not in done.stdout
+    assert history(url) == outbox(settings) and position(settings) == 100
+
+    # kills itself right after PostgreSQL committed its 250th message, before the
+    # position moved past it: the worst moment of the two-commit scheme
+    recorder = start_recorder(proc.env, config, url, "0", "250")
+    publish(proc.env, lines("live", 800))
+    assert recorder.wait(60) == -signal.SIGKILL
+    assert len(history(url)) == 350  # the 250th is in PostgreSQL...
+    assert position(settings) == 349  # ...and the position is before it
+    publish(proc.env, lines("down", 300))  # while the recorder is dead
+    recorder = start_recorder(proc.env, config, url, "0")
+    try:
+        wait_for(lambda: len(history(url)) == 1200)
+        proc.stop()  # the publisher restarts; the recorder stays
+        publish(proc.env, lines("offline", 100))  # spooled while the daemon is down
+        proc.start()
+        publish(proc.env, lines("after", 100))
+        wait_for(lambda: len(outbox(settings)) == 1400)
+        want = outbox(settings)
+        assert len(want) == 1400
+        wait_for(lambda: len(history(url)) >= len(want))
+        wait_for(lambda: position(settings) == len(want), 10)
+        time.sleep(0.3)  # anything doubled or late would come now
+        got = history(url)
+    finally:
+        recorder.kill()
+        recorder.wait(10)
+    assert got == want  # all of them, once each, in outbox order
+    assert position(settings) == len(want)
+
+
+def test_recorder_stops_before_the_position_when_postgresql_is_gone(pg_databases,
+                                                                    make_settings):
+    from gateway.consumer import NotHandled
+    from gateway.history.recorder import Recorder
+
+    url = pg_databases(database=True)
+    store = PostgresHistory(url, query_timeout=1.0, write_wait=1.0)
+    recorder = Recorder(make_settings(), store, index=TypeIndex(()), endpoints=[])
+    name = url.rsplit("/", 1)[1]
+    with wbdb.admin() as admin:
+        admin.execute(sql.SQL("ALTER DATABASE {} ALLOW_CONNECTIONS false").format(
+            sql.Identifier(name)))
+        admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                      " WHERE datname = %s", (name,))
+    try:
+        from gateway.consumer import Delivery
+
+        with pytest.raises(NotHandled, match="history database"):
+            recorder.handle(Delivery(fx.envelope(*fx.MESSAGES[0])))
+    finally:
+        with wbdb.admin() as admin:
+            admin.execute(sql.SQL("ALTER DATABASE {} ALLOW_CONNECTIONS true").format(
+                sql.Identifier(name)))
+    recorder.handle(Delivery(fx.envelope(*fx.MESSAGES[0])))  # back: stored
+    assert store.msg_ids() == [fx.msg_id(1)] and recorder.stored == 1
+    store.close()
+
+
+def test_the_pool_bounds_connections_and_a_wait_past_the_limit_is_a_timeout(pg_databases):
+    url = pg_databases(database=True)
+    store = PostgresHistory(url, query_timeout=0.5, pool_size=2)
+    release = threading.Event()
+    holding = threading.Barrier(3)
+
+    def hold(db: Any) -> None:
+        holding.wait(10)
+        release.wait(10)
+
+    threads = [threading.Thread(target=store._timed, args=(hold,)) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    holding.wait(10)  # both connections are taken
+    try:
+        started = time.monotonic()
+        with pytest.raises(QueryTimeout, match="pool_size"):
+            store.count()
+        assert time.monotonic() - started < 5
+        with wbdb.admin() as admin:
+            (open_,) = admin.execute("SELECT COUNT(*) FROM pg_stat_activity WHERE datname = %s",
+                                     (url.rsplit("/", 1)[1],)).fetchone()
+        assert open_ <= 2
+    finally:
+        release.set()
+        for thread in threads:
+            thread.join(10)
+    assert store.count() == 0  # free again
+    store.close()
+
+
+def test_the_server_cancels_a_query_past_its_time_limit(pg_databases):
+    url = pg_databases()
+    store = PostgresHistory(url, query_timeout=0.2)
+    with pytest.raises(QueryTimeout, match="ran past"):
+        store._timed(lambda db: db.execute("SELECT pg_sleep(60)"))
+    with wbdb.admin() as admin:
+        running = admin.execute("SELECT COUNT(*) FROM pg_stat_activity WHERE query LIKE"
+                                " 'SELECT pg_sleep(60)%%' AND state = 'active'").fetchone()
+    assert running == (0,)  # cancelled on the server, not merely abandoned
+    assert store.count() == 0
+    store.close()
+
+
+def test_contains_takes_like_characters_literally_and_ignores_case(pg_databases):
+    store = fx.fill(PostgresHistory(pg_databases()))
+    extra = fx.envelope(7, 6, "git.push", [], [], {"path": "C:\\tmp\\x", "note": "a_b%c"})
+    store.add_many([record_of(extra, TypeIndex(()))])
+    from gateway.history import query as q
+
+    def found(term: str) -> list[str]:
+        return [r.msg_id[-1] for r in store.search(q.parse([("contains", term)])).rows]
+
+    assert found("\\tmp\\") == ["7"] and found("a_b%") == ["7"]
+    assert found("a%c") == [] and found("done_o") == ["5"] and found("DONE_OK") == ["5"]
+    assert found("JÖRG") == ["3"] and found("DÉJÀ") == ["2"]
+    assert like_pattern("5%_\\") == "%5\\%\\_\\\\%"
+    store.close()
+
+
+def test_migrations_hold_a_lock_so_two_processes_open_at_once(pg_databases):
+    url = pg_databases()
+    errors: list[BaseException] = []
+    start = threading.Barrier(3)
+
+    def open_close() -> None:
+        try:
+            start.wait(10)
+            PostgresHistory(url).close()
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=open_close) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert errors == []
+    with psycopg.connect(url) as conn:
+        rows = conn.execute("SELECT version, name FROM history_migrations ORDER BY 1").fetchall()
+    assert rows == [(m.version, m.name) for m in migrate.migrations("postgres")]
+
+
+def test_migrations_refuse_a_newer_database_and_an_absent_one(pg_databases):
+    url = pg_databases()
+    with pytest.raises(HistoryError, match=r"no history in .*run busgate record"):
+        PostgresHistory(url, create=False)
+    PostgresHistory(url).close()
+    PostgresHistory(url, create=False).close()
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("INSERT INTO history_migrations VALUES (99, '099_future.sql', 0)")
+    with pytest.raises(HistoryError, match="newer than this busgate"):
+        PostgresHistory(url)
+
+
+def test_a_missing_pg_trgm_is_named_with_the_fix(pg_databases):
+    url = pg_databases(database=True)
+    name = url.rsplit("/", 1)[1]
+    role = f"{name}_ro"
+    wbdb.create_role(role, dbname=name)
+    with psycopg.connect(wbdb.dsn(name), autocommit=True) as conn:  # tables, not extensions
+        conn.execute(sql.SQL("GRANT CREATE ON SCHEMA public TO {}").format(sql.Identifier(role)))
+    try:
+        with pytest.raises(HistoryError) as caught:
+            PostgresHistory(f"postgresql://{role}@{wbdb.HOST}:{wbdb.PORT}/{name}")
+    finally:
+        wbdb.drop_role(role, dbnames=(name,))
+    text = str(caught.value)
+    assert "001_initial.sql" in text and 'extension "pg_trgm"' in text
+    assert "postgresql-contrib" in text and "CREATE EXTENSION pg_trgm" in text
+
+
+def test_open_history_picks_the_backend_and_never_shows_a_password(pg_databases, tmp_path,
+                                                                   make_settings):
+    url = pg_databases().replace("postgresql://postgres@", "postgresql://postgres:s3cret@")
+    store = backends.open_history_url(url, 2.0, pool_size=1)
+    assert isinstance(store, PostgresHistory) and store.position_path is None
+    assert "s3cret" not in store.where
+    assert store.where == f"{wbdb.HOST}:{wbdb.PORT}/{url.split('/')[3].split('?')[0]}"
+    store.close()
+    lite = backends.open_history_url(str(tmp_path / "h.sqlite"), 2.0)
+    assert isinstance(lite, SqliteHistory) and lite.position_path == tmp_path / "h.sqlite"
+    lite.close()
+    settings = make_settings(history={"database": url, "pool_size": 1})
+    store = backends.open_history(settings)
+    assert backends.position_path(settings, store) == \
+        settings.state_dir / "history-position.sqlite"
+    store.close()
+    moved = make_settings(history={"database": url, "position": str(tmp_path / "p.sqlite")})
+    store = backends.open_history(moved)
+    assert backends.position_path(moved, store) == tmp_path / "p.sqlite"
+    store.close()
+
+
+def test_an_unreachable_postgresql_is_a_clear_error(make_settings):
+    settings = make_settings()
+    url = f"postgresql://postgres:s3cret@127.0.0.1:{free_port()}/nowhere"
+    for command in ("record", "web"):
+        done = subprocess.run([*BUSGATE, "--config", settings.loaded_from[0], command,
+                               "--database", url], capture_output=True, text=True,
+                              timeout=60, cwd=REPO)
+        assert done.returncode == 73, done.stderr
+        assert "cannot open the history database 127.0.0.1:" in done.stderr
+        assert "Traceback" not in done.stderr and "s3cret" not in done.stderr
+
+
+# -- the rollups (002 activity, 003 stats) on PostgreSQL ------------------------------------
+def test_weekly_overview_is_the_same_on_both_backends(pg_databases, tmp_path):
+    from gateway.history import stats
+    from tests import test_history_stats as ts
+
+    records = [record_of(env, TypeIndex(())) for env in ts.envelopes()]
+    lite = SqliteHistory(tmp_path / "h.sqlite")
+    pg = PostgresHistory(pg_databases())
+    for store in (lite, pg):
+        store.add_many(records)
+    reader = PostgresHistory(pg.url, readonly=True)
+    try:
+        for week in (ts.W47, ts.W48, stats.Week(2026, 49)):
+            want, got = stats.overview(lite, week), stats.overview(reader, week)
+            assert ts.kinds(got) == ts.kinds(want)
+            assert (got.packages, got.users) == (want.packages, want.users)
+        assert ts.kinds(stats.overview(reader, ts.W48))["uploads"] == (3, 1, 2)
+        monday = ts.W48.start.timestamp()
+        for start, end in ((monday - 1, monday), (monday, monday + 1), (monday - 5e5, monday)):
+            assert reader.topic_counts(start, end) == lite.topic_counts(start, end)
+        with pytest.raises(ValueError, match="at most 400 days"):
+            reader.topic_counts(monday, monday + 401 * 86400)
+        with pytest.raises(ValueError, match=r"limit must be 1\.\.1000"):
+            reader.top_names("users", monday, monday + 86400, 0)
+    finally:
+        for store in (lite, pg, reader):
+            store.close()
+
+
+def _pg_rollups_match(url: str) -> None:
+    day = "floor(timestamp / 86400)::bigint"
+    with psycopg.connect(url) as conn:
+        for direct, rolled in (
+                (f"SELECT {day}, topic, COUNT(*) FROM messages GROUP BY 1, 2",
+                 "SELECT day, topic, messages FROM stats_topic_days"),
+                (f"SELECT {day}, user_id, COUNT(*) FROM user_messages GROUP BY 1, 2",
+                 "SELECT day, user_id, messages FROM stats_user_days"),
+                (f"SELECT {day}, package_id, COUNT(*) FROM package_messages GROUP BY 1, 2",
+                 "SELECT day, package_id, messages FROM stats_package_days"),
+                ("SELECT floor(timestamp / 3600)::bigint, category, COUNT(*) FROM messages"
+                 " GROUP BY 1, 2", "SELECT hour, category, count FROM activity_hourly"
+                                   " WHERE count > 0")):
+            assert set(conn.execute(direct)) == set(conn.execute(rolled)), rolled
+
+
+def test_rollups_equal_direct_counts_after_inserts_updates_and_deletes(pg_databases):
+    import random
+
+    from tests import test_history_stats as ts
+
+    rng = random.Random(5)
+    url = pg_databases()
+    store = PostgresHistory(url)
+    base = ts.W47.start.timestamp()
+    for _ in range(3):  # several batches, then the same again (stored once: counted once)
+        batch = ts._random_records(rng, 150, base + rng.randrange(0, 10**6))
+        store.add_many(batch)
+        store.add_many(batch[:20])
+    _pg_rollups_match(url)
+    with psycopg.connect(url) as conn:
+        for _ in range(10):
+            start = base + rng.uniform(-86400, 12 * 10**5)
+            end = start + rng.choice([0, 1, 86400, 7 * 86400, rng.uniform(0, 30 * 86400)])
+            assert store.topic_counts(start, end) == dict(conn.execute(
+                "SELECT topic, COUNT(*) FROM messages WHERE timestamp >= %s"
+                " AND timestamp < %s GROUP BY topic", (start, end)).fetchall())
+            assert store.top_names("users", start, end, 3) == [tuple(r) for r in conn.execute(
+                "SELECT t.name, COUNT(*) AS c FROM user_messages l JOIN users t"
+                " ON t.id = l.user_id WHERE l.timestamp >= %s AND l.timestamp < %s"
+                ' GROUP BY t.name ORDER BY c DESC, t.name COLLATE "C" LIMIT 3', (start, end))]
+        doomed = "SELECT id FROM messages WHERE id % 3 = 0"  # what a retention would do
+        conn.execute(f"DELETE FROM user_messages WHERE message_id IN ({doomed})")
+        conn.execute(f"DELETE FROM package_messages WHERE message_id IN ({doomed})")
+        conn.execute("UPDATE messages SET timestamp = timestamp + 86400 WHERE id % 3 = 1")
+        conn.execute(f"DELETE FROM messages WHERE id IN ({doomed})")
+    _pg_rollups_match(url)
+    with psycopg.connect(url) as conn:
+        assert conn.execute("SELECT COUNT(*) FROM stats_topic_days WHERE messages <= 0"
+                            ).fetchone() == (0,)
+    store.close()
+
+
+def test_the_rollup_migrations_fill_rows_stored_before_them(pg_databases):
+    import random
+
+    from tests import test_history_stats as ts
+
+    url = pg_databases()
+    with psycopg.connect(url, autocommit=True) as conn:  # a busgate that had only 001
+        migrate.apply_postgres(conn, migrate.migrations("postgres")[:1])
+    old = PostgresHistory.__new__(PostgresHistory)  # v1 writer: add() without migrating
+    records = ts._random_records(random.Random(9), 200, ts.W47.start.timestamp())
+    with psycopg.connect(url) as conn:
+        for record in records:
+            old.add(conn, record)
+    with pytest.raises(HistoryError, match=r"lacks 002_activity\.sql, 003_stats\.sql"):
+        PostgresHistory(url, readonly=True)
+    store = PostgresHistory(url)  # migrates: 002 and 003 fill their rollups
+    with psycopg.connect(url) as conn:
+        assert conn.execute("SELECT SUM(messages) FROM stats_topic_days").fetchone() == (200,)
+    _pg_rollups_match(url)
+    store.add_many(ts._random_records(random.Random(10), 50, ts.W48.start.timestamp()))
+    _pg_rollups_match(url)  # and the triggers keep them from then on
+    store.close()
