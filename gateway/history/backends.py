@@ -39,7 +39,8 @@ def open_history_url(database: str, query_timeout: float, create: bool = True, *
         from gateway.history.pgstore import PostgresHistory
 
         return PostgresHistory(database, query_timeout=query_timeout, create=create,
-                               pool_size=pool_size, readonly=readonly)
+                               pool_size=pool_size, readonly=readonly,
+                               count_limit=count_limit)
     from gateway.history.store import SqliteHistory
 
     return SqliteHistory(database, query_timeout=query_timeout, create=create,

@@ -85,8 +85,10 @@ class PostgresHistory(HistoryStore):
     """The history in a PostgreSQL database (``postgresql://`` URL), migrated on open."""
 
     def __init__(self, url: str, *, query_timeout: float = 5.0, create: bool = True,
-                 pool_size: int = 4, write_wait: float = WRITE_WAIT, readonly: bool = False):
+                 pool_size: int = 4, write_wait: float = WRITE_WAIT, readonly: bool = False,
+                 count_limit: int = 10_000):
         self.url = url
+        self.count_limit = count_limit
         self.write_wait = write_wait
         self.where = describe(url)
         self.position_path = None
@@ -202,14 +204,16 @@ class PostgresHistory(HistoryStore):
         offset = 0 if query.cursor is not None else (query.page - 1) * query.rows_per_page
 
         def work(db: Conn) -> Page:
-            total = _one(db, f"SELECT COUNT(*) FROM messages m WHERE {where}",  # noqa: S608
-                         params)
+            # capped like SQLite's (history.count_limit): counting a million rows is slow
+            total = _one(db, f"SELECT COUNT(*) FROM (SELECT 1 FROM messages m"  # noqa: S608
+                             f" WHERE {where} LIMIT %s) c", (*params, self.count_limit + 1))
+            capped = total > self.count_limit
             rows = db.execute(
                 f"SELECT m.id, m.msg_id, m.timestamp, m.envelope FROM messages m"  # noqa: S608
                 f" WHERE {where}{paging} ORDER BY m.timestamp {order}, m.id {order}"
                 " LIMIT %s OFFSET %s",
                 (*params, *page_params, query.rows_per_page, offset)).fetchall()
-            return Page(_with_names(db, rows), total)
+            return Page(_with_names(db, rows), min(total, self.count_limit), capped)
 
         return self._timed(work)
 
