@@ -207,6 +207,10 @@ def day_split(start: float, end: float) -> tuple[int, int, list[tuple[float, flo
 class SqliteHistory(HistoryStore):
     """The embedded history: one SQLite file (WAL), migrated on open."""
 
+    #: Bound of the writer's name-id cache (per kind); the cache is made on first use.
+    name_cache: int = NAME_CACHE
+    _names: dict[str, dict[str, int]] | None = None
+
     def __init__(self, path: str | Path, *, query_timeout: float = 5.0, create: bool = True,
                  readonly: bool = False, cache_mb: int = 64, name_cache: int = NAME_CACHE,
                  count_limit: int = COUNT_LIMIT):
@@ -217,7 +221,6 @@ class SqliteHistory(HistoryStore):
         self.query_timeout = query_timeout
         self.cache_mb = cache_mb
         self.name_cache = name_cache
-        self._names: dict[str, dict[str, int]] = {"users": {}, "packages": {}}
         #: (id, text, msg_id) staged for :meth:`flush_text`.
         self._texts: list[tuple[int, str, str]] = []
         self._local = threading.local()
@@ -321,8 +324,7 @@ class SqliteHistory(HistoryStore):
     def forget_names(self) -> None:
         """After a savepoint's rollback: a new name's row may be gone (a staged text
         whose message went is left out by :meth:`flush_text`)."""
-        for cache in self._names.values():
-            cache.clear()
+        self._names = None
 
     def _insert(self, db: sqlite3.Connection, record: Record) -> int | None:
         """The message's row and its user/package links; its id (None: already stored)."""
@@ -342,6 +344,8 @@ class SqliteHistory(HistoryStore):
     def _name_id(self, db: sqlite3.Connection, table: str, name: str) -> int:
         """The id of a user/package name: from the cache (most names are known), else a
         read, and a write only for a new name."""
+        if self._names is None:
+            self._names = {"users": {}, "packages": {}}
         cache = self._names[table]
         found = cache.get(name)
         if found is not None:
