@@ -160,3 +160,13 @@ def test_the_text_index_holds_the_body_values_not_its_keys(tmp_path):
     assert page_ids(store, [("contains", "déjà/vu")]) == [1]
     assert page_ids(store, [("contains", "files")]) == []  # a key, not a value
     store.close()
+
+
+def test_the_recorders_connection_gets_the_page_cache(tmp_path):
+    store = SqliteHistory(tmp_path / "h.sqlite", cache_mb=3)
+    assert store.writer().execute("PRAGMA cache_size").fetchone() == (-3 * 1024,)
+    other = sqlite3.connect(store.path)  # as the consumer's position connection
+    store.tune(other)
+    assert other.execute("PRAGMA cache_size").fetchone() == (-3 * 1024,)
+    other.close()
+    store.close()

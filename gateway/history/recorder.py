@@ -91,6 +91,7 @@ class Recorder:
         #: Messages stored, and messages already there (by msg_id).
         self.stored = 0
         self.known = 0
+        self._tuned: object = None
 
     def consumer(self) -> Consumer:
         from gateway.consumer import Consumer
@@ -123,6 +124,9 @@ class Recorder:
 
         record = record_of(delivery.envelope, self.index)
         if delivery.db is not None and self.store.position_path is not None:
+            if delivery.db is not self._tuned:  # the position's connection writes
+                self.store.tune(delivery.db)  # type: ignore[attr-defined]
+                self._tuned = delivery.db
             try:
                 added = (self.store.stage if delivery.batched  # type: ignore[attr-defined]
                          else self.store.add)(delivery.db, record)

@@ -259,9 +259,14 @@ class SqliteHistory(HistoryStore):
                              timeout=30.0)
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=NORMAL")
-        # index pages of a million messages (msg_id is random) stay in memory
-        db.execute(f"PRAGMA cache_size={-1024 * int(self.cache_mb)}")
+        self.tune(db)
         return db
+
+    def tune(self, db: sqlite3.Connection) -> None:
+        """Give a connection that writes the history (its own, or the recorder's
+        position connection) ``history.cache_mb`` of page cache: the index pages of a
+        million messages (msg_id is random) stay in memory."""
+        db.execute(f"PRAGMA cache_size={-1024 * int(self.cache_mb)}")
 
     def writer(self) -> sqlite3.Connection:
         """The store's own write connection (autocommit: the caller opens transactions)."""
