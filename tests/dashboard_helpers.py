@@ -75,9 +75,17 @@ def serve(store: SqliteHistory, **options: float) -> Iterator[str]:
     unless told); yields its base URL."""
     options.setdefault("poll", 0.1)
     port = free_port()
+    app = make_app(store, index(), **options)
     server = uvicorn.Server(uvicorn.Config(
-        make_app(store, index(), **options), host="127.0.0.1", port=port,
+        app, host="127.0.0.1", port=port,
         log_level="warning", timeout_graceful_shutdown=1))
+    closing = server.shutdown
+
+    async def shutdown(sockets=None):  # type: ignore[no-untyped-def]
+        await app.state.streams.stop()  # as busgate web does
+        await closing(sockets)
+
+    server.shutdown = shutdown  # type: ignore[method-assign]
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 10

@@ -200,9 +200,27 @@ def test_package_and_user_pages_page_through_a_month(store):
         assert "← 2026-10" in first.text
         assert lines(web.get("/package/hebcal?month=2026-10").text) == [61]
         assert lines(web.get(f"/user/ann?month={month}").text) == [62]
+        assert first.text.count("<svg") == 1 and "2026-11, per day · 60 messages" in first.text
         assert web.get("/package/hebcal?month=11-2026").status_code == 400
         assert web.get("/user/ann?bogus=1").status_code == 400
         assert web.get("/package/hebcal?cursor=zzz").status_code == 400
+
+
+def test_name_activity_counts_a_name_per_day_and_service(store):
+    start = 1_793_491_200  # 2026-11-01T00:00Z
+    day = 86400
+    dh.add(store, *(dak(i, "hebcal", start + i * 3000) for i in range(1, 61)),
+           bug(61, "hebcal", start + 10), bug(62, "other", start + 20),
+           dak(63, "hebcal", start + 30 * day))
+    days = [28, 29, 3] + [0] * 27
+    assert store.name_activity("packages", "hebcal", start, start + 30 * day, day) == {
+        "dak": days, "debbugs": [1] + [0] * 29}
+    assert store.name_activity("users", "ann", start, start + 2 * day, day) == {
+        "debbugs": [2, 0]}
+    assert store.name_activity("packages", "nobody", start, start + day, day) == {}
+    # the generic default (any store): one series from search() counts
+    assert HistoryStore.name_activity(store, "packages", "hebcal", start, start + 3 * day,
+                                      day) == {"messages": [29, 29, 3]}
 
 
 def test_cors_on_the_json_api_only(store):
@@ -331,6 +349,24 @@ def test_stream_sends_new_messages_with_filters_and_resumes(store):
             assert answer.json()["parameter"] == "Last-Event-ID"
 
 
+def test_a_damaged_row_is_skipped_by_the_page_and_the_stream(store):
+    dh.add(store, dak(1, "hebcal"))
+    with dh.serve(store) as url, stream(url + "/v2/stream") as live:
+        with store.transaction() as db:  # a row no busgate wrote, on either backend
+            if isinstance(store, SqliteHistory):
+                db.execute("INSERT INTO messages (msg_id, topic, category, timestamp, envelope)"
+                           " VALUES ('broken', 'org.debian.dev.dak.x', 'dak', ?, '{not json')",
+                           (NOW,))
+            else:
+                db.execute("INSERT INTO messages (msg_id, topic, category, timestamp, envelope,"
+                           " body) VALUES ('broken', 'org.debian.dev.dak.x', 'dak', %s,"
+                           " '{not json', '')", (NOW,))
+        dh.add(store, dak(3, "hebcal"))
+        assert live.ids(1) == [3]  # row 2 skipped, the stream goes on
+        page = httpx.get(url + "/")
+        assert page.status_code == 200 and lines(page.text) == [3, 1]
+
+
 def test_stream_resume_too_far_back_says_gap(store):
     dh.seed(store, 30, NOW)
     with dh.serve(store, resume=10) as url:
@@ -340,6 +376,17 @@ def test_stream_resume_too_far_back_says_gap(store):
             assert far.next() == {"event": "gap", "data": "{}"}  # not a partial past
             dh.add(store, dak(31, "hebcal"))
             assert far.ids(1) == [31]
+
+
+def test_shutdown_ends_open_streams_at_once(store):
+    with dh.serve(store) as url:
+        live = Stream(url + "/v2/stream")
+        started = time.monotonic()
+    took = time.monotonic() - started  # the server is down (serve joined its thread)
+    assert live.next() == {"event": "closing", "data": "{}"}
+    assert live.next() == {"closed": "1"}
+    live.close()
+    assert took < 5, took
 
 
 def test_stream_limit_gives_503_and_frees_slots(store):

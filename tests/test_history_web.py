@@ -237,6 +237,7 @@ def test_migrations_refuse_a_newer_database(tmp_path):
     ({"max_page": 0}, "history.max_page"),
     ({"max_values": 0}, "history.max_values"),
     ({"query_timeout": 0}, "history.query_timeout"),
+    ({"pool_size": 0}, "history.pool_size"),
     ({"endpoints": ["http://nowhere"]}, "history.endpoints"),
     ({"batch_messages": 0}, "history.batch_messages"),
     ({"batch_messages": 100_001}, "history.batch_messages"),

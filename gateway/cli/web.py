@@ -51,6 +51,13 @@ def run(args: argparse.Namespace) -> int:
                 print(f"busgate web: serving {store.where} on http://{host}:{port}", flush=True)
 
     server.startup = startup  # type: ignore[method-assign]
+    closing = server.shutdown
+
+    async def shutdown(sockets=None):  # type: ignore[no-untyped-def]
+        await app.state.streams.stop()  # live streams end now, not at the grace timeout
+        await closing(sockets)
+
+    server.shutdown = shutdown  # type: ignore[method-assign]
     try:
         server.run()
     finally:

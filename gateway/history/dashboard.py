@@ -15,6 +15,7 @@ server's own script and style, so even a missed escape could run nothing.
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import math
 import time
 import zlib
@@ -33,6 +34,8 @@ from gateway.history import query as q
 from gateway.history.store import HistoryStore, QueryTimeout, Stored
 from gateway.history.stream import FILTERS, Event, parse_filter
 from gateway.messages import TypeIndex
+
+log = logging.getLogger(__name__)
 
 #: Lines on ``/`` (and kept by its script as new ones arrive).
 RECENT = 25
@@ -184,7 +187,14 @@ class Dashboard:
         return self.render("error.html", status, title=title, detail=detail)
 
     def lines(self, rows: list[Stored]) -> list[Line]:
-        return [line_of(row, self.index) for row in rows]
+        """The rows as lines; a damaged row is left out (logged), not a failed page."""
+        out = []
+        for row in rows:
+            try:
+                out.append(line_of(row, self.index))
+            except Exception as exc:
+                log.warning("history web: message %s cannot be shown: %s", row.msg_id, exc)
+        return out
 
     def index_page(self, request: Request) -> Response:
         try:
@@ -233,6 +243,7 @@ class Dashboard:
             return self.error(400, "Bad parameter", f"{exc.parameter}: {exc.reason}")
         try:
             page = self.store.search(query)
+            days = self.store.name_activity(kind + "s", name, start, end, DAY)
         except QueryTimeout as exc:
             return self.error(503, "The history is busy", str(exc))
         older = None
@@ -243,7 +254,8 @@ class Dashboard:
         first = dt.datetime.fromtimestamp(start, dt.UTC)
         previous = (first - dt.timedelta(days=1)).strftime("%Y-%m")
         following = dt.datetime.fromtimestamp(end, dt.UTC).strftime("%Y-%m")
-        return self.render("name.html", kind=kind, name=name, month=month,
+        graph = chart(f"{month}, per day", days, start, DAY, 7, "%d %b") if days else None
+        return self.render("name.html", kind=kind, name=name, month=month, chart=graph,
                            lines=self.lines(page.rows),
                            total=page.total, older=older, previous=previous,
                            following=following if end <= self.clock() else None,

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import threading
 from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -64,6 +65,8 @@ Conn = psycopg.Connection[Any]
 CONNECT_TIMEOUT = 10
 #: The activity rollup's unit (``002_activity.sql``).
 HOUR = 3600
+#: Most user (and package) name ids one store keeps in memory.
+MAX_CACHED_NAMES = 100_000
 #: Seconds a write waits for a free pool connection before giving up.
 WRITE_WAIT = 30.0
 #: ``kind`` of :meth:`PostgresHistory.top_names` -> (names table, link table, key column).
@@ -81,6 +84,52 @@ def describe(url: str) -> str:
            f"{parts.get('dbname') or parts.get('user') or ''}"
 
 
+#: One message with its user and package links, in one statement (the links only when
+#: the message is new); its one row says whether it was.
+_ADD = ("WITH m AS (INSERT INTO messages (msg_id, topic, category, timestamp, publisher,"
+        " seq_id, envelope, body) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)"
+        " ON CONFLICT (msg_id) DO NOTHING RETURNING id, timestamp),"
+        " u AS (INSERT INTO user_messages (user_id, timestamp, message_id)"
+        " SELECT unnest(%s::bigint[]), m.timestamp, m.id FROM m ON CONFLICT DO NOTHING),"
+        " p AS (INSERT INTO package_messages (package_id, timestamp, message_id)"
+        " SELECT unnest(%s::bigint[]), m.timestamp, m.id FROM m ON CONFLICT DO NOTHING)"
+        " SELECT COUNT(*) FROM m")
+
+
+class NameIds:
+    """User and package name -> id, so a message with known names is one statement.
+    Ids learnt in a transaction are trusted only once it commits (a rolled-back id
+    would break the links' foreign keys); at most :data:`MAX_CACHED_NAMES` per kind."""
+
+    def __init__(self) -> None:
+        self.known: dict[str, dict[str, int]] = {kind: {} for kind in _KINDS}
+        self.pending: dict[str, dict[str, int]] = {kind: {} for kind in _KINDS}
+
+    def ids(self, db: Conn, kind: str, names: Iterable[str]) -> list[int]:
+        """The ids of ``names`` (``kind`` users or packages), creating the new ones."""
+        names = list(names)
+        known, pending = self.known[kind], self.pending[kind]
+        missing = sorted({n for n in names if n not in known and n not in pending})
+        if missing:  # sorted: one lock order for concurrent writers
+            db.execute(f"INSERT INTO {kind} (name) SELECT unnest(%s::text[])"
+                       " ON CONFLICT (name) DO NOTHING", (missing,))
+            pending.update((name, id_) for id_, name in db.execute(
+                f"SELECT id, name FROM {kind} WHERE name = ANY(%s)", (missing,)))  # noqa: S608
+        return [known[n] if n in known else pending[n] for n in names]
+
+    def commit(self) -> None:
+        for kind, pending in self.pending.items():
+            known = self.known[kind]
+            if len(known) + len(pending) > MAX_CACHED_NAMES:
+                known.clear()
+            known.update(pending)
+            pending.clear()
+
+    def rollback(self) -> None:
+        for pending in self.pending.values():
+            pending.clear()
+
+
 class PostgresHistory(HistoryStore):
     """The history in a PostgreSQL database (``postgresql://`` URL), migrated on open."""
 
@@ -90,6 +139,11 @@ class PostgresHistory(HistoryStore):
         self.url = url
         self.count_limit = count_limit
         self.write_wait = write_wait
+        self._write_lock = threading.Lock()
+        self._names = NameIds()
+        self._read_setup = ("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY;"
+                            " SET LOCAL statement_timeout ="
+                            f" {max(1, math.ceil(query_timeout * 1000))}").encode()
         self.where = describe(url)
         self.position_path = None
         self.query_timeout = query_timeout
@@ -133,32 +187,30 @@ class PostgresHistory(HistoryStore):
     # -- writes ------------------------------------------------------------------------------
     @contextlib.contextmanager
     def transaction(self) -> Iterator[Conn]:
-        try:
-            with self._pool.connection(timeout=self.write_wait) as conn:
-                yield conn  # the pool commits on a normal exit, rolls back otherwise
-        except PoolTimeout as exc:
-            raise HistoryError(f"no connection to the history database {self.where}: "
-                               f"{exc}") from None
+        """One write transaction (one at a time per store: the name-id cache is only
+        trusted for names whose transaction committed)."""
+        with self._write_lock:
+            try:
+                with self._pool.connection(timeout=self.write_wait) as conn:
+                    yield conn  # the pool commits on a normal exit, rolls back otherwise
+            except PoolTimeout as exc:
+                self._names.rollback()
+                raise HistoryError(f"no connection to the history database {self.where}: "
+                                   f"{exc}") from None
+            except BaseException:
+                self._names.rollback()
+                raise
+            self._names.commit()
+
+    def _params(self, db: Conn, record: Record) -> tuple[Any, ...]:
+        return (record.msg_id, record.topic, record.category, record.timestamp,
+                record.publisher, record.seq_id, record.envelope, record.text,
+                self._names.ids(db, "users", record.users),
+                self._names.ids(db, "packages", record.packages))
 
     def add(self, db: Conn, record: Record) -> bool:
-        row = db.execute(
-            "INSERT INTO messages (msg_id, topic, category, timestamp, publisher, seq_id,"
-            " envelope, body) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)"
-            " ON CONFLICT (msg_id) DO NOTHING RETURNING id",
-            (record.msg_id, record.topic, record.category, record.timestamp,
-             record.publisher, record.seq_id, record.envelope, record.text)).fetchone()
-        if row is None:
-            return False
-        for (table, link, key), names in ((_KINDS["users"], record.users),
-                                          (_KINDS["packages"], record.packages)):
-            if names:
-                ordered = sorted(names)  # one lock order for concurrent writers
-                db.execute(f"INSERT INTO {table} (name) SELECT unnest(%s::text[])"
-                           " ON CONFLICT (name) DO NOTHING", (ordered,))
-                db.execute(f"INSERT INTO {link} ({key}, timestamp, message_id)"  # noqa: S608
-                           f" SELECT id, %s, %s FROM {table} WHERE name = ANY(%s)"
-                           " ON CONFLICT DO NOTHING", (record.timestamp, row[0], ordered))
-        return True
+        row = db.execute(_ADD, self._params(db, record)).fetchone()
+        return bool(row and row[0])
 
     def add_many(self, records: Iterable[Record]) -> int:
         added = 0
@@ -172,8 +224,19 @@ class PostgresHistory(HistoryStore):
         return added
 
     def _add_batch(self, batch: list[Record]) -> int:
+        """One transaction; new names in one statement per kind, then the messages
+        pipelined (psycopg's executemany): a round trip per batch, not per message."""
+        added = 0
         with self.transaction() as db:
-            added = sum(self.add(db, record) for record in batch)
+            for kind in _KINDS:
+                self._names.ids(db, kind, [n for r in batch for n in getattr(r, kind)])
+            with db.cursor() as cur:
+                cur.executemany(_ADD, [self._params(db, r) for r in batch], returning=True)
+                while True:
+                    row = cur.fetchone()
+                    added += row[0] if row else 0
+                    if not cur.nextset():
+                        break
         batch.clear()
         return added
 
@@ -182,9 +245,7 @@ class PostgresHistory(HistoryStore):
         """``work(conn)`` in a read-only snapshot, cut off after ``query_timeout``."""
         try:
             with self._pool.connection() as conn:
-                conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-                conn.execute("SELECT set_config('statement_timeout', %s, true)",
-                             (str(max(1, math.ceil(self.query_timeout * 1000))),))
+                conn.execute(self._read_setup)  # one round trip for both
                 return work(conn)
         except psycopg.errors.QueryCanceled:
             raise QueryTimeout(f"the query ran past history.query_timeout "
@@ -250,6 +311,25 @@ class PostgresHistory(HistoryStore):
                     " WHERE hour >= %s AND hour < %s AND count > 0",
                     (first, math.ceil(end / HOUR))):
                 out.setdefault(category, [0] * slots)[(hour - first) // size] += count
+            return out
+
+        return self._timed(work)
+
+    def name_activity(self, kind: str, name: str, start: float, end: float,
+                      bucket: int) -> dict[str, list[int]]:
+        table, link, key = _KINDS[kind]
+        slots = max(0, math.ceil((end - start) / bucket))
+
+        def work(db: Conn) -> dict[str, list[int]]:
+            out: dict[str, list[int]] = {}
+            for slot, category, count in db.execute(
+                    "SELECT floor((l.timestamp - %s) / %s)::bigint, m.category, COUNT(*)"  # noqa: S608
+                    f" FROM {link} l JOIN messages m ON m.id = l.message_id"
+                    f" WHERE l.{key} = (SELECT id FROM {table} WHERE name = %s)"
+                    " AND l.timestamp >= %s AND l.timestamp < %s GROUP BY 1, 2",
+                    (start, bucket, name, start, end)):
+                if 0 <= slot < slots:
+                    out.setdefault(category, [0] * slots)[slot] += count
             return out
 
         return self._timed(work)

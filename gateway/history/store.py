@@ -132,6 +132,20 @@ class HistoryStore(abc.ABC):
                 high = middle
         return high
 
+    def name_activity(self, kind: str, name: str, start: float, end: float,
+                      bucket: int) -> dict[str, list[int]]:
+        """Messages of one user or package (``kind`` "users" or "packages") per category
+        per ``bucket`` seconds in [``start``, ``end``): the chart of ``/package/NAME``.
+        This default counts each bucket with :meth:`search` (one series, "messages");
+        a store overrides it with one grouped query."""
+        from gateway.history.query import Query
+
+        slots = max(0, math.ceil((end - start) / bucket))
+        counts = [self.search(Query(**{kind: (name,)}, start=start + i * bucket,
+                                    end=min(end, start + (i + 1) * bucket) - 0.001,
+                                    rows_per_page=1)).total for i in range(slots)]
+        return {"messages": counts} if any(counts) else {}
+
     def recent(self, query: Query) -> list[Stored]:
         """The first page of ``query`` without its total (the dashboard's list: a count
         of every match would cost a scan at a million messages). Default: :meth:`search`."""
@@ -470,6 +484,26 @@ class SqliteHistory(HistoryStore):
                     " WHERE hour >= ? AND hour < ? AND count > 0",
                     (first, math.ceil(end / 3600))):
                 out.setdefault(category, [0] * slots)[(hour - first) // size] += count
+            return out
+
+        return self._timed(work)
+
+    def name_activity(self, kind: str, name: str, start: float, end: float,
+                      bucket: int) -> dict[str, list[int]]:
+        table, link, key = {"users": ("users", "user_messages", "user_id"),
+                            "packages": ("packages", "package_messages", "package_id")}[kind]
+        slots = max(0, math.ceil((end - start) / bucket))
+
+        def work(db: sqlite3.Connection) -> dict[str, list[int]]:
+            out: dict[str, list[int]] = {}
+            for slot, category, count in db.execute(
+                    f"SELECT CAST((l.timestamp - ?) / ? AS INTEGER), m.category, COUNT(*)"  # noqa: S608
+                    f" FROM {link} l JOIN messages m ON m.id = l.message_id"
+                    f" WHERE l.{key} = (SELECT id FROM {table} WHERE name = ?)"
+                    " AND l.timestamp >= ? AND l.timestamp < ? GROUP BY 1, 2",
+                    (start, bucket, name, start, end)):
+                if 0 <= slot < slots:
+                    out.setdefault(category, [0] * slots)[slot] += count
             return out
 
         return self._timed(work)

@@ -95,6 +95,8 @@ class Client:
         self.size = size
         #: Set when the client takes an event (the poller waits on it when the queue is full).
         self.room = asyncio.Event()
+        #: Why the stream ends, once it must: "behind" (cut off) or "closing" (shut-down).
+        self.reason = "behind"
 
     def full(self) -> bool:
         return self.queue.qsize() >= self.size
@@ -122,8 +124,18 @@ class Broadcaster:
         #: Clients cut off for falling behind (since start).
         self.cut_off = 0
 
-    def _fetch(self, after: int, limit: int) -> list[Event]:
-        return [self.render(row) for row in self.store.since(after, limit)]
+    def _fetch(self, after: int, limit: int) -> list[tuple[int, Event | None]]:
+        """The rows after ``after`` as events (``None`` for a row that cannot be shown:
+        it is skipped, and the position still moves past it)."""
+        out: list[tuple[int, Event | None]] = []
+        for row in self.store.since(after, limit):
+            try:
+                out.append((row.id, self.render(row)))
+            except Exception as exc:  # a damaged row must not stop the stream for all
+                log.warning("history web: message %s cannot be shown live: %s",
+                            row.msg_id, exc)
+                out.append((row.id, None))
+        return out
 
     async def open(self, query: q.Query, after: int | None) -> tuple[Client, list[Event], bool]:
         """Register a stream; its backlog after ``after`` (resume), and whether messages
@@ -147,11 +159,11 @@ class Broadcaster:
             except BaseException:
                 self.close(client)
                 raise
-            fetched = [e for e in fetched if e.id <= snapshot]
+            fetched = [(i, e) for i, e in fetched if i <= snapshot]
             if len(fetched) > self.resume:
                 gap = True  # too far behind: say so rather than send a partial past
             else:
-                backlog = [e for e in fetched if matches(query, e)]
+                backlog = [e for _, e in fetched if e is not None and matches(query, e)]
         return client, backlog, gap
 
     def close(self, client: Client) -> None:
@@ -199,11 +211,12 @@ class Broadcaster:
                 except Exception as exc:  # a timeout or locked file: try again next poll
                     log.warning("history web: the live stream cannot read the store: %s", exc)
                     events = []
-                for event in events:
+                for row_id, event in events:
                     # position moves with each dispatch: a stream opened while the poller
                     # waits gets every later id from its queue, each once
-                    await self._dispatch(event)
-                    self.position = event.id
+                    if event is not None:
+                        await self._dispatch(event)
+                    self.position = row_id
                 if len(events) < BATCH:
                     await asyncio.sleep(self.poll)
         finally:
@@ -226,7 +239,7 @@ class Broadcaster:
                     continue
                 client.room.set()
                 if event is None:
-                    yield "event: behind\ndata: {}\n\n"
+                    yield f"event: {client.reason}\ndata: {{}}\n\n"
                     return
                 yield event.frame()
         finally:
@@ -236,6 +249,7 @@ class Broadcaster:
         """End every stream (server shut-down)."""
         for client in list(self.clients):
             self.clients.discard(client)
+            client.reason = "closing"
             while not client.queue.empty():
                 client.queue.get_nowait()
             client.queue.put_nowait(None)

@@ -124,6 +124,9 @@ class HistoryApp:
         routes += stats_routes(store, self.index)
         self.app = Starlette(routes=routes, lifespan=self.lifespan,
                              exception_handlers={404: self.not_found, 405: self.not_allowed})
+        #: The live streams: a server ends them first when it shuts down
+        #: (``await app.state.streams.stop()``), else it waits for them to time out.
+        self.app.state.streams = self.streams
 
     @contextlib.asynccontextmanager
     async def lifespan(self, app: Starlette) -> AsyncIterator[None]:
