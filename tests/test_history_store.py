@@ -1,11 +1,12 @@
 """The history store's fast paths give the answers of the plain plan: a capped count
 says so, a single user/package drives from its links, ``contains`` read newest id first
-falls back when ids are not in time order; the writer's name cache and staged texts
-survive rollbacks. Real SQLite files, no server."""
+falls back when ids are not in time order (both backends: SQLite, and PostgreSQL on the
+real server); the SQLite writer's name cache and staged texts survive rollbacks."""
 
 from __future__ import annotations
 
 import sqlite3
+from typing import Any
 
 import httpx
 import pytest
@@ -24,11 +25,11 @@ def envelope(n: int, stamp: int, users: list[str], packages: list[str], text: st
         "timestamp": stamp}
 
 
-def page_ids(store: SqliteHistory, items: list[tuple[str, str]]) -> list[int]:
+def page_ids(store: Any, items: list[tuple[str, str]]) -> list[int]:
     return [int(row.msg_id[-12:]) for row in store.search(q.parse(items)).rows]
 
 
-def all_pages(store: SqliteHistory, items: list[tuple[str, str]]) -> list[int]:
+def all_pages(store: Any, items: list[tuple[str, str]]) -> list[int]:
     """Every matching message, by following the cursor 5 at a time."""
     got: list[int] = []
     cursor = None
@@ -44,17 +45,16 @@ def all_pages(store: SqliteHistory, items: list[tuple[str, str]]) -> list[int]:
 
 
 @pytest.fixture
-def shuffled(tmp_path):
+def shuffled(history_store):
     """60 messages stored newest first (a backfill after live recording): ids run
-    against time. Every third names alice and says 'needle'."""
-    store = SqliteHistory(tmp_path / "h.sqlite", count_limit=7)
+    against time. Every third names alice and says 'needle'. Both backends."""
+    store = history_store(count_limit=7)
     base = int(fx.T0)
     store.add_many(record_of(envelope(n, base + (60 - n) * 10,
                                       ["alice"] if n % 3 == 0 else ["bob"], ["dpkg"],
                                       "needle here" if n % 3 == 0 else "hay"), INDEX)
                    for n in range(1, 61))
-    yield store
-    store.close()
+    return store
 
 
 def test_a_count_past_count_limit_is_capped_and_says_so(shuffled):
