@@ -285,6 +285,17 @@ class HistorySettings:
     max_page: int = 100
     #: ``busgate web``: most values of one repeatable parameter (``topic``, ``user``...).
     max_values: int = 50
+    #: Recorder: messages per transaction (with their position), and the longest a
+    #: batch waits for more, in milliseconds (1 = a transaction per message).
+    batch_messages: int = 1000
+    batch_ms: int = 100
+    #: SQLite page cache of the recorder's connection, in MiB.
+    cache_mb: int = 64
+    #: ``/raw``: ``total`` is counted exactly up to this many matches, then given as
+    #: this number with ``total_capped: true`` (a count of a million rows is slow).
+    count_limit: int = 10000
+    #: Outbox retention keeps rows the recorder (``enabled = true``) has not stored.
+    retain_unrecorded: bool = True
     #: ``busgate web``: most live dashboard streams (``/v2/stream``) open at once (503 past).
     max_streams: int = 100
     #: ``busgate web``: messages queued per live stream; a client that falls this far
@@ -750,6 +761,7 @@ def _check(settings: Settings, origin: dict[str, str]) -> None:
         "history.query_timeout": settings.history.query_timeout,
         "history.max_page": settings.history.max_page,
         "history.max_values": settings.history.max_values,
+        "history.count_limit": settings.history.count_limit,
         "history.pool_size": settings.history.pool_size,
         "history.max_streams": settings.history.max_streams,
         "history.stream_queue": settings.history.stream_queue,
@@ -773,6 +785,12 @@ def _check(settings: Settings, origin: dict[str, str]) -> None:
     if not 0 < settings.history.port < 65536:
         raise ConfigError("must be a TCP port (1-65535)", path=origin.get("history.port"),
                           key="history.port")
+    for key, low, high in (("batch_messages", 1, 100_000), ("batch_ms", 1, 5000),
+                           ("cache_mb", 1, 4096)):
+        value = getattr(settings.history, key)
+        if not low <= value <= high:
+            raise ConfigError(f"must be {low}-{high}, not {value}",
+                              path=origin.get(f"history.{key}"), key=f"history.{key}")
     for spec in settings.history.endpoints:
         for url in spec.split(",", 1):
             problem = endpoints.problem(url)

@@ -97,5 +97,9 @@ class Position:
             "seq_id = excluded.seq_id", (publisher, epoch, seq_id))
         self._cache[publisher] = (epoch, seq_id)
 
+    def forget(self) -> None:
+        """Re-read the positions (after a rollback undid moves :meth:`advance` cached)."""
+        self._cache = self.load()
+
     def close(self) -> None:
         self.db.close()

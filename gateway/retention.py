@@ -11,12 +11,19 @@ silent gap.
 
 Pruning runs in the daemon in steps of :data:`PRUNE_STEP` rows, one transaction
 each, so the spool worker's commits are never held up for long.
+
+With ``[history] enabled`` the recorder inside ``busgate run`` is one more reader
+the outbox waits for (``history.retain_unrecorded``): a row it has not stored yet
+(its position for this publisher and epoch, in the history database) stays, so a
+recorder that was down or slow catches up by replay instead of losing messages
+to retention. (Over AMQP the durable queue holds them; ZeroMQ only.)
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import sqlite3
 import time
 
 from gateway.config import Settings, StateSettings
@@ -50,16 +57,49 @@ def target(store: Store, state: StateSettings, now: float) -> int:
     return upto
 
 
+def history_cursor(settings: Settings, store: Store) -> int | None:
+    """The last seq_id of this gateway (this epoch) the recorder has stored: 0 when it
+    has stored none (no database yet, another epoch); None when ``[history]`` is not
+    enabled or records from an AMQP queue (no position to read)."""
+    history = settings.history
+    if not history.enabled or history.amqp_queue:
+        return None
+    path = settings.history_path
+    if not path.exists():
+        return 0
+    try:
+        db = sqlite3.connect(f"file:{path.absolute()}?mode=ro", uri=True, timeout=5.0)
+        try:
+            row = db.execute("SELECT epoch, seq_id FROM position WHERE publisher = ?",
+                             (settings.publisher.name,)).fetchone()
+        finally:
+            db.close()
+    except sqlite3.Error:  # not made yet (no table): nothing recorded
+        return 0
+    return int(row[1]) if row is not None and row[0] == store.epoch() else 0
+
+
+def history_floor(settings: Settings, store: Store) -> int | None:
+    """What retention must keep for the recorder (:func:`history_cursor`), or None."""
+    if not settings.history.retain_unrecorded:
+        return None
+    return history_cursor(settings, store)
+
+
 def prune_once(store: Store, state: StateSettings, now: float | None = None,
-               step: int = PRUNE_STEP, transports: list[str] | None = None) -> int:
+               step: int = PRUNE_STEP, transports: list[str] | None = None,
+               recorded: int | None = None) -> int:
     """One retention pass (all steps); returns the rows pruned. ``transports``: the
-    enabled ones, whose cursors bound it (None: every cursor in the store)."""
+    enabled ones, whose cursors bound it (None: every cursor in the store);
+    ``recorded``: the recorder's position (:func:`history_floor`), a bound too."""
     now = time.time() if now is None else now
     if transports is None:
         floor = store.sent_floor()
     else:
         cursors = store.transport_cursors(enabled=transports)
         floor = min((c["cursor"] for c in cursors.values()), default=0)
+    if recorded is not None:
+        floor = min(floor, recorded)
     upto = min(target(store, state, now), floor)
     pruned = 0
     while True:
@@ -79,8 +119,9 @@ async def run(store: Store, settings: Settings, every: float = PRUNE_INTERVAL) -
 
     state, transports = settings.state, enabled_transports(settings)
     while True:
+        recorded = await asyncio.to_thread(history_floor, settings, store)
         pruned = await asyncio.to_thread(prune_once, store, state, None, PRUNE_STEP,
-                                         transports)
+                                         transports, recorded)
         if pruned:
             log.info("outbox retention pruned %d rows (up to seq_id %d)", pruned,
                      store.pruned_seq_id())

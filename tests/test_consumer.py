@@ -41,17 +41,19 @@ def seen(path: Path) -> list[str]:
             return []
 
 
-def start_consumer(env: dict[str, str], config: str, state: Path, delay: str):
+def start_consumer(env: dict[str, str], config: str, state: Path, delay: str,
+                   batch: int = 1):
     proc = subprocess.Popen([sys.executable, "-m", "tests.consumer_proc", config, str(state),
-                             "rec", delay], env=env, cwd=REPO, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+                             "rec", delay, str(batch)], env=env, cwd=REPO,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     assert proc.stdout is not None
     line = proc.stdout.readline()
     assert line == "ready\n", proc.stderr.read() if proc.stderr else line
     return proc
 
 
-def test_resume_after_kill9_loses_nothing_and_doubles_nothing(daemon, tmp_path):
+@pytest.mark.parametrize("batch", [1, 500], ids=["per-message", "batched"])
+def test_resume_after_kill9_loses_nothing_and_doubles_nothing(daemon, tmp_path, batch):
     proc, settings = daemon()
     state = tmp_path / "consumers"
     config = settings.loaded_from[0]
@@ -59,7 +61,7 @@ def test_resume_after_kill9_loses_nothing_and_doubles_nothing(daemon, tmp_path):
     def lines(word: str) -> str:  # distinct texts: the same text twice is one event
         return "".join(f"{word} {i}\n" for i in range(800))
 
-    consumer = start_consumer(proc.env, config, state, "0.001")
+    consumer = start_consumer(proc.env, config, state, "0.001", batch)
     try:
         for round_ in range(2):
             publish(proc.env, text=lines(f"event{round_}"))  # the consumer needs > 0.8 s
@@ -70,7 +72,7 @@ def test_resume_after_kill9_loses_nothing_and_doubles_nothing(daemon, tmp_path):
             consumer.send_signal(signal.SIGKILL)  # mid-stream
             consumer.wait(10)
             publish(proc.env, text=lines(f"down{round_}"))
-            consumer = start_consumer(proc.env, config, state, "0.001")
+            consumer = start_consumer(proc.env, config, state, "0.001", batch)
         publish(proc.env, text=lines("after"))
         deadline = time.monotonic() + 30
         while len(want := outbox(settings)) < 5 * 800 and time.monotonic() < deadline:
@@ -145,9 +147,11 @@ def test_refused_signatures_are_counted_by_reason_and_never_delivered(daemon, tm
         assert set(refused) == {"unsigned"}
 
 
-def test_callback_errors_are_counted_rolled_back_and_not_fatal(daemon, tmp_path, caplog):
+@pytest.mark.parametrize("batch", [1, 100], ids=["per-message", "batched"])
+def test_callback_errors_are_counted_rolled_back_and_not_fatal(daemon, tmp_path, caplog,
+                                                                batch):
     proc, settings = daemon()
-    with Consumer(settings, name="flaky", state_dir=tmp_path / "c") as consumer:
+    with Consumer(settings, name="flaky", state_dir=tmp_path / "c", batch=batch) as consumer:
         assert consumer.position is not None
         consumer.position.db.execute("CREATE TABLE kept (seq_id INTEGER)")
         publish(proc.env, text="".join(f"m {i}\n" for i in range(10)))
@@ -168,6 +172,62 @@ def test_callback_errors_are_counted_rolled_back_and_not_fatal(daemon, tmp_path,
     assert "the callback failed on org.debian.dev.logger.message.log seq_id 3" in caplog.text
     position = consumer_state.Position(consumer_state.path_for(tmp_path / "c", "flaky"))
     assert [seq for _epoch, seq in position.load().values()] == [10]
+
+
+def test_a_batch_commits_at_its_size_or_its_time_whichever_first(daemon, tmp_path):
+    proc, settings = daemon()
+    sizes: list[tuple[int, float]] = []
+    with Consumer(settings, name="batch", state_dir=tmp_path / "c", batch=40,
+                  batch_seconds=0.3) as consumer:
+        assert consumer.position is not None
+        db = consumer.position.db
+        db.execute("CREATE TABLE kept (seq_id INTEGER)")
+        opened: list[float] = []
+
+        def before_commit(conn: sqlite3.Connection) -> None:
+            assert conn.in_transaction
+            done = sum(n for n, _ in sizes)
+            (rows,) = conn.execute("SELECT COUNT(*) FROM kept").fetchone()
+            sizes.append((rows - done, time.monotonic() - opened[-1]))
+
+        consumer.before_commit = before_commit
+        publish(proc.env, text="".join(f"m {i}\n" for i in range(100)))
+
+        def fast(delivery: Delivery) -> None:
+            if delivery.db is None:  # not in a batch: nothing to check
+                return
+            if not opened or len(opened) == len(sizes):
+                opened.append(time.monotonic())
+            assert delivery.batched
+            delivery.db.execute("INSERT INTO kept VALUES (?)", (delivery.seq_id,))
+
+        assert consumer.run(fast, count=100, timeout=30) == 100
+        assert 40 in [n for n, _ in sizes]  # by size while they come fast
+        assert all(n <= 40 for n, _ in sizes)
+        slow_from = len(sizes)
+        publish(proc.env, text="".join(f"slow {i}\n" for i in range(30)))
+
+        def slow(delivery: Delivery) -> None:
+            fast(delivery)
+            time.sleep(0.05)
+
+        assert consumer.run(slow, count=30, timeout=30) == 30
+        kept = [r[0] for r in db.execute("SELECT seq_id FROM kept ORDER BY seq_id")]
+    assert kept == list(range(1, 131))
+    slow_batches = sizes[slow_from:]
+    assert len(slow_batches) >= 3  # by time: 0.3 s holds about 6 of them, never 40
+    assert all(n < 40 for n, _ in slow_batches)
+    assert all(held < 0.3 + 0.5 for _, held in slow_batches)  # one slow message past it
+    position = consumer_state.Position(consumer_state.path_for(tmp_path / "c", "batch"))
+    assert [seq for _epoch, seq in position.load().values()] == [130]
+
+
+def test_batch_bounds_are_refused(make_settings, tmp_path):
+    settings = make_settings()
+    for batch, seconds in ((0, 0.1), (10, 0.0), (10, 60.0)):
+        with pytest.raises(ValueError, match="batch"):
+            Consumer(settings, name="b", state_dir=tmp_path, endpoints=[], batch=batch,
+                     batch_seconds=seconds)
 
 
 def test_not_handled_keeps_the_position_before_the_message(daemon, tmp_path):

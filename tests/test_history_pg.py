@@ -366,6 +366,18 @@ def test_the_rollup_migrations_fill_rows_stored_before_them(pg_databases):
     store.close()
 
 
+def test_a_count_past_count_limit_is_capped_and_says_so(pg_databases):
+    from gateway.history import query as q
+
+    url = pg_databases()
+    fx.fill(PostgresHistory(url)).close()
+    for limit, want in ((3, (3, True)), (6, (6, False))):
+        store = PostgresHistory(url, count_limit=limit)
+        page = store.search(q.parse([]))
+        assert (page.total, page.capped) == want and len(page.rows) == 6
+        store.close()
+
+
 def test_busgate_run_records_into_postgresql_when_history_is_enabled(daemon, pg_databases):
     url = pg_databases()
     proc, settings = daemon(history={"enabled": True, "database": url})

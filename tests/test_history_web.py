@@ -87,7 +87,9 @@ def test_raw_parameters_follow_datagrepper_semantics(web, params, want):
 def test_answer_shapes_and_arguments(web):
     raw = web.get(f"/raw?topic={TOPIC}&rows_per_page=1&order=asc&meta=summary"
                   "&meta=usernames&meta=packages&meta=date").json()
-    assert set(raw) == {"raw_messages", "total", "pages", "count", "arguments", "cursor"}
+    assert set(raw) == {"raw_messages", "total", "total_capped", "pages", "count", "arguments",
+                        "cursor"}
+    assert raw["total_capped"] is False
     assert (raw["total"], raw["pages"], raw["count"]) == (2, 2, 1)
     assert raw["arguments"]["topics"] == [TOPIC] and raw["arguments"]["order"] == "asc"
     assert raw["arguments"]["rows_per_page"] == 1 and raw["arguments"]["meta"] == [
@@ -237,6 +239,12 @@ def test_migrations_refuse_a_newer_database(tmp_path):
     ({"query_timeout": 0}, "history.query_timeout"),
     ({"pool_size": 0}, "history.pool_size"),
     ({"endpoints": ["http://nowhere"]}, "history.endpoints"),
+    ({"batch_messages": 0}, "history.batch_messages"),
+    ({"batch_messages": 100_001}, "history.batch_messages"),
+    ({"batch_ms": 0}, "history.batch_ms"),
+    ({"batch_ms": 5001}, "history.batch_ms"),
+    ({"cache_mb": 0}, "history.cache_mb"),
+    ({"count_limit": 0}, "history.count_limit"),
 ])
 def test_history_settings_are_checked(make_settings, table, key):
     from gateway.errors import ConfigError

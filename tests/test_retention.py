@@ -155,3 +155,72 @@ def test_daemon_prunes_and_a_subscriber_counts_what_replay_cannot_give(daemon,
         got = [m.seq_id for m in sub.messages(count=100, timeout=10)]
         assert got == list(range(201, 301))  # replayed after the heartbeat showed the gap
         assert sub.stats.pruned == 200 and sub.stats.unrepaired == 0
+
+
+def recorded(settings, seq_id, epoch=None, publisher=None):
+    """The recorder's position in the history database, as the recorder writes it."""
+    from gateway.consumer_state import Position
+
+    store = runtime.open_store(settings)
+    position = Position(settings.history_path)
+    with position.transaction():
+        position.advance(publisher or settings.publisher.name,
+                         store.epoch() if epoch is None else epoch, seq_id)
+    position.close()
+
+
+def test_rows_the_recorder_has_not_stored_are_kept(make_settings):
+    settings = make_settings(history={"enabled": True})
+    store = runtime.open_store(settings)
+    fill(store, 100)
+    sent(store, 100)
+    bound = state(outbox_max_rows=10)
+    # no history database yet: the recorder has stored nothing, nothing goes
+    assert retention.history_floor(settings, store) == 0
+    assert retention.prune_once(store, bound, recorded=0) == 0
+    recorded(settings, 40)
+    assert retention.history_floor(settings, store) == 40
+    assert retention.prune_once(store, bound,
+                                recorded=retention.history_floor(settings, store)) == 40
+    assert seq_ids(store)[0] == 41
+    recorded(settings, 95, epoch="an-older-epoch")  # positions of another epoch count 0
+    assert retention.history_floor(settings, store) == 0
+    recorded(settings, 100, publisher="someone-else")  # nor another publisher's
+    assert retention.history_floor(settings, store) == 0
+    recorded(settings, 100)
+    assert retention.prune_once(store, bound,
+                                recorded=retention.history_floor(settings, store)) == 50
+    assert seq_ids(store) == list(range(91, 101))
+
+
+def test_the_recorder_holds_nothing_back_when_told_or_disabled(make_settings):
+    for history in ({"enabled": True, "retain_unrecorded": False}, {"enabled": False},
+                    {"enabled": True, "amqp_queue": "history"}):
+        settings = make_settings(history=history)
+        store = runtime.open_store(settings)
+        assert retention.history_floor(settings, store) is None
+    settings = make_settings(history={"enabled": True, "retain_unrecorded": False})
+    store = runtime.open_store(settings)
+    assert retention.history_cursor(settings, store) == 0  # still shown by status
+
+
+def test_status_shows_the_history_cursor(make_settings, tmp_path):
+    import subprocess
+
+    from tests.conftest import BUSGATE, REPO
+
+    settings = make_settings(history={"enabled": True})
+    store = runtime.open_store(settings)
+    fill(store, 30)
+    spool = runtime.open_spool(settings)
+    spool.root.mkdir(parents=True, exist_ok=True)
+    runtime.adopt(settings, store, spool)  # as busgate run does
+    recorded(settings, 12)
+    env = {"BUSGATE_CONFIG": settings.loaded_from[0], "PATH": "/usr/bin:/bin"}
+    done = subprocess.run([*BUSGATE, "status", "--json"], env=env, cwd=REPO,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["history"] == {"cursor": 12, "lag": 18}
+    done = subprocess.run([*BUSGATE, "status"], env=env, cwd=REPO, capture_output=True,
+                          text=True, timeout=60)
+    assert "  history cursor 12 (lag 18)\n" in done.stdout

@@ -18,7 +18,7 @@ EX_UNAVAILABLE = 69
 def run(args: argparse.Namespace) -> int:
     import sys
 
-    from gateway import config, health, liveness, mark, runtime
+    from gateway import config, health, liveness, mark, retention, runtime
     from gateway.cli import load_settings
     from gateway.errors import StoreError
 
@@ -42,6 +42,9 @@ def run(args: argparse.Namespace) -> int:
             print(f"busgate status: {component}: {flag.get('problem')}", file=sys.stderr)
         return EX_UNAVAILABLE
     status["spool_pending"] = len(runtime.open_spool(settings).pending())
+    recorded = retention.history_cursor(settings, runtime.open_store(settings, create=False))
+    if recorded is not None:  # the recorder inside busgate run ([history] enabled)
+        status["history"] = {"cursor": recorded, "lag": status["last_seq_id"] - recorded}
     status["health"] = "ok" if not flags else "degraded"
     status["faults"] = flags
     status["daemon"] = {"running": pid is not None, "pid": pid or None}
@@ -58,6 +61,9 @@ def run(args: argparse.Namespace) -> int:
     print(f"outbox depth    {status['outbox_depth']}")
     for name, entry in status["transports"].items():
         print(f"  {name + ' cursor':<14}{entry['cursor']} (lag {entry['lag']})")
+    if "history" in status:
+        print(f"  {'history cursor':<15}{status['history']['cursor']} "
+              f"(lag {status['history']['lag']})")
     if status.get("pruned_seq_id"):
         print(f"pruned up to    {status['pruned_seq_id']} (outbox retention)")
     print(f"spool pending   {status['spool_pending']}")

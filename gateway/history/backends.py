@@ -31,25 +31,29 @@ def database_of(settings: Settings, override: str | None = None) -> str:
 
 
 def open_history_url(database: str, query_timeout: float, create: bool = True, *,
-                     pool_size: int = 4, readonly: bool = False) -> HistoryStore:
+                     pool_size: int = 4, readonly: bool = False, cache_mb: int = 64,
+                     count_limit: int = 10_000) -> HistoryStore:
     """The store at ``database``: PostgreSQL for a ``postgresql://`` URL, else SQLite.
     ``readonly``: a reader that checks the schema instead of migrating it."""
     if is_url(database):
         from gateway.history.pgstore import PostgresHistory
 
         return PostgresHistory(database, query_timeout=query_timeout, create=create,
-                               pool_size=pool_size, readonly=readonly)
+                               pool_size=pool_size, readonly=readonly,
+                               count_limit=count_limit)
     from gateway.history.store import SqliteHistory
 
     return SqliteHistory(database, query_timeout=query_timeout, create=create,
-                         readonly=readonly)
+                         readonly=readonly, cache_mb=cache_mb, count_limit=count_limit)
 
 
 def open_history(settings: Settings, *, create: bool = True, database: str | None = None,
                  readonly: bool = False) -> HistoryStore:
     """The store ``[history]`` names (``database`` overrides ``history.database``)."""
     return open_history_url(database_of(settings, database), settings.history.query_timeout,
-                            create, pool_size=settings.history.pool_size, readonly=readonly)
+                            create, pool_size=settings.history.pool_size, readonly=readonly,
+                            cache_mb=settings.history.cache_mb,
+                            count_limit=settings.history.count_limit)
 
 
 def position_path(settings: Settings, store: HistoryStore) -> Path:

@@ -31,6 +31,7 @@ the recorder stops (``busgate run`` starts it again; ``busgate record`` exits 75
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 import threading
 from collections.abc import Callable, Iterable, Iterator
@@ -134,8 +135,10 @@ class PostgresHistory(HistoryStore):
     """The history in a PostgreSQL database (``postgresql://`` URL), migrated on open."""
 
     def __init__(self, url: str, *, query_timeout: float = 5.0, create: bool = True,
-                 pool_size: int = 4, write_wait: float = WRITE_WAIT, readonly: bool = False):
+                 pool_size: int = 4, write_wait: float = WRITE_WAIT, readonly: bool = False,
+                 count_limit: int = 10_000):
         self.url = url
+        self.count_limit = count_limit
         self.write_wait = write_wait
         self._write_lock = threading.Lock()
         self._names = NameIds()
@@ -260,20 +263,24 @@ class PostgresHistory(HistoryStore):
                                f"{str(exc).strip()}") from None
 
     def search(self, query: Query) -> Page:
-        where, params = _where(query)
+        """One page and its count (capped at ``count_limit``); a single user or package
+        drives from its link table, whose key is (name, time, message), as on SQLite."""
+        source, where, params, stamp, row = _source(query)
         order = "DESC" if query.order == "desc" else "ASC"
-        paging, page_params = _after(query)
+        paging, page_params = _after(query, stamp, row)
         offset = 0 if query.cursor is not None else (query.page - 1) * query.rows_per_page
 
         def work(db: Conn) -> Page:
-            total = _one(db, f"SELECT COUNT(*) FROM messages m WHERE {where}",  # noqa: S608
-                         params)
+            # capped like SQLite's (history.count_limit): counting a million rows is slow
+            total = _one(db, f"SELECT COUNT(*) FROM (SELECT 1 FROM {source}"  # noqa: S608
+                             f" WHERE {where} LIMIT %s) c", (*params, self.count_limit + 1))
+            capped = total > self.count_limit
             rows = db.execute(
-                f"SELECT m.id, m.msg_id, m.timestamp, m.envelope FROM messages m"  # noqa: S608
-                f" WHERE {where}{paging} ORDER BY m.timestamp {order}, m.id {order}"
+                f"SELECT m.id, m.msg_id, m.timestamp, m.envelope FROM {source}"  # noqa: S608
+                f" WHERE {where}{paging} ORDER BY {stamp} {order}, {row} {order}"
                 " LIMIT %s OFFSET %s",
                 (*params, *page_params, query.rows_per_page, offset)).fetchall()
-            return Page(_with_names(db, rows), total)
+            return Page(_with_names(db, rows), min(total, self.count_limit), capped)
 
         return self._timed(work)
 
@@ -447,12 +454,35 @@ def _where(query: Query) -> tuple[str, list[Any]]:
     return (" AND ".join(clauses) or "TRUE"), params
 
 
-def _after(query: Query) -> tuple[str, list[Any]]:
+def _source(query: Query) -> tuple[str, str, list[Any], str, str]:
+    """FROM, WHERE, parameters and the (time, id) columns to order by: a single user or
+    package reads its link table in key order (no sort of every row it has)."""
+    kind = "users" if len(query.users) == 1 else "packages" if len(query.packages) == 1 \
+        else None
+    if kind is None:
+        where, params = _where(query)
+        return "messages m", where, params, "m.timestamp", "m.id"
+    table, link, key = _KINDS[kind]
+    name = query.users[0] if kind == "users" else query.packages[0]
+    where, params = _where(dataclasses.replace(query, **{kind: ()}))
+    bounds: list[str] = []
+    if query.start is not None:  # again on the link's own copy of the time (its key)
+        bounds.append(" AND d.timestamp >= %s")
+    if query.end is not None:
+        bounds.append(" AND d.timestamp <= %s")
+    times = [t for t in (query.start, query.end) if t is not None]
+    return (f"{link} d JOIN messages m ON m.id = d.message_id",
+            f"d.{key} = (SELECT id FROM {table} WHERE name = %s){''.join(bounds)}"  # noqa: S608
+            f" AND {where}", [name, *times, *params], "d.timestamp", "d.message_id")
+
+
+def _after(query: Query, stamp: str = "m.timestamp",
+           row: str = "m.id") -> tuple[str, list[Any]]:
     """The condition for rows after ``query.cursor`` (timestamp, id) in its order."""
     if query.cursor is None:
         return "", []
     op = "<" if query.order == "desc" else ">"
-    return f" AND (m.timestamp, m.id) {op} (%s, %s)", list(query.cursor)
+    return f" AND ({stamp}, {row}) {op} (%s, %s)", list(query.cursor)
 
 
 def _with_names(db: Conn, rows: list[tuple[Any, ...]]) -> list[Stored]:

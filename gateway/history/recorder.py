@@ -67,6 +67,13 @@ def _unreachable(exc: Exception) -> bool:
         psycopg is not None and isinstance(exc, psycopg.OperationalError))
 
 
+def _forget(store: HistoryStore, *, names_only: bool = False) -> None:
+    """After a rollback: the SQLite writer's caches may name rows that are gone."""
+    forget = getattr(store, "forget_names" if names_only else "forget", None)
+    if forget is not None:
+        forget()
+
+
 class Recorder:
     """Stores what a consumer hands it; :meth:`run` is the loop."""
 
@@ -84,6 +91,7 @@ class Recorder:
         #: Messages stored, and messages already there (by msg_id).
         self.stored = 0
         self.known = 0
+        self._tuned: object = None
 
     def consumer(self) -> Consumer:
         from gateway.consumer import Consumer
@@ -94,21 +102,43 @@ class Recorder:
         endpoints = self.endpoints if self.endpoints is not None \
             else endpoints_of(self.settings)
         return Consumer(self.settings, index=self.index, endpoints=endpoints, name="history",
-                        position_path=backends.position_path(self.settings, self.store))
+                        position_path=backends.position_path(self.settings, self.store),
+                        **self._batching())
+
+    def _batching(self) -> dict[str, Any]:
+        """Batches when the store holds the position (SQLite: one file, one transaction);
+        a store elsewhere (PostgreSQL) commits each message before its position."""
+        from gateway.history.store import SqliteHistory
+
+        if not isinstance(self.store, SqliteHistory):
+            return {}
+        history = self.settings.history
+        return {"batch": history.batch_messages, "batch_seconds": history.batch_ms / 1000,
+                "before_commit": self.store.flush_text, "after_rollback": self.store.forget}
 
     def handle(self, delivery: Delivery) -> None:
         """Store one message: in the position's transaction when the store holds the
-        position, else in a transaction of its own, committed before the position."""
+        position (its text at the batch's end when that transaction is a batch), else in
+        a transaction of its own, committed before the position."""
         from gateway.consumer import NotHandled
 
         record = record_of(delivery.envelope, self.index)
         if delivery.db is not None and self.store.position_path is not None:
-            added = self.store.add(delivery.db, record)
+            if delivery.db is not self._tuned:  # the position's connection writes
+                self.store.tune(delivery.db)  # type: ignore[attr-defined]
+                self._tuned = delivery.db
+            try:
+                added = (self.store.stage if delivery.batched  # type: ignore[attr-defined]
+                         else self.store.add)(delivery.db, record)
+            except BaseException:
+                _forget(self.store, names_only=True)  # the consumer rolls this message back
+                raise
         else:
             try:
                 with self.store.transaction() as db:
                     added = self.store.add(db, record)
             except Exception as exc:
+                _forget(self.store)
                 if _unreachable(exc):  # not stored: the position must not pass it
                     raise NotHandled(f"history database {self.store.where}: {exc}") from exc
                 raise
@@ -169,14 +199,18 @@ def backfill(settings: Settings, store: HistoryStore, outbox: Store,
         def flush() -> None:
             nonlocal added
             records = [record_of(envelope, index) for _, envelope in batch]
-            with position.transaction():
-                if store.position_path is not None:  # one transaction, one file
-                    added += sum(store.add(db, record) for record in records)
-                else:  # committed in the store first, then the position
-                    added += store.add_many(records)
-                last = batch[-1][0]
-                if behind or (mine is not None and last > mine[1]):
-                    position.advance(publisher, epoch, last)
+            try:
+                with position.transaction():
+                    if store.position_path is not None:  # one transaction, one file
+                        added += sum(store.add(db, record) for record in records)
+                    else:  # committed in the store first, then the position
+                        added += store.add_many(records)
+                    last = batch[-1][0]
+                    if behind or (mine is not None and last > mine[1]):
+                        position.advance(publisher, epoch, last)
+            except BaseException:
+                _forget(store)
+                raise
             batch.clear()
 
         for seq_id, text in _outbox_rows(outbox, 0):

@@ -8,7 +8,6 @@ without types, a fedmsg message without headers), at most
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -33,7 +32,8 @@ class Record:
     seq_id: int | None
     users: tuple[str, ...]
     packages: tuple[str, ...]
-    #: The body as JSON with non-ASCII kept: what ``contains`` searches.
+    #: The body's values (strings, numbers), one a line, non-ASCII kept: what
+    #: ``contains`` searches (see :func:`text_of`).
     text: str
     #: The envelope as canonical JSON: what ``/raw`` and ``/id`` give back.
     envelope: str
@@ -70,8 +70,31 @@ def record_of(envelope: Mapping[str, Any], index: TypeIndex) -> Record:
         publisher=publisher if isinstance(publisher, str) else None,
         seq_id=seq if type(seq) is int else None,
         users=_names(users), packages=_names(packages),
-        text=json.dumps(envelope.get("msg"), ensure_ascii=False, sort_keys=True),
+        text=text_of(envelope.get("msg")),
         envelope=canonical_json(dict(envelope)))
+
+
+def text_of(body: Any) -> str:
+    """The text ``contains`` searches: every string and number of the body, one a line.
+
+    Why not the body's JSON (datagrepper's LIKE on it): its keys, quotes and escapes
+    double the text without adding anything a reader looks for, and the trigram index
+    costs per character (half the text: about twice the ingest rate, half the index).
+    A value's own text is kept whole (``100% done_ok``, ``Jörg``, a commit id)."""
+    out: list[str] = []
+    stack = [body]
+    while stack:  # exact types: a JSON body has no subclasses; bool is not a number here
+        value = stack.pop()
+        kind = type(value)
+        if kind is str:
+            out.append(value)
+        elif kind is dict:
+            stack.extend(reversed(value.values()))
+        elif kind is list:
+            stack.extend(reversed(value))
+        elif kind is int or kind is float:
+            out.append(str(value))
+    return "\n".join(out)
 
 
 def _names(names: list[Any]) -> tuple[str, ...]:

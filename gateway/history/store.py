@@ -55,8 +55,10 @@ class Stored:
 @dataclass(frozen=True)
 class Page:
     rows: list[Stored]
-    #: Messages matching the query in all (every page).
+    #: Messages matching the query in all (every page), or at least this many when
+    #: ``capped`` (counting stopped at the store's ``count_limit``).
     total: int
+    capped: bool = False
 
 
 class HistoryStore(abc.ABC):
@@ -157,6 +159,26 @@ class HistoryStore(abc.ABC):
 BATCH = 1000
 #: SQLite virtual-machine steps between two checks of a read's deadline.
 PROGRESS_STEPS = 10000
+#: User/package name ids remembered by the writer (per kind; cleared when full).
+NAME_CACHE = 50_000
+#: ``total`` is exact up to this many matches (``history.count_limit``).
+COUNT_LIMIT = 10_000
+#: ``contains`` newest-first: matches read from the text index (newest ids first) per
+#: needed row before the answer is checked against the time order (else the full plan).
+CONTAINS_READ_FACTOR = 4
+
+_INSERT_MESSAGE = ("INSERT INTO messages (msg_id, topic, category, timestamp, publisher,"
+                   " seq_id, envelope) VALUES (?, ?, ?, ?, ?, ?, ?)"
+                   " ON CONFLICT (msg_id) DO NOTHING")
+_INSERT_TEXT = "INSERT INTO messages_text (rowid, body) VALUES (?, ?)"
+_FIND_NAME = {t: f"SELECT id FROM {t} WHERE name = ?" for t in ("users", "packages")}  # noqa: S608
+_NEW_NAME = {t: f"INSERT INTO {t} (name) VALUES (?)"  # noqa: S608
+             for t in ("users", "packages")}
+_LINK = {"users": "INSERT OR IGNORE INTO user_messages (user_id, timestamp, message_id)"
+                  " VALUES (?, ?, ?)",
+         "packages": "INSERT OR IGNORE INTO package_messages (package_id, timestamp,"
+                     " message_id) VALUES (?, ?, ?)"}
+
 #: Seconds in a UTC day: the stats rollups' unit (``003_stats.sql``).
 DAY = 86400
 #: Longest range :meth:`HistoryStore.topic_counts` and :meth:`~HistoryStore.top_names` take:
@@ -199,12 +221,22 @@ def day_split(start: float, end: float) -> tuple[int, int, list[tuple[float, flo
 class SqliteHistory(HistoryStore):
     """The embedded history: one SQLite file (WAL), migrated on open."""
 
+    #: Bound of the writer's name-id cache (per kind); the cache is made on first use.
+    name_cache: int = NAME_CACHE
+    _names: dict[str, dict[str, int]] | None = None
+
     def __init__(self, path: str | Path, *, query_timeout: float = 5.0, create: bool = True,
-                 readonly: bool = False):
+                 readonly: bool = False, cache_mb: int = 64, name_cache: int = NAME_CACHE,
+                 count_limit: int = COUNT_LIMIT):
         self.path = Path(path)
         self.where = str(self.path)
         self.position_path = self.path
+        self.count_limit = count_limit
         self.query_timeout = query_timeout
+        self.cache_mb = cache_mb
+        self.name_cache = name_cache
+        #: (id, text, msg_id) staged for :meth:`flush_text`.
+        self._texts: list[tuple[int, str, str]] = []
         self._local = threading.local()
         self._deadline: dict[int, float] = {}
         if (readonly or not create) and not self.path.exists():
@@ -241,7 +273,14 @@ class SqliteHistory(HistoryStore):
                              timeout=30.0)
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=NORMAL")
+        self.tune(db)
         return db
+
+    def tune(self, db: sqlite3.Connection) -> None:
+        """Give a connection that writes the history (its own, or the recorder's
+        position connection) ``history.cache_mb`` of page cache: the index pages of a
+        million messages (msg_id is random) stay in memory."""
+        db.execute(f"PRAGMA cache_size={-1024 * int(self.cache_mb)}")
 
     def writer(self) -> sqlite3.Connection:
         """The store's own write connection (autocommit: the caller opens transactions)."""
@@ -256,34 +295,86 @@ class SqliteHistory(HistoryStore):
             yield db
         except BaseException:
             db.execute("ROLLBACK")
+            self.forget()
             raise
         db.execute("COMMIT")
 
     def add(self, db: sqlite3.Connection, record: Record) -> bool:
-        row = db.execute(
-            "INSERT INTO messages (msg_id, topic, category, timestamp, publisher, seq_id,"
-            " envelope) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (msg_id) DO NOTHING"
-            " RETURNING id",
-            (record.msg_id, record.topic, record.category, record.timestamp,
-             record.publisher, record.seq_id, record.envelope)).fetchone()
-        if row is None:
+        """Store ``record`` in the caller's transaction. A caller that rolls back a
+        transaction this wrote in must call :meth:`forget` (a cached name id may be gone
+        with it)."""
+        message_id = self._insert(db, record)
+        if message_id is None:
             return False
-        message_id = row[0]
-        db.execute("INSERT INTO messages_text (rowid, body) VALUES (?, ?)",
-                   (message_id, record.text))
-        for table, link, key, names in (("users", "user_messages", "user_id", record.users),
-                                        ("packages", "package_messages", "package_id",
-                                         record.packages)):
-            for name in names:
-                # most names are known: a read, and a write only for a new one
-                found = db.execute(f"SELECT id FROM {table} WHERE name = ?",  # noqa: S608
-                                   (name,)).fetchone()
-                name_id = found[0] if found else db.execute(
-                    f"INSERT INTO {table} (name) VALUES (?) RETURNING id",  # noqa: S608
-                    (name,)).fetchone()[0]
-                db.execute(f"INSERT OR IGNORE INTO {link} ({key}, timestamp, message_id)"  # noqa: S608
-                           " VALUES (?, ?, ?)", (name_id, record.timestamp, message_id))
+        db.execute(_INSERT_TEXT, (message_id, record.text))
         return True
+
+    def stage(self, db: sqlite3.Connection, record: Record) -> bool:
+        """:meth:`add` for a batch: the text is written by :meth:`flush_text`, which the
+        caller runs last in the transaction.
+
+        Why: FTS5 writes its in-memory index out at every savepoint of a transaction
+        it is in (the consumer takes one per message), so text written per message
+        costs a segment per message; written at the end, one per batch (3-4x faster)."""
+        message_id = self._insert(db, record)
+        if message_id is None:
+            return False
+        self._texts.append((message_id, record.text, record.msg_id))
+        return True
+
+    def flush_text(self, db: sqlite3.Connection) -> None:
+        """Index the staged texts, in one statement; only for messages still there (a
+        rolled-back savepoint may have taken one, and its id be reused)."""
+        texts, self._texts = self._texts, []
+        if not texts:
+            return
+        # the batch's rows are the newest (the caller holds the write lock since)
+        there = set(db.execute("SELECT id, msg_id FROM messages WHERE id >= ?",
+                               (min(t[0] for t in texts),)))
+        # plain VALUES: an INSERT ... SELECT takes a savepoint per row (see stage)
+        db.executemany(_INSERT_TEXT, [(row_id, text) for row_id, text, msg_id in texts
+                                      if (row_id, msg_id) in there])
+
+    def forget(self) -> None:
+        """After a rollback: drop staged texts and cached name ids (they may be gone)."""
+        self._texts = []
+        self.forget_names()
+
+    def forget_names(self) -> None:
+        """After a savepoint's rollback: a new name's row may be gone (a staged text
+        whose message went is left out by :meth:`flush_text`)."""
+        self._names = None
+
+    def _insert(self, db: sqlite3.Connection, record: Record) -> int | None:
+        """The message's row and its user/package links; its id (None: already stored)."""
+        cursor = db.execute(_INSERT_MESSAGE, (record.msg_id, record.topic, record.category,
+                                              record.timestamp, record.publisher,
+                                              record.seq_id, record.envelope))
+        if cursor.rowcount != 1:
+            return None
+        # no RETURNING: it makes the statement take a savepoint, and FTS5 flush its index
+        message_id = int(cursor.lastrowid)  # type: ignore[arg-type]
+        stamp = record.timestamp
+        for table, names in (("users", record.users), ("packages", record.packages)):
+            for name in names:  # mostly one: execute costs less than executemany
+                db.execute(_LINK[table], (self._name_id(db, table, name), stamp, message_id))
+        return message_id
+
+    def _name_id(self, db: sqlite3.Connection, table: str, name: str) -> int:
+        """The id of a user/package name: from the cache (most names are known), else a
+        read, and a write only for a new name."""
+        if self._names is None:
+            self._names = {"users": {}, "packages": {}}
+        cache = self._names[table]
+        found = cache.get(name)
+        if found is not None:
+            return found
+        row = db.execute(_FIND_NAME[table], (name,)).fetchone()
+        name_id = row[0] if row else db.execute(_NEW_NAME[table], (name,)).lastrowid
+        if len(cache) >= self.name_cache:
+            cache.clear()  # bounded; the frequent names come back in a few messages
+        cache[name] = name_id
+        return int(name_id)
 
     def add_many(self, records: Iterable[Record]) -> int:
         added = 0
@@ -333,22 +424,33 @@ class SqliteHistory(HistoryStore):
             self._deadline.pop(id(db), None)
 
     def search(self, query: Query) -> Page:
-        where, params = _where(query)
-        order = "DESC" if query.order == "desc" else "ASC"
-        paging, page_params = _after(query)
+        """One page of ``query``, newest (or oldest) first, and its count.
+
+        Query shapes that stay fast at a million messages (bench/history.py):
+        a single user or package drives from its link table, whose key is (name,
+        time, message); ``contains`` reads the text index newest id first and checks
+        that nothing older by id is newer by time (else the general plan); the count
+        stops at ``count_limit`` (``Page.capped``)."""
         offset = 0 if query.cursor is not None else (query.page - 1) * query.rows_per_page
 
         def work(db: sqlite3.Connection) -> Page:
-            total = db.execute(f"SELECT COUNT(*) FROM messages m WHERE {where}",  # noqa: S608
-                               params).fetchone()[0]
-            rows = db.execute(
-                f"SELECT m.id, m.msg_id, m.timestamp, m.envelope FROM messages m"  # noqa: S608
-                f" WHERE {where}{paging} ORDER BY m.timestamp {order}, m.id {order}"
-                " LIMIT ? OFFSET ?",
-                (*params, *page_params, query.rows_per_page, offset)).fetchall()
-            return Page(_with_names(db, rows), total)
+            total, capped = self._count(db, query)
+            rows = None
+            if query.contains:
+                rows = _contains_rows(db, query, offset)
+            if rows is None:
+                rows = _rows(db, query, offset)
+            return Page(_with_names(db, rows), total, capped)
 
         return self._timed(work)
+
+    def _count(self, db: sqlite3.Connection, query: Query) -> tuple[int, bool]:
+        """Matches of ``query`` up to ``count_limit`` + 1: (count, capped)."""
+        source, where, params = _source(query)
+        (found,) = db.execute(
+            f"SELECT COUNT(*) FROM (SELECT 1 FROM {source} WHERE {where} LIMIT ?)",  # noqa: S608
+            (*params, self.count_limit + 1)).fetchone()
+        return (self.count_limit, True) if found > self.count_limit else (found, False)
 
     def get(self, msg_id: str) -> Stored | None:
         def work(db: sqlite3.Connection) -> Stored | None:
@@ -489,9 +591,11 @@ def _marks(values: Sequence[Any]) -> str:
     return ",".join("?" * len(values))
 
 
-def _where(query: Query) -> tuple[str, list[Any]]:
+def _where(query: Query, *, skip_link: str | None = None,
+           skip_text: bool = False) -> tuple[str, list[Any]]:
     """The WHERE clause of ``query`` (datagrepper's: OR within a kind, AND across kinds,
-    ``not_*`` excludes any of its values)."""
+    ``not_*`` excludes any of its values), on ``messages m``; ``skip_link`` /
+    ``skip_text``: a condition the caller's FROM already applies."""
     clauses: list[str] = []
     params: list[Any] = []
     if query.start is not None:
@@ -512,25 +616,126 @@ def _where(query: Query) -> tuple[str, list[Any]]:
             ("packages", "package_messages", "package_id", query.packages, False),
             ("users", "user_messages", "user_id", query.not_users, True),
             ("packages", "package_messages", "package_id", query.not_packages, True)):
-        if values:
+        if values and not (link == skip_link and not negate):
             clauses.append(
                 f"m.id {'NOT ' if negate else ''}IN (SELECT l.message_id FROM {link} l"  # noqa: S608
                 f" WHERE l.{key} IN (SELECT id FROM {table} WHERE name IN ({_marks(values)})))")
             params += values
-    if query.contains:
+    if query.contains and not skip_text:
         clauses.append("m.id IN (SELECT rowid FROM messages_text WHERE messages_text MATCH ?)")
-        params.append(" OR ".join('"' + term.replace('"', '""') + '"'
-                                  for term in query.contains))
+        params.append(_match(query))
     return (" AND ".join(clauses) or "1"), params
 
 
-def _after(query: Query) -> tuple[str, list[Any]]:
+def _match(query: Query) -> str:
+    return " OR ".join('"' + term.replace('"', '""') + '"' for term in query.contains)
+
+
+def _link_time(query: Query) -> tuple[str, list[Any]]:
+    """The time bounds again on the driving link's own copy of the time (its key)."""
+    sql, params = "", []
+    if query.start is not None:
+        sql, params = sql + " AND d.timestamp >= ?", [*params, query.start]
+    if query.end is not None:
+        sql, params = sql + " AND d.timestamp <= ?", [*params, query.end]
+    return sql, params
+
+
+def _driver(query: Query) -> tuple[str, str, str] | None:
+    """(table, link, key) of the one user or package that can drive the query (its link
+    table is in time order), or None."""
+    if len(query.users) == 1:
+        return "users", "user_messages", "user_id"
+    if len(query.packages) == 1:
+        return "packages", "package_messages", "package_id"
+    return None
+
+
+def _source(query: Query) -> tuple[str, str, list[Any]]:
+    """FROM, WHERE and parameters of the rows matching ``query`` (for the count)."""
+    driver = _driver(query)
+    if driver is not None:
+        table, link, key = driver
+        name = query.users[0] if table == "users" else query.packages[0]
+        where, params = _where(query, skip_link=link)
+        bounds, bound_params = _link_time(query)
+        return (f"{link} d" + ("" if where == "1" else " JOIN messages m ON m.id = d.message_id"),
+                f"d.{key} = (SELECT id FROM {table} WHERE name = ?){bounds} AND {where}",  # noqa: S608
+                [name, *bound_params, *params])
+    if query.contains:
+        where, params = _where(query, skip_text=True)
+        return ("messages_text" + ("" if where == "1" else " t JOIN messages m ON m.id = t.rowid"),
+                f"messages_text MATCH ? AND {where}", [_match(query), *params])
+    where, params = _where(query)
+    return "messages m", where, params
+
+
+def _rows(db: sqlite3.Connection, query: Query, offset: int) -> list[tuple[Any, ...]]:
+    """One page in (timestamp, id) order; a single user/package drives from its links."""
+    order = "DESC" if query.order == "desc" else "ASC"
+    driver = _driver(query)
+    if driver is None:
+        where, params = _where(query)
+        paging, page_params = _after(query)
+        return db.execute(
+            f"SELECT m.id, m.msg_id, m.timestamp, m.envelope FROM messages m"  # noqa: S608
+            f" WHERE {where}{paging} ORDER BY m.timestamp {order}, m.id {order}"
+            " LIMIT ? OFFSET ?",
+            (*params, *page_params, query.rows_per_page, offset)).fetchall()
+    table, link, key = driver
+    name = query.users[0] if table == "users" else query.packages[0]
+    where, params = _where(query, skip_link=link)
+    bounds, bound_params = _link_time(query)
+    paging, page_params = _after(query, "d.timestamp", "d.message_id")
+    return db.execute(
+        f"SELECT m.id, m.msg_id, m.timestamp, m.envelope FROM {link} d"  # noqa: S608
+        f" JOIN messages m ON m.id = d.message_id"
+        f" WHERE d.{key} = (SELECT id FROM {table} WHERE name = ?){bounds} AND {where}{paging}"
+        f" ORDER BY d.timestamp {order}, d.message_id {order} LIMIT ? OFFSET ?",
+        (name, *bound_params, *params, *page_params, query.rows_per_page, offset)).fetchall()
+
+
+def _contains_rows(db: sqlite3.Connection, query: Query,
+                   offset: int) -> list[tuple[Any, ...]] | None:
+    """A ``contains`` page read from the text index in id order (newest id first for
+    ``desc``), which stops early, instead of every match of a frequent term sorted by
+    time. Ids follow time closely but not always (a backfill stores old messages
+    late): the answer stands only when no message beyond the ids read is nearer in
+    time than its last row; otherwise None (the caller takes the general plan)."""
+    need = offset + query.rows_per_page
+    desc = query.order == "desc"
+    where, params = _where(query, skip_text=True)
+    paging, page_params = _after(query)
+    read = need * CONTAINS_READ_FACTOR
+    found = db.execute(
+        f"SELECT m.id, m.msg_id, m.timestamp, m.envelope FROM messages_text t"  # noqa: S608
+        f" JOIN messages m ON m.id = t.rowid WHERE messages_text MATCH ? AND {where}{paging}"
+        f" ORDER BY t.rowid {'DESC' if desc else 'ASC'} LIMIT ?",
+        (_match(query), *params, *page_params, read)).fetchall()
+    found.sort(key=lambda r: (r[2], r[0]), reverse=desc)
+    if len(found) < read:  # every match was read
+        return found[offset:need]
+    if len(found) < need:
+        return None
+    frontier = min(r[0] for r in found) if desc else max(r[0] for r in found)
+    stamp, last_id = found[need - 1][2], found[need - 1][0]
+    op = ">" if desc else "<"
+    # any message (matching or not) past the ids read that would sort before the last row?
+    beyond = db.execute(
+        f"SELECT 1 FROM messages WHERE id {'<' if desc else '>'} ? AND (timestamp {op} ?"  # noqa: S608
+        f" OR (timestamp = ? AND id {op} ?)) LIMIT 1",
+        (frontier, stamp, stamp, last_id)).fetchone()
+    return None if beyond else found[offset:need]
+
+
+def _after(query: Query, stamp_col: str = "m.timestamp",
+           id_col: str = "m.id") -> tuple[str, list[Any]]:
     """The condition for rows after ``query.cursor`` (timestamp, id) in its order."""
     if query.cursor is None:
         return "", []
     stamp, row_id = query.cursor
     op = "<" if query.order == "desc" else ">"
-    return (f" AND (m.timestamp {op} ? OR (m.timestamp = ? AND m.id {op} ?))",
+    return (f" AND ({stamp_col} {op} ? OR ({stamp_col} = ? AND {id_col} {op} ?))",
             [stamp, stamp, row_id])
 
 

@@ -184,11 +184,12 @@ class HistoryApp:
         v2 = request.url.path.startswith("/v2/")
         rows = [self._shape(row, v2, query.meta) for row in page.rows]
         more = len(page.rows) == query.rows_per_page and (
-            query.cursor is not None
+            query.cursor is not None or page.capped
             or (query.page - 1) * query.rows_per_page + len(page.rows) < page.total)
         last = page.rows[-1] if page.rows else None
         return answer({
-            "raw_messages": rows, "total": page.total,
+            # total: exact, or (total_capped) at least this many: history.count_limit
+            "raw_messages": rows, "total": page.total, "total_capped": page.capped,
             "pages": math.ceil(page.total / query.rows_per_page),
             "count": len(rows), "arguments": query.arguments(),
             "cursor": q.encode_cursor(query.order, last.timestamp, last.id)

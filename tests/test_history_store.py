@@ -1,0 +1,172 @@
+"""The history store's fast paths give the answers of the plain plan: a capped count
+says so, a single user/package drives from its links, ``contains`` read newest id first
+falls back when ids are not in time order (both backends: SQLite, and PostgreSQL on the
+real server); the SQLite writer's name cache and staged texts survive rollbacks."""
+
+from __future__ import annotations
+
+import sqlite3
+from typing import Any
+
+import httpx
+import pytest
+
+from gateway.history import query as q
+from gateway.history.records import record_of
+from gateway.history.store import SqliteHistory
+from gateway.messages import TypeIndex
+from tests import history_fixture as fx
+
+INDEX = TypeIndex(())
+
+
+def envelope(n: int, stamp: int, users: list[str], packages: list[str], text: str):
+    return fx.envelope(n, 0, "git.push", users, packages, {"note": text}) | {
+        "timestamp": stamp}
+
+
+def page_ids(store: Any, items: list[tuple[str, str]]) -> list[int]:
+    return [int(row.msg_id[-12:]) for row in store.search(q.parse(items)).rows]
+
+
+def all_pages(store: Any, items: list[tuple[str, str]]) -> list[int]:
+    """Every matching message, by following the cursor 5 at a time."""
+    got: list[int] = []
+    cursor = None
+    while True:
+        page = store.search(q.parse([*items, ("rows_per_page", "5")]
+                                    + ([("cursor", cursor)] if cursor else [])))
+        got += [int(row.msg_id[-12:]) for row in page.rows]
+        if len(page.rows) < 5:
+            return got
+        last = page.rows[-1]
+        order = dict(items).get("order", "desc")
+        cursor = q.encode_cursor(order, last.timestamp, last.id)
+
+
+@pytest.fixture
+def shuffled(history_store):
+    """60 messages stored newest first (a backfill after live recording): ids run
+    against time. Every third names alice and says 'needle'. Both backends."""
+    store = history_store(count_limit=7)
+    base = int(fx.T0)
+    store.add_many(record_of(envelope(n, base + (60 - n) * 10,
+                                      ["alice"] if n % 3 == 0 else ["bob"], ["dpkg"],
+                                      "needle here" if n % 3 == 0 else "hay"), INDEX)
+                   for n in range(1, 61))
+    return store
+
+
+def test_a_count_past_count_limit_is_capped_and_says_so(shuffled):
+    page = shuffled.search(q.parse([("package", "dpkg")]))
+    assert (page.total, page.capped) == (7, True)
+    page = shuffled.search(q.parse([("user", "alice"), ("topic", f"{fx.PREFIX}.nothing")]))
+    assert (page.total, page.capped) == (0, False)
+    page = shuffled.search(q.parse([("contains", "needle"), ("start", str(fx.T0)),
+                                    ("end", str(fx.T0 + 60))]))
+    assert (page.total, page.capped) == (3, False)  # 54, 57, 60: the newest 7 have 3
+
+
+@pytest.mark.parametrize("order", ["desc", "asc"])
+@pytest.mark.parametrize("items", [
+    [("contains", "needle")],
+    [("contains", "needle"), ("user", "alice")],
+    [("user", "alice")],
+    [("package", "dpkg"), ("not_user", "bob")],
+    [("contains", "hay"), ("package", "dpkg")],
+], ids=["contains", "contains+user", "user", "package-not_user", "contains+package"])
+def test_fast_paths_answer_like_the_time_order(shuffled, items, order):
+    want = sorted((n for n in range(1, 61)
+                   if ("needle" in dict(items).get("contains", "needle") and n % 3 == 0)
+                   or (dict(items).get("contains") == "hay" and n % 3)),
+                  reverse=order == "asc")  # newest = smallest n
+    if dict(items).get("contains") is None:
+        want = sorted((n for n in range(1, 61) if n % 3 == 0), reverse=order == "asc")
+    if dict(items).get("user") == "alice":
+        want = [n for n in want if n % 3 == 0]
+    items = [*items, ("order", order)]
+    assert page_ids(shuffled, [*items, ("rows_per_page", "5")]) == want[:5]
+    assert page_ids(shuffled, [*items, ("rows_per_page", "5"), ("page", "2")]) == want[5:10]
+    assert all_pages(shuffled, items) == want
+
+
+def test_contains_in_time_order_reads_only_the_newest(tmp_path):
+    """ids in time order (the recorder's usual case): the page is the newest matches."""
+    store = SqliteHistory(tmp_path / "h.sqlite")
+    store.add_many(record_of(envelope(n, int(fx.T0) + n, [], [], f"word {n}"), INDEX)
+                   for n in range(1, 201))
+    assert page_ids(store, [("contains", "word")]) == list(range(200, 175, -1))
+    assert page_ids(store, [("contains", "word"), ("order", "asc")]) == list(range(1, 26))
+    assert page_ids(store, [("contains", "word 19")]) == [199, 198, 197, 196, 195, 194, 193,
+                                                          192, 191, 190, 19]
+    store.close()
+
+
+def test_raw_says_total_capped_and_still_gives_a_cursor(shuffled):
+    with fx.serve(shuffled) as url, httpx.Client(base_url=url, timeout=10) as client:
+        body = client.get("/raw", params={"package": "dpkg", "rows_per_page": 5,
+                                          "page": 2}).json()
+    assert (body["total"], body["total_capped"], body["pages"]) == (7, True, 2)
+    assert body["count"] == 5 and body["cursor"]  # more than the capped total says
+
+
+def test_name_cache_is_bounded_and_forgotten_after_a_rollback(tmp_path):
+    store = SqliteHistory(tmp_path / "h.sqlite", name_cache=2)
+    db = store.writer()
+    db.execute("BEGIN IMMEDIATE")
+    store.stage(db, record_of(envelope(1, int(fx.T0), ["ghost"], ["gone"], "x"), INDEX))
+    db.execute("ROLLBACK")
+    store.forget()
+    store.add_many(record_of(envelope(n, int(fx.T0) + n, [f"u{n % 5}", "ghost"], ["p"], "y"),
+                             INDEX) for n in range(2, 12))
+    for n in range(2, 12):
+        (row,) = store.search(q.parse([("user", f"u{n % 5}"), ("user", "ghost"),
+                                       ("start", str(fx.T0 + n)),
+                                       ("end", str(fx.T0 + n))])).rows
+        assert row.users == tuple(sorted([f"u{n % 5}", "ghost"])) and row.packages == ("p",)
+    assert len(store._names["users"]) <= 2
+    store.close()
+
+
+def test_a_staged_text_whose_message_was_rolled_back_is_not_indexed(tmp_path):
+    store = SqliteHistory(tmp_path / "h.sqlite")
+    db = store.writer()
+    db.execute("BEGIN IMMEDIATE")
+    db.execute("SAVEPOINT one")
+    assert store.stage(db, record_of(envelope(1, int(fx.T0), [], [], "poison"), INDEX))
+    db.execute("ROLLBACK TO one")
+    db.execute("RELEASE one")
+    store.forget_names()
+    # the next message takes the same id
+    assert store.stage(db, record_of(envelope(2, int(fx.T0), [], [], "fine"), INDEX))
+    assert not store.stage(db, record_of(envelope(2, int(fx.T0), [], [], "fine"), INDEX))
+    store.flush_text(db)
+    db.execute("COMMIT")
+    assert page_ids(store, [("contains", "poison")]) == []
+    assert page_ids(store, [("contains", "fine")]) == [2]
+    with sqlite3.connect(store.path) as conn:
+        assert conn.execute("SELECT COUNT(*) FROM messages_text").fetchone() == (1,)
+    store.close()
+
+
+def test_the_text_index_holds_the_body_values_not_its_keys(tmp_path):
+    from gateway.history.records import text_of
+
+    body = {"source": "hebcal", "files": [{"path": "déjà/vu.c", "added": 3}],
+            "forced": True, "old": None, "ratio": 0.5}
+    assert text_of(body) == "hebcal\ndéjà/vu.c\n3\n0.5"
+    store = SqliteHistory(tmp_path / "h.sqlite")
+    store.add_many([record_of(envelope(1, int(fx.T0), [], [], "x") | {"msg": body}, INDEX)])
+    assert page_ids(store, [("contains", "déjà/vu")]) == [1]
+    assert page_ids(store, [("contains", "files")]) == []  # a key, not a value
+    store.close()
+
+
+def test_the_recorders_connection_gets_the_page_cache(tmp_path):
+    store = SqliteHistory(tmp_path / "h.sqlite", cache_mb=3)
+    assert store.writer().execute("PRAGMA cache_size").fetchone() == (-3 * 1024,)
+    other = sqlite3.connect(store.path)  # as the consumer's position connection
+    store.tune(other)
+    assert other.execute("PRAGMA cache_size").fetchone() == (-3 * 1024,)
+    other.close()
+    store.close()
