@@ -79,15 +79,15 @@ class BatchWriter:
         self.db = self.position.db
 
     def batched(self, envelopes: list[dict[str, Any]]) -> None:
-        """One batch: BEGIN, a savepoint per message (Consumer.run), the staged texts
-        and the position at the end (Consumer._commit), COMMIT."""
+        """One batch: BEGIN, a savepoint per message (Consumer.run), the staged batch
+        written and the position moved at the end (Consumer._commit), COMMIT."""
         db, handle = self.db, self.recorder.handle
         db.execute("BEGIN IMMEDIATE")
         for envelope in envelopes:
             db.execute("SAVEPOINT callback")
             handle(Delivery(envelope, db=db, publisher="bench", batched=True))
             db.execute("RELEASE callback")
-        self.store.flush_text(db)
+        self.recorder.flush(db)
         last = envelopes[-1]
         self.position.advance("bench", last["publisher_epoch"], last["seq_id"])
         db.execute("COMMIT")

@@ -36,8 +36,8 @@ def main() -> None:
 
     flush = recorder.flush
 
-    def flush_then_die() -> None:  # PostgreSQL's batch committed, the position not yet
-        flush()
+    def flush_then_die(*db) -> None:  # type: ignore[no-untyped-def]
+        flush(*db)  # PostgreSQL: the batch committed, the position not yet
         if kill_after and recorder.stored + recorder.known >= kill_after:
             os.kill(os.getpid(), signal.SIGKILL)
 

@@ -96,6 +96,8 @@ class Recorder:
         #: Records of the open batch for a store elsewhere (PostgreSQL), written by
         #: :meth:`flush`; at most ``history.batch_messages`` (the consumer's batch).
         self._staged: list[Any] = []
+        #: Records of the open batch staged in a store that holds the position (SQLite).
+        self._in_batch = 0
 
     def consumer(self) -> Consumer:
         from gateway.consumer import Consumer
@@ -118,18 +120,30 @@ class Recorder:
         history = self.settings.history
         batching = {"batch": history.batch_messages, "batch_seconds": history.batch_ms / 1000}
         if isinstance(self.store, SqliteHistory):
-            return {**batching, "before_commit": self.store.flush_text,
-                    "after_rollback": self.store.forget}
+            return {**batching, "before_commit": lambda db: self.flush(db),
+                    "after_rollback": self._rolled_back}
         return {**batching, "before_commit": lambda db: self.flush(),
-                "after_rollback": self._staged.clear}
+                "after_rollback": self._rolled_back}
 
-    def flush(self) -> None:
-        """Commit the staged batch in the store (its own transactions), before the
-        position moves past it. The store unreachable: :class:`NotHandled` (the position
-        stays). Any other failure: each message again in a transaction of its own, so
-        one a server refuses is logged and left out, not retried forever with its batch."""
+    def _rolled_back(self) -> None:
+        self._staged.clear()
+        self._in_batch = 0
+        _forget(self.store)
+
+    def flush(self, db: Any = None) -> None:
+        """Write the open batch: SQLite, in the position's transaction ``db``; a store
+        elsewhere, committed there (its own transactions) before the position moves
+        past it. The store unreachable: :class:`NotHandled` (the position stays). Any
+        other failure: each message again in a transaction of its own, so one a server
+        refuses is logged and left out, not retried forever with its batch."""
         from gateway.consumer import NotHandled
 
+        if self.store.position_path is not None:
+            staged, self._in_batch = self._in_batch, 0
+            added = self.store.flush(db)  # type: ignore[attr-defined]
+            self.stored += added
+            self.known += staged - added
+            return
         staged = self._staged[:]
         if not staged:
             return
@@ -161,9 +175,9 @@ class Recorder:
 
     def handle(self, delivery: Delivery) -> None:
         """Store one message: in the position's transaction when the store holds the
-        position (its text at the batch's end when that transaction is a batch), staged
-        for :meth:`flush` in a batch of a store elsewhere, else in a transaction of its
-        own, committed before the position."""
+        position (written by :meth:`flush` at the batch's end when that transaction is a
+        batch), staged for :meth:`flush` in a batch of a store elsewhere, else in a
+        transaction of its own, committed before the position."""
         from gateway.consumer import NotHandled
 
         record = record_of(delivery.envelope, self.index)
@@ -174,9 +188,12 @@ class Recorder:
             if delivery.db is not self._tuned:  # the position's connection writes
                 self.store.tune(delivery.db)  # type: ignore[attr-defined]
                 self._tuned = delivery.db
+            if delivery.batched:  # written and counted by flush
+                self.store.stage(delivery.db, record)  # type: ignore[attr-defined]
+                self._in_batch += 1
+                return
             try:
-                added = (self.store.stage if delivery.batched  # type: ignore[attr-defined]
-                         else self.store.add)(delivery.db, record)
+                added = self.store.add(delivery.db, record)
             except BaseException:
                 _forget(self.store, names_only=True)  # the consumer rolls this message back
                 raise

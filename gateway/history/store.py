@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import abc
 import contextlib
+import logging
 import math
 import sqlite3
 import threading
@@ -27,6 +28,8 @@ from typing import TYPE_CHECKING, Any
 
 from gateway.history import migrate
 from gateway.history.records import Record
+
+log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from gateway.history.query import Query
@@ -235,8 +238,8 @@ class SqliteHistory(HistoryStore):
         self.query_timeout = query_timeout
         self.cache_mb = cache_mb
         self.name_cache = name_cache
-        #: (id, text, msg_id) staged for :meth:`flush_text`.
-        self._texts: list[tuple[int, str, str]] = []
+        #: Records staged for :meth:`flush` (at most the caller's batch).
+        self._staged: list[Record] = []
         self._local = threading.local()
         self._deadline: dict[int, float] = {}
         if (readonly or not create) and not self.path.exists():
@@ -309,40 +312,90 @@ class SqliteHistory(HistoryStore):
         db.execute(_INSERT_TEXT, (message_id, record.text))
         return True
 
-    def stage(self, db: sqlite3.Connection, record: Record) -> bool:
-        """:meth:`add` for a batch: the text is written by :meth:`flush_text`, which the
+    def stage(self, db: sqlite3.Connection, record: Record) -> None:
+        """:meth:`add` for a batch: nothing is written until :meth:`flush`, which the
         caller runs last in the transaction.
 
-        Why: FTS5 writes its in-memory index out at every savepoint of a transaction
-        it is in (the consumer takes one per message), so text written per message
-        costs a segment per message; written at the end, one per batch (3-4x faster)."""
-        message_id = self._insert(db, record)
-        if message_id is None:
-            return False
-        self._texts.append((message_id, record.text, record.msg_id))
-        return True
+        Why: a batch written at once costs a statement per table (``executemany``), not
+        per row, and FTS5 writes one segment per batch: it writes its in-memory index
+        out at every savepoint of a transaction it is in (the consumer takes one per
+        message), so text written per message costs a segment per message."""
+        self._staged.append(record)
 
-    def flush_text(self, db: sqlite3.Connection) -> None:
-        """Index the staged texts, in one statement; only for messages still there (a
-        rolled-back savepoint may have taken one, and its id be reused)."""
-        texts, self._texts = self._texts, []
-        if not texts:
-            return
-        # the batch's rows are the newest (the caller holds the write lock since)
-        there = set(db.execute("SELECT id, msg_id FROM messages WHERE id >= ?",
-                               (min(t[0] for t in texts),)))
-        # plain VALUES: an INSERT ... SELECT takes a savepoint per row (see stage)
-        db.executemany(_INSERT_TEXT, [(row_id, text) for row_id, text, msg_id in texts
-                                      if (row_id, msg_id) in there])
+    def flush(self, db: sqlite3.Connection) -> int:
+        """Write the staged records in the caller's transaction: messages, their links,
+        then their text; how many were new (the others, by ``msg_id``, were stored
+        already). A batch SQLite refuses (a lone surrogate in a name, say) is written
+        again one message at a time, and a message refused alone is logged and left
+        out, as the consumer leaves out a message its callback fails on; a database
+        that fails (``OperationalError``: disk, I/O) fails the batch."""
+        staged, self._staged = self._staged, []
+        if not staged:
+            return 0
+        db.execute("SAVEPOINT flush")
+        try:
+            added = self._write(db, staged)
+        except sqlite3.OperationalError:
+            db.execute("ROLLBACK TO flush")
+            db.execute("RELEASE flush")
+            self.forget_names()
+            raise
+        except (sqlite3.Error, ValueError) as exc:  # UnicodeEncodeError is a ValueError
+            db.execute("ROLLBACK TO flush")
+            self.forget_names()
+            log.warning("history: a batch of %d was refused (%s); writing them one by one",
+                        len(staged), exc)
+            added = sum(self._add_alone(db, record) for record in staged)
+        db.execute("RELEASE flush")
+        return added
+
+    def _write(self, db: sqlite3.Connection, staged: list[Record]) -> int:
+        (top,) = db.execute("SELECT max(id) FROM messages").fetchone()
+        db.executemany(_INSERT_MESSAGE, [(r.msg_id, r.topic, r.category, r.timestamp,
+                                          r.publisher, r.seq_id, r.envelope)
+                                         for r in staged])
+        # the rows past ``top`` are this batch's (the caller holds the write lock); a
+        # msg_id without one was stored before, or earlier in this batch
+        new = dict(db.execute("SELECT msg_id, id FROM messages WHERE id > ?", (top or 0,)))
+        links: dict[str, list[tuple[int, float, int]]] = {"users": [], "packages": []}
+        texts: list[tuple[int, str]] = []
+        for record in staged:
+            message_id = new.pop(record.msg_id, None)
+            if message_id is None:
+                continue
+            stamp = record.timestamp
+            for table, names in (("users", record.users), ("packages", record.packages)):
+                for name in names:
+                    links[table].append((self._name_id(db, table, name), stamp, message_id))
+            texts.append((message_id, record.text))
+        for table, rows in links.items():
+            db.executemany(_LINK[table], rows)
+        db.executemany(_INSERT_TEXT, texts)  # last: see stage
+        return len(texts)
+
+    def _add_alone(self, db: sqlite3.Connection, record: Record) -> bool:
+        db.execute("SAVEPOINT one")
+        try:
+            added = self.add(db, record)
+        except sqlite3.OperationalError:
+            db.execute("ROLLBACK TO one")
+            db.execute("RELEASE one")
+            raise
+        except (sqlite3.Error, ValueError):
+            db.execute("ROLLBACK TO one")
+            self.forget_names()
+            log.exception("history: message %s not stored", record.msg_id)
+            added = False
+        db.execute("RELEASE one")
+        return added
 
     def forget(self) -> None:
-        """After a rollback: drop staged texts and cached name ids (they may be gone)."""
-        self._texts = []
+        """After a rollback: drop staged records and cached name ids (they may be gone)."""
+        self._staged = []
         self.forget_names()
 
     def forget_names(self) -> None:
-        """After a savepoint's rollback: a new name's row may be gone (a staged text
-        whose message went is left out by :meth:`flush_text`)."""
+        """After a savepoint's rollback: a new name's row may be gone."""
         self._names = None
 
     def _insert(self, db: sqlite3.Connection, record: Record) -> int | None:
