@@ -21,6 +21,7 @@ import math
 import sqlite3
 import threading
 import time
+from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -181,6 +182,25 @@ _LINK = {"users": "INSERT OR IGNORE INTO user_messages (user_id, timestamp, mess
                   " VALUES (?, ?, ?)",
          "packages": "INSERT OR IGNORE INTO package_messages (package_id, timestamp,"
                      " message_id) VALUES (?, ?, ?)"}
+
+#: The rollups a batch adds to (:meth:`SqliteHistory.flush`), as its triggers would.
+_ROLLUP = {
+    "activity_hourly": "INSERT INTO activity_hourly (hour, category, count) VALUES (?, ?, ?)"
+                       " ON CONFLICT (hour, category) DO UPDATE SET count = count + excluded.count",
+    **{table: f"INSERT INTO {table} (day, {key}, messages) VALUES (?, ?, ?)"  # noqa: S608
+              f" ON CONFLICT (day, {key}) DO UPDATE SET messages = messages + excluded.messages"
+       for table, key in (("stats_topic_days", "topic"), ("stats_user_days", "user_id"),
+                          ("stats_package_days", "package_id"))}}
+#: Timestamps (seconds, either side of the epoch) whose rollup keys a batch computes in
+#: Python: far past any real message, well inside SQLite's 64-bit integer cast.
+ROLLUP_STAMP_LIMIT = 1e15
+
+
+def _sql_day(stamp: float) -> int:
+    """The day of ``stamp`` as ``003_stats.sql``'s triggers compute it (floor), with the
+    same operations, so a batch's keys are the triggers' keys to the bit."""
+    day = int(stamp / 86400.0)
+    return day - (stamp < day * 86400)
 
 #: Seconds in a UTC day: the stats rollups' unit (``003_stats.sql``).
 DAY = 86400
@@ -350,6 +370,12 @@ class SqliteHistory(HistoryStore):
         return added
 
     def _write(self, db: sqlite3.Connection, staged: list[Record]) -> int:
+        # the insert triggers stand aside while the row is there (004_batch_rollups.sql);
+        # a timestamp SQLite's integer cast would clamp is left to them
+        deferred = all(-ROLLUP_STAMP_LIMIT < r.timestamp < ROLLUP_STAMP_LIMIT
+                       for r in staged)
+        if deferred:
+            db.execute("INSERT INTO rollups_deferred (one) VALUES (1)")
         (top,) = db.execute("SELECT max(id) FROM messages").fetchone()
         db.executemany(_INSERT_MESSAGE, [(r.msg_id, r.topic, r.category, r.timestamp,
                                           r.publisher, r.seq_id, r.envelope)
@@ -359,17 +385,28 @@ class SqliteHistory(HistoryStore):
         new = dict(db.execute("SELECT msg_id, id FROM messages WHERE id > ?", (top or 0,)))
         links: dict[str, list[tuple[int, float, int]]] = {"users": [], "packages": []}
         texts: list[tuple[int, str]] = []
+        rollups: dict[str, Counter[tuple[int, Any]]] = {t: Counter() for t in _ROLLUP}
         for record in staged:
             message_id = new.pop(record.msg_id, None)
             if message_id is None:
                 continue
             stamp = record.timestamp
+            day = _sql_day(stamp)
+            rollups["activity_hourly"][int(stamp / 3600), record.category] += 1
+            rollups["stats_topic_days"][day, record.topic] += 1
             for table, names in (("users", record.users), ("packages", record.packages)):
+                counts = rollups[_NAME_KINDS[table][0]]
                 for name in names:
-                    links[table].append((self._name_id(db, table, name), stamp, message_id))
+                    name_id = self._name_id(db, table, name)
+                    links[table].append((name_id, stamp, message_id))
+                    counts[day, name_id] += 1
             texts.append((message_id, record.text))
         for table, rows in links.items():
             db.executemany(_LINK[table], rows)
+        if deferred:
+            for table, counts in rollups.items():
+                db.executemany(_ROLLUP[table], [(*key, n) for key, n in counts.items()])
+            db.execute("DELETE FROM rollups_deferred")
         db.executemany(_INSERT_TEXT, texts)  # last: see stage
         return len(texts)
 
