@@ -6,6 +6,7 @@ real server); the SQLite writer's name cache and staged texts survive rollbacks.
 from __future__ import annotations
 
 import sqlite3
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -193,3 +194,38 @@ def test_the_recorders_connection_gets_the_page_cache(tmp_path):
     assert other.execute("PRAGMA cache_size").fetchone() == (-3 * 1024,)
     other.close()
     store.close()
+
+
+def _wal_high_water(path: Path) -> int:
+    """Bytes the write-ahead log reaches over 30 batches of 100 through a tuned
+    connection (the recorder's position's)."""
+    store = SqliteHistory(path)
+    other = sqlite3.connect(store.path, isolation_level=None)
+    store.tune(other)
+    wal = Path(str(store.path) + "-wal")
+    biggest = 0
+    for batch in range(30):
+        other.execute("BEGIN IMMEDIATE")
+        for n in range(batch * 100 + 1, batch * 100 + 101):
+            store.stage(other, record_of(envelope(n, int(fx.T0) + n, [], [], "x" * 2000),
+                                         INDEX))
+        assert store.flush(other) == 100
+        other.execute("COMMIT")
+        biggest = max(biggest, wal.stat().st_size)
+    assert store.count() == 3000
+    assert other.execute("PRAGMA wal_autocheckpoint").fetchone() == \
+        store.writer().execute("PRAGMA wal_autocheckpoint").fetchone()
+    other.close()
+    store.close()
+    return biggest
+
+
+def test_the_write_ahead_log_is_bounded_by_its_checkpoint_pages(tmp_path, monkeypatch):
+    from gateway.history import store as history_store
+
+    monkeypatch.setattr(history_store, "WAL_CHECKPOINT_PAGES", 1_000_000)
+    unbounded = _wal_high_water(tmp_path / "unbounded.sqlite")  # every batch kept
+    monkeypatch.setattr(history_store, "WAL_CHECKPOINT_PAGES", 40)
+    bounded = _wal_high_water(tmp_path / "bounded.sqlite")
+    # checkpointed after each commit past 40 pages: the log holds about one batch
+    assert bounded < unbounded / 4, (bounded, unbounded)
