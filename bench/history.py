@@ -79,15 +79,15 @@ class BatchWriter:
         self.db = self.position.db
 
     def batched(self, envelopes: list[dict[str, Any]]) -> None:
-        """One batch: BEGIN, a savepoint per message (Consumer.run), the staged texts
-        and the position at the end (Consumer._commit), COMMIT."""
+        """One batch: BEGIN, a savepoint per message (Consumer.run), the staged batch
+        written and the position moved at the end (Consumer._commit), COMMIT."""
         db, handle = self.db, self.recorder.handle
         db.execute("BEGIN IMMEDIATE")
         for envelope in envelopes:
             db.execute("SAVEPOINT callback")
             handle(Delivery(envelope, db=db, publisher="bench", batched=True))
             db.execute("RELEASE callback")
-        self.store.flush_text(db)
+        self.recorder.flush(db)
         last = envelopes[-1]
         self.position.advance("bench", last["publisher_epoch"], last["seq_id"])
         db.execute("COMMIT")
@@ -222,7 +222,7 @@ def ingest_side_by_side(root: Path, n: int, settings: config.Settings) -> dict[s
     return {name: n / spent for name, spent in times.items()}
 
 
-def end_to_end(root: Path, k: int) -> float:
+def end_to_end(root: Path, k: int, backend: str = "sqlite") -> float:
     """K envelopes from a raw ZeroMQ PUB socket to a real Recorder; messages/s."""
     import zmq
 
@@ -230,8 +230,9 @@ def end_to_end(root: Path, k: int) -> float:
     from gateway.discovery import Endpoint
 
     port = _free_port()
-    settings = bench_settings(root / "e2e")
-    store = SqliteHistory(root / "e2e" / "history.sqlite")
+    settings = bench_settings(root / f"e2e-{backend}")
+    store: Any = SqliteHistory(root / f"e2e-{backend}" / "history.sqlite") \
+        if backend == "sqlite" else _fresh_pg(root)
     recorder = Recorder(settings, store, index=TypeIndex(()),
                         endpoints=[Endpoint("bench", f"tcp://127.0.0.1:{port}", None)])
     frames = [env.encode(e) for e in data.envelopes(k + 50, seed=7)]
@@ -268,6 +269,20 @@ def end_to_end(root: Path, k: int) -> float:
     if got < k:
         raise SystemExit(f"end to end: {got} of {k} recorded")
     return k / elapsed
+
+
+def _fresh_pg(root: Path) -> Any:
+    """A new, empty PostgreSQL history (database ``busgate_bench_e2e``, dropped first)."""
+    import psycopg
+
+    from gateway.history.backends import open_history_url
+
+    base = os.environ.get("BUSGATE_BENCH_PG_ADMIN", "postgresql://postgres@127.0.0.1:5432/"
+                                                    "postgres")
+    with psycopg.connect(base, autocommit=True) as conn:
+        conn.execute("DROP DATABASE IF EXISTS busgate_bench_e2e")
+        conn.execute("CREATE DATABASE busgate_bench_e2e")
+    return open_history_url(base.rsplit("/", 1)[0] + "/busgate_bench_e2e", 30.0)
 
 
 def _free_port() -> int:
@@ -407,6 +422,8 @@ def main() -> None:
                         help="messages of the old/new ingest comparison")
     parser.add_argument("--e2e", type=int, default=5_000,
                         help="messages of the ZeroMQ end-to-end figure (0: skip)")
+    parser.add_argument("--e2e-only", action="store_true",
+                        help="stop after the ingest figures (no 1M build, no reads)")
     parser.add_argument("--runs", type=int, default=100, help="requests per query kind")
     parser.add_argument("--pg-messages", type=int, default=None,
                         help="messages for PostgreSQL (default --messages; its write path "
@@ -427,9 +444,12 @@ def main() -> None:
               f"  {f'batched ({settings.history.batch_messages} a transaction)':<42}"
               f"{rates['batched']:>8,.0f}/s"
               f"  = x{rates['batched'] / rates['before']:.2f} of before")
-        if args.e2e:
-            print(f"end to end ZeroMQ PUB -> recorder, {args.e2e:,} messages: "
-                  f"{end_to_end(scratch, args.e2e):,.0f}/s (load {os.getloadavg()[0]:.1f})")
+        for backend in backends if args.e2e else []:
+            print(f"end to end ZeroMQ PUB -> recorder ({backend}), {args.e2e:,} messages: "
+                  f"{end_to_end(scratch, args.e2e, backend):,.0f}/s "
+                  f"(load {os.getloadavg()[0]:.1f})")
+        if args.e2e_only:
+            return
         results: dict[str, dict[str, tuple[float, float, int]]] = {}
         sizes = {b: args.messages if b == "sqlite" or args.pg_messages is None
                  else args.pg_messages for b in backends}

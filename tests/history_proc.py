@@ -1,6 +1,7 @@
 """The recorder as its own process (for kill -9 tests), slowed by DELAY_S per message so
 a kill lands mid-stream; with KILL_AFTER, it kills itself (SIGKILL) right after storing
-its KILL_AFTER-th message, before the consumer commits the position past it.
+its KILL_AFTER-th message (PostgreSQL: right after committing the batch that holds it),
+before the consumer commits the position past it.
 
     python -m tests.history_proc CONFIG DATABASE [DELAY_S [KILL_AFTER]]
 
@@ -33,7 +34,15 @@ def main() -> None:
             os.kill(os.getpid(), signal.SIGKILL)
         time.sleep(delay)
 
+    flush = recorder.flush
+
+    def flush_then_die(*db) -> None:  # type: ignore[no-untyped-def]
+        flush(*db)  # PostgreSQL: the batch committed, the position not yet
+        if kill_after and recorder.stored + recorder.known >= kill_after:
+            os.kill(os.getpid(), signal.SIGKILL)
+
     recorder.handle = slow  # type: ignore[method-assign]
+    recorder.flush = flush_then_die  # type: ignore[method-assign]
     print("ready", flush=True)
     recorder.run()
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from gateway.history import records
 from gateway.history.store import SqliteHistory
-from gateway.messages import TypeIndex
+from gateway.messages import Message, TypeIndex
 from tests.conftest import BUSGATE, REPO
 
 
@@ -148,3 +148,34 @@ def test_busgate_run_records_when_history_is_enabled(daemon, tmp_path):
     wait_for(lambda: len(history(db)) == 50, 20)
     assert history(db) == outbox(settings)
     assert proc.stop() == 0  # the recorder thread stops with the daemon
+
+
+class _Uploader(Message):
+    """A reader's type that names the body's ``who`` as a user."""
+
+    name = "test.upload.v1"
+    topic_tokens = ("dak", "upload")
+
+    @property
+    def usernames(self) -> list[str]:
+        return [self.body["who"]]
+
+
+def test_record_of_takes_a_typed_publisher_at_its_headers_word():
+    index = TypeIndex([_Uploader])
+    head = {"fedora_messaging_user_alice": True, "busgate_package_hebcal": True}
+    envelope = {"topic": "org.debian.dev.dak.upload", "msg": {"who": "bob"},
+                "msg_id": "2026-b", "timestamp": 5, "i": 1, "username": "u",
+                "headers": {**head, "fedora_messaging_schema": "test.upload.v1"}}
+    # the publisher typed it: its headers are the names (the reader's type not asked)
+    assert records.record_of(envelope, index).users == ("alice",)
+    # no schema, or the base one: the reader's type adds what it sees in the body
+    for headers in (head, {**head, "fedora_messaging_schema": "base.message"}):
+        rec = records.record_of({**envelope, "headers": headers}, index)
+        assert (rec.users, rec.packages) == (("alice", "bob"), ("hebcal",))
+    # the bounds hold on the header path too: 64 names at most, none too long
+    many = {f"fedora_messaging_user_u{n}": True for n in range(100)}
+    many["fedora_messaging_user_" + "x" * 200] = True
+    rec = records.record_of({**envelope, "headers": {**many, "fedora_messaging_schema":
+                                                     "test.upload.v1"}}, index)
+    assert rec.users == tuple(f"u{n}" for n in range(64))

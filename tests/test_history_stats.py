@@ -3,6 +3,7 @@ ISO weeks with known counts, and the stats rollups checked against direct counts
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import random
 import sqlite3
@@ -389,9 +390,11 @@ def test_rollups_equal_direct_counts_after_inserts_and_deletes(tmp_path, seed):
 
 
 def _without_stats_migration(path: Path, records: list[Record]) -> None:
-    """A history as a busgate before 003_stats.sql left it, holding ``records``."""
+    """A history as a busgate before 003_stats.sql (and so 004) left it, holding
+    ``records``."""
     SqliteHistory(path).close()
     with sqlite3.connect(path) as db:
+        db.execute("DELETE FROM history_migrations WHERE version = 4")
         for (trigger,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'trigger'"
                                      " AND name LIKE 'stats_%'").fetchall():
             db.execute(f"DROP TRIGGER {trigger}")
@@ -490,3 +493,54 @@ def test_a_migration_numbered_below_the_applied_ones_is_still_applied(tmp_path, 
         assert [v for (v,) in db.execute("SELECT version FROM history_migrations"
                                          " ORDER BY applied, version")][-2:] == [51, 50]
         assert db.execute("SELECT COUNT(*) FROM late").fetchone() == (0,)
+
+
+ROLLUP_TABLES = ("activity_hourly", "stats_topic_days", "stats_user_days",
+                 "stats_package_days")
+
+
+def _rollup_rows(store: SqliteHistory) -> dict[str, list[tuple]]:
+    """Every rollup, keyed by names (ids differ between two stores)."""
+    db = store.writer()
+    return {
+        "activity_hourly": sorted(db.execute("SELECT * FROM activity_hourly")),
+        "stats_topic_days": sorted(db.execute("SELECT * FROM stats_topic_days")),
+        "stats_user_days": sorted(db.execute(
+            "SELECT day, name, messages FROM stats_user_days JOIN users ON id = user_id")),
+        "stats_package_days": sorted(db.execute(
+            "SELECT day, name, messages FROM stats_package_days JOIN packages ON id = package_id")),
+    }
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_a_batch_keeps_the_rollups_as_the_triggers_do(tmp_path, seed):
+    rng = random.Random(seed)
+    records = []
+    for base in (W47.start.timestamp(), -3 * DAY - 0.5, 0.0):  # before 1970 and at it
+        records += _random_records(rng, 120, base)
+    records = [dataclasses.replace(r, category=rng.choice(["dak", "bugs", "git"]),
+                                   timestamp=r.timestamp - rng.choice([0, 0.25]))
+               for r in records]
+    far = dataclasses.replace(records[0], msg_id="far", timestamp=2e15)  # the triggers' own
+    bad = dataclasses.replace(records[1], msg_id="bad", users=("\ud800",))  # refused alone
+    by_triggers = SqliteHistory(tmp_path / "triggers.sqlite")
+    by_triggers.add_many([*records, far])
+    batched = SqliteHistory(tmp_path / "batched.sqlite")
+    db = batched.writer()
+    chunks = [records[:100], [*records[100:250], *records[:10]], records[250:300],
+              [*records[300:], far], [*records[:5], bad]]
+    for chunk in chunks:
+        db.execute("BEGIN IMMEDIATE")
+        for record in chunk:
+            batched.stage(db, record)
+        batched.flush(db)
+        db.execute("COMMIT")
+    assert batched.count() == by_triggers.count() == len(records) + 1
+    assert _rollup_rows(batched) == _rollup_rows(by_triggers)
+    assert db.execute("SELECT COUNT(*) FROM rollups_deferred").fetchone() == (0,)
+    more = _random_records(rng, 30, W48.start.timestamp())
+    for store in (batched, by_triggers):  # the triggers count again after a batch
+        store.add_many(more)
+    assert _rollup_rows(batched) == _rollup_rows(by_triggers)
+    batched.close()
+    by_triggers.close()

@@ -6,6 +6,7 @@ real server); the SQLite writer's name cache and staged texts survive rollbacks.
 from __future__ import annotations
 
 import sqlite3
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -128,24 +129,47 @@ def test_name_cache_is_bounded_and_forgotten_after_a_rollback(tmp_path):
     store.close()
 
 
-def test_a_staged_text_whose_message_was_rolled_back_is_not_indexed(tmp_path):
+def test_a_batch_is_written_at_flush_once_by_msg_id_and_a_refused_one_alone(tmp_path):
+    store = SqliteHistory(tmp_path / "h.sqlite")
+    store.add_many([record_of(envelope(1, int(fx.T0), ["ann"], [], "old"), INDEX)])
+    db = store.writer()
+    db.execute("BEGIN IMMEDIATE")
+    for n, text in ((2, "fine"), (2, "fine"), (1, "old"), (3, "later")):  # doubles
+        store.stage(db, record_of(envelope(n, int(fx.T0) + n, ["ann", "bo"], ["p"], text),
+                                  INDEX))
+    assert store.msg_ids() == [fx.msg_id(1)]  # nothing written before flush
+    assert store.flush(db) == 2 and store.flush(db) == 0
+    db.execute("COMMIT")
+    assert store.msg_ids() == [fx.msg_id(n) for n in (1, 2, 3)]
+    assert page_ids(store, [("contains", "fine")]) == [2]
+    assert page_ids(store, [("user", "bo")]) == [3, 2]
+    # a record SQLite refuses (a lone surrogate cannot be UTF-8) is left out alone
+    db.execute("BEGIN IMMEDIATE")
+    store.stage(db, record_of(envelope(4, int(fx.T0), ["\ud800"], [], "bad"), INDEX))
+    store.stage(db, record_of(envelope(5, int(fx.T0), ["cy"], [], "good"), INDEX))
+    assert store.flush(db) == 1
+    db.execute("COMMIT")
+    assert store.msg_ids()[-1] == fx.msg_id(5)
+    assert page_ids(store, [("contains", "bad")]) == []
+    assert page_ids(store, [("user", "cy")]) == [5]
+    with sqlite3.connect(store.path) as conn:
+        assert conn.execute("SELECT COUNT(*) FROM messages_text").fetchone() == (4,)
+    store.close()
+
+
+def test_a_rolled_back_batch_leaves_nothing_staged(tmp_path):
     store = SqliteHistory(tmp_path / "h.sqlite")
     db = store.writer()
     db.execute("BEGIN IMMEDIATE")
-    db.execute("SAVEPOINT one")
-    assert store.stage(db, record_of(envelope(1, int(fx.T0), [], [], "poison"), INDEX))
-    db.execute("ROLLBACK TO one")
-    db.execute("RELEASE one")
-    store.forget_names()
-    # the next message takes the same id
-    assert store.stage(db, record_of(envelope(2, int(fx.T0), [], [], "fine"), INDEX))
-    assert not store.stage(db, record_of(envelope(2, int(fx.T0), [], [], "fine"), INDEX))
-    store.flush_text(db)
+    store.stage(db, record_of(envelope(1, int(fx.T0), [], [], "poison"), INDEX))
+    db.execute("ROLLBACK")
+    store.forget()
+    db.execute("BEGIN IMMEDIATE")
+    store.stage(db, record_of(envelope(2, int(fx.T0), [], [], "fine"), INDEX))
+    assert store.flush(db) == 1
     db.execute("COMMIT")
+    assert store.msg_ids() == [fx.msg_id(2)]
     assert page_ids(store, [("contains", "poison")]) == []
-    assert page_ids(store, [("contains", "fine")]) == [2]
-    with sqlite3.connect(store.path) as conn:
-        assert conn.execute("SELECT COUNT(*) FROM messages_text").fetchone() == (1,)
     store.close()
 
 
@@ -170,3 +194,38 @@ def test_the_recorders_connection_gets_the_page_cache(tmp_path):
     assert other.execute("PRAGMA cache_size").fetchone() == (-3 * 1024,)
     other.close()
     store.close()
+
+
+def _wal_high_water(path: Path) -> int:
+    """Bytes the write-ahead log reaches over 30 batches of 100 through a tuned
+    connection (the recorder's position's)."""
+    store = SqliteHistory(path)
+    other = sqlite3.connect(store.path, isolation_level=None)
+    store.tune(other)
+    wal = Path(str(store.path) + "-wal")
+    biggest = 0
+    for batch in range(30):
+        other.execute("BEGIN IMMEDIATE")
+        for n in range(batch * 100 + 1, batch * 100 + 101):
+            store.stage(other, record_of(envelope(n, int(fx.T0) + n, [], [], "x" * 2000),
+                                         INDEX))
+        assert store.flush(other) == 100
+        other.execute("COMMIT")
+        biggest = max(biggest, wal.stat().st_size)
+    assert store.count() == 3000
+    assert other.execute("PRAGMA wal_autocheckpoint").fetchone() == \
+        store.writer().execute("PRAGMA wal_autocheckpoint").fetchone()
+    other.close()
+    store.close()
+    return biggest
+
+
+def test_the_write_ahead_log_is_bounded_by_its_checkpoint_pages(tmp_path, monkeypatch):
+    from gateway.history import store as history_store
+
+    monkeypatch.setattr(history_store, "WAL_CHECKPOINT_PAGES", 1_000_000)
+    unbounded = _wal_high_water(tmp_path / "unbounded.sqlite")  # every batch kept
+    monkeypatch.setattr(history_store, "WAL_CHECKPOINT_PAGES", 40)
+    bounded = _wal_high_water(tmp_path / "bounded.sqlite")
+    # checkpointed after each commit past 40 pages: the log holds about one batch
+    assert bounded < unbounded / 4, (bounded, unbounded)

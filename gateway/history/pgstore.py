@@ -15,17 +15,19 @@ the server itself cancels a query that would hold a worker (:class:`QueryTimeout
 Why the recorder's position is not in PostgreSQL, and why that neither loses nor
 doubles: the consumer's position is a local SQLite file
 (``<state.dir>/history-position.sqlite``, ``history.position``) written by the same
-code as every other consumer's. The recorder commits each message in PostgreSQL
-*first* (:meth:`PostgresHistory.transaction`), and only then does the consumer commit
-the position past it. So at any instant the position is at or behind what PostgreSQL
-holds. A kill -9 between the two commits leaves the message stored and the position
-before it: the restarted recorder asks the publisher's replay for everything after
-the position, gets that message again, and ``INSERT ... ON CONFLICT (msg_id) DO
-NOTHING`` makes it a no-op: nothing lost (the position never passes an uncommitted
-message) and nothing doubled (``msg_id`` is UNIQUE). A write PostgreSQL refuses for
-want of a connection (server down or restarting) raises
-:class:`~gateway.consumer.NotHandled`, so the position stays before the message and
-the recorder stops (``busgate run`` starts it again; ``busgate record`` exits 75).
+code as every other consumer's. The recorder commits each batch
+(``history.batch_messages``, at most ``history.batch_ms``) in PostgreSQL *first*
+(:meth:`~gateway.history.recorder.Recorder.flush`, :meth:`PostgresHistory.add_many`),
+and only then does the consumer commit the position past it. So at any instant the
+position is at or behind what PostgreSQL holds. A kill -9 between the two commits
+leaves the batch stored and the position before it: the restarted recorder asks the
+publisher's replay for everything after the position, gets those messages again, and
+``INSERT ... ON CONFLICT (msg_id) DO NOTHING`` makes them no-ops: nothing lost (the
+position never passes an uncommitted message) and nothing doubled (``msg_id`` is
+UNIQUE). A write PostgreSQL refuses for want of a connection (server down or
+restarting) raises :class:`~gateway.consumer.NotHandled`, so the position stays
+before the batch and the recorder stops (``busgate run`` starts it again; ``busgate
+record`` exits 75).
 """
 
 from __future__ import annotations

@@ -4,9 +4,10 @@ The recorder is a :class:`~gateway.consumer.Consumer` whose position file *is* t
 SQLite history database: a sequenced ZeroMQ message is written through
 ``delivery.db``, inside the transaction that also moves the position, so a kill -9 at
 any point leaves either both or neither, and the restarted recorder resumes by replay
-right after the last message stored. A PostgreSQL history commits each message first
-and the position (a local file) after; :mod:`gateway.history.pgstore` says why that
-neither loses nor doubles either. What can still come twice (an AMQP redelivery after a
+right after the last message stored. A PostgreSQL history commits each batch first
+(:meth:`Recorder.flush`, the consumer's last step before its own commit) and the
+position (a local file) after; :mod:`gateway.history.pgstore` says why that neither
+loses nor doubles either. What can still come twice (an AMQP redelivery after a
 kill between commit and ack, an unsequenced message, the same event from a publisher
 whose state was wiped) is stored once by its ``msg_id``.
 
@@ -92,6 +93,11 @@ class Recorder:
         self.stored = 0
         self.known = 0
         self._tuned: object = None
+        #: Records of the open batch for a store elsewhere (PostgreSQL), written by
+        #: :meth:`flush`; at most ``history.batch_messages`` (the consumer's batch).
+        self._staged: list[Any] = []
+        #: Records of the open batch staged in a store that holds the position (SQLite).
+        self._in_batch = 0
 
     def consumer(self) -> Consumer:
         from gateway.consumer import Consumer
@@ -106,30 +112,88 @@ class Recorder:
                         **self._batching())
 
     def _batching(self) -> dict[str, Any]:
-        """Batches when the store holds the position (SQLite: one file, one transaction);
-        a store elsewhere (PostgreSQL) commits each message before its position."""
+        """Batches: in the position's transaction when the store holds the position
+        (SQLite: one file, one transaction); a store elsewhere (PostgreSQL) commits the
+        batch in :meth:`flush`, before the consumer commits its position past it."""
         from gateway.history.store import SqliteHistory
 
-        if not isinstance(self.store, SqliteHistory):
-            return {}
         history = self.settings.history
-        return {"batch": history.batch_messages, "batch_seconds": history.batch_ms / 1000,
-                "before_commit": self.store.flush_text, "after_rollback": self.store.forget}
+        batching = {"batch": history.batch_messages, "batch_seconds": history.batch_ms / 1000}
+        if isinstance(self.store, SqliteHistory):
+            return {**batching, "before_commit": lambda db: self.flush(db),
+                    "after_rollback": self._rolled_back}
+        return {**batching, "before_commit": lambda db: self.flush(),
+                "after_rollback": self._rolled_back}
+
+    def _rolled_back(self) -> None:
+        self._staged.clear()
+        self._in_batch = 0
+        _forget(self.store)
+
+    def flush(self, db: Any = None) -> None:
+        """Write the open batch: SQLite, in the position's transaction ``db``; a store
+        elsewhere, committed there (its own transactions) before the position moves
+        past it. The store unreachable: :class:`NotHandled` (the position stays). Any
+        other failure: each message again in a transaction of its own, so one a server
+        refuses is logged and left out, not retried forever with its batch."""
+        from gateway.consumer import NotHandled
+
+        if self.store.position_path is not None:
+            staged, self._in_batch = self._in_batch, 0
+            added = self.store.flush(db)  # type: ignore[attr-defined]
+            self.stored += added
+            self.known += staged - added
+            return
+        staged = self._staged[:]
+        if not staged:
+            return
+        try:
+            added = self.store.add_many(staged)
+        except Exception as exc:
+            _forget(self.store)
+            if _unreachable(exc):
+                raise NotHandled(f"history database {self.store.where}: {exc}") from exc
+            log.warning("history: a batch of %d failed (%s); storing them one by one",
+                        len(staged), exc)
+            added = sum(self._add_alone(record) for record in staged)
+        self._staged.clear()
+        self.stored += added
+        self.known += len(staged) - added
+
+    def _add_alone(self, record: Any) -> bool:
+        from gateway.consumer import NotHandled
+
+        try:
+            with self.store.transaction() as db:
+                return self.store.add(db, record)
+        except Exception as exc:
+            _forget(self.store)
+            if _unreachable(exc):
+                raise NotHandled(f"history database {self.store.where}: {exc}") from exc
+            log.exception("history: message %s not stored", record.msg_id)
+            return False
 
     def handle(self, delivery: Delivery) -> None:
         """Store one message: in the position's transaction when the store holds the
-        position (its text at the batch's end when that transaction is a batch), else in
-        a transaction of its own, committed before the position."""
+        position (written by :meth:`flush` at the batch's end when that transaction is a
+        batch), staged for :meth:`flush` in a batch of a store elsewhere, else in a
+        transaction of its own, committed before the position."""
         from gateway.consumer import NotHandled
 
         record = record_of(delivery.envelope, self.index)
+        if delivery.batched and self.store.position_path is None:
+            self._staged.append(record)  # counted when flush commits it
+            return
         if delivery.db is not None and self.store.position_path is not None:
             if delivery.db is not self._tuned:  # the position's connection writes
                 self.store.tune(delivery.db)  # type: ignore[attr-defined]
                 self._tuned = delivery.db
+            if delivery.batched:  # written and counted by flush
+                self.store.stage(delivery.db, record)  # type: ignore[attr-defined]
+                self._in_batch += 1
+                return
             try:
-                added = (self.store.stage if delivery.batched  # type: ignore[attr-defined]
-                         else self.store.add)(delivery.db, record)
+                added = self.store.add(delivery.db, record)
             except BaseException:
                 _forget(self.store, names_only=True)  # the consumer rolls this message back
                 raise

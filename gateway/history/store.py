@@ -16,10 +16,12 @@ from __future__ import annotations
 
 import abc
 import contextlib
+import logging
 import math
 import sqlite3
 import threading
 import time
+from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +29,8 @@ from typing import TYPE_CHECKING, Any
 
 from gateway.history import migrate
 from gateway.history.records import Record
+
+log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from gateway.history.query import Query
@@ -157,6 +161,10 @@ class HistoryStore(abc.ABC):
 
 #: Records per transaction of :meth:`SqliteHistory.add_many`.
 BATCH = 1000
+#: Pages (4 KiB) the write-ahead log reaches before the writer's commit checkpoints it:
+#: the log's bound on disk (about 40 MB), and ten times SQLite's default, so a checkpoint
+#: and its fsync come every ten batches or so rather than every one (10% of ingest).
+WAL_CHECKPOINT_PAGES = 10_000
 #: SQLite virtual-machine steps between two checks of a read's deadline.
 PROGRESS_STEPS = 10000
 #: User/package name ids remembered by the writer (per kind; cleared when full).
@@ -178,6 +186,25 @@ _LINK = {"users": "INSERT OR IGNORE INTO user_messages (user_id, timestamp, mess
                   " VALUES (?, ?, ?)",
          "packages": "INSERT OR IGNORE INTO package_messages (package_id, timestamp,"
                      " message_id) VALUES (?, ?, ?)"}
+
+#: The rollups a batch adds to (:meth:`SqliteHistory.flush`), as its triggers would.
+_ROLLUP = {
+    "activity_hourly": "INSERT INTO activity_hourly (hour, category, count) VALUES (?, ?, ?)"
+                       " ON CONFLICT (hour, category) DO UPDATE SET count = count + excluded.count",
+    **{table: f"INSERT INTO {table} (day, {key}, messages) VALUES (?, ?, ?)"  # noqa: S608
+              f" ON CONFLICT (day, {key}) DO UPDATE SET messages = messages + excluded.messages"
+       for table, key in (("stats_topic_days", "topic"), ("stats_user_days", "user_id"),
+                          ("stats_package_days", "package_id"))}}
+#: Timestamps (seconds, either side of the epoch) whose rollup keys a batch computes in
+#: Python: far past any real message, well inside SQLite's 64-bit integer cast.
+ROLLUP_STAMP_LIMIT = 1e15
+
+
+def _sql_day(stamp: float) -> int:
+    """The day of ``stamp`` as ``003_stats.sql``'s triggers compute it (floor), with the
+    same operations, so a batch's keys are the triggers' keys to the bit."""
+    day = int(stamp / 86400.0)
+    return day - (stamp < day * 86400)
 
 #: Seconds in a UTC day: the stats rollups' unit (``003_stats.sql``).
 DAY = 86400
@@ -235,8 +262,8 @@ class SqliteHistory(HistoryStore):
         self.query_timeout = query_timeout
         self.cache_mb = cache_mb
         self.name_cache = name_cache
-        #: (id, text, msg_id) staged for :meth:`flush_text`.
-        self._texts: list[tuple[int, str, str]] = []
+        #: Records staged for :meth:`flush` (at most the caller's batch).
+        self._staged: list[Record] = []
         self._local = threading.local()
         self._deadline: dict[int, float] = {}
         if (readonly or not create) and not self.path.exists():
@@ -279,8 +306,10 @@ class SqliteHistory(HistoryStore):
     def tune(self, db: sqlite3.Connection) -> None:
         """Give a connection that writes the history (its own, or the recorder's
         position connection) ``history.cache_mb`` of page cache: the index pages of a
-        million messages (msg_id is random) stay in memory."""
+        million messages (msg_id is random) stay in memory; and its write-ahead log
+        :data:`WAL_CHECKPOINT_PAGES` before a commit copies it back into the database."""
         db.execute(f"PRAGMA cache_size={-1024 * int(self.cache_mb)}")
+        db.execute(f"PRAGMA wal_autocheckpoint={WAL_CHECKPOINT_PAGES}")
 
     def writer(self) -> sqlite3.Connection:
         """The store's own write connection (autocommit: the caller opens transactions)."""
@@ -309,40 +338,107 @@ class SqliteHistory(HistoryStore):
         db.execute(_INSERT_TEXT, (message_id, record.text))
         return True
 
-    def stage(self, db: sqlite3.Connection, record: Record) -> bool:
-        """:meth:`add` for a batch: the text is written by :meth:`flush_text`, which the
+    def stage(self, db: sqlite3.Connection, record: Record) -> None:
+        """:meth:`add` for a batch: nothing is written until :meth:`flush`, which the
         caller runs last in the transaction.
 
-        Why: FTS5 writes its in-memory index out at every savepoint of a transaction
-        it is in (the consumer takes one per message), so text written per message
-        costs a segment per message; written at the end, one per batch (3-4x faster)."""
-        message_id = self._insert(db, record)
-        if message_id is None:
-            return False
-        self._texts.append((message_id, record.text, record.msg_id))
-        return True
+        Why: a batch written at once costs a statement per table (``executemany``), not
+        per row, and FTS5 writes one segment per batch: it writes its in-memory index
+        out at every savepoint of a transaction it is in (the consumer takes one per
+        message), so text written per message costs a segment per message."""
+        self._staged.append(record)
 
-    def flush_text(self, db: sqlite3.Connection) -> None:
-        """Index the staged texts, in one statement; only for messages still there (a
-        rolled-back savepoint may have taken one, and its id be reused)."""
-        texts, self._texts = self._texts, []
-        if not texts:
-            return
-        # the batch's rows are the newest (the caller holds the write lock since)
-        there = set(db.execute("SELECT id, msg_id FROM messages WHERE id >= ?",
-                               (min(t[0] for t in texts),)))
-        # plain VALUES: an INSERT ... SELECT takes a savepoint per row (see stage)
-        db.executemany(_INSERT_TEXT, [(row_id, text) for row_id, text, msg_id in texts
-                                      if (row_id, msg_id) in there])
+    def flush(self, db: sqlite3.Connection) -> int:
+        """Write the staged records in the caller's transaction: messages, their links,
+        then their text; how many were new (the others, by ``msg_id``, were stored
+        already). A batch SQLite refuses (a lone surrogate in a name, say) is written
+        again one message at a time, and a message refused alone is logged and left
+        out, as the consumer leaves out a message its callback fails on; a database
+        that fails (``OperationalError``: disk, I/O) fails the batch."""
+        staged, self._staged = self._staged, []
+        if not staged:
+            return 0
+        db.execute("SAVEPOINT flush")
+        try:
+            added = self._write(db, staged)
+        except sqlite3.OperationalError:
+            db.execute("ROLLBACK TO flush")
+            db.execute("RELEASE flush")
+            self.forget_names()
+            raise
+        except (sqlite3.Error, ValueError) as exc:  # UnicodeEncodeError is a ValueError
+            db.execute("ROLLBACK TO flush")
+            self.forget_names()
+            log.warning("history: a batch of %d was refused (%s); writing them one by one",
+                        len(staged), exc)
+            added = sum(self._add_alone(db, record) for record in staged)
+        db.execute("RELEASE flush")
+        return added
+
+    def _write(self, db: sqlite3.Connection, staged: list[Record]) -> int:
+        # the insert triggers stand aside while the row is there (004_batch_rollups.sql);
+        # a timestamp SQLite's integer cast would clamp is left to them
+        deferred = all(-ROLLUP_STAMP_LIMIT < r.timestamp < ROLLUP_STAMP_LIMIT
+                       for r in staged)
+        if deferred:
+            db.execute("INSERT INTO rollups_deferred (one) VALUES (1)")
+        (top,) = db.execute("SELECT max(id) FROM messages").fetchone()
+        db.executemany(_INSERT_MESSAGE, [(r.msg_id, r.topic, r.category, r.timestamp,
+                                          r.publisher, r.seq_id, r.envelope)
+                                         for r in staged])
+        # the rows past ``top`` are this batch's (the caller holds the write lock); a
+        # msg_id without one was stored before, or earlier in this batch
+        new = dict(db.execute("SELECT msg_id, id FROM messages WHERE id > ?", (top or 0,)))
+        links: dict[str, list[tuple[int, float, int]]] = {"users": [], "packages": []}
+        texts: list[tuple[int, str]] = []
+        rollups: dict[str, Counter[tuple[int, Any]]] = {t: Counter() for t in _ROLLUP}
+        for record in staged:
+            message_id = new.pop(record.msg_id, None)
+            if message_id is None:
+                continue
+            stamp = record.timestamp
+            day = _sql_day(stamp)
+            rollups["activity_hourly"][int(stamp / 3600), record.category] += 1
+            rollups["stats_topic_days"][day, record.topic] += 1
+            for table, names in (("users", record.users), ("packages", record.packages)):
+                counts = rollups[_NAME_KINDS[table][0]]
+                for name in names:
+                    name_id = self._name_id(db, table, name)
+                    links[table].append((name_id, stamp, message_id))
+                    counts[day, name_id] += 1
+            texts.append((message_id, record.text))
+        for table, rows in links.items():
+            db.executemany(_LINK[table], rows)
+        if deferred:
+            for table, counts in rollups.items():
+                db.executemany(_ROLLUP[table], [(*key, n) for key, n in counts.items()])
+            db.execute("DELETE FROM rollups_deferred")
+        db.executemany(_INSERT_TEXT, texts)  # last: see stage
+        return len(texts)
+
+    def _add_alone(self, db: sqlite3.Connection, record: Record) -> bool:
+        db.execute("SAVEPOINT one")
+        try:
+            added = self.add(db, record)
+        except sqlite3.OperationalError:
+            db.execute("ROLLBACK TO one")
+            db.execute("RELEASE one")
+            raise
+        except (sqlite3.Error, ValueError):
+            db.execute("ROLLBACK TO one")
+            self.forget_names()
+            log.exception("history: message %s not stored", record.msg_id)
+            added = False
+        db.execute("RELEASE one")
+        return added
 
     def forget(self) -> None:
-        """After a rollback: drop staged texts and cached name ids (they may be gone)."""
-        self._texts = []
+        """After a rollback: drop staged records and cached name ids (they may be gone)."""
+        self._staged = []
         self.forget_names()
 
     def forget_names(self) -> None:
-        """After a savepoint's rollback: a new name's row may be gone (a staged text
-        whose message went is left out by :meth:`flush_text`)."""
+        """After a savepoint's rollback: a new name's row may be gone."""
         self._names = None
 
     def _insert(self, db: sqlite3.Connection, record: Record) -> int | None:
