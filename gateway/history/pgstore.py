@@ -55,7 +55,8 @@ from gateway.history.store import (
     QueryTimeout,
     Stored,
     check_range,
-    day_split,
+    name_count_parts,
+    topic_count_parts,
 )
 
 if TYPE_CHECKING:
@@ -356,16 +357,7 @@ class PostgresHistory(HistoryStore):
 
     def topic_counts(self, start: float, end: float) -> dict[str, int]:
         check_range(start, end)
-        first, last, edges = day_split(start, end)
-        parts, params = [], []
-        if first < last:
-            parts.append("SELECT topic, messages AS n FROM stats_topic_days"
-                         " WHERE day >= %s AND day < %s")
-            params += [first, last]
-        for a, b in edges:
-            parts.append("SELECT topic, COUNT(*) AS n FROM messages"
-                         " WHERE timestamp >= %s AND timestamp < %s GROUP BY topic")
-            params += [a, b]
+        parts, params = topic_count_parts(start, end, "%s")
         if not parts:
             return {}
         query = (f"SELECT topic, SUM(n)::bigint AS total FROM ({' UNION ALL '.join(parts)}) x"  # noqa: S608
@@ -380,17 +372,7 @@ class PostgresHistory(HistoryStore):
         check_range(start, end)
         names, link, key = _KINDS[kind]
         rollup = f"stats_{names[:-1]}_days"
-        first, last, edges = day_split(start, end)
-        parts, params = [], []
-        if first < last:
-            parts.append(f"SELECT {key} AS name_id, messages AS n FROM {rollup}"  # noqa: S608
-                         " WHERE day >= %s AND day < %s")
-            params += [first, last]
-        for a, b in edges:  # by the messages' time index, then each one's names
-            parts.append(f"SELECT l.{key} AS name_id, COUNT(*) AS n FROM messages m"  # noqa: S608
-                         f" JOIN {link} l ON l.message_id = m.id"
-                         f" WHERE m.timestamp >= %s AND m.timestamp < %s GROUP BY l.{key}")
-            params += [a, b]
+        parts, params = name_count_parts(start, end, rollup, key, link, "%s")
         if not parts:
             return []
         query = (f"SELECT t.name, SUM(x.n)::bigint AS total FROM ({' UNION ALL '.join(parts)}) x"  # noqa: S608

@@ -245,6 +245,45 @@ def day_split(start: float, end: float) -> tuple[int, int, list[tuple[float, flo
     return first, last, edges
 
 
+def topic_count_parts(start: float, end: float,
+                      mark: str) -> tuple[list[str], list[Any]]:
+    """The UNION ALL parts (and their parameters) counting messages per topic in
+    [start, end): whole days from ``stats_topic_days``, part days from the messages.
+    ``mark`` is the backend's placeholder (``?`` or ``%s``)."""
+    first, last, edges = day_split(start, end)
+    parts: list[str] = []
+    params: list[Any] = []
+    if first < last:
+        parts.append("SELECT topic, messages AS n FROM stats_topic_days"  # noqa: S608
+                     f" WHERE day >= {mark} AND day < {mark}")
+        params += [first, last]
+    for a, b in edges:
+        parts.append("SELECT topic, COUNT(*) AS n FROM messages"  # noqa: S608
+                     f" WHERE timestamp >= {mark} AND timestamp < {mark} GROUP BY topic")
+        params += [a, b]
+    return parts, params
+
+
+def name_count_parts(start: float, end: float, rollup: str, key: str, link: str,
+                     mark: str) -> tuple[list[str], list[Any]]:
+    """As :func:`topic_count_parts`, per name id of one kind (its ``rollup`` table, its
+    ``link`` table and the link's ``key`` column)."""
+    first, last, edges = day_split(start, end)
+    parts: list[str] = []
+    params: list[Any] = []
+    if first < last:
+        parts.append(f"SELECT {key} AS name_id, messages AS n FROM {rollup}"  # noqa: S608
+                     f" WHERE day >= {mark} AND day < {mark}")
+        params += [first, last]
+    for a, b in edges:  # by the messages' time index, then each one's names
+        parts.append(f"SELECT l.{key} AS name_id, COUNT(*) AS n FROM messages m"  # noqa: S608
+                     f" JOIN {link} l ON l.message_id = m.id"
+                     f" WHERE m.timestamp >= {mark} AND m.timestamp < {mark}"
+                     f" GROUP BY l.{key}")
+        params += [a, b]
+    return parts, params
+
+
 class SqliteHistory(HistoryStore):
     """The embedded history: one SQLite file (WAL), migrated on open."""
 
@@ -627,16 +666,7 @@ class SqliteHistory(HistoryStore):
 
     def topic_counts(self, start: float, end: float) -> dict[str, int]:
         check_range(start, end)
-        first, last, edges = day_split(start, end)
-        parts, params = [], []
-        if first < last:
-            parts.append("SELECT topic, messages AS n FROM stats_topic_days"
-                         " WHERE day >= ? AND day < ?")
-            params += [first, last]
-        for a, b in edges:
-            parts.append("SELECT topic, COUNT(*) AS n FROM messages"
-                         " WHERE timestamp >= ? AND timestamp < ? GROUP BY topic")
-            params += [a, b]
+        parts, params = topic_count_parts(start, end, "?")
         if not parts:
             return {}
         sql = (f"SELECT topic, SUM(n) AS total FROM ({' UNION ALL '.join(parts)})"  # noqa: S608
@@ -651,17 +681,7 @@ class SqliteHistory(HistoryStore):
             raise ValueError(f"limit must be 1..{MAX_TOP}, not {limit}")
         check_range(start, end)
         rollup, key, names, link = _NAME_KINDS[kind]
-        first, last, edges = day_split(start, end)
-        parts, params = [], []
-        if first < last:
-            parts.append(f"SELECT {key} AS name_id, messages AS n FROM {rollup}"  # noqa: S608
-                         " WHERE day >= ? AND day < ?")
-            params += [first, last]
-        for a, b in edges:  # by the messages' time index, then each one's names
-            parts.append(f"SELECT l.{key} AS name_id, COUNT(*) AS n FROM messages m"  # noqa: S608
-                         f" JOIN {link} l ON l.message_id = m.id"
-                         f" WHERE m.timestamp >= ? AND m.timestamp < ? GROUP BY l.{key}")
-            params += [a, b]
+        parts, params = name_count_parts(start, end, rollup, key, link, "?")
         if not parts:
             return []
         sql = (f"SELECT t.name, SUM(x.n) AS total FROM ({' UNION ALL '.join(parts)}) x"  # noqa: S608
