@@ -219,6 +219,27 @@ def test_publish_topic_errors_show_an_example(topic, example) -> None:
     assert b"<object>[.<subobject>].<event>, e.g. " + example in result.stderr
 
 
+def test_publish_message_stores_without_importing_the_state_database(tmp_path) -> None:
+    """Start-up time (issue 16): ``busgate publish --message`` writes a spool item; the
+    store's modules (sqlite3, envelopes, signing) are for the daemon, not for it."""
+    from tests.conftest import mark_spool
+
+    cfg = _conf(tmp_path, "c.toml")
+    mark_spool(tmp_path / "var" / "spool")
+    result = subprocess.run([*BUSGATE, "publish", "--topic", "x.y", "--message", "h\u00e9"],
+                            env={**_no_env(), "BUSGATE_CONFIG": str(cfg),
+                                 "PYTHONPROFILEIMPORTTIME": "1"},
+                            cwd=REPO, capture_output=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    imported = {line.split("|")[-1].strip() for line in result.stderr.decode().splitlines()
+                if line.startswith("import time:")}
+    assert "gateway.publishing" in imported  # the probe sees the command's imports
+    heavy = {"sqlite3", "gateway.store", "gateway.envelope", "gateway.signing"}
+    assert not imported & heavy
+    (item,) = (tmp_path / "var" / "spool" / "new").iterdir()
+    assert b'"body":{"log":"h\\u00e9"}' in item.read_bytes()
+
+
 # -- exit codes stay in the documented set --------------------------------------------
 
 def test_failure_modes_of_every_command_exit_within_the_documented_set(tmp_path) -> None:
