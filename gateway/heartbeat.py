@@ -14,8 +14,6 @@ import time
 import uuid
 from typing import TYPE_CHECKING, Any
 
-from gateway import envelope as env
-
 if TYPE_CHECKING:
     from gateway.signing import Signer
 
@@ -40,7 +38,11 @@ def is_reserved(service: str, tokens: list[str]) -> bool:
 def build(topic_prefix: str, publisher: str, username: str, last_seq_id: int,
           replay: str | None, epoch: str | None = None,
           signer: Signer | None = None) -> tuple[bytes, bytes]:
-    """Two frames; signed like stored messages (validating subscribers refuse unsigned ones)."""
+    """Two frames; signed like stored messages (validating subscribers refuse unsigned ones).
+    Envelopes are imported here: ``busgate publish`` imports this module for
+    :func:`is_reserved` only."""
+    from gateway import envelope as env
+
     now = time.time()
     body = {"publisher": publisher, "last_seq_id": last_seq_id, "replay": replay or None,
             "publisher_epoch": epoch}

@@ -1,13 +1,19 @@
-"""Build the shared parts (store, spool) from settings, the same way for every command."""
+"""Build the shared parts (store, spool) from settings, the same way for every command.
+
+The store's modules (sqlite3, envelopes, signing) are imported when a store is opened:
+``busgate publish`` opens only the spool and must not pay for them at start-up.
+"""
 
 from __future__ import annotations
 
-from gateway.config import Settings
-from gateway.envelope import EnvelopeFactory
-from gateway.messages import TypeIndex
-from gateway.signing import make_signer
+from typing import TYPE_CHECKING
+
 from gateway.spool import Spool
-from gateway.store import Store
+
+if TYPE_CHECKING:
+    from gateway.config import Settings
+    from gateway.messages import TypeIndex
+    from gateway.store import Store
 
 
 def type_index(settings: Settings) -> TypeIndex:
@@ -23,6 +29,10 @@ def open_store(settings: Settings, *, create: bool = True,
     """The state database with its envelope factory. ``index`` (default: the
     registry's, :func:`type_index`) gives every event its message type: the
     envelope's headers, and the schema ingest validates bodies against."""
+    from gateway.envelope import EnvelopeFactory
+    from gateway.signing import make_signer
+    from gateway.store import Store
+
     factory = EnvelopeFactory(
         topic_prefix=settings.topic_prefix,
         publisher=settings.publisher.name,

@@ -107,6 +107,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         fast = mail.parse_fast(args_list[1:])
         if fast is not None:
             return _run(mail.run, fast)
+    if args_list[:1] == ["publish"]:
+        # ``busgate publish --message`` from the shell, once per message: the same.
+        from gateway.cli import publish
+
+        fast = publish.parse_fast(args_list[1:])
+        if fast is not None:
+            return _run(publish.run, fast)
     from gateway.errors import ConfigError
 
     try:

@@ -28,14 +28,17 @@ with ``busgate.publish()``.
 
 from __future__ import annotations
 
-import argparse
-import hashlib
 import json
 import os
 import select
 import sys
 import uuid
 from collections.abc import Iterator
+from types import SimpleNamespace
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing (start-up time)
+if TYPE_CHECKING:
+    import argparse
 
 HELP = "publish messages from the shell (one per stdin line, or --message)"
 EX_DATAERR = 65
@@ -59,6 +62,32 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help='publish one message {"log": TEXT} instead of reading stdin')
     parser.add_argument("--json-input", action="store_true",
                         help="each stdin line (or --message) is a JSON object used as the body")
+
+
+#: Options of :func:`add_arguments` that take a value (``--config`` is the command's too).
+_VALUED = ("--modname", "--topic", "--message", "--config")
+
+
+def parse_fast(argv: list[str]) -> SimpleNamespace | None:
+    """The options of :func:`add_arguments` (and ``--config``), read without argparse:
+    building its parser is a tenth of ``publish --message``'s start-up. ``None`` hands
+    the command line to argparse: help, an unknown or abbreviated option, a stray word,
+    a value that is empty or starts with ``-`` (argparse's rules for those stay its own)."""
+    args = SimpleNamespace(modname="logger", topic="message.log", message=None,
+                           json_input=False, config=None)
+    words = iter(argv)
+    for word in words:
+        name, eq, value = word.partition("=")
+        if word == "--json-input":
+            args.json_input = True
+        elif name in _VALUED:
+            value = value if eq else next(words, "")
+            if not value or value.startswith("-"):
+                return None
+            setattr(args, name[2:], value)
+        else:
+            return None
+    return args
 
 
 def run(args: argparse.Namespace) -> int:
@@ -127,11 +156,22 @@ def run(args: argparse.Namespace) -> int:
         # body, each body encoded once.
         head = publishing.record_head(args.modname, tokens)
         overhead = len(head) + KEY_BYTES + 20
-        source = ([(args.message.encode("utf-8", "surrogateescape"), False)]
-                  if args.message is not None else _stdin_lines(FLUSH_AFTER, max_item))
-        prefix = hashlib.sha256(f"{args.modname}\0{args.topic}\0{args.json_input}\0".encode())
+        if args.message is not None:
+            # One line: one item written once, never a stream, so it is keyed by the run
+            # and needs no content key (nor hashlib's start-up cost).
+            source = [(args.message.encode("utf-8", "surrogateescape"), False)]
+            prefix = None
+        else:
+            import hashlib
+
+            source = _stdin_lines(FLUSH_AFTER, max_item)
+            prefix = hashlib.sha256(
+                f"{args.modname}\0{args.topic}\0{args.json_input}\0".encode())
         for line, paused in source:
-            prefix.update(line + b"\n")
+            content_key = ""
+            if prefix is not None:
+                prefix.update(line + b"\n")
+                content_key = f"publish:{prefix.copy().hexdigest()[:40]}"
             parsed, float_free = _body(line, args.json_input, max_depth)
             publishing.validate_body(message_type, parsed)
             # orjson; without a second look for floats when parsing found none
@@ -141,7 +181,7 @@ def run(args: argparse.Namespace) -> int:
                 raise ValueError(f"{size} bytes, over ingest.max_item_bytes ({max_item})")
             if pending_bytes + size > max_item:
                 hand_over(final=False)  # one spool item stays within what the worker reads
-            pending.append((f"publish:{prefix.copy().hexdigest()[:40]}", body))
+            pending.append((content_key, body))
             pending_bytes += size
             # A stream (`tail -f log | busgate publish`) is published as it comes, and a
             # big input while the rest is still being read: one item per CHUNK lines, or
