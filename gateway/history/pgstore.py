@@ -52,6 +52,7 @@ from gateway.history.store import (
     HistoryError,
     HistoryStore,
     Page,
+    Position,
     QueryTimeout,
     Stored,
     check_range,
@@ -98,6 +99,15 @@ _ADD = ("WITH m AS (INSERT INTO messages (msg_id, topic, category, timestamp, pu
         " p AS (INSERT INTO package_messages (package_id, timestamp, message_id)"
         " SELECT unnest(%s::bigint[]), m.timestamp, m.id FROM m ON CONFLICT DO NOTHING)"
         " SELECT COUNT(*) FROM m")
+#: The feed (006_feed_order.sql): rows after a position, only below the snapshot's xmin
+#: (every transaction below it has ended; the sub-select runs once per statement).
+_FEED = ("SELECT id, msg_id, timestamp, envelope, xid::text FROM messages"
+         " WHERE (xid, id) > (%s::xid8, %s)"
+         " AND xid < (SELECT pg_snapshot_xmin(pg_current_snapshot()))"
+         " ORDER BY xid, id LIMIT %s")
+_HEAD = ("SELECT xid::text, id FROM messages"
+         " WHERE xid < (SELECT pg_snapshot_xmin(pg_current_snapshot()))"
+         " ORDER BY xid DESC, id DESC LIMIT 1")
 
 
 class NameIds:
@@ -299,12 +309,17 @@ class PostgresHistory(HistoryStore):
     def count(self) -> int:
         return self._timed(lambda db: _one(db, "SELECT COUNT(*) FROM messages", ()))
 
-    def since(self, after_id: int, limit: int) -> list[Stored]:
-        """Rows with id > ``after_id``, ascending, at most ``limit`` (the live feed; one
-        recorder commits in id order, so no row appears behind one already read)."""
-        return self._timed(lambda db: _with_names(db, db.execute(
-            "SELECT id, msg_id, timestamp, envelope FROM messages WHERE id > %s"
-            " ORDER BY id LIMIT %s", (after_id, limit)).fetchall()))
+    def since(self, after: Position, limit: int) -> list[tuple[Position, Stored]]:
+        """Rows after ``after`` in (xid, id) order, only those whose transaction is below
+        the snapshot's xmin (all ended: ``006_feed_order.sql``); one range of an index.
+        A transaction left open holds the feed back (never skips) until it ends."""
+        def work(db: Conn) -> list[tuple[Position, Stored]]:
+            rows = db.execute(_FEED, (str(after.xid), after.id, limit)).fetchall()
+            stored = _with_names(db, [row[:4] for row in rows])
+            return [(Position(int(row[4]), row[0]), one) for row, one in zip(rows, stored,
+                                                                            strict=True)]
+
+        return self._timed(work)
 
     def activity(self, start: float, end: float, bucket: int) -> dict[str, list[int]]:
         if bucket <= 0 or bucket % HOUR:
@@ -343,8 +358,14 @@ class PostgresHistory(HistoryStore):
 
         return self._timed(work)
 
-    def last_id(self) -> int:
-        return self._timed(lambda db: _one(db, "SELECT COALESCE(MAX(id), 0) FROM messages", ()))
+    def last_position(self) -> Position:
+        row = self._timed(lambda db: db.execute(_HEAD).fetchone())
+        return Position(int(row[0]), row[1]) if row else Position(0, 0)
+
+    def position_of(self, message_id: int) -> Position | None:
+        xid = self._timed(lambda db: db.execute("SELECT xid::text FROM messages WHERE id = %s",
+                                                (message_id,)).fetchone())
+        return Position(int(xid[0]), message_id) if xid else None
 
     def recent(self, query: Query) -> list[Stored]:
         where, params = _where(query)
