@@ -45,6 +45,9 @@ new = hasattr(store, "last_position")
 head = store.last_position if new else store.last_id
 back = store.position_of(n - 500) if new else n - 500
 feed = lambda at: store.since(at, 500)
+deadline = time.monotonic() + 900  # PostgreSQL: the feed waits for older transactions
+while len(feed(back)) < 500 and time.monotonic() < deadline:
+    time.sleep(1)
 at_tail = head()
 
 def timed(call):

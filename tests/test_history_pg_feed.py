@@ -83,3 +83,21 @@ def test_the_stream_delivers_both_once_and_resumes_by_position(pg_databases):
     finally:
         for store in (late, early, served):
             store.close()
+
+
+def test_the_feed_orders_transaction_ids_as_numbers(pg_databases):
+    """xid 9 comes before xid 10 (a text sort would put "10" first, and the index would
+    not serve it): rows given old, long-ended transaction ids by hand."""
+    url = pg_databases()
+    store = PostgresHistory(url)
+    try:
+        dh.add(store, *(dh.envelope(n, BUG, {"bug": n}, NOW) for n in (1, 2, 3)))
+        with store.transaction() as db:
+            for row_id, xid in ((1, "10"), (2, "9"), (3, "100")):
+                db.execute("UPDATE messages SET xid = %s::xid8 WHERE id = %s", (xid, row_id))
+        rows = settled(store, Position(0, 0), 10, 3)
+        assert [(at.xid, row.id) for at, row in rows] == [(9, 2), (10, 1), (100, 3)]
+        assert store.last_position() == Position(100, 3)
+        assert [row.id for _, row in store.since(Position(9, 2), 10)] == [1, 3]
+    finally:
+        store.close()

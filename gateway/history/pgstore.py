@@ -101,13 +101,13 @@ _ADD = ("WITH m AS (INSERT INTO messages (msg_id, topic, category, timestamp, pu
         " SELECT COUNT(*) FROM m")
 #: The feed (006_feed_order.sql): rows after a position, only below the snapshot's xmin
 #: (every transaction below it has ended; the sub-select runs once per statement).
-_FEED = ("SELECT id, msg_id, timestamp, envelope, xid::text FROM messages"
-         " WHERE (xid, id) > (%s::xid8, %s)"
-         " AND xid < (SELECT pg_snapshot_xmin(pg_current_snapshot()))"
-         " ORDER BY xid, id LIMIT %s")
-_HEAD = ("SELECT xid::text, id FROM messages"
-         " WHERE xid < (SELECT pg_snapshot_xmin(pg_current_snapshot()))"
-         " ORDER BY xid DESC, id DESC LIMIT 1")
+_FEED = ("SELECT m.id, m.msg_id, m.timestamp, m.envelope, m.xid::text AS at FROM messages m"
+         " WHERE (m.xid, m.id) > (%s::xid8, %s)"
+         " AND m.xid < (SELECT pg_snapshot_xmin(pg_current_snapshot()))"
+         " ORDER BY m.xid, m.id LIMIT %s")  # m.xid: the column (ORDER BY xid = the text)
+_HEAD = ("SELECT m.xid::text AS at, m.id FROM messages m"
+         " WHERE m.xid < (SELECT pg_snapshot_xmin(pg_current_snapshot()))"
+         " ORDER BY m.xid DESC, m.id DESC LIMIT 1")
 
 
 class NameIds:
