@@ -161,7 +161,7 @@ class Broadcaster:
                 self.position = await run_in_threadpool(self.store.last_position)
             client = Client(query, self.queue_size)
             snapshot = self.position
-            self.clients.add(client)  # from here the poller queues every id > snapshot
+            self.clients.add(client)  # from here the poller queues everything after snapshot
             if self._task is None:
                 self._task = asyncio.create_task(self._run())
         backlog: list[Event] = []
