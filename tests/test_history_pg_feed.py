@@ -1,7 +1,7 @@
 """The live feed on PostgreSQL with two writers (``006_feed_order.sql``): ids come from a
 sequence at insert, so two transactions commit out of id order; the feed, read in
-(xid, id) order below the snapshot's xmin, must still hand out every row once, through
-``HistoryStore.since`` and through a real ``/v2/stream``, resume included."""
+(xid, id) order below the oldest running writer of messages, must still hand out every
+row once, through ``HistoryStore.since`` and through a real ``/v2/stream``, resume included."""
 
 from __future__ import annotations
 
@@ -99,5 +99,34 @@ def test_the_feed_orders_transaction_ids_as_numbers(pg_databases):
         assert [(at.xid, row.id) for at, row in rows] == [(9, 2), (10, 1), (100, 3)]
         assert store.last_position() == Position(100, 3)
         assert [row.id for _, row in store.since(Position(9, 2), 10)] == [1, 3]
+    finally:
+        store.close()
+
+
+def test_a_write_left_open_elsewhere_on_the_server_holds_nothing_back(pg_databases):
+    """A transaction holding a transaction id on another table of the same database, and
+    one in another database, both open across the reads: the feed (and its head) still
+    moves on, because neither holds a write lock on this history's messages."""
+    import psycopg
+
+    url = pg_databases()
+    store = PostgresHistory(url)
+    other_db = pg_databases(database=True)
+    try:
+        with psycopg.connect(url) as here, \
+                psycopg.connect(other_db) as there:
+            here.execute("CREATE TABLE IF NOT EXISTS unrelated (n int)")
+            here.commit()
+            here.execute("INSERT INTO unrelated VALUES (1)")  # holds an xid, left open
+            there.execute("CREATE TABLE elsewhere (n int)")  # holds an xid, left open
+            assert here.execute("SELECT pg_current_xact_id_if_assigned()").fetchone()[0]
+            assert there.execute("SELECT pg_current_xact_id_if_assigned()").fetchone()[0]
+            start = store.last_position()
+            dh.add(store, dh.envelope(1, BUG, {"bug": 1}, NOW))
+            rows = store.since(start, 10)  # no wait: nothing to settle
+            assert [row.id for _, row in rows] == [1]
+            assert store.last_position() == rows[0][0]
+            here.rollback()
+            there.rollback()
     finally:
         store.close()

@@ -3,8 +3,8 @@
 -- order: reading "id > the last id sent" could skip a row that commits after a higher id
 -- was already sent. Each row now keeps its writing transaction's id (xid8: 64 bits, never
 -- wraps), and the feed (gateway.history.pgstore since) reads in (xid, id) order only the
--- rows whose transaction is below its snapshot's xmin: every such transaction has ended,
--- so that part of the table is final and nothing can appear behind the feed's position.
+-- rows below a horizon no running writer of messages is under (pgstore._HORIZON): that
+-- part of the table is final and nothing can appear behind the feed's position.
 -- Rows stored before this migration all get its transaction's id (a stable default is
 -- stored once, not written into every row): they keep their id order among themselves.
 -- Numbered 006, not 004: numbers are unique across branches, gaps are allowed.
