@@ -258,6 +258,11 @@ class MetricsSettings:
     port: int = 9942
 
 
+#: ``[history]`` live-stream keys and their ranges (check-config names the one outside).
+STREAM_RANGES = (("stream_stall", 0.05, 60), ("stream_keepalive", 1, 300),
+                 ("stream_resume", 1, 100_000), ("chart_refresh", 5, 3600))
+
+
 @dataclass(frozen=True)
 class HistorySettings:
     #: Run the recorder (``busgate record``) inside ``busgate run``.
@@ -301,6 +306,18 @@ class HistorySettings:
     #: ``busgate web``: messages queued per live stream; a client that falls this far
     #: behind is cut off (its browser reconnects and resumes) instead of slowing others.
     stream_queue: int = 256
+    #: ``busgate web``: seconds a live stream whose queue is full gets to make room before
+    #: it is cut off (the longest one stalled reader delays the others, once).
+    stream_stall: float = 1.0
+    #: ``busgate web``: seconds of silence after which a live stream sends a keep-alive
+    #: comment (proxies close idle connections).
+    stream_keepalive: float = 15.0
+    #: ``busgate web``: most messages a reconnecting stream is sent from before it
+    #: connected (``Last-Event-ID``); further behind, it is told of the gap instead.
+    stream_resume: int = 1000
+    #: ``busgate web``: seconds between the dashboard's re-reads of its charts
+    #: (``/v2/activity``); live messages update the current bar in between.
+    chart_refresh: float = 60.0
 
 
 @dataclass(frozen=True)
@@ -786,7 +803,7 @@ def _check(settings: Settings, origin: dict[str, str]) -> None:
         raise ConfigError("must be a TCP port (1-65535)", path=origin.get("history.port"),
                           key="history.port")
     for key, low, high in (("batch_messages", 1, 100_000), ("batch_ms", 1, 5000),
-                           ("cache_mb", 1, 4096)):
+                           ("cache_mb", 1, 4096), *STREAM_RANGES):
         value = getattr(settings.history, key)
         if not low <= value <= high:
             raise ConfigError(f"must be {low}-{high}, not {value}",

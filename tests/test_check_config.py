@@ -67,6 +67,15 @@ CASES: list[tuple[str, Any, str, str]] = [
     ("dak-bad-signatures", {"dak": {"signatures": "maybe"}}, "dak.signatures",
      "must be one of"),
     ("git-bad-service", {"git": {"service": "Git Hub"}}, "git.service", "service"),
+    # busgate web's live stream bounds (issue 14): each range names its key
+    ("history-stream-stall-0", {"history": {"stream_stall": 0}}, "history.stream_stall",
+     "must be 0.05-60, not 0"),
+    ("history-stream-keepalive-big", {"history": {"stream_keepalive": 900}},
+     "history.stream_keepalive", "must be 1-300, not 900"),
+    ("history-stream-resume-0", {"history": {"stream_resume": 0}}, "history.stream_resume",
+     "must be 1-100000, not 0"),
+    ("history-chart-refresh-1", {"history": {"chart_refresh": 1}}, "history.chart_refresh",
+     "must be 5-3600, not 1"),
 ]
 
 

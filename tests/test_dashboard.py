@@ -4,6 +4,8 @@ on the JSON API only, and the store methods behind them (since, activity rollup)
 
 from __future__ import annotations
 
+import asyncio
+import itertools
 import json
 import queue
 import re
@@ -19,9 +21,10 @@ import pytest
 
 from gateway import config
 from gateway.errors import ConfigError
-from gateway.history import dashboard, migrate
+from gateway.history import dashboard, migrate, web
+from gateway.history import stream as live
 from gateway.history.records import record_of
-from gateway.history.store import HistoryStore, SqliteHistory
+from gateway.history.store import HistoryStore, Position, SqliteHistory
 from gateway.messages import Message, TypeIndex
 from tests import dashboard_helpers as dh
 
@@ -58,16 +61,86 @@ def lines(page: str) -> list[int]:
 
 
 # -- store ---------------------------------------------------------------------------------
-def test_since_reads_in_id_order_with_a_limit(store):
-    assert store.since(0, 10) == [] and store.last_id() == 0
-    assert HistoryStore.last_id(store) == 0
+def settled(store: HistoryStore, after: Position, limit: int, want: int) -> list:
+    """``store.since`` once it has ``want`` rows: on PostgreSQL the feed waits for every
+    write transaction older than its rows to end, on the whole server (other tests')."""
+    deadline = time.monotonic() + 30
+    while len(rows := store.since(after, limit)) < want and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return rows
+
+
+def test_since_reads_in_commit_order_with_a_limit(store):
+    start = Position(0, 0)
+    assert store.since(start, 10) == [] and store.last_position() == start
     dh.seed(store, 37, NOW)
-    rows = store.since(30, 5)
-    assert [r.id for r in rows] == [31, 32, 33, 34, 35]
-    assert rows[0].msg_id == dh.msg_id(31) and rows[0].envelope.startswith("{")
-    assert [r.id for r in store.since(35, 100)] == [36, 37]
-    assert store.last_id() == 37
-    assert HistoryStore.last_id(store) == 37  # the generic default agrees
+    feed = settled(store, start, 100, 37)
+    assert [row.id for _, row in feed] == list(range(1, 38))  # one writer: id order
+    assert [at for at, _ in feed] == sorted(at for at, _ in feed)
+    assert store.last_position() == feed[-1][0]
+    rows = store.since(feed[29][0], 5)
+    assert [r.id for _, r in rows] == [31, 32, 33, 34, 35]
+    assert rows[0][1].msg_id == dh.msg_id(31) and rows[0][1].envelope.startswith("{")
+    assert [r.id for _, r in store.since(rows[-1][0], 100)] == [36, 37]
+    assert store.position_of(31) == rows[0][0]
+    for at, _ in feed:  # the SSE id a browser sends back names the same place
+        assert Position.parse(at.token()) == at or Position.parse(at.token()) == at.id
+    if not isinstance(store, SqliteHistory):  # SQLite needs no look-up: id is position
+        assert store.position_of(999) is None
+
+
+def test_position_tokens_parse_back_and_refuse_junk():
+    assert Position.parse("17") == 17  # a plain message id: its position is looked up
+    assert Position.parse("0") == Position(0, 0) == Position.parse(Position(0, 0).token())
+    assert Position.parse("12-17") == Position(12, 17)
+    assert Position(0, 17).token() == "17" and Position(12, 17).token() == "12-17"
+    assert Position(12, 1) < Position(12, 2) < Position(13, 0)
+    for junk in ("", "-", "1-", "-1", "1-2-3", "x1", "1.5", " 1", "١٢", "9" * 21,
+                 f"{2**64}-1", f"1-{2**63}"):
+        with pytest.raises(ValueError):
+            Position.parse(junk)
+
+
+def test_sqlite_commits_in_id_order_with_two_writers(tmp_path):
+    """Two stores (two connections, as two recorders) writing at once: a reader that only
+    ever asks for rows after the last id it got still gets every row, once. SQLite lets
+    one transaction write at a time and takes a rowid inside it, so id order is commit
+    order (the claim :class:`~gateway.history.store.Position` makes)."""
+    path = tmp_path / "history.sqlite"
+    writers = [SqliteHistory(path), SqliteHistory(path)]
+    reader = SqliteHistory(path)
+    per_writer, batches = 600, 30
+
+    def write(number: int) -> None:
+        store = writers[number]
+        first = 1 + number * per_writer
+        for at in range(first, first + per_writer, per_writer // batches):
+            dh.add(store, *(dh.envelope(n, BUG, {"bug": n, "package": "p"}, NOW)
+                            for n in range(at, at + per_writer // batches)))
+
+    threads = [threading.Thread(target=write, args=(n,)) for n in range(2)]
+    for thread in threads:
+        thread.start()
+    got: list[int] = []
+    writer_of: list[int] = []  # which writer stored each row, in the order read
+    position = Position(0, 0)
+    try:
+        while True:
+            finished = not any(t.is_alive() for t in threads)
+            rows = reader.since(position, 50)
+            for position, row in rows:  # noqa: B007 (the last one is where to go on)
+                got.append(row.id)
+                writer_of.append(json.loads(row.envelope)["seq_id"] > per_writer)
+            if finished and len(rows) < 50:
+                break
+    finally:
+        for thread in threads:
+            thread.join(30)
+        for store in (*writers, reader):
+            store.close()
+    assert len(got) == 2 * per_writer and got == sorted(set(got))  # all, once, in order
+    switches = sum(a != b for a, b in itertools.pairwise(writer_of))
+    assert switches >= 2, "the two writers did not interleave: nothing was tested"
 
 
 def test_activity_counts_per_service_and_bucket_from_the_rollup(store):
@@ -127,7 +200,12 @@ def test_index_shows_the_newest_messages_charts_and_the_stream(store):
     assert "unsafe-inline" not in page.headers["content-security-policy"]
     assert "access-control-allow-origin" not in page.headers  # HTML is not shared
     assert lines(page.text) == list(range(60, 35, -1))  # 25, newest first
-    assert 'data-stream="/v2/stream?after=60"' in page.text
+    after = re.search(r'data-stream="/v2/stream\?after=([0-9-]+)"', page.text)
+    assert after, "the stream starts where the page was read"
+    if isinstance(store, SqliteHistory):
+        assert after.group(1) == "60"
+    else:  # PostgreSQL: a position, at most the newest (other tests' transactions hold it)
+        assert Position.parse(after.group(1)) <= store.last_position()
     assert '<meta name="viewport"' in page.text
     assert page.text.count("<svg") == 2 and page.text.count("<rect") > 10
     assert "Last 24 hours" in page.text and "Last 7 days" in page.text
@@ -160,7 +238,7 @@ def test_hostile_text_is_shown_as_text_and_bad_links_are_dropped(store):
     assert "&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt; &amp; &lt;b&gt;bold" in page
     assert "/user/%22%3E%3Cimg%20src%3Dx%20onerror%3Dalert%281%29%3E" in page
     assert "/package/a%3Cb" in page
-    row = store.since(0, 1)[0]
+    row = settled(store, Position(0, 0), 1, 1)[0][1]
     line = dashboard.line_of(row, TypeIndex([EvilLink]))
     assert line.summary.startswith("<script>") and line.url is None
     assert "javascript" not in dashboard.event_of(line).data
@@ -173,7 +251,9 @@ def test_filters_are_urls_and_bad_ones_a_400(store):
         assert lines(web.get("/?category=debbugs").text) == [3, 2]
         hebcal = web.get("/?package=hebcal&category=&topic=&user=").text
         assert lines(hebcal) == [3, 1]  # empty form fields ignored
-        assert 'data-stream="/v2/stream?package=hebcal&amp;after=4"' in hebcal
+        after = "4" if isinstance(store, SqliteHistory) else "[0-9]+-4|0"  # PG: a position
+        assert re.search(f'data-stream="/v2/stream\\?package=hebcal&amp;after=({after})"',
+                         hebcal), "the stream's filter and start"
         assert 'name="package" value="hebcal"' in hebcal
         assert lines(web.get("/?package=hebcal&not_category=dak").text) == [3]
         assert lines(web.get("/?user=jorg&user=ann&topic=" + DAK).text) == [4, 1]
@@ -297,7 +377,7 @@ class Stream:
         while len(out) < count:
             frame = self.next(max(0.1, deadline - time.monotonic()))
             if "id" in frame:
-                out.append(int(frame["id"]))
+                out.append(json.loads(frame["data"])["id"])
             assert "closed" not in frame, out
         return out
 
@@ -319,6 +399,7 @@ def stream(url: str, headers: dict[str, str] | None = None) -> Iterator[Stream]:
 
 def test_stream_sends_new_messages_with_filters_and_resumes(store):
     dh.add(store, dak(1, "hebcal", NOW - 100))
+    settled(store, Position(0, 0), 10, 1)  # PostgreSQL: final, so a new stream starts past it
     with dh.serve(store, keepalive=0.5) as url:
         with stream(url + "/v2/stream") as every, \
                 stream(url + "/v2/stream?category=debbugs&not_package=dpkg") as bugs:
@@ -329,7 +410,7 @@ def test_stream_sends_new_messages_with_filters_and_resumes(store):
             assert frame["comment"] == ": keep-alive"
         with stream(url + "/v2/stream?category=debbugs", {"Last-Event-ID": "2"}) as resumed:
             frame = resumed.next()
-            assert int(frame["id"]) == 4
+            assert json.loads(frame["data"])["id"] == 4
             event = json.loads(frame["data"])
             assert event["service"] == "debbugs" and event["packages"] == ["hebcal"]
             assert event["summary"] and event["url"].startswith("https://bugs.debian.org/")
@@ -351,6 +432,7 @@ def test_stream_sends_new_messages_with_filters_and_resumes(store):
 
 def test_a_damaged_row_is_skipped_by_the_page_and_the_stream(store):
     dh.add(store, dak(1, "hebcal"))
+    settled(store, Position(0, 0), 10, 1)
     with dh.serve(store) as url, stream(url + "/v2/stream") as live:
         with store.transaction() as db:  # a row no busgate wrote, on either backend
             if isinstance(store, SqliteHistory):
@@ -369,6 +451,7 @@ def test_a_damaged_row_is_skipped_by_the_page_and_the_stream(store):
 
 def test_stream_resume_too_far_back_says_gap(store):
     dh.seed(store, 30, NOW)
+    settled(store, Position(0, 0), 100, 30)
     with dh.serve(store, resume=10) as url:
         with stream(url + "/v2/stream", {"Last-Event-ID": "20"}) as near:
             assert near.ids(10) == list(range(21, 31))
@@ -429,7 +512,7 @@ def test_a_slow_client_is_cut_off_and_never_slows_the_others(store):
         while chunk := slow.recv(65536):
             got += chunk
         slow.close()
-    sent = len(re.findall(rb"id: \d+\n", got))
+    sent = len(re.findall(rb"id: [0-9-]+\n", got))  # PostgreSQL: positions, "xid-id"
     assert b"event: behind" in got, "the slow client was never cut off"
     assert sent < count, sent
     print(f"slow client: {sent} events before the cut; fast one: {count} in {took:.1f} s")
@@ -437,12 +520,77 @@ def test_a_slow_client_is_cut_off_and_never_slows_the_others(store):
 
 
 def test_stream_settings_are_checked(tmp_path):
-    for key in ("max_streams", "stream_queue"):
-        path = tmp_path / "busgate.toml"
-        path.write_text(f"[history]\n{key} = 0\n")
+    path = tmp_path / "busgate.toml"
+    for key, bad in (("max_streams", 0), ("stream_queue", 0), ("stream_stall", 0),
+                     ("stream_stall", 61), ("stream_keepalive", 0.5), ("stream_keepalive", 301),
+                     ("stream_resume", 0), ("stream_resume", 100_001), ("chart_refresh", 4),
+                     ("chart_refresh", 3601)):
+        path.write_text(f"[history]\n{key} = {bad}\n")
         with pytest.raises(ConfigError) as err:
             config.load(path)
-        assert err.value.key == f"history.{key}"
-    path.write_text("[history]\nmax_streams = 3\nstream_queue = 16\n")
-    assert (config.load(path).history.max_streams, config.load(path).history.stream_queue) \
-        == (3, 16)
+        assert err.value.key == f"history.{key}", (key, bad)
+        assert str(bad) in str(err.value)
+    path.write_text("[history]\nmax_streams = 3\nstream_queue = 16\nstream_stall = 0.25\n"
+                    "stream_keepalive = 2\nstream_resume = 7\nchart_refresh = 30\n")
+    assert web.limits(config.load(path).history) == {
+        "max_page": 100, "max_values": 50, "max_streams": 3, "stream_queue": 16,
+        "stall": 0.25, "keepalive": 2, "resume": 7, "chart_refresh": 30}
+    defaults = config.HistorySettings()
+    assert (defaults.stream_stall, defaults.stream_keepalive, defaults.stream_resume,
+            defaults.chart_refresh) == (1.0, 15.0, 1000, 60.0)
+
+
+def served_with(tmp_path, store: HistoryStore, toml: str):  # type: ignore[no-untyped-def]
+    """``busgate web``'s app over ``store`` with ``[history]`` set as ``toml`` says."""
+    path = tmp_path / "busgate.toml"
+    path.write_text("[history]\n" + toml)
+    return dh.serve(store, **web.limits(config.load(path).history))
+
+
+def test_stream_keepalive_comes_after_the_configured_silence(tmp_path, store):
+    with served_with(tmp_path, store, "stream_keepalive = 1\n") as url, \
+            stream(url + "/v2/stream") as idle:
+        started = time.monotonic()
+        stamps = []
+        for _ in range(3):
+            assert idle.next(timeout=5) == {"comment": ": keep-alive"}
+            stamps.append(time.monotonic() - started)
+    gaps = [b - a for a, b in zip([0.0, *stamps], stamps, strict=False)]
+    assert all(0.9 <= gap < 2.5 for gap in gaps), gaps  # 1 s, not 15 s, not sooner
+
+
+def test_stream_resume_window_is_the_configured_one(tmp_path, store):
+    dh.seed(store, 30, NOW)
+    settled(store, Position(0, 0), 100, 30)
+    with served_with(tmp_path, store, "stream_resume = 12\n") as url:
+        with stream(url + "/v2/stream", {"Last-Event-ID": "18"}) as near:
+            assert near.ids(12) == list(range(19, 31))  # 12 back: all of them
+        with stream(url + "/v2/stream", {"Last-Event-ID": "17"}) as far:
+            assert far.next() == {"event": "gap", "data": "{}"}  # 13 back: the gap
+
+
+def test_a_full_stream_is_cut_after_the_configured_stall(tmp_path):
+    """The poller gives a client whose queue is full ``stream_stall`` seconds, no less and
+    not much more, then cuts it off: the bound on how long one reader delays the rest."""
+    async def cut_after(stall: float) -> float:
+        store = SqliteHistory(tmp_path / f"stall-{stall}.sqlite")
+        feed = live.Broadcaster(store, lambda row: dashboard.event_of(
+            dashboard.line_of(row, dh.index())), queue_size=2, poll=0.02, stall=stall)
+        try:
+            client, _, _ = await feed.open(live.parse_filter([], max_values=5), None)
+            await asyncio.to_thread(dh.add, store, *(dak(n, "hebcal") for n in (1, 2, 3)))
+            while not client.full():  # the queue fills; the third message waits on it
+                await asyncio.sleep(0.005)
+            full = time.monotonic()
+            while client in feed.clients:
+                await asyncio.sleep(0.005)
+            took = time.monotonic() - full
+            assert client.queue.get_nowait() is None  # cut: its queue ends, emptied
+            return took
+        finally:
+            await feed.stop()
+            store.close()
+
+    for stall in (0.2, 1.5):
+        took = asyncio.run(cut_after(stall))
+        assert stall - 0.05 <= took < stall + 1.0, (stall, took)

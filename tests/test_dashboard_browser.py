@@ -2,15 +2,18 @@
 ``chromium-driver``) through Selenium, against a real ``busgate web`` whose history the
 test fills while the page is open, as the recorder would.
 
-Checks: new messages appear live without a reload, a filter URL shows only matching
-messages (live ones too), the package page works, hostile text stays text, the phone
-layout has no horizontal scroll, first contentful paint < 1 s, and the console has no
-errors. Screenshots (desktop and a 375 px phone) go to ``artifacts/`` at the repo root
+Checks: new messages appear live without a reload and are counted in the activity
+charts' current bars at once (no request: the script counts what the stream brings), the
+charts are re-read every ``chart_refresh`` seconds and no more often, a filter URL shows
+only matching messages (live ones too), the package page works, hostile text stays text,
+the phone layout has no horizontal scroll, first contentful paint < 1 s, and the console
+has no errors. Screenshots (desktop and a 375 px phone) go to ``artifacts/`` at the repo root
 (or ``$BUSGATE_ARTIFACTS``); their paths are printed.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import shutil
 import time
@@ -92,10 +95,48 @@ def severe(driver) -> list[dict]:  # type: ignore[no-untyped-def]
     return [entry for entry in driver.get_log("browser") if entry["level"] == "SEVERE"]
 
 
+def charts(driver) -> list[dict]:  # type: ignore[no-untyped-def]
+    """Each live chart's caption total and its bars' labels ("<time> <service>: <n>")."""
+    return driver.execute_script(
+        "return Array.from(document.querySelectorAll('figure.chart[data-chart]')).map(f => ("
+        "{total: Number(f.querySelector('.total').textContent),"
+        " bars: Array.from(f.querySelectorAll('rect title')).map(t => t.textContent)}))")
+
+
+def activity_reads(driver) -> int:  # type: ignore[no-untyped-def]
+    return driver.execute_script(
+        "return performance.getEntriesByType('resource')"
+        ".filter(e => e.name.includes('/v2/activity')).length")
+
+
+def bar(chart: dict, label: str) -> int:
+    """The count of the bar labelled ``label`` (``<time> <service>``), 0 when none."""
+    return next((int(b.rpartition(": ")[2]) for b in chart["bars"]
+                 if b.rpartition(": ")[0] == label), 0)
+
+
+def current_bar(span: int, bucket: int) -> str:
+    """The label of the bar now falls in, for a chart of ``span`` seconds up to the end of
+    this hour in bars of ``bucket`` seconds (as gateway.history.dashboard draws it)."""
+    now = time.time()
+    start = now // 3600 * 3600 + 3600 - span
+    at = start + (now - start) // bucket * bucket
+    return f"{dt.datetime.fromtimestamp(at, dt.UTC):%Y-%m-%d %H:%M}"
+
+
+def clear_of_the_hour() -> None:
+    """Wait past an hour's turn that is under 20 s away (a live message must fall in the
+    hour the charts were drawn for)."""
+    left = 3600 - time.time() % 3600
+    if left < 20:
+        time.sleep(left + 1)
+
+
 def test_dashboard_live_filters_and_package_page_in_chromium(browser, tmp_path):
     from selenium.webdriver.common.by import By
 
     driver = browser
+    clear_of_the_hour()
     now = time.time()
     served = SqliteHistory(tmp_path / "history.sqlite")
     recorder = SqliteHistory(tmp_path / "history.sqlite")  # another connection writes
@@ -128,10 +169,22 @@ def test_dashboard_live_filters_and_package_page_in_chromium(browser, tmp_path):
             wait_for(driver, "the stream opens",
                      lambda d: d.find_element(By.ID, "status").text == "live")
             driver.execute_script("window.notReloaded = true")
+            drawn = charts(driver)
+            assert len(drawn) == 2 and activity_reads(driver) == 0
+            day_bar, week_bar = (current_bar(86400, 3600), current_bar(7 * 86400, 6 * 3600))
             hostile = "<img src=x onerror=alert(1)> & <script>alert(2)</script>"
             dh.add(recorder, live(151, "hebcal", title=hostile), live(152, "dpkg", "upload"))
             wait_for(driver, "live messages appear", lambda d: shown(d)[:2] == [152, 151])
             assert driver.execute_script("return window.notReloaded") is True
+            # ...and counted in the charts' current bars, with no request for it
+            wait_for(driver, "the charts count the live messages", lambda d: [
+                c["total"] for c in charts(d)] == [c["total"] + 2 for c in drawn])
+            counted = charts(driver)
+            for before, after, label in zip(drawn, counted, (day_bar, week_bar), strict=True):
+                for service in ("debbugs", "dak"):
+                    assert bar(after, f"{label} {service}") == \
+                        bar(before, f"{label} {service}") + 1, (label, service, after)
+            assert activity_reads(driver) == 0
             assert len(shown(driver)) == 25  # the list keeps its length
             first = driver.find_element(By.CSS_SELECTOR, '#messages li[data-id="151"]')
             assert hostile in first.text  # shown as text...
@@ -193,6 +246,41 @@ def test_dashboard_live_filters_and_package_page_in_chromium(browser, tmp_path):
             driver.save_screenshot(str(package))
             print(f"screenshots: {desktop} {phone} {package}")
 
+            errors = severe(driver)
+            assert not errors, errors
+    finally:
+        recorder.close()
+        served.close()
+
+
+def test_dashboard_charts_are_reread_at_the_configured_rate(browser, tmp_path):
+    """A filtered page's stream does not carry every message its charts count: the
+    periodic re-read (``chart_refresh``, here 1 s) adds the rest, and comes no faster."""
+    driver = browser
+    clear_of_the_hour()
+    served = SqliteHistory(tmp_path / "history.sqlite")
+    recorder = SqliteHistory(tmp_path / "history.sqlite")
+    dh.seed(recorder, 40, time.time() - 60, span=86400)
+    topic, body = next((t, b) for t, b in dh.samples() if t.endswith("dak.package.accept"))
+    try:
+        with dh.serve(served, chart_refresh=1.0) as url:
+            driver.get(url + "/?package=no-such-package")
+            from selenium.webdriver.common.by import By
+
+            wait_for(driver, "the stream opens",
+                     lambda d: d.find_element(By.ID, "status").text == "live")
+            opened = time.monotonic()
+            drawn = charts(driver)
+            dh.add(recorder, dh.envelope(41, topic, {**body, "source": "other"}, time.time(),
+                                         packages=("other",)))
+            wait_for(driver, "a re-read counts a message the stream did not carry",
+                     lambda d: [c["total"] for c in charts(d)] == [c["total"] + 1
+                                                                   for c in drawn])
+            time.sleep(max(0.0, 4.0 - (time.monotonic() - opened)))
+            reads = activity_reads(driver)
+            spent = time.monotonic() - opened
+            assert 2 <= reads <= spent / 1.0 + 1, (reads, spent)  # one a second, no more
+            assert not driver.find_elements(By.CSS_SELECTOR, "#messages li[data-id]")
             errors = severe(driver)
             assert not errors, errors
     finally:

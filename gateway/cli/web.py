@@ -27,7 +27,7 @@ def run(args: argparse.Namespace) -> int:
     from gateway.cli import load_settings
     from gateway.history.backends import open_history
     from gateway.history.store import HistoryError
-    from gateway.history.web import make_app
+    from gateway.history.web import limits, make_app
 
     settings = load_settings(args)
     conf = settings.history
@@ -36,9 +36,7 @@ def run(args: argparse.Namespace) -> int:
     except HistoryError as exc:
         print(f"busgate web: {exc}", file=sys.stderr)
         return 73
-    app = make_app(store, sources.type_index(settings), max_page=conf.max_page,
-                   max_values=conf.max_values, max_streams=conf.max_streams,
-                   stream_queue=conf.stream_queue)
+    app = make_app(store, sources.type_index(settings), **limits(conf))
     import inspect
 
     options: dict[str, object] = {}

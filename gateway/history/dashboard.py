@@ -3,7 +3,11 @@
 ``/``: the newest messages (one line each: time, service, the type's summary and
 link), the filter form (its GET query string is the shareable URL and the live
 stream's filter), the per-service activity of the last day and week as inline SVG,
-and a small script that adds new messages from ``/v2/stream`` as they arrive.
+and a small script that adds new messages from ``/v2/stream`` as they arrive and counts
+each in the charts' current bar (a message already on the page's stream costs no request);
+every ``history.chart_refresh`` seconds it re-reads the charts (``/v2/activity``), which
+moves them on at the turn of the hour and corrects a filtered page (its stream does not
+carry every message the charts count).
 ``/package/NAME`` and ``/user/NAME``: that name's month, paged with the cursor.
 
 Why Jinja2 with autoescape: summaries, names and topics come from hostile input and
@@ -20,7 +24,7 @@ import math
 import time
 import zlib
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 from urllib.parse import urlencode
 
@@ -110,13 +114,16 @@ class Chart:
     legend: list[tuple[str, int, int]]
     top: int
     total: int
+    #: What the page's script redraws the chart from (:func:`live_data`), or None.
+    live: dict[str, Any] | None = None
 
 
 def chart(title: str, series: dict[str, list[int]], start: float, bucket: int,
-          tick_every: int, tick_format: str) -> Chart:
-    """Lay out ``series`` (per service, per bucket from ``start``) as stacked bars."""
+          tick_every: int, tick_format: str, slots: int = 0) -> Chart:
+    """Lay out ``series`` (per service, per bucket from ``start``) as stacked bars
+    (``slots`` bars, default: as many as the longest series has)."""
     width, height, pad = 720, 150, 22
-    slots = max((len(v) for v in series.values()), default=0) or 1
+    slots = slots or max((len(v) for v in series.values()), default=0) or 1
     sums = [sum(v[i] for v in series.values() if i < len(v)) for i in range(slots)]
     top = max(sums, default=0) or 1
     step = (width - 2) / slots
@@ -143,6 +150,17 @@ def chart(title: str, series: dict[str, list[int]], start: float, bucket: int,
     return Chart(title, width, height, bars, ticks, legend, top, sum(sums))
 
 
+def live_data(drawn: Chart, series: dict[str, list[int]], start: float, bucket: int,
+              slots: int) -> dict[str, Any]:
+    """A chart as the page's script lays it out again when it counts a live message
+    (``dashboard.js`` draws as :func:`chart` does): the per-service counts, where the
+    first bar starts, and each service's colour class; the ticks as drawn."""
+    return {"start": start, "bucket": bucket, "slots": slots,
+            "series": {name: counts + [0] * (slots - len(counts))
+                       for name, counts in series.items()},
+            "colours": {name: colour(name) for name in series}, "ticks": drawn.ticks}
+
+
 def _hour(now: float) -> float:
     return math.floor(now / 3600) * 3600
 
@@ -165,17 +183,19 @@ class Dashboard:
     """The HTML routes over one store."""
 
     def __init__(self, store: HistoryStore, index: TypeIndex, *, max_values: int = 50,
-                 clock: Callable[[], float] = time.time):
+                 clock: Callable[[], float] = time.time, chart_refresh: float = 60.0):
         self.store = store
         self.index = index
         self.max_values = max_values
         self.clock = clock
+        self.chart_refresh = chart_refresh
         self.env = Environment(loader=PackageLoader("gateway.history", "templates"),
                                autoescape=select_autoescape(default=True),
                                trim_blocks=True, lstrip_blocks=True)
 
     def routes(self) -> list[Route]:
         return [Route("/", self.index_page, methods=["GET"]),
+                Route("/v2/activity", self.activity, methods=["GET"]),
                 Route("/package/{name}", self.name_page, methods=["GET"]),
                 Route("/user/{name}", self.name_page, methods=["GET"])]
 
@@ -204,25 +224,49 @@ class Dashboard:
             return self.error(400, "Bad filter", f"{exc.parameter}: {exc.reason}")
         filters = [(name, value) for name, value in request.query_params.multi_items()
                    if name in FILTERS and value.strip()]
-        now = self.clock()
         try:
             # the stream's start first: a message stored in between is sent twice at
             # worst (the script keeps each id once), never missed
-            after = self.store.last_id()
+            after = self.store.last_position()
             rows = self.store.recent(q.Query(**{**_filter_fields(query),
                                                 "rows_per_page": RECENT}))
-            hour = _hour(now) + 3600
-            day = self.store.activity(hour - DAY, hour, 3600)
-            week = self.store.activity(hour - WEEK, hour, 6 * 3600)
+            charts = self.charts()
         except QueryTimeout as exc:
             return self.error(503, "The history is busy", str(exc))
-        charts = [chart("Last 24 hours, per hour", day, hour - DAY, 3600, 6, "%H:00"),
-                  chart("Last 7 days, per 6 hours", week, hour - WEEK, 6 * 3600, 4, "%a %d")]
-        stream = "/v2/stream?" + urlencode([*filters, ("after", str(after))])
+        stream = "/v2/stream?" + urlencode([*filters, ("after", after.token())])
         form = {name: next((v for n, v in filters if n == name), "") for name in FILTERS}
         return self.render("index.html", lines=self.lines(rows), charts=charts,
                            stream=stream, form=form, filtered=bool(filters),
-                           filters=filters, recent=RECENT)
+                           filters=filters, recent=RECENT,
+                           refresh=round(self.chart_refresh * 1000))
+
+    def charts(self) -> list[Chart]:
+        """The last day's and week's activity per service, up to this hour's end."""
+        hour = _hour(self.clock()) + 3600
+        out = []
+        for title, span, bucket, every, fmt in (
+                ("Last 24 hours, per hour", DAY, 3600, 6, "%H:00"),
+                ("Last 7 days, per 6 hours", WEEK, 6 * 3600, 4, "%a %d")):
+            series = self.store.activity(hour - span, hour, bucket)
+            drawn = chart(title, series, hour - span, bucket, every, fmt, span // bucket)
+            out.append(replace(drawn, live=live_data(drawn, series, hour - span, bucket,
+                                                     span // bucket)))
+        return out
+
+    def activity(self, request: Request) -> Response:
+        """``/v2/activity``: the charts of ``/`` as the page's script redraws them, and the
+        feed's position they count through (``position``: a live message at or before it
+        is in them already; read first, so a message stored meanwhile may count twice
+        until the next re-read, never be missed)."""
+        try:
+            position = self.store.last_position()
+            charts = self.charts()
+        except QueryTimeout as exc:
+            return Response(jsonio.dumps({"error": "timeout", "detail": str(exc)}), 503,
+                            media_type="application/json")
+        return Response(jsonio.dumps({"position": position.token(),
+                                      "charts": [c.live for c in charts]}),
+                        media_type="application/json", headers={"Cache-Control": "no-store"})
 
     def name_page(self, request: Request) -> Response:
         kind = "package" if request.url.path.startswith("/package/") else "user"

@@ -52,6 +52,7 @@ from gateway.history.store import (
     HistoryError,
     HistoryStore,
     Page,
+    Position,
     QueryTimeout,
     Stored,
     check_range,
@@ -98,6 +99,31 @@ _ADD = ("WITH m AS (INSERT INTO messages (msg_id, topic, category, timestamp, pu
         " p AS (INSERT INTO package_messages (package_id, timestamp, message_id)"
         " SELECT unnest(%s::bigint[]), m.timestamp, m.id FROM m ON CONFLICT DO NOTHING)"
         " SELECT COUNT(*) FROM m")
+#: Every writing transaction takes this lock before its first write, so before it has a
+#: transaction id (:meth:`PostgresHistory.transaction`): a transaction that holds an id
+#: without holding the lock never writes messages.
+_WRITER_LOCK = "LOCK TABLE messages IN ROW EXCLUSIVE MODE"
+#: The feed's horizon (006_feed_order.sql): no row with a lower xid can still appear. In
+#: this statement's snapshot, the lowest transaction id still running that may write
+#: messages -- one holding a write lock on the table, or one that ended after the
+#: snapshot was taken (it may have written) -- or else the snapshot's xmax. Transactions
+#: on other tables or databases (a long report, another service's batch) hold nothing back.
+_HORIZON = ("(SELECT LEAST(pg_snapshot_xmax(s), (SELECT MIN(x) FROM pg_snapshot_xip(s) x"
+            " WHERE pg_xact_status(x) <> 'in progress' OR xid(x) IN ("
+            "SELECT t.transactionid FROM pg_locks t JOIN pg_locks r"
+            " ON r.virtualtransaction = t.virtualtransaction"
+            " WHERE t.locktype = 'transactionid' AND r.locktype = 'relation'"
+            " AND r.database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+            " AND r.relation = 'messages'::regclass AND r.mode IN ('RowExclusiveLock',"
+            " 'ShareRowExclusiveLock', 'ExclusiveLock', 'AccessExclusiveLock'))))"
+            " FROM pg_current_snapshot() s)")
+#: The feed: rows after a position, only below the horizon (one range of an index; the
+#: horizon's sub-select runs once per statement).
+_FEED = ("SELECT m.id, m.msg_id, m.timestamp, m.envelope, m.xid::text AS at"  # noqa: S608 (constants)
+         f" FROM messages m WHERE (m.xid, m.id) > (%s::xid8, %s) AND m.xid < {_HORIZON}"
+         " ORDER BY m.xid, m.id LIMIT %s")  # m.xid: the column (ORDER BY xid = the text)
+_HEAD = ("SELECT m.xid::text AS at, m.id FROM messages m"  # noqa: S608 (constants)
+         f" WHERE m.xid < {_HORIZON} ORDER BY m.xid DESC, m.id DESC LIMIT 1")
 
 
 class NameIds:
@@ -199,6 +225,7 @@ class PostgresHistory(HistoryStore):
         with self._write_lock:
             try:
                 with self._pool.connection(timeout=self.write_wait) as conn:
+                    conn.execute(_WRITER_LOCK)  # before any write: see _HORIZON
                     yield conn  # the pool commits on a normal exit, rolls back otherwise
             except PoolTimeout as exc:
                 self._names.rollback()
@@ -299,12 +326,18 @@ class PostgresHistory(HistoryStore):
     def count(self) -> int:
         return self._timed(lambda db: _one(db, "SELECT COUNT(*) FROM messages", ()))
 
-    def since(self, after_id: int, limit: int) -> list[Stored]:
-        """Rows with id > ``after_id``, ascending, at most ``limit`` (the live feed; one
-        recorder commits in id order, so no row appears behind one already read)."""
-        return self._timed(lambda db: _with_names(db, db.execute(
-            "SELECT id, msg_id, timestamp, envelope FROM messages WHERE id > %s"
-            " ORDER BY id LIMIT %s", (after_id, limit)).fetchall()))
+    def since(self, after: Position, limit: int) -> list[tuple[Position, Stored]]:
+        """Rows after ``after`` in (xid, id) order, only those below ``_HORIZON`` (every
+        writer of messages below it has ended: ``006_feed_order.sql``); one index range.
+        A transaction writing messages left open holds the feed back (never skips) until
+        it ends; others on the server do not."""
+        def work(db: Conn) -> list[tuple[Position, Stored]]:
+            rows = db.execute(_FEED, (str(after.xid), after.id, limit)).fetchall()
+            stored = _with_names(db, [row[:4] for row in rows])
+            return [(Position(int(row[4]), row[0]), one) for row, one in zip(rows, stored,
+                                                                            strict=True)]
+
+        return self._timed(work)
 
     def activity(self, start: float, end: float, bucket: int) -> dict[str, list[int]]:
         if bucket <= 0 or bucket % HOUR:
@@ -343,8 +376,14 @@ class PostgresHistory(HistoryStore):
 
         return self._timed(work)
 
-    def last_id(self) -> int:
-        return self._timed(lambda db: _one(db, "SELECT COALESCE(MAX(id), 0) FROM messages", ()))
+    def last_position(self) -> Position:
+        row = self._timed(lambda db: db.execute(_HEAD).fetchone())
+        return Position(int(row[0]), row[1]) if row else Position(0, 0)
+
+    def position_of(self, message_id: int) -> Position | None:
+        xid = self._timed(lambda db: db.execute("SELECT xid::text FROM messages WHERE id = %s",
+                                                (message_id,)).fetchone())
+        return Position(int(xid[0]), message_id) if xid else None
 
     def recent(self, query: Query) -> list[Stored]:
         where, params = _where(query)

@@ -56,6 +56,37 @@ class Stored:
     packages: tuple[str, ...]
 
 
+@dataclass(frozen=True, order=True)
+class Position:
+    """A place in the live feed (:meth:`HistoryStore.since`), ordered as rows commit.
+
+    SQLite: ``(0, id)``: one writer at a time, and a rowid is taken inside the write lock
+    as max(rowid) + 1, so a transaction's rows all sort after every row committed before
+    it began writing and before every row of the next one: id order is commit order.
+    PostgreSQL: ``(xid, id)``, the writing transaction's id first (``006_feed_order.sql``).
+    Sent to browsers as an opaque SSE event id (:meth:`token`)."""
+
+    xid: int
+    id: int
+
+    def token(self) -> str:
+        """``"id"`` (SQLite, so ids sent before positions still resume) or ``"xid-id"``."""
+        return f"{self.xid}-{self.id}" if self.xid else str(self.id)
+
+    @staticmethod
+    def parse(text: str) -> Position | int:
+        """A :meth:`token` (``"0"``, the start, included), or a plain message id (an
+        ``int``: its position is looked up); ValueError for anything else."""
+        xid, dash, rest = text.partition("-")
+        parts = (xid, rest) if dash else ("0", xid)
+        if not all(p.isascii() and p.isdigit() and len(p) <= 20 for p in parts):
+            raise ValueError(f"not a stream position: {text[:40]!r}")
+        position = Position(int(parts[0]), int(parts[1]))
+        if position.xid >= 2**64 or position.id >= 2**63:
+            raise ValueError(f"not a stream position: {text[:40]!r}")
+        return position if dash or not position.id else position.id  # "0": the start
+
+
 @dataclass(frozen=True)
 class Page:
     rows: list[Stored]
@@ -110,9 +141,10 @@ class HistoryStore(abc.ABC):
     def count(self) -> int: ...
 
     @abc.abstractmethod
-    def since(self, after_id: int, limit: int) -> list[Stored]:
-        """Rows with id > ``after_id``, ascending id, at most ``limit``: the live stream's
-        feed (ids are insertion order, so nothing stored later is skipped)."""
+    def since(self, after: Position, limit: int) -> list[tuple[Position, Stored]]:
+        """The live stream's feed: at most ``limit`` rows after ``after``, each with its
+        position, in commit order. Exact: a row this does not hand out yet is one whose
+        position will be after the last one it did (nothing committing late is skipped)."""
 
     @abc.abstractmethod
     def activity(self, start: float, end: float, bucket: int) -> dict[str, list[int]]:
@@ -120,21 +152,15 @@ class HistoryStore(abc.ABC):
         [``start``, ``end``), ``start`` taken down to its hour; a category with no message
         in the range is left out. Read from an hourly rollup, never the messages."""
 
-    def last_id(self) -> int:
-        """The highest stored id (0 when empty): where a new live stream starts. This
-        default finds it with O(log n) :meth:`since` look-ups; a store overrides it."""
-        if not self.since(0, 1):
-            return 0
-        low, high = 0, 1  # since(low) has rows; find a high that has none
-        while self.since(high, 1):
-            low, high = high, high * 2
-        while high - low > 1:
-            middle = (low + high) // 2
-            if self.since(middle, 1):
-                low = middle
-            else:
-                high = middle
-        return high
+    @abc.abstractmethod
+    def last_position(self) -> Position:
+        """Where a new live stream starts: every row :meth:`since` could hand out now is
+        at or before it, every later one after it (``Position(0, 0)`` when empty)."""
+
+    def position_of(self, message_id: int) -> Position | None:
+        """The position of the row with id ``message_id`` (a stream resumed with a plain
+        id, as sent before positions); ``None`` when no such row is stored."""
+        return Position(0, message_id)
 
     def name_activity(self, kind: str, name: str, start: float, end: float,
                       bucket: int) -> dict[str, list[int]]:
@@ -596,14 +622,16 @@ class SqliteHistory(HistoryStore):
 
         return self._timed(work)
 
-    def since(self, after_id: int, limit: int) -> list[Stored]:
+    def since(self, after: Position, limit: int) -> list[tuple[Position, Stored]]:
+        """Rows with id > ``after.id``, ascending: id order is commit order here (see
+        :class:`Position`; ``tests/test_dashboard.py`` checks it with two writers)."""
         def work(db: sqlite3.Connection) -> list[Stored]:
             rows = db.execute("SELECT id, msg_id, timestamp, envelope FROM messages"
                               " WHERE id > ? ORDER BY id LIMIT ?",
-                              (after_id, limit)).fetchall()
+                              (after.id, limit)).fetchall()
             return _with_names(db, rows)
 
-        return self._timed(work)
+        return [(Position(0, row.id), row) for row in self._timed(work)]
 
     def activity(self, start: float, end: float, bucket: int) -> dict[str, list[int]]:
         if bucket <= 0 or bucket % 3600:
@@ -643,9 +671,9 @@ class SqliteHistory(HistoryStore):
 
         return self._timed(work)
 
-    def last_id(self) -> int:
-        return self._timed(
-            lambda db: db.execute("SELECT COALESCE(MAX(id), 0) FROM messages").fetchone()[0])
+    def last_position(self) -> Position:
+        return Position(0, self._timed(
+            lambda db: db.execute("SELECT COALESCE(MAX(id), 0) FROM messages").fetchone()[0]))
 
     def recent(self, query: Query) -> list[Stored]:
         where, params = _where(query)

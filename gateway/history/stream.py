@@ -13,7 +13,12 @@ none (a stalled phone, a reader that stopped reading) is cut off and its queue
 dropped, so it delays the others once, by ``stall`` at most, and never again; its
 browser reconnects with ``Last-Event-ID`` and resumes from the last message it got
 (at most ``resume`` messages back; further behind, it is told of the gap).
-Keep-alive comments keep idle streams open through proxies.
+Keep-alive comments keep idle streams open through proxies. ``stall``, ``keepalive`` and
+``resume`` are ``[history] stream_stall``, ``stream_keepalive`` and ``stream_resume``.
+
+Why an event's id is a store :class:`~gateway.history.store.Position`, not the message id:
+the feed is read in commit order, which on PostgreSQL is not id order (two writers), so
+"resume after id N" would be ambiguous there; the position is exact on both stores.
 """
 
 from __future__ import annotations
@@ -21,12 +26,12 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator, Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from starlette.concurrency import run_in_threadpool
 
 from gateway.history import query as q
-from gateway.history.store import HistoryStore, Stored
+from gateway.history.store import HistoryStore, Position, Stored
 
 log = logging.getLogger(__name__)
 
@@ -52,9 +57,11 @@ class Event:
     packages: frozenset[str]
     #: The ``data:`` line's JSON (one line: JSON escapes every newline).
     data: str
+    #: Its place in the feed (:meth:`Position.token`), the SSE id a browser resumes from.
+    at: str = ""
 
     def frame(self) -> str:
-        return f"id: {self.id}\ndata: {self.data}\n\n"
+        return f"id: {self.at or self.id}\ndata: {self.data}\n\n"
 
 
 def parse_filter(items: Iterable[tuple[str, str]], *, max_values: int,
@@ -117,42 +124,47 @@ class Broadcaster:
         self.resume = resume
         self.stall = stall
         self.clients: set[Client] = set()
-        #: Highest id handed out (None while no poller runs: re-read at the next start).
-        self.position: int | None = None
+        #: Last position handed out (None while no poller runs: re-read at the next start).
+        self.position: Position | None = None
         self._task: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()
         #: Clients cut off for falling behind (since start).
         self.cut_off = 0
 
-    def _fetch(self, after: int, limit: int) -> list[tuple[int, Event | None]]:
+    def _fetch(self, after: Position, limit: int) -> list[tuple[Position, Event | None]]:
         """The rows after ``after`` as events (``None`` for a row that cannot be shown:
         it is skipped, and the position still moves past it)."""
-        out: list[tuple[int, Event | None]] = []
-        for row in self.store.since(after, limit):
+        out: list[tuple[Position, Event | None]] = []
+        for position, row in self.store.since(after, limit):
             try:
-                out.append((row.id, self.render(row)))
+                out.append((position, replace(self.render(row), at=position.token())))
             except Exception as exc:  # a damaged row must not stop the stream for all
                 log.warning("history web: message %s cannot be shown live: %s",
                             row.msg_id, exc)
-                out.append((row.id, None))
+                out.append((position, None))
         return out
 
-    async def open(self, query: q.Query, after: int | None) -> tuple[Client, list[Event], bool]:
-        """Register a stream; its backlog after ``after`` (resume), and whether messages
-        were missed beyond the resume window."""
+    async def open(self, query: q.Query,
+                   after: Position | int | None) -> tuple[Client, list[Event], bool]:
+        """Register a stream; its backlog after ``after`` (resume: a position, or a plain
+        message id whose position is looked up), and whether messages were missed beyond
+        the resume window (or after a message id no longer stored)."""
+        gap = False
+        if isinstance(after, int):
+            after = await run_in_threadpool(self.store.position_of, after)
+            gap = after is None
         async with self._lock:
             if len(self.clients) >= self.max_streams:
                 raise StreamsFull(f"{self.max_streams} live streams are open "
                                   "(history.max_streams)")
             if self.position is None:
-                self.position = await run_in_threadpool(self.store.last_id)
+                self.position = await run_in_threadpool(self.store.last_position)
             client = Client(query, self.queue_size)
             snapshot = self.position
-            self.clients.add(client)  # from here the poller queues every id > snapshot
+            self.clients.add(client)  # from here the poller queues everything after snapshot
             if self._task is None:
                 self._task = asyncio.create_task(self._run())
         backlog: list[Event] = []
-        gap = False
         if after is not None and after < snapshot:
             try:
                 fetched = await run_in_threadpool(self._fetch, after, self.resume + 1)
@@ -211,12 +223,12 @@ class Broadcaster:
                 except Exception as exc:  # a timeout or locked file: try again next poll
                     log.warning("history web: the live stream cannot read the store: %s", exc)
                     events = []
-                for row_id, event in events:
+                for at, event in events:
                     # position moves with each dispatch: a stream opened while the poller
                     # waits gets every later id from its queue, each once
                     if event is not None:
                         await self._dispatch(event)
-                    self.position = row_id
+                    self.position = at
                 if len(events) < BATCH:
                     await asyncio.sleep(self.poll)
         finally:

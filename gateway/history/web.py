@@ -23,7 +23,7 @@ import contextlib
 import datetime as dt
 import math
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -38,8 +38,11 @@ from gateway.history import dashboard, jsonio
 from gateway.history import query as q
 from gateway.history import stream as live
 from gateway.history.statspage import stats_routes
-from gateway.history.store import HistoryError, HistoryStore, QueryTimeout, Stored
+from gateway.history.store import HistoryError, HistoryStore, Position, QueryTimeout, Stored
 from gateway.messages import TypeIndex
+
+if TYPE_CHECKING:
+    from gateway.config import HistorySettings
 
 JSON = "application/json"
 JSONP = "application/javascript"
@@ -110,7 +113,7 @@ class HistoryApp:
     def __init__(self, store: HistoryStore, index: TypeIndex | None = None, *,
                  max_page: int = 100, max_values: int = 50, max_streams: int = 100,
                  stream_queue: int = 256, poll: float = 0.5, keepalive: float = 15.0,
-                 resume: int = 1000):
+                 resume: int = 1000, stall: float = 1.0, chart_refresh: float = 60.0):
         self.store = store
         self.index = index if index is not None else TypeIndex(())
         self.max_page = max_page
@@ -118,8 +121,9 @@ class HistoryApp:
         self.streams = live.Broadcaster(
             store, lambda row: dashboard.event_of(dashboard.line_of(row, self.index)),
             max_streams=max_streams, queue_size=stream_queue, poll=poll, keepalive=keepalive,
-            resume=resume)
-        self.dashboard = dashboard.Dashboard(store, self.index, max_values=max_values)
+            resume=resume, stall=stall)
+        self.dashboard = dashboard.Dashboard(store, self.index, max_values=max_values,
+                                             chart_refresh=chart_refresh)
         api_paths = ("/raw", "/raw/", "/v2/search", "/v2/search/", "/id", "/id/", "/v2/id",
                      "/v2/id/", "/messagecount", "/healthz", "/healthz/live",
                      "/healthz/ready")
@@ -243,7 +247,7 @@ class HistoryApp:
         try:
             query = live.parse_filter(request.query_params.multi_items(),
                                       max_values=self.max_values, extra=("after",))
-            after = _after_id(request)
+            after = _after(request)
         except q.BadParameter as exc:
             return bad(exc.parameter, exc.reason)
         try:
@@ -280,17 +284,27 @@ def _callback(request: Request) -> str | None:
     return value if value and q.CALLBACK.fullmatch(value) else None
 
 
-def _after_id(request: Request) -> int | None:
+def _after(request: Request) -> Position | int | None:
     """Where a stream resumes: the browser's ``Last-Event-ID`` on a reconnection, else
-    the page's ``after`` (the newest id when it was drawn), else now."""
+    the page's ``after`` (the feed's position when it was drawn), else now. Either is a
+    position (an event's id) or a plain message id (as sent before positions)."""
     for name, text in (("Last-Event-ID", request.headers.get("last-event-id")),
                        ("after", request.query_params.get("after"))):
         if text is not None:
-            if not text.isascii() or not text.isdigit() or len(text) > 18:
-                raise q.BadParameter(name, f"must be a message id (a whole number), "
-                                           f"not {text[:32]!r}")
-            return int(text)
+            try:
+                return Position.parse(text)
+            except ValueError:
+                raise q.BadParameter(name, "must be an event id of this stream (or a "
+                                           f"message id), not {text[:32]!r}") from None
     return None
+
+
+def limits(conf: HistorySettings) -> dict[str, float]:
+    """The ``[history]`` keys that bound ``busgate web``, as :func:`make_app` takes them."""
+    return {"max_page": conf.max_page, "max_values": conf.max_values,
+            "max_streams": conf.max_streams, "stream_queue": conf.stream_queue,
+            "stall": conf.stream_stall, "keepalive": conf.stream_keepalive,
+            "resume": conf.stream_resume, "chart_refresh": conf.chart_refresh}
 
 
 def make_app(store: HistoryStore, index: TypeIndex | None = None,
