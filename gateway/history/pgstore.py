@@ -304,13 +304,14 @@ class PostgresHistory(HistoryStore):
             # at least: the full pages before this one (when it has a row), its rows, a next
             seen = (offset if rows else 0) + len(rows) + more
             if query.cursor is None and not more and (rows or not offset):
-                return Page(stored, min(seen, self.count_limit), seen > self.count_limit)
+                return Page(stored, min(seen, self.count_limit), seen > self.count_limit,
+                            more)
             total = self._count(db, f"SELECT COUNT(*) FROM (SELECT 1 FROM {source}"  # noqa: S608
                                     f" WHERE {where} LIMIT %s) c",
                                 (*params, self.count_limit + 1))
             if total is None:  # past the budget: what the page proves
-                return Page(stored, min(seen, self.count_limit), True)
-            return Page(stored, min(total, self.count_limit), total > self.count_limit)
+                return Page(stored, min(seen, self.count_limit), True, more)
+            return Page(stored, min(total, self.count_limit), total > self.count_limit, more)
 
         return self._timed(work)
 
