@@ -9,10 +9,10 @@ pair from it is two runs under two loads. Here each tree runs its own ``busgate 
 app (uvicorn, that tree's code and virtualenv) over the same database, and every
 request is sent to each tree in turn (the order alternating), so both see the same
 load, the same cache and the same drawn parameters. Per query kind and tree: p50/p99
-in ms, and how many answers said ``total_capped`` (a count cut short is visible there,
-not hidden in the times). The databases must exist (bench/history.py builds them); a
-tree whose code migrates a schema changes it for the others too, so compare such trees
-on copies.
+in ms, how many answers said ``total_capped`` and their median ``total`` (a count cut
+short is visible there, not hidden in the times). The databases must exist
+(bench/history.py builds them); a tree whose code migrates a schema changes it for the
+others too, so compare such trees on copies.
 """
 
 from __future__ import annotations
@@ -85,6 +85,7 @@ def main() -> None:
             for kind in wanted:
                 times: list[list[float]] = [[] for _ in trees]
                 capped = [0] * len(trees)
+                totals: list[list[int]] = [[] for _ in trees]
                 errors = [0] * len(trees)
                 for run in range(args.runs + 2):  # the first two warm each tree
                     params = makers[kind](rng)
@@ -101,17 +102,21 @@ def main() -> None:
                         if response.status_code != 200:
                             errors[i] += 1
                         else:
-                            capped[i] += bool(response.json()["total_capped"])
+                            answer = response.json()
+                            capped[i] += bool(answer["total_capped"])
+                            totals[i].append(answer["total"])
                 loads.append(os.getloadavg()[0])
-                rows.append((kind, [(pct(t, 0.5), pct(t, 0.99)) for t in times], capped,
+                rows.append((kind, [(pct(t, 0.5), pct(t, 0.99)) for t in times],
+                             [(c, int(pct(t, 0.5))) for c, t in zip(capped, totals, strict=True)],
                              errors))
             print(f"\n{database} (load {min(loads):.1f}-{max(loads):.1f}): "
-                  "p50 / p99 ms, [answers total_capped], per tree; last/first p50, p99")
+                  "p50 / p99 ms [answers total_capped, median total], per tree; "
+                  "last/first p50, p99")
             for kind, figures, capped, errors in rows:
                 line = f"  {kind:<22}"
-                for (p50, p99), cut, err in zip(figures, capped, errors, strict=True):
-                    line += f"{p50:>8.1f} / {p99:>7.1f} [{cut:>3}]" + (f" {err} ERR" if err
-                                                                         else "")
+                for (p50, p99), (cut, total), err in zip(figures, capped, errors, strict=True):
+                    line += (f"{p50:>8.1f} / {p99:>7.1f} [{cut:>3}, {total:>5}]"
+                             + (f" {err} ERR" if err else ""))
                 (b50, b99), (a50, a99) = figures[0], figures[-1]
                 print(line + f"   x{a50 / b50:.2f}, x{a99 / b99:.2f}")
         finally:

@@ -158,7 +158,8 @@ class PostgresHistory(HistoryStore):
         self.count_limit = count_limit
         # never longer than a whole read may run (0: count without a budget)
         budget = min(count_budget_ms or math.inf, query_timeout * 1000)
-        self._count_setup = f"SET LOCAL statement_timeout = {max(1, math.ceil(budget))}"
+        self._count_setup = ("SAVEPOINT count; SET LOCAL statement_timeout ="
+                             f" {max(1, math.ceil(budget))}").encode()
         self.write_wait = write_wait
         self._write_lock = threading.Lock()
         self._names = NameIds()
@@ -316,13 +317,14 @@ class PostgresHistory(HistoryStore):
         return self._timed(work)
 
     def _count(self, db: Conn, sql: str, params: tuple[Any, ...]) -> int | None:
-        """``sql``'s count, or None when it ran past ``count_budget_ms`` (in a savepoint,
-        so the snapshot stays usable and the budget ends with it)."""
+        """``sql``'s count, or None when it ran past ``count_budget_ms``: in a savepoint
+        (set with the budget in one round trip), so the snapshot stays usable and the
+        budget ends with it."""
+        db.execute(self._count_setup)
         try:
-            with db.transaction():
-                db.execute(self._count_setup)
-                return int(_one(db, sql, params))
+            return int(_one(db, sql, params))
         except psycopg.errors.QueryCanceled:
+            db.execute("ROLLBACK TO SAVEPOINT count")
             return None
 
     def get(self, msg_id: str) -> Stored | None:
