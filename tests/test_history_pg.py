@@ -380,6 +380,89 @@ def test_a_count_past_count_limit_is_capped_and_says_so(pg_databases):
         store.close()
 
 
+def _many(url: str, n: int) -> None:
+    """``n`` more messages (copies of the fixture's first, one second apart, newest last):
+    every body has "needle", every 3rd "midneedle" too, and filler words (a count of
+    thousands of such rows takes milliseconds however fast the machine)."""
+    with psycopg.connect(url) as conn:
+        conn.execute(
+            "INSERT INTO messages (msg_id, topic, category, timestamp, publisher, seq_id,"
+            " envelope, body) SELECT msg_id || '-' || g, topic, category, timestamp + g,"
+            " publisher, seq_id + g, envelope, body || ' needle'"
+            " || CASE WHEN g %% 3 = 0 THEN ' midneedle' ELSE '' END || repeat(' filler', 60)"
+            " FROM messages, generate_series(1, %s) g WHERE id = (SELECT MIN(id) FROM messages)",
+            (n,))
+
+
+def test_a_count_past_its_budget_answers_the_lower_bound_its_page_proves(pg_databases):
+    from gateway.history import query as q
+
+    url = pg_databases()
+    fx.fill(PostgresHistory(url)).close()
+    _many(url, 5000)
+    budget = PostgresHistory(url, count_budget_ms=1)  # no count of 5,000 rows is that fast
+    unbounded = PostgresHistory(url, count_budget_ms=0)
+    try:
+        for page, want in ((1, 11), (3, 31)):
+            asked = q.parse([("contains", "needle"), ("rows_per_page", "10"),
+                             ("page", str(page))])
+            cut, full = budget.search(asked), unbounded.search(asked)
+            assert (cut.total, cut.capped) == (want, True)  # rows up to here, and a next
+            assert (full.total, full.capped) == (5000, False)
+            assert [r.msg_id for r in cut.rows] == [r.msg_id for r in full.rows]
+            assert len(cut.rows) == 10
+        # the page holding the last match knows the total without counting: exact
+        last = budget.search(q.parse([("contains", "needle"), ("rows_per_page", "100"),
+                                      ("order", "asc"), ("start", str(fx.T0 + 4951))]))
+        assert (last.total, last.capped, len(last.rows)) == (50, False, 50)
+        ended = budget.search(q.parse([("contains", "needle"), ("rows_per_page", "30"),
+                                       ("page", "2"), ("start", str(fx.T0 + 4951))]))
+        assert (ended.total, ended.capped, len(ended.rows)) == (50, False, 20)
+    finally:
+        budget.close()
+        unbounded.close()
+
+
+def test_clients_paging_by_pages_or_cursor_get_every_row_past_the_budget(pg_databases):
+    """datagrepper scripts loop while page <= pages (or follow the cursor): each cut
+    answer promises one page more while there is one, so both ways reach every row."""
+    import httpx
+
+    url = pg_databases()
+    fx.fill(PostgresHistory(url)).close()
+    _many(url, 5000)
+    with psycopg.connect(url) as conn:
+        want = [r[0] for r in conn.execute("SELECT msg_id FROM messages WHERE body ILIKE"
+                                           " '%MIDneedle%' ORDER BY timestamp DESC, id DESC")]
+    assert len(want) == 1666
+    store = PostgresHistory(url, count_budget_ms=1)
+    try:
+        with fx.serve(store) as base, httpx.Client(base_url=base, timeout=30) as client:
+            by_page, page, capped = [], 1, 0
+            while True:
+                got = client.get("/raw", params={"contains": "MIDneedle", "page": page,
+                                                 "rows_per_page": 100}).json()
+                by_page += [m["msg_id"] for m in got["raw_messages"]]
+                capped += got["total_capped"]
+                if page >= got["pages"]:
+                    break
+                page += 1
+            assert by_page == want
+            assert capped and got["total"] == len(want) and not got["total_capped"]
+            for size in (100, 98):  # 1666 = 17 * 98: no cursor past the last full page
+                by_cursor, params = [], {"contains": "MIDneedle", "rows_per_page": size}
+                while True:
+                    got = client.get("/raw", params=params).json()
+                    assert got["raw_messages"]
+                    by_cursor += [m["msg_id"] for m in got["raw_messages"]]
+                    if not got["cursor"]:
+                        break
+                    params["cursor"] = got["cursor"]
+                assert by_cursor == want
+    finally:
+        store.close()
+
+
 def test_busgate_run_records_into_postgresql_when_history_is_enabled(daemon, pg_databases):
     url = pg_databases()
     proc, settings = daemon(history={"enabled": True, "database": url})
@@ -449,3 +532,12 @@ def test_a_batch_commits_in_postgresql_at_flush_and_waits_when_it_is_gone(pg_dat
     recorder.flush()  # (a consumer would replay it; here it is still staged)
     assert store.msg_ids() == [fx.msg_id(n) for n in (1, 2, 3, 4)]
     store.close()
+
+
+def test_count_budget_ms_reaches_the_postgresql_store(make_settings, pg_databases):
+    store = backends.open_history(make_settings(history={"database": pg_databases(),
+                                                         "count_budget_ms": 7}))
+    try:
+        assert store._count_setup.endswith(b"statement_timeout = 7")  # type: ignore[attr-defined]
+    finally:
+        store.close()

@@ -247,6 +247,7 @@ def test_migrations_refuse_a_newer_database(tmp_path):
     ({"batch_ms": 5001}, "history.batch_ms"),
     ({"cache_mb": 0}, "history.cache_mb"),
     ({"count_limit": 0}, "history.count_limit"),
+    ({"count_budget_ms": -1}, "history.count_budget_ms"),
 ])
 def test_history_settings_are_checked(make_settings, table, key):
     from gateway.errors import ConfigError

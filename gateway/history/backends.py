@@ -32,15 +32,19 @@ def database_of(settings: Settings, override: str | None = None) -> str:
 
 def open_history_url(database: str, query_timeout: float, create: bool = True, *,
                      pool_size: int = 4, readonly: bool = False, cache_mb: int = 64,
-                     count_limit: int = 10_000) -> HistoryStore:
+                     count_limit: int = 10_000,
+                     count_budget_ms: int | None = None) -> HistoryStore:
     """The store at ``database``: PostgreSQL for a ``postgresql://`` URL, else SQLite.
-    ``readonly``: a reader that checks the schema instead of migrating it."""
+    ``readonly``: a reader that checks the schema instead of migrating it;
+    ``count_budget_ms``: PostgreSQL's (None: its default)."""
     if is_url(database):
-        from gateway.history.pgstore import PostgresHistory
+        from gateway.history.pgstore import COUNT_BUDGET_MS, PostgresHistory
 
         return PostgresHistory(database, query_timeout=query_timeout, create=create,
                                pool_size=pool_size, readonly=readonly,
-                               count_limit=count_limit)
+                               count_limit=count_limit,
+                               count_budget_ms=COUNT_BUDGET_MS if count_budget_ms is None
+                               else count_budget_ms)
     from gateway.history.store import SqliteHistory
 
     return SqliteHistory(database, query_timeout=query_timeout, create=create,
@@ -53,7 +57,8 @@ def open_history(settings: Settings, *, create: bool = True, database: str | Non
     return open_history_url(database_of(settings, database), settings.history.query_timeout,
                             create, pool_size=settings.history.pool_size, readonly=readonly,
                             cache_mb=settings.history.cache_mb,
-                            count_limit=settings.history.count_limit)
+                            count_limit=settings.history.count_limit,
+                            count_budget_ms=settings.history.count_budget_ms)
 
 
 def position_path(settings: Settings, store: HistoryStore) -> Path:

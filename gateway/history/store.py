@@ -94,6 +94,9 @@ class Page:
     #: ``capped`` (counting stopped at the store's ``count_limit``).
     total: int
     capped: bool = False
+    #: Whether a row follows this page, when the store read one more to know (else None:
+    #: the web guesses from ``total``).
+    more: bool | None = None
 
 
 class HistoryStore(abc.ABC):

@@ -187,12 +187,14 @@ class HistoryApp:
                            "arguments": query.arguments()}, 503, callback)
         v2 = request.url.path.startswith("/v2/")
         rows = [self._shape(row, v2, query.meta) for row in page.rows]
-        more = len(page.rows) == query.rows_per_page and (
-            query.cursor is not None or page.capped
-            or (query.page - 1) * query.rows_per_page + len(page.rows) < page.total)
+        more = page.more if page.more is not None else len(page.rows) == query.rows_per_page \
+            and (query.cursor is not None or page.capped
+                 or (query.page - 1) * query.rows_per_page + len(page.rows) < page.total)
         last = page.rows[-1] if page.rows else None
         return answer({
-            # total: exact, or (total_capped) at least this many: history.count_limit
+            # total: exact, or (total_capped) at least this many: history.count_limit,
+            # and on PostgreSQL history.count_budget_ms (then pages is one past a page
+            # that has a next)
             "raw_messages": rows, "total": page.total, "total_capped": page.capped,
             "pages": math.ceil(page.total / query.rows_per_page),
             "count": len(rows), "arguments": query.arguments(),
