@@ -22,7 +22,7 @@ import signal
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from multiprocessing.connection import Connection
 from pathlib import Path
 
@@ -99,14 +99,15 @@ def drain_forever(settings: Settings, parent_pid: int, wake: Connection, added: 
                 lambda p: attempts.groupable(p.name),
                 items[position:position + max(settings.ingest.group_items, 1)]))
             try:
-                if len(run) > 1:  # many small items: one transaction for them all
-                    ingest.ingest_group(store, settings, run, attempts, done)
-                    position += len(run)
-                else:  # alone, or suspected of killing a worker: under its own mark
-                    path = items[position]
-                    position += 1
-                    with contextlib.suppress(FileNotFoundError):
-                        done(path, ingest.ingest_item(store, settings, path, attempts))
+                with no_collection():
+                    if len(run) > 1:  # many small items: one transaction for them all
+                        ingest.ingest_group(store, settings, run, attempts, done)
+                        position += len(run)
+                    else:  # alone, or suspected of killing a worker: under its own mark
+                        path = items[position]
+                        position += 1
+                        with contextlib.suppress(FileNotFoundError):
+                            done(path, ingest.ingest_item(store, settings, path, attempts))
             except StateLostError as exc:
                 _lost(faults, exc)
             except StoreError as exc:  # disk full, read-only, I/O error: may be fixed
@@ -197,6 +198,26 @@ def quiet_gc() -> None:
     gc.collect()
     gc.freeze()
     gc.set_threshold(YOUNG_GC_THRESHOLD, *gc.get_threshold()[1:])
+
+
+@contextlib.contextmanager
+def no_collection() -> Iterator[None]:
+    """No cycle collection while spool items are ingested (as it was before, after).
+
+    The events of a bulk item stay alive until their transaction commits: each young
+    collection meanwhile walks them all again, ~7% of the worker's CPU on dak bodies
+    even with :func:`quiet_gc`'s threshold. Parsed JSON and envelopes make no cycles;
+    reference counting frees them, and whatever cycle an error made is collected once
+    this is left."""
+    import gc
+
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 def _stop(signum: int, frame: object) -> None:

