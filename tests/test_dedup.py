@@ -226,6 +226,8 @@ def test_a_pruned_key_is_found_through_the_filter_alone(tmp_path):
     probes = [s for s in statements if "FROM pruned_uids WHERE run IN" in s]
     assert len(probes) == 1 and "run IN (0,1,2,3,4)" in probes[0]
     assert probes[0].count("X'") <= 4  # r0, r3 and at most a false positive or two
+    plan = " | ".join(r[3] for r in conn.execute(f"EXPLAIN QUERY PLAN {probes[0]}"))
+    assert "SEARCH pruned_uids USING PRIMARY KEY (run=? AND uid=?)" in plan, plan
     assert store.pruned_uids([event_uid("src:r0"), event_uid("src:r5")]) \
         == {event_uid("src:r0")}
 
