@@ -359,3 +359,21 @@ def test_status_shows_the_history_cursor(make_settings, tmp_path):
     done = subprocess.run([*BUSGATE, "status"], env=env, cwd=REPO, capture_output=True,
                           text=True, timeout=60)
     assert "  history cursor 12 (lag 18)\n" in done.stdout
+
+
+def test_pruning_does_not_zero_freed_pages_and_restores_the_setting(make_settings):
+    """Retention deletes with secure_delete=FAST (zeroing the freed pages wrote them
+    again), only for its own deletes: the connection's setting is put back."""
+    store = runtime.open_store(make_settings())
+    conn = store.connect()
+    conn.execute("PRAGMA secure_delete=1")
+    seen = []
+    conn.set_trace_callback(seen.append)
+    try:
+        fill(store, 30)
+        sent(store, 30)
+        assert retention.prune_once(store, state(outbox_max_rows=5, dedup_max_keys=0)) == 25
+    finally:
+        conn.set_trace_callback(None)
+    assert "PRAGMA secure_delete=FAST" in seen
+    assert conn.execute("PRAGMA secure_delete").fetchone() == (1,)
