@@ -53,7 +53,8 @@ class StateSettings:
     outbox_max_age_days: float = 0
     #: A pruned event's key still refuses a repeat this many days after the event (dedup).
     dedup_days: float = 60
-    #: Most pruned keys kept for dedup (oldest forgotten first; about 40 bytes each).
+    #: Pruned keys kept for dedup (about 30 bytes each): the oldest are forgotten a run
+    #: (65,536 seq_ids) at a time, once the newer runs hold this many; up to a run more.
     dedup_max_keys: int = 5_000_000
 
 

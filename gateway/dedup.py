@@ -13,6 +13,12 @@ only a key a filter may hold is looked up in those runs, through the index, so d
 stays exact. A run joins its filter once, by the first commit past its end (sealing:
 one sequential read of the run, one write of the filter).
 
+The filters outlive the rows: retention keeps a pruned row's key in ``pruned_uids``
+under its run (gateway/pruned_keys.py), and a filter goes only when all its runs are
+gone from both tables. So a pruned key is looked up, like a kept one, only when a
+filter may hold it; pruned keys of a run no filter holds yet (retention reached the
+newest run) are looked up directly.
+
 numpy is imported only when a filter is used (the MTA pipe path never is); without it
 the same bits are set and checked in plain Python, slower (a run's seal ~3 µs a key).
 """
@@ -62,9 +68,14 @@ def run_of(seq_id: int) -> int:
     return seq_id >> RUN_BITS
 
 
-def present(conn: sqlite3.Connection, uids: Sequence[bytes], runs: range,
-            chunk: int = 500) -> set[bytes]:
-    """Which of ``uids`` the outbox holds in ``runs`` (exact, one index probe per pair)."""
+#: Where each table keeps a key's run (both are indexed on (run, uid)).
+_RUN_OF = {"outbox": RUN_EXPR, "pruned_uids": "run"}
+
+
+def present(conn: sqlite3.Connection, uids: Sequence[bytes], runs: Sequence[int],
+            chunk: int = 500, table: str = "outbox") -> set[bytes]:
+    """Which of ``uids`` ``table`` (the outbox, or the pruned keys) holds in ``runs``
+    (exact, one index probe per pair)."""
     found: set[bytes] = set()
     if not uids or not runs:
         return found
@@ -73,9 +84,23 @@ def present(conn: sqlite3.Connection, uids: Sequence[bytes], runs: range,
         part = list(uids[start:start + chunk])
         marks = ",".join("?" * len(part))
         found.update(r[0] for r in conn.execute(
-            f"SELECT uid FROM outbox WHERE {RUN_EXPR} IN ({listed})"  # noqa: S608
+            f"SELECT uid FROM {table} WHERE {_RUN_OF[table]} IN ({listed})"  # noqa: S608
             f" AND uid IN ({marks})", part))
     return found
+
+
+def pruned_runs(conn: sqlite3.Connection) -> list[int]:
+    """The runs with pruned keys remembered (a few dozen at most: 65,536 keys each)."""
+    return [r[0] for r in conn.execute("SELECT run FROM pruned_runs ORDER BY run")]
+
+
+def lowest_run(conn: sqlite3.Connection) -> int | None:
+    """The oldest run with a key anywhere (outbox or pruned), None: no key at all."""
+    low = conn.execute("SELECT (SELECT MIN(seq_id) FROM outbox),"
+                       " (SELECT MIN(run) FROM pruned_runs)").fetchone()
+    runs = [run for run in (None if low[0] is None else run_of(low[0]), low[1])
+            if run is not None]
+    return min(runs, default=None)
 
 
 def all_runs(conn: sqlite3.Connection) -> range:
@@ -187,10 +212,9 @@ def seal(conn: sqlite3.Connection, open_run: int,
     caller's write transaction). Returns how many runs were added."""
     start = max((upto for _, upto in (_rows(conn) if rows is None else rows)), default=None)
     if start is None:
-        low = conn.execute("SELECT MIN(seq_id) FROM outbox").fetchone()[0]
-        if low is None:
+        start = lowest_run(conn)
+        if start is None:
             return 0
-        start = run_of(low)
     if start >= open_run:
         return 0
     np = _numpy()
@@ -204,7 +228,8 @@ def seal(conn: sqlite3.Connection, open_run: int,
             bits = np.frombuffer(bits, dtype=np.uint8)  # a writable view
         for one in range(run, end):  # a run at a time: bounded memory
             uids = [r[0] for r in conn.execute(
-                f"SELECT uid FROM outbox WHERE {RUN_EXPR} = ?", (one,))]  # noqa: S608
+                f"SELECT uid FROM outbox WHERE {RUN_EXPR} = ?"  # noqa: S608
+                " UNION ALL SELECT uid FROM pruned_uids WHERE run = ?", (one, one))]
             if np is None:
                 for uid in uids:
                     _add_python(bits, uid)
@@ -230,11 +255,18 @@ class Pass:
         self._filters = filters
         self._sealed_below = -1  # runs below this are in self._bits
         self._bits: list[tuple[memoryview, np.ndarray | None]] = []
+        self._pruned: tuple[list[int], list[int]] = ([], [])  # (in a filter, not yet)
+
+    def stale(self) -> None:
+        """Read the filters and pruned runs again at the next call (retention moved
+        keys inside this transaction)."""
+        self._sealed_below = -1
 
     def known(self, uids: Sequence[bytes], first_seq: int, count: int) -> set[bytes]:
-        """Which of ``uids`` the outbox holds where the unique index will not see them
-        when rows from ``first_seq`` on (``count`` at most) are inserted: in complete runs,
-        and, if those rows spill into a new run, in ``first_seq``'s run too."""
+        """Which of ``uids`` the outbox holds (or held: pruned keys) where the unique
+        index will not see them when rows from ``first_seq`` on (``count`` at most) are
+        inserted: in complete runs, pruned, and, if those rows spill into a new run, in
+        ``first_seq``'s run too."""
         conn, open_run = self._conn, run_of(first_seq)
         if open_run > self._sealed_below:
             rows = _rows(conn)
@@ -242,20 +274,28 @@ class Pass:
                 rows = _rows(conn)
             self._bits = self._filters.current(conn, rows)
             self._sealed_below = open_run
+            runs = pruned_runs(conn)
+            self._pruned = ([r for r in runs if r < open_run], [r for r in runs if r >= open_run])
         found: set[bytes] = set()
         candidates = maybe(self._bits, uids)
+        sealed, unsealed = self._pruned
         if candidates:
             runs = all_runs(conn)
             found |= present(conn, candidates, range(runs.start, min(runs.stop, open_run)))
+            found |= present(conn, candidates, sealed, table="pruned_uids")
+        if unsealed:  # retention reached runs no filter holds yet: rare, and small
+            found |= present(conn, uids, unsealed, table="pruned_uids")
         if count and run_of(first_seq + count - 1) != open_run:
             found |= present(conn, uids, range(open_run, open_run + 1))
         return found
 
 
-def drop_pruned(conn: sqlite3.Connection, pruned_upto: int) -> int:
-    """Forget the filters whose runs are all pruned (never the newest filter, which
-    says where sealing resumes). Returns how many went."""
-    below = (pruned_upto + 1) // (GROUP_RUNS << RUN_BITS)
+def drop_forgotten(conn: sqlite3.Connection) -> int:
+    """Forget the filters none of whose runs has a key left, in the outbox or pruned
+    (never the newest filter, which says where sealing resumes). Returns how many went."""
+    low = lowest_run(conn)
+    if low is None:
+        return 0
     return conn.execute(
         "DELETE FROM dedup_filters WHERE grp < ?"
-        " AND grp < (SELECT MAX(grp) FROM dedup_filters)", (below,)).rowcount
+        " AND grp < (SELECT MAX(grp) FROM dedup_filters)", (low // GROUP_RUNS,)).rowcount

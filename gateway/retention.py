@@ -3,8 +3,9 @@
 Rows go only when every enabled transport has published them (the lowest of their
 cursors; a disabled transport holds nothing back) and
 never the newest one (the next seq_id follows it). Their keys stay in
-``pruned_uids`` for ``state.dedup_days`` (at most ``dedup_max_keys``), so a source
-repeating an old input within that window still adds nothing. Replay answers a
+``pruned_uids`` for ``state.dedup_days`` (and ``dedup_max_keys``; by run, forgotten a
+run at a time: gateway/pruned_keys.py), so a source repeating an old input within that
+window still adds nothing. Replay answers a
 request for a pruned seq_id with that fact (``busgate_replay.pruned_seq_id``, or an
 error for a plain request) and the subscriber counts such losses, instead of a
 silent gap.

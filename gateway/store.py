@@ -22,15 +22,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from gateway import dedup
+from gateway import dedup, pruned_keys
 from gateway import envelope as env
 from gateway.envelope import EnvelopeFactory  # moved there; this import path still works
 from gateway.errors import StateLostError, StoreError
 from gateway.event import Event
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 #: v3: ``uid`` is no longer UNIQUE on its own: gateway/dedup.py's index and filters keep
 #: it unique (a v1/v2 outbox is rebuilt once by the migration, see :meth:`Store._migrate`).
+#: v4: pruned keys by run (gateway/pruned_keys.py), copied from the v2/v3 table.
 OUTBOX_TABLE = """
 CREATE TABLE IF NOT EXISTS {name} (
     seq_id    INTEGER PRIMARY KEY,
@@ -78,7 +79,7 @@ CREATE TABLE IF NOT EXISTS source_facts (
     recorded  REAL NOT NULL,
     PRIMARY KEY (namespace, subject, fact)
 ) WITHOUT ROWID;
-""" + dedup.SCHEMA
+""" + dedup.SCHEMA + pruned_keys.SCHEMA
 
 #: Page size of a new state database. An outbox row of a real dak event is ~2.4 KB:
 #: one row a 4 KiB page (SQLite's default) left 40% of every page empty, which the WAL
@@ -92,16 +93,6 @@ PUBLISHED_CURSOR = "publisher.sent"
 AMQP_CURSOR = "publisher.amqp.sent"
 #: Highest seq_id removed by outbox retention (0: nothing pruned); replay answers from it.
 PRUNED_CURSOR = "outbox.pruned_seq_id"
-#: Keys of pruned rows, kept for dedup (``state.dedup_days``, ``dedup_max_keys``). Made
-#: by the first prune, so a database that never prunes is unchanged.
-PRUNED_UIDS_SCHEMA = """
-CREATE TABLE IF NOT EXISTS pruned_uids (
-    uid       BLOB PRIMARY KEY,  -- the pruned row's uid: its key may not be stored again
-    timestamp INTEGER NOT NULL,  -- the row's timestamp: forgotten dedup_days after it
-    seq_id    INTEGER NOT NULL   -- oldest forgotten first past dedup_max_keys
-) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS pruned_uids_age ON pruned_uids (timestamp, seq_id);
-"""
 #: Random id made once with the database: subscribers see a wiped state as a new epoch.
 EPOCH_CURSOR = "publisher.epoch"
 
@@ -187,16 +178,22 @@ class Store:
             return  # nothing to write: a read-only database can still be read (status)
         # One transaction: a new file gets every table, an old file its new ones (v1 -> v2:
         # ``source_facts``; v2 -> v3: the outbox rebuilt without its UNIQUE uid, the
-        # per-run uid index, the filters of its complete runs), and a crash or a full disk
+        # per-run uid index, the filters of its complete runs; v3 -> v4: the pruned keys
+        # by run, and the filters of their runs again), and a crash or a full disk
         # leaves the old version whole. The version is read again under the write lock,
         # so two processes opening an old file at once migrate it once.
         try:
             conn.execute("BEGIN IMMEDIATE")
             if conn.execute("PRAGMA user_version").fetchone()[0] < SCHEMA_VERSION:
                 rebuilt = _rebuild_outbox(conn)
+                old_keys = pruned_keys.detach_v3(conn)
                 for statement in _statements(SCHEMA):
                     conn.execute(statement)
-                if rebuilt:  # one sequential pass now, not in the first commit
+                if old_keys:
+                    pruned_keys.copy_v3(conn)
+                    # v3 dropped the filters of pruned runs: seal every run again
+                    conn.execute("DELETE FROM dedup_filters")
+                if rebuilt or old_keys:  # one sequential pass now, not in the first commit
                     dedup.seal(conn, dedup.run_of(self._last_seq(conn) + 1))
                 conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
                 conn.execute("INSERT OR IGNORE INTO cursors (name, value) VALUES (?, ?)",
@@ -291,7 +288,8 @@ class Store:
 
     def pruned_uids(self, uids: list[bytes]) -> set[bytes]:
         """Which of ``uids`` belong to pruned rows (still remembered for dedup)."""
-        return _pruned_hits(self.connect(), uids)
+        conn = self.connect()
+        return dedup.present(conn, uids, dedup.pruned_runs(conn), table="pruned_uids")
 
     def rows_after(self, seq_id: int, limit: int = 1000) -> list[OutboxRow]:
         rows = self.connect().execute(
@@ -425,10 +423,9 @@ class Transaction:
         self._last_stamp = stamp
         batch = [(env.event_uid(event.key), event) for event in events]
         uids = [uid for uid, _ in batch]
-        # A key whose row retention pruned is still known (pruned_uids, for dedup_days);
-        # one in a complete run of the outbox too (the filters say which to look up).
-        known = _pruned_hits(self._conn, uids) | self._dedup.known(uids, self._next,
-                                                                  len(batch))
+        # A key in a complete run of the outbox, or whose row retention pruned (kept for
+        # dedup_days): the filters say which to look up.
+        known = self._dedup.known(uids, self._next, len(batch))
         # Duplicates are rare (a redelivered mail, a re-run poll): insert optimistically
         # and only look the keys up when the (per-run) unique index refused the batch.
         self._conn.execute("SAVEPOINT add_events")
@@ -489,7 +486,8 @@ class Transaction:
         uid = env.event_uid(key)
         return self._conn.execute(f"SELECT 1 FROM outbox WHERE {dedup.UID_MATCH}",  # noqa: S608
                                   (uid,)).fetchone() is not None \
-            or bool(_pruned_hits(self._conn, [uid]))
+            or bool(dedup.present(self._conn, [uid], dedup.pruned_runs(self._conn),
+                                  table="pruned_uids"))
 
     def prune_outbox(self, upto: int, most: int) -> int:
         """Remove outbox rows with seq_id <= ``upto`` (oldest first, at most ``most``),
@@ -501,33 +499,22 @@ class Transaction:
         end = min(upto, last - 1, done + most)
         if end <= done:
             return 0
-        if not _has_pruned_table(self._conn):
-            for statement in PRUNED_UIDS_SCHEMA.split(";"):  # not executescript: it commits
-                if statement.strip():
-                    self._conn.execute(statement)
-        self._conn.execute(
-            "INSERT OR REPLACE INTO pruned_uids (uid, timestamp, seq_id)"
-            " SELECT uid, timestamp, seq_id FROM outbox WHERE seq_id > ? AND seq_id <= ?",
-            (done, end))
-        gone = self._conn.execute("DELETE FROM outbox WHERE seq_id > ? AND seq_id <= ?",
-                                  (done, end)).rowcount
-        dedup.drop_pruned(self._conn, end)
+        pruned_keys.move(self._conn, done, end)
+        with pruned_keys.fast_delete(self._conn):
+            gone = self._conn.execute("DELETE FROM outbox WHERE seq_id > ? AND seq_id <= ?",
+                                      (done, end)).rowcount
+        self._dedup.stale()
         self.set_cursor(PRUNED_CURSOR, end)
         self.bump("outbox.pruned", gone)
         return gone
 
     def forget_pruned(self, before: int, keep: int) -> int:
         """Forget pruned uids of events older than ``before`` (epoch seconds), and the
-        oldest beyond ``keep`` keys. Returns how many were forgotten."""
-        if not _has_pruned_table(self._conn):
-            return 0
-        gone = self._conn.execute("DELETE FROM pruned_uids WHERE timestamp < ?",
-                                  (before,)).rowcount
-        count = self._conn.execute("SELECT COUNT(*) FROM pruned_uids").fetchone()[0]
-        if count > keep:
-            gone += self._conn.execute(
-                "DELETE FROM pruned_uids WHERE uid IN (SELECT uid FROM pruned_uids"
-                " ORDER BY timestamp, seq_id LIMIT ?)", (count - keep,)).rowcount
+        oldest beyond ``keep`` keys, a run (65,536 seq_ids) at a time: a key is kept at
+        least that long, and a run's worth more may be (gateway/pruned_keys.py).
+        Returns how many were forgotten."""
+        gone = pruned_keys.forget(self._conn, before, keep)
+        self._dedup.stale()
         if gone:
             self.bump("outbox.dedup_forgotten", gone)
         return gone
@@ -647,21 +634,3 @@ def _rebuild_outbox(conn: sqlite3.Connection) -> bool:
     conn.execute("DROP TABLE outbox")
     conn.execute("ALTER TABLE outbox_v3 RENAME TO outbox")
     return True
-
-
-def _has_pruned_table(conn: sqlite3.Connection) -> bool:
-    return conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table'"
-                        " AND name = 'pruned_uids'").fetchone() is not None
-
-
-def _pruned_hits(conn: sqlite3.Connection, uids: list[bytes], chunk: int = 500) -> set[bytes]:
-    """Which of ``uids`` are remembered pruned keys (nothing to ask before any prune)."""
-    if not uids or not _has_pruned_table(conn):
-        return set()
-    hits: set[bytes] = set()
-    for start in range(0, len(uids), chunk):
-        part = uids[start:start + chunk]
-        marks = ",".join("?" * len(part))
-        hits.update(r[0] for r in conn.execute(
-            f"SELECT uid FROM pruned_uids WHERE uid IN ({marks})", part))  # noqa: S608
-    return hits

@@ -117,22 +117,25 @@ def test_v2_database_migrates_with_its_pruned_keys(tmp_path):
     with sqlite3.connect(path) as raw:
         assert raw.execute("PRAGMA user_version").fetchone() == (2,)
         old = {t: raw.execute(f"SELECT * FROM {t} ORDER BY 1").fetchall()
-               for t in ("outbox", "pruned_uids", "cursors", "snapshots", "counters",
-                         "source_facts")}
+               for t in ("outbox", "cursors", "snapshots", "counters", "source_facts")}
+        keys = sorted(raw.execute("SELECT seq_id >> 16, uid FROM pruned_uids"))
     raw.close()
     store = make_store(path)
     conn = store.connect()
-    assert conn.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,) == (3,)
+    assert conn.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,) == (4,)
     for table, rows in old.items():
         assert conn.execute(f"SELECT * FROM {table} ORDER BY 1").fetchall() == rows, table
+    assert conn.execute("SELECT run, uid FROM pruned_uids").fetchall() == keys
+    assert len(keys) == 30
+    assert conn.execute("SELECT * FROM pruned_runs").fetchall() == [(0, 30, 1_700_000_000)]
     assert [r for r in conn.execute("PRAGMA index_list(outbox)") if r[3] == "u"] == []
     assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
     assert store.pruned_seq_id() == 30 and store.last_seq_id() == 40
     # pruned (1-30) and kept (31-40) keys are known; new ones follow seq_id 40
     assert add(store, 0, 29, 30, 39, 40, 41) == [41, 42]
     store.close()
-    again = make_store(path)  # opening a v3 file writes nothing
-    assert again.connect().execute("PRAGMA user_version").fetchone() == (3,)
+    again = make_store(path)  # opening a v4 file writes nothing
+    assert again.connect().execute("PRAGMA user_version").fetchone() == (4,)
 
 
 def test_migration_puts_complete_runs_in_a_filter(tmp_path):
@@ -178,7 +181,9 @@ def test_several_complete_runs_are_sealed_by_one_commit(tmp_path):
         == (dedup.FILTER_BITS // 8,)
 
 
-def test_filters_of_pruned_runs_are_dropped(tmp_path):
+def test_filters_outlive_pruned_runs_and_go_with_forgotten_ones(tmp_path):
+    """A pruned key is found through its run's filter, so the filter stays while its
+    runs' keys are remembered; it goes once they are all forgotten."""
     store = make_store(tmp_path / "s.sqlite")
     group = dedup.GROUP_RUNS * RUN  # rows per filter
     add(store, "a")
@@ -186,12 +191,62 @@ def test_filters_of_pruned_runs_are_dropped(tmp_path):
     add(store, "b")  # seals group 0
     jump(store, group + RUN + 1)
     add(store, "c")  # seals run 64, the first of group 1
-    assert filters(store) == [(0, dedup.GROUP_RUNS), (1, dedup.GROUP_RUNS + 1)]
+    both = [(0, dedup.GROUP_RUNS), (1, dedup.GROUP_RUNS + 1)]
+    assert filters(store) == both
     with store.transaction() as tx:
         assert tx.prune_outbox(group + 1, 10**9) == 2  # "a" and the row after group 0
-    assert filters(store) == [(1, dedup.GROUP_RUNS + 1)]
-    # "a" is remembered as pruned, "b" through group 1's filter: neither is new
+    assert filters(store) == both
+    # "a" is remembered as pruned (through group 0's filter), "b" through group 1's
     assert add(store, "a", "b", "c", "d") == [group + RUN + 3]
+    with store.transaction() as tx:  # run 0 ("a") forgotten: group 0 has no key left
+        assert tx.forget_pruned(before=0, keep=1) == 1
+    assert filters(store) == [(1, dedup.GROUP_RUNS + 1)]
+    assert add(store, "a", "b") == [group + RUN + 4]
+
+
+def test_a_pruned_key_is_found_through_the_filter_alone(tmp_path):
+    """Many runs of pruned keys: a repeat is looked up only in the runs pruned_uids
+    holds, and only for keys a filter may hold (no probe per key, no scan)."""
+    store = make_store(tmp_path / "s.sqlite")
+    for run in range(6):
+        jump(store, run * RUN + 1)
+        add(store, f"r{run}")
+    with store.transaction() as tx:
+        assert tx.prune_outbox(5 * RUN, 10**9) == 10  # runs 0-4, the pad rows too
+    assert [r[0] for r in store.connect().execute("SELECT run FROM pruned_runs")] \
+        == [0, 1, 2, 3, 4]
+    statements: list[str] = []
+    conn = store.connect()
+    conn.set_trace_callback(statements.append)
+    try:
+        assert add(store, "r0", "r3", "r5", *(f"new{n}" for n in range(100))) \
+            == list(range(5 * RUN + 3, 5 * RUN + 103))
+    finally:
+        conn.set_trace_callback(None)
+    probes = [s for s in statements if "FROM pruned_uids WHERE run IN" in s]
+    assert len(probes) == 1 and "run IN (0,1,2,3,4)" in probes[0]
+    assert probes[0].count("X'") <= 4  # r0, r3 and at most a false positive or two
+    plan = " | ".join(r[3] for r in conn.execute(f"EXPLAIN QUERY PLAN {probes[0]}"))
+    assert "SEARCH pruned_uids USING PRIMARY KEY (run=? AND uid=?)" in plan, plan
+    assert store.pruned_uids([event_uid("src:r0"), event_uid("src:r5")]) \
+        == {event_uid("src:r0")}
+
+
+def test_keys_pruned_from_a_run_no_filter_holds_yet(tmp_path):
+    """Retention may reach the newest run (outbox_max_rows = 1): its pruned keys are in
+    no filter, so they are looked up directly, and sealing the run puts them in one."""
+    store = make_store(tmp_path / "s.sqlite")
+    jump(store, RUN - 20)
+    add(store, *range(10))  # run 0
+    with store.transaction() as tx:
+        assert tx.prune_outbox(RUN - 12, 10**9) == 9  # pad, 0-7: run 0 is not sealed
+    assert filters(store) == []
+    assert add(store, 3, 9, 10) == [RUN - 9]
+    assert add(store, *range(20, 40)) == list(range(RUN - 8, RUN + 12))  # into run 1
+    assert filters(store) == []
+    assert add(store, 0, 7, 9, 10, 41) == [RUN + 12]  # seals run 0, its pruned keys too
+    assert filters(store) == [(0, 1)]
+    assert add(store, 1, 6, 20) == []  # pruned 1, 6 through the filter now
 
 
 def test_no_statement_of_add_events_scans_the_outbox(tmp_path):

@@ -134,7 +134,7 @@ def test_v1_state_file_migrates_to_v2_in_place(tmp_path) -> None:
     raw.close()
     store = make_store(path)
     assert store.connect().execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,)
-    assert SCHEMA_VERSION == 3
+    assert SCHEMA_VERSION == 4
     now = state_of(store)
     for table, rows in old.items():
         assert now[table] == rows, table  # every v1 row kept as it was

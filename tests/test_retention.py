@@ -2,12 +2,16 @@
 subscriber say what was pruned."""
 
 import json
+import sqlite3
+import subprocess
+import sys
 import time
 
 import pytest
 
-from gateway import config, replay, retention, runtime
+from gateway import config, dedup, replay, retention, runtime
 from gateway.discovery import discover
+from gateway.envelope import event_uid
 from gateway.errors import ConfigError
 from gateway.event import Event
 from gateway.heartbeat import topic as heartbeat_topic
@@ -15,6 +19,10 @@ from gateway.store import PUBLISHED_CURSOR
 from gateway.subscriber import Subscriber
 
 DAY = 86400
+RUN = 1 << dedup.RUN_BITS  # pruned keys are kept, and forgotten, a run at a time
+#: main when pruned keys were still keyed by uid alone (schema v3): the migration test
+#: builds its file with that code
+V3_COMMIT = "4487b54fbf6acba319df4614ed36e060bb37c3ed"
 
 
 def fill(store, n, start=0, now=1_000_000):
@@ -26,6 +34,19 @@ def fill(store, n, start=0, now=1_000_000):
 def sent(store, seq_id, name=PUBLISHED_CURSOR):
     with store.transaction() as tx:
         tx.set_cursor(name, seq_id)
+
+
+def jump(store, seq_id, now=1_000_000):
+    """A row at ``seq_id`` (the next ones follow it): many runs without 65,536 rows each."""
+    with store.transaction() as tx:
+        tx._conn.execute(
+            "INSERT INTO outbox (seq_id, uid, key, msg_id, topic, timestamp, envelope)"
+            " VALUES (?, ?, ?, '', 't', ?, '{}')",
+            (seq_id, event_uid(f"pad{seq_id}"), f"pad{seq_id}", now))
+
+
+def pruned_runs(store):
+    return store.connect().execute("SELECT run, keys, newest FROM pruned_runs").fetchall()
 
 
 def seq_ids(store):
@@ -99,14 +120,128 @@ def test_a_pruned_key_is_not_stored_again_within_the_dedup_window(make_settings)
     assert fill(store, 2) == [31, 32]
 
 
-def test_dedup_keys_are_bounded(make_settings):
+def test_dedup_keys_are_bounded_a_run_at_a_time(make_settings):
+    """dedup_max_keys: the oldest runs go while the newer ones still hold that many keys,
+    so the newest dedup_max_keys pruned keys are always known, and at most a run more."""
     store = runtime.open_store(make_settings())
-    fill(store, 40, now=1000)
-    sent(store, 40)
-    retention.prune_once(store, state(outbox_max_rows=1, dedup_max_keys=10), now=2000)
-    assert store.connect().execute("SELECT COUNT(*) FROM pruned_uids").fetchone()[0] == 10
-    assert fill(store, 1, start=38) == []  # among the newest pruned: still known
-    assert fill(store, 1, start=0) == [41]  # the oldest were forgotten first
+    for run in range(4):  # run r: its pad row and k<10r> .. k<10r+4>
+        jump(store, run * RUN + 1, now=1000)
+        fill(store, 5, start=10 * run, now=1000)
+    sent(store, 3 * RUN + 6)
+    retention.prune_once(store, state(outbox_max_rows=1, dedup_max_keys=10), now=2000,
+                         step=10**9)  # seq_ids with gaps: one step
+    # runs 0 and 1 went (6 keys each): runs 2 and 3 hold 11, without run 2 only 5
+    assert pruned_runs(store) == [(2, 6, 1000), (3, 5, 1000)]
+    assert store.connect().execute("SELECT COUNT(*) FROM pruned_uids").fetchone()[0] == 11
+    assert store.counters()["outbox.dedup_forgotten"] == 12
+    assert fill(store, 1, start=20) == []  # the oldest kept key (run 2): still known
+    assert fill(store, 2, start=13) == [3 * RUN + 7, 3 * RUN + 8]  # run 1: forgotten
+    # the filters hold every run still: group 0 covers runs 0-63 and stays
+    assert [r[0] for r in store.connect().execute("SELECT grp FROM dedup_filters")] == [0]
+
+
+def test_dedup_days_forget_a_run_once_all_its_keys_are_old(make_settings):
+    store = runtime.open_store(make_settings())
+    fill(store, 5, now=DAY)  # run 0: k0-k4
+    jump(store, RUN, now=DAY)
+    fill(store, 3, start=10, now=DAY)  # run 1: k10-k12 old, k13-k14 newer
+    fill(store, 2, start=13, now=3 * DAY)
+    jump(store, 2 * RUN, now=3 * DAY)
+    fill(store, 2, start=20, now=3 * DAY)  # run 2
+    sent(store, 2 * RUN + 2)
+    settings = state(outbox_max_rows=1, dedup_days=1)
+    retention.prune_once(store, settings, now=int(2.5 * DAY), step=10**9)  # forget before 1.5 days
+    assert pruned_runs(store) == [(1, 6, 3 * DAY), (2, 2, 3 * DAY)]
+    assert fill(store, 3, start=9, now=3 * DAY) == [2 * RUN + 3]  # k9 was never there
+    assert fill(store, 1, start=0, now=3 * DAY) == [2 * RUN + 4]  # run 0: forgotten
+    assert fill(store, 1, start=11, now=3 * DAY) == []  # older than a day, run 1 kept
+    retention.prune_once(store, settings, now=5 * DAY, step=10**9)
+    assert pruned_runs(store) == []
+    assert fill(store, 2, start=12, now=5 * DAY) == [2 * RUN + 5, 2 * RUN + 6]
+
+
+def test_a_key_pruned_long_ago_is_refused_through_its_filter(make_settings):
+    """A key pruned 70 runs (4.6M seq_ids) ago, within dedup_days: the filter of its
+    group outlives the rows, so it is looked up in pruned_uids and refused."""
+    store = runtime.open_store(make_settings())
+    fill(store, 10, now=DAY)
+    for run in range(1, 71):
+        jump(store, run * RUN, now=DAY)
+    fill(store, 3, start=100, now=DAY)
+    sent(store, 70 * RUN + 3)
+    assert retention.prune_once(store, state(outbox_max_rows=2, dedup_days=60),
+                                now=50 * DAY, step=10**9) == 10 + 70 + 1
+    assert store.connect().execute("SELECT grp, upto_run FROM dedup_filters").fetchall() \
+        == [(0, 64), (1, 70)]
+    assert store.connect().execute("SELECT COUNT(*) FROM outbox").fetchone()[0] == 2
+    assert fill(store, 12, now=50 * DAY) == [70 * RUN + 4, 70 * RUN + 5]  # k10, k11
+    with store.transaction() as tx:
+        assert tx.has_key("k0") and tx.has_key("pad65536") and not tx.has_key("k12")
+
+
+BUILD_V3 = """
+import sys
+from gateway import config, retention
+from gateway.event import Event
+from gateway.store import EnvelopeFactory, Store
+store = Store(sys.argv[1], EnvelopeFactory("org.test.dev", "test", "tester"))
+def add(names, now):
+    with store.transaction() as tx:
+        return tx.add_events([Event("logger", "message", "log", key=f"k{n}", body={})
+                              for n in names], now=now)
+add(range(10), 1000)  # run 0
+with store.transaction() as tx:  # run 69: main's retention drops group 0's filter
+    tx._conn.execute("INSERT INTO outbox (seq_id, uid, key, msg_id, topic, timestamp,"
+                     " envelope) VALUES (?, zeroblob(16), 'pad', '', 't', 1500, '{}')",
+                     (69 * 65536,))
+add(range(10, 20), 2000)
+with store.transaction() as tx:
+    tx.set_cursor("publisher.sent", 10**9)
+retention.prune_once(store, config.StateSettings(outbox_max_rows=3), now=3000,
+                     step=10**9)
+assert store.connect().execute("PRAGMA user_version").fetchone() == (3,)
+print(store.pruned_seq_id())
+"""
+
+
+def test_a_v3_file_with_pruned_keys_migrates(tmp_path):
+    """A state file main wrote (schema v3: pruned_uids keyed by uid, the filters of
+    pruned groups dropped) keeps every pruned key, by run, in the filters again."""
+    from tests.conftest import REPO
+
+    old = tmp_path / "v3"
+    old.mkdir()
+    archive = subprocess.run(["git", "-C", str(REPO), "archive", V3_COMMIT, "gateway"],
+                             check=True, capture_output=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(old)], input=archive, check=True)
+    path = tmp_path / "state" / "busgate.sqlite"
+    path.parent.mkdir()
+    built = subprocess.run([sys.executable, "-c", BUILD_V3, str(path)], cwd=old,
+                           env={"PYTHONPATH": str(old), "PATH": "/usr/bin:/bin"},
+                           capture_output=True, text=True, timeout=120)
+    assert built.returncode == 0, built.stderr
+    upto = 69 * RUN + 7
+    assert int(built.stdout) == upto  # k0-k9, the pad row, k10-k16 pruned
+    with sqlite3.connect(path) as raw:
+        keys = sorted(raw.execute("SELECT seq_id >> 16, uid FROM pruned_uids"))
+        assert len(keys) == 18
+        assert raw.execute("SELECT grp FROM dedup_filters").fetchall() == [(1,)]
+    raw.close()
+    store = runtime.open_store(config.Settings(state=state(dir=str(path.parent))))
+    conn = store.connect()
+    assert conn.execute("PRAGMA user_version").fetchone() == (4,)
+    assert conn.execute("SELECT run, uid FROM pruned_uids").fetchall() == keys
+    assert pruned_runs(store) == [(0, 10, 1000), (69, 8, 2000)]
+    assert conn.execute("SELECT name FROM sqlite_master WHERE name LIKE 'pruned_uids%'"
+                        " ORDER BY 1").fetchall() == [("pruned_uids",)]
+    assert conn.execute("SELECT grp, upto_run FROM dedup_filters").fetchall() \
+        == [(0, 64), (1, 69)]
+    assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+    assert store.pruned_seq_id() == upto and store.last_seq_id() == upto + 3
+    assert fill(store, 22, now=4000) == [upto + 4, upto + 5]  # k20, k21: the rest known
+    with store.transaction() as tx:  # expiry works on the migrated runs
+        assert tx.forget_pruned(1500, 10**9) == 10
+    assert fill(store, 1, start=3, now=4000) == [upto + 6]
 
 
 def test_replay_says_a_seq_id_or_msg_id_was_pruned(make_settings):
@@ -224,3 +359,21 @@ def test_status_shows_the_history_cursor(make_settings, tmp_path):
     done = subprocess.run([*BUSGATE, "status"], env=env, cwd=REPO, capture_output=True,
                           text=True, timeout=60)
     assert "  history cursor 12 (lag 18)\n" in done.stdout
+
+
+def test_pruning_does_not_zero_freed_pages_and_restores_the_setting(make_settings):
+    """Retention deletes with secure_delete=FAST (zeroing the freed pages wrote them
+    again), only for its own deletes: the connection's setting is put back."""
+    store = runtime.open_store(make_settings())
+    conn = store.connect()
+    conn.execute("PRAGMA secure_delete=1")
+    seen = []
+    conn.set_trace_callback(seen.append)
+    try:
+        fill(store, 30)
+        sent(store, 30)
+        assert retention.prune_once(store, state(outbox_max_rows=5, dedup_max_keys=0)) == 25
+    finally:
+        conn.set_trace_callback(None)
+    assert "PRAGMA secure_delete=FAST" in seen
+    assert conn.execute("PRAGMA secure_delete").fetchone() == (1,)
