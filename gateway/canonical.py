@@ -93,8 +93,34 @@ def dumps_float_free(value: Any) -> str:
         out = orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
     except TypeError:  # ints over 64 bits, non-string keys, lone surrogates, other types
         return STDLIB.encode(value)
+    return _ascii(out).decode("ascii")
+
+
+def dumps_float_free_bytes(value: Any) -> bytes:
+    """:func:`dumps_float_free` as ASCII bytes: what a spool line is made of, without the
+    decode and encode a ``str`` would cost (``busgate publish``, per message)."""
+    if orjson is None:
+        return STDLIB.encode(value).encode("ascii")
+    try:
+        out = orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
+    except TypeError:
+        return STDLIB.encode(value).encode("ascii")
+    return _ascii(out)
+
+
+def _ascii(out: bytes) -> bytes:
+    """orjson's UTF-8 output with json's ASCII escapes. Non-ASCII occurs only inside
+    strings, so the codec's C ``backslashreplace`` does it, its ``\\xNN`` made json's
+    ``\\u00NN``. That rewrite is exact when the text holds no ``\\x`` of its own (a
+    JSON text has one only after an escaped backslash); astral characters (json writes
+    surrogate pairs) and DEL (json escapes it, the codec does not) take the slow way."""
+    if b"\x7f" in out:  # json escapes DEL, which is ASCII: rare, take the slow sub
+        return _NON_ASCII.sub(_escape, out.decode()).encode("ascii")
     if out.isascii():
-        return out.decode() if b"\x7f" not in out else _NON_ASCII.sub(_escape, out.decode())
-    if b"\x7f" in out:  # ASCII, yet json escapes it: rare, take the slow sub
-        return _NON_ASCII.sub(_escape, out.decode())
-    return out.decode().encode("ascii", _ERRORS).decode()
+        return out
+    if b"\\x" in out:
+        return out.decode().encode("ascii", _ERRORS)
+    escaped = out.decode().encode("ascii", "backslashreplace")
+    if b"\\U" in escaped:  # astral (or a \\U of the text's own): surrogate pairs
+        return out.decode().encode("ascii", _ERRORS)
+    return escaped.replace(b"\\x", b"\\u00")

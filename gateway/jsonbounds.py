@@ -68,23 +68,31 @@ def loads(text: str | bytes, max_depth: int) -> Any:
     return loads_flagged(text, max_depth)[0]
 
 
-def loads_flagged(text: str | bytes, max_depth: int) -> tuple[Any, bool]:
+def loads_flagged(text: str | bytes, max_depth: int,
+                  errors: str = "strict") -> tuple[Any, bool]:
     """:func:`loads`, and whether the value is known to hold no float (then
-    :func:`gateway.canonical.dumps_float_free` may encode it without looking again)."""
-    if isinstance(text, bytes | bytearray):
-        text = text.decode()  # UnicodeDecodeError is a ValueError, as json.loads raises
+    :func:`gateway.canonical.dumps_float_free` may encode it without looking again).
+    Bytes are read as they are (no ``str`` made first: a subscriber's and ``busgate
+    publish``'s every message); ``errors`` is how the stdlib path decodes them (a
+    text that is not UTF-8 goes there)."""
+    raw = isinstance(text, bytes | bytearray)
     # Fast path: fewer opening brackets than the bound cannot nest deeper than it.
-    if text.count("[") + text.count("{") > max_depth:
+    if raw:
+        if text.count(b"[") + text.count(b"{") > max_depth:
+            # UnicodeDecodeError is a ValueError, as json.loads raises
+            text, raw = text.decode("utf-8", errors), False
+            _check_text_depth(text, max_depth)
+    elif text.count("[") + text.count("{") > max_depth:
         _check_text_depth(text, max_depth)
-    fast, errors = _fast or _fast_decoder()
+    fast, fast_errors = _fast or _fast_decoder()
     if fast is not None:
-        # msgspec refuses NaN/Infinity, lone surrogates and what json refuses, reads any
-        # integer exactly and hands every float to the hook: on a float or any error the
-        # stdlib decides (same value, same error as before); what is left is json's value
-        # (tests/test_canonical.py compares them over many texts).
+        # msgspec refuses NaN/Infinity, lone surrogates, what is not UTF-8 and what json
+        # refuses, reads any integer exactly and hands every float to the hook: on a
+        # float or any error the stdlib decides (same value, same error as before); what
+        # is left is json's value (tests/test_canonical.py compares them over many texts).
         try:
             return fast.decode(text), True
-        except errors:
+        except fast_errors:
             pass
     elif orjson is not None:
         # orjson refuses NaN/Infinity/1e400 and lone surrogates, and reads an integer
@@ -99,6 +107,8 @@ def loads_flagged(text: str | bytes, max_depth: int) -> tuple[Any, bool]:
 
             if not _has_float(value):
                 return value, True
+    if raw:
+        text = text.decode("utf-8", errors)
     try:
         return _decoder.decode(text), False
     except RecursionError:

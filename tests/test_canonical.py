@@ -237,6 +237,22 @@ def test_without_the_fast_libraries_decoding_and_flags_stay_right(monkeypatch, w
     assert flagged > 300 or jsonbounds.orjson is None
 
 
+def test_the_codec_escape_agrees_with_json_on_backslashes_and_every_plane() -> None:
+    """The fast escape (the codec's ``backslashreplace`` with ``\\x`` rewritten) must not
+    touch a ``\\x`` or ``\\U`` the text holds itself, and leaves astral characters and
+    DEL to the exact path: strings made of exactly those pieces, as str and as bytes."""
+    rng = random.Random(61)
+    pieces = ["a", "\\", "x", "U", "u", "0", "f", '"', "\x7f", "\x80", "\xe9", "\xff",
+              "\u0100", "\u20ac", "\uffff", "\U0001f600", "\U0010ffff", "\n", "\x00",
+              "\udcff"]
+    for _ in range(20000):
+        text = "".join(rng.choice(pieces) for _ in range(rng.randrange(9)))
+        value = {"k" + text[:2]: [text, {"v": text}]}
+        expected = canonical.STDLIB.encode(value)
+        assert canonical.dumps_float_free(value) == expected, value
+        assert canonical.dumps_float_free_bytes(value) == expected.encode(), value
+
+
 def test_the_escaped_set_is_every_code_point_from_del_up() -> None:
     """The pattern of what json escapes (written as a negated class: the range form costs
     milliseconds to compile at every start-up) matches exactly DEL and all above."""
