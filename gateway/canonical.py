@@ -20,10 +20,22 @@ import json
 import re
 from typing import Any
 
-try:
-    import orjson
-except ImportError:  # pragma: no cover - orjson is a dependency; stay correct without it
-    orjson = None
+#: orjson, imported on first use: a command that encodes one body (``busgate publish
+#: --message``) writes it with :data:`STDLIB` and skips the import (uuid, datetime...).
+orjson: Any = None
+_tried = False
+
+
+def _fast_encoder() -> Any:
+    """orjson, or None when it is not installed (then the stdlib encoder does everything)."""
+    global orjson, _tried
+    if not _tried:
+        try:
+            import orjson as module
+        except ImportError:  # pragma: no cover - a dependency; stay correct without it
+            module = None
+        orjson, _tried = module, True
+    return orjson
 
 #: The reference encoding; ``allow_nan=False``: NaN/Infinity are not JSON.
 STDLIB = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=True,
@@ -76,8 +88,8 @@ def _has_float(value: Any) -> bool:
 
 def dumps(value: Any) -> str:
     """``STDLIB.encode(value)``, byte for byte, with orjson where that is provably equal."""
-    if orjson is None or _has_float(value):  # float text may differ; NaN must be refused
-        return STDLIB.encode(value)
+    if (orjson if _tried else _fast_encoder()) is None or _has_float(value):
+        return STDLIB.encode(value)  # float text may differ; NaN must be refused
     return dumps_float_free(value)
 
 
@@ -87,10 +99,11 @@ def dumps_float_free(value: Any) -> str:
     value, a third of :func:`dumps`' cost on a dak body, is not made again. Only for
     values parsed that way: a float here would be written as orjson writes it (NaN as
     null), not as the stdlib does."""
-    if orjson is None:
+    fast = orjson if _tried else _fast_encoder()
+    if fast is None:
         return STDLIB.encode(value)
     try:
-        out = orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
+        out = fast.dumps(value, option=fast.OPT_SORT_KEYS)
     except TypeError:  # ints over 64 bits, non-string keys, lone surrogates, other types
         return STDLIB.encode(value)
     return _ascii(out).decode("ascii")
@@ -99,10 +112,11 @@ def dumps_float_free(value: Any) -> str:
 def dumps_float_free_bytes(value: Any) -> bytes:
     """:func:`dumps_float_free` as ASCII bytes: what a spool line is made of, without the
     decode and encode a ``str`` would cost (``busgate publish``, per message)."""
-    if orjson is None:
+    fast = orjson if _tried else _fast_encoder()
+    if fast is None:
         return STDLIB.encode(value).encode("ascii")
     try:
-        out = orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
+        out = fast.dumps(value, option=fast.OPT_SORT_KEYS)
     except TypeError:
         return STDLIB.encode(value).encode("ascii")
     return _ascii(out)

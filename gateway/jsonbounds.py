@@ -29,10 +29,8 @@ def _finite_float(text: str) -> float:
 
 _decoder = json.JSONDecoder(parse_constant=_refuse_constant, parse_float=_finite_float)
 
-try:
-    import orjson
-except ImportError:  # pragma: no cover - a dependency; the stdlib path stays correct alone
-    orjson = None
+#: orjson: the reader when msgspec is missing (imported then, on first use).
+orjson: Any = None
 
 
 class _FloatSeen(Exception):
@@ -43,19 +41,24 @@ def _no_float(text: str) -> Any:
     raise _FloatSeen
 
 
-#: msgspec's decoder and what it raises, made on first use: importing msgspec costs a
-#: command that decodes nothing (``busgate publish --message``) ~10 ms of start-up.
+#: msgspec's decoder and what it raises, made on first use: importing msgspec (or orjson)
+#: costs a command that decodes nothing (``busgate publish --message``) ~10 ms of start-up.
 _fast: tuple[Any, tuple[type[Exception], ...]] | None = None
 
 
 def _fast_decoder() -> tuple[Any, tuple[type[Exception], ...]]:
     """msgspec calls the hook for each float and for nothing else: a float-free text is
     read in C with no walk over the value afterwards, which orjson needs to find floats."""
-    global _fast
+    global _fast, orjson
     if _fast is None:
         try:
             import msgspec
         except ImportError:  # pragma: no cover - a dependency; orjson or the stdlib then
+            try:
+                import orjson as module
+            except ImportError:  # the stdlib alone
+                module = None
+            orjson = module
             _fast = (None, ())
         else:
             _fast = (msgspec.json.Decoder(float_hook=_no_float),

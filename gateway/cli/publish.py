@@ -32,7 +32,6 @@ import json
 import os
 import select
 import sys
-import uuid
 from collections.abc import Iterator
 from types import SimpleNamespace
 
@@ -47,7 +46,7 @@ EX_DATAERR = 65
 EX_TEMPFAIL = 75
 #: Most messages in one spool item.
 CHUNK = 10000
-#: Longest key a message of this command gets ("publish:" and a uuid and a counter).
+#: Longest key a message of this command gets ("publish:", a random run id, a counter).
 KEY_BYTES = 64
 #: Seconds of silence on stdin after which what was read is handed over (a stream).
 FLUSH_AFTER = 0.2
@@ -135,7 +134,7 @@ def run(args: argparse.Namespace) -> int:
     pending_bytes = 0
     stored = 0
     streaming = False
-    run_id = uuid.uuid4()
+    run_id = os.urandom(16).hex()  # (uuid, and its platform import, cost start-up time)
     prefix = None  # a stream's running hash of its input, made at the first stream hand-over
 
     def hand_over(final: bool) -> None:
@@ -176,7 +175,7 @@ def run(args: argparse.Namespace) -> int:
             source = [(args.message.encode("utf-8", "surrogateescape"), False)]
         else:
             source = _stdin_lines(FLUSH_AFTER, max_item)
-        json_input = args.json_input
+        json_input, single = args.json_input, args.message is not None
         for line, paused in source:
             if json_input:
                 parsed, float_free = _json_body(line, max_depth, jsonbounds.loads_flagged)
@@ -184,9 +183,11 @@ def run(args: argparse.Namespace) -> int:
                 parsed, float_free = {"log": line.decode("utf-8", "replace")}, True
             if check_body is not None:
                 check_body(message_type, parsed)
-            # orjson; without a second look for floats when parsing found none
-            body = (canonical.dumps_float_free_bytes(parsed) if float_free
-                    else canonical.dumps(parsed).encode("ascii"))
+            if single:  # one body: the reference encoder, without orjson's import
+                body = canonical.STDLIB.encode(parsed).encode("ascii")
+            else:  # orjson; without a second look for floats when parsing found none
+                body = (canonical.dumps_float_free_bytes(parsed) if float_free
+                        else canonical.dumps(parsed).encode("ascii"))
             size = overhead + len(body)
             if size > max_item:
                 raise ValueError(f"{size} bytes, over ingest.max_item_bytes ({max_item})")
