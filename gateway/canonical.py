@@ -37,6 +37,7 @@ def _fast_encoder() -> Any:
         orjson, _tried = module, True
     return orjson
 
+
 #: The reference encoding; ``allow_nan=False``: NaN/Infinity are not JSON.
 STDLIB = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=True,
                           allow_nan=False)
@@ -57,11 +58,27 @@ def _escape(match: re.Match[str]) -> str:
     return _escape_char(match.group())
 
 
+#: Most distinct runs of non-ASCII characters whose escapes are remembered, and the longest
+#: run remembered: names and words recur from body to body, and the escape of a known run
+#: is one lookup (half of what escaping a dak body costs); past the count it starts again.
+ESCAPE_CACHE = 4096
+ESCAPE_CACHE_RUN = 32
+_escaped_runs: dict[str, str] = {}
+
+
 def _escape_error(error: UnicodeError) -> tuple[str, int]:
     """Codec error handler: json's ``\\uXXXX`` escapes for what ASCII cannot hold (the
     ASCII runs between stay in C)."""
     assert isinstance(error, UnicodeEncodeError)
-    return "".join(map(_escape_char, error.object[error.start:error.end])), error.end
+    run = error.object[error.start:error.end]
+    escaped = _escaped_runs.get(run)
+    if escaped is None:
+        escaped = "".join(map(_escape_char, run))
+        if len(run) <= ESCAPE_CACHE_RUN:
+            if len(_escaped_runs) >= ESCAPE_CACHE:
+                _escaped_runs.clear()
+            _escaped_runs[run] = escaped
+    return escaped, error.end
 
 
 _ERRORS = "busgate-json-escape"
@@ -123,18 +140,9 @@ def dumps_float_free_bytes(value: Any) -> bytes:
 
 
 def _ascii(out: bytes) -> bytes:
-    """orjson's UTF-8 output with json's ASCII escapes. Non-ASCII occurs only inside
-    strings, so the codec's C ``backslashreplace`` does it, its ``\\xNN`` made json's
-    ``\\u00NN``. That rewrite is exact when the text holds no ``\\x`` of its own (a
-    JSON text has one only after an escaped backslash); astral characters (json writes
-    surrogate pairs) and DEL (json escapes it, the codec does not) take the slow way."""
-    if b"\x7f" in out:  # json escapes DEL, which is ASCII: rare, take the slow sub
+    """orjson's UTF-8 output with json's ASCII escapes (DEL too, which is ASCII)."""
+    if b"\x7f" in out:  # rare: the slow sub
         return _NON_ASCII.sub(_escape, out.decode()).encode("ascii")
     if out.isascii():
         return out
-    if b"\\x" in out:
-        return out.decode().encode("ascii", _ERRORS)
-    escaped = out.decode().encode("ascii", "backslashreplace")
-    if b"\\U" in escaped:  # astral (or a \\U of the text's own): surrogate pairs
-        return out.decode().encode("ascii", _ERRORS)
-    return escaped.replace(b"\\x", b"\\u00")
+    return out.decode().encode("ascii", _ERRORS)

@@ -239,10 +239,10 @@ def test_without_the_fast_libraries_decoding_and_flags_stay_right(monkeypatch, w
     assert flagged > 300 or jsonbounds.orjson is None
 
 
-def test_the_codec_escape_agrees_with_json_on_backslashes_and_every_plane() -> None:
-    """The fast escape (the codec's ``backslashreplace`` with ``\\x`` rewritten) must not
-    touch a ``\\x`` or ``\\U`` the text holds itself, and leaves astral characters and
-    DEL to the exact path: strings made of exactly those pieces, as str and as bytes."""
+def test_the_escape_agrees_with_json_on_backslashes_and_every_plane() -> None:
+    """Strings of backslashes, escape-like letters, DEL, Latin-1, BMP and astral characters
+    and lone surrogates: the same text as json's, as str and as bytes, with the cache of
+    escaped runs in use (each string is encoded twice)."""
     rng = random.Random(61)
     pieces = ["a", "\\", "x", "U", "u", "0", "f", '"', "\x7f", "\x80", "\xe9", "\xff",
               "\u0100", "\u20ac", "\uffff", "\U0001f600", "\U0010ffff", "\n", "\x00",
@@ -253,6 +253,22 @@ def test_the_codec_escape_agrees_with_json_on_backslashes_and_every_plane() -> N
         expected = canonical.STDLIB.encode(value)
         assert canonical.dumps_float_free(value) == expected, value
         assert canonical.dumps_float_free_bytes(value) == expected.encode(), value
+
+
+def test_the_cache_of_escaped_runs_is_bounded(monkeypatch) -> None:
+    """At most ESCAPE_CACHE runs, none longer than ESCAPE_CACHE_RUN characters, and what
+    is found there is the escape json writes."""
+    monkeypatch.setattr(canonical, "ESCAPE_CACHE", 16)
+    monkeypatch.setattr(canonical, "_escaped_runs", {})
+    for n in range(200):
+        run = chr(0xe0 + n % 30) + chr(0x4e00 + n) + "\U0001f600" * (n % 3)
+        value = {"a": f"x{run}y", "long": "\u00e9" * (canonical.ESCAPE_CACHE_RUN + n)}
+        for _ in range(2):
+            assert canonical.dumps_float_free(value) == canonical.STDLIB.encode(value)
+        assert 0 < len(canonical._escaped_runs) <= 16
+        assert max(map(len, canonical._escaped_runs)) <= canonical.ESCAPE_CACHE_RUN
+    for run, escaped in canonical._escaped_runs.items():
+        assert escaped == json.dumps(run)[1:-1]
 
 
 def test_the_escaped_set_is_every_code_point_from_del_up() -> None:
