@@ -20,10 +20,23 @@ import json
 import re
 from typing import Any
 
-try:
-    import orjson
-except ImportError:  # pragma: no cover - orjson is a dependency; stay correct without it
-    orjson = None
+#: orjson, imported on first use: a command that encodes one body (``busgate publish
+#: --message``) writes it with :data:`STDLIB` and skips the import (uuid, datetime...).
+orjson: Any = None
+_tried = False
+
+
+def _fast_encoder() -> Any:
+    """orjson, or None when it is not installed (then the stdlib encoder does everything)."""
+    global orjson, _tried
+    if not _tried:
+        try:
+            import orjson as module
+        except ImportError:  # pragma: no cover - a dependency; stay correct without it
+            module = None
+        orjson, _tried = module, True
+    return orjson
+
 
 #: The reference encoding; ``allow_nan=False``: NaN/Infinity are not JSON.
 STDLIB = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=True,
@@ -45,11 +58,27 @@ def _escape(match: re.Match[str]) -> str:
     return _escape_char(match.group())
 
 
+#: Most distinct runs of non-ASCII characters whose escapes are remembered, and the longest
+#: run remembered: names and words recur from body to body, and the escape of a known run
+#: is one lookup (half of what escaping a dak body costs); past the count it starts again.
+ESCAPE_CACHE = 4096
+ESCAPE_CACHE_RUN = 32
+_escaped_runs: dict[str, str] = {}
+
+
 def _escape_error(error: UnicodeError) -> tuple[str, int]:
     """Codec error handler: json's ``\\uXXXX`` escapes for what ASCII cannot hold (the
     ASCII runs between stay in C)."""
     assert isinstance(error, UnicodeEncodeError)
-    return "".join(map(_escape_char, error.object[error.start:error.end])), error.end
+    run = error.object[error.start:error.end]
+    escaped = _escaped_runs.get(run)
+    if escaped is None:
+        escaped = "".join(map(_escape_char, run))
+        if len(run) <= ESCAPE_CACHE_RUN:
+            if len(_escaped_runs) >= ESCAPE_CACHE:
+                _escaped_runs.clear()
+            _escaped_runs[run] = escaped
+    return escaped, error.end
 
 
 _ERRORS = "busgate-json-escape"
@@ -76,8 +105,8 @@ def _has_float(value: Any) -> bool:
 
 def dumps(value: Any) -> str:
     """``STDLIB.encode(value)``, byte for byte, with orjson where that is provably equal."""
-    if orjson is None or _has_float(value):  # float text may differ; NaN must be refused
-        return STDLIB.encode(value)
+    if (orjson if _tried else _fast_encoder()) is None or _has_float(value):
+        return STDLIB.encode(value)  # float text may differ; NaN must be refused
     return dumps_float_free(value)
 
 
@@ -87,14 +116,33 @@ def dumps_float_free(value: Any) -> str:
     value, a third of :func:`dumps`' cost on a dak body, is not made again. Only for
     values parsed that way: a float here would be written as orjson writes it (NaN as
     null), not as the stdlib does."""
-    if orjson is None:
+    fast = orjson if _tried else _fast_encoder()
+    if fast is None:
         return STDLIB.encode(value)
     try:
-        out = orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
+        out = fast.dumps(value, option=fast.OPT_SORT_KEYS)
     except TypeError:  # ints over 64 bits, non-string keys, lone surrogates, other types
         return STDLIB.encode(value)
+    return _ascii(out).decode("ascii")
+
+
+def dumps_float_free_bytes(value: Any) -> bytes:
+    """:func:`dumps_float_free` as ASCII bytes: what a spool line is made of, without the
+    decode and encode a ``str`` would cost (``busgate publish``, per message)."""
+    fast = orjson if _tried else _fast_encoder()
+    if fast is None:
+        return STDLIB.encode(value).encode("ascii")
+    try:
+        out = fast.dumps(value, option=fast.OPT_SORT_KEYS)
+    except TypeError:
+        return STDLIB.encode(value).encode("ascii")
+    return _ascii(out)
+
+
+def _ascii(out: bytes) -> bytes:
+    """orjson's UTF-8 output with json's ASCII escapes (DEL too, which is ASCII)."""
+    if b"\x7f" in out:  # rare: the slow sub
+        return _NON_ASCII.sub(_escape, out.decode()).encode("ascii")
     if out.isascii():
-        return out.decode() if b"\x7f" not in out else _NON_ASCII.sub(_escape, out.decode())
-    if b"\x7f" in out:  # ASCII, yet json escapes it: rare, take the slow sub
-        return _NON_ASCII.sub(_escape, out.decode())
-    return out.decode().encode("ascii", _ERRORS).decode()
+        return out
+    return out.decode().encode("ascii", _ERRORS)

@@ -33,6 +33,8 @@ CONFIG_ENV = "BUSGATE_CONFIG"
 
 @dataclass(frozen=True)
 class PublisherSettings:
+    """``[publisher]``: who this publisher is on the bus."""
+
     #: This publisher's name: subscribers track seq_id under it and ask its replay endpoint.
     name: str = "busgate"
     #: The ``username`` field of envelopes; empty means the Unix user running busgate.
@@ -41,6 +43,8 @@ class PublisherSettings:
 
 @dataclass(frozen=True)
 class StateSettings:
+    """``[state]``: where the state database, spool and marks live."""
+
     #: Directory for the SQLite state database (outbox, cursors, quarantine).
     dir: str = "var"
     #: Spool directory that short-lived commands write into; empty means ``<dir>/spool``.
@@ -60,6 +64,8 @@ class StateSettings:
 
 @dataclass(frozen=True)
 class ZmqSettings:
+    """``[zmq]``: the ZeroMQ publish and replay endpoints and their bounds."""
+
     #: Publish on ZeroMQ; false runs AMQP only (no socket bound, no cursor held back).
     enabled: bool = True
     #: Where the PUB socket binds.
@@ -97,6 +103,8 @@ class ZmqSettings:
 
 @dataclass(frozen=True)
 class AmqpSettings:
+    """``[amqp]``: the optional RabbitMQ transport."""
+
     #: Publish every outbox event to RabbitMQ too (fedora-messaging's wire format).
     enabled: bool = False
     #: Broker URL, ``amqp://user:password@host:port/vhost`` or ``amqps://`` (TLS).
@@ -134,6 +142,8 @@ class AmqpSettings:
 
 @dataclass(frozen=True)
 class DiscoverySettings:
+    """``[discovery]``: the other publishers subscribers connect to."""
+
     #: Text file of other publishers, one ``name pub-url replay-url`` a line.
     endpoints_file: str = ""
     #: Domains whose ``_busgate._tcp`` (then ``_fedmsg._tcp``) SRV records list publishers.
@@ -151,6 +161,8 @@ SIGNING_HASHES = ("sha1", "sha256")
 
 @dataclass(frozen=True)
 class SigningSettings:
+    """``[signing]``: how stored envelopes are signed and verified."""
+
     #: How this publisher signs what it stores: ``none``, ``x509`` (fedmsg-compatible) or
     #: ``openpgp`` (detached signature over the whole envelope).
     backend: str = "none"
@@ -181,6 +193,8 @@ class SigningSettings:
 
 @dataclass(frozen=True)
 class MailSettings:
+    """``[mail]``: mail input bounds."""
+
     #: Largest mail accepted for parsing, in bytes; larger mail goes to quarantine.
     max_size: int = spool.MAIL_MAX_SIZE
     #: Longest single header (name and folded value) parsed, in bytes; a mail with a longer
@@ -190,6 +204,8 @@ class MailSettings:
 
 @dataclass(frozen=True)
 class IngestSettings:
+    """``[ingest]``: what the spool worker reads at most (shared with ``publish``)."""
+
     #: Largest ``events`` spool item (``busgate publish``, git hook) read, in bytes; a larger
     #: one is quarantined as oversize without being read.
     max_item_bytes: int = 64 * 1024 * 1024
@@ -208,6 +224,8 @@ class IngestSettings:
 
 @dataclass(frozen=True)
 class QuarantineSettings:
+    """``[quarantine]``: how much refused input is kept."""
+
     #: Most quarantined inputs kept; beyond it a new one is only logged and counted.
     max_items: int = 10000
     #: Most raw bytes kept over all quarantined inputs; beyond it a new one keeps its
@@ -219,6 +237,8 @@ class QuarantineSettings:
 
 @dataclass(frozen=True)
 class SmtpSettings:
+    """``[smtp]``: the optional SMTP listener."""
+
     #: Run the SMTP listener inside ``busgate run``.
     enabled: bool = False
     #: Address the listener binds.
@@ -251,6 +271,8 @@ LOG_FORMATS = ("text", "json")
 
 @dataclass(frozen=True)
 class MetricsSettings:
+    """``[metrics]``: the Prometheus and health endpoints."""
+
     #: Serve Prometheus ``/metrics`` and ``/live`` ``/ready`` inside ``busgate run``.
     enabled: bool = False
     #: Address the metrics server binds (keep it local: the numbers name sources).
@@ -266,6 +288,8 @@ STREAM_RANGES = (("stream_stall", 0.05, 60), ("stream_keepalive", 1, 300),
 
 @dataclass(frozen=True)
 class HistorySettings:
+    """``[history]``: the recorder and its web API."""
+
     #: Run the recorder (``busgate record``) inside ``busgate run``.
     enabled: bool = False
     #: The history database: a path (SQLite) or a ``postgresql://`` URL; empty means
@@ -327,6 +351,8 @@ class HistorySettings:
 
 @dataclass(frozen=True)
 class LogSettings:
+    """``[log]``: the log format, or a logging configuration file."""
+
     #: ``text`` (one human line per record) or ``json`` (one JSON object per line);
     #: ``busgate run --log-format`` overrides it.
     format: str = "text"
@@ -391,6 +417,8 @@ class IrcSettings:
 
 @dataclass(frozen=True)
 class Settings:
+    """The whole configuration: core tables, then the sources' (``sources``)."""
+
     #: Second topic token: ``org.<distribution>``.
     distribution: str = "debian"
     #: Third topic token.

@@ -272,6 +272,12 @@ def encode(envelope: Mapping[str, Any]) -> tuple[bytes, bytes]:
 MAX_RECEIVED_DEPTH = 256
 
 
+_REQUIRED = frozenset(REQUIRED_FIELDS)
+#: Most valid topics :func:`check` remembers with their encoding (then it starts again).
+VALID_TOPICS_CACHE = 4096
+_valid_topics: dict[str, bytes] = {}
+
+
 def decode(frames: Sequence[bytes]) -> dict[str, Any]:
     """Validate two frames and return the envelope. Raises :class:`EnvelopeError`.
 
@@ -291,18 +297,31 @@ def check(envelope: Any, topic_frame: bytes | None = None) -> dict[str, Any]:
     """Validate a decoded envelope (and frame 0, when given)."""
     if not isinstance(envelope, dict):
         raise EnvelopeError("envelope must be a JSON object")
-    missing = [name for name in REQUIRED_FIELDS if name not in envelope]
-    if missing:
+    if not envelope.keys() >= _REQUIRED:
+        missing = [name for name in REQUIRED_FIELDS if name not in envelope]
         raise EnvelopeError(f"envelope lacks {', '.join(missing)}")
     topic = envelope["topic"]
     if not isinstance(topic, str):
         raise EnvelopeError("envelope topic must be a string")
-    if topic_frame is not None and topic_frame != topic.encode():
+    # A topic seen before is valid, and its frame is its encoding (a subscriber's every
+    # message: one lookup instead of encoding and validating the topic again).
+    encoded = _valid_topics.get(topic)
+    if encoded is None:
+        try:
+            encoded = topic.encode()
+        except UnicodeEncodeError:  # a lone surrogate (``\udcff`` escapes are JSON)
+            raise EnvelopeError("envelope topic is not valid Unicode") from None
+        if topic_frame is not None and topic_frame != encoded:
+            raise EnvelopeError("frame 0 topic differs from the envelope's topic")
+        try:
+            topics.validate(topic)
+        except TopicError as exc:
+            raise EnvelopeError(str(exc)) from None
+        if len(_valid_topics) >= VALID_TOPICS_CACHE:
+            _valid_topics.clear()
+        _valid_topics[topic] = encoded
+    elif topic_frame is not None and topic_frame != encoded:
         raise EnvelopeError("frame 0 topic differs from the envelope's topic")
-    try:
-        topics.validate(topic)
-    except TopicError as exc:
-        raise EnvelopeError(str(exc)) from None
     if type(envelope["timestamp"]) is not int:
         raise EnvelopeError("timestamp must be an integer")
     seq = envelope.get("seq_id")

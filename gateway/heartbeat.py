@@ -11,7 +11,6 @@ topic (:func:`is_reserved`).
 from __future__ import annotations
 
 import time
-import uuid
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -48,9 +47,17 @@ def build(topic_prefix: str, publisher: str, username: str, last_seq_id: int,
             "publisher_epoch": epoch}
     envelope = env.build(
         topic=topic(topic_prefix), body=body,
-        msg_id=f"{time.gmtime(now).tm_year}-{uuid.uuid4()}", timestamp=int(now), i=0,
+        msg_id=f"{time.gmtime(now).tm_year}-{_uuid4()}", timestamp=int(now), i=0,
         username=username, publisher=publisher, publisher_epoch=epoch,
     )
     if signer is not None:
         envelope = signer.sign(envelope)
     return env.encode(envelope)
+
+
+def _uuid4() -> str:
+    """A random UUID: imported here, not at the top (``busgate publish`` imports this
+    module for its reserved topic; uuid brings platform along, start-up time)."""
+    import uuid
+
+    return str(uuid.uuid4())

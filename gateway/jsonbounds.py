@@ -29,10 +29,8 @@ def _finite_float(text: str) -> float:
 
 _decoder = json.JSONDecoder(parse_constant=_refuse_constant, parse_float=_finite_float)
 
-try:
-    import orjson
-except ImportError:  # pragma: no cover - a dependency; the stdlib path stays correct alone
-    orjson = None
+#: orjson: the reader when msgspec is missing (imported then, on first use).
+orjson: Any = None
 
 
 class _FloatSeen(Exception):
@@ -43,19 +41,24 @@ def _no_float(text: str) -> Any:
     raise _FloatSeen
 
 
-#: msgspec's decoder and what it raises, made on first use: importing msgspec costs a
-#: command that decodes nothing (``busgate publish --message``) ~10 ms of start-up.
+#: msgspec's decoder and what it raises, made on first use: importing msgspec (or orjson)
+#: costs a command that decodes nothing (``busgate publish --message``) ~10 ms of start-up.
 _fast: tuple[Any, tuple[type[Exception], ...]] | None = None
 
 
 def _fast_decoder() -> tuple[Any, tuple[type[Exception], ...]]:
     """msgspec calls the hook for each float and for nothing else: a float-free text is
     read in C with no walk over the value afterwards, which orjson needs to find floats."""
-    global _fast
+    global _fast, orjson
     if _fast is None:
         try:
             import msgspec
         except ImportError:  # pragma: no cover - a dependency; orjson or the stdlib then
+            try:
+                import orjson as module
+            except ImportError:  # the stdlib alone
+                module = None
+            orjson = module
             _fast = (None, ())
         else:
             _fast = (msgspec.json.Decoder(float_hook=_no_float),
@@ -68,23 +71,31 @@ def loads(text: str | bytes, max_depth: int) -> Any:
     return loads_flagged(text, max_depth)[0]
 
 
-def loads_flagged(text: str | bytes, max_depth: int) -> tuple[Any, bool]:
+def loads_flagged(text: str | bytes, max_depth: int,
+                  errors: str = "strict") -> tuple[Any, bool]:
     """:func:`loads`, and whether the value is known to hold no float (then
-    :func:`gateway.canonical.dumps_float_free` may encode it without looking again)."""
-    if isinstance(text, bytes | bytearray):
-        text = text.decode()  # UnicodeDecodeError is a ValueError, as json.loads raises
+    :func:`gateway.canonical.dumps_float_free` may encode it without looking again).
+    Bytes are read as they are (no ``str`` made first: a subscriber's and ``busgate
+    publish``'s every message); ``errors`` is how the stdlib path decodes them (a
+    text that is not UTF-8 goes there)."""
+    raw = isinstance(text, bytes | bytearray)
     # Fast path: fewer opening brackets than the bound cannot nest deeper than it.
-    if text.count("[") + text.count("{") > max_depth:
+    if raw:
+        if text.count(b"[") + text.count(b"{") > max_depth:
+            # UnicodeDecodeError is a ValueError, as json.loads raises
+            text, raw = text.decode("utf-8", errors), False
+            _check_text_depth(text, max_depth)
+    elif text.count("[") + text.count("{") > max_depth:
         _check_text_depth(text, max_depth)
-    fast, errors = _fast or _fast_decoder()
+    fast, fast_errors = _fast or _fast_decoder()
     if fast is not None:
-        # msgspec refuses NaN/Infinity, lone surrogates and what json refuses, reads any
-        # integer exactly and hands every float to the hook: on a float or any error the
-        # stdlib decides (same value, same error as before); what is left is json's value
-        # (tests/test_canonical.py compares them over many texts).
+        # msgspec refuses NaN/Infinity, lone surrogates, what is not UTF-8 and what json
+        # refuses, reads any integer exactly and hands every float to the hook: on a
+        # float or any error the stdlib decides (same value, same error as before); what
+        # is left is json's value (tests/test_canonical.py compares them over many texts).
         try:
             return fast.decode(text), True
-        except errors:
+        except fast_errors:
             pass
     elif orjson is not None:
         # orjson refuses NaN/Infinity/1e400 and lone surrogates, and reads an integer
@@ -99,6 +110,8 @@ def loads_flagged(text: str | bytes, max_depth: int) -> tuple[Any, bool]:
 
             if not _has_float(value):
                 return value, True
+    if raw:
+        text = text.decode("utf-8", errors)
     try:
         return _decoder.decode(text), False
     except RecursionError:

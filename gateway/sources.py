@@ -76,6 +76,8 @@ class CommandSpec:
 
 @dataclass(frozen=True, eq=False)
 class Source:
+    """One registered source: its name, settings table and what feeds it."""
+
     #: Source name: ``busgate poll NAME``, logs, counters (e.g. ``wanna-build``).
     name: str
     #: Its TOML table (e.g. ``wannabuild``); unknown keys in it are refused.

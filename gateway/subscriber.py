@@ -104,6 +104,8 @@ class _Repair:
 
 
 _FAR_FUTURE = 2 ** 53
+#: Most topics whose filter verdict a subscriber remembers (then it starts again).
+WANTED_CACHE = 4096
 
 
 class Subscriber:
@@ -130,6 +132,7 @@ class Subscriber:
         self.on_reject = on_reject
         self.topics = [t for t in topics if t] or [""]
         self.exclude = tuple(exclude)
+        self._wanted_cache: dict[str, bool] = {}
         self.show_heartbeats = show_heartbeats
         self.resume_from = resume_from
         self.since = since
@@ -185,16 +188,19 @@ class Subscriber:
         delivered = 0
         last_activity = time.monotonic()
         while count is None or delivered < count:
-            while self._backlog:
-                item = self._backlog.popleft()
-                if isinstance(item, _Repair):
-                    self._repair_page(item)
-                    continue
-                yield item
-                last_activity = time.monotonic()
-                delivered += 1
-                if count is not None and delivered >= count:
-                    return
+            if self._backlog:  # (a new epoch replaces the deque: no alias of it is kept)
+                handed = delivered
+                while self._backlog:
+                    item = self._backlog.popleft()
+                    if type(item) is _Repair:
+                        self._repair_page(item)
+                        continue
+                    yield item
+                    delivered += 1
+                    if count is not None and delivered >= count:
+                        return
+                if delivered != handed:  # idle counts from the last message handed out
+                    last_activity = time.monotonic()
             now = time.monotonic()
             waits = [1000.0]
             if deadline is not None:
@@ -205,12 +211,13 @@ class Subscriber:
             if wait <= 0:
                 return
             for sock, _ in self._poller.poll(wait):
+                endpoint, receive, accept = self._sockets[sock], sock.recv_multipart, self._accept
                 for _ in range(1000):  # then serve the backlog, then read on
                     try:
-                        frames = sock.recv_multipart(zmq.NOBLOCK)
+                        frames = receive(zmq.NOBLOCK)
                     except zmq.Again:
                         break
-                    self._accept(frames, self._sockets[sock])
+                    accept(frames, endpoint)
 
     # -- gap tracking ------------------------------------------------------------------
     def _accept(self, frames: list[bytes], endpoint: Endpoint) -> None:
@@ -224,15 +231,36 @@ class Subscriber:
         if self.verifier is not None and \
                 not self._verified(envelope, endpoint, self._in_sequence(envelope, endpoint)):
             return  # before any tracking: a forged seq_id or heartbeat moves nothing
-        if heartbeat.is_heartbeat(envelope):
-            self._heartbeat(envelope, endpoint)
-            return
         seq = envelope.get("seq_id")
-        if type(seq) is not int:
+        if type(seq) is not int:  # a heartbeat, or a message no outbox numbered
+            if heartbeat.is_heartbeat(envelope):
+                self._heartbeat(envelope, endpoint)
+                return
             self.stats.received += 1
             if self._wanted(envelope["topic"]):
                 self._backlog.append(Message(envelope["topic"], envelope, endpoint))
             return
+        # The usual case, decided in a few lookups: the next seq_id of a publisher tracked
+        # in this epoch and already seen on this endpoint (what _sequenced would conclude).
+        publisher = envelope.get("publisher")
+        track = self._tracks.get(publisher) if type(publisher) is str and publisher else None
+        if track is not None and seq == track.last + 1 and \
+                envelope.get("publisher_epoch") == track.epoch and \
+                publisher in self._served.get(endpoint.publish, ()):
+            track.last = seq
+            self.stats.last_seq[publisher] = seq
+            self.stats.received += 1
+            topic = envelope["topic"]
+            wanted = self._wanted_cache.get(topic)
+            if wanted is None:
+                wanted = self._wanted(topic)
+            if wanted:
+                self._backlog.append(Message(topic, envelope, endpoint))
+            return
+        self._sequenced(envelope, endpoint, seq)
+
+    def _sequenced(self, envelope: dict[str, Any], endpoint: Endpoint, seq: int) -> None:
+        """Track a numbered message: first contact, a new epoch, a duplicate or a gap."""
         publisher = str(envelope.get("publisher") or endpoint.name)
         self._served.setdefault(endpoint.publish, set()).add(publisher)
         epoch = _epoch(envelope)
@@ -434,9 +462,14 @@ class Subscriber:
             self._tracks[page.publisher] = _Track(page.publisher_epoch, page.last_seq_id)
 
     def _wanted(self, topic: str) -> bool:
-        if not any(topic.startswith(p) for p in self.topics):
-            return False
-        return not any(topic.startswith(p) for p in self.exclude)
+        """Whether ``topic`` passes ``topics`` and ``exclude``; remembered per topic (a bus
+        has few), at most :data:`WANTED_CACHE` of them."""
+        wanted = topic.startswith(tuple(self.topics)) and \
+            not topic.startswith(tuple(self.exclude))
+        if len(self._wanted_cache) >= WANTED_CACHE:
+            self._wanted_cache.clear()
+        self._wanted_cache[topic] = wanted
+        return wanted
 
 
 def _epoch(envelope: dict[str, Any]) -> str | None:

@@ -221,11 +221,13 @@ def test_bounded_decoding_of_damaged_texts_agrees_with_the_stdlib():
 def test_without_the_fast_libraries_decoding_and_flags_stay_right(monkeypatch, without):
     """msgspec and orjson are extras (``fast``): without them the same values and flags
     come from orjson or the stdlib, and a float-free value still encodes to json's bytes."""
+    import orjson
+
     from gateway import jsonbounds
 
     monkeypatch.setattr(jsonbounds, "_fast", (None, ()))
-    if "orjson" in without:
-        monkeypatch.setattr(jsonbounds, "orjson", None)
+    # (what _fast_decoder sets when msgspec is missing)
+    monkeypatch.setattr(jsonbounds, "orjson", None if "orjson" in without else orjson)
     flagged = 0
     for text in _texts(29, 1500):
         value, float_free = jsonbounds.loads_flagged(text, 64)
@@ -235,6 +237,38 @@ def test_without_the_fast_libraries_decoding_and_flags_stay_right(monkeypatch, w
             flagged += 1
             assert canonical.dumps_float_free(value) == canonical.STDLIB.encode(value)
     assert flagged > 300 or jsonbounds.orjson is None
+
+
+def test_the_escape_agrees_with_json_on_backslashes_and_every_plane() -> None:
+    """Strings of backslashes, escape-like letters, DEL, Latin-1, BMP and astral characters
+    and lone surrogates: the same text as json's, as str and as bytes, with the cache of
+    escaped runs in use (each string is encoded twice)."""
+    rng = random.Random(61)
+    pieces = ["a", "\\", "x", "U", "u", "0", "f", '"', "\x7f", "\x80", "\xe9", "\xff",
+              "\u0100", "\u20ac", "\uffff", "\U0001f600", "\U0010ffff", "\n", "\x00",
+              "\udcff"]
+    for _ in range(20000):
+        text = "".join(rng.choice(pieces) for _ in range(rng.randrange(9)))
+        value = {"k" + text[:2]: [text, {"v": text}]}
+        expected = canonical.STDLIB.encode(value)
+        assert canonical.dumps_float_free(value) == expected, value
+        assert canonical.dumps_float_free_bytes(value) == expected.encode(), value
+
+
+def test_the_cache_of_escaped_runs_is_bounded(monkeypatch) -> None:
+    """At most ESCAPE_CACHE runs, none longer than ESCAPE_CACHE_RUN characters, and what
+    is found there is the escape json writes."""
+    monkeypatch.setattr(canonical, "ESCAPE_CACHE", 16)
+    monkeypatch.setattr(canonical, "_escaped_runs", {})
+    for n in range(200):
+        run = chr(0xe0 + n % 30) + chr(0x4e00 + n) + "\U0001f600" * (n % 3)
+        value = {"a": f"x{run}y", "long": "\u00e9" * (canonical.ESCAPE_CACHE_RUN + n)}
+        for _ in range(2):
+            assert canonical.dumps_float_free(value) == canonical.STDLIB.encode(value)
+        assert 0 < len(canonical._escaped_runs) <= 16
+        assert max(map(len, canonical._escaped_runs)) <= canonical.ESCAPE_CACHE_RUN
+    for run, escaped in canonical._escaped_runs.items():
+        assert escaped == json.dumps(run)[1:-1]
 
 
 def test_the_escaped_set_is_every_code_point_from_del_up() -> None:

@@ -237,8 +237,10 @@ def test_publish_message_stores_without_importing_the_state_database(tmp_path) -
     assert "gateway.publishing" in imported  # the probe sees the command's imports
     # ``hashlib`` (OpenSSL) keys a stream's lines; one --message is never a stream.
     # ``argparse``: the usual command line is read by ``publish.parse_fast``.
+    # ``uuid`` (and ``platform``): a run's keys take their random part from os.urandom;
+    # ``orjson`` (which imports uuid) and ``msgspec``: one body is json's to write.
     heavy = {"sqlite3", "gateway.store", "gateway.envelope", "gateway.signing", "hashlib",
-             "argparse"}
+             "argparse", "uuid", "platform", "orjson", "msgspec"}
     assert not imported & heavy
     (item,) = (tmp_path / "var" / "spool" / "new").iterdir()
     assert b'"body":{"log":"h\\u00e9"}' in item.read_bytes()

@@ -32,20 +32,21 @@ import json
 import os
 import select
 import sys
-import uuid
 from collections.abc import Iterator
 from types import SimpleNamespace
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing (start-up time)
 if TYPE_CHECKING:
     import argparse
+    from collections.abc import Callable
+    from typing import Any
 
 HELP = "publish messages from the shell (one per stdin line, or --message)"
 EX_DATAERR = 65
 EX_TEMPFAIL = 75
 #: Most messages in one spool item.
 CHUNK = 10000
-#: Longest key a message of this command gets ("publish:" and a uuid and a counter).
+#: Longest key a message of this command gets ("publish:", a random run id, a counter).
 KEY_BYTES = 64
 #: Seconds of silence on stdin after which what was read is handed over (a stream).
 FLUSH_AFTER = 0.2
@@ -91,7 +92,7 @@ def parse_fast(argv: list[str]) -> SimpleNamespace | None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from gateway import canonical, publishing, runtime
+    from gateway import canonical, jsonbounds, publishing, runtime
     from gateway.cli import load_settings
     from gateway.errors import BusgateError, SpoolError, TopicError
 
@@ -127,26 +128,38 @@ def run(args: argparse.Namespace) -> int:
     # The type the worker will validate every body against (any JSON object when no
     # registered type claims the topic: then nothing more to check per line).
     message_type = publishing.message_type(runtime.type_index(settings), args.modname, tokens)
-    pending: list[tuple[str, str]] = []  # (content key, encoded body); keyed at hand-over
+    check_body = None if message_type is publishing.Message else publishing.validate_body
+    # (input line, encoded body): keyed at hand-over, the line kept for a stream's key
+    pending: list[tuple[bytes, bytes]] = []
     pending_bytes = 0
     stored = 0
     streaming = False
-    run_id = uuid.uuid4()
+    run_id = os.urandom(16).hex()  # (uuid, and its platform import, cost start-up time)
+    prefix = None  # a stream's running hash of its input, made at the first stream hand-over
 
     def hand_over(final: bool) -> None:
         """Store ``pending`` as one spool item (all of it or none of it)."""
-        nonlocal stored, streaming, pending_bytes
+        nonlocal stored, streaming, pending_bytes, prefix
         streaming = streaming or not final
         if not pending:
             return
-        lines = []
-        for number, (content_key, body) in enumerate(pending, stored):
-            # One item for the whole input: any unique key will do (nothing is stored
-            # on failure, so a retry cannot double). A stream handed over in pieces:
-            # the key is the input itself, so a retry stores only what is missing.
-            key = content_key if streaming else f"publish:{run_id}:{number}"
-            lines.append(publishing.line(head, key, body))
-        spool.deliver("events", lines)
+        # One item for the whole input: any unique key will do (nothing is stored on
+        # failure, so a retry cannot double). A stream handed over in pieces: the key is
+        # the input itself, so a retry stores only what is missing. It is computed here,
+        # not per line: an input that is one item (the common case) is never hashed.
+        if streaming:
+            if prefix is None:
+                prefix = _stream_hash(args)
+            update, copy = prefix.update, prefix.copy
+            keys = []
+            for line, _ in pending:
+                update(line)
+                update(b"\n")
+                keys.append(b"publish:" + copy().hexdigest()[:40].encode())
+        else:
+            keys = [f"publish:{run_id}:{number}".encode()
+                    for number in range(stored, stored + len(pending))]
+        spool.deliver("events", _batches(head, keys, [body for _, body in pending]))
         stored += len(pending)
         pending.clear()
         pending_bytes = 0
@@ -154,34 +167,33 @@ def run(args: argparse.Namespace) -> int:
     try:
         # Each spool line is this head plus the key (ASCII, at most KEY_BYTES) and the
         # body, each body encoded once.
-        head = publishing.record_head(args.modname, tokens)
+        head = publishing.record_head(args.modname, tokens).encode("ascii")
         overhead = len(head) + KEY_BYTES + 20
         if args.message is not None:
             # One line: one item written once, never a stream, so it is keyed by the run
             # and needs no content key (nor hashlib's start-up cost).
             source = [(args.message.encode("utf-8", "surrogateescape"), False)]
-            prefix = None
         else:
-            import hashlib
-
             source = _stdin_lines(FLUSH_AFTER, max_item)
-            prefix = hashlib.sha256(
-                f"{args.modname}\0{args.topic}\0{args.json_input}\0".encode())
+        json_input, single = args.json_input, args.message is not None
         for line, paused in source:
-            content_key = ""
-            if prefix is not None:
-                prefix.update(line + b"\n")
-                content_key = f"publish:{prefix.copy().hexdigest()[:40]}"
-            parsed, float_free = _body(line, args.json_input, max_depth)
-            publishing.validate_body(message_type, parsed)
-            # orjson; without a second look for floats when parsing found none
-            body = canonical.dumps_float_free(parsed) if float_free else canonical.dumps(parsed)
+            if json_input:
+                parsed, float_free = _json_body(line, max_depth, jsonbounds.loads_flagged)
+            else:
+                parsed, float_free = {"log": line.decode("utf-8", "replace")}, True
+            if check_body is not None:
+                check_body(message_type, parsed)
+            if single:  # one body: the reference encoder, without orjson's import
+                body = canonical.STDLIB.encode(parsed).encode("ascii")
+            else:  # orjson; without a second look for floats when parsing found none
+                body = (canonical.dumps_float_free_bytes(parsed) if float_free
+                        else canonical.dumps(parsed).encode("ascii"))
             size = overhead + len(body)
             if size > max_item:
                 raise ValueError(f"{size} bytes, over ingest.max_item_bytes ({max_item})")
             if pending_bytes + size > max_item:
                 hand_over(final=False)  # one spool item stays within what the worker reads
-            pending.append((content_key, body))
+            pending.append((line, body))
             pending_bytes += size
             # A stream (`tail -f log | busgate publish`) is published as it comes, and a
             # big input while the rest is still being read: one item per CHUNK lines, or
@@ -240,17 +252,44 @@ def _readable(fd: int, timeout: float) -> bool:
         return True
 
 
-def _body(line: bytes, json_input: bool, max_depth: int) -> tuple[object, bool]:
-    """The body of one input line, and whether it is known to hold no float."""
-    from gateway import jsonbounds
-
-    text = line.decode("utf-8", errors="surrogateescape")
-    if not json_input:
-        return {"log": text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")}, True
+def _json_body(line: bytes, max_depth: int,
+               loads_flagged: Callable[..., tuple[Any, bool]]) -> tuple[dict[str, Any], bool]:
+    """The body of one ``--json-input`` line, and whether it is known to hold no float.
+    The bytes are parsed as they are; a line that is not UTF-8 is read as before
+    (undecodable bytes kept as surrogates, which the encoder escapes)."""
     try:
-        body, float_free = jsonbounds.loads_flagged(text, max_depth)
+        body, float_free = loads_flagged(line, max_depth, "surrogateescape")
     except json.JSONDecodeError as exc:
         raise ValueError(f"not JSON: {exc}") from None
     if not isinstance(body, dict):
         raise ValueError("a JSON body must be an object")
     return body, float_free
+
+
+def _stream_hash(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    """The hash a stream's content keys continue (hashlib, OpenSSL, imported only here)."""
+    import hashlib
+
+    return hashlib.sha256(f"{args.modname}\0{args.topic}\0{args.json_input}\0".encode())
+
+
+#: Bytes of spool lines joined into one write (not one system call per message).
+WRITE_BATCH = 1 << 20
+
+
+def _batches(head: bytes, keys: list[bytes], bodies: list[bytes]) -> Iterator[bytes]:
+    """The item's lines (as :func:`gateway.publishing.line` writes them: ``head``, the
+    key, the body), joined into writes of about :data:`WRITE_BATCH` bytes."""
+    parts: list[bytes] = []
+    size = 0
+    key_at, body_at, end = b',"key":"', b'","body":', b"}\n"
+    fixed = len(head) + len(key_at) + len(body_at) + len(end)
+    for key, body in zip(keys, bodies, strict=True):
+        parts += (head, key_at, key, body_at, body, end)
+        size += fixed + len(key) + len(body)
+        if size >= WRITE_BATCH:
+            yield b"".join(parts)
+            parts.clear()
+            size = 0
+    if parts:
+        yield b"".join(parts)
