@@ -52,7 +52,7 @@ def _envelopes(n: int, seed: int, publisher: str = "bench") -> list[dict[str, An
     return out
 
 
-def worker(db: Path, total: int, seed: int) -> None:
+def worker(db: Path, total: int, seed: int, batch_ms: int | None) -> None:
     """Runs in a tree (its ``gateway`` first on sys.path); answers commands on stdin:
     ``batch N`` (next N messages, batched) and ``e2e K`` (K over ZeroMQ), one JSON line each."""
     from gateway import config
@@ -64,7 +64,8 @@ def worker(db: Path, total: int, seed: int) -> None:
 
     root = db.parent / (db.stem + "-state")
     root.mkdir(exist_ok=True)
-    (root / "busgate.toml").write_text(f'[state]\ndir = "{root}"\n')
+    history = "" if batch_ms is None else f"[history]\nbatch_ms = {batch_ms}\n"
+    (root / "busgate.toml").write_text(f'[state]\ndir = "{root}"\n{history}')
     settings = config.load(root / "busgate.toml")
     store = SqliteHistory(db, cache_mb=settings.history.cache_mb)
     recorder = Recorder(settings, store, index=TypeIndex(()), endpoints=[])
@@ -112,6 +113,14 @@ def _e2e(settings: Any, store: Any, envelopes: list[dict[str, Any]]) -> dict[str
         port = s.getsockname()[1]
     recorder = Recorder(settings, store, index=TypeIndex(()),
                         endpoints=[Endpoint("bench", f"tcp://127.0.0.1:{port}", None)])
+    flushes = [0]
+    flush = recorder.flush
+
+    def counted(db: Any = None) -> None:  # batches, for their mean size
+        flushes[0] += 1
+        flush(db)
+
+    recorder.flush = counted  # type: ignore[method-assign]
     frames = [env.encode(e) for e in envelopes]
     pub = zmq.Context.instance().socket(zmq.PUB)
     pub.setsockopt(zmq.SNDHWM, 0)
@@ -134,7 +143,7 @@ def _e2e(settings: Any, store: Any, envelopes: list[dict[str, Any]]) -> dict[str
         while recorder.stored < first + want and time.monotonic() < deadline:
             time.sleep(0.005)
         reply = {"wall": time.perf_counter() - wall, "cpu": time.process_time() - cpu,
-                 "n": recorder.stored - first}
+                 "n": recorder.stored - first, "batches": flushes[0]}
     finally:
         stop.set()
         thread.join(30)
@@ -153,9 +162,12 @@ def main() -> None:
     parser.add_argument("--scratch", type=Path, default=Path("/var/tmp"))
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--seed", type=int, default=77)
+    parser.add_argument("--batch-ms", type=int, default=None,
+                        help="history.batch_ms of the e2e recorders (default: the tree's); "
+                             "a loaded machine makes the default's batches small")
     args = parser.parse_args()
     if args.worker:
-        worker(args.db, args.messages, args.seed)
+        worker(args.db, args.messages, args.seed, args.batch_ms)
         return
     scratch = Path(tempfile.mkdtemp(prefix="bg-at-scale-", dir=args.scratch))
     workers = []
@@ -170,7 +182,8 @@ def main() -> None:
             workers.append(subprocess.Popen(
                 [str(tree / ".venv/bin/python"), str(HERE), "--worker", "--db", str(copy),
                  "--tree", str(tree), "--messages", str(args.messages), "--e2e",
-                 str(args.e2e), "--rounds", str(args.rounds), "--seed", str(args.seed)],
+                 str(args.e2e), "--rounds", str(args.rounds), "--seed", str(args.seed),
+                 *([] if args.batch_ms is None else ["--batch-ms", str(args.batch_ms)])],
                 cwd=tree, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True))
         print(f"at-scale ingest from {args.db.name}: {args.messages:,} messages in chunks of "
               f"{args.chunk}, trees {', '.join(str(t) for t in args.tree)}, "
@@ -197,7 +210,7 @@ def main() -> None:
             for index in order:
                 e2e[index].append(ask(index, f"e2e {args.e2e}"))
         print(f"{'tree':<28}{'batched wall/s':>15}{'CPU/s':>9}{'median chunk/s':>16}"
-              f"{'e2e wall/s (median)':>21}{'e2e CPU/s':>11}")
+              f"{'e2e wall/s (median)':>21}{'e2e CPU/s':>11}{'batch':>8}")
         base: dict[str, float] = {}
         for index, tree in enumerate(args.tree):
             rows = results[index]
@@ -209,9 +222,11 @@ def main() -> None:
             e2e_cpu = [r["n"] / r["cpu"] for r in e2e[index]] or [float("nan")]
             figures = {"wall": wall, "cpu": cpu, "median": median,
                        "e2e": statistics.median(e2e_rates), "e2e_cpu": statistics.median(e2e_cpu)}
+            batches = sum(r["batches"] for r in e2e[index])
+            sizes = f"{sum(r['n'] for r in e2e[index]) / batches:.0f}" if batches else "-"
             base = base or figures
             print(f"{str(tree)[-27:]:<28}{wall:>15,.0f}{cpu:>9,.0f}{median:>16,.0f}"
-                  f"{figures['e2e']:>21,.0f}{figures['e2e_cpu']:>11,.0f}"
+                  f"{figures['e2e']:>21,.0f}{figures['e2e_cpu']:>11,.0f}{sizes:>8}"
                   + ("" if figures is base else "   x" + " x".join(
                       f"{figures[k] / base[k]:.2f}" for k in figures)))
         print(f"load {os.getloadavg()[0]:.1f}")
