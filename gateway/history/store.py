@@ -444,7 +444,8 @@ class SqliteHistory(HistoryStore):
         return added
 
     def _write(self, db: sqlite3.Connection, staged: list[Record]) -> int:
-        # the insert triggers stand aside while the row is there (004_batch_rollups.sql);
+        # the insert triggers stand aside while the row is there (004_batch_rollups.sql),
+        # and a big batch drops them until its rollups are written (BATCH_TRIGGERS);
         # a timestamp SQLite's integer cast would clamp is left to them
         deferred = all(-ROLLUP_STAMP_LIMIT < r.timestamp < ROLLUP_STAMP_LIMIT
                        for r in staged)
