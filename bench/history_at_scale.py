@@ -12,7 +12,8 @@ tree's code; the workers take the same next messages chunk by chunk, alternately
 both see the same load. Per tree: batched ingest (``Recorder.handle`` in the consumer's
 batch transactions, as bench/history.py's ``BatchWriter``) wall and CPU messages/s, the
 median chunk, then end to end (ZeroMQ PUB -> a real Recorder on the same copy),
-rounds alternating. The 1-minute load average is printed beside the figures.
+rounds alternating; and a reader's query latency on each copy while its batches
+commit. The 1-minute load average is printed beside the figures.
 """
 
 from __future__ import annotations
@@ -20,7 +21,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import select
 import shutil
+import sqlite3
 import statistics
 import subprocess
 import sys
@@ -33,6 +36,11 @@ HERE = Path(__file__).resolve()
 #: Added to the bench messages' seq_id/timestamp: the new messages follow the stored ones.
 SEQ_OFFSET = 10_000_000
 YEAR = 365 * 86400
+#: What a reader asks while the batches commit (the /raw shapes: a topic page, contains).
+READS = (("SELECT id, envelope FROM messages WHERE topic = ? ORDER BY timestamp DESC, id DESC"
+          " LIMIT 25", ("org.debian.dev.git.branch.update",)),
+         ("SELECT m.id, m.envelope FROM messages_text t JOIN messages m ON m.id = t.rowid"
+          " WHERE messages_text MATCH ? ORDER BY t.rowid DESC LIMIT 25", ('"amd64"',)))
 
 
 def _envelopes(n: int, seed: int, publisher: str = "bench") -> list[dict[str, Any]]:
@@ -189,10 +197,24 @@ def main() -> None:
               f"{args.chunk}, trees {', '.join(str(t) for t in args.tree)}, "
               f"load {os.getloadavg()[0]:.1f}", flush=True)
 
-        def ask(index: int, command: str) -> dict[str, float]:
+        readers = [sqlite3.connect(f"file:{scratch / f'tree{i}.sqlite'}?mode=ro", uri=True,
+                                   isolation_level=None) for i in range(len(workers))]
+        read_ms: dict[int, list[float]] = {i: [] for i in range(len(workers))}
+
+        def ask(index: int, command: str, reads: bool = False) -> dict[str, float]:
+            """``command`` to a worker; with ``reads``, queries on its copy meanwhile
+            (a reader's latency while that tree's batches commit)."""
             proc = workers[index]
             proc.stdin.write(command + "\n")  # type: ignore[union-attr]
             proc.stdin.flush()  # type: ignore[union-attr]
+            turn = 0
+            while reads and not select.select([proc.stdout], [], [], 0)[0]:
+                sql, params = READS[turn % len(READS)]
+                turn += 1
+                started = time.perf_counter()
+                readers[index].execute(sql, params).fetchall()
+                read_ms[index].append((time.perf_counter() - started) * 1000)
+                time.sleep(0.01)
             return json.loads(proc.stdout.readline())  # type: ignore[union-attr]
 
         results: dict[int, list[dict[str, float]]] = {i: [] for i in range(len(workers))}
@@ -201,7 +223,7 @@ def main() -> None:
             if step % 2:
                 order.reverse()
             for index in order:
-                results[index].append(ask(index, f"batch {args.chunk}"))
+                results[index].append(ask(index, f"batch {args.chunk}", reads=True))
         e2e: dict[int, list[dict[str, float]]] = {i: [] for i in range(len(workers))}
         for step in range(args.rounds if args.e2e else 0):
             order = list(range(len(workers)))
@@ -229,6 +251,14 @@ def main() -> None:
                   f"{figures['e2e']:>21,.0f}{figures['e2e_cpu']:>11,.0f}{sizes:>8}"
                   + ("" if figures is base else "   x" + " x".join(
                       f"{figures[k] / base[k]:.2f}" for k in figures)))
+        for index, tree in enumerate(args.tree):
+            times = sorted(read_ms[index])
+            if times:
+                print(f"reads during its batches, {str(tree)[-27:]}: {len(times)} queries "
+                      f"(topic, contains), p50 {statistics.median(times):.1f} ms, p99 "
+                      f"{times[min(len(times) - 1, int(0.99 * len(times)))]:.1f} ms")
+        for reader in readers:
+            reader.close()
         print(f"load {os.getloadavg()[0]:.1f}")
     finally:
         for proc in workers:
