@@ -60,7 +60,8 @@ def _envelopes(n: int, seed: int, publisher: str = "bench") -> list[dict[str, An
     return out
 
 
-def worker(db: Path, total: int, seed: int, batch_ms: int | None) -> None:
+def worker(db: Path, total: int, seed: int, batch_ms: int | None,
+           cache_mb: int | None) -> None:
     """Runs in a tree (its ``gateway`` first on sys.path); answers commands on stdin:
     ``batch N`` (next N messages, batched) and ``e2e K`` (K over ZeroMQ), one JSON line each."""
     from gateway import config
@@ -72,7 +73,8 @@ def worker(db: Path, total: int, seed: int, batch_ms: int | None) -> None:
 
     root = db.parent / (db.stem + "-state")
     root.mkdir(exist_ok=True)
-    history = "" if batch_ms is None else f"[history]\nbatch_ms = {batch_ms}\n"
+    history = "[history]\n" + ("" if batch_ms is None else f"batch_ms = {batch_ms}\n") \
+        + ("" if cache_mb is None else f"cache_mb = {cache_mb}\n")
     (root / "busgate.toml").write_text(f'[state]\ndir = "{root}"\n{history}')
     settings = config.load(root / "busgate.toml")
     store = SqliteHistory(db, cache_mb=settings.history.cache_mb)
@@ -170,12 +172,15 @@ def main() -> None:
     parser.add_argument("--scratch", type=Path, default=Path("/var/tmp"))
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--seed", type=int, default=77)
+    parser.add_argument("--cache-mb", type=int, action="append",
+                        help="history.cache_mb per --tree, in order (default: the tree's)")
     parser.add_argument("--batch-ms", type=int, default=None,
                         help="history.batch_ms of the e2e recorders (default: the tree's); "
                              "a loaded machine makes the default's batches small")
     args = parser.parse_args()
     if args.worker:
-        worker(args.db, args.messages, args.seed, args.batch_ms)
+        worker(args.db, args.messages, args.seed, args.batch_ms,
+               args.cache_mb[0] if args.cache_mb else None)
         return
     scratch = Path(tempfile.mkdtemp(prefix="bg-at-scale-", dir=args.scratch))
     workers = []
@@ -191,7 +196,8 @@ def main() -> None:
                 [str(tree / ".venv/bin/python"), str(HERE), "--worker", "--db", str(copy),
                  "--tree", str(tree), "--messages", str(args.messages), "--e2e",
                  str(args.e2e), "--rounds", str(args.rounds), "--seed", str(args.seed),
-                 *([] if args.batch_ms is None else ["--batch-ms", str(args.batch_ms)])],
+                 *([] if args.batch_ms is None else ["--batch-ms", str(args.batch_ms)]),
+                 *([] if not args.cache_mb else ["--cache-mb", str(args.cache_mb[number])])],
                 cwd=tree, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True))
         print(f"at-scale ingest from {args.db.name}: {args.messages:,} messages in chunks of "
               f"{args.chunk}, trees {', '.join(str(t) for t in args.tree)}, "
