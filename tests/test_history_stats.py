@@ -512,8 +512,12 @@ def _rollup_rows(store: SqliteHistory) -> dict[str, list[tuple]]:
     }
 
 
-@pytest.mark.parametrize("seed", [1, 2])
-def test_a_batch_keeps_the_rollups_as_the_triggers_do(tmp_path, seed):
+@pytest.mark.parametrize(("seed", "aside_min"), [(1, 1), (2, 1), (1, 10**9)])
+def test_a_batch_keeps_the_rollups_as_the_triggers_do(tmp_path, monkeypatch, seed, aside_min):
+    from gateway.history import store as history_store
+
+    # triggers dropped for the batch (aside_min 1) or standing aside in place (10**9)
+    monkeypatch.setattr(history_store, "TRIGGERS_ASIDE_MIN", aside_min)
     rng = random.Random(seed)
     records = []
     for base in (W47.start.timestamp(), -3 * DAY - 0.5, 0.0):  # before 1970 and at it
@@ -538,9 +542,68 @@ def test_a_batch_keeps_the_rollups_as_the_triggers_do(tmp_path, seed):
     assert batched.count() == by_triggers.count() == len(records) + 1
     assert _rollup_rows(batched) == _rollup_rows(by_triggers)
     assert db.execute("SELECT COUNT(*) FROM rollups_deferred").fetchone() == (0,)
+    assert _triggers(batched) == _triggers(by_triggers)  # back after every batch
     more = _random_records(rng, 30, W48.start.timestamp())
     for store in (batched, by_triggers):  # the triggers count again after a batch
         store.add_many(more)
     assert _rollup_rows(batched) == _rollup_rows(by_triggers)
     batched.close()
     by_triggers.close()
+
+
+def _triggers(store: SqliteHistory) -> list[tuple[str, str]]:
+    return sorted(store.writer().execute(
+        "SELECT name, sql FROM sqlite_master WHERE type = 'trigger'"))
+
+
+def test_a_batch_sets_the_insert_triggers_aside_only_inside_its_transaction(tmp_path,
+                                                                           monkeypatch):
+    from gateway.history import store as history_store
+
+    monkeypatch.setattr(history_store, "TRIGGERS_ASIDE_MIN", 20)
+    store = SqliteHistory(tmp_path / "h.sqlite")
+    before = _triggers(store)
+    assert {name for name, _ in before} >= set(history_store.BATCH_TRIGGERS)
+    rng = random.Random(3)
+    records = _random_records(rng, 59, W47.start.timestamp())
+    db = store.writer()
+    reader = sqlite3.connect(tmp_path / "h.sqlite")
+
+    def version() -> int:
+        return reader.execute("PRAGMA schema_version").fetchone()[0]
+
+    first = version()
+    db.execute("BEGIN IMMEDIATE")  # below TRIGGERS_ASIDE_MIN: the schema is left alone
+    for record in records[40:]:
+        store.stage(db, record)
+    store.flush(db)
+    db.execute("COMMIT")
+    assert version() == first
+    db.execute("BEGIN IMMEDIATE")  # TRIGGERS_ASIDE_MIN: dropped and created again
+    for record in records[:20]:
+        store.stage(db, record)
+    store.flush(db)
+    # another connection never sees the tables without them: still all there for it
+    assert sorted(reader.execute("SELECT name, sql FROM sqlite_master WHERE type = 'trigger'")) \
+        == before
+    db.execute("COMMIT")
+    assert _triggers(store) == before
+    assert version() > first
+    db.execute("BEGIN IMMEDIATE")  # a batch rolled back (a kill, a failed commit)
+    for record in records[20:40]:
+        store.stage(db, record)
+    store.flush(db)
+    db.execute("ROLLBACK")
+    store.forget()
+    assert _triggers(store) == before
+    # a message inserted by hand after the batches is counted by the triggers
+    reader.execute("INSERT INTO messages (msg_id, topic, category, timestamp, envelope)"
+                   " VALUES ('by-hand', 't', 'c', ?, '{}')", (W48.start.timestamp(),))
+    reader.commit()
+    day = int(W48.start.timestamp() // DAY)
+    assert reader.execute("SELECT messages FROM stats_topic_days WHERE day = ? AND topic = 't'",
+                          (day,)).fetchone() == (1,)
+    assert reader.execute("SELECT count FROM activity_hourly WHERE category = 'c'"
+                          ).fetchone() == (1,)
+    reader.close()
+    store.close()

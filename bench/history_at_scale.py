@@ -1,0 +1,277 @@
+"""Recorder ingest *at* a large history, trees side by side in one run (issue 14).
+
+    .venv/bin/python bench/history_at_scale.py \\
+        --db /var/tmp/busgate-bench-history/sqlite-1000000.sqlite \\
+        --tree /work/base --tree . [--messages 30000] [--e2e 5000] [--rounds 3]
+
+Why: bench/history.py times old against new ingest into fresh databases, and its 1M
+figure is one tree's build; what issue 14 asks is the rate once a million messages are
+stored (bigger indexes, a text index with more segments to merge into). Each tree gets
+its own copy of ``--db`` (built by bench/history.py) and a worker process running that
+tree's code; the workers take the same next messages chunk by chunk, alternately, so
+both see the same load. Per tree: batched ingest (``Recorder.handle`` in the consumer's
+batch transactions, as bench/history.py's ``BatchWriter``) wall and CPU messages/s, the
+median chunk, then end to end (ZeroMQ PUB -> a real Recorder on the same copy),
+rounds alternating; and a reader's query latency on each copy while its batches
+commit. The 1-minute load average is printed beside the figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import select
+import shutil
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve()
+#: Added to the bench messages' seq_id/timestamp: the new messages follow the stored ones.
+SEQ_OFFSET = 10_000_000
+YEAR = 365 * 86400
+#: What a reader asks while the batches commit (the /raw shapes: a topic page, contains).
+READS = (("SELECT id, envelope FROM messages WHERE topic = ? ORDER BY timestamp DESC, id DESC"
+          " LIMIT 25", ("org.debian.dev.git.branch.update",)),
+         ("SELECT m.id, m.envelope FROM messages_text t JOIN messages m ON m.id = t.rowid"
+          " WHERE messages_text MATCH ? ORDER BY t.rowid DESC LIMIT 25", ('"amd64"',)))
+
+
+def _envelopes(n: int, seed: int, publisher: str = "bench") -> list[dict[str, Any]]:
+    """``n`` new bench messages, after the stored ones (``bench``'s seq_ids, a year on),
+    or from another ``publisher`` (seq_id 1 up: the recorder follows it from its first)."""
+    sys.path.insert(0, str(HERE.parent))
+    import history_data as data
+
+    out = []
+    for envelope in data.envelopes(n, seed=seed):
+        if publisher == "bench":
+            envelope["seq_id"] += SEQ_OFFSET
+        else:
+            envelope["publisher"], envelope["publisher_epoch"] = publisher, publisher
+        envelope["timestamp"] += YEAR
+        out.append(envelope)
+    return out
+
+
+def worker(db: Path, total: int, seed: int, batch_ms: int | None,
+           cache_mb: int | None) -> None:
+    """Runs in a tree (its ``gateway`` first on sys.path); answers commands on stdin:
+    ``batch N`` (next N messages, batched) and ``e2e K`` (K over ZeroMQ), one JSON line each."""
+    from gateway import config
+    from gateway.consumer import Delivery
+    from gateway.consumer_state import Position
+    from gateway.history.recorder import Recorder
+    from gateway.history.store import SqliteHistory
+    from gateway.messages import TypeIndex
+
+    root = db.parent / (db.stem + "-state")
+    root.mkdir(exist_ok=True)
+    history = "[history]\n" + ("" if batch_ms is None else f"batch_ms = {batch_ms}\n") \
+        + ("" if cache_mb is None else f"cache_mb = {cache_mb}\n")
+    (root / "busgate.toml").write_text(f'[state]\ndir = "{root}"\n{history}')
+    settings = config.load(root / "busgate.toml")
+    store = SqliteHistory(db, cache_mb=settings.history.cache_mb)
+    recorder = Recorder(settings, store, index=TypeIndex(()), endpoints=[])
+    position = Position(store.path)
+    envelopes = iter(_envelopes(total, seed))
+    e2e_round = 0
+    for line in sys.stdin:
+        verb, count = line.split()
+        n = int(count)
+        if verb == "batch":
+            chunk = [next(envelopes) for _ in range(n)]
+            wall, cpu = time.perf_counter(), time.process_time()
+            dbc = position.db
+            dbc.execute("BEGIN IMMEDIATE")
+            for envelope in chunk:
+                dbc.execute("SAVEPOINT callback")
+                recorder.handle(Delivery(envelope, db=dbc, publisher="bench", batched=True))
+                dbc.execute("RELEASE callback")
+            recorder.flush(dbc)
+            position.advance("bench", chunk[-1]["publisher_epoch"], chunk[-1]["seq_id"])
+            dbc.execute("COMMIT")
+            reply = {"wall": time.perf_counter() - wall, "cpu": time.process_time() - cpu}
+        else:
+            e2e_round += 1  # a new publisher each round: followed from its first message
+            reply = _e2e(settings, store, _envelopes(n, seed + e2e_round, f"e2e-{e2e_round}"))
+        print(json.dumps(reply), flush=True)
+    position.close()
+    store.close()
+
+
+def _e2e(settings: Any, store: Any, envelopes: list[dict[str, Any]]) -> dict[str, float]:
+    """``envelopes`` from a raw ZeroMQ PUB socket to a real Recorder on ``store``."""
+    import socket
+    import threading
+
+    import zmq
+
+    from gateway import envelope as env
+    from gateway.discovery import Endpoint
+    from gateway.history.recorder import Recorder
+    from gateway.messages import TypeIndex
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    recorder = Recorder(settings, store, index=TypeIndex(()),
+                        endpoints=[Endpoint("bench", f"tcp://127.0.0.1:{port}", None)])
+    flushes = [0]
+    flush = recorder.flush
+
+    def counted(db: Any = None) -> None:  # batches, for their mean size
+        flushes[0] += 1
+        flush(db)
+
+    recorder.flush = counted  # type: ignore[method-assign]
+    frames = [env.encode(e) for e in envelopes]
+    pub = zmq.Context.instance().socket(zmq.PUB)
+    pub.setsockopt(zmq.SNDHWM, 0)
+    pub.bind(f"tcp://127.0.0.1:{port}")
+    stop = threading.Event()
+    thread = threading.Thread(target=recorder.run, args=(stop,), daemon=True)
+    thread.start()
+    try:
+        sent = 0
+        while recorder.stored == 0 and sent < 50:  # the slow joiner
+            pub.send_multipart(frames[sent])
+            sent += 1
+            time.sleep(0.05)
+        first = recorder.stored
+        wall, cpu = time.perf_counter(), time.process_time()
+        for frame in frames[sent:]:
+            pub.send_multipart(frame)
+        want = len(frames) - sent
+        deadline = time.monotonic() + 600
+        while recorder.stored < first + want and time.monotonic() < deadline:
+            time.sleep(0.005)
+        reply = {"wall": time.perf_counter() - wall, "cpu": time.process_time() - cpu,
+                 "n": recorder.stored - first, "batches": flushes[0]}
+    finally:
+        stop.set()
+        thread.join(30)
+        pub.close(linger=0)
+    return reply
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--db", type=Path, required=True)
+    parser.add_argument("--tree", action="append", type=Path, required=True)
+    parser.add_argument("--messages", type=int, default=30_000)
+    parser.add_argument("--chunk", type=int, default=1000)
+    parser.add_argument("--e2e", type=int, default=5000, help="messages per e2e round")
+    parser.add_argument("--rounds", type=int, default=3, help="e2e rounds per tree")
+    parser.add_argument("--scratch", type=Path, default=Path("/var/tmp"))
+    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--seed", type=int, default=77)
+    parser.add_argument("--cache-mb", type=int, action="append",
+                        help="history.cache_mb per --tree, in order (default: the tree's)")
+    parser.add_argument("--batch-ms", type=int, default=None,
+                        help="history.batch_ms of the e2e recorders (default: the tree's); "
+                             "a loaded machine makes the default's batches small")
+    args = parser.parse_args()
+    if args.worker:
+        worker(args.db, args.messages, args.seed, args.batch_ms,
+               args.cache_mb[0] if args.cache_mb else None)
+        return
+    scratch = Path(tempfile.mkdtemp(prefix="bg-at-scale-", dir=args.scratch))
+    workers = []
+    try:
+        for number, tree in enumerate(args.tree):
+            tree = tree.resolve()
+            copy = scratch / f"tree{number}.sqlite"
+            for suffix in ("", "-wal"):
+                if Path(str(args.db) + suffix).exists():
+                    shutil.copyfile(str(args.db) + suffix, str(copy) + suffix)
+            env = {**os.environ, "PYTHONPATH": str(tree)}
+            workers.append(subprocess.Popen(
+                [str(tree / ".venv/bin/python"), str(HERE), "--worker", "--db", str(copy),
+                 "--tree", str(tree), "--messages", str(args.messages), "--e2e",
+                 str(args.e2e), "--rounds", str(args.rounds), "--seed", str(args.seed),
+                 *([] if args.batch_ms is None else ["--batch-ms", str(args.batch_ms)]),
+                 *([] if not args.cache_mb else ["--cache-mb", str(args.cache_mb[number])])],
+                cwd=tree, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True))
+        print(f"at-scale ingest from {args.db.name}: {args.messages:,} messages in chunks of "
+              f"{args.chunk}, trees {', '.join(str(t) for t in args.tree)}, "
+              f"load {os.getloadavg()[0]:.1f}", flush=True)
+
+        readers = [sqlite3.connect(f"file:{scratch / f'tree{i}.sqlite'}?mode=ro", uri=True,
+                                   isolation_level=None) for i in range(len(workers))]
+        read_ms: dict[int, list[float]] = {i: [] for i in range(len(workers))}
+
+        def ask(index: int, command: str, reads: bool = False) -> dict[str, float]:
+            """``command`` to a worker; with ``reads``, queries on its copy meanwhile
+            (a reader's latency while that tree's batches commit)."""
+            proc = workers[index]
+            proc.stdin.write(command + "\n")  # type: ignore[union-attr]
+            proc.stdin.flush()  # type: ignore[union-attr]
+            turn = 0
+            while reads and not select.select([proc.stdout], [], [], 0)[0]:
+                sql, params = READS[turn % len(READS)]
+                turn += 1
+                started = time.perf_counter()
+                readers[index].execute(sql, params).fetchall()
+                read_ms[index].append((time.perf_counter() - started) * 1000)
+                time.sleep(0.01)
+            return json.loads(proc.stdout.readline())  # type: ignore[union-attr]
+
+        results: dict[int, list[dict[str, float]]] = {i: [] for i in range(len(workers))}
+        for step in range(args.messages // args.chunk):
+            order = list(range(len(workers)))
+            if step % 2:
+                order.reverse()
+            for index in order:
+                results[index].append(ask(index, f"batch {args.chunk}", reads=True))
+        e2e: dict[int, list[dict[str, float]]] = {i: [] for i in range(len(workers))}
+        for step in range(args.rounds if args.e2e else 0):
+            order = list(range(len(workers)))
+            if step % 2:
+                order.reverse()
+            for index in order:
+                e2e[index].append(ask(index, f"e2e {args.e2e}"))
+        print(f"{'tree':<28}{'batched wall/s':>15}{'CPU/s':>9}{'median chunk/s':>16}"
+              f"{'e2e wall/s (median)':>21}{'e2e CPU/s':>11}{'batch':>8}")
+        base: dict[str, float] = {}
+        for index, tree in enumerate(args.tree):
+            rows = results[index]
+            n = args.chunk * len(rows)
+            wall = n / sum(r["wall"] for r in rows)
+            cpu = n / sum(r["cpu"] for r in rows)
+            median = statistics.median(args.chunk / r["wall"] for r in rows)
+            e2e_rates = [r["n"] / r["wall"] for r in e2e[index]] or [float("nan")]
+            e2e_cpu = [r["n"] / r["cpu"] for r in e2e[index]] or [float("nan")]
+            figures = {"wall": wall, "cpu": cpu, "median": median,
+                       "e2e": statistics.median(e2e_rates), "e2e_cpu": statistics.median(e2e_cpu)}
+            batches = sum(r["batches"] for r in e2e[index])
+            sizes = f"{sum(r['n'] for r in e2e[index]) / batches:.0f}" if batches else "-"
+            base = base or figures
+            print(f"{str(tree)[-27:]:<28}{wall:>15,.0f}{cpu:>9,.0f}{median:>16,.0f}"
+                  f"{figures['e2e']:>21,.0f}{figures['e2e_cpu']:>11,.0f}{sizes:>8}"
+                  + ("" if figures is base else "   x" + " x".join(
+                      f"{figures[k] / base[k]:.2f}" for k in figures)))
+        for index, tree in enumerate(args.tree):
+            times = sorted(read_ms[index])
+            if times:
+                print(f"reads during its batches, {str(tree)[-27:]}: {len(times)} queries "
+                      f"(topic, contains), p50 {statistics.median(times):.1f} ms, p99 "
+                      f"{times[min(len(times) - 1, int(0.99 * len(times)))]:.1f} ms")
+        for reader in readers:
+            reader.close()
+        print(f"load {os.getloadavg()[0]:.1f}")
+    finally:
+        for proc in workers:
+            proc.stdin.close()  # type: ignore[union-attr]
+            proc.wait(60)
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
