@@ -8,6 +8,14 @@ subscriber (this process, the same code for every tree). Reports, per event, the
 ZeroMQ), its spool worker (spool -> outbox), and the subscriber; medians over the
 repetitions, with the wall rate and the load beside them.
 
+In the same interleaved loop, stock fedmsg 1.1.7 (publish -> tail_messages) and raw
+pyzmq (a PUB child encoding JSON per message, a SUB child decoding it) are measured
+the same way: each child's CPU from /proc around the timed part only (after start-up
+and the join probes), so issue 16's gap to fedmsg is stated in the same unit. The
+ratio busgate / fedmsg is taken per repetition (same load), and the CPU per event
+that 1.5x fedmsg's wall rate allows on this machine's cores is
+``os.cpu_count() / (1.5 x fedmsg rate)`` from the same repetition.
+
 Usage: .venv/bin/python bench/cpu_per_event.py [--tree /work/main --tree .]
        [--events 30000] [--publishers 4] [--reps 3] [--bodies dak,small]
 """
@@ -22,6 +30,7 @@ import sys
 import time
 from collections import defaultdict
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
@@ -29,6 +38,8 @@ sys.path.insert(0, str(REPO))
 from bench import bodies, harness  # noqa: E402
 
 PARTS = ("publish", "worker", "daemon", "subscriber")
+FEDMSG, PYZMQ = "stock fedmsg 1.1.7", "raw pyzmq"
+PAIRS: dict[str, type[harness._Pair]] = {FEDMSG: harness._Fedmsg, PYZMQ: harness._RawPyzmq}
 
 
 def cpu_seconds(pid: int) -> float:
@@ -83,6 +94,24 @@ def measure(tree: Path, data: bytes, publishers: int) -> tuple[dict[str, float],
         gateway.close()
 
 
+def measure_pair(kind: type[harness._Pair], body: dict[str, Any],
+                 n: int) -> tuple[dict[str, float], float]:
+    """(µs of CPU per event of the publisher and the consumer child, events/s) for one
+    run of a non-durable publisher -> consumer pair; CPU read from /proc around the
+    timed part only."""
+    run = kind(body, n)
+    try:
+        before = (cpu_seconds(run.pub.pid), cpu_seconds(run.con.pid))
+        start = time.monotonic()
+        run.go()
+        last = run.finish(n)
+        used = {"publish": (cpu_seconds(run.pub.pid) - before[0]) / (n / 1e6),
+                "subscriber": (cpu_seconds(run.con.pid) - before[1]) / (n / 1e6)}
+        return used, n / (last - start)
+    finally:
+        run.close()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -97,7 +126,20 @@ def main() -> None:
     loads: list[float] = []
     for rep in range(1, args.reps + 1):
         for name in [b for b in args.bodies.split(",") if b]:
-            data = bodies.lines(bodies.body(name), args.events)
+            body = bodies.body(name)
+            data = bodies.lines(body, args.events)
+            for label, kind in PAIRS.items():
+                loads.append(harness.load())
+                used, rate = measure_pair(kind, body, args.events)
+                for part, value in used.items():
+                    results[(name, label, part)].append(value)
+                results[(name, label, "total")].append(sum(used.values()))
+                results[(name, label, "rate")].append(rate)
+                print(f"rep {rep} {name} {label} load {loads[-1]:.2f}: {rate:,.0f}/s "
+                      + " ".join(f"{p} {v:.1f}" for p, v in used.items()), flush=True)
+            fedmsg_rate = results[(name, FEDMSG, "rate")][-1]
+            results[(name, "budget", "total")].append(
+                os.cpu_count() / (1.5 * fedmsg_rate) * 1e6)
             for tree in trees:
                 loads.append(harness.load())
                 used, rate, verdict = measure(tree, data, args.publishers)
@@ -105,18 +147,33 @@ def main() -> None:
                     results[(name, tree.name, part)].append(value)
                 results[(name, tree.name, "total")].append(sum(used.values()))
                 results[(name, tree.name, "rate")].append(rate)
+                results[(name, tree.name, "x fedmsg")].append(
+                    sum(used.values()) / results[(name, FEDMSG, "total")][-1])
+                results[(name, tree.name, "x fedmsg rate")].append(rate / fedmsg_rate)
                 print(f"rep {rep} {name} {tree.name} load {loads[-1]:.2f}: {rate:,.0f}/s "
                       f"[{verdict}] " + " ".join(f"{p} {v:.1f}" for p, v in used.items()),
                       flush=True)
     m = harness.median
     print(f"\nµs of CPU per event, medians of {args.reps} interleaved repetitions; load "
           f"{min(loads):.2f}-{max(loads):.2f}, {os.cpu_count()} cores\n")
-    print("| body | tree | publish cmds | spool worker | daemon main | subscriber | total "
-          "| events/s |")
-    print("|---|---|---:|---:|---:|---:|---:|---:|")
-    for name, tree_name in dict.fromkeys((k[0], k[1]) for k in results):
-        cells = " | ".join(f"{m(results[(name, tree_name, p)]):.1f}" for p in (*PARTS, "total"))
-        print(f"| {name} | {tree_name} | {cells} | {m(results[(name, tree_name, 'rate')]):,.0f} |")
+    print("| body | run | publish cmds / publisher | spool worker | daemon main "
+          "| subscriber / consumer | total | events/s | CPU x fedmsg | rate x fedmsg |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for name, run in dict.fromkeys((k[0], k[1]) for k in results):
+        if run == "budget":
+            continue
+        cells = " | ".join(f"{m(results[(name, run, p)]):.1f}" if results[(name, run, p)]
+                           else "-" for p in (*PARTS, "total"))
+        ratios = " | ".join(f"{m(results[(name, run, r)]):.2f}" if results[(name, run, r)]
+                            else "-" for r in ("x fedmsg", "x fedmsg rate"))
+        print(f"| {name} | {run} | {cells} | {m(results[(name, run, 'rate')]):,.0f} "
+              f"| {ratios} |")
+    print()
+    for name in dict.fromkeys(k[0] for k in results):
+        budget = results[(name, "budget", "total")]
+        print(f"{name}: 1.5x stock fedmsg's wall rate on {os.cpu_count()} cores allows "
+              f"{m(budget):.1f} µs of CPU per event (median; per repetition "
+              f"{', '.join(f'{b:.1f}' for b in budget)}), all processes together")
 
 
 if __name__ == "__main__":

@@ -314,10 +314,41 @@ for name, ep, topic, msg in ctx.tail_messages():
     elif count >= n:
         break
 print(count, time.monotonic(), flush=True)
+sys.stdin.readline()  # stay up (its CPU readable in /proc) until told to go
 """
 
 
-class _Fedmsg:
+class _Pair:
+    """A publisher child and a consumer child, joined, both alive until :meth:`close`.
+
+    The timed part runs from :meth:`go` to the consumer's last receipt (:meth:`finish`);
+    start-up and join probes come before it, so a caller can read each child's CPU from
+    /proc around exactly that part.
+    """
+
+    pub: subprocess.Popen
+    con: subprocess.Popen
+
+    def go(self) -> None:
+        self.pub.stdin.write("go\n")
+        self.pub.stdin.flush()
+
+    def finish(self, n: int) -> float:
+        """The monotonic time of the consumer's n-th receipt (it must get exactly n)."""
+        if not select.select([self.con.stdout], [], [], max(120.0, n / 1000))[0]:
+            raise RuntimeError(f"{type(self).__name__} consumer did not get {n} messages")
+        out = self.con.stdout.readline().split()
+        if not out or int(out[0]) != n:
+            raise RuntimeError(f"{type(self).__name__} consumer got {out} of {n}")
+        return float(out[1])
+
+    def close(self) -> None:
+        for proc in (self.pub, self.con):
+            proc.kill()
+            proc.wait()
+
+
+class _Fedmsg(_Pair):
     def __init__(self, body: dict[str, Any], n: int):
         port = str(free_port())
         self.pub = subprocess.Popen([sys.executable, "-c", FEDMSG_PUBLISHER, port, str(n)],
@@ -327,7 +358,7 @@ class _Fedmsg:
         if self.pub.stdout.readline().strip() != "bound":
             raise RuntimeError("fedmsg publisher did not start")
         self.con = subprocess.Popen([sys.executable, "-c", FEDMSG_CONSUMER, port, str(n)],
-                                    stdout=subprocess.PIPE, text=True)
+                                    stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         while True:  # one probe per line, until the consumer says it got one
             self.pub.stdin.write("again\n")
             self.pub.stdin.flush()
@@ -336,26 +367,14 @@ class _Fedmsg:
                 break
         time.sleep(0.3)  # probes in flight drain
 
-    def close(self) -> None:
-        for proc in (self.pub, self.con):
-            proc.kill()
-            proc.wait()
-
 
 def stock_fedmsg(body: dict[str, Any], n: int) -> float:
     """msgs/s from fedmsg's first publish call to the consumer's n-th receipt."""
     run = _Fedmsg(body, n)
     try:
         start = time.monotonic()
-        run.pub.stdin.write("go\n")
-        run.pub.stdin.flush()
-        if not select.select([run.con.stdout], [], [], max(120.0, n / 1000))[0]:
-            raise RuntimeError(f"fedmsg consumer did not get {n} messages (not durable)")
-        out = run.con.stdout.readline().split()
-        count, last = int(out[0]), float(out[1])
-        if count != n:
-            raise RuntimeError(f"fedmsg consumer got {count} of {n}")
-        return n / (last - start)
+        run.go()
+        return n / (run.finish(n) - start)
     finally:
         run.close()
 
@@ -378,6 +397,28 @@ def fedmsg_latency(body: dict[str, Any], runs: int) -> list[float]:
 
 
 # -- raw pyzmq, JSON encoded (and decoded) per message ---------------------------------
+RAW_SENDER = """
+import json, select, sys, zmq
+n = int(sys.argv[1])
+body = json.loads(sys.stdin.readline())
+sock = zmq.Context().socket(zmq.PUB)
+sock.setsockopt(zmq.SNDHWM, 0)
+print(sock.bind_to_random_port("tcp://127.0.0.1"), flush=True)
+while not select.select([sys.stdin], [], [], 0.05)[0]:  # probes until the receiver joined
+    sock.send_multipart((b"probe", b"{}"))
+sys.stdin.readline()
+sys.stdin.readline()  # go
+topic = "org.debian.dev.bench.package.accept"
+envelope = {"topic": topic, "msg_id": "2026-x", "i": 1, "timestamp": 0,
+            "username": "bench", "seq_id": 0, "publisher": "bench"}
+for i in range(n):
+    envelope["msg"] = {**body, "n": i}
+    envelope["seq_id"] = envelope["i"] = i + 1
+    sock.send_multipart((topic.encode(), json.dumps(
+        envelope, sort_keys=True, separators=(",", ":")).encode()))
+sys.stdin.readline()  # stay up (and keep sending what is queued) until told to go
+"""
+
 RAW_RECEIVER = """
 import json, sys, time, zmq
 port, n = int(sys.argv[1]), int(sys.argv[2])
@@ -396,39 +437,37 @@ while count < n:
             joined = True
         continue
     count += 1
-print(time.monotonic(), flush=True)
+print(count, time.monotonic(), flush=True)
+sys.stdin.readline()  # stay up (its CPU readable in /proc) until told to go
 """
 
 
-def raw_pyzmq(body: dict[str, Any], n: int) -> float:
-    """msgs/s of a PUB socket sending n canonical JSON envelopes (encoded per message)
-    to a SUB process decoding each: the floor any JSON-over-ZeroMQ bus pays."""
-    import zmq
+class _RawPyzmq(_Pair):
+    """A PUB child sending n canonical JSON envelopes (encoded per message) to a SUB
+    child decoding each: the floor any JSON-over-ZeroMQ bus pays."""
 
-    ctx = zmq.Context()
-    pub = ctx.socket(zmq.PUB)
-    pub.setsockopt(zmq.SNDHWM, 0)
-    port = pub.bind_to_random_port("tcp://127.0.0.1")
-    receiver = subprocess.Popen([sys.executable, "-c", RAW_RECEIVER, str(port), str(n)],
-                                stdout=subprocess.PIPE, text=True)
+    def __init__(self, body: dict[str, Any], n: int):
+        self.pub = subprocess.Popen([sys.executable, "-c", RAW_SENDER, str(n)],
+                                    stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        self.pub.stdin.write(json.dumps(body) + "\n")
+        self.pub.stdin.flush()
+        port = self.pub.stdout.readline().strip()
+        self.con = subprocess.Popen([sys.executable, "-c", RAW_RECEIVER, port, str(n)],
+                                    stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        if self.con.stdout.readline().strip() != "joined":
+            self.close()
+            raise RuntimeError("raw pyzmq receiver did not join")
+        self.pub.stdin.write("joined\n")
+        self.pub.stdin.flush()
+        time.sleep(0.2)  # probes in flight drain
+
+
+def raw_pyzmq(body: dict[str, Any], n: int) -> float:
+    """msgs/s from the PUB child's go to the SUB child's n-th receipt."""
+    run = _RawPyzmq(body, n)
     try:
-        while not select.select([receiver.stdout], [], [], 0.05)[0]:
-            pub.send_multipart((b"probe", b"{}"))
-        receiver.stdout.readline()
-        time.sleep(0.2)
-        topic = "org.debian.dev.bench.package.accept"
-        envelope = {"topic": topic, "msg_id": "2026-x", "i": 1, "timestamp": 0,
-                    "username": "bench", "seq_id": 0, "publisher": "bench"}
         start = time.monotonic()
-        for i in range(n):
-            envelope["msg"] = {**body, "n": i}
-            envelope["seq_id"] = envelope["i"] = i + 1
-            pub.send_multipart((topic.encode(), json.dumps(
-                envelope, sort_keys=True, separators=(",", ":")).encode()))
-        last = float(receiver.stdout.readline())
-        return n / (last - start)
+        run.go()
+        return n / (run.finish(n) - start)
     finally:
-        receiver.kill()
-        receiver.wait()
-        pub.close(0)
-        ctx.destroy(0)
+        run.close()
