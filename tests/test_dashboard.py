@@ -110,11 +110,16 @@ def test_sqlite_commits_in_id_order_with_two_writers(tmp_path):
     writers = [SqliteHistory(path), SqliteHistory(path)]
     reader = SqliteHistory(path)
     per_writer, batches = 600, 30
+    # both writers start each batch together, so they contend for the write lock in
+    # every round whatever the scheduler does (a loaded machine can otherwise run one
+    # writer's 30 batches before the other starts, and nothing would be tested)
+    rounds = threading.Barrier(2, timeout=30)
 
     def write(number: int) -> None:
         store = writers[number]
         first = 1 + number * per_writer
         for at in range(first, first + per_writer, per_writer // batches):
+            rounds.wait()
             dh.add(store, *(dh.envelope(n, BUG, {"bug": n, "package": "p"}, NOW)
                             for n in range(at, at + per_writer // batches)))
 
