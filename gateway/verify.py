@@ -151,12 +151,19 @@ class Verifier:
         if "certificate" in envelope:
             raise SignatureError("malformed", "an openpgp message has no certificate field")
         try:
-            sig = self._pgp.Sig.from_bytes(base64.b64decode(signature, validate=True))
+            raw = base64.b64decode(signature, validate=True)
+            sig = self._pgp.Sig.from_bytes(raw)
         except (binascii.Error, ValueError):
             raise SignatureError("malformed", "signature is not base64") from None
         except Exception as exc:
             raise SignatureError("malformed", f"not an OpenPGP signature: "
                                  f"{first_line(exc)}") from None
+        body = _packet_body(bytes(sig))
+        if not (raw.endswith(body) and len(raw) - len(body) <= MAX_PACKET_HEADER):
+            # the parser reads the first packet and ignores what follows: a signature
+            # field with bytes appended would still verify (one signed message, many
+            # signature strings)
+            raise SignatureError("malformed", "bytes after the OpenPGP signature packet")
         issuer = sig.issuer_fingerprint or sig.issuer_key_id
         cert = self.keyring.lookup(issuer) if issuer else None
         if cert is None:
@@ -180,6 +187,21 @@ class Verifier:
             return signed_bytes(envelope)
         except (TypeError, ValueError) as exc:
             raise SignatureError("malformed", f"envelope cannot be encoded: {exc}") from None
+
+
+#: The longest OpenPGP packet header (RFC 4880 4.2: old or new format, five-octet length).
+MAX_PACKET_HEADER = 6
+
+
+def _packet_body(packet: bytes) -> bytes:
+    """The body of one OpenPGP packet as Sequoia writes it (a new-format header, RFC 4880
+    4.2.2: one, two or five length octets): what the signature field must end with,
+    whichever header format its signer used."""
+    if len(packet) < 2:
+        return packet
+    first = packet[1]
+    header = 2 if first < 192 else 3 if first < 224 else 6
+    return packet[header:]
 
 
 def check_settings(conf: SigningSettings) -> None:

@@ -219,6 +219,23 @@ def test_every_field_changed_removed_or_added_is_refused(backend, x509_signer, p
         assert caught.value.reason in reasons, (what, str(caught.value))
 
 
+def test_an_openpgp_signature_with_bytes_appended_is_refused(pgp_signer, verifier):
+    """The OpenPGP parser reads one packet and ignores what follows it, so without a check
+    a signature field with bytes appended still verified: one signed message, many
+    signature strings (the tamper matrix hit this when a signature's base64 ended in
+    "=="). The same packet under the other (old-format) header still verifies."""
+    signed = json.loads(env.canonical_json(pgp_signer.sign(envelope())))
+    raw = base64.b64decode(signed["signature"])
+    assert verifier.check(copy.deepcopy(signed))
+    for junk in (b"\x00", b"A", b"\xc2\x00", raw):
+        tampered = {**signed, "signature": base64.b64encode(raw + junk).decode()}
+        with pytest.raises(SignatureError, match="bytes after"):
+            verifier.check(tampered)
+    assert raw[0] == 0xC2 and raw[1] < 192  # new format, one length octet
+    old_format = bytes([0x89]) + (len(raw) - 2).to_bytes(2, "big") + raw[2:]
+    assert verifier.check({**signed, "signature": base64.b64encode(old_format).decode()})
+
+
 def test_revoked_unknown_out_of_policy_stale_and_unsigned_are_refused(pki, verifier):
     now = int(time.time())
     cases = {
