@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import os
 import resource
-import subprocess
 import sys
 import time
 from collections import defaultdict
@@ -63,23 +62,13 @@ def spool_worker(daemon_pid: int) -> int:
 def measure(tree: Path, data: bytes, publishers: int) -> tuple[dict[str, float], float, str]:
     """(µs of CPU per event by process, events/s, check) for one bulk run."""
     lines = data.splitlines(keepends=True)
-    parts = [b"".join(lines[i::publishers]) for i in range(publishers)]
     gateway = harness.Gateway(tree)
     try:
         worker = spool_worker(gateway.proc.pid)
         before = (cpu_seconds(gateway.proc.pid), cpu_seconds(worker), time.process_time(),
                   resource.getrusage(resource.RUSAGE_CHILDREN))
         start = time.monotonic()
-        procs = [gateway.popen([sys.executable, "-m", "gateway", "publish", "--json-input",
-                                "--modname", "bench", "--topic", "package.accept"],
-                               stdin=subprocess.PIPE, stdout=subprocess.DEVNULL)
-                 for _ in parts]
-        for proc, part in zip(procs, parts, strict=True):
-            proc.stdin.write(part)
-            proc.stdin.close()
-        last = gateway.receive(len(lines))
-        if any(proc.wait() != 0 for proc in procs):
-            raise SystemExit("busgate publish failed")
+        last = harness.publish_bulk(gateway, lines, publishers)
         children = resource.getrusage(resource.RUSAGE_CHILDREN)
         n = len(lines) / 1e6
         used = {

@@ -162,24 +162,30 @@ def bulk(tree: Path, data: bytes, publishers: int) -> tuple[float, str]:
     """Events/s of ``publishers`` concurrent ``busgate publish --json-input`` processes
     sharing ``data``'s lines, from their start to the last receipt; and the check."""
     lines = data.splitlines(keepends=True)
-    parts = [b"".join(lines[i::publishers]) for i in range(publishers)]
     gateway = Gateway(tree)
     try:
         start = time.monotonic()
-        procs = [gateway.popen([sys.executable, "-m", "gateway", "publish", "--json-input",
-                                "--modname", "bench", "--topic", "package.accept"],
-                               stdin=subprocess.PIPE, stdout=subprocess.DEVNULL)
-                 for _ in parts]
-        for proc, part in zip(procs, parts, strict=True):
-            proc.stdin.write(part)
-            proc.stdin.close()
-        last = gateway.receive(len(lines))
-        for proc in procs:
-            if proc.wait() != 0:
-                raise SystemExit("busgate publish failed")
+        last = publish_bulk(gateway, lines, publishers)
         return len(lines) / (last - start), gateway.check.verdict()
     finally:
         gateway.close()
+
+
+def publish_bulk(gateway: Gateway, lines: list[bytes], publishers: int) -> float:
+    """Run ``publishers`` concurrent ``busgate publish --json-input`` processes sharing
+    ``lines``; the monotonic time the subscriber got the last event."""
+    parts = [b"".join(lines[i::publishers]) for i in range(publishers)]
+    procs = [gateway.popen([sys.executable, "-m", "gateway", "publish", "--json-input",
+                            "--modname", "bench", "--topic", "package.accept"],
+                           stdin=subprocess.PIPE, stdout=subprocess.DEVNULL)
+             for _ in parts]
+    for proc, part in zip(procs, parts, strict=True):
+        proc.stdin.write(part)
+        proc.stdin.close()
+    last = gateway.receive(len(lines))
+    if any(proc.wait() != 0 for proc in procs):
+        raise SystemExit("busgate publish failed")
+    return last
 
 
 WRITER = """
