@@ -285,6 +285,19 @@ def _fresh_pg(root: Path) -> Any:
     return open_history_url(base.rsplit("/", 1)[0] + "/busgate_bench_e2e", 30.0)
 
 
+def _create_database(url: str) -> None:
+    """Create ``url``'s database when the server lacks it (a fresh machine's first run)."""
+    import psycopg
+    from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+    name = conninfo_to_dict(url).get("dbname")
+    admin = make_conninfo(url, dbname="postgres")
+    with psycopg.connect(admin, autocommit=True) as conn:
+        if name and conn.execute("SELECT 1 FROM pg_database WHERE datname = %s",
+                                 (name,)).fetchone() is None:
+            conn.execute(f'CREATE DATABASE "{name}"')
+
+
 def _free_port() -> int:
     import socket
 
@@ -380,6 +393,7 @@ def open_backend(backend: str, cache: Path, n: int, settings: config.Settings
                          "pghistory); not on this branch") from None
     url = os.environ.get("BUSGATE_BENCH_PG", "postgresql://postgres@127.0.0.1:5432/"
                                              "busgate_bench_history")
+    _create_database(url)
     store = open_history_url(url, 30.0, create=True)
     figures: dict[str, float] = {}
     have = store.count()
