@@ -49,7 +49,8 @@ def build(database: str, n: int) -> None:
 
     with psycopg.connect(ADMIN, autocommit=True) as admin:
         if admin.execute("SELECT 1 FROM pg_database WHERE datname = %s", (database,)).fetchone():
-            raise SystemExit(f"{database} exists: drop it first (a cache is never rebuilt in place)")
+            raise SystemExit(f"{database} exists: drop it first (a cache is never rebuilt"
+                             " in place)")
         admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(database)))
     url = ADMIN.rsplit("/", 1)[0] + "/" + database
     PostgresHistory(url).close()  # the schema, by the store's own migrations
@@ -99,8 +100,9 @@ def build(database: str, n: int) -> None:
             batch.append(record_of(envelope, index))
             if len(batch) >= CHUNK:
                 flush()
-                print(f"  copied {message_id:,} ({message_id / (time.perf_counter() - started):,.0f}"
-                      f"/s, load {os.getloadavg()[0]:.1f})", flush=True)
+                rate = message_id / (time.perf_counter() - started)
+                print(f"  copied {message_id:,} ({rate:,.0f}/s, load"
+                      f" {os.getloadavg()[0]:.1f})", flush=True)
         if batch:
             flush()
         # OVERRIDING SYSTEM VALUE was not needed: COPY sets identity columns; move them on
