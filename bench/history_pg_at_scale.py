@@ -55,15 +55,18 @@ def worker(url: str, total: int, seed: int, state: Path) -> None:
     and ``reads R`` on stdin, one JSON line each."""
     import psycopg
 
-    sys.path.insert(0, str(HERE.parent))
-    import history as hbench
-    import history_at_scale as scale
-
+    import gateway
     from gateway import config
     from gateway.consumer import Delivery
     from gateway.history.pgstore import PostgresHistory
     from gateway.history.recorder import Recorder
     from gateway.messages import TypeIndex
+
+    # after the tree's gateway: bench/history.py puts *this* script's tree first on
+    # sys.path, and a gateway imported after it would be that tree's, not the worker's
+    sys.path.insert(0, str(HERE.parent))
+    import history as hbench
+    import history_at_scale as scale
 
     started = time.perf_counter()
     store = PostgresHistory(url, query_timeout=30.0)
@@ -73,7 +76,8 @@ def worker(url: str, total: int, seed: int, state: Path) -> None:
     recorder = Recorder(settings, store, index=TypeIndex(()), endpoints=[])
     envelopes = iter(scale._envelopes(total, seed))
     monitor = psycopg.connect(url, autocommit=True)
-    print(json.dumps({"migrated": migrated}), flush=True)
+    print(json.dumps({"migrated": migrated, "gateway": str(Path(gateway.__file__).parent)}),
+          flush=True)
     e2e_round = 0
     for line in sys.stdin:
         verb, count = line.split()
@@ -139,8 +143,9 @@ def main() -> None:
                 cwd=tree, env={**os.environ, "PYTHONPATH": str(tree)},
                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True))
         for tree, proc in zip(args.tree, workers, strict=True):
-            migrated = json.loads(proc.stdout.readline())["migrated"]  # type: ignore[union-attr]
-            print(f"{tree}: opened (migrations) in {migrated:.2f} s")
+            hello = json.loads(proc.stdout.readline())  # type: ignore[union-attr]
+            print(f"{tree}: gateway from {hello['gateway']}, opened (migrations) in "
+                  f"{hello['migrated']:.2f} s")
         print(f"PostgreSQL ingest at {args.template}: {args.messages:,} messages in chunks of "
               f"{args.chunk}, load {os.getloadavg()[0]:.1f}", flush=True)
 
