@@ -322,7 +322,9 @@ class PostgresHistory(HistoryStore):
         return int(row[0]) if row else 0
 
     def _batch_params(self, records: list[Record]) -> tuple[list[Any], ...]:
-        """The columns of :data:`_ADD_BATCH` (names known: :meth:`_add_batch` made them)."""
+        """The columns of :data:`_ADD_BATCH` (names known: :meth:`_add_batch` made them).
+        Times as floats: a binary array takes one Python type (an int among floats would
+        fail the batch)."""
         links: dict[str, tuple[list[str], list[int]]] = {k: ([], []) for k in _KINDS}
         for record in records:
             for kind, (msg_ids, ids) in links.items():
@@ -333,7 +335,7 @@ class PostgresHistory(HistoryStore):
                     msg_ids.extend([record.msg_id] * len(names))
                     ids.extend(known[n] if n in known else pending[n] for n in names)
         return ([r.msg_id for r in records], [r.topic for r in records],
-                [r.category for r in records], [r.timestamp for r in records],
+                [r.category for r in records], [float(r.timestamp) for r in records],
                 [r.publisher for r in records], [r.seq_id for r in records],
                 [r.envelope for r in records], [r.text for r in records],
                 *links["users"], *links["packages"])
