@@ -190,3 +190,17 @@ def test_the_trigram_pending_list_is_bounded_and_searched(pg_databases):
         assert [r.msg_id for r in page.rows] == [fx.msg_id(7)]
     finally:
         store.close()
+
+
+def test_a_batch_takes_whole_second_times_among_fractional_ones(pg_databases):
+    import dataclasses
+
+    store = PostgresHistory(pg_databases())
+    one, two = _records(range(1, 3))
+    try:  # a Record built elsewhere may carry an int: one binary array takes one type
+        assert store.add_many([dataclasses.replace(one, timestamp=int(one.timestamp)),
+                               dataclasses.replace(two, timestamp=two.timestamp + 0.5)]) == 2
+        assert [r.timestamp for r in store.search(parse([])).rows] == \
+            [two.timestamp + 0.5, one.timestamp]
+    finally:
+        store.close()
