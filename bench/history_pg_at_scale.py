@@ -4,6 +4,8 @@
         --tree /work/base --tree . [--messages 30000] [--chunk 1000] [--e2e 5000] \\
         [--rounds 3] [--runs 100]
 
+The server: ``BUSGATE_BENCH_PG_ADMIN`` (default postgres@127.0.0.1:5432/postgres).
+
 Each tree gets its own copy of the ``--template`` database (``CREATE DATABASE ...
 TEMPLATE ... STRATEGY FILE_COPY``: not 2.6 GB through the WAL; dropped at the end; the
 template is never written: see bench/history_pg_cache.py) and a worker process running

@@ -2,6 +2,10 @@
 
     .venv/bin/python bench/history_pg_cache.py --database busgate_bench_pg1m [--messages 1000000]
 
+The server: ``BUSGATE_BENCH_PG_ADMIN`` (default postgres@127.0.0.1:5432/postgres). The
+schema is the running tree's (PYTHONPATH): build a template with the oldest tree a
+side-by-side bench compares, so every tree can migrate it forward.
+
 Why: bench/history.py builds its PostgreSQL history through the store's own write path
 (~1,300 messages/s at 1M: 13+ minutes, and a failed run starts again); the benches that
 time ingest *at* a million stored messages need only the same rows. This writes the
