@@ -772,17 +772,17 @@ def _marks(values: Sequence[Any]) -> str:
     return ",".join("?" * len(values))
 
 
-def _where(query: Query, *, skip_link: str | None = None,
-           skip_text: bool = False) -> tuple[str, list[Any]]:
+def _where(query: Query, *, skip_link: str | None = None, skip_text: bool = False,
+           skip_time: bool = False) -> tuple[str, list[Any]]:
     """The WHERE clause of ``query`` (datagrepper's: OR within a kind, AND across kinds,
     ``not_*`` excludes any of its values), on ``messages m``; ``skip_link`` /
-    ``skip_text``: a condition the caller's FROM already applies."""
+    ``skip_text`` / ``skip_time``: a condition the caller's FROM already applies."""
     clauses: list[str] = []
     params: list[Any] = []
-    if query.start is not None:
+    if query.start is not None and not skip_time:
         clauses.append("m.timestamp >= ?")
         params.append(query.start)
-    if query.end is not None:
+    if query.end is not None and not skip_time:
         clauses.append("m.timestamp <= ?")
         params.append(query.end)
     for column, values, negate in (("topic", query.topics, False),
@@ -838,7 +838,9 @@ def _source(query: Query) -> tuple[str, str, list[Any]]:
     if driver is not None:
         table, link, key = driver
         name = query.users[0] if table == "users" else query.packages[0]
-        where, params = _where(query, skip_link=link)
+        # the time bounds go on the link's copy of the time (_link_time) only: on the
+        # message too, a count would read every matching message's row (10,000 pages)
+        where, params = _where(query, skip_link=link, skip_time=True)
         bounds, bound_params = _link_time(query)
         return (f"{link} d" + ("" if where == "1" else " JOIN messages m ON m.id = d.message_id"),
                 f"d.{key} = (SELECT id FROM {table} WHERE name = ?){bounds} AND {where}",  # noqa: S608
@@ -865,7 +867,7 @@ def _rows(db: sqlite3.Connection, query: Query, offset: int) -> list[tuple[Any, 
             (*params, *page_params, query.rows_per_page, offset)).fetchall()
     table, link, key = driver
     name = query.users[0] if table == "users" else query.packages[0]
-    where, params = _where(query, skip_link=link)
+    where, params = _where(query, skip_link=link, skip_time=True)  # _link_time has them
     bounds, bound_params = _link_time(query)
     paging, page_params = _after(query, "d.timestamp", "d.message_id")
     return db.execute(
