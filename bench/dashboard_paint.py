@@ -160,6 +160,17 @@ def pg_drop(name: str, admin: str) -> None:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}"')
 
 
+def evict(paths: list[Path]) -> None:
+    """Drop ``paths`` (the bench's own copies) from the OS page cache: the next reads
+    come from the disk, as for a history nobody read lately."""
+    for path in paths:
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        finally:
+            os.close(fd)
+
+
 def sqlite_copy(source: Path, scratch: Path) -> Path:
     """``source`` copied into ``scratch`` (reused when a copy of the same size is there)."""
     target = scratch / source.name
@@ -181,6 +192,9 @@ def main() -> None:
                         help="a tree with a .venv to serve from (repeatable; default this)")
     parser.add_argument("--loads", type=int, default=30, help="navigations per page")
     parser.add_argument("--month", default=None, help="YYYY-MM of the name pages")
+    parser.add_argument("--cold", action="store_true",
+                        help="drop the SQLite copy from the OS page cache before every "
+                             "navigation (no warm-up load): a history not read lately")
     args = parser.parse_args()
     for path in (CHROMIUM, CHROMEDRIVER):
         if not shutil.which(path):
@@ -214,18 +228,22 @@ def main() -> None:
         version = driver.capabilities.get("browserVersion", "?")
         targets = [(backend, tree, page) for backend, _ in databases for tree in trees
                    for page in pages]
-        for target in targets:  # one unmeasured load each: the server's first queries
+        copies = [Path(db) for backend, db in databases if backend == "sqlite"]
+        for target in [] if args.cold else targets:  # unmeasured: the first queries
             load(driver, servers[target[:2]][1] + pages[target[2]])
         got: dict[tuple[str, Path, str], list[dict[str, Any]]] = {t: [] for t in targets}
         for i in range(args.loads):
             order = targets[i % len(targets):] + targets[:i % len(targets)]
             for target in order:
+                if args.cold:
+                    evict(copies)
                 got[target].append(load(driver, servers[target[:2]][1] + pages[target[2]]))
             loads.append(os.getloadavg()[0])
         tail = "p99" if args.loads >= 100 else "max"
+        cold = ", the SQLite file evicted before each" if args.cold else ""
         print(f"dashboard in headless chromium {version}, {args.loads} loads per page, "
-              f"browser cache off, interleaved; month {month}; load {min(loads):.1f}-"
-              f"{max(loads):.1f}")
+              f"browser cache off, interleaved{cold}; month {month}; "
+              f"load {min(loads):.1f}-{max(loads):.1f}")
         print(f"ms, p50 / {tail}: time to first byte, first contentful paint, the {ROWS} "
               f"newest rows in the DOM")
         for backend, database in databases:
