@@ -119,3 +119,56 @@ def test_one_name_in_a_range_answers_like_a_filter_of_every_message(store, items
     assert [int(r.msg_id[-12:]) for r in page.rows] == want[first:first
                                                             + query.rows_per_page]
     assert (page.total, page.capped) == (len(want), False)
+
+
+def traced_activity(store: SqliteHistory, kind: str, name: str) -> tuple[dict, list[str]]:
+    seen: list[str] = []
+    db = store._reader()
+    db.set_trace_callback(seen.append)
+    try:
+        got = store.name_activity(kind, name, START, END, 86400)
+    finally:
+        db.set_trace_callback(None)
+    return got, seen
+
+
+@pytest.mark.parametrize(("kind", "name"), [("users", "alice"), ("packages", "hebcal")])
+def test_a_names_chart_reads_categories_from_the_index_not_the_rows(store, kind, name):
+    """/user/NAME's chart: a frequent name's month is 10,000+ messages; each one's row
+    read from disk made the page take 1-2 s to paint from a cold cache at 1,000,000."""
+    got, statements = traced_activity(store, kind, name)
+    assert sum(map(sum, got.values())) > 0
+    chart = [s for s in statements if s.startswith("SELECT CAST")]
+    assert len(chart) == 1, statements
+    found = plan(store, chart[0])
+    assert "SEARCH m USING COVERING INDEX messages_category (category=? AND timestamp=?" \
+        in found, found
+    assert "INTEGER PRIMARY KEY" not in found, found
+    categories = plan(store, next(s for s in statements if s.startswith("WITH RECURSIVE")))
+    assert "SCAN messages" not in categories and "messages_category" in categories, categories
+
+
+def test_a_names_chart_with_more_categories_than_its_bound_reads_the_rows(store,
+                                                                           monkeypatch):
+    from gateway.history import store as module
+
+    def expected(keep) -> dict[str, list[int]]:  # type: ignore[no-untyped-def]
+        """Per category per day of [START, END), counted from the fixture's rule."""
+        days = int((END - START) // 86400) + 1
+        out: dict[str, list[int]] = {}
+        for n in range(1, N + 1):
+            stamp = fx.T0 + n * fx.HOUR
+            if keep(n) and START <= stamp < END:
+                series = out.setdefault("git" if n % 2 else "dak", [0] * days)
+                series[int((stamp - START) // 86400)] += 1
+        return out
+
+    cases = [("users", "bob", expected(lambda n: n % 3 == 0)),
+             ("packages", "dpkg", expected(lambda n: n % 2))]
+    for kind, name, want in cases:
+        assert store.name_activity(kind, name, START, END, 86400) == want
+    monkeypatch.setattr(module, "CHART_CATEGORIES", 1)  # the fixture has two
+    for kind, name, want in cases:
+        got, statements = traced_activity(store, kind, name)
+        assert got == want
+        assert "INDEXED BY" not in next(s for s in statements if s.startswith("SELECT CAST"))
