@@ -18,7 +18,9 @@ so this is the parser reaching the 25th). Pages: ``/``, and ``/user/NAME`` and
 The databases are only read: a SQLite ``--sqlite`` is copied first (into ``--scratch``, kept
 there for the next run) since ``busgate web`` opens it for writing (migrations); for
 PostgreSQL, ``--pg-template`` makes ``CREATE DATABASE ... TEMPLATE`` a copy, dropped at the
-end (it needs no other session on the template), or ``--pg`` names one to use as it is.
+end (it needs no other session on the template), or ``--pg`` names one served read-only
+(the app of ``busgate web`` over a store opened ``readonly``, in sessions that refuse
+writes: the lead's ``busgate_bench_history`` stays as it is).
 p99 (nearest rank) of N loads is the worst but one at N = 100; under 100 loads the table
 gives the worst instead (and says so).
 """
@@ -80,6 +82,34 @@ return {ttfb: nav ? nav.responseStart : null, fcp: fcp ? fcp.startTime : null,
 
 #: ``busgate`` as its console script runs it, from the tree on PYTHONPATH.
 BUSGATE = "import sys; from gateway.cli import main; sys.argv[0] = 'busgate'; sys.exit(main())"
+#: ``busgate web``'s app (its settings, type index and limits) over a store opened
+#: read-only: a PostgreSQL history the bench must not write (``busgate web`` migrates on
+#: open, a no-op DDL statement, which a read-only session refuses). Prints what the
+#: command prints. Arguments: config, database URL.
+READONLY_WEB = """
+import sys, uvicorn
+from gateway import config, sources
+from gateway.history.backends import open_history_url
+from gateway.history.web import limits, make_app
+settings = config.load(sys.argv[1])
+store = open_history_url(sys.argv[2], settings.history.query_timeout, readonly=True,
+                         pool_size=settings.history.pool_size,
+                         count_limit=settings.history.count_limit)
+app = make_app(store, sources.type_index(settings), **limits(settings.history))
+server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning",
+                                       access_log=False))
+original = server.startup
+async def startup(sockets=None):
+    await original(sockets)
+    for listener in server.servers:
+        for sock in listener.sockets:
+            host, port = sock.getsockname()[:2]
+            print(f"busgate web: serving {store.where} on http://{host}:{port}", flush=True)
+server.startup = startup
+server.run()
+"""
+#: Sessions of a ``--pg`` server refuse any write (belt and braces over ``readonly``).
+PG_READ_ONLY = "options=-c%20default_transaction_read_only%3Don"
 
 
 def tree_python(tree: Path) -> tuple[str, dict[str, str]]:
@@ -95,14 +125,17 @@ def tree_python(tree: Path) -> tuple[str, dict[str, str]]:
     return python, env
 
 
-def start_web(tree: Path, database: str, scratch: Path) -> tuple[subprocess.Popen[str], str]:
-    """``busgate web`` of ``tree`` over ``database`` on a free port; (process, base URL)."""
+def start_web(tree: Path, database: str, scratch: Path,
+              readonly: bool = False) -> tuple[subprocess.Popen[str], str]:
+    """``busgate web`` of ``tree`` over ``database`` on a free port (``readonly``: its app
+    over a store opened read-only); (process, base URL)."""
     conf = scratch / f"web-{abs(hash((str(tree), database)))}.toml"
     conf.write_text(f'[state]\ndir = "{scratch / "state"}"\n')
     python, env = tree_python(tree)
-    proc = subprocess.Popen(
+    command = [python, "-c", READONLY_WEB, str(conf), database] if readonly else \
         [python, "-c", BUSGATE, "web", "--config", str(conf), "--database", database,
-         "--port", "0"], cwd=tree, env=env, stdout=subprocess.PIPE, text=True)
+         "--port", "0"]
+    proc = subprocess.Popen(command, cwd=tree, env=env, stdout=subprocess.PIPE, text=True)
     assert proc.stdout is not None
     line = proc.stdout.readline()  # "busgate web: serving WHERE on http://HOST:PORT"
     found = re.search(r"on (http://\S+)$", line.strip())
@@ -184,7 +217,8 @@ def main() -> None:
     parser.add_argument("--sqlite", type=Path, default=None,
                         help="a SQLite history to copy and serve (default: "
                              "/var/tmp/bgbench/sqlite-1000000.sqlite when there)")
-    parser.add_argument("--pg", help="a postgresql:// URL served as it is")
+    parser.add_argument("--no-sqlite", action="store_true", help="PostgreSQL only")
+    parser.add_argument("--pg", help="a postgresql:// URL served read-only")
     parser.add_argument("--pg-template", help="a PostgreSQL database to serve a copy of")
     parser.add_argument("--pg-admin", default="postgresql://postgres@127.0.0.1:5432/postgres")
     parser.add_argument("--scratch", type=Path, default=Path("/var/tmp/busgate-paint"))
@@ -206,14 +240,15 @@ def main() -> None:
     args.scratch.mkdir(parents=True, exist_ok=True)
     databases: list[tuple[str, str]] = []
     sqlite = args.sqlite or Path("/var/tmp/bgbench/sqlite-1000000.sqlite")
-    if args.sqlite or sqlite.exists():
+    if not args.no_sqlite and (args.sqlite or sqlite.exists()):
         databases.append(("sqlite", str(sqlite_copy(sqlite, args.scratch))))
     dropped: str | None = None
     if args.pg_template:
         url, dropped = pg_copy(args.pg_template, args.pg_admin)
         databases.append(("postgresql", url))
     elif args.pg:
-        databases.append(("postgresql", args.pg))
+        databases.append(("postgresql", args.pg + ("&" if "?" in args.pg else "?")
+                          + PG_READ_ONLY))
     if not databases:
         raise SystemExit("no history to serve: --sqlite, --pg or --pg-template")
     state = Path(tempfile.mkdtemp(prefix="paint-", dir=args.scratch))
@@ -223,7 +258,8 @@ def main() -> None:
     try:
         for backend, database in databases:
             for tree in trees:
-                servers[backend, tree] = start_web(tree, database, state)
+                servers[backend, tree] = start_web(tree, database, state,
+                                                   readonly=PG_READ_ONLY in database)
         driver = browser()
         version = driver.capabilities.get("browserVersion", "?")
         targets = [(backend, tree, page) for backend, _ in databases for tree in trees
