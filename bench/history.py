@@ -58,8 +58,8 @@ DEFAULT_CACHE = Path(os.environ.get("TMPDIR", "/var/tmp")) / "busgate-bench-hist
 
 def pct(values: list[float], p: float) -> float:
     """The nearest-rank percentile: p99 of 100 requests is the worst but one. (It was
-    ``ordered[int(p * n)]``, the worst of 100: one descheduled request on a shared
-    2-core machine set a kind's "p99", which swung 8.6-82 ms between runs.)"""
+    ``ordered[int(p * n)]``, the worst of 100: a single request descheduled on the
+    shared 2-core machine, or reading pages gone from the OS cache, set a kind's "p99".)"""
     ordered = sorted(values)
     if not ordered:
         return float("nan")
