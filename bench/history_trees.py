@@ -35,16 +35,25 @@ SERVE = """
 import sys, uvicorn
 from gateway.history.backends import open_history_url
 from gateway.history.web import make_app
-store = open_history_url(sys.argv[2], 30.0, create=False)
+store = open_history_url(sys.argv[2], 30.0, create=False, readonly=sys.argv[3] == "1")
 uvicorn.run(make_app(store), host="127.0.0.1", port=int(sys.argv[1]), log_level="warning")
 """
 
 
-def start(tree: Path, database: str) -> tuple[subprocess.Popen[bytes], str]:
-    """``busgate web``'s app from ``tree`` over ``database``; (process, base URL)."""
+#: What a ``--readonly`` PostgreSQL session gets: it refuses every write.
+PG_READ_ONLY = "options=-c%20default_transaction_read_only%3Don"
+
+
+def start(tree: Path, database: str,
+          readonly: bool = False) -> tuple[subprocess.Popen[bytes], str]:
+    """``busgate web``'s app from ``tree`` over ``database`` (``readonly``: opened without
+    migrating, PostgreSQL sessions read-only); (process, base URL)."""
     port = _free_port()
     python = tree / ".venv" / "bin" / "python"
-    proc = subprocess.Popen([str(python), "-c", SERVE, str(port), database], cwd=tree,
+    if readonly and database.startswith(("postgresql://", "postgres://")):
+        database += ("&" if "?" in database else "?") + PG_READ_ONLY
+    proc = subprocess.Popen([str(python), "-c", SERVE, str(port), database,
+                             "1" if readonly else "0"], cwd=tree,
                             env={**os.environ, "PYTHONPATH": str(tree)})
     base = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 120  # a tree's first open may migrate
@@ -68,13 +77,16 @@ def main() -> None:
                         help="a postgresql:// URL or a SQLite path (repeatable)")
     parser.add_argument("--runs", type=int, default=100, help="requests per kind and tree")
     parser.add_argument("--kinds", default="", help="comma-separated kinds (default all)")
+    parser.add_argument("--readonly", action="store_true",
+                        help="open the stores read-only (a database others use: the "
+                             "lead's busgate_bench_history); trees must share a schema")
     args = parser.parse_args()
     databases = args.database or ["postgresql://postgres@127.0.0.1:5432/busgate_bench_history"]
     trees = [t.resolve() for t in args.tree]
     print(f"/raw side by side, {args.runs} requests per kind and tree, "
           f"load {os.getloadavg()[0]:.1f}")
     for database in databases:
-        servers = [start(tree, database) for tree in trees]
+        servers = [start(tree, database, args.readonly) for tree in trees]
         clients = [httpx.Client(base_url=base, timeout=60) for _, base in servers]
         try:
             makers = query_makers(1_000_000)

@@ -382,9 +382,10 @@ class PostgresHistory(HistoryStore):
             if query.cursor is None and not more and (rows or not offset):
                 return Page(stored, min(seen, self.count_limit), seen > self.count_limit,
                             more)
-            total = self._count(db, f"SELECT COUNT(*) FROM (SELECT 1 FROM {source}"  # noqa: S608
-                                    f" WHERE {where} LIMIT %s) c",
-                                (*params, self.count_limit + 1))
+            counted, where_all, all_params, _, _ = _source(query, count=True)
+            total = self._count(db, f"SELECT COUNT(*) FROM (SELECT 1 FROM {counted}"  # noqa: S608
+                                    f" WHERE {where_all} LIMIT %s) c",
+                                (*all_params, self.count_limit + 1))
             if total is None:  # past the budget: what the page proves
                 return Page(stored, min(seen, self.count_limit), True, more)
             return Page(stored, min(total, self.count_limit), total > self.count_limit, more)
@@ -565,9 +566,12 @@ def _where(query: Query) -> tuple[str, list[Any]]:
     return (" AND ".join(clauses) or "TRUE"), params
 
 
-def _source(query: Query) -> tuple[str, str, list[Any], str, str]:
+def _source(query: Query, count: bool = False) -> tuple[str, str, list[Any], str, str]:
     """FROM, WHERE, parameters and the (time, id) columns to order by: a single user or
-    package reads its link table in key order (no sort of every row it has)."""
+    package reads its link table in key order (no sort of every row it has). ``count``:
+    for the count, which reads the link alone when nothing else is asked of a message
+    (a frequent name's month joined to its messages read 10,000 heap rows: 90-130 ms
+    at 1,000,000, past the count's budget when cold)."""
     kind = "users" if len(query.users) == 1 else "packages" if len(query.packages) == 1 \
         else None
     if kind is None:
@@ -575,14 +579,16 @@ def _source(query: Query) -> tuple[str, str, list[Any], str, str]:
         return "messages m", where, params, "m.timestamp", "m.id"
     table, link, key = _KINDS[kind]
     name = query.users[0] if kind == "users" else query.packages[0]
-    where, params = _where(dataclasses.replace(query, **{kind: ()}))
+    # the time bounds only on the link's copy of the time (below), not the message's too
+    where, params = _where(dataclasses.replace(query, start=None, end=None, **{kind: ()}))
     bounds: list[str] = []
     if query.start is not None:  # again on the link's own copy of the time (its key)
         bounds.append(" AND d.timestamp >= %s")
     if query.end is not None:
         bounds.append(" AND d.timestamp <= %s")
     times = [t for t in (query.start, query.end) if t is not None]
-    return (f"{link} d JOIN messages m ON m.id = d.message_id",
+    alone = count and where == "TRUE"
+    return (f"{link} d" if alone else f"{link} d JOIN messages m ON m.id = d.message_id",
             f"d.{key} = (SELECT id FROM {table} WHERE name = %s){''.join(bounds)}"  # noqa: S608
             f" AND {where}", [name, *times, *params], "d.timestamp", "d.message_id")
 

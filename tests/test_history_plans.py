@@ -1,0 +1,213 @@
+"""The SQLite history's read plans: a single user or package is read from its link
+table's key (name, time, message), whatever time range it has, and nothing a page
+reads scans a table or sorts every match.
+
+Why plans and not times: at 1,000,000 messages a plan that reads each matching
+message's row costs 10-400 ms where the key range costs under 1 ms (bench/history.py,
+/user/NAME of a frequent user), while on a test's small history both take
+microseconds. SQLite's planner has no statistics here (nothing runs ANALYZE on a
+history), so the plan it picks for a small file is the one it picks for a big one.
+The statements checked are the ones ``search()`` really runs (the connection's trace),
+so a change to the SQL is checked too.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+
+import pytest
+
+from gateway.history import query as q
+from gateway.history.records import record_of
+from gateway.history.store import HistoryStore, SqliteHistory
+from gateway.messages import TypeIndex
+from tests import history_fixture as fx
+
+INDEX = TypeIndex(())
+#: Messages of the fixture (an hour apart): alice in every one, bob in every third.
+N = 300
+#: A month of the fixture: the range /user/NAME and /package/NAME read.
+START, END = fx.T0 + 50 * fx.HOUR, fx.T0 + 250 * fx.HOUR
+
+
+def fill(history: HistoryStore) -> HistoryStore:
+    history.add_many(record_of(fx.envelope(
+        n, n, "git.push" if n % 2 else "dak.upload.accepted",
+        ["alice", "bob"] if n % 3 == 0 else ["alice"], ["dpkg"] if n % 2 else ["hebcal"],
+        {"note": f"message {n}"}), INDEX) for n in range(1, N + 1))
+    return history
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SqliteHistory]:
+    history = SqliteHistory(tmp_path_factory.mktemp("plans") / "h.sqlite")
+    fill(history)
+    yield history
+    history.close()
+
+
+@pytest.fixture(scope="module")
+def both(history_store) -> HistoryStore:  # type: ignore[no-untyped-def]
+    """The same history on each backend (PostgreSQL on the real server)."""
+    return fill(history_store())
+
+
+def traced(store: SqliteHistory, items: list[tuple[str, str]]) -> tuple[q.Query, list[str]]:
+    """The statements ``store.search`` runs for ``items`` (parameters inlined)."""
+    query = q.parse(items)
+    seen: list[str] = []
+    db = store._reader()
+    db.set_trace_callback(seen.append)
+    try:
+        store.search(query)
+    finally:
+        db.set_trace_callback(None)
+    return query, seen
+
+
+def plan(store: SqliteHistory, sql: str) -> str:
+    db = sqlite3.connect(f"{store.path.absolute().as_uri()}?mode=ro", uri=True)
+    try:
+        return " | ".join(row[3] for row in db.execute(f"EXPLAIN QUERY PLAN {sql}"))
+    finally:
+        db.close()
+
+
+def month(kind: str, name: str) -> list[tuple[str, str]]:
+    return [(kind, name), ("start", repr(START)), ("end", repr(END))]
+
+
+@pytest.mark.parametrize("items", [
+    [("user", "alice")], month("user", "alice"), [("package", "dpkg")],
+    month("package", "hebcal"), [*month("user", "bob"), ("order", "asc")],
+], ids=["user", "user-month", "package", "package-month", "user-month-asc"])
+def test_one_name_reads_its_link_key_and_no_message_row_to_count(store, items):
+    query, statements = traced(store, items)
+    key = "user_id" if query.users else "package_id"
+    link = "user_messages" if query.users else "package_messages"
+    count = [s for s in statements if s.startswith("SELECT COUNT(*)")]
+    page = [s for s in statements if s.startswith("SELECT m.id")]
+    names = [s for s in statements if s.startswith("SELECT l.message_id")]
+    assert len(count) == len(page) == 1 and len(names) == 2, statements
+    bounded = " AND timestamp>? AND timestamp<?" if query.start is not None else ""
+    for sql in (*count, *page):
+        found = plan(store, sql)
+        assert f"SEARCH d USING PRIMARY KEY ({key}=?{bounded})" in found, found
+        assert "TEMP B-TREE" not in found, found  # in key order: no sort of every match
+    # the count reads the key range alone: a message's row per match is what cost
+    # 10-30 ms a frequent name at 1,000,000 (its time is on the link too)
+    assert "JOIN messages" not in count[0], count[0]
+    assert " m USING" not in plan(store, count[0])
+    for sql in names:
+        found = plan(store, sql)
+        assert "USING COVERING INDEX" in found and "_messages_message (message_id=?)" in found
+    for sql in statements:
+        found = plan(store, sql)
+        assert not any(part.startswith("SCAN") and part != "SCAN (subquery-2)"
+                       for part in found.split(" | ")), (sql, found)
+    assert link in page[0]
+
+
+@pytest.mark.parametrize("items", [
+    month("user", "alice"), [*month("user", "bob"), ("order", "asc")],
+    [*month("package", "dpkg"), ("topic", f"{fx.PREFIX}.git.push")],
+    [*month("user", "bob"), ("rows_per_page", "7"), ("page", "3")],
+])
+def test_one_name_in_a_range_answers_like_a_filter_of_every_message(both, items):
+    """The time bounds applied on the link's copy of the time alone give the plain
+    answer: every message of the name in [start, end], in time order, counted."""
+    query = q.parse(items)
+    user = dict(items).get("user")
+    want = [n for n in range(1, N + 1)
+            if START <= fx.T0 + n * fx.HOUR <= END
+            and (user is None or user == "alice" or n % 3 == 0)
+            and (dict(items).get("package") is None or n % 2)]
+    if query.order == "desc":
+        want.reverse()
+    page = both.search(query)
+    first = (query.page - 1) * query.rows_per_page
+    assert [int(r.msg_id[-12:]) for r in page.rows] == want[first:first
+                                                            + query.rows_per_page]
+    assert (page.total, page.capped) == (len(want), False)
+
+
+def traced_activity(store: SqliteHistory, kind: str, name: str) -> tuple[dict, list[str]]:
+    seen: list[str] = []
+    db = store._reader()
+    db.set_trace_callback(seen.append)
+    try:
+        got = store.name_activity(kind, name, START, END, 86400)
+    finally:
+        db.set_trace_callback(None)
+    return got, seen
+
+
+@pytest.mark.parametrize(("kind", "name"), [("users", "alice"), ("packages", "hebcal")])
+def test_a_names_chart_reads_categories_from_the_index_not_the_rows(store, kind, name):
+    """/user/NAME's chart: a frequent name's month is 10,000+ messages; each one's row
+    read from disk made the page take 1-2 s to paint from a cold cache at 1,000,000."""
+    got, statements = traced_activity(store, kind, name)
+    assert sum(map(sum, got.values())) > 0
+    chart = [s for s in statements if s.startswith("SELECT CAST")]
+    assert len(chart) == 1, statements
+    found = plan(store, chart[0])
+    assert "SEARCH m USING COVERING INDEX messages_category (category=? AND timestamp=?" \
+        in found, found
+    assert "INTEGER PRIMARY KEY" not in found, found
+    categories = plan(store, next(s for s in statements if s.startswith("WITH RECURSIVE")))
+    assert "SCAN messages" not in categories and "messages_category" in categories, categories
+
+
+def test_a_names_chart_with_more_categories_than_its_bound_reads_the_rows(store,
+                                                                           monkeypatch):
+    from gateway.history import store as module
+
+    def expected(keep) -> dict[str, list[int]]:  # type: ignore[no-untyped-def]
+        """Per category per day of [START, END), counted from the fixture's rule."""
+        days = int((END - START) // 86400) + 1
+        out: dict[str, list[int]] = {}
+        for n in range(1, N + 1):
+            stamp = fx.T0 + n * fx.HOUR
+            if keep(n) and START <= stamp < END:
+                series = out.setdefault("git" if n % 2 else "dak", [0] * days)
+                series[int((stamp - START) // 86400)] += 1
+        return out
+
+    cases = [("users", "bob", expected(lambda n: n % 3 == 0)),
+             ("packages", "dpkg", expected(lambda n: n % 2))]
+    for kind, name, want in cases:
+        assert store.name_activity(kind, name, START, END, 86400) == want
+    monkeypatch.setattr(module, "CHART_CATEGORIES", 1)  # the fixture has two
+    for kind, name, want in cases:
+        got, statements = traced_activity(store, kind, name)
+        assert got == want
+        assert "INDEXED BY" not in next(s for s in statements if s.startswith("SELECT CAST"))
+
+
+@pytest.mark.parametrize("items", [[("user", "alice")], month("package", "dpkg")])
+def test_postgres_counts_one_name_from_its_link_alone(both, items):
+    """PostgreSQL's count of a single name (in a range or not) reads the link's key, not
+    each match's message: 90-130 ms a frequent name's month at 1,000,000, past the
+    count's budget (``count_budget_ms``) from a cold cache."""
+    if isinstance(both, SqliteHistory):
+        pytest.skip("PostgreSQL's plan (SQLite's: the tests above)")
+    from gateway.history import pgstore
+
+    source, where, params, _, _ = pgstore._source(q.parse(items), count=True)
+    found = both._timed(lambda db: db.execute(  # type: ignore[attr-defined]
+        f"EXPLAIN (FORMAT JSON) SELECT COUNT(*) FROM (SELECT 1 FROM {source}"
+        f" WHERE {where} LIMIT %s) c", (*params, 10001)).fetchone()[0])
+    relations: set[str] = set()
+
+    def walk(node: dict) -> None:  # type: ignore[type-arg]
+        relations.add(node.get("Relation Name", ""))
+        for child in node.get("Plans", []):
+            walk(child)
+
+    walk(found[0]["Plan"])
+    assert "messages" not in relations, relations
+    assert relations & {"user_messages", "package_messages"}, relations
+    # and with another condition on the message, the message is joined
+    source, where, _, _, _ = pgstore._source(q.parse([*items, ("topic", "x")]), count=True)
+    assert "JOIN messages" in source and "m.topic" in where
