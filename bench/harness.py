@@ -10,6 +10,7 @@ every received message is checked (each ``msg_id`` once, ``seq_id`` contiguous).
 from __future__ import annotations
 
 import json
+import math
 import os
 import select
 import shutil
@@ -50,8 +51,12 @@ def median(values: Iterable[float]) -> float:
 
 
 def pct(values: list[float], p: float) -> float:
+    """The nearest-rank percentile: p99 of 100 samples is the worst but one (``int(p * n)``
+    was the worst of 100, so one sample descheduled on the shared machine set the p99)."""
     ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(p * len(ordered)))] if ordered else float("nan")
+    if not ordered:
+        return float("nan")
+    return ordered[min(len(ordered), max(1, math.ceil(p * len(ordered)))) - 1]
 
 
 def write_config(root: Path, extra: str = "") -> Path:

@@ -26,7 +26,6 @@ The 1-minute load average is printed beside the figures.
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import random
 import shutil
@@ -45,6 +44,7 @@ for path in (REPO, REPO / "bench"):
         sys.path.insert(0, str(path))
 
 import history_data as data  # noqa: E402
+from harness import pct  # noqa: E402 (history_trees and dashboard_paint import it from here)
 
 from gateway import config  # noqa: E402
 from gateway.consumer import Delivery  # noqa: E402
@@ -54,16 +54,6 @@ from gateway.history.store import SqliteHistory  # noqa: E402
 from gateway.messages import TypeIndex  # noqa: E402
 
 DEFAULT_CACHE = Path(os.environ.get("TMPDIR", "/var/tmp")) / "busgate-bench-history"
-
-
-def pct(values: list[float], p: float) -> float:
-    """The nearest-rank percentile: p99 of 100 requests is the worst but one. (It was
-    ``ordered[int(p * n)]``, the worst of 100: a single request descheduled on the
-    shared 2-core machine, or reading pages gone from the OS cache, set a kind's "p99".)"""
-    ordered = sorted(values)
-    if not ordered:
-        return float("nan")
-    return ordered[min(len(ordered), max(1, math.ceil(p * len(ordered)))) - 1]
 
 
 def bench_settings(root: Path) -> config.Settings:

@@ -20,14 +20,10 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
 
+from harness import pct  # noqa: E402
 from throughput import make_settings, start_daemon, subscribe  # noqa: E402
 
 from gateway import api, runtime  # noqa: E402
-
-
-def pct(values: list[float], p: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(p * len(ordered)))] * 1000
 
 
 def main() -> None:
@@ -51,8 +47,8 @@ def main() -> None:
             publisher.publish("package.accept", {**body, "i": i})
             times.append(time.perf_counter() - t0)
         total = sum(times)
-        print(f"one call (validate + fsync'd spool item): p50 {pct(times, .5):.2f} ms, "
-              f"p99 {pct(times, .99):.2f} ms; {args.calls / total:.0f} calls/s in a loop")
+        print(f"one call (validate + fsync'd spool item): p50 {pct(times, .5) * 1000:.2f} ms, "
+              f"p99 {pct(times, .99) * 1000:.2f} ms; {args.calls / total:.0f} calls/s in a loop")
         t0 = time.perf_counter()
         publisher.publish_many({"topic": "package.accept", "msg": {**body, "i": i}}
                                for i in range(args.batch))
@@ -78,7 +74,7 @@ def main() -> None:
                     assert got.envelope["msg_id"] == mid
                     lat.append(time.perf_counter() - t0)
             print(f"publish -> receipt through busgate run ({args.runs} runs): "
-                  f"p50 {pct(lat, .5):.1f} ms, p99 {pct(lat, .99):.1f} ms")
+                  f"p50 {pct(lat, .5) * 1000:.1f} ms, p99 {pct(lat, .99) * 1000:.1f} ms")
         finally:
             proc.terminate()
             proc.wait(10)
