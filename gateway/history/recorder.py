@@ -119,9 +119,13 @@ class Recorder:
 
         history = self.settings.history
         batching = {"batch": history.batch_messages, "batch_seconds": history.batch_ms / 1000}
-        if isinstance(self.store, SqliteHistory):
-            return {**batching, "before_commit": lambda db: self.flush(db),
+        if isinstance(self.store, SqliteHistory) and history.pipeline_batches \
+                and history.batch_messages > 1:  # handle() stages; a writer thread writes
+            return {**batching, "seal": self._seal, "pipeline": history.pipeline_batches,
                     "after_rollback": self._rolled_back}
+        if isinstance(self.store, SqliteHistory):  # handle() stages; flush writes
+            return {**batching, "before_commit": lambda db: self.flush(db),
+                    "after_rollback": self._rolled_back, "batch_savepoints": False}
         return {**batching, "before_commit": lambda db: self.flush(),
                 "after_rollback": self._rolled_back}
 
@@ -129,6 +133,24 @@ class Recorder:
         self._staged.clear()
         self._in_batch = 0
         _forget(self.store)
+
+    def _seal(self) -> Any:
+        """The open batch's write, for the consumer's writer thread (SQLite): its records
+        staged and flushed in the transaction that also moves the position past them."""
+        records, self._staged = self._staged, []
+        store = self.store
+
+        def write(db: Any) -> None:
+            if db is not self._tuned:
+                store.tune(db)  # type: ignore[attr-defined]
+                self._tuned = db
+            for record in records:
+                store.stage(db, record)  # type: ignore[attr-defined]
+            added = store.flush(db)  # type: ignore[attr-defined]
+            self.stored += added
+            self.known += len(records) - added
+
+        return write
 
     def flush(self, db: Any = None) -> None:
         """Write the open batch: SQLite, in the position's transaction ``db``; a store
@@ -180,7 +202,10 @@ class Recorder:
         transaction of its own, committed before the position."""
         from gateway.consumer import NotHandled
 
-        record = record_of(delivery.envelope, self.index)
+        record = record_of(delivery.envelope, self.index, float_free=delivery.float_free)
+        if delivery.batched and delivery.db is None:  # a batch the writer thread writes
+            self._staged.append(record)  # (SQLite piped; counted when written)
+            return
         if delivery.batched and self.store.position_path is None:
             self._staged.append(record)  # counted when flush commits it
             return
