@@ -4,10 +4,13 @@ The recorder is a :class:`~gateway.consumer.Consumer` whose position file *is* t
 SQLite history database: a sequenced ZeroMQ message is written through
 ``delivery.db``, inside the transaction that also moves the position, so a kill -9 at
 any point leaves either both or neither, and the restarted recorder resumes by replay
-right after the last message stored. A PostgreSQL history commits each batch first
-(:meth:`Recorder.flush`, the consumer's last step before its own commit) and the
-position (a local file) after; :mod:`gateway.history.pgstore` says why that neither
-loses nor doubles either. What can still come twice (an AMQP redelivery after a
+right after the last message stored. With ``history.pipeline_batches`` (SQLite) a batch
+is written by the consumer's writer thread (:mod:`gateway.commitpipe`), still in the
+one transaction that moves the position past it, while the next batch is read and its
+records built (the store's C code runs without the GIL). A PostgreSQL history commits
+each batch first (:meth:`Recorder.flush`, the consumer's last step before its own
+commit) and the position (a local file) after; :mod:`gateway.history.pgstore` says
+why that neither loses nor doubles either. What can still come twice (an AMQP redelivery after a
 kill between commit and ack, an unsequenced message, the same event from a publisher
 whose state was wiped) is stored once by its ``msg_id``.
 
