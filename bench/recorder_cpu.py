@@ -54,7 +54,7 @@ for line in sys.stdin:
 '''
 
 
-def worker(db: Path, n: int, seed: int, profile: Path | None) -> dict[str, Any]:
+def worker(db: Path, n: int, seed: int, profile: Path | None, history: str = "") -> dict[str, Any]:
     """One run in this tree: ``n`` messages of a new publisher into ``db``."""
     sys.path.insert(0, str(HERE.parent))
     import history_data as data
@@ -68,9 +68,17 @@ def worker(db: Path, n: int, seed: int, profile: Path | None) -> dict[str, Any]:
 
     root = Path(tempfile.mkdtemp(prefix="recorder-cpu-", dir=db.parent))
     try:
-        (root / "busgate.toml").write_text(f'[state]\ndir = "{root}"\n')
+        (root / "busgate.toml").write_text(f'[state]\ndir = "{root}"\n[history]\n{history}\n')
         settings = config.load(root / "busgate.toml")
         store = SqliteHistory(db, cache_mb=settings.history.cache_mb)
+        batches = [0]
+        store_flush = store.flush
+
+        def counted(*args: Any) -> int:  # batches written, for their mean size
+            batches[0] += 1
+            return store_flush(*args)
+
+        store.flush = counted  # type: ignore[method-assign]
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             port = s.getsockname()[1]
@@ -102,6 +110,7 @@ def worker(db: Path, n: int, seed: int, profile: Path | None) -> dict[str, Any]:
             time.sleep(0.06)
         time.sleep(0.3)  # the joining messages' batch is committed
         first = recorder.stored + recorder.known
+        batches[0] = 0
         spy = None
         if profile is not None and shutil.which("py-spy", path=str(Path(sys.executable).parent)):
             spy = subprocess.Popen(
@@ -127,7 +136,8 @@ def worker(db: Path, n: int, seed: int, profile: Path | None) -> dict[str, Any]:
         pub.wait(30)
         got = recorder.stored + recorder.known - first
         store.close()
-        return {"n": got, "wall": wall, "cpu": cpu, "complete": got >= want}
+        return {"n": got, "wall": wall, "cpu": cpu, "complete": got >= want,
+                "batch": got / max(1, batches[0])}
     finally:
         shutil.rmtree(root, ignore_errors=True)
 
@@ -140,14 +150,20 @@ def main() -> None:
     parser.add_argument("--db", type=Path, help="a history to copy (default: empty)")
     parser.add_argument("--scratch", type=Path, default=Path("/var/tmp"))
     parser.add_argument("--profile", type=Path)
+    parser.add_argument("--config", action="append", default=[],
+                        help="[history] lines per --tree, in order (e.g. "
+                             "'pipeline_batches = 0'); default: the tree's defaults")
     parser.add_argument("--worker", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--seed", type=int, default=1)
     args = parser.parse_args()
     if args.worker:
-        print(json.dumps(worker(args.worker, args.messages, args.seed, args.profile)))
+        print(json.dumps(worker(args.worker, args.messages, args.seed, args.profile,
+                                "\n".join(args.config))))
         return
     if not args.tree:
         parser.error("give at least one --tree")
+    configs = (args.config + [""] * len(args.tree))[:len(args.tree)]
+    names = [f"{t}{' [' + c + ']' if c else ''}" for t, c in zip(args.tree, configs, strict=True)]
     scratch = Path(tempfile.mkdtemp(prefix="recorder-cpu-", dir=args.scratch))
     try:
         copies = []
@@ -171,22 +187,26 @@ def main() -> None:
                 done = subprocess.run(
                     [str(tree / ".venv/bin/python"), str(HERE), "--worker", str(copies[index]),
                      "--messages", str(args.messages), "--seed", str(100 + rep),
+                     *(["--config", configs[index]] if configs[index] else []),
                      *(["--profile", str(args.profile)] if args.profile else [])],
                     cwd=tree, env={**os.environ, "PYTHONPATH": str(tree)}, check=True,
                     capture_output=True, text=True, timeout=RUN_TIMEOUT + 120)
                 result = json.loads(done.stdout.strip().splitlines()[-1])
                 runs[index].append(result)
-                print(f"  rep {rep + 1} {str(tree)[-24:]:<24} {result['n'] / result['wall']:>9,.0f}"
-                      f" msg/s {result['cpu'] / result['n'] * 1e6:>7.1f} CPU µs/msg"
+                print(f"  rep {rep + 1} {names[index][-40:]:<40} "
+                      f"{result['n'] / result['wall']:>9,.0f} msg/s "
+                      f"{result['cpu'] / result['n'] * 1e6:>7.1f} CPU µs/msg, batch "
+                      f"{result['batch']:,.0f}"
                       f"{'' if result['complete'] else ' INCOMPLETE'}  load "
                       f"{os.getloadavg()[0]:.1f}", flush=True)
-        print(f"{'tree':<28}{'msgs/s (median)':>16}{'CPU µs/msg':>12}")
+        print(f"{'tree':<44}{'msgs/s (median)':>16}{'CPU µs/msg':>12}{'batch':>7}")
         base: tuple[float, float] | None = None
-        for index, tree in enumerate(args.tree):
+        for index, name in enumerate(names):
             rate = statistics.median(r["n"] / r["wall"] for r in runs[index])
             cpu = statistics.median(r["cpu"] / r["n"] * 1e6 for r in runs[index])
+            batch = statistics.median(r["batch"] for r in runs[index])
             base = base or (rate, cpu)
-            print(f"{str(tree)[-27:]:<28}{rate:>16,.0f}{cpu:>12.1f}"
+            print(f"{name[-43:]:<44}{rate:>16,.0f}{cpu:>12.1f}{batch:>7,.0f}"
                   + ("" if index == 0 else f"   x{rate / base[0]:.2f} x{cpu / base[1]:.2f}"))
         print(f"load {os.getloadavg()[0]:.1f}")
     finally:

@@ -322,7 +322,11 @@ class HistorySettings:
     #: Recorder on SQLite: batches read ahead while a writer thread commits the one
     #: before (SQLite and FTS5 run in C without the GIL: a second core); at most this
     #: many wait for the writer, each of at most ``batch_messages``. 0: one thread.
-    pipeline_batches: int = 2
+    #: Off by default: the store writes a batch row by row, and each row's step gives
+    #: the GIL away; with the reader busy in Python the writer then waits up to the
+    #: interpreter's switch interval (5 ms) per row (measured: a 1000-row flush of
+    #: 80 ms took 0.7-1.1 s beside a busy thread), so the overlap won nothing.
+    pipeline_batches: int = 0
     #: SQLite page cache of the recorder's connection, in MiB.
     cache_mb: int = 64
     #: ``/raw``: ``total`` is counted exactly up to this many matches, then given as
