@@ -152,7 +152,7 @@ def main() -> None:
     parser.add_argument("--profile", type=Path)
     parser.add_argument("--config", action="append", default=[],
                         help="[history] lines per --tree, in order (e.g. "
-                             "'pipeline_batches = 0'); default: the tree's defaults")
+                             "'batch_ms = 20'); default: the tree's defaults")
     parser.add_argument("--worker", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--seed", type=int, default=1)
     args = parser.parse_args()

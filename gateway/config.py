@@ -319,14 +319,6 @@ class HistorySettings:
     #: batch waits for more, in milliseconds (1 = a transaction per message).
     batch_messages: int = 1000
     batch_ms: int = 100
-    #: Recorder on SQLite: batches read ahead while a writer thread commits the one
-    #: before (SQLite and FTS5 run in C without the GIL: a second core); at most this
-    #: many wait for the writer, each of at most ``batch_messages``. 0: one thread.
-    #: Off by default: the store writes a batch row by row, and each row's step gives
-    #: the GIL away; with the reader busy in Python the writer then waits up to the
-    #: interpreter's switch interval (5 ms) per row (measured: a 1000-row flush of
-    #: 80 ms took 0.7-1.1 s beside a busy thread), so the overlap won nothing.
-    pipeline_batches: int = 0
     #: SQLite page cache of the recorder's connection, in MiB.
     cache_mb: int = 64
     #: ``/raw``: ``total`` is counted exactly up to this many matches, then given as
@@ -847,10 +839,7 @@ def _check(settings: Settings, origin: dict[str, str]) -> None:
     if not 0 < settings.history.port < 65536:
         raise ConfigError("must be a TCP port (1-65535)", path=origin.get("history.port"),
                           key="history.port")
-    from gateway.commitpipe import MAX_DEPTH
-
     for key, low, high in (("batch_messages", 1, 100_000), ("batch_ms", 1, 5000),
-                           ("pipeline_batches", 0, MAX_DEPTH),
                            ("cache_mb", 1, 4096), *STREAM_RANGES):
         value = getattr(settings.history, key)
         if not low <= value <= high:

@@ -154,13 +154,7 @@ class Consumer:
     ``batch_savepoints=False``: the callback writes nothing through ``delivery.db`` in a
     batch (it stages, and ``before_commit`` writes), so the savepoint per message that
     undoes a failed callback's writes has nothing to undo: two statements per message
-    saved (the recorder on SQLite).
-
-    ``pipeline`` > 0 with ``seal`` (batches only): a batch is not written by the reading
-    thread; at its end ``seal()`` (called there) returns the job that writes it, and a
-    writer thread (:class:`~gateway.commitpipe.CommitPipe`) runs that job and the batch's
-    position moves in one transaction while the next batch is read; at most
-    ``pipeline`` batches wait. The callback then gets ``delivery.db`` None (it stages)."""
+    saved (the recorder on SQLite)."""
 
     def __init__(self, settings: Settings, *, filters: Filters = Filters(),
                  index: TypeIndex | None = None, verifier: Verifier | None = DEFAULT,
@@ -170,9 +164,7 @@ class Consumer:
                  position_path: Any = None, batch: int = 1, batch_seconds: float = 0.05,
                  before_commit: Callable[[sqlite3.Connection], object] | None = None,
                  after_rollback: Callable[[], object] | None = None,
-                 batch_savepoints: bool = True,
-                 seal: Callable[[], Callable[[sqlite3.Connection], object]] | None = None,
-                 pipeline: int = 0):
+                 batch_savepoints: bool = True):
         from gateway import sources, verify
 
         self.settings = settings
@@ -207,10 +199,6 @@ class Consumer:
         self.before_commit = before_commit
         self.after_rollback = after_rollback
         self.batch_savepoints = batch_savepoints
-        self.seal = seal
-        #: Batches waiting for the writer thread, at most (0: written by the reader).
-        self.pipeline = pipeline if self.batch > 1 and seal is not None else 0
-        self._pipe: Any = None
         #: Position moves of the open batch (publisher -> epoch, seq_id); None: no batch.
         self._pending: dict[str, tuple[str | None, int]] | None = None
 
@@ -244,10 +232,6 @@ class Consumer:
         from gateway.subscriber import Subscriber
 
         resume = self.position.load() if self.position is not None else None
-        if self.pipeline and self.position is not None:
-            from gateway.commitpipe import CommitPipe
-
-            self._pipe = CommitPipe(self.position.db, self.pipeline, self.name or "consumer")
         # since=now: a publisher never seen before is followed from now on, without
         # missing what is published while connecting or across a daemon restart.
         self._source = Subscriber(
@@ -262,9 +246,6 @@ class Consumer:
         if self._source is not None:
             source, self._source = self._source, None
             source.close()
-        if self._pipe is not None:  # what was read and sealed is committed first
-            pipe, self._pipe = self._pipe, None
-            pipe.close()
         if self.position is not None:
             self.position.close()
 
@@ -336,12 +317,6 @@ class Consumer:
         deadline = None if timeout is None else time.monotonic() + timeout
         last = time.monotonic()
         given = 0
-        if self._pipe is not None:
-            try:  # a batch that failed in the writer meanwhile stops this consumer
-                self._pipe.check()
-            except BaseException:
-                self._rollback()
-                raise
         while True:
             now = time.monotonic()
             if (deadline is not None and now >= deadline) or \
@@ -362,9 +337,7 @@ class Consumer:
                     if self._pending is None:
                         self._begin()
                         begun = time.monotonic()
-                    delivery.batched = True  # the writer thread holds the db when piped
-                    delivery.db = None if self._pipe is not None \
-                        else self.position.db  # type: ignore[union-attr]
+                    delivery.db, delivery.batched = self.position.db, True  # type: ignore[union-attr]
                     try:
                         yield delivery
                     except GeneratorExit:  # the caller stopped after taking it: handled
@@ -389,8 +362,7 @@ class Consumer:
 
     def _begin(self) -> None:
         assert self.position is not None
-        if self._pipe is None:  # piped: the writer opens the transaction when it writes
-            self.position.db.execute("BEGIN IMMEDIATE")
+        self.position.db.execute("BEGIN IMMEDIATE")
         self._pending = {}
 
     def _note(self, delivery: Delivery) -> None:
@@ -404,18 +376,6 @@ class Consumer:
 
     def _commit(self) -> None:
         assert self.position is not None and self._pending is not None
-        if self._pipe is not None:
-            from gateway.commitpipe import commit_batch
-
-            assert self.seal is not None
-            job = commit_batch(self.seal(), self._pending, self.position.advance)
-            self._pending = None
-            try:
-                self._pipe.submit(job)
-            except BaseException:
-                self._rollback()
-                raise
-            return
         db = self.position.db
         try:
             if self.before_commit is not None:
@@ -431,12 +391,7 @@ class Consumer:
     def _rollback(self) -> None:
         assert self.position is not None
         self._pending = None
-        if self._pipe is not None:  # batches sealed before are whole: they commit first
-            try:
-                self._pipe.drain()
-            except BaseException as exc:  # the caller raises its own error
-                log.warning("consumer %s: a batch failed too: %s", self.name, exc)
-        elif self.position.db.in_transaction:
+        if self.position.db.in_transaction:
             self.position.db.execute("ROLLBACK")
         self.position.forget()  # its cache may hold the batch's moves
         if self.after_rollback is not None:
@@ -496,8 +451,6 @@ class Consumer:
         """A filtered message is handled too: a restart must not read it again."""
         if self.position is None or delivery.seq_id is None:
             return
-        if self._pipe is not None and self._pending is None:  # the writer holds the db
-            self._begin()
         if self._pending is not None:  # inside a batch: it commits with it
             self._note(delivery)
             return

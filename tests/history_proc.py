@@ -5,9 +5,7 @@ before the consumer commits the position past it.
 
     python -m tests.history_proc CONFIG DATABASE [DELAY_S [KILL_AFTER]]
 
-DATABASE is a path (SQLite) or a postgresql:// URL. HISTORY_WRITE_DELAY (seconds, in the
-environment) slows each batch's write in the store, so that batches wait in the
-recorder's pipeline when it is killed.
+DATABASE is a path (SQLite) or a postgresql:// URL.
 """
 
 from __future__ import annotations
@@ -27,15 +25,6 @@ def main() -> None:
     delay = float(sys.argv[3]) if len(sys.argv) > 3 else 0.0
     kill_after = int(sys.argv[4]) if len(sys.argv) > 4 else 0
     store = open_history_url(sys.argv[2], settings.history.query_timeout)
-    write_delay = float(os.environ.get("HISTORY_WRITE_DELAY", "0"))
-    if write_delay:
-        store_flush = store.flush
-
-        def slow_flush(*args):  # type: ignore[no-untyped-def]
-            time.sleep(write_delay)
-            return store_flush(*args)
-
-        store.flush = slow_flush  # type: ignore[method-assign]
     recorder = Recorder(settings, store)
     handle = recorder.handle
 

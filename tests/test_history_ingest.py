@@ -17,7 +17,6 @@ import pytest
 import zmq
 
 from gateway import envelope as env
-from gateway.commitpipe import MAX_DEPTH, CommitPipe
 from gateway.discovery import Endpoint
 from gateway.errors import EnvelopeError
 from gateway.history.recorder import Recorder
@@ -173,12 +172,9 @@ def test_a_batch_takes_no_savepoint_per_message(make_settings, tmp_path):
     assert not [s for s in statements if "SAVEPOINT callback" in s]
 
 
-@pytest.mark.parametrize("pipeline", [0, 2])
-def test_every_message_is_stored_once_in_order_with_its_position(make_settings, tmp_path,
-                                                                  pipeline):
+def test_every_message_is_stored_once_in_order_with_its_position(make_settings, tmp_path):
     db = tmp_path / "h.sqlite"
-    with recording(make_settings, db, pipeline_batches=pipeline, batch_messages=50) \
-            as (pub, recorder):
+    with recording(make_settings, db, batch_messages=50) as (pub, recorder):
         first = join(pub, recorder)
         for seq in range(first + 1, first + 2001):
             pub.send_multipart(env.encode(envelope(seq)))
@@ -189,72 +185,3 @@ def test_every_message_is_stored_once_in_order_with_its_position(make_settings, 
     with sqlite3.connect(db) as conn:
         (texts,) = conn.execute("SELECT COUNT(*) FROM messages_text").fetchone()
     assert texts == len(seqs)
-
-
-# -- the commit pipe on its own ---------------------------------------------------------------
-def pipe_db(tmp_path: Path) -> sqlite3.Connection:
-    db = sqlite3.connect(tmp_path / "p.sqlite", isolation_level=None, check_same_thread=False)
-    db.execute("CREATE TABLE t (n INTEGER)")
-    return db
-
-
-def rows(tmp_path: Path) -> list[int]:
-    with sqlite3.connect(tmp_path / "p.sqlite") as conn:
-        return [r[0] for r in conn.execute("SELECT n FROM t ORDER BY rowid")]
-
-
-def test_the_pipe_holds_at_most_depth_batches_waiting(tmp_path):
-    pipe = CommitPipe(pipe_db(tmp_path), depth=2)
-    gate = threading.Event()
-
-    def job(n: int, wait_for: threading.Event | None = None) -> Any:
-        def run(db: sqlite3.Connection) -> None:
-            if wait_for is not None:
-                wait_for.wait(30)
-            db.execute("INSERT INTO t VALUES (?)", (n,))
-        return run
-
-    pipe.submit(job(1, gate))  # the writer takes it and waits
-    time.sleep(0.1)
-    pipe.submit(job(2))
-    pipe.submit(job(3))  # two waiting: the bound
-    fourth = threading.Thread(target=pipe.submit, args=(job(4),))
-    fourth.start()
-    fourth.join(0.5)
-    assert fourth.is_alive(), "a third batch was queued past depth 2"
-    assert rows(tmp_path) == []  # and nothing is committed before its turn
-    gate.set()
-    fourth.join(10)
-    pipe.drain()
-    assert rows(tmp_path) == [1, 2, 3, 4]
-    pipe.close()
-
-
-def test_after_a_failed_batch_nothing_later_commits_and_the_error_is_raised(tmp_path):
-    pipe = CommitPipe(pipe_db(tmp_path), depth=4)
-    gate = threading.Event()
-
-    def good(n: int) -> Any:
-        return lambda db: db.execute("INSERT INTO t VALUES (?)", (n,))
-
-    def bad(db: sqlite3.Connection) -> None:
-        gate.wait(30)
-        db.execute("INSERT INTO t VALUES (2)")  # rolled back with its batch
-        raise sqlite3.OperationalError("disk I/O error")
-
-    pipe.submit(good(1))
-    pipe.submit(bad)
-    pipe.submit(good(3))  # queued behind the failure: must not commit past it
-    gate.set()
-    with pytest.raises(sqlite3.OperationalError, match="disk I/O"):
-        pipe.drain()
-    assert rows(tmp_path) == [1]
-    pipe.submit(good(4))  # the error was raised once; the pipe goes on
-    pipe.drain()
-    assert rows(tmp_path) == [1, 4]
-    pipe.close()
-
-
-def test_a_pipe_deeper_than_its_bound_is_refused(tmp_path):
-    with pytest.raises(ValueError, match=r"1\.\.16"):
-        CommitPipe(pipe_db(tmp_path), depth=MAX_DEPTH + 1)

@@ -102,37 +102,6 @@ def test_kill9_and_publisher_restart_leave_history_equal_to_outbox(daemon, tmp_p
     assert seq == len(want)
 
 
-def test_kill9_with_batches_waiting_for_the_writer_loses_and_doubles_nothing(daemon,
-                                                                             tmp_path):
-    """The recorder's pipeline (history.pipeline_batches): batches read ahead and not yet
-    committed die with their positions; the restarted recorder replays exactly those."""
-    proc, settings = daemon(history={"batch_ms": 10, "pipeline_batches": 2})
-    config = settings.loaded_from[0]
-    db = tmp_path / "history.sqlite"
-    slow = {**proc.env, "HISTORY_WRITE_DELAY": "0.1"}  # the writer lags the reader
-    recorder = start_recorder(slow, config, db, "0")
-    try:
-        publish(proc.env, lines("piped", 1500))
-        wait_for(lambda: len(history(db)) >= 100, 30)
-        assert len(history(db)) < 1500, "killed too late to matter"
-        recorder.send_signal(signal.SIGKILL)
-        recorder.wait(10)
-        recorder = start_recorder(proc.env, config, db, "0")
-        want = outbox(settings)
-        assert len(want) == 1500
-        wait_for(lambda: len(history(db)) >= len(want))
-        time.sleep(0.3)  # anything doubled or late would come now
-        got = history(db)
-    finally:
-        recorder.kill()
-        recorder.wait(10)
-    assert got == want
-    with sqlite3.connect(db) as conn:
-        (texts,) = conn.execute("SELECT COUNT(*) FROM messages_text").fetchone()
-        (seq,) = conn.execute("SELECT seq_id FROM position").fetchone()
-    assert texts == len(want) and seq == len(want)
-
-
 def test_backfill_twice_adds_nothing_and_never_moves_the_position_back(daemon, tmp_path):
     proc, settings = daemon()
     db = tmp_path / "h.sqlite"

@@ -4,13 +4,10 @@ The recorder is a :class:`~gateway.consumer.Consumer` whose position file *is* t
 SQLite history database: a sequenced ZeroMQ message is written through
 ``delivery.db``, inside the transaction that also moves the position, so a kill -9 at
 any point leaves either both or neither, and the restarted recorder resumes by replay
-right after the last message stored. With ``history.pipeline_batches`` (SQLite) a batch
-is written by the consumer's writer thread (:mod:`gateway.commitpipe`), still in the
-one transaction that moves the position past it, while the next batch is read and its
-records built (the store's C code runs without the GIL). A PostgreSQL history commits
-each batch first (:meth:`Recorder.flush`, the consumer's last step before its own
-commit) and the position (a local file) after; :mod:`gateway.history.pgstore` says
-why that neither loses nor doubles either. What can still come twice (an AMQP redelivery after a
+right after the last message stored. A PostgreSQL history commits each batch first
+(:meth:`Recorder.flush`, the consumer's last step before its own commit) and the
+position (a local file) after; :mod:`gateway.history.pgstore` says why that neither
+loses nor doubles either. What can still come twice (an AMQP redelivery after a
 kill between commit and ack, an unsequenced message, the same event from a publisher
 whose state was wiped) is stored once by its ``msg_id``.
 
@@ -122,10 +119,6 @@ class Recorder:
 
         history = self.settings.history
         batching = {"batch": history.batch_messages, "batch_seconds": history.batch_ms / 1000}
-        if isinstance(self.store, SqliteHistory) and history.pipeline_batches \
-                and history.batch_messages > 1:  # handle() stages; a writer thread writes
-            return {**batching, "seal": self._seal, "pipeline": history.pipeline_batches,
-                    "after_rollback": self._rolled_back}
         if isinstance(self.store, SqliteHistory):  # handle() stages; flush writes
             return {**batching, "before_commit": lambda db: self.flush(db),
                     "after_rollback": self._rolled_back, "batch_savepoints": False}
@@ -136,24 +129,6 @@ class Recorder:
         self._staged.clear()
         self._in_batch = 0
         _forget(self.store)
-
-    def _seal(self) -> Any:
-        """The open batch's write, for the consumer's writer thread (SQLite): its records
-        staged and flushed in the transaction that also moves the position past them."""
-        records, self._staged = self._staged, []
-        store = self.store
-
-        def write(db: Any) -> None:
-            if db is not self._tuned:
-                store.tune(db)  # type: ignore[attr-defined]
-                self._tuned = db
-            for record in records:
-                store.stage(db, record)  # type: ignore[attr-defined]
-            added = store.flush(db)  # type: ignore[attr-defined]
-            self.stored += added
-            self.known += len(records) - added
-
-        return write
 
     def flush(self, db: Any = None) -> None:
         """Write the open batch: SQLite, in the position's transaction ``db``; a store
@@ -206,9 +181,6 @@ class Recorder:
         from gateway.consumer import NotHandled
 
         record = record_of(delivery.envelope, self.index, float_free=delivery.float_free)
-        if delivery.batched and delivery.db is None:  # a batch the writer thread writes
-            self._staged.append(record)  # (SQLite piped; counted when written)
-            return
         if delivery.batched and self.store.position_path is None:
             self._staged.append(record)  # counted when flush commits it
             return
