@@ -128,6 +128,8 @@ class Delivery:
     #: ``db``'s transaction holds other messages too (a batching consumer: it commits
     #: later, after the consumer's ``before_commit``); unsequenced messages get ``db`` too.
     batched: bool = False
+    #: The transport read the envelope holding no float (see ``Message.float_free``).
+    float_free: bool = False
 
     @property
     def topic(self) -> str:
@@ -148,7 +150,11 @@ class Consumer:
 
     ``batch`` > 1 (with a durable position): up to that many messages per transaction,
     held at most ``batch_seconds``; ``before_commit(db)`` runs last inside it, and
-    ``after_rollback()`` after a batch was rolled back (caches of what it wrote)."""
+    ``after_rollback()`` after a batch was rolled back (caches of what it wrote).
+    ``batch_savepoints=False``: the callback writes nothing through ``delivery.db`` in a
+    batch (it stages, and ``before_commit`` writes), so the savepoint per message that
+    undoes a failed callback's writes has nothing to undo: two statements per message
+    saved (the recorder on SQLite)."""
 
     def __init__(self, settings: Settings, *, filters: Filters = Filters(),
                  index: TypeIndex | None = None, verifier: Verifier | None = DEFAULT,
@@ -157,7 +163,8 @@ class Consumer:
                  heartbeats: bool = False, on_reject: RejectHook | None = None,
                  position_path: Any = None, batch: int = 1, batch_seconds: float = 0.05,
                  before_commit: Callable[[sqlite3.Connection], object] | None = None,
-                 after_rollback: Callable[[], object] | None = None):
+                 after_rollback: Callable[[], object] | None = None,
+                 batch_savepoints: bool = True):
         from gateway import sources, verify
 
         self.settings = settings
@@ -191,6 +198,7 @@ class Consumer:
         self.batch_seconds = batch_seconds
         self.before_commit = before_commit
         self.after_rollback = after_rollback
+        self.batch_savepoints = batch_savepoints
         #: Position moves of the open batch (publisher -> epoch, seq_id); None: no batch.
         self._pending: dict[str, tuple[str | None, int]] | None = None
 
@@ -398,7 +406,8 @@ class Consumer:
         try:
             for delivery in deliveries:
                 handled += 1
-                savepoint = delivery.db is not None
+                savepoint = delivery.db is not None and \
+                    (self.batch_savepoints or not delivery.batched)
                 if savepoint:
                     delivery.db.execute("SAVEPOINT callback")  # type: ignore[union-attr]
                 try:
@@ -435,7 +444,8 @@ class Consumer:
             return None
         self.counters.delivered += 1
         return Delivery(envelope, replayed=item.replayed,
-                        publisher=getattr(item, "publisher", None))
+                        publisher=getattr(item, "publisher", None),
+                        float_free=getattr(item, "float_free", False))
 
     def _skip(self, delivery: Delivery) -> None:
         """A filtered message is handled too: a restart must not read it again."""

@@ -283,14 +283,21 @@ def decode(frames: Sequence[bytes]) -> dict[str, Any]:
 
     Frames come from the network: NaN/Infinity and nesting past
     :data:`MAX_RECEIVED_DEPTH` are refused instead of crashing the subscriber."""
+    return decode_flagged(frames)[0]
+
+
+def decode_flagged(frames: Sequence[bytes]) -> tuple[dict[str, Any], bool]:
+    """:func:`decode`, and whether the envelope is known to hold no float: then
+    :func:`gateway.canonical.dumps_float_free` writes its canonical JSON without a walk
+    over it (the recorder stores every envelope's canonical JSON)."""
     if len(frames) != 2:
         raise EnvelopeError(f"expected 2 frames [topic, json], got {len(frames)}")
     topic_frame, body = frames
     try:
-        envelope = jsonbounds.loads(body, MAX_RECEIVED_DEPTH)
+        envelope, float_free = jsonbounds.loads_flagged(body, MAX_RECEIVED_DEPTH)
     except (UnicodeDecodeError, json.JSONDecodeError, ParseError) as exc:
         raise EnvelopeError(f"frame 1 is not JSON: {exc}") from None
-    return check(envelope, topic_frame)
+    return check(envelope, topic_frame), float_free
 
 
 def check(envelope: Any, topic_frame: bytes | None = None) -> dict[str, Any]:

@@ -53,6 +53,9 @@ class Message:
     envelope: dict[str, Any]
     endpoint: Endpoint
     replayed: bool = False
+    #: The envelope was read from the wire holding no float (``envelope.decode_flagged``):
+    #: its canonical JSON may be written without looking for floats again.
+    float_free: bool = False
 
     @property
     def publisher(self) -> str:
@@ -223,7 +226,7 @@ class Subscriber:
     def _accept(self, frames: list[bytes], endpoint: Endpoint) -> None:
         self.last_heard = time.monotonic()
         try:
-            envelope = env.decode(frames)
+            envelope, float_free = env.decode_flagged(frames)
         except EnvelopeError as exc:
             self.stats.invalid += 1
             log.warning("ignoring an invalid message from %s: %s", endpoint.publish, exc)
@@ -238,7 +241,8 @@ class Subscriber:
                 return
             self.stats.received += 1
             if self._wanted(envelope["topic"]):
-                self._backlog.append(Message(envelope["topic"], envelope, endpoint))
+                self._backlog.append(Message(envelope["topic"], envelope, endpoint,
+                                             float_free=float_free))
             return
         # The usual case, decided in a few lookups: the next seq_id of a publisher tracked
         # in this epoch and already seen on this endpoint (what _sequenced would conclude).
@@ -255,11 +259,12 @@ class Subscriber:
             if wanted is None:
                 wanted = self._wanted(topic)
             if wanted:
-                self._backlog.append(Message(topic, envelope, endpoint))
+                self._backlog.append(Message(topic, envelope, endpoint, float_free=float_free))
             return
-        self._sequenced(envelope, endpoint, seq)
+        self._sequenced(envelope, endpoint, seq, float_free)
 
-    def _sequenced(self, envelope: dict[str, Any], endpoint: Endpoint, seq: int) -> None:
+    def _sequenced(self, envelope: dict[str, Any], endpoint: Endpoint, seq: int,
+                   float_free: bool = False) -> None:
         """Track a numbered message: first contact, a new epoch, a duplicate or a gap."""
         publisher = str(envelope.get("publisher") or endpoint.name)
         self._served.setdefault(endpoint.publish, set()).add(publisher)
@@ -276,7 +281,8 @@ class Subscriber:
         self.stats.last_seq[publisher] = seq
         self.stats.received += 1
         if self._wanted(envelope["topic"]):
-            self._backlog.append(Message(envelope["topic"], envelope, endpoint))
+            self._backlog.append(Message(envelope["topic"], envelope, endpoint,
+                                         float_free=float_free))
 
     def _in_sequence(self, envelope: dict[str, Any], endpoint: Endpoint) -> bool:
         """Whether ``envelope`` is the next news of a publisher tracked in this epoch: then

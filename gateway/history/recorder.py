@@ -119,9 +119,9 @@ class Recorder:
 
         history = self.settings.history
         batching = {"batch": history.batch_messages, "batch_seconds": history.batch_ms / 1000}
-        if isinstance(self.store, SqliteHistory):
+        if isinstance(self.store, SqliteHistory):  # handle() stages; flush writes
             return {**batching, "before_commit": lambda db: self.flush(db),
-                    "after_rollback": self._rolled_back}
+                    "after_rollback": self._rolled_back, "batch_savepoints": False}
         return {**batching, "before_commit": lambda db: self.flush(),
                 "after_rollback": self._rolled_back}
 
@@ -180,7 +180,7 @@ class Recorder:
         transaction of its own, committed before the position."""
         from gateway.consumer import NotHandled
 
-        record = record_of(delivery.envelope, self.index)
+        record = record_of(delivery.envelope, self.index, float_free=delivery.float_free)
         if delivery.batched and self.store.position_path is None:
             self._staged.append(record)  # counted when flush commits it
             return

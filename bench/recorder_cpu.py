@@ -1,0 +1,217 @@
+"""The recorder end to end, its own CPU per message, code trees side by side (issue 14).
+
+    .venv/bin/python bench/recorder_cpu.py --tree /work/base --tree . [--messages 20000]
+        [--reps 3] [--db /var/tmp/bgbench/sqlite-1000000.sqlite] [--profile DIR]
+
+Why another: bench/history_at_scale.py publishes from the recorder's own process, so
+its CPU figure holds the publishing too. Here the publisher is a process of its own
+(pre-encoded frames on a raw PUB socket) and the recorder (a real ``Recorder``:
+subscriber, consumer, batches, store) runs in a worker process of each tree
+(``PYTHONPATH`` = the tree); the worker's CPU (user + system, all its threads) from the
+first message to the last stored is the recorder's alone. Per tree: messages/s (wall)
+and CPU µs per message, medians over ``--reps`` interleaved runs, with ratios to the
+first tree and the 1-minute load average. ``--db``: each tree records into its own copy
+(made once, under ``--scratch``; the source is never written); none: an empty history.
+``--profile DIR``: each run is also sampled by py-spy (if installed) into DIR.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve()
+#: The bench messages follow the stored ones: a year later, seq_ids of a new publisher.
+YEAR = 365 * 86400
+#: Longest one run may take before it is reported as stuck.
+RUN_TIMEOUT = 600.0
+
+PUBLISHER = r'''
+import sys, time, zmq
+port, path = sys.argv[1], sys.argv[2]
+raw = open(path, "rb").read(); frames = []; i = 0
+while i < len(raw):
+    n = int.from_bytes(raw[i:i + 4], "big"); t = raw[i + 4:i + 4 + n]; i += 4 + n
+    n = int.from_bytes(raw[i:i + 4], "big"); b = raw[i + 4:i + 4 + n]; i += 4 + n
+    frames.append((t, b))
+pub = zmq.Context.instance().socket(zmq.PUB); pub.setsockopt(zmq.SNDHWM, 0)
+pub.bind("tcp://127.0.0.1:" + port)
+for line in sys.stdin:
+    a, b = map(int, line.split())
+    for f in frames[a:b]:
+        pub.send_multipart(f)
+'''
+
+
+def worker(db: Path, n: int, seed: int, profile: Path | None, history: str = "") -> dict[str, Any]:
+    """One run in this tree: ``n`` messages of a new publisher into ``db``."""
+    sys.path.insert(0, str(HERE.parent))
+    import history_data as data
+
+    from gateway import config
+    from gateway import envelope as env
+    from gateway.discovery import Endpoint
+    from gateway.history.recorder import Recorder
+    from gateway.history.store import SqliteHistory
+    from gateway.messages import TypeIndex
+
+    root = Path(tempfile.mkdtemp(prefix="recorder-cpu-", dir=db.parent))
+    try:
+        (root / "busgate.toml").write_text(f'[state]\ndir = "{root}"\n[history]\n{history}\n')
+        settings = config.load(root / "busgate.toml")
+        store = SqliteHistory(db, cache_mb=settings.history.cache_mb)
+        batches = [0]
+        store_flush = store.flush
+
+        def counted(*args: Any) -> int:  # batches written, for their mean size
+            batches[0] += 1
+            return store_flush(*args)
+
+        store.flush = counted  # type: ignore[method-assign]
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        frames = root / "frames"
+        with open(frames, "wb") as out:
+            for envelope in data.envelopes(n + 50, seed=seed):
+                envelope["publisher"] = envelope["publisher_epoch"] = f"cpu-{seed}"
+                envelope["timestamp"] += YEAR
+                topic, body = env.encode(envelope)
+                out.write(len(topic).to_bytes(4, "big") + topic
+                          + len(body).to_bytes(4, "big") + body)
+        pub = subprocess.Popen([sys.executable, "-c", PUBLISHER, str(port), str(frames)],
+                               stdin=subprocess.PIPE, text=True)
+        recorder = Recorder(settings, store, index=TypeIndex(()),
+                            endpoints=[Endpoint("cpu", f"tcp://127.0.0.1:{port}", None)])
+        stop = threading.Event()
+        thread = threading.Thread(target=recorder.run, args=(stop,), daemon=True)
+        thread.start()
+
+        def send(a: int, b: int) -> None:
+            assert pub.stdin is not None
+            pub.stdin.write(f"{a} {b}\n")
+            pub.stdin.flush()
+
+        sent = 0
+        while recorder.stored == 0 and sent < 50:  # the slow joiner
+            send(sent, sent + 1)
+            sent += 1
+            time.sleep(0.06)
+        time.sleep(0.3)  # the joining messages' batch is committed
+        first = recorder.stored + recorder.known
+        batches[0] = 0
+        spy = None
+        if profile is not None and shutil.which("py-spy", path=str(Path(sys.executable).parent)):
+            spy = subprocess.Popen(
+                [str(Path(sys.executable).parent / "py-spy"), "record", "-r", "200", "-f",
+                 "raw", "-o", str(profile / f"{Path(sys.path[0]).name}-{seed}.txt"),
+                 "-p", str(os.getpid()), "--nonblocking"],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            time.sleep(1.0)
+        wall, cpu = time.perf_counter(), time.process_time()
+        send(sent, n + 50)
+        want = n + 50 - sent
+        while recorder.stored + recorder.known < first + want and \
+                time.perf_counter() - wall < RUN_TIMEOUT:
+            time.sleep(0.002)
+        wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+        if spy is not None:
+            spy.send_signal(2)
+            spy.wait(60)
+        stop.set()
+        thread.join(60)
+        assert pub.stdin is not None
+        pub.stdin.close()
+        pub.wait(30)
+        got = recorder.stored + recorder.known - first
+        store.close()
+        return {"n": got, "wall": wall, "cpu": cpu, "complete": got >= want,
+                "batch": got / max(1, batches[0])}
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tree", action="append", type=Path, default=[])
+    parser.add_argument("--messages", type=int, default=20_000)
+    parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument("--db", type=Path, help="a history to copy (default: empty)")
+    parser.add_argument("--scratch", type=Path, default=Path("/var/tmp"))
+    parser.add_argument("--profile", type=Path)
+    parser.add_argument("--config", action="append", default=[],
+                        help="[history] lines per --tree, in order (e.g. "
+                             "'batch_ms = 20'); default: the tree's defaults")
+    parser.add_argument("--worker", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--seed", type=int, default=1)
+    args = parser.parse_args()
+    if args.worker:
+        print(json.dumps(worker(args.worker, args.messages, args.seed, args.profile,
+                                "\n".join(args.config))))
+        return
+    if not args.tree:
+        parser.error("give at least one --tree")
+    configs = (args.config + [""] * len(args.tree))[:len(args.tree)]
+    names = [f"{t}{' [' + c + ']' if c else ''}" for t, c in zip(args.tree, configs, strict=True)]
+    scratch = Path(tempfile.mkdtemp(prefix="recorder-cpu-", dir=args.scratch))
+    try:
+        copies = []
+        for number, _ in enumerate(args.tree):
+            copy = scratch / f"tree{number}.sqlite"
+            if args.db:
+                for suffix in ("", "-wal"):
+                    if Path(f"{args.db}{suffix}").exists():
+                        shutil.copyfile(f"{args.db}{suffix}", f"{copy}{suffix}")
+            copies.append(copy)
+        print(f"recorder end to end, {args.messages:,} messages per run, "
+              f"{'a copy of ' + args.db.name if args.db else 'an empty history'}, "
+              f"load {os.getloadavg()[0]:.1f}", flush=True)
+        runs: dict[int, list[dict[str, Any]]] = {i: [] for i in range(len(args.tree))}
+        for rep in range(args.reps):
+            order = list(range(len(args.tree)))
+            if rep % 2:
+                order.reverse()
+            for index in order:
+                tree = args.tree[index].resolve()
+                done = subprocess.run(
+                    [str(tree / ".venv/bin/python"), str(HERE), "--worker", str(copies[index]),
+                     "--messages", str(args.messages), "--seed", str(100 + rep),
+                     *(["--config", configs[index]] if configs[index] else []),
+                     *(["--profile", str(args.profile)] if args.profile else [])],
+                    cwd=tree, env={**os.environ, "PYTHONPATH": str(tree)}, check=True,
+                    capture_output=True, text=True, timeout=RUN_TIMEOUT + 120)
+                result = json.loads(done.stdout.strip().splitlines()[-1])
+                runs[index].append(result)
+                print(f"  rep {rep + 1} {names[index][-40:]:<40} "
+                      f"{result['n'] / result['wall']:>9,.0f} msg/s "
+                      f"{result['cpu'] / result['n'] * 1e6:>7.1f} CPU µs/msg, batch "
+                      f"{result['batch']:,.0f}"
+                      f"{'' if result['complete'] else ' INCOMPLETE'}  load "
+                      f"{os.getloadavg()[0]:.1f}", flush=True)
+        print(f"{'tree':<44}{'msgs/s (median)':>16}{'CPU µs/msg':>12}{'batch':>7}")
+        base: tuple[float, float] | None = None
+        for index, name in enumerate(names):
+            rate = statistics.median(r["n"] / r["wall"] for r in runs[index])
+            cpu = statistics.median(r["cpu"] / r["n"] * 1e6 for r in runs[index])
+            batch = statistics.median(r["batch"] for r in runs[index])
+            base = base or (rate, cpu)
+            print(f"{name[-43:]:<44}{rate:>16,.0f}{cpu:>12.1f}{batch:>7,.0f}"
+                  + ("" if index == 0 else f"   x{rate / base[0]:.2f} x{cpu / base[1]:.2f}"))
+        print(f"load {os.getloadavg()[0]:.1f}")
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
