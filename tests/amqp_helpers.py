@@ -95,8 +95,23 @@ def drain(vhost: str, queue: str, expect: int | None = None,
     return got
 
 
+def listening(port: int = 5672) -> bool:
+    """Whether the broker accepts connections: ``stop_app`` closes its listener before
+    it returns, so an open port is a running app."""
+    import socket
+
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=2):
+            return True
+    except OSError:
+        return False
+
+
 def ensure_running() -> None:
-    """Start the broker's app if a test stopped it (idempotent)."""
+    """Start the broker's app if a test stopped it (idempotent). Asks the port first:
+    each rabbitmqctl call starts an Erlang VM (~2 s, more under load)."""
+    if listening():
+        return
     rabbitmqctl("start_app", timeout=120)
     rabbitmqctl("await_startup", timeout=120)
 
