@@ -325,8 +325,8 @@ class HistorySettings:
     #: this number with ``total_capped: true`` (a count of a million rows is slow).
     count_limit: int = 10000
     #: ``/raw`` (SQLite and PostgreSQL): milliseconds the count may run (0: up to
-    #: ``query_timeout``); past it ``total`` is a lower bound, at least what the page
-    #: proves, with ``total_capped: true`` (a frequent word's count cost 270-414 ms at
+    #: ``query_timeout``); past it ``total`` is the lower bound the page proves, with
+    #: ``total_capped: true`` (a frequent word's count cost 270-414 ms at
     #: a million on PostgreSQL, a frequent user's with a topic 1.3 s on SQLite).
     count_budget_ms: int = 150
     #: Outbox retention keeps rows the recorder (``enabled = true``) has not stored.

@@ -96,7 +96,7 @@ def test_one_name_reads_its_link_key_and_no_message_row_to_count(store, items):
     query, statements = traced(store, items)
     key = "user_id" if query.users else "package_id"
     link = "user_messages" if query.users else "package_messages"
-    count = [s for s in statements if s.startswith("SELECT 1 FROM")]  # in fetches
+    count = [s for s in statements if s.startswith("SELECT COUNT(*)")]
     page = [s for s in statements if s.startswith("SELECT m.id")]
     names = [s for s in statements if s.startswith("SELECT l.message_id")]
     assert len(count) == len(page) == 1 and len(names) == 2, statements
@@ -114,7 +114,8 @@ def test_one_name_reads_its_link_key_and_no_message_row_to_count(store, items):
         assert "USING COVERING INDEX" in found and "_messages_message (message_id=?)" in found
     for sql in statements:
         found = plan(store, sql)
-        assert not any(part.startswith("SCAN") for part in found.split(" | ")), (sql, found)
+        assert not any(part.startswith("SCAN") and part != "SCAN (subquery-2)"
+                       for part in found.split(" | ")), (sql, found)
     assert link in page[0]
 
 
