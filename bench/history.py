@@ -355,6 +355,13 @@ def query_makers(n: int) -> dict[str, Callable[[random.Random], list[tuple[str, 
             ("unstable", "debian.org", "amd64", "Maintainer")))],
         "contains (rare)": lambda rng: [("contains", data.package_name(
             data.PACKAGES - 1 - rng.randrange(1000)))],
+        # a name with a topic: the count reads every link of the name and its message's
+        # row until count_limit match (a frequent user with a rare topic: all of them)
+        "user + topic": lambda rng: [("user", data.user_name(zipf(rng, data.USERS))),
+                                     ("topic", rng.choice(topics))],
+        "package + topic": lambda rng: [
+            ("package", data.package_name(zipf(rng, data.PACKAGES))),
+            ("topic", rng.choice(topics))],
     }
 
 

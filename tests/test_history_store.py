@@ -229,3 +229,70 @@ def test_the_write_ahead_log_is_bounded_by_its_checkpoint_pages(tmp_path, monkey
     bounded = _wal_high_water(tmp_path / "bounded.sqlite")
     # checkpointed after each commit past 40 pages: the log holds about one batch
     assert bounded < unbounded / 4, (bounded, unbounded)
+
+
+class _Clock:
+    """``store.time`` with a monotonic clock that moves 10 ms at each look (the progress
+    handler looks every PROGRESS_STEPS virtual-machine steps): a count's budget runs out
+    after a known amount of work, whatever the machine's load."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def monotonic(self) -> float:
+        self.now += 0.010
+        return self.now
+
+
+FREQUENT = 3000  # alice's messages; every other one on topic git.push: 1,500 match
+
+
+@pytest.fixture
+def frequent(tmp_path) -> Path:
+    """A SQLite history where alice is frequent (as in bench/history.py at scale)."""
+    path = tmp_path / "h.sqlite"
+    store = SqliteHistory(path)
+    store.add_many(record_of(fx.envelope(n, n / 60, "git.push" if n % 2 else "bug.new",
+                                         ["alice"], ["dpkg"], {"note": f"n {n}"}), INDEX)
+                   for n in range(1, FREQUENT + 1))
+    store.close()
+    return path
+
+
+def test_a_sqlite_count_past_count_budget_ms_is_a_lower_bound(frequent, monkeypatch):
+    from gateway.history import store as store_module
+
+    items = [("user", "alice"), ("topic", f"{fx.PREFIX}.git.push"), ("rows_per_page", "5")]
+    exact = SqliteHistory(frequent, count_budget_ms=0)  # 0: no budget
+    want = [page_ids(exact, [*items, ("page", str(p))]) for p in (1, 3)]
+    assert exact.search(q.parse(items)).total == FREQUENT // 2
+    monkeypatch.setattr(store_module, "time", _Clock())
+    budget = SqliteHistory(frequent, count_budget_ms=5)  # past at the first look
+    for page, got_rows in ((1, want[0]), (3, want[1])):
+        got = budget.search(q.parse([*items, ("page", str(page))]))
+        assert [int(r.msg_id[-12:]) for r in got.rows] == got_rows  # rows stay exact
+        seen = page * 5 + 1  # the pages up to this one, and one more: what the page proves
+        assert (got.total, got.capped, got.more) == (seen, True, True)
+    # the page holding the last match knows the total without counting: exact
+    last = budget.search(q.parse([*items[:2], ("rows_per_page", "100"), ("page", "15")]))
+    assert (last.total, last.capped, len(last.rows), last.more) == (1500, False, 100, False)
+    # within the budget (the same clock): exact; budget 0 under the same clock: exact
+    for roomy in (SqliteHistory(frequent, count_budget_ms=3000), exact):
+        got = roomy.search(q.parse(items))
+        assert (got.total, got.capped, got.more) == (FREQUENT // 2, False, True)
+        roomy.close()
+    budget.close()
+
+
+def test_count_budget_ms_reaches_the_sqlite_store(make_settings, tmp_path):
+    from gateway.history import backends
+
+    settings = make_settings(history={"database": str(tmp_path / "h.sqlite"),
+                                      "count_budget_ms": 7})
+    store = backends.open_history(settings)
+    assert store.count_budget == pytest.approx(0.007)  # type: ignore[attr-defined]
+    store.close()
+    store = backends.open_history(make_settings(history={
+        "database": str(tmp_path / "h.sqlite"), "count_budget_ms": 0}))
+    assert store.count_budget == float("inf")  # type: ignore[attr-defined]
+    store.close()

@@ -264,3 +264,63 @@ def test_max_page_is_a_setting(history_store):
         refused = client.get("/raw?rows_per_page=1&page=3")
         assert refused.status_code == 400 and "cursor" in refused.json()["detail"]
     store.close()
+
+
+class _Clock:
+    """``store.time`` whose monotonic clock moves 10 ms at each look: a SQLite count's
+    budget runs out after a known amount of work, whatever the machine's load."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def monotonic(self) -> float:
+        self.now += 0.010
+        return self.now
+
+
+def test_raw_on_sqlite_says_a_count_past_its_budget_is_capped_and_pages_reach_every_row(
+        tmp_path, monkeypatch):
+    """A SQLite count cut by history.count_budget_ms: ``total`` a lower bound with
+    ``total_capped``, ``pages`` one past each page that has a next, so clients paging by
+    ``page`` or ``cursor`` get every row; within the budget the total is exact."""
+    from gateway.history import store as store_module
+
+    path = tmp_path / "h.sqlite"
+    store = SqliteHistory(path)
+    store.add_many(record_of(fx.envelope(n, n / 60, "git.push" if n % 2 else "bug.new",
+                                         ["alice"], [], {"n": n}), TypeIndex(()))
+                   for n in range(1, 2001))
+    store.close()
+    want = list(range(1999, 0, -2))  # alice's git.push, newest first
+    asked = {"user": "alice", "topic": f"{fx.PREFIX}.git.push", "rows_per_page": 100}
+    monkeypatch.setattr(store_module, "time", _Clock())
+    budget, exact = SqliteHistory(path, count_budget_ms=5), SqliteHistory(path,
+                                                                        count_budget_ms=0)
+    with fx.serve(budget) as url, httpx.Client(base_url=url, timeout=30) as client:
+        first = client.get("/raw", params=asked).json()
+        assert (first["total"], first["total_capped"], first["pages"]) == (101, True, 2)
+        assert ids(first) == want[:100] and first["cursor"]
+        by_page, page, capped = [], 1, 0
+        while True:
+            got = client.get("/raw", params={**asked, "page": page}).json()
+            by_page += ids(got)
+            capped += got["total_capped"]
+            if page >= got["pages"]:
+                break
+            page += 1
+        assert by_page == want and capped
+        assert (got["total"], got["total_capped"]) == (len(want), False)  # the last page
+        by_cursor, params = [], dict(asked)
+        while True:
+            got = client.get("/raw", params=params).json()
+            by_cursor += ids(got)
+            if not got["cursor"]:
+                break
+            params["cursor"] = got["cursor"]
+        assert by_cursor == want
+    with fx.serve(exact) as url, httpx.Client(base_url=url, timeout=30) as client:
+        whole = client.get("/raw", params=asked).json()
+        assert (whole["total"], whole["total_capped"], whole["pages"]) == (len(want), False,
+                                                                           10)
+    budget.close()
+    exact.close()

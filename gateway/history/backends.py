@@ -36,7 +36,7 @@ def open_history_url(database: str, query_timeout: float, create: bool = True, *
                      count_budget_ms: int | None = None) -> HistoryStore:
     """The store at ``database``: PostgreSQL for a ``postgresql://`` URL, else SQLite.
     ``readonly``: a reader that checks the schema instead of migrating it;
-    ``count_budget_ms``: PostgreSQL's (None: its default)."""
+    ``count_budget_ms``: how long a ``/raw`` count may run (None: the store's default)."""
     if is_url(database):
         from gateway.history.pgstore import COUNT_BUDGET_MS, PostgresHistory
 
@@ -45,10 +45,13 @@ def open_history_url(database: str, query_timeout: float, create: bool = True, *
                                count_limit=count_limit,
                                count_budget_ms=COUNT_BUDGET_MS if count_budget_ms is None
                                else count_budget_ms)
+    from gateway.history.store import COUNT_BUDGET_MS as SQLITE_BUDGET_MS
     from gateway.history.store import SqliteHistory
 
     return SqliteHistory(database, query_timeout=query_timeout, create=create,
-                         readonly=readonly, cache_mb=cache_mb, count_limit=count_limit)
+                         readonly=readonly, cache_mb=cache_mb, count_limit=count_limit,
+                         count_budget_ms=SQLITE_BUDGET_MS if count_budget_ms is None
+                         else count_budget_ms)
 
 
 def open_history(settings: Settings, *, create: bool = True, database: str | None = None,

@@ -193,8 +193,7 @@ class HistoryApp:
         last = page.rows[-1] if page.rows else None
         return answer({
             # total: exact, or (total_capped) at least this many: history.count_limit,
-            # and on PostgreSQL history.count_budget_ms (then pages is one past a page
-            # that has a next)
+            # and history.count_budget_ms (then pages is one past a page that has a next)
             "raw_messages": rows, "total": page.total, "total_capped": page.capped,
             "pages": math.ceil(page.total / query.rows_per_page),
             "count": len(rows), "arguments": query.arguments(),
