@@ -291,6 +291,21 @@ def test_package_and_user_pages_page_through_a_month(store):
         assert web.get("/package/hebcal?cursor=zzz").status_code == 400
 
 
+def test_a_name_page_whose_count_was_cut_says_at_least(tmp_path):
+    """A count stopped by ``history.count_limit`` (or the count budget) is a lower bound;
+    the page says so rather than showing it as the month's total."""
+    store = SqliteHistory(tmp_path / "capped.sqlite", count_limit=30)
+    start = 1_793_491_200  # 2026-11-01T00:00Z
+    dh.add(store, *(dak(i, "hebcal", start + i * 3000) for i in range(1, 61)))
+    try:
+        with dh.serve(store) as url, httpx.Client(base_url=url, timeout=10) as web:
+            text = web.get("/package/hebcal?month=2026-11").text
+    finally:
+        store.close()
+    total = re.search(r'(at least )?<span id="total">(\d+)</span>', text)
+    assert total and total.group(1) == "at least " and int(total.group(2)) <= 60
+
+
 def test_name_activity_counts_a_name_per_day_and_service(store):
     start = 1_793_491_200  # 2026-11-01T00:00Z
     day = 86400

@@ -301,7 +301,7 @@ class Dashboard:
         graph = chart(f"{month}, per day", days, start, DAY, 7, "%d %b") if days else None
         return self.render("name.html", kind=kind, name=name, month=month, chart=graph,
                            lines=self.lines(page.rows),
-                           total=page.total, older=older, previous=previous,
+                           total=page.total, capped=page.capped, older=older, previous=previous,
                            following=following if end <= self.clock() else None,
                            continued="cursor" in params,
                            live="/?" + urlencode({kind: name}))
