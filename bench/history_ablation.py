@@ -127,6 +127,28 @@ def _written() -> int:
         return int(next(line for line in f if line.startswith("write_bytes")).split()[1])
 
 
+def _batch_pages(wal: Path, page: int, first: int, last: int) -> list[int]:
+    """The page numbers of WAL frames ``first`` to ``last`` (big-endian, each frame's
+    first 4 bytes after the 32-byte log header)."""
+    pages = set()
+    with open(wal, "rb") as f:
+        for frame in range(first, last):
+            f.seek(32 + frame * (page + 24))
+            pages.add(struct.unpack(">I", f.read(4))[0])
+    return sorted(pages)
+
+
+def _owners(db: sqlite3.Connection, batches: list[list[int]]) -> dict[str, float]:
+    """Pages per batch by the b-tree owning them now (dbstat); "free": on the freelist."""
+    owner = dict(db.execute("SELECT pageno, name FROM dbstat"))
+    counts: dict[str, float] = {}
+    for pages in batches:
+        for number in pages:
+            name = owner.get(number, "free")
+            counts[name] = counts.get(name, 0) + 1 / len(batches)
+    return dict(sorted(counts.items(), key=lambda kv: -kv[1]))
+
+
 def worker(db: Path, total: int, seed: int, spec: dict[str, Any]) -> None:
     """In a worker process: ``batch N`` on stdin -> the next N messages in one
     transaction, one JSON line of figures; ``checkpoint`` -> a timed final checkpoint."""
@@ -160,8 +182,12 @@ def worker(db: Path, total: int, seed: int, spec: dict[str, Any]) -> None:
     page = dbc.execute("PRAGMA page_size").fetchone()[0]
     shm = Path(str(db) + "-shm")
     envelopes = iter(_envelopes(total, seed))
+    batches: list[list[int]] = []
     for line in sys.stdin:
         verb, *rest = line.split()
+        if verb == "breakdown":
+            print(json.dumps(_owners(dbc, batches)), flush=True)
+            continue
         if verb == "checkpoint":
             wall, cpu, wrote = time.perf_counter(), time.process_time(), _written()
             busy, frames, _done = dbc.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
@@ -172,6 +198,7 @@ def worker(db: Path, total: int, seed: int, spec: dict[str, Any]) -> None:
         chunk = [next(envelopes) for _ in range(int(rest[0]))]
         before, salt = _wal_header(shm)
         wall, cpu, wrote = time.perf_counter(), time.process_time(), _written()
+        kernel = os.times().system
         dbc.execute("BEGIN IMMEDIATE")
         for envelope in chunk:
             recorder.handle(Delivery(envelope, db=dbc, publisher="bench", batched=True))
@@ -179,12 +206,15 @@ def worker(db: Path, total: int, seed: int, spec: dict[str, Any]) -> None:
         position.advance("bench", chunk[-1]["publisher_epoch"], chunk[-1]["seq_id"])
         dbc.execute("COMMIT")
         reply = {"wall": time.perf_counter() - wall, "cpu": time.process_time() - cpu,
-                 "wrote": _written() - wrote}
+                 "wrote": _written() - wrote, "sys": os.times().system - kernel}
         after, new_salt = _wal_header(shm)
         # a new salt: the log restarted from its first frame (a checkpoint was complete)
         reply["frames"] = after if new_salt != salt else after - before
         reply["restart"] = new_salt != salt
         reply["page"] = page
+        if rest[1:] == ["pages"]:  # outside the timing
+            batches.append(_batch_pages(Path(str(db) + "-wal"), page,
+                                        0 if new_salt != salt else before, after))
         print(json.dumps(reply), flush=True)
     position.close()
     store.close()
@@ -201,6 +231,8 @@ def main() -> None:
     parser.add_argument("--vacuumed", type=Path, default=None,
                         help="dir of pristine page-SIZE.sqlite VACUUM INTO copies to cp "
                              "instead of vacuuming again (never written to)")
+    parser.add_argument("--breakdown", action="append", default=[],
+                        help="variant whose pages dirtied per batch are mapped to tables")
     parser.add_argument("--worker", type=str, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
@@ -235,16 +267,19 @@ def main() -> None:
         for step in range(args.messages // args.chunk):
             order = names if step % 2 == 0 else names[::-1]
             for name in order:
-                rows[name].append(ask(name, f"batch {args.chunk}"))
+                pages = " pages" if name in args.breakdown else ""
+                rows[name].append(ask(name, f"batch {args.chunk}{pages}"))
+        owners = {name: ask(name, "breakdown") for name in args.breakdown}
         final = {name: ask(name, "checkpoint") for name in names}
-        print(f"{'variant':<8}{'CPU us/msg':>11}{'wall msg/s':>11}{'median batch/s':>15}"
-              f"{'+final ckpt msg/s':>18}{'WAL KiB/msg':>12}{'pages/batch':>12}"
-              f"{'disk KiB/msg':>13}{'restarts':>9}{'  ratio to a (CPU, wall)'}")
+        print(f"{'variant':<8}{'CPU us/msg':>11}{'of it sys':>10}{'wall msg/s':>11}"
+              f"{'median batch/s':>15}{'+final ckpt msg/s':>18}{'WAL KiB/msg':>12}"
+              f"{'pages/batch':>12}{'disk KiB/msg':>13}{'restarts':>9}{'  ratio to a (CPU, wall)'}")
         base: tuple[float, float] | None = None
         for name in names:
             got = rows[name]
             n = args.chunk * len(got)
             cpu_us = sum(r["cpu"] for r in got) / n * 1e6
+            sys_us = sum(r["sys"] for r in got) / n * 1e6
             wall = n / sum(r["wall"] for r in got)
             median = statistics.median(args.chunk / r["wall"] for r in got)
             with_ckpt = n / (sum(r["wall"] for r in got) + final[name]["wall"])
@@ -253,9 +288,12 @@ def main() -> None:
             disk_kib = (sum(r["wrote"] for r in got) + final[name]["wrote"]) / n / 1024
             restarts = sum(r["restart"] for r in got)
             base = base or (cpu_us, wall)
-            print(f"{name:<8}{cpu_us:>11.0f}{wall:>11,.0f}{median:>15,.0f}{with_ckpt:>18,.0f}"
+            print(f"{name:<8}{cpu_us:>11.0f}{sys_us:>10.0f}{wall:>11,.0f}{median:>15,.0f}{with_ckpt:>18,.0f}"
                   f"{wal_kib:>12.2f}{frames / len(got):>12.0f}{disk_kib:>13.2f}"
                   f"{restarts:>9}   x{base[0] / cpu_us:.2f} x{wall / base[1]:.2f}")
+        for name, counts in owners.items():
+            print(f"pages dirtied per batch of {args.chunk}, {name}: " + ", ".join(
+                f"{table} {pages:.0f}" for table, pages in counts.items()))
         print(f"load {os.getloadavg()[0]:.1f}")
     finally:
         for proc in workers.values():
