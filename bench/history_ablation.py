@@ -253,6 +253,11 @@ def main() -> None:
                  "--messages", str(args.messages), "--seed", str(args.seed)],
                 cwd=tree, env={**os.environ, "PYTHONPATH": str(tree)},
                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        # the copies' pages on disk first: else a variant's first checkpoint fsync would
+        # write out whatever of its 2.7 GB copy the kernel had not yet
+        started = time.perf_counter()
+        os.sync()
+        print(f"sync {time.perf_counter() - started:.0f} s", flush=True)
         print(f"ablation at {args.db.name}: {args.messages:,} messages in batches of "
               f"{args.chunk}, variants {', '.join(names)}, load {os.getloadavg()[0]:.1f}",
               flush=True)
