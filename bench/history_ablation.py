@@ -19,6 +19,7 @@ statement of a part taken away swapped out):
     g    d + no user/package links (their inserts insert nothing; names still looked up)
     k    c + a unique index on (id >> RUN_BITS, msg_id): dedup local to a run of ids, as
          gateway/dedup.py keys the outbox (the Bloom filters of older runs not counted)
+    h    a with k's run-keyed msg_id index instead of the UNIQUE one (text index kept)
     e256 a with history.cache_mb 256
     p16k / p1k / p4k   a on a VACUUM INTO copy with page_size 16384 / 1024 / 4096 (p4k:
          the vacuum alone, the control for the other two)
@@ -61,6 +62,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "d": {"text": False, "unique": False, "indexes": False},
     "g": {"text": False, "unique": False, "indexes": False, "links": False},
     "k": {"text": False, "unique": False, "run_index": True},
+    "h": {"unique": False, "run_index": True},
     "e256": {"cache_mb": 256},
     "p16k": {"page_size": 16384},
     "p1k": {"page_size": 1024},
