@@ -80,6 +80,7 @@ from gateway.history.store import (
     Stored,
     check_range,
     name_count_parts,
+    page_of,
     topic_count_parts,
 )
 
@@ -376,19 +377,16 @@ class PostgresHistory(HistoryStore):
                 (*params, *page_params, size + 1, offset)).fetchall()
             more = len(rows) > size
             del rows[size:]
-            stored = _with_names(db, rows)
-            # at least: the full pages before this one (when it has a row), its rows, a next
-            seen = (offset if rows else 0) + len(rows) + more
-            if query.cursor is None and not more and (rows or not offset):
-                return Page(stored, min(seen, self.count_limit), seen > self.count_limit,
-                            more)
-            counted, where_all, all_params, _, _ = _source(query, count=True)
-            total = self._count(db, f"SELECT COUNT(*) FROM (SELECT 1 FROM {counted}"  # noqa: S608
-                                    f" WHERE {where_all} LIMIT %s) c",
-                                (*all_params, self.count_limit + 1))
-            if total is None:  # past the budget: what the page proves
-                return Page(stored, min(seen, self.count_limit), True, more)
-            return Page(stored, min(total, self.count_limit), total > self.count_limit, more)
+
+            def count() -> tuple[int, bool] | None:
+                counted, where_all, all_params, _, _ = _source(query, count=True)
+                total = self._count(db, f"SELECT COUNT(*) FROM (SELECT 1 FROM {counted}"  # noqa: S608
+                                        f" WHERE {where_all} LIMIT %s) c",
+                                    (*all_params, self.count_limit + 1))
+                return None if total is None else \
+                    (min(total, self.count_limit), total > self.count_limit)
+
+            return page_of(_with_names(db, rows), query, offset, more, self.count_limit, count)
 
         return self._timed(work)
 

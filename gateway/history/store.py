@@ -22,7 +22,7 @@ import sqlite3
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -661,16 +661,8 @@ class SqliteHistory(HistoryStore):
                 rows = _rows(db, query, offset, size + 1)
             more = len(rows) > size
             del rows[size:]
-            stored = _with_names(db, rows)
-            # at least: the full pages before this one (when it has a row), its rows, a next
-            seen = (offset if rows else 0) + len(rows) + more
-            if query.cursor is None and not more and (rows or not offset):
-                return Page(stored, min(seen, self.count_limit), seen > self.count_limit,
-                            more)
-            counted = self._count(db, query)
-            if counted is None:  # past the budget: what the page proves
-                return Page(stored, min(seen, self.count_limit), True, more)
-            return Page(stored, *counted, more)
+            return page_of(_with_names(db, rows), query, offset, more, self.count_limit,
+                           lambda: self._count(db, query))
 
         return self._timed(work)
 
@@ -824,6 +816,21 @@ class SqliteHistory(HistoryStore):
         if db is not None:
             db.close()
             self._local.db = None
+
+
+def page_of(stored: list[Stored], query: Query, offset: int, more: bool, limit: int,
+            count: Callable[[], tuple[int, bool] | None]) -> Page:
+    """The page of ``stored`` rows (both backends): its total exact without counting when
+    the page holds the last match; else ``count()`` (count, capped), or None when the count
+    ran past its budget, and the total is then what the page proves: the full pages
+    before it (when it has a row), its rows, and one more when a next page follows."""
+    seen = (offset if stored else 0) + len(stored) + more
+    if query.cursor is None and not more and (stored or not offset):
+        return Page(stored, min(seen, limit), seen > limit, more)
+    counted = count()
+    if counted is None:
+        return Page(stored, min(seen, limit), True, more)
+    return Page(stored, *counted, more)
 
 
 def _marks(values: Sequence[Any]) -> str:
