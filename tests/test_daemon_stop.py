@@ -1,0 +1,64 @@
+"""A stopping daemon ends: no task of it may keep the loop alive after a cancel. Real
+store, real ZeroMQ socket; every wait bounded."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import zmq.asyncio
+
+from gateway import runtime
+from gateway.publisher import Publisher
+from gateway.transports.zmq import ZmqPublisher
+from gateway.wakeup import wait_set
+
+
+def test_a_publisher_woken_in_the_turn_it_is_cancelled_ends(make_settings) -> None:
+    """The hang of a daemon stopping while a dead worker's pipe woke the publisher on
+    every loop turn: ``asyncio.wait_for`` (3.11) returned the wake-up, lost the cancel,
+    and the publisher ran on."""
+    store = runtime.open_store(make_settings())
+
+    async def main() -> bool:
+        context = zmq.asyncio.Context()
+        transport = ZmqPublisher(context, "tcp://127.0.0.1:0")
+        publisher = Publisher(store, transport)
+        task = asyncio.create_task(publisher.run())
+        try:
+            await asyncio.sleep(0.1)  # idle: the outbox is empty, it waits to be woken
+            assert not task.done()
+            publisher.notify()  # "new rows", and the daemon stops, in one loop turn
+            task.cancel()
+            await asyncio.wait([task], timeout=3)
+            return task.done() and task.cancelled()
+        finally:
+            for _ in range(50):  # a failed run must not leave the task behind
+                if task.done():
+                    break
+                task.cancel()
+                await asyncio.sleep(0.05)
+            transport.close()
+            context.destroy(0)
+
+    assert asyncio.run(main()), "the publisher kept running after its cancel"
+    store.close()
+
+
+def test_wait_set_says_woken_or_timed_out_and_never_loses_a_cancel() -> None:
+    async def main() -> None:
+        event = asyncio.Event()
+        started = time.monotonic()
+        assert await wait_set(event, 0.05) is False
+        assert time.monotonic() - started >= 0.05
+        event.set()
+        assert await wait_set(event, 5) is True
+        event.clear()
+        task = asyncio.create_task(wait_set(event, 5))
+        await asyncio.sleep(0.01)
+        event.set()
+        task.cancel()  # in the same turn as the wake-up
+        await asyncio.wait([task], timeout=3)
+        assert task.cancelled()
+
+    asyncio.run(main())
