@@ -1,17 +1,22 @@
-"""A stopping daemon ends: no task of it may keep the loop alive after a cancel. Real
-store, real ZeroMQ socket; every wait bounded."""
+"""A stopping daemon ends: no task of it may keep the loop alive after a cancel, and a
+spool worker that died must not turn the loop into a busy one. Real store, real ZeroMQ
+socket, a real spool worker process; every wait bounded."""
 
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 import time
 
 import zmq.asyncio
 
 from gateway import runtime
 from gateway.publisher import Publisher
+from gateway.spoolworker import SpoolWorker
 from gateway.transports.zmq import ZmqPublisher
 from gateway.wakeup import wait_set
+from tests.conftest import adopt
 
 
 def test_a_publisher_woken_in_the_turn_it_is_cancelled_ends(make_settings) -> None:
@@ -62,3 +67,27 @@ def test_wait_set_says_woken_or_timed_out_and_never_loses_a_cancel() -> None:
         assert task.cancelled()
 
     asyncio.run(main())
+
+
+def test_a_dead_spool_worker_does_not_spin_the_loop(make_settings) -> None:
+    """Its end of the ``added`` pipe closes with it: that end of file must be read once,
+    not on every loop turn until the supervisor notices (each turn woke the publisher)."""
+    settings = make_settings()
+    adopt(settings)
+    wakes: list[float] = []
+
+    async def main() -> None:
+        worker = SpoolWorker(settings, lambda: wakes.append(time.monotonic()))
+        worker.start()
+        try:
+            assert worker.process is not None and worker.process.pid is not None
+            await asyncio.sleep(0.2)
+            os.kill(worker.process.pid, signal.SIGKILL)
+            await asyncio.to_thread(worker.process.join, 10)
+            wakes.clear()
+            await asyncio.sleep(0.5)  # the loop turns: is the dead pipe read on each?
+        finally:
+            worker.stop()
+
+    asyncio.run(main())
+    assert len(wakes) <= 1, f"{len(wakes)} wake-ups from a dead worker's pipe in 0.5 s"
