@@ -5,13 +5,14 @@ socket, a real spool worker process; every wait bounded."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import time
 
 import zmq.asyncio
 
-from gateway import runtime
+from gateway import daemon, runtime
 from gateway.publisher import Publisher
 from gateway.spoolworker import SpoolWorker
 from gateway.transports.zmq import ZmqPublisher
@@ -65,6 +66,40 @@ def test_wait_set_says_woken_or_timed_out_and_never_loses_a_cancel() -> None:
         task.cancel()  # in the same turn as the wake-up
         await asyncio.wait([task], timeout=3)
         assert task.cancelled()
+
+    asyncio.run(main())
+
+
+def test_end_tasks_cancels_again_and_gives_up_on_a_task_after_the_grace() -> None:
+    async def swallows_one_cancel() -> None:
+        with contextlib.suppress(asyncio.CancelledError):  # what wait_for did: it goes on
+            await asyncio.sleep(60)
+        await asyncio.sleep(60)
+
+    async def ignores_every_cancel(stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            try:
+                await asyncio.sleep(0.01)
+            except asyncio.CancelledError:
+                continue
+
+    async def fails() -> None:
+        raise RuntimeError("reported elsewhere")
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        tasks = [asyncio.create_task(swallows_one_cancel(), name="swallows"),
+                 asyncio.create_task(ignores_every_cancel(stop), name="ignores"),
+                 asyncio.create_task(fails(), name="fails")]
+        await asyncio.sleep(0.01)
+        started = time.monotonic()
+        stuck = await daemon._end_tasks(tasks, grace=0.5, every=0.05)
+        took = time.monotonic() - started
+        assert [task.get_name() for task in stuck] == ["ignores"]
+        assert tasks[0].cancelled() and isinstance(tasks[2].exception(), RuntimeError)
+        assert 0.5 <= took < 3, took
+        stop.set()
+        await asyncio.wait(stuck, timeout=3)
 
     asyncio.run(main())
 
