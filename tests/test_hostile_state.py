@@ -289,6 +289,33 @@ def test_a_worker_started_after_the_deletion_exits_69_and_creates_no_file(make_s
     assert "was deleted" in health.read(settings.state_dir)["spool-worker"]["problem"]
 
 
+def test_a_thread_connecting_after_the_deletion_creates_no_new_file(make_settings) -> None:
+    """Connections are per thread: the daemon's cursor writes run in executor threads
+    that may connect for the first time after the file went."""
+    import threading
+
+    from gateway.errors import StoreError
+
+    settings = make_settings()
+    store = runtime.open_store(settings)
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{settings.db_path}{suffix}").unlink(missing_ok=True)
+    failed: list[BaseException] = []
+
+    def connect() -> None:
+        try:
+            store.connect()
+        except StoreError as exc:
+            failed.append(exc)
+
+    thread = threading.Thread(target=connect)
+    thread.start()
+    thread.join(30)
+    assert failed and "cannot open state database" in str(failed[0])
+    assert not settings.db_path.exists()
+    store.close()
+
+
 # -- finding 12: clocks ------------------------------------------------------------------
 
 def test_outbox_timestamps_never_go_backwards(make_settings) -> None:
