@@ -41,6 +41,7 @@ from gateway.transports.amqp import (
     redacted,
 )
 from gateway.transports.amqp_wire import TypeLookup, WireMessage, to_amqp
+from gateway.wakeup import wait_set
 
 log = logging.getLogger(__name__)
 
@@ -185,8 +186,7 @@ class AmqpPublisher:
                 elif not inflight:
                     self.wake.clear()
                     if not self.store.rows_after(next_seq, 1):
-                        with contextlib.suppress(TimeoutError):
-                            await asyncio.wait_for(self.wake.wait(), timeout=1.0)
+                        await wait_set(self.wake, 1.0)
                 else:
                     await asyncio.sleep(0)
         finally:

@@ -27,6 +27,14 @@ from gateway.transports.zmq import ZmqPublisher
 
 log = logging.getLogger(__name__)
 
+#: How long a stopping daemon waits for its tasks to end. Past it the tasks still
+#: running are named in the log and left behind: the spool worker must still be
+#: stopped and the exit code given (a daemon that spins instead of stopping is worse).
+STOP_GRACE = 5.0
+#: A task that swallowed its cancel (``asyncio.wait_for`` on Python 3.11 can, when
+#: what it waits for ends in the same loop turn) is cancelled again this often.
+RECANCEL_EVERY = 0.1
+
 
 async def _heartbeats(settings: Settings, publisher: Publisher, epoch: str) -> None:
     """Every ``zmq.heartbeat_interval`` seconds, a heartbeat through the publisher (and so
@@ -61,6 +69,27 @@ async def _guard_peers(guarded: list[Callable[[], None]], every: float = 0.02) -
         await asyncio.sleep(every)
         for check in guarded:
             check()
+
+
+async def _end_tasks(tasks: list[asyncio.Task[None]], grace: float = STOP_GRACE,
+                     every: float = RECANCEL_EVERY) -> set[asyncio.Task[None]]:
+    """Cancel ``tasks`` until they end, for ``grace`` seconds at most; returns those that
+    did not. A task that swallowed one cancel is cancelled again instead of being
+    awaited forever."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + grace
+    pending = {task for task in tasks if not task.done()}
+    while pending:
+        for task in pending:
+            task.cancel()
+        left = deadline - loop.time()
+        if left <= 0:
+            break
+        _, pending = await asyncio.wait(pending, timeout=min(every, left))
+    for task in tasks:  # what they raised was reported already, or is of no interest now
+        if task.done() and not task.cancelled():
+            task.exception()
+    return pending
 
 
 def _peer_limits(settings: Settings) -> tuple[PeerLimits, PeerLimits]:
@@ -207,9 +236,10 @@ async def serve(settings: Settings, stop: asyncio.Event | None = None,
         for sig in (signal.SIGTERM, signal.SIGINT):
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.remove_signal_handler(sig)
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        stuck = await _end_tasks(tasks)
+        if stuck:
+            log.error("task(s) %s still running %.0f s after the stop; stopping without them",
+                      ", ".join(sorted(task.get_name() for task in stuck)), STOP_GRACE)
         for close in closers:
             result = close()
             if inspect.isawaitable(result):

@@ -9,12 +9,12 @@ stored is ever skipped.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Callable
 
 from gateway.store import PUBLISHED_CURSOR, Store
 from gateway.transports import Transport
+from gateway.wakeup import wait_set
 
 log = logging.getLogger(__name__)
 
@@ -58,8 +58,7 @@ class Publisher:
                 self.wake.clear()
                 rows = self.store.frames_after(self.sent_seq, self.batch)
                 if not rows:
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self.wake.wait(), timeout=1.0)
+                    await wait_set(self.wake, 1.0)
                     continue
             dropped = await self._send(rows, send_many)
             self.sent_seq = rows[-1][0]

@@ -276,10 +276,13 @@ def _signal(conn: Connection) -> None:
         os.write(conn.fileno(), b"\0")
 
 
-def _drain(conn: Connection) -> None:
+def _drain(conn: Connection) -> bool:
+    """Read what waits in the pipe; False once its writer is gone (end of file)."""
     with contextlib.suppress(BlockingIOError, OSError):
         while os.read(conn.fileno(), 4096):
             pass
+        return False
+    return True
 
 
 class SpoolWorker:
@@ -314,7 +317,11 @@ class SpoolWorker:
 
     def _readable(self) -> None:
         assert self._added is not None
-        _drain(self._added)
+        if not _drain(self._added):
+            # The child is gone (its end of the pipe closed). The end of file would be
+            # readable on every loop turn: a busy loop, and a wake-up of the publisher on
+            # each turn, until supervise() noticed. It restarts the child (new pipes).
+            asyncio.get_running_loop().remove_reader(self._added.fileno())
         self.on_added()
 
     def notify(self) -> None:

@@ -144,7 +144,10 @@ class Store:
             return conn
         memory = str(self.path) == ":memory:"
         try:
-            if self.create or memory:
+            # Only the first connection may create the file: a thread connecting later (a
+            # cursor write in a new executor thread) would make a new, empty database
+            # where the one opened was deleted, which nobody reads.
+            if memory or (self.create and self.identity is None):
                 self.path.parent.mkdir(parents=True, exist_ok=True)
                 conn = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
             else:

@@ -45,10 +45,17 @@ def status(env: dict[str, str]) -> dict:  # type: ignore[type-arg]
     return json.loads(result.stdout)
 
 
-def worker_pid(proc: Daemon) -> int:
-    out = subprocess.run(["pgrep", "-P", str(proc.proc.pid), "-f", "spawn_main"],
-                         capture_output=True, text=True).stdout.split()
-    assert len(out) == 1, out
+def worker_pid(proc: Daemon, timeout: float = 20.0) -> int:
+    """The daemon's one spool worker; waits for it (under load it may be spawned only
+    after the daemon said it is publishing, or be between a death and its restart)."""
+    out: list[str] = []
+
+    def one() -> bool:
+        out[:] = subprocess.run(["pgrep", "-P", str(proc.proc.pid), "-f", "spawn_main"],
+                                capture_output=True, text=True).stdout.split()
+        return len(out) == 1
+
+    wait_for(one, timeout, what=f"one spool worker process (found {out})")
     return int(out[0])
 
 
@@ -244,15 +251,69 @@ def test_corrupted_database_at_start_is_exit_69_and_status_says_why(daemon) -> N
 
 def test_deleted_database_stops_the_daemon_and_no_new_file_is_written(daemon) -> None:
     proc, settings = daemon()
+    # The worker has the database open (one message went through it)...
+    assert busgate("publish", "--message", "before", env=proc.env).returncode == 0
+    wait_for(lambda: status(proc.env)["published_seq_id"] == 1, what="one message")
+    # ...and is stopped while the files go: it cannot notice the deletion and exit on its
+    # own before the kill (the test then found no worker). Whether the daemon notices
+    # first or restarts the killed worker (which must not create a new, unread
+    # database), it must stop with 69; it once spun instead (tests/test_daemon_stop.py).
+    pid = worker_pid(proc)
+    os.kill(pid, signal.SIGSTOP)
     for suffix in ("", "-wal", "-shm"):
         Path(f"{settings.db_path}{suffix}").unlink(missing_ok=True)
-    kill_worker(proc)  # a restarted worker must not create a new, unread database
+    os.kill(pid, signal.SIGKILL)
     assert busgate("publish", "--message", "after", env=proc.env).returncode == 0
     code = proc.proc.wait(20)
     assert code == EX_UNAVAILABLE, proc.output()
     assert "was deleted" in proc.output() and "Traceback" not in proc.output()
     assert not settings.db_path.exists()
     assert len(runtime.open_spool(settings).pending()) == 1, "the message waits in the spool"
+
+
+def test_a_worker_started_after_the_deletion_exits_69_and_creates_no_file(make_settings) -> None:
+    """The restart path of the test above, without the race with the daemon's own check."""
+    import logging
+
+    from gateway import health, spoolworker
+
+    settings = make_settings()
+    adopt(settings)
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{settings.db_path}{suffix}").unlink(missing_ok=True)
+    faults = health.Reporter(settings.state_dir, "spool-worker", logging.getLogger("test"))
+    with pytest.raises(SystemExit) as stopped:
+        spoolworker._open_state(settings, faults, os.getppid())
+    assert stopped.value.code == EX_UNAVAILABLE == spoolworker.EXIT_STATE_LOST
+    assert not settings.db_path.exists()
+    assert "was deleted" in health.read(settings.state_dir)["spool-worker"]["problem"]
+
+
+def test_a_thread_connecting_after_the_deletion_creates_no_new_file(make_settings) -> None:
+    """Connections are per thread: the daemon's cursor writes run in executor threads
+    that may connect for the first time after the file went."""
+    import threading
+
+    from gateway.errors import StoreError
+
+    settings = make_settings()
+    store = runtime.open_store(settings)
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{settings.db_path}{suffix}").unlink(missing_ok=True)
+    failed: list[BaseException] = []
+
+    def connect() -> None:
+        try:
+            store.connect()
+        except StoreError as exc:
+            failed.append(exc)
+
+    thread = threading.Thread(target=connect)
+    thread.start()
+    thread.join(30)
+    assert failed and "cannot open state database" in str(failed[0])
+    assert not settings.db_path.exists()
+    store.close()
 
 
 # -- finding 12: clocks ------------------------------------------------------------------
