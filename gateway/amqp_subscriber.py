@@ -162,8 +162,9 @@ class AmqpSubscriber:
 
     async def _next(self, timeout: float | None) -> Any:
         assert self._inbox is not None
-        try:
-            return await asyncio.wait_for(self._inbox.get(), timeout)
+        try:  # not wait_for: it can lose a cancel (gateway.wakeup)
+            async with asyncio.timeout(timeout):
+                return await self._inbox.get()
         except TimeoutError:
             return None
 

@@ -32,6 +32,7 @@ from starlette.concurrency import run_in_threadpool
 
 from gateway.history import query as q
 from gateway.history.store import HistoryStore, Position, Stored
+from gateway.wakeup import wait_set
 
 log = logging.getLogger(__name__)
 
@@ -191,9 +192,7 @@ class Broadcaster:
             for client in full:
                 while client.full() and client in self.clients:
                     client.room.clear()
-                    try:
-                        await asyncio.wait_for(client.room.wait(), deadline - loop.time())
-                    except TimeoutError:
+                    if not await wait_set(client.room, deadline - loop.time()):
                         break
         # the takers after the wait: a stream opened meanwhile expects this event too
         takers = [c for c in self.clients if matches(c.query, event)]
@@ -244,8 +243,9 @@ class Broadcaster:
             for event in backlog:
                 yield event.frame()
             while True:
-                try:
-                    event = await asyncio.wait_for(client.queue.get(), self.keepalive)
+                try:  # not wait_for: it can lose a cancel (gateway.wakeup)
+                    async with asyncio.timeout(self.keepalive):
+                        event = await client.queue.get()
                 except TimeoutError:
                     yield ": keep-alive\n\n"
                     continue
