@@ -316,30 +316,12 @@ class PostgresHistory(HistoryStore):
             first.setdefault(record.msg_id, record)
         unique = list(first.values())
         with self.transaction() as db:
-            for kind in _KINDS:
-                self._names.ids(db, kind, [n for r in unique for n in getattr(r, kind)])
-            row = db.execute(_ADD_BATCH, self._batch_params(unique)).fetchone()
+            links = [column for kind in _KINDS for column in (
+                [r.msg_id for r in unique for _ in getattr(r, kind)],
+                self._names.ids(db, kind, [n for r in unique for n in getattr(r, kind)]))]
+            row = db.execute(_ADD_BATCH, (*_columns(unique), *links)).fetchone()
         batch.clear()
         return int(row[0]) if row else 0
-
-    def _batch_params(self, records: list[Record]) -> tuple[list[Any], ...]:
-        """The columns of :data:`_ADD_BATCH` (names known: :meth:`_add_batch` made them).
-        Times as floats: a binary array takes one Python type (an int among floats would
-        fail the batch)."""
-        links: dict[str, tuple[list[str], list[int]]] = {k: ([], []) for k in _KINDS}
-        for record in records:
-            for kind, (msg_ids, ids) in links.items():
-                names = getattr(record, kind)
-                if names:
-                    known = self._names.known[kind]
-                    pending = self._names.pending[kind]
-                    msg_ids.extend([record.msg_id] * len(names))
-                    ids.extend(known[n] if n in known else pending[n] for n in names)
-        return ([r.msg_id for r in records], [r.topic for r in records],
-                [r.category for r in records], [float(r.timestamp) for r in records],
-                [r.publisher for r in records], [r.seq_id for r in records],
-                [r.envelope for r in records], [r.text for r in records],
-                *links["users"], *links["packages"])
 
     # -- reads -------------------------------------------------------------------------------
     def _timed(self, work: Callable[[Conn], T]) -> T:
@@ -514,6 +496,15 @@ class PostgresHistory(HistoryStore):
 
     def close(self) -> None:
         self._pool.close()
+
+
+def _columns(records: list[Record]) -> tuple[list[Any], ...]:
+    """The message columns of :data:`_ADD_BATCH`. Times as floats: a binary array takes
+    one Python type (an int among floats would fail the batch)."""
+    return ([r.msg_id for r in records], [r.topic for r in records],
+            [r.category for r in records], [float(r.timestamp) for r in records],
+            [r.publisher for r in records], [r.seq_id for r in records],
+            [r.envelope for r in records], [r.text for r in records])
 
 
 def _one(db: Conn, sql: Any, params: Any) -> Any:
