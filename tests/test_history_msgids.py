@@ -10,6 +10,7 @@ ids are taken again.
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 from pathlib import Path
 
@@ -125,7 +126,8 @@ def test_a_single_add_is_deduplicated_across_runs(tmp_path):
     store.close()
 
 
-def test_an_existing_history_is_rebuilt_with_its_ids_and_deduplicates(tmp_path, monkeypatch):
+def test_an_existing_history_is_rebuilt_with_its_ids_and_deduplicates(tmp_path, monkeypatch,
+                                                                     caplog):
     path = tmp_path / "h.sqlite"
     shipped = migrate.migrations("sqlite")
     with monkeypatch.context() as patch:  # a history written by a busgate before 006
@@ -139,7 +141,9 @@ def test_an_existing_history_is_rebuilt_with_its_ids_and_deduplicates(tmp_path, 
     db.execute("DELETE FROM messages WHERE id = 7")  # a gap the rebuild keeps
     db.execute("COMMIT")
     db.close()
-    store = SqliteHistory(path)  # migrates: 006 rebuilds the table
+    caplog.set_level(logging.INFO, logger="gateway.history.migrate")
+    store = SqliteHistory(path)  # migrates: 006 rebuilds the table, and says so first
+    assert f"history: applying 006_msg_id_runs.sql to {path}" in caplog.messages
     with sqlite3.connect(path) as conn:
         indexes = {r[0] for r in conn.execute(
             "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'messages'")}
