@@ -192,9 +192,13 @@ class HistoryStore(abc.ABC):
 #: Records per transaction of :meth:`SqliteHistory.add_many`.
 BATCH = 1000
 #: Pages (4 KiB) the write-ahead log reaches before the writer's commit checkpoints it:
-#: the log's bound on disk (about 40 MB), and ten times SQLite's default, so a checkpoint
-#: and its fsync come every ten batches or so rather than every one (10% of ingest).
-WAL_CHECKPOINT_PAGES = 10_000
+#: the log's bound on disk (about 160 MB, with a reader holding no old snapshot). At a
+#: million messages a batch of 1,000 dirties ~2,600 pages, most of them the same link,
+#: topic and text pages as the batches before; a checkpoint copies each page once,
+#: however many batches rewrote it, so a longer log copies fewer: 40,000 pages against
+#: 10,000, ingest x1.09-1.16 wall (the final checkpoint counted), the same CPU
+#: (bench/history_ablation.py variant w40k). SQLite's default is 1,000.
+WAL_CHECKPOINT_PAGES = 40_000
 #: SQLite virtual-machine steps between two checks of a read's deadline.
 PROGRESS_STEPS = 10000
 #: User/package name ids remembered by the writer (per kind; cleared when full).
