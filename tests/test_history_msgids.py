@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import sqlite3
+import time
 from pathlib import Path
 
 from gateway.history import migrate, msgids
@@ -161,4 +162,21 @@ def test_an_existing_history_is_rebuilt_with_its_ids_and_deduplicates(tmp_path, 
     assert sorted(stored(store)) == sorted(fx.msg_id(n) for n in range(1, RUN + 102))
     (found,) = store.search(q.parse([("contains", f"message {RUN + 50}")])).rows
     assert found.msg_id == fx.msg_id(RUN + 50)  # the text index still names the rows
+    store.close()
+
+
+def test_a_row_far_ahead_is_stepped_over_not_walked_run_by_run(tmp_path):
+    store = SqliteHistory(tmp_path / "h.sqlite")
+    fill(store, 1, RUN + 10)
+    far = 1 << 40  # a row written by hand far ahead: 2**28 runs between
+    with sqlite3.connect(store.path) as db:
+        fx.add_as_v1(db, record(50_000))
+        db.execute("UPDATE messages SET id = ? WHERE id = ?", (far, RUN + 11))
+    started = time.monotonic()
+    # 1 in sealed run 0, RUN + 5 in run 1 (sealed now), 50,000 in far's run, open
+    assert write(store, [1, RUN + 5, 50_000, 50_001]) == 1
+    assert store.get(fx.msg_id(50_000)) is not None and store.get(fx.msg_id(3)) is not None
+    assert time.monotonic() - started < 5
+    # group 0's filter holds all its runs: the empty ones can no longer take a row
+    assert [(grp, upto) for grp, upto, _ in filters(store.path)] == [(0, msgids.GROUP_RUNS)]
     store.close()

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import sqlite3
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 
 from gateway import dedup
 
@@ -67,6 +67,19 @@ def _present(db: sqlite3.Connection, msg_ids: Sequence[str], runs: Iterable[int]
                 f"SELECT {columns} FROM messages WHERE {RUN_EXPR} IN ({listed})"  # noqa: S608
                 f" AND msg_id IN ({','.join('?' * len(chunk))})", chunk).fetchall()
     return found
+
+
+def _runs_with_rows(db: sqlite3.Connection, low: int, high: int) -> Iterator[int]:
+    """The runs from ``low`` to ``high`` (inclusive) holding a row, in order: a gap in
+    the ids (rows by hand, far ahead) is stepped over, not walked run by run."""
+    run = low
+    while run <= high:
+        (found,) = db.execute("SELECT MIN(id) FROM messages WHERE id >= ?",
+                              (run << RUN_BITS,)).fetchone()
+        if found is None or run_of(found) > high:
+            return
+        yield run_of(found)
+        run = run_of(found) + 1
 
 
 def _top_run(db: sqlite3.Connection) -> int | None:
@@ -132,20 +145,30 @@ class MsgIds:
                 return 0
         if start >= open_run:
             return 0
-        run = start
-        while run < open_run:
-            grp = run // GROUP_RUNS
-            end = min(open_run, (grp + 1) * GROUP_RUNS)
-            row = db.execute("SELECT bits FROM msg_id_filters WHERE grp = ?", (grp,)).fetchone()
-            bits = dedup.new_bits(row[0] if row else None, FILTER_BITS // 8)
-            for one in range(run, end):  # a run at a time: bounded memory
-                dedup.set_bits(bits, [key(m) for (m,) in db.execute(
-                    f"SELECT msg_id FROM messages WHERE {RUN_EXPR} = ?", (one,))], MASK)  # noqa: S608
-            db.execute("INSERT INTO msg_id_filters (grp, upto_run, bits) VALUES (?, ?, ?)"
-                       " ON CONFLICT (grp) DO UPDATE SET upto_run = excluded.upto_run,"
-                       " bits = excluded.bits", (grp, end, bytes(bits)))
-            run = end
-        return open_run - start
+        sealed = 0
+        grp, bits = None, None
+        for one in _runs_with_rows(db, start, open_run - 1):  # a run at a time: bounded memory
+            if one // GROUP_RUNS != grp:
+                self._save(db, grp, bits, open_run)
+                grp = one // GROUP_RUNS
+                row = db.execute("SELECT bits FROM msg_id_filters WHERE grp = ?",
+                                 (grp,)).fetchone()
+                bits = dedup.new_bits(row[0] if row else None, FILTER_BITS // 8)
+            dedup.set_bits(bits, [key(m) for (m,) in db.execute(
+                f"SELECT msg_id FROM messages WHERE {RUN_EXPR} = ?", (one,))], MASK)  # noqa: S608
+            sealed += 1
+        self._save(db, grp, bits, open_run)
+        return sealed
+
+    @staticmethod
+    def _save(db: sqlite3.Connection, grp: int | None, bits: object, open_run: int) -> None:
+        """Store group ``grp``'s filter as holding its runs below ``open_run``."""
+        if grp is None:
+            return
+        upto = min(open_run, (grp + 1) * GROUP_RUNS)
+        db.execute("INSERT INTO msg_id_filters (grp, upto_run, bits) VALUES (?, ?, ?)"
+                   " ON CONFLICT (grp) DO UPDATE SET upto_run = excluded.upto_run,"
+                   " bits = excluded.bits", (grp, upto, bytes(bits)))  # type: ignore[call-overload]
 
     def find(self, db: sqlite3.Connection, msg_id: str,
              columns: str) -> tuple[object, ...] | None:
@@ -156,10 +179,10 @@ class MsgIds:
             return None
         rows = _filter_rows(db)
         found = self._in_filters(db, [msg_id], rows, top + 1, columns)
-        if not found:
+        if not found:  # runs past the filters: those with rows
             sealed_to = max((upto for _, upto in rows), default=None)
             low = _low_run(db) if sealed_to is None else min(sealed_to, top)
-            found = _present(db, [msg_id], range(low if low is not None else top, top + 1),
+            found = _present(db, [msg_id], _runs_with_rows(db, top if low is None else low, top),
                              columns)
         return found[0] if found else None
 
