@@ -425,8 +425,8 @@ class SqliteHistory(HistoryStore):
 
     def tune(self, db: sqlite3.Connection) -> None:
         """Give a connection that writes the history (its own, or the recorder's
-        position connection) ``history.cache_mb`` of page cache: the index pages of a
-        million messages (msg_id is random) stay in memory; and its write-ahead log
+        position connection) ``history.cache_mb`` of page cache: the index pages a
+        batch rewrites (links, topics, text) stay in memory; and its write-ahead log
         :data:`WAL_CHECKPOINT_PAGES` before a commit copies it back into the database."""
         db.execute(f"PRAGMA cache_size={-1024 * int(self.cache_mb)}")
         db.execute(f"PRAGMA wal_autocheckpoint={WAL_CHECKPOINT_PAGES}")
