@@ -16,6 +16,10 @@ tree's code, its schema):
               (by id, a read-only connection), types their envelopes again
               (``record_of``) and writes their links and text into a file of its own
               that holds the million messages' links and text index already (a copy).
+    handover  as split, but the recorder hands the indexer what it already computed:
+              its batch appends the links and text to queue tables (rowid order, in the
+              batch's transaction), and the indexer copies them across (its file has the
+              recorder's attached, read-only) in set-based statements: no Python per row.
 
 Both arms take the same next messages, round by round, alternately. Per arm: the
 recorder's wall and CPU messages/s; for split, the indexer's CPU µs a message, how
@@ -50,15 +54,74 @@ INDEX_CHUNK = 2000
 IDLE = 0.01
 
 
-def split_recorder(db: Path, total: int, seed: int) -> None:
-    """bench/history_at_scale.py's worker without text or link writes."""
+#: The handover arm's queues, in the recorder's file: what its batches append.
+QUEUES = ("CREATE TABLE IF NOT EXISTS bench_text_q (id INTEGER PRIMARY KEY, body TEXT)",
+          "CREATE TABLE IF NOT EXISTS bench_user_q (user_id, timestamp, message_id)",
+          "CREATE TABLE IF NOT EXISTS bench_package_q (package_id, timestamp, message_id)")
+
+
+def split_recorder(db: Path, total: int, seed: int, handover: bool) -> None:
+    """bench/history_at_scale.py's worker without text or link writes (``handover``:
+    appended to the queues instead)."""
     from gateway.history import store as store_module
 
-    sqlite3.connect(db).execute("CREATE TABLE IF NOT EXISTS bench_no_text (body)").connection \
-        .close()
-    store_module._INSERT_TEXT = NO_TEXT  # type: ignore[attr-defined]
-    store_module._LINK = dict.fromkeys(store_module._LINK, NO_LINK)  # type: ignore[attr-defined]
+    with sqlite3.connect(db) as conn:
+        for sql in (*QUEUES, "CREATE TABLE IF NOT EXISTS bench_no_text (body)"):
+            conn.execute(sql)
+    if handover:
+        store_module._INSERT_TEXT = "INSERT INTO bench_text_q (id, body) VALUES (?, ?)"  # type: ignore[attr-defined]
+        store_module._LINK = {  # type: ignore[attr-defined]
+            "users": "INSERT INTO bench_user_q VALUES (?, ?, ?)",
+            "packages": "INSERT INTO bench_package_q VALUES (?, ?, ?)"}
+    else:
+        store_module._INSERT_TEXT = NO_TEXT  # type: ignore[attr-defined]
+        store_module._LINK = dict.fromkeys(store_module._LINK, NO_LINK)  # type: ignore[attr-defined]
     recorder_worker(db, total, seed, None, None)
+
+
+def copier(source: Path, index: Path, stop: Path) -> None:
+    """The handover arm's indexer: copy the queues' new rows into ``index`` until
+    ``stop`` exists and none is left; one JSON line of figures. The names' ids are the
+    recorder's (its copy and the index file's are the same million messages')."""
+    out = sqlite3.connect(index, isolation_level=None)
+    out.execute("PRAGMA journal_mode=WAL")
+    out.execute("PRAGMA synchronous=NORMAL")
+    out.execute("PRAGMA cache_size=-65536")
+    out.execute("PRAGMA wal_autocheckpoint=40000")
+    out.execute("ATTACH ? AS rec", (f"file:{source}?mode=ro",))
+    marks = dict.fromkeys(("bench_text_q", "bench_user_q", "bench_package_q"), 0)
+    copy = {"bench_text_q": "INSERT INTO main.messages_text (rowid, body) SELECT id, body"
+                            " FROM rec.bench_text_q WHERE rowid > ? AND rowid <= ?",
+            "bench_user_q": "INSERT OR IGNORE INTO main.user_messages SELECT * FROM"
+                            " rec.bench_user_q WHERE rowid > ? AND rowid <= ?",
+            "bench_package_q": "INSERT OR IGNORE INTO main.package_messages SELECT * FROM"
+                               " rec.bench_package_q WHERE rowid > ? AND rowid <= ?"}
+    done = 0
+    cpu = time.process_time()
+    stopped_at: float | None = None
+    lag_at_stop = 0
+    while True:
+        out.execute("BEGIN IMMEDIATE")  # one snapshot of the recorder's file throughout
+        tops = {q: out.execute(f"SELECT COALESCE(MAX(rowid), 0) FROM rec.{q}").fetchone()[0]  # noqa: S608
+                for q in marks}
+        if tops == marks:
+            out.execute("COMMIT")
+            if stop.exists():
+                stopped_at = stopped_at or time.perf_counter()
+                break
+            time.sleep(IDLE)
+            continue
+        late = time.perf_counter() if stopped_at is None and stop.exists() else None
+        copied = {queue: out.execute(sql, (marks[queue], tops[queue])).rowcount
+                  for queue, sql in copy.items()}
+        out.execute("COMMIT")
+        if late is not None:  # what was still to index when the recorder had finished
+            stopped_at, lag_at_stop = late, copied["bench_text_q"]
+        marks = tops
+        done += copied["bench_text_q"]
+    caught_up = time.perf_counter() - (stopped_at or time.perf_counter())
+    print(json.dumps({"indexed": done, "cpu": time.process_time() - cpu,
+                      "lag": lag_at_stop, "catch_up": caught_up}), flush=True)
 
 
 def indexer(source: Path, index: Path, stop: Path) -> None:
@@ -134,7 +197,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--seed", type=int, default=77)
     parser.add_argument("--scratch", type=Path, default=Path("/var/tmp"))
-    parser.add_argument("--worker", choices=["together", "split", "indexer"],
+    parser.add_argument("--worker", choices=["together", "split", "handover", "indexer",
+                                             "copier"],
                         help=argparse.SUPPRESS)
     parser.add_argument("--index", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--stop", type=Path, help=argparse.SUPPRESS)
@@ -142,18 +206,20 @@ def main() -> None:
     if args.worker == "together":
         recorder_worker(args.db, args.messages, args.seed, None, None)
         return
-    if args.worker == "split":
-        split_recorder(args.db, args.messages, args.seed)
+    if args.worker in ("split", "handover"):
+        split_recorder(args.db, args.messages, args.seed, args.worker == "handover")
         return
-    if args.worker == "indexer":
-        indexer(args.db, args.index, args.stop)
+    if args.worker in ("indexer", "copier"):
+        (indexer if args.worker == "indexer" else copier)(args.db, args.index, args.stop)
         return
     scratch = Path(tempfile.mkdtemp(prefix="bg-split-", dir=args.scratch))
     tree = HERE.parent.parent
     env = {**os.environ, "PYTHONPATH": str(tree)}
     procs: list[subprocess.Popen[str]] = []
     try:
-        copies = {name: scratch / f"{name}.sqlite" for name in ("together", "split", "index")}
+        arms = ("together", "split", "handover")
+        copies = {name: scratch / f"{name}.sqlite"
+                  for name in (*arms, "index-split", "index-handover")}
         for copy in copies.values():
             shutil.copyfile(args.db, copy)
         os.sync()
@@ -166,23 +232,24 @@ def main() -> None:
             procs.append(proc)
             return proc
 
-        recorders = {name: start("--worker", name, "--db", str(copies[name]))
-                     for name in ("together", "split")}
+        recorders = {name: start("--worker", name, "--db", str(copies[name])) for name in arms}
         per_round = args.messages // args.rounds // args.chunk
         print(f"split ingest at {args.db.name}: {args.messages:,} messages in batches of "
               f"{args.chunk}, {args.rounds} rounds an arm, alternating, "
               f"load {os.getloadavg()[0]:.1f}", flush=True)
         totals = {name: {"wall": 0.0, "cpu": 0.0, "n": 0} for name in recorders}
-        index_cpu = index_n = 0.0
-        catch_up: list[tuple[int, float]] = []
+        index_cpu = dict.fromkeys(arms, 0.0)
+        index_n = dict.fromkeys(arms, 0.0)
+        catch_up: dict[str, list[tuple[int, float]]] = {name: [] for name in arms}
         for number in range(args.rounds):
-            order = ("together", "split") if number % 2 == 0 else ("split", "together")
+            order = arms if number % 2 == 0 else arms[::-1]
             for name in order:
-                stop = scratch / f"stop-{number}"
+                stop = scratch / f"stop-{name}-{number}"
                 follower = None
-                if name == "split":
-                    follower = start("--worker", "indexer", "--db", str(copies["split"]),
-                                     "--index", str(copies["index"]), "--stop", str(stop))
+                if name != "together":
+                    follower = start("--worker", "indexer" if name == "split" else "copier",
+                                     "--db", str(copies[name]),
+                                     "--index", str(copies[f"index-{name}"]), "--stop", str(stop))
                     time.sleep(1)  # its connections open before the first batch
                 wall = 0.0
                 for _ in range(per_round):
@@ -197,21 +264,19 @@ def main() -> None:
                     stop.touch()
                     got: dict[str, Any] = json.loads(follower.stdout.readline())  # type: ignore[union-attr]
                     follower.wait(60)
-                    index_cpu += got["cpu"]
-                    index_n += got["indexed"]
-                    catch_up.append((got["lag"], got["catch_up"]))
+                    index_cpu[name] += got["cpu"]
+                    index_n[name] += got["indexed"]
+                    catch_up[name].append((got["lag"], got["catch_up"]))
                     totals[name]["wall"] += got["catch_up"]
         print(f"{'arm':<10}{'recorder wall msg/s':>20}{'CPU msg/s':>11}"
-              f"{'indexer CPU us/msg':>20}{'lag at end (msgs, s to catch up)':>36}"
+              f"{'indexer CPU us/msg':>20}  {'lag at end (msgs / s to catch up)':<44}"
               f"{'both keep up msg/s':>20}")
         for name, t in totals.items():
             n = t["n"]
-            alone = n / (t["wall"] - sum(s for _, s in catch_up)) if name == "split" \
-                else n / t["wall"]
-            index = f"{index_cpu / index_n * 1e6:.0f}" if name == "split" and index_n else "-"
-            lag = ", ".join(f"{lag:,} / {s:.2f}" for lag, s in catch_up) \
-                if name == "split" else "-"
-            print(f"{name:<10}{alone:>20,.0f}{n / t['cpu']:>11,.0f}{index:>20}{lag:>36}"
+            alone = n / (t["wall"] - sum(s for _, s in catch_up[name]))
+            index = f"{index_cpu[name] / index_n[name] * 1e6:.0f}" if index_n[name] else "-"
+            lag = ", ".join(f"{lag:,} / {s:.2f}" for lag, s in catch_up[name]) or "-"
+            print(f"{name:<10}{alone:>20,.0f}{n / t['cpu']:>11,.0f}{index:>20}  {lag:<44}"
                   f"{n / t['wall']:>20,.0f}")
         print(f"load {os.getloadavg()[0]:.1f}")
     finally:
