@@ -145,6 +145,8 @@ def test_an_existing_history_is_rebuilt_with_its_ids_and_deduplicates(tmp_path, 
     caplog.set_level(logging.INFO, logger="gateway.history.migrate")
     store = SqliteHistory(path)  # migrates: 006 rebuilds the table, and says so first
     assert f"history: applying 006_msg_id_runs.sql to {path}" in caplog.messages
+    # the rebuilt table went through the write-ahead log: copied back, the log cut
+    assert Path(f"{path}-wal").stat().st_size == 0
     with sqlite3.connect(path) as conn:
         indexes = {r[0] for r in conn.execute(
             "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'messages'")}

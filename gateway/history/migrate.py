@@ -96,6 +96,12 @@ def apply_sqlite(db: sqlite3.Connection) -> int:
             db.execute("ROLLBACK")
             raise
         db.execute("COMMIT")
+    if applied and set(applied) != {m.version for m in wanted}:
+        # an upgrade may have written the whole messages table into the write-ahead log
+        # (006): copy it back and cut the log to nothing, rather than keep a log file of
+        # the table's size until the last connection closes (a reader may hold it: then
+        # it stays until the next checkpoint, as any log)
+        db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     return wanted[-1].version
 
 
