@@ -121,7 +121,7 @@ def _main_add(db: Any, record: Any) -> bool:
     """``SqliteHistory.add`` as main has it (commit fc9fd7e), the "before" of the figure."""
     row = db.execute(
         "INSERT INTO messages (msg_id, topic, category, timestamp, publisher, seq_id,"
-        " envelope) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (msg_id) DO NOTHING"
+        " envelope) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING"
         " RETURNING id",
         (record.msg_id, record.topic, record.category, record.timestamp,
          record.publisher, record.seq_id, record.envelope)).fetchone()

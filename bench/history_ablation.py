@@ -13,17 +13,16 @@ statement of a part taken away swapped out):
 
     a    as is
     b    no text index (messages_text dropped; the text insert inserts nothing)
-    c    b + no UNIQUE on msg_id (schema edited, its index dropped; insert without
-         ON CONFLICT): the cost of global dedup by a random key
+    c    b + no msg_id dedup (messages_msg_id dropped, no Bloom filter checked, the
+         insert without ON CONFLICT): what exact dedup by msg_id costs now
     d    c + no messages_topic / messages_category indexes
     g    d + no user/package links (their inserts insert nothing; names still looked up)
-    k    c + a unique index on (id >> RUN_BITS, msg_id): dedup local to a run of ids, as
-         gateway/dedup.py keys the outbox (the Bloom filters of older runs not counted)
-    h    a with k's run-keyed msg_id index instead of the UNIQUE one (text index kept)
     e256 a with history.cache_mb 256
     p16k / p1k / p4k   a on a VACUUM INTO copy with page_size 16384 / 1024 / 4096 (p4k:
          the vacuum alone, the control for the other two)
     f    a with synchronous=OFF (what the fsyncs cost; not a proposal)
+    w40k / w100k   a with a write-ahead log of 40,000 / 100,000 pages before a checkpoint
+         (store.WAL_CHECKPOINT_PAGES): a page dirtied by many batches is copied back once
 
 Per variant: CPU and wall per message over all batches (``Recorder.handle`` in batch
 transactions of ``--chunk``, as bench/history_at_scale.py's worker), the median batch,
@@ -61,17 +60,14 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "c": {"text": False, "unique": False},
     "d": {"text": False, "unique": False, "indexes": False},
     "g": {"text": False, "unique": False, "indexes": False, "links": False},
-    "k": {"text": False, "unique": False, "run_index": True},
-    "h": {"unique": False, "run_index": True},
     "e256": {"cache_mb": 256},
     "p16k": {"page_size": 16384},
     "p1k": {"page_size": 1024},
     "p4k": {"page_size": 4096},
     "f": {"synchronous": "OFF"},
+    "w40k": {"wal_pages": 40_000},
+    "w100k": {"wal_pages": 100_000},
 }
-#: Variant k's run: 4,096 ids, ~50 index leaves, so a batch of 1,000 dirties at most
-#: about that many of them (the outbox's 65,536 would be ~800 leaves, most of them hit).
-RUN_BITS = 12
 #: The text insert of variants without a text index: a statement that runs per row and
 #: inserts nothing (``executemany`` wants DML), so the rest of the batch is unchanged.
 NO_TEXT = "INSERT INTO bench_no_text (body) SELECT ?2 WHERE ?1 IS NULL"
@@ -102,22 +98,7 @@ def prepare(source: Path, copy: Path, spec: dict[str, Any], vacuumed: Path | Non
         db.execute("DROP TABLE messages_text")
         db.execute("CREATE TABLE bench_no_text (body)")
     if spec.get("unique") is False:
-        # no rebuild of a 2.7 GB table: the UNIQUE goes from the schema text and its
-        # automatic index from the schema table (its pages leak; this copy is thrown away)
-        (sql,) = db.execute("SELECT sql FROM sqlite_master WHERE name = 'messages'").fetchone()
-        if "msg_id    TEXT NOT NULL UNIQUE" not in sql:
-            raise SystemExit("messages' schema is not the one this bench edits")
-        (version,) = db.execute("PRAGMA schema_version").fetchone()
-        db.execute("PRAGMA writable_schema=ON")
-        db.execute("UPDATE sqlite_master SET sql = ? WHERE name = 'messages'",
-                   (sql.replace("msg_id    TEXT NOT NULL UNIQUE", "msg_id    TEXT NOT NULL"),))
-        db.execute("DELETE FROM sqlite_master WHERE name = 'sqlite_autoindex_messages_1'")
-        db.execute(f"PRAGMA schema_version={version + 1}")
-        db.execute("PRAGMA writable_schema=OFF")
-        db.close()
-        db = sqlite3.connect(copy, isolation_level=None)
-    if spec.get("run_index"):
-        db.execute(f"CREATE UNIQUE INDEX bench_run_msg_id ON messages (id >> {RUN_BITS}, msg_id)")
+        db.execute("DROP INDEX messages_msg_id")
     if spec.get("indexes") is False:
         db.execute("DROP INDEX messages_topic")
         db.execute("DROP INDEX messages_category")
@@ -174,6 +155,8 @@ def worker(db: Path, total: int, seed: int, spec: dict[str, Any]) -> None:
         store_module._INSERT_TEXT = NO_TEXT  # type: ignore[attr-defined]
     if spec.get("unique") is False:
         store_module._INSERT_MESSAGE = NO_CONFLICT  # type: ignore[attr-defined]
+    if spec.get("wal_pages"):
+        store_module.WAL_CHECKPOINT_PAGES = spec["wal_pages"]  # type: ignore[attr-defined]
     if spec.get("links") is False:
         store_module._LINK = dict.fromkeys(store_module._LINK, NO_LINK)  # type: ignore[attr-defined]
     root = db.parent / (db.stem + "-state")
@@ -183,6 +166,8 @@ def worker(db: Path, total: int, seed: int, spec: dict[str, Any]) -> None:
         f'[state]\ndir = "{root}"\n[history]\n' + (f"cache_mb = {cache}\n" if cache else ""))
     settings = config.load(root / "busgate.toml")
     store = SqliteHistory(db, cache_mb=settings.history.cache_mb)
+    if spec.get("unique") is False:  # no index to probe: no dedup at all
+        store.dedup.stored = lambda *args: set()  # type: ignore[method-assign]
     recorder = Recorder(settings, store, index=TypeIndex(()), endpoints=[])
     position = Position(store.path)
     dbc = position.db

@@ -163,7 +163,9 @@ def _e2e(settings: Any, store: Any, envelopes: list[dict[str, Any]]) -> dict[str
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--db", type=Path, required=True)
+    parser.add_argument("--db", type=Path, action="append", required=True,
+                        help="the stored history (bench/history.py); one per --tree, in "
+                             "order, when the trees' schemas differ (each copied first)")
     parser.add_argument("--tree", action="append", type=Path, required=True)
     parser.add_argument("--messages", type=int, default=30_000)
     parser.add_argument("--chunk", type=int, default=1000)
@@ -179,7 +181,7 @@ def main() -> None:
                              "a loaded machine makes the default's batches small")
     args = parser.parse_args()
     if args.worker:
-        worker(args.db, args.messages, args.seed, args.batch_ms,
+        worker(args.db[0], args.messages, args.seed, args.batch_ms,
                args.cache_mb[0] if args.cache_mb else None)
         return
     scratch = Path(tempfile.mkdtemp(prefix="bg-at-scale-", dir=args.scratch))
@@ -188,9 +190,10 @@ def main() -> None:
         for number, tree in enumerate(args.tree):
             tree = tree.resolve()
             copy = scratch / f"tree{number}.sqlite"
+            source = args.db[number if len(args.db) > 1 else 0]
             for suffix in ("", "-wal"):
-                if Path(str(args.db) + suffix).exists():
-                    shutil.copyfile(str(args.db) + suffix, str(copy) + suffix)
+                if Path(str(source) + suffix).exists():
+                    shutil.copyfile(str(source) + suffix, str(copy) + suffix)
             env = {**os.environ, "PYTHONPATH": str(tree)}
             workers.append(subprocess.Popen(
                 [str(tree / ".venv/bin/python"), str(HERE), "--worker", "--db", str(copy),
@@ -199,7 +202,8 @@ def main() -> None:
                  *([] if args.batch_ms is None else ["--batch-ms", str(args.batch_ms)]),
                  *([] if not args.cache_mb else ["--cache-mb", str(args.cache_mb[number])])],
                 cwd=tree, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True))
-        print(f"at-scale ingest from {args.db.name}: {args.messages:,} messages in chunks of "
+        print(f"at-scale ingest from {', '.join(d.name for d in args.db)}: "
+              f"{args.messages:,} messages in chunks of "
               f"{args.chunk}, trees {', '.join(str(t) for t in args.tree)}, "
               f"load {os.getloadavg()[0]:.1f}", flush=True)
 

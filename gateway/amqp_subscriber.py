@@ -230,6 +230,7 @@ class AmqpSubscriber:
 
 async def _quietly(awaitable: Any) -> None:
     try:
-        await asyncio.wait_for(awaitable, 5)
+        async with asyncio.timeout(5):  # not wait_for: it can lose a cancel (wakeup.py)
+            await awaitable
     except Exception as exc:  # closing a broken connection: nothing to keep
         log.debug("closing the AMQP consumer: %s", exc)

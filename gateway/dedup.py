@@ -121,16 +121,17 @@ def _numpy() -> Any:
     return numpy
 
 
-def _add_python(bits: bytearray, uid: bytes) -> None:
+def _add_python(bits: bytearray, uid: bytes, mask: int = _MASK) -> None:
     a = int.from_bytes(uid[:6], "little")
     b = int.from_bytes(uid[9:], "little") | 1
     for i in range(HASHES):
-        p = (a + i * b) & _MASK
+        p = (a + i * b) & mask
         bits[p >> 3] |= 1 << (p & 7)
 
 
-def _positions(uids: Sequence[bytes]) -> np.ndarray:
-    """The :data:`HASHES` bit positions of each uid, shape ``(HASHES, len(uids))``.
+def _positions(uids: Sequence[bytes], mask: int = _MASK) -> np.ndarray:
+    """The :data:`HASHES` bit positions of each uid, shape ``(HASHES, len(uids))``, in a
+    filter of ``mask + 1`` bits (a power of two).
 
     A uid is already a hash (uuid5), so its bytes are used directly (double hashing),
     leaving out byte 6 and 8, which hold the uuid's fixed version and variant bits."""
@@ -140,24 +141,26 @@ def _positions(uids: Sequence[bytes]) -> np.ndarray:
     a = raw[:, 0] & np.uint64((1 << 48) - 1)  # bytes 0-5
     b = (raw[:, 1] >> np.uint64(8)) | np.uint64(1)  # bytes 9-15
     i = np.arange(HASHES, dtype=np.uint64)[:, None]
-    return (a + i * b) & np.uint64(_MASK)
+    return (a + i * b) & np.uint64(mask)
 
 
-def _maybe_python(views: list[memoryview], uid: bytes) -> bool:
+def _maybe_python(views: list[memoryview], uid: bytes, mask: int = _MASK) -> bool:
     """:func:`_positions` for one uid, unrolled (:data:`HASHES` is 4): the group commit
     checks one key per call."""
     a = int.from_bytes(uid[:6], "little")
     b = int.from_bytes(uid[9:], "little") | 1
-    p0, p1, p2, p3 = a & _MASK, (a + b) & _MASK, (a + 2 * b) & _MASK, (a + 3 * b) & _MASK
+    p0, p1, p2, p3 = a & mask, (a + b) & mask, (a + 2 * b) & mask, (a + 3 * b) & mask
     return any(bits[p0 >> 3] >> (p0 & 7) & bits[p1 >> 3] >> (p1 & 7)
                & bits[p2 >> 3] >> (p2 & 7) & bits[p3 >> 3] >> (p3 & 7) & 1 for bits in views)
 
 
 class Filters:
     """This process's copy of the filters, checked against the database each time it
-    is used (another writer may have sealed a run since) and reloaded if it changed."""
+    is used (another writer may have sealed a run since) and reloaded if it changed.
+    ``table``: where they are kept (``grp``, ``upto_run``, ``bits``)."""
 
-    def __init__(self) -> None:
+    def __init__(self, table: str = "dedup_filters") -> None:
+        self._table = table
         self._lock = threading.Lock()
         self._cache: dict[int, tuple[int, memoryview, np.ndarray | None]] = {}
 
@@ -176,7 +179,7 @@ class Filters:
             for grp, upto in rows:
                 have = self._cache.get(grp)
                 if have is None or have[0] != upto:
-                    blob = conn.execute("SELECT bits FROM dedup_filters WHERE grp = ?",
+                    blob = conn.execute(f"SELECT bits FROM {self._table} WHERE grp = ?",  # noqa: S608
                                         (grp,)).fetchone()[0]
                     array = None if np is None else np.frombuffer(blob, dtype=np.uint8)
                     have = (upto, memoryview(blob), array)
@@ -186,20 +189,50 @@ class Filters:
 
 
 def maybe(filters: list[tuple[memoryview, np.ndarray | None]],
-          uids: Sequence[bytes]) -> list[bytes]:
-    """The uids some of ``filters`` may hold (the others are in no complete run)."""
+          uids: Sequence[bytes], mask: int = _MASK) -> list[bytes]:
+    """The uids some of ``filters`` (of ``mask + 1`` bits) may hold (the others are in
+    no complete run)."""
+    hits = sorted({i for each in maybe_each(filters, uids, mask) for i in each})
+    return [uids[i] for i in hits]
+
+
+def maybe_each(filters: list[tuple[memoryview, np.ndarray | None]],
+               uids: Sequence[bytes], mask: int = _MASK) -> list[list[int]]:
+    """Per filter, the indexes of the ``uids`` it may hold: a caller that knows which
+    runs each filter covers looks a key up in those runs alone."""
     if not filters or not uids:
-        return []
+        return [[] for _ in filters]
     np = _numpy()
     if len(uids) < SMALL or np is None or any(array is None for _, array in filters):
-        views = [view for view, _ in filters]
-        return [u for u in uids if _maybe_python(views, u)]
-    pos = _positions(uids)
+        return [[i for i, u in enumerate(uids) if _maybe_python([view], u, mask)]
+                for view, _ in filters]
+    pos = _positions(uids, mask)
     byte, shift = pos >> np.uint64(3), (pos & np.uint64(7)).astype(np.uint8)
-    hit = np.zeros(len(uids), dtype=bool)
-    for _, array in filters:
-        hit |= ((array[byte] >> shift) & 1).all(axis=0)
-    return [uids[i] for i in np.flatnonzero(hit)]
+    return [np.flatnonzero(((array[byte] >> shift) & 1).all(axis=0)).tolist()
+            for _, array in filters]
+
+
+def new_bits(blob: bytes | None, size: int = FILTER_BITS // 8) -> Any:
+    """A writable filter of ``size`` bytes (``blob``'s bits, or none set): a numpy
+    array where numpy is installed, else a bytearray; :func:`set_bits` takes either."""
+    bits = bytearray(blob if blob is not None else size)
+    np = _numpy()
+    return bits if np is None else np.frombuffer(bits, dtype=np.uint8)
+
+
+def set_bits(bits: Any, uids: Sequence[bytes], mask: int = _MASK) -> None:
+    """Add ``uids`` to the filter ``bits`` (from :func:`new_bits`, ``mask + 1`` bits)."""
+    if not uids:
+        return
+    if isinstance(bits, bytearray):
+        for uid in uids:
+            _add_python(bits, uid, mask)
+        return
+    import numpy as np
+
+    pos = _positions(uids, mask).ravel()
+    np.bitwise_or.at(bits, pos >> np.uint64(3),
+                     (np.uint8(1) << (pos & np.uint64(7)).astype(np.uint8)))
 
 
 def _rows(conn: sqlite3.Connection) -> list[tuple[int, int]]:
@@ -217,26 +250,16 @@ def seal(conn: sqlite3.Connection, open_run: int,
             return 0
     if start >= open_run:
         return 0
-    np = _numpy()
     run = start
     while run < open_run:
         grp = run // GROUP_RUNS
         end = min(open_run, (grp + 1) * GROUP_RUNS)
         row = conn.execute("SELECT bits FROM dedup_filters WHERE grp = ?", (grp,)).fetchone()
-        bits: Any = bytearray(row[0] if row else FILTER_BITS // 8)
-        if np is not None:
-            bits = np.frombuffer(bits, dtype=np.uint8)  # a writable view
+        bits = new_bits(row[0] if row else None)
         for one in range(run, end):  # a run at a time: bounded memory
-            uids = [r[0] for r in conn.execute(
+            set_bits(bits, [r[0] for r in conn.execute(
                 f"SELECT uid FROM outbox WHERE {RUN_EXPR} = ?"  # noqa: S608
-                " UNION ALL SELECT uid FROM pruned_uids WHERE run = ?", (one, one))]
-            if np is None:
-                for uid in uids:
-                    _add_python(bits, uid)
-            elif uids:
-                pos = _positions(uids).ravel()
-                np.bitwise_or.at(bits, pos >> np.uint64(3),
-                                 (np.uint8(1) << (pos & np.uint64(7)).astype(np.uint8)))
+                " UNION ALL SELECT uid FROM pruned_uids WHERE run = ?", (one, one))])
         conn.execute(
             "INSERT INTO dedup_filters (grp, upto_run, bits) VALUES (?, ?, ?)"
             " ON CONFLICT (grp) DO UPDATE SET upto_run = excluded.upto_run,"

@@ -224,6 +224,7 @@ class _Handler:
 
     async def wait_idle(self, timeout: float) -> None:
         try:
-            await asyncio.wait_for(self._idle.wait(), timeout)
+            async with asyncio.timeout(timeout):  # not wait_for: it can lose a cancel
+                await self._idle.wait()
         except TimeoutError:
             log.warning("SMTP: %d mail(s) still being stored at shutdown", self._busy)

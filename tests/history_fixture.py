@@ -83,3 +83,25 @@ def serve(store: HistoryStore, **limits: int) -> Iterator[str]:
     finally:
         server.should_exit = True
         thread.join(10)
+
+
+def add_as_v1(db: Any, record: Any) -> None:
+    """Store ``record`` as the first busgate history wrote it (row, names, links, text),
+    in plain SQL: a database not migrated past what a test needs is written without
+    this busgate's store, which expects every migration."""
+    cursor = db.execute(
+        "INSERT INTO messages (msg_id, topic, category, timestamp, publisher, seq_id,"
+        " envelope) VALUES (?, ?, ?, ?, ?, ?, ?)",
+        (record.msg_id, record.topic, record.category, record.timestamp, record.publisher,
+         record.seq_id, record.envelope))
+    message_id = cursor.lastrowid
+    for table, link, key, names in (("users", "user_messages", "user_id", record.users),
+                                    ("packages", "package_messages", "package_id",
+                                     record.packages)):
+        for name in names:
+            db.execute(f"INSERT OR IGNORE INTO {table} (name) VALUES (?)", (name,))
+            db.execute(f"INSERT INTO {link} ({key}, timestamp, message_id)"
+                       f" SELECT id, ?, ? FROM {table} WHERE name = ?",
+                       (record.timestamp, message_id, name))
+    db.execute("INSERT INTO messages_text (rowid, body) VALUES (?, ?)",
+               (message_id, record.text))

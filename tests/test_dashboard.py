@@ -27,6 +27,7 @@ from gateway.history.records import record_of
 from gateway.history.store import HistoryStore, Position, SqliteHistory
 from gateway.messages import Message, TypeIndex
 from tests import dashboard_helpers as dh
+from tests import history_fixture as fx
 
 NOW = time.time()
 HOUR = 3600
@@ -177,14 +178,13 @@ def test_activity_migration_fills_the_rollup_for_stored_messages(tmp_path):
         db.execute(statement)
     db.execute("INSERT INTO history_migrations VALUES (1, ?, 0)", (first.name,))
     db.close()
-    old = SqliteHistory.__new__(SqliteHistory)  # v1 writer: add() without the migration
-    old.path, old._writer = path, sqlite3.connect(path, isolation_level=None)
+    old = sqlite3.connect(path, isolation_level=None)  # a v1 writer, without the migration
     stamp = 1_800_000_000 // 3600 * 3600
     for record in (record_of(dak(1, "a", stamp), dh.index()),
                    record_of(bug(2, "b", stamp + 60), dh.index()),
                    record_of(bug(3, "c", stamp + HOUR), dh.index())):
-        old.add(old._writer, record)
-    old._writer.close()
+        fx.add_as_v1(old, record)
+    old.close()
     store = SqliteHistory(path)  # migrates to the newest version
     try:
         assert store.activity(stamp, stamp + 2 * HOUR, HOUR) == {"dak": [1, 0],

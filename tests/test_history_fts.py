@@ -55,9 +55,10 @@ def test_an_existing_history_gets_the_merge_setting_and_finds_every_message(
         tmp_path, monkeypatch):
     path = tmp_path / "h.sqlite"
     shipped = migrate.migrations("sqlite")
-    assert shipped[-1].name == "005_fts_automerge.sql"
-    with monkeypatch.context() as patch:  # a history written by the busgate before 005
-        patch.setattr(migrate, "migrations", lambda backend: shipped[:-1])
+    assert "005_fts_automerge.sql" in [m.name for m in shipped]
+    with monkeypatch.context() as patch:  # a history written by a busgate without 005
+        patch.setattr(migrate, "migrations",
+                      lambda backend: [m for m in shipped if m.version != 5])
         old = SqliteHistory(path)
         _write_batches(old, range(1, 301), 7)
         old.close()

@@ -403,11 +403,10 @@ def _without_stats_migration(path: Path, records: list[Record]) -> None:
         db.execute("DELETE FROM history_migrations WHERE version = 3")
         assert db.execute("SELECT COUNT(*) FROM sqlite_master WHERE type = 'trigger'"
                           " AND name LIKE 'stats_%'").fetchone() == (0,)
-    store = SqliteHistory.__new__(SqliteHistory)  # add rows without migrating
-    db = sqlite3.connect(path, isolation_level=None)
+    db = sqlite3.connect(path, isolation_level=None)  # add rows without migrating
     db.execute("BEGIN")
     for record in records:
-        store.add(db, record)
+        fx.add_as_v1(db, record)
     db.execute("COMMIT")
     db.close()
 

@@ -14,6 +14,7 @@ the work done.
 
 from __future__ import annotations
 
+import logging
 import re
 import sqlite3
 import time
@@ -25,6 +26,7 @@ if TYPE_CHECKING:
     import psycopg
 
 _NAME = re.compile(r"(\d{3})_[a-z0-9_]+\.sql")
+log = logging.getLogger(__name__)
 
 
 class MigrationError(Exception):
@@ -80,15 +82,32 @@ def apply_sqlite(db: sqlite3.Connection) -> int:
             done = db.execute("SELECT 1 FROM history_migrations WHERE version = ?",
                               (migration.version,)).fetchone()
             if not done:  # another process applied it while we waited for the lock
+                # an upgrade says so first: a rebuild (006) holds the database a while
+                say = log.info if applied else log.debug
+                say("history: applying %s to %s", migration.name, _file_of(db))
+                began = time.monotonic()
                 for statement in _statements(migration.sql):
                     db.execute(statement)
                 db.execute("INSERT INTO history_migrations VALUES (?, ?, ?)",
                            (migration.version, migration.name, time.time()))
+                say("history: %s applied in %.1f s", migration.name,
+                    time.monotonic() - began)
         except BaseException:
             db.execute("ROLLBACK")
             raise
         db.execute("COMMIT")
+    if applied and set(applied) != {m.version for m in wanted}:
+        # an upgrade may have written the whole messages table into the write-ahead log
+        # (006): copy it back and cut the log to nothing, rather than keep a log file of
+        # the table's size until the last connection closes (a reader may hold it: then
+        # it stays until the next checkpoint, as any log)
+        db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     return wanted[-1].version
+
+
+def _file_of(db: sqlite3.Connection) -> str:
+    return next((row[2] for row in db.execute("PRAGMA database_list") if row[1] == "main"),
+                "the history database")
 
 
 def missing_sqlite(db: sqlite3.Connection) -> tuple[list[str], list[int]]:

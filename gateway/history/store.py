@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from gateway.history import migrate
+from gateway.history.msgids import MsgIds
 from gateway.history.records import Record
 
 log = logging.getLogger(__name__)
@@ -191,9 +192,13 @@ class HistoryStore(abc.ABC):
 #: Records per transaction of :meth:`SqliteHistory.add_many`.
 BATCH = 1000
 #: Pages (4 KiB) the write-ahead log reaches before the writer's commit checkpoints it:
-#: the log's bound on disk (about 40 MB), and ten times SQLite's default, so a checkpoint
-#: and its fsync come every ten batches or so rather than every one (10% of ingest).
-WAL_CHECKPOINT_PAGES = 10_000
+#: the log's bound on disk (about 160 MB, with a reader holding no old snapshot). At a
+#: million messages a batch of 1,000 dirties ~2,600 pages, most of them the same link,
+#: topic and text pages as the batches before; a checkpoint copies each page once,
+#: however many batches rewrote it, so a longer log copies fewer: 40,000 pages against
+#: 10,000, ingest x1.09-1.16 wall (the final checkpoint counted), the same CPU
+#: (bench/history_ablation.py variant w40k). SQLite's default is 1,000.
+WAL_CHECKPOINT_PAGES = 40_000
 #: SQLite virtual-machine steps between two checks of a read's deadline.
 PROGRESS_STEPS = 10000
 #: User/package name ids remembered by the writer (per kind; cleared when full).
@@ -212,7 +217,7 @@ CONTAINS_READ_FACTOR = 4
 
 _INSERT_MESSAGE = ("INSERT INTO messages (msg_id, topic, category, timestamp, publisher,"
                    " seq_id, envelope) VALUES (?, ?, ?, ?, ?, ?, ?)"
-                   " ON CONFLICT (msg_id) DO NOTHING")
+                   " ON CONFLICT DO NOTHING")  # a repeat in the newest run (msgids.py)
 _INSERT_TEXT = "INSERT INTO messages_text (rowid, body) VALUES (?, ?)"
 _FIND_NAME = {t: f"SELECT id FROM {t} WHERE name = ?" for t in ("users", "packages")}  # noqa: S608
 _NEW_NAME = {t: f"INSERT INTO {t} (name) VALUES (?)"  # noqa: S608
@@ -376,6 +381,7 @@ class SqliteHistory(HistoryStore):
         self.query_timeout = query_timeout
         self.cache_mb = cache_mb
         self.name_cache = name_cache
+        self.dedup = MsgIds()
         #: Records staged for :meth:`flush` (at most the caller's batch).
         self._staged: list[Record] = []
         self._local = threading.local()
@@ -419,8 +425,8 @@ class SqliteHistory(HistoryStore):
 
     def tune(self, db: sqlite3.Connection) -> None:
         """Give a connection that writes the history (its own, or the recorder's
-        position connection) ``history.cache_mb`` of page cache: the index pages of a
-        million messages (msg_id is random) stay in memory; and its write-ahead log
+        position connection) ``history.cache_mb`` of page cache: the index pages a
+        batch rewrites (links, topics, text) stay in memory; and its write-ahead log
         :data:`WAL_CHECKPOINT_PAGES` before a commit copies it back into the database."""
         db.execute(f"PRAGMA cache_size={-1024 * int(self.cache_mb)}")
         db.execute(f"PRAGMA wal_autocheckpoint={WAL_CHECKPOINT_PAGES}")
@@ -500,9 +506,12 @@ class SqliteHistory(HistoryStore):
         aside = _set_triggers_aside(db) \
             if deferred and len(staged) >= TRIGGERS_ASIDE_MIN else []
         (top,) = db.execute("SELECT max(id) FROM messages").fetchone()
+        fresh = {r.msg_id: r for r in reversed(staged)}  # the first of a repeated msg_id
+        for msg_id in self.dedup.stored(db, list(fresh), (top or 0) + 1, len(fresh)):
+            del fresh[msg_id]
         db.executemany(_INSERT_MESSAGE, [(r.msg_id, r.topic, r.category, r.timestamp,
                                           r.publisher, r.seq_id, r.envelope)
-                                         for r in staged])
+                                         for r in reversed(fresh.values())])
         # the rows past ``top`` are this batch's (the caller holds the write lock); a
         # msg_id without one was stored before, or earlier in this batch
         new = dict(db.execute("SELECT msg_id, id FROM messages WHERE id > ?", (top or 0,)))
@@ -562,6 +571,9 @@ class SqliteHistory(HistoryStore):
 
     def _insert(self, db: sqlite3.Connection, record: Record) -> int | None:
         """The message's row and its user/package links; its id (None: already stored)."""
+        (top,) = db.execute("SELECT max(id) FROM messages").fetchone()
+        if self.dedup.stored(db, [record.msg_id], (top or 0) + 1, 1):
+            return None
         cursor = db.execute(_INSERT_MESSAGE, (record.msg_id, record.topic, record.category,
                                               record.timestamp, record.publisher,
                                               record.seq_id, record.envelope))
@@ -691,9 +703,8 @@ class SqliteHistory(HistoryStore):
 
     def get(self, msg_id: str) -> Stored | None:
         def work(db: sqlite3.Connection) -> Stored | None:
-            rows = db.execute("SELECT id, msg_id, timestamp, envelope FROM messages"
-                              " WHERE msg_id = ?", (msg_id,)).fetchall()
-            found = _with_names(db, rows)
+            row = self.dedup.find(db, msg_id, "id, msg_id, timestamp, envelope")
+            found = _with_names(db, [] if row is None else [row])
             return found[0] if found else None
 
         return self._timed(work)

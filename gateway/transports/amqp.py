@@ -84,11 +84,12 @@ def redacted(url: str) -> str:
 
 
 async def open_connection(conf: AmqpSettings) -> aiormq.abc.AbstractConnection:
-    """Connect within ``connect_timeout`` (TCP, TLS, handshake)."""
-    return await asyncio.wait_for(
-        aiormq.connect(broker_url(conf), context=tls_context(conf),
-                       client_properties={"connection_name": "busgate"}),
-        conf.connect_timeout)
+    """Connect within ``connect_timeout`` (TCP, TLS, handshake). Every wait here is
+    under ``asyncio.timeout``, not ``wait_for``, which can lose a cancel on Python 3.11
+    (gateway/wakeup.py)."""
+    async with asyncio.timeout(conf.connect_timeout):
+        return await aiormq.connect(broker_url(conf), context=tls_context(conf),
+                                    client_properties={"connection_name": "busgate"})
 
 
 class AmqpTransport:
@@ -106,10 +107,11 @@ class AmqpTransport:
         await self.close()
         connection = await open_connection(self.conf)
         try:
-            channel = await asyncio.wait_for(
-                connection.channel(publisher_confirms=True, on_return_raises=True),
-                self.conf.connect_timeout)
-            await asyncio.wait_for(self._topology(channel), self.conf.connect_timeout)
+            async with asyncio.timeout(self.conf.connect_timeout):
+                channel = await connection.channel(publisher_confirms=True,
+                                                   on_return_raises=True)
+            async with asyncio.timeout(self.conf.connect_timeout):
+                await self._topology(channel)
         except BaseException:
             await connection.close()
             raise
@@ -209,7 +211,8 @@ class AmqpTransport:
         connection, self.connection, self.channel = self.connection, None, None
         if connection is not None and not connection.is_closed:
             try:
-                await asyncio.wait_for(connection.close(), 5)
+                async with asyncio.timeout(5):
+                    await connection.close()
             except Exception as exc:  # closing a dead connection: nothing left to save
                 log.debug("closing the AMQP connection: %s", exc)
 
