@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -239,16 +239,20 @@ def _rows(conn: sqlite3.Connection) -> list[tuple[int, int]]:
     return conn.execute("SELECT grp, upto_run FROM dedup_filters").fetchall()
 
 
+def first_unsealed(rows: Sequence[tuple[int, int]],
+                   lowest: Callable[[], int | None]) -> int | None:
+    """Where sealing resumes: past the newest filter's runs (``rows``: ``(grp,
+    upto_run)``), or, with no filter yet, at ``lowest()``, the lowest run holding keys."""
+    start = max((upto for _, upto in rows), default=None)
+    return lowest() if start is None else start
+
+
 def seal(conn: sqlite3.Connection, open_run: int,
          rows: list[tuple[int, int]] | None = None) -> int:
     """Add every run below ``open_run`` not in a filter yet to its filter (inside the
     caller's write transaction). Returns how many runs were added."""
-    start = max((upto for _, upto in (_rows(conn) if rows is None else rows)), default=None)
-    if start is None:
-        start = lowest_run(conn)
-        if start is None:
-            return 0
-    if start >= open_run:
+    start = first_unsealed(_rows(conn) if rows is None else rows, lambda: lowest_run(conn))
+    if start is None or start >= open_run:
         return 0
     run = start
     while run < open_run:

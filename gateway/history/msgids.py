@@ -138,12 +138,8 @@ class MsgIds:
             db.execute("UPDATE msg_id_filters SET upto_run = ? WHERE grp = ? AND upto_run > ?",
                        (open_run, grp, open_run))
             rows = _filter_rows(db)
-        start = max((upto for _, upto in rows), default=None)
-        if start is None:
-            start = _low_run(db)
-            if start is None:
-                return 0
-        if start >= open_run:
+        start = dedup.first_unsealed(rows, lambda: _low_run(db))
+        if start is None or start >= open_run:
             return 0
         sealed = 0
         grp, bits = None, None
