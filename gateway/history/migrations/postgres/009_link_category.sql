@@ -3,23 +3,28 @@
 -- link key range alone and never the messages table.
 -- Why: the chart joined every link in the range to its message for the category, one
 -- random read of a ~1.3 kB heap row per link (~6 rows a page): the busiest user's month
--- at 1,000,000 messages is ~25,000 links, 50-110 ms with the table in the OS cache.
--- Its link rows are ~60 bytes, written in time order: the same month read from the links
--- is ~400 pages, 10-15 ms (bench/history_pg_name_activity.py, figures in the commit).
+-- at 1,000,000 messages is ~25,000 links, 40-55 ms p50 and 70-120 ms p99 with the table
+-- in the OS cache. Its link rows are ~60 bytes, written in time order: the same month
+-- read from the links is ~250 index and ~240 heap pages, 9-11 ms p50, 14-15 ms p99
+-- (bench/history_pg_name_activity.py, side by side; figures in the commits).
 -- Measured and not taken:
---  * a covering index messages (id) INCLUDE (category): the join index-only, 30-35 ms
---    (a descent per link), and only on all-visible pages: rows written since the last
---    VACUUM are fetched from the heap as before, and the newest month, the one people
---    look at, is exactly what autovacuum has not reached yet (an insert-only table is
---    vacuumed after 20% growth: 200,000 messages at a million). It also adds a seventh
---    index to every message's insert.
+--  * a covering index messages (id) INCLUDE (category): the join index-only, ~33 ms (a
+--    descent per link), and only on pages VACUUM has marked all-visible: rows written
+--    since then are fetched from the heap as before, and the newest month, the one
+--    people look at, is what autovacuum has not reached yet (an insert-only table is
+--    vacuumed after 20% growth: 200,000 messages at a million). Its month's rows made
+--    not all-visible (by an UPDATE: two heap fetches per link), 250-550 ms. And it is a
+--    seventh index on every message's insert.
 --  * a rollup per (day, name, category): reads ~100 rows, but answers only day buckets,
 --    and stays exact only with more triggers (link inserts joined to their messages,
 --    deletes, and a message's category change moving the counts of each of its names).
--- The fill rewrites every link row once: the key and message indexes are dropped first
--- and rebuilt after it (one sorted build each, not 2 index inserts per row: measured
--- 2-3x quicker at 1,000,000 messages), the column is NOT NULL from then on (the writers,
--- pgstore._ADD and _ADD_BATCH, give it). The old row versions are left for autovacuum.
+-- What it costs: the writers (pgstore._ADD, _ADD_BATCH) give the column from the message
+-- they insert; ingest at 1M measured within noise (batches 0.98-1.01x, server CPU
+-- 0.98-1.01x, WAL per message up to 1.08x). The fill rewrites every link row once,
+-- 13-19 s at 1,000,000 messages: the key and message indexes are dropped first and
+-- rebuilt after it (a sorted build each instead of two index inserts per row: 1,000,000
+-- package links 6.5 s against 12-15 s), and the column is NOT NULL from then on. The old
+-- row versions are left to autovacuum (the chart reads the rebuilt indexes: none of them).
 ALTER TABLE user_messages ADD COLUMN category TEXT;
 ALTER TABLE user_messages DROP CONSTRAINT user_messages_pkey;
 DROP INDEX user_messages_message;
