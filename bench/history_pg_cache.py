@@ -70,7 +70,8 @@ def build(database: str, n: int) -> None:
 
         def flush() -> None:
             nonlocal message_id
-            links: dict[str, list[tuple[int, float, int]]] = {"users": [], "packages": []}
+            links: dict[str, list[tuple[int, float, int, str]]] = {"users": [],
+                                                                    "packages": []}
             new_names: dict[str, list[tuple[int, str]]] = {"users": [], "packages": []}
             with conn.cursor().copy("COPY messages (id, msg_id, topic, category, timestamp,"
                                     " publisher, seq_id, envelope, body) FROM STDIN"
@@ -88,14 +89,15 @@ def build(database: str, n: int) -> None:
                             if name not in known:
                                 known[name] = len(known) + 1
                                 new_names[kind].append((known[name], name))
-                            links[kind].append((known[name], record.timestamp, message_id))
+                            links[kind].append((known[name], record.timestamp, message_id,
+                                                record.category))
             for kind, table in (("users", "user_messages"), ("packages", "package_messages")):
                 key = "user_id" if kind == "users" else "package_id"
                 with conn.cursor().copy(f"COPY {kind} (id, name) FROM STDIN") as copy:
                     for row in new_names[kind]:
                         copy.write_row(row)
-                with conn.cursor().copy(f"COPY {table} ({key}, timestamp, message_id)"
-                                        " FROM STDIN") as copy:
+                with conn.cursor().copy(f"COPY {table} ({key}, timestamp, message_id,"
+                                        " category) FROM STDIN") as copy:  # category: 009
                     for row in sorted(set(links[kind])):
                         copy.write_row(row)
             batch.clear()

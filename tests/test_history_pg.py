@@ -29,6 +29,27 @@ from tests.test_history_recorder import lines, outbox, publish, start_recorder, 
 pytestmark = [pytest.mark.postgres, pytest.mark.timeout(120)]
 
 
+#: A busgate before 009's single-message statement (links without their message's
+#: category): what an old writer stored, for the tests that migrate its database forward.
+OLD_ADD = ("WITH m AS (INSERT INTO messages (msg_id, topic, category, timestamp, publisher,"
+           " seq_id, envelope, body) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)"
+           " ON CONFLICT (msg_id) DO NOTHING RETURNING id, timestamp),"
+           " u AS (INSERT INTO user_messages (user_id, timestamp, message_id)"
+           " SELECT unnest(%s::bigint[]), m.timestamp, m.id FROM m ON CONFLICT DO NOTHING),"
+           " p AS (INSERT INTO package_messages (package_id, timestamp, message_id)"
+           " SELECT unnest(%s::bigint[]), m.timestamp, m.id FROM m ON CONFLICT DO NOTHING)"
+           " SELECT COUNT(*) FROM m")
+
+
+def old_writer() -> PostgresHistory:
+    """A store that writes with :data:`OLD_ADD` (``add``), never migrating."""
+    old = PostgresHistory.__new__(PostgresHistory)
+    old._names = NameIds()
+    old.add = lambda db, record: bool(db.execute(  # type: ignore[method-assign]
+        OLD_ADD, old._params(db, record)).fetchone()[0])
+    return old
+
+
 def history(url: str) -> list[str]:
     try:
         with psycopg.connect(url, connect_timeout=5) as conn:
@@ -351,8 +372,7 @@ def test_the_rollup_migrations_fill_rows_stored_before_them(pg_databases):
     url = pg_databases()
     with psycopg.connect(url, autocommit=True) as conn:  # a busgate that had only 001
         migrate.apply_postgres(conn, migrate.migrations("postgres")[:1])
-    old = PostgresHistory.__new__(PostgresHistory)  # v1 writer: add() without migrating
-    old._names = NameIds()
+    old = old_writer()  # v1 writer: add() without migrating
     records = ts._random_records(random.Random(9), 200, ts.W47.start.timestamp())
     with psycopg.connect(url) as conn:
         for record in records:
@@ -362,6 +382,11 @@ def test_the_rollup_migrations_fill_rows_stored_before_them(pg_databases):
     store = PostgresHistory(url)  # migrates: 002 and 003 fill their rollups
     with psycopg.connect(url) as conn:
         assert conn.execute("SELECT SUM(messages) FROM stats_topic_days").fetchone() == (200,)
+        for link in ("user_messages", "package_messages"):  # 009 gave each its category
+            links, same = conn.execute(f"SELECT COUNT(*), COUNT(*) FILTER (WHERE l.category"
+                                       f" = m.category) FROM {link} l JOIN messages m"
+                                       " ON m.id = l.message_id").fetchone()
+            assert links == same > 0, link
     _pg_rollups_match(url)
     store.add_many(ts._random_records(random.Random(10), 50, ts.W48.start.timestamp()))
     _pg_rollups_match(url)  # and the triggers keep them from then on

@@ -14,13 +14,13 @@ import psycopg
 import pytest
 
 from gateway.history import migrate
-from gateway.history.pgstore import NameIds, PostgresHistory
+from gateway.history.pgstore import PostgresHistory
 from gateway.history.query import parse
 from gateway.history.records import Record, record_of
 from gateway.messages import TypeIndex
 from tests import history_fixture as fx
 from tests import test_history_stats as ts
-from tests.test_history_pg import _pg_rollups_match
+from tests.test_history_pg import _pg_rollups_match, old_writer
 
 pytestmark = [pytest.mark.postgres, pytest.mark.timeout(120)]
 
@@ -46,8 +46,7 @@ def _by_row_triggers(url: str, batches: list[list[Record]]) -> None:
     """``batches`` stored as before 007: a statement per message, the row triggers."""
     with psycopg.connect(url, autocommit=True) as conn:
         migrate.apply_postgres(conn, ROW_TRIGGERS)
-    old = PostgresHistory.__new__(PostgresHistory)  # that writer: add(), no migration
-    old._names = NameIds()
+    old = old_writer()  # that writer: add(), no migration
     for batch in batches:
         with psycopg.connect(url) as conn:
             for record in batch:

@@ -119,11 +119,13 @@ def describe(url: str) -> str:
 #: the message is new); its one row says whether it was.
 _ADD = ("WITH m AS (INSERT INTO messages (msg_id, topic, category, timestamp, publisher,"
         " seq_id, envelope, body) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)"
-        " ON CONFLICT (msg_id) DO NOTHING RETURNING id, timestamp),"
-        " u AS (INSERT INTO user_messages (user_id, timestamp, message_id)"
-        " SELECT unnest(%s::bigint[]), m.timestamp, m.id FROM m ON CONFLICT DO NOTHING),"
-        " p AS (INSERT INTO package_messages (package_id, timestamp, message_id)"
-        " SELECT unnest(%s::bigint[]), m.timestamp, m.id FROM m ON CONFLICT DO NOTHING)"
+        " ON CONFLICT (msg_id) DO NOTHING RETURNING id, timestamp, category),"
+        " u AS (INSERT INTO user_messages (user_id, timestamp, message_id, category)"
+        " SELECT unnest(%s::bigint[]), m.timestamp, m.id, m.category FROM m"
+        " ON CONFLICT DO NOTHING),"
+        " p AS (INSERT INTO package_messages (package_id, timestamp, message_id, category)"
+        " SELECT unnest(%s::bigint[]), m.timestamp, m.id, m.category FROM m"
+        " ON CONFLICT DO NOTHING)"
         " SELECT COUNT(*) FROM m")
 #: A batch of messages with their links in one statement: the rows come as columns
 #: (arrays, in the batch's order: ids follow it), the messages already stored are
@@ -136,12 +138,14 @@ _ADD = ("WITH m AS (INSERT INTO messages (msg_id, topic, category, timestamp, pu
 _ADD_BATCH = ("WITH m AS (INSERT INTO messages (msg_id, topic, category, timestamp, publisher,"
               " seq_id, envelope, body) SELECT * FROM unnest(%b::text[], %b::text[],"
               " %b::text[], %b::float8[], %b::text[], %b::bigint[], %b::text[], %b::text[])"
-              " ON CONFLICT (msg_id) DO NOTHING RETURNING id, msg_id, timestamp),"
-              " u AS (INSERT INTO user_messages (user_id, timestamp, message_id)"
-              " SELECT l.name_id, m.timestamp, m.id FROM unnest(%b::text[], %b::bigint[])"
+              " ON CONFLICT (msg_id) DO NOTHING RETURNING id, msg_id, timestamp, category),"
+              " u AS (INSERT INTO user_messages (user_id, timestamp, message_id, category)"
+              " SELECT l.name_id, m.timestamp, m.id, m.category"
+              " FROM unnest(%b::text[], %b::bigint[])"
               " AS l(msg_id, name_id) JOIN m USING (msg_id) ON CONFLICT DO NOTHING),"
-              " p AS (INSERT INTO package_messages (package_id, timestamp, message_id)"
-              " SELECT l.name_id, m.timestamp, m.id FROM unnest(%b::text[], %b::bigint[])"
+              " p AS (INSERT INTO package_messages (package_id, timestamp, message_id, category)"
+              " SELECT l.name_id, m.timestamp, m.id, m.category"
+              " FROM unnest(%b::text[], %b::bigint[])"
               " AS l(msg_id, name_id) JOIN m USING (msg_id) ON CONFLICT DO NOTHING)"
               " SELECT COUNT(*) FROM m")
 #: Every writing transaction takes this lock before its first write, so before it has a
@@ -428,17 +432,23 @@ class PostgresHistory(HistoryStore):
 
     def name_activity(self, kind: str, name: str, start: float, end: float,
                       bucket: int) -> dict[str, list[int]]:
-        table, link, key = _KINDS[kind]
         slots = max(0, math.ceil((end - start) / bucket))
+
+        table = _KINDS[kind][0]
 
         def work(db: Conn) -> dict[str, list[int]]:
             out: dict[str, list[int]] = {}
-            for slot, category, count in db.execute(
-                    "SELECT floor((l.timestamp - %s) / %s)::bigint, m.category, COUNT(*)"  # noqa: S608
-                    f" FROM {link} l JOIN messages m ON m.id = l.message_id"
-                    f" WHERE l.{key} = (SELECT id FROM {table} WHERE name = %s)"
-                    " AND l.timestamp >= %s AND l.timestamp < %s GROUP BY 1, 2",
-                    (start, bucket, name, start, end)):
+            name_id = _one(db, f"SELECT id FROM {table} WHERE name = %s", (name,))  # noqa: S608
+            if name_id is None:
+                return out
+            # the id as a value, planned each time (prepare=False: psycopg would prepare
+            # a statement run 5 times, and PostgreSQL then keeps a generic plan): the
+            # planner sees the name's own frequency, so a busy name's ~25,000 links are
+            # counted in a hash table, not sorted first (the sub-select's id was
+            # planned as an average name: 12 ms the busiest user's month, 7 ms so)
+            for slot, category, count in db.execute(name_activity_sql(kind),
+                                                    (start, bucket, name_id, start, end),
+                                                    prepare=False):
                 if 0 <= slot < slots:
                     out.setdefault(category, [0] * slots)[slot] += count
             return out
@@ -496,6 +506,17 @@ class PostgresHistory(HistoryStore):
 
     def close(self) -> None:
         self._pool.close()
+
+
+def name_activity_sql(kind: str) -> str:
+    """:meth:`PostgresHistory.name_activity`'s statement (parameters: start, bucket, the
+    name's id, start, end). The category is the link's own copy of its message's
+    (``009_link_category.sql``): one key range of small link rows, no message row read
+    per link (40-60 ms a frequent user's month at 1,000,000 messages, 7-14 ms so)."""
+    _, link, key = _KINDS[kind]
+    return ("SELECT floor((l.timestamp - %s) / %s)::bigint, l.category, COUNT(*)"  # noqa: S608
+            f" FROM {link} l WHERE l.{key} = %s"
+            " AND l.timestamp >= %s AND l.timestamp < %s GROUP BY 1, 2")
 
 
 def _columns(records: list[Record]) -> tuple[list[Any], ...]:
