@@ -24,7 +24,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -211,18 +211,21 @@ COUNT_BUDGET_MS = 150
 #: needed row before the answer is checked against the time order (else the full plan).
 CONTAINS_READ_FACTOR = 4
 #: ``contains`` with another filter: text matches read newest id first (ids alone, each
-#: checked against the other filters) before the other filter's own index, in time
-#: order, drives instead (:func:`_combined_rows`). ~0.5 us a match at 1,000,000.
+#: checked against the other filters) before the cost of reading on is weighed against
+#: walking the other filter's own index in time order (:func:`_combined_rows`); and the
+#: most one step of that read takes. ~0.5-1 us a match at 1,000,000.
 CONTAINS_PROBE = 16_384
-#: Rows of the driving index (a name's links, a topic's or category's index) one step
-#: of a combined walk reads: the fewest (the first step reads what should hold the page,
-#: by the term's density), and the most a step grows to (doubling).
+CONTAINS_STEP_MOST = 65_536
+#: Entries of the walked index (a name's links, a topic's or category's index) its
+#: first step reads (its density), the fewest a later step reads (what should hold the
+#: page by the term's density), and the most a step grows to (doubling).
+WALK_PROBE = 256
 WALK_FIRST = 32
 WALK_MOST = 8192
 #: A look-up of one id in the text index, in matches read in id order: ~350 us against
-#: ~0.5 us at 1,000,000 messages (26 segments, a look-up per trigram per segment). A
+#: ~0.4 us at 1,000,000 messages (26 segments, a look-up per trigram per segment). A
 #: walk's step reads the term's matches over its ids' span when fewer are expected.
-TEXT_LOOKUP_COST = 500
+TEXT_LOOKUP_COST = 800
 
 _INSERT_MESSAGE = ("INSERT INTO messages (msg_id, topic, category, timestamp, publisher,"
                    " seq_id, envelope) VALUES (?, ?, ?, ?, ?, ?, ?)"
@@ -658,7 +661,9 @@ class SqliteHistory(HistoryStore):
         Query shapes that stay fast at a million messages (bench/history.py):
         a single user or package drives from its link table, whose key is (name,
         time, message); ``contains`` reads the text index newest id first and checks
-        that nothing older by id is newer by time (else the general plan). The total
+        that nothing older by id is newer by time (else the general plan); ``contains``
+        with a user, package, topic or category intersects ids in bounded steps
+        (:func:`_combined_rows`). The total
         is counted as on PostgreSQL (pgstore's module docstring): the page is read
         first, one row more than asked; a page holding the last match gives the exact
         total without counting; else the count stops at ``count_limit`` or after
@@ -1074,121 +1079,182 @@ def _combined_rows(db: sqlite3.Connection, query: Query, offset: int,
 
     Why: checking each of a frequent term's matches against the other filters by their
     messages' rows, or listing a name's every link to check them against, cost 0.1-0.9 s
-    at 1,000,000 messages. Instead the ids are intersected in bounded steps: first the
-    term's matches newest id first (:func:`_text_first`), cheap while the other filters
-    keep many of them; then, when those are rare among the term's matches, the other
-    filter's own index in time order (:func:`_walk`), each step's ids checked against
-    the text index. Both read ids alone; the page's rows are read last."""
+    at 1,000,000 messages. Instead ids are intersected in bounded steps, by the cheaper
+    of two ways (they cover the same stretch of the history, newest first, until the
+    page is found): the term's matches in id order, each checked against the other
+    filters (:class:`_TextScan`); or the other filter's own index in time order, each
+    step's ids checked against the text index (:func:`_walk`), the way for a rare name
+    with a frequent term. The scan goes first for :data:`CONTAINS_PROBE` matches, which
+    measures the term's density; the walk's first step measures its own. Both read ids
+    alone; the page's rows are read last."""
     need = offset + size
     desc = query.order == "desc"
-    found, density, every = _text_first(db, query, need)
+    scan = _TextScan(db, query, need)
+    found = scan.advance(CONTAINS_PROBE)
     if found is None:
         walker = _walker(query)
-        if walker is None:
+        walk = None if walker is None else _Walk(db, query, walker, scan.density())
+        if walk is not None and walk.cost() < scan.cost():
+            found = walk.run(need)
+        else:
+            found = scan.advance(math.inf)
+            if found is None and walk is not None:  # ids out of time order (a backfill)
+                found = walk.run(need)
+        if found is None:
             return None
-        found, every = _walk(db, query, need, walker, density)
-    total = len(found) if every and query.cursor is None else None
-    page = [row_id for row_id, _ in found[offset:need]]
+    rows, every = found
+    total = len(rows) if every and query.cursor is None else None
+    page = [row_id for row_id, _ in rows[offset:need]]
     if not page:
         return [], total
-    rows = db.execute("SELECT m.id, m.msg_id, m.timestamp, m.envelope FROM messages m"
+    read = db.execute("SELECT m.id, m.msg_id, m.timestamp, m.envelope FROM messages m"
                       " WHERE m.id IN (SELECT value FROM json_each(?))",
                       (_ids(page),)).fetchall()
-    rows.sort(key=lambda r: (r[2], r[0]), reverse=desc)
-    return rows, total
+    read.sort(key=lambda r: (r[2], r[0]), reverse=desc)
+    return read, total
 
 
-def _text_first(db: sqlite3.Connection, query: Query,
-                need: int) -> tuple[list[tuple[int, float]] | None, float, bool]:
-    """The query's first ``need`` matches as (id, timestamp) read from the text index in
-    id order (newest first for ``desc``), at most :data:`CONTAINS_PROBE` matches of the
-    term, in steps that double; None when that was not enough or the answer is not
-    proven (:func:`_contains_rows`' check of ids against time). Also the term's
-    matches per id over the ids read (1.0 when none: a walk then reads ranges), and
-    whether every match of the term was read (the rows are then every match)."""
-    desc = query.order == "desc"
-    link = _link_filter(query)
-    where, params = _where(query, skip_text=True, skip_link=None if link is None else link[2],
-                           probe=True)
-    paging, page_params = _after(query)
-    match = _match(query)
-    found: list[tuple[int, float]] = []
-    first = last = None
-    read, step = 0, need * CONTAINS_READ_FACTOR
-    while True:
-        take = min(step, CONTAINS_PROBE - read)
-        bound = "" if last is None else f" AND rowid {'<' if desc else '>'} ?"
-        ids = [r for (r,) in db.execute(
-            f"SELECT rowid FROM messages_text WHERE messages_text MATCH ?{bound}"  # noqa: S608
-            f" ORDER BY rowid {'DESC' if desc else 'ASC'} LIMIT ?",
-            (match, *([] if last is None else [last]), take))]
-        if ids:
-            first, last = ids[0] if first is None else first, ids[-1]
-            read += len(ids)
-            kept = ids if link is None else [  # by the link's message index: no row read
-                r for (r,) in db.execute(link[0], (_ids(ids), *link[1]))]
-            # NOT INDEXED: each id's row by its rowid, never a topic's whole index
-            found += db.execute(
-                "SELECT m.id, m.timestamp FROM messages m NOT INDEXED"  # noqa: S608
-                f" WHERE m.id IN (SELECT value FROM json_each(?)) AND {where}{paging}",
-                (_ids(kept), *params, *page_params)).fetchall() if kept else []
-        density = read / (abs(last - first) + 1) if ids or last is not None else 1.0
-        found.sort(key=lambda r: (r[1], r[0]), reverse=desc)
-        if len(ids) < take:  # every match was read
-            return found, density, True
-        if len(found) >= need:
-            stamp, last_id = found[need - 1][1], found[need - 1][0]
-            op = ">" if desc else "<"
-            beyond = db.execute(
-                f"SELECT 1 FROM messages WHERE id {'<' if desc else '>'} ? AND (timestamp {op} ?"  # noqa: S608
-                f" OR (timestamp = ? AND id {op} ?)) LIMIT 1",
-                (last, stamp, stamp, last_id)).fetchone()
-            return (None if beyond else found), density, False
-        if read >= CONTAINS_PROBE:
-            return None, density, False
-        step *= 2
+class _TextScan:
+    """A ``contains`` query's matches read from the text index in id order (newest
+    first for ``desc``) in doubling steps, each step's ids checked against the other
+    filters: by a user's (package's) link's message index first, no message row read,
+    then by the rows of those left when another filter needs them."""
+
+    def __init__(self, db: sqlite3.Connection, query: Query, need: int):
+        self.db, self.query, self.need = db, query, need
+        self.desc = query.order == "desc"
+        self.link = _link_filter(query)
+        self.where, self.params = _where(query, skip_text=True, probe=True,
+                                         skip_link=None if self.link is None else self.link[2])
+        self.paging, self.page_params = _after(query)
+        self.match = _match(query)
+        self.found: list[tuple[int, float]] = []
+        self.first: int | None = None
+        self.last: int | None = None
+        self.read = 0
+        self.step = need * CONTAINS_READ_FACTOR
+
+    def density(self) -> float:
+        """The term's matches per id over the ids read (1.0 before any)."""
+        if self.first is None or self.last is None:
+            return 1.0
+        return self.read / (abs(self.last - self.first) + 1)
+
+    def cost(self) -> float:
+        """Reading on, per id of the history, in matches read: each match and its check
+        (a link look-up ~1, a message's row ~3)."""
+        return self.density() * (2 if self.link is not None else 4)
+
+    def advance(self, budget: float) -> tuple[list[tuple[int, float]], bool] | None:
+        """(the first ``need`` matches as (id, timestamp), whether they are every match)
+        once proven, reading at most ``budget`` more of the term's matches; None when
+        that was not enough, or when the ids read are not proven to hold the first
+        ``need`` by time (:func:`_contains_rows`' check: a backfill)."""
+        db, desc = self.db, self.desc
+        stop = self.read + budget
+        while self.read < stop:
+            take = int(min(self.step, stop - self.read))
+            bound = "" if self.last is None else f" AND rowid {'<' if desc else '>'} ?"
+            ids = [r for (r,) in db.execute(
+                f"SELECT rowid FROM messages_text WHERE messages_text MATCH ?{bound}"  # noqa: S608
+                f" ORDER BY rowid {'DESC' if desc else 'ASC'} LIMIT ?",
+                (self.match, *([] if self.last is None else [self.last]), take))]
+            if ids:
+                self.first = ids[0] if self.first is None else self.first
+                self.last = ids[-1]
+                self.read += len(ids)
+                kept = ids if self.link is None else [
+                    r for (r,) in db.execute(self.link[0], (_ids(ids), *self.link[1]))]
+                # NOT INDEXED: each id's row by its rowid, never a topic's whole index
+                self.found += db.execute(
+                    "SELECT m.id, m.timestamp FROM messages m NOT INDEXED WHERE m.id IN"  # noqa: S608
+                    f" (SELECT value FROM json_each(?)) AND {self.where}{self.paging}",
+                    (_ids(kept), *self.params, *self.page_params)).fetchall() if kept else []
+            self.found.sort(key=lambda r: (r[1], r[0]), reverse=desc)
+            if len(ids) < take:  # every match was read
+                return self.found, True
+            if len(self.found) >= self.need:
+                stamp, last_id = self.found[self.need - 1][1], self.found[self.need - 1][0]
+                op, beyond_ids = (">", "<") if desc else ("<", ">")
+                beyond = db.execute(
+                    f"SELECT 1 FROM messages WHERE id {beyond_ids} ?"  # noqa: S608
+                    f" AND (timestamp {op} ? OR (timestamp = ? AND id {op} ?)) LIMIT 1",
+                    (self.last, stamp, stamp, last_id)).fetchone()
+                return None if beyond else (self.found, False)
+            self.step = min(self.step * 2, CONTAINS_STEP_MOST)
+        return None
 
 
-def _walk(db: sqlite3.Connection, query: Query, need: int,
-          walker: tuple[str, str, str, list[Any], str | None],
-          density: float) -> tuple[list[tuple[int, float]], bool]:
-    """The query's first ``need`` matches as (id, timestamp), exactly, read from the
-    ``walker``'s index in (timestamp, id) order (the query's own) in steps of
-    :data:`WALK_FIRST` to :data:`WALK_MOST` rows; a step's ids are checked against
+class _Walk:
+    """A ``contains`` query's matches read from one other filter's index (``walker``:
+    :func:`_walker`) in (timestamp, id) order, the answer's own, in steps of
+    :data:`WALK_FIRST` to :data:`WALK_MOST` entries; a step's ids are checked against
     the text index (:func:`_in_text`, ``density``: the term's matches per id), then
-    the ones found against the other filters. Also whether the index was read to its
-    end (the rows are then every match)."""
-    source, id_col, key, key_params, link = walker
-    desc = query.order == "desc"
-    order = "DESC" if desc else "ASC"
-    where, params = _where(query, skip_text=True, skip_link=link, skip_time=True,
-                           probe=True)
-    bounds, bound_params = _link_time(query)
-    match = _match(query)
-    found: list[tuple[int, float]] = []
-    # the rows expected to hold ``need`` matches (half again), when the term's matches
-    # are spread as over the ids :func:`_text_first` read
-    after = query.cursor
-    step = min(WALK_MOST, max(WALK_FIRST, math.ceil(1.5 * need / max(density, 1e-9))))
-    while len(found) < need:
-        paging, page_params = _after(replace(query, cursor=after), "d.timestamp",
-                                     f"d.{id_col}")
-        chunk = db.execute(
-            f"SELECT d.{id_col}, d.timestamp FROM {source} WHERE {key}{bounds}{paging}"  # noqa: S608
-            f" ORDER BY d.timestamp {order}, d.{id_col} {order} LIMIT ?",
-            (*key_params, *bound_params, *page_params, step)).fetchall()
-        hits = _in_text(db, match, [row_id for row_id, _ in chunk], density)
-        if hits and where != "1":
-            hits = {row_id for (row_id,) in db.execute(
-                "SELECT m.id FROM messages m NOT INDEXED"  # noqa: S608
-                f" WHERE m.id IN (SELECT value FROM json_each(?)) AND {where}",
-                (_ids(sorted(hits)), *params))}
-        found += [(row_id, stamp) for row_id, stamp in chunk if row_id in hits]
-        if len(chunk) < step:
-            return found, True
-        after = (chunk[-1][1], chunk[-1][0])
-        step = min(step * 2, WALK_MOST)
-    return found, False
+    the ones found against the other filters. Exact, whatever the order of ids."""
+
+    def __init__(self, db: sqlite3.Connection, query: Query,
+                 walker: tuple[str, str, str, list[Any], str | None], density: float):
+        self.db, self.query, self.density = db, query, density
+        self.source, self.id_col, self.key, self.key_params, link = walker
+        self.desc = query.order == "desc"
+        self.where, self.params = _where(query, skip_text=True, skip_link=link,
+                                         skip_time=True, probe=True)
+        self.bounds, self.bound_params = _link_time(query)
+        self.match = _match(query)
+        self.after = query.cursor
+        self.step = WALK_FIRST
+        # the first step, read now: how dense the walked index is
+        self.chunk = self._next(WALK_PROBE)
+
+    def _next(self, size: int) -> list[tuple[int, float]]:
+        """The next ``size`` entries (id, timestamp) of the index after ``self.after``;
+        the keyset bound is written as a range so that it seeks, not scans."""
+        order = "DESC" if self.desc else "ASC"
+        paging, page_params = "", []
+        if self.after is not None:
+            stamp, row_id = self.after
+            near, far = ("<=", "<") if self.desc else (">=", ">")
+            paging = (f" AND d.timestamp {near} ? AND (d.timestamp {far} ?"
+                      f" OR d.{self.id_col} {far} ?)")
+            page_params = [stamp, stamp, row_id]
+        chunk = self.db.execute(
+            f"SELECT d.{self.id_col}, d.timestamp FROM {self.source}"  # noqa: S608
+            f" WHERE {self.key}{self.bounds}{paging}"
+            f" ORDER BY d.timestamp {order}, d.{self.id_col} {order} LIMIT ?",
+            (*self.key_params, *self.bound_params, *page_params, size)).fetchall()
+        if chunk:
+            self.after = (chunk[-1][1], chunk[-1][0])
+        return chunk
+
+    def cost(self) -> float:
+        """Walking, per id of the history, in matches read: each entry (~1) and the
+        term's matches over its span, or a text look-up per entry, the cheaper."""
+        ids = [row_id for row_id, _ in self.chunk]
+        if len(ids) < WALK_PROBE:  # the whole of it is read already
+            return 0.0
+        entries = len(ids) / (max(ids) - min(ids) + 1)
+        return min(entries * TEXT_LOOKUP_COST, entries + self.density)
+
+    def run(self, need: int) -> tuple[list[tuple[int, float]], bool]:
+        """(the first ``need`` matches as (id, timestamp), whether they are every match)."""
+        found: list[tuple[int, float]] = []
+        chunk, size = self.chunk, WALK_PROBE
+        # the next steps: what should hold the rest of the page by the term's density
+        step = min(WALK_MOST, max(WALK_FIRST, math.ceil(1.5 * need / max(self.density, 1e-9))))
+        while True:
+            hits = _in_text(self.db, self.match, [row_id for row_id, _ in chunk], self.density)
+            if hits and self.where != "1":
+                hits = {row_id for (row_id,) in self.db.execute(
+                    "SELECT m.id FROM messages m NOT INDEXED"  # noqa: S608
+                    f" WHERE m.id IN (SELECT value FROM json_each(?)) AND {self.where}",
+                    (_ids(sorted(hits)), *self.params))}
+            found += [(row_id, stamp) for row_id, stamp in chunk if row_id in hits]
+            if len(chunk) < size:
+                return found, True
+            if len(found) >= need:
+                return found, False
+            chunk, size = self._next(step), step
+            step = min(step * 2, WALK_MOST)
 
 
 def _in_text(db: sqlite3.Connection, match: str, ids: list[int], density: float) -> set[int]:
