@@ -383,3 +383,64 @@ def test_contains_with_another_filter_lists_no_name_nor_term_in_full(store, item
         for sql in walked:
             found = plan(store, sql)
             assert f"SEARCH d USING {key}" in found and "TEMP B-TREE" not in found, found
+
+
+# -- a name with a topic (category) ---------------------------------------------------------
+@pytest.mark.parametrize("items", [
+    [("user", "alice"), ("topic", f"{fx.PREFIX}.git.push")],
+    [("user", "alice"), ("category", "dak"), ("order", "asc")],
+    [*month("user", "alice"), ("topic", f"{fx.PREFIX}.git.push"), ("rows_per_page", "7"),
+     ("page", "2")],
+], ids=["topic", "category-asc", "topic-month"])
+def test_a_name_with_a_sparser_topic_is_read_from_the_topics_index(store, items,
+                                                                  monkeypatch):
+    """A frequent user with a rare topic: the page and its count walk the topic's
+    index in time order and look each entry up in the user's links, not every link of
+    the user and its message's row (all 290,000 of them at 1,000,000 messages to find
+    a page of a rare topic: 0.15-0.45 s). Which of the two is sparser is seen from their
+    first entries; the fixture's topic is every other message, its user every one."""
+    from gateway.history import store as module
+
+    monkeypatch.setattr(module, "SPARSER_PROBE", 20)
+    query, statements = traced(store, items)
+    column = "topic" if query.topics else "category"
+    page = [s for s in statements if s.startswith("SELECT m.id")]
+    count = [s for s in statements if s.startswith("SELECT COUNT(*)")]
+    assert len(page) == len(count) == 1, statements
+    for sql in (*page, *count):
+        found = plan(store, sql)
+        assert f"INDEX messages_{column} ({column}=?" in found, found
+        assert "user_messages_message (message_id=? AND user_id=?)" in found, found
+        assert "TEMP B-TREE" not in found and "PRIMARY KEY (user_id" not in found, found
+
+
+@pytest.mark.parametrize("probe", [4, 1000])
+@pytest.mark.parametrize("items", [
+    [("user", "alice"), ("topic", f"{fx.PREFIX}.git.push")],
+    [("user", "alice"), ("category", "dak"), ("order", "asc")],
+    [("user", "bob"), ("topic", f"{fx.PREFIX}.dak.upload.accepted"), ("rows_per_page", "7"),
+     ("page", "2")],
+    [("user", "alice"), ("topic", f"{fx.PREFIX}.git.push"),
+     ("start", repr(fx.T0 + 20 * fx.HOUR)), ("end", repr(fx.T0 + 90 * fx.HOUR))],
+    [("user", "carol"), ("category", "git"), ("not_package", "hebcal")],
+])
+def test_a_name_with_a_topic_answers_like_a_filter_of_every_message(mixed, items, probe,
+                                                                     monkeypatch):
+    """Driven by the topic's index or by the name's links, the same page, next page by
+    cursor and total, with ids in time order or not."""
+    from gateway.history import store as module
+
+    monkeypatch.setattr(module, "SPARSER_PROBE", probe)
+    history, ids = mixed
+    query = q.parse(items)
+    want = brute(items, ids)
+    page = history.search(query)
+    first = (query.page - 1) * query.rows_per_page
+    assert [int(r.msg_id[-12:]) for r in page.rows] == want[first:first + query.rows_per_page]
+    assert (page.total, page.capped) == (len(want), False)
+    if page.rows:
+        last = page.rows[-1]
+        nxt = history.search(replace(query, page=1, cursor=(last.timestamp, last.id)))
+        start = first + len(page.rows)
+        assert [int(r.msg_id[-12:]) for r in nxt.rows] == \
+            want[start:start + query.rows_per_page]
