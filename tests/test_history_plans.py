@@ -296,17 +296,21 @@ COMBINED = [
 #: The combined read's paths, forced on a small history: as it goes (the text index
 #: first), and the walk of the other filter's index checking the text by ranges of ids
 #: or by a look-up per id.
-PATHS = {"default": {}, "walk-ranges": {"CONTAINS_PROBE": 4, "TEXT_LOOKUP_COST": 10**9},
-         "walk-lookups": {"CONTAINS_PROBE": 4, "TEXT_LOOKUP_COST": 0}}
+PATHS = {"default": {}, "walk-ranges": {"TEXT_LOOKUP_COST": 10**9},
+         "walk-lookups": {"TEXT_LOOKUP_COST": 0}}
 
 
 def force(path: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Take the combined read's ``path``: a walk is taken whatever reading on costs."""
+    """Take the combined read's ``path``: for a walk, the text's first step does not
+    give the page and reading on costs more than walking, whatever the history."""
     from gateway.history import store as module
 
     for name, value in PATHS[path].items():
         monkeypatch.setattr(module, name, value)
     if path != "default":
+        first = module._TextScan.advance
+        monkeypatch.setattr(module._TextScan, "advance", lambda self, budget: (
+            first(self, budget) if budget == math.inf else None))
         monkeypatch.setattr(module._TextScan, "cost", lambda self: math.inf)
 
 
@@ -363,12 +367,10 @@ def test_contains_with_another_filter_lists_no_name_nor_term_in_full(store, item
     against: at 1,000,000 messages that list was 80 ms of a frequent user and 180 ms of
     a frequent term (contains=amd64&user=alice: 0.2-0.9 s). The ids a statement
     checks come in bounded sets (``json_each``): a step of the term's matches read in
-    id order, or of the other filter's index read in time order."""
+    id order, or of the other filter's index read in time order. Every statement is
+    checked, the count's too (the fixture's answers have more than one page)."""
     force(path, monkeypatch)
     query, statements = traced(store, items)
-    counts = [s for s in statements if s.startswith("SELECT COUNT(*)")]
-    # (a walk that read the whole of a name's links has every match: no count then)
-    assert len(counts) == 1 if path == "default" else len(counts) <= 1, statements
     for sql in statements:
         if sql.startswith("--"):  # the text index's own reads of its tables
             continue

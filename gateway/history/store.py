@@ -210,11 +210,8 @@ COUNT_BUDGET_MS = 150
 #: ``contains`` newest-first: matches read from the text index (newest ids first) per
 #: needed row before the answer is checked against the time order (else the full plan).
 CONTAINS_READ_FACTOR = 4
-#: ``contains`` with another filter: text matches read newest id first (ids alone, each
-#: checked against the other filters) before the cost of reading on is weighed against
-#: walking the other filter's own index in time order (:func:`_combined_rows`); and the
-#: most one step of that read takes. ~0.5-1 us a match at 1,000,000.
-CONTAINS_PROBE = 16_384
+#: ``contains`` with another filter: the most text matches one step of the read in id
+#: order takes (:class:`_TextScan`; ~0.4-1 us a match at 1,000,000, by the term).
 CONTAINS_STEP_MOST = 65_536
 #: Entries of the walked index (a name's links, a topic's or category's index) its
 #: first step reads (its density), the fewest a later step reads (what should hold the
@@ -223,9 +220,10 @@ WALK_PROBE = 256
 WALK_FIRST = 32
 WALK_MOST = 8192
 #: A look-up of one id in the text index, in matches read in id order: ~350 us against
-#: ~0.4 us at 1,000,000 messages (26 segments, a look-up per trigram per segment). A
-#: walk's step reads the term's matches over its ids' span when fewer are expected.
-TEXT_LOOKUP_COST = 800
+#: ~0.4 us for amd64, ~1.2 ms against ~1 us for debian.org at 1,000,000 messages (26
+#: segments, a look-up per trigram per segment). A walk's step reads the term's matches
+#: over its ids' span when fewer are expected.
+TEXT_LOOKUP_COST = 1000
 #: A single user or package with a single topic (category): entries of the name's links
 #: and of the topic's index read, newest first, to see which of the two is the sparser
 #: and drives the page and its count (:func:`_index_first`).
@@ -946,7 +944,9 @@ def _source(query: Query, index: str | None = None) -> tuple[str, str, list[Any]
     ``contains`` with a user or package: the term's matches, each looked up in the
     name's links (and its message's row read only when another filter needs it), not
     the name's links each checked against a list of every match of the term: that
-    list alone is 180 ms of a frequent term at 1,000,000, past the count's budget."""
+    list alone is 180 ms of a frequent term at 1,000,000, past the count's budget.
+    (Not in steps of ids as the page is read: a step's list of 4,000-65,000 ids cost
+    more than the look-ups it saved, x1.6-4 on a count.)"""
     driver = _driver(query)
     if index is not None:
         where, params = _where(query, probe=True)
@@ -1128,14 +1128,14 @@ def _combined_rows(db: sqlite3.Connection, query: Query, offset: int,
     of two ways (they cover the same stretch of the history, newest first, until the
     page is found): the term's matches in id order, each checked against the other
     filters (:class:`_TextScan`); or the other filter's own index in time order, each
-    step's ids checked against the text index (:func:`_walk`), the way for a rare name
-    with a frequent term. The scan goes first for :data:`CONTAINS_PROBE` matches, which
-    measures the term's density; the walk's first step measures its own. Both read ids
+    step's ids checked against the text index (:class:`_Walk`), the way for a rare name
+    with a frequent term. The scan's first step (what gives a page of ``contains``
+    alone) measures the term's density, the walk's first step its own. Both read ids
     alone; the page's rows are read last."""
     need = offset + size
     desc = query.order == "desc"
     scan = _TextScan(db, query, need)
-    found = scan.advance(CONTAINS_PROBE)
+    found = scan.advance(need * CONTAINS_READ_FACTOR)  # as _contains_rows' one read
     if found is None:
         walker = _walker(query)
         walk = None if walker is None else _Walk(db, query, walker, scan.density())
@@ -1247,7 +1247,6 @@ class _Walk:
         self.bounds, self.bound_params = _link_time(query)
         self.match = _match(query)
         self.after = query.cursor
-        self.step = WALK_FIRST
         # the first step, read now: how dense the walked index is
         self.chunk = self._next(WALK_PROBE)
 
@@ -1283,10 +1282,15 @@ class _Walk:
     def run(self, need: int) -> tuple[list[tuple[int, float]], bool]:
         """(the first ``need`` matches as (id, timestamp), whether they are every match)."""
         found: list[tuple[int, float]] = []
-        chunk, size = self.chunk, WALK_PROBE
-        # the next steps: what should hold the rest of the page by the term's density
+        pending, done = self.chunk, len(self.chunk) < WALK_PROBE
+        # the first step: what should hold the page by the term's density (a look-up per
+        # entry costs ~1 ms for a long term: the first entries read are not all checked)
         step = min(WALK_MOST, max(WALK_FIRST, math.ceil(1.5 * need / max(self.density, 1e-9))))
         while True:
+            chunk, pending = pending[:step], pending[step:]
+            if not chunk and not done:
+                chunk = self._next(step)
+                done = len(chunk) < step
             hits = _in_text(self.db, self.match, [row_id for row_id, _ in chunk], self.density)
             if hits and self.where != "1":
                 hits = {row_id for (row_id,) in self.db.execute(
@@ -1294,11 +1298,10 @@ class _Walk:
                     f" WHERE m.id IN (SELECT value FROM json_each(?)) AND {self.where}",
                     (_ids(sorted(hits)), *self.params))}
             found += [(row_id, stamp) for row_id, stamp in chunk if row_id in hits]
-            if len(chunk) < size:
+            if done and not pending:
                 return found, True
             if len(found) >= need:
                 return found, False
-            chunk, size = self._next(step), step
             step = min(step * 2, WALK_MOST)
 
 
