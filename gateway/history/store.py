@@ -227,7 +227,7 @@ TEXT_LOOKUP_COST = 1000
 #: A single user or package with a single topic (category): entries of the name's links
 #: and of the topic's index read, newest first, to see which of the two is the sparser
 #: and drives the page and its count (:func:`_index_first`).
-SPARSER_PROBE = 1000
+SPARSER_PROBE = 200
 #: A combined ``contains`` count (the term's matches, each looked up): ~1-1.5 us a match
 #: read at 1,000,000 messages (a message's row to check: ~2). One estimated to run
 #: COUNT_SKIP_FACTOR times ``count_budget_ms`` or more is not started
