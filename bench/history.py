@@ -17,8 +17,10 @@ What it does, per backend (side by side in one run):
 3. end to end: K envelopes published on a raw ZeroMQ PUB socket, recorded by a real
    ``Recorder`` (subscriber, consumer, batches), messages/s from first publish to last stored;
 4. ``/raw`` over real HTTP (uvicorn on 127.0.0.1, httpx): p50/p99 of R requests each for
-   topic, user, package, one-day time range and ``contains`` (frequent and rare terms),
-   and ``/`` time to last byte when the app has a dashboard (skipped when it answers 404).
+   topic, user, package, one-day time range, ``contains`` (frequent and rare terms), and
+   combined kinds (a name with a topic; a frequent ``contains`` term with a user, package,
+   topic or category), and ``/`` time to last byte when the app has a dashboard (skipped
+   when it answers 404).
 
 The 1-minute load average is printed beside the figures.
 """
@@ -333,6 +335,9 @@ def query_makers(n: int) -> dict[str, Callable[[random.Random], list[tuple[str, 
     popular names come up more often, as people look for them more)."""
     topics = sorted({t["topic"] for ts in data.templates().values() for t in ts})
     start = data.END - data.YEAR
+    frequent = ("unstable", "debian.org", "amd64", "Maintainer")
+    categories = sorted({t.split(".")[0] for t in (topic.removeprefix(data.PREFIX + ".")
+                                                    for topic in topics)})
 
     def zipf(rng: random.Random, size: int) -> int:
         return min(size - 1, int(size ** rng.random()) - 1)
@@ -351,8 +356,7 @@ def query_makers(n: int) -> dict[str, Callable[[random.Random], list[tuple[str, 
         "package (30 days)": lambda rng: [
             ("package", data.package_name(zipf(rng, data.PACKAGES))), *window(rng, MONTH)],
         "time range (1 day)": lambda rng: window(rng, 86400),
-        "contains (frequent)": lambda rng: [("contains", rng.choice(
-            ("unstable", "debian.org", "amd64", "Maintainer")))],
+        "contains (frequent)": lambda rng: [("contains", rng.choice(frequent))],
         "contains (rare)": lambda rng: [("contains", data.package_name(
             data.PACKAGES - 1 - rng.randrange(1000)))],
         # a name with a topic: the count reads every link of the name and its message's
@@ -362,6 +366,18 @@ def query_makers(n: int) -> dict[str, Callable[[random.Random], list[tuple[str, 
         "package + topic": lambda rng: [
             ("package", data.package_name(zipf(rng, data.PACKAGES))),
             ("topic", rng.choice(topics))],
+        # contains with another filter (last, so the kinds above draw as before): the
+        # term's matches and the other filter's index intersected (a frequent term with
+        # a rare name: few of its matches are the name's)
+        "contains + user": lambda rng: [("contains", rng.choice(frequent)),
+                                        ("user", data.user_name(zipf(rng, data.USERS)))],
+        "contains + package": lambda rng: [
+            ("contains", rng.choice(frequent)),
+            ("package", data.package_name(zipf(rng, data.PACKAGES)))],
+        "contains + topic": lambda rng: [("contains", rng.choice(frequent)),
+                                         ("topic", rng.choice(topics))],
+        "contains + category": lambda rng: [("contains", rng.choice(frequent)),
+                                            ("category", rng.choice(categories))],
     }
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import abc
 import contextlib
+import json
 import logging
 import math
 import sqlite3
@@ -214,6 +215,30 @@ COUNT_BUDGET_MS = 150
 #: ``contains`` newest-first: matches read from the text index (newest ids first) per
 #: needed row before the answer is checked against the time order (else the full plan).
 CONTAINS_READ_FACTOR = 4
+#: ``contains`` with another filter: the most text matches one step of the read in id
+#: order takes (:class:`_TextScan`; ~0.4-1 us a match at 1,000,000, by the term).
+CONTAINS_STEP_MOST = 65_536
+#: Entries of the walked index (a name's links, a topic's or category's index) its
+#: first step reads (its density), the fewest a later step reads (what should hold the
+#: page by the term's density), and the most a step grows to (doubling).
+WALK_PROBE = 256
+WALK_FIRST = 32
+WALK_MOST = 8192
+#: A look-up of one id in the text index, in matches read in id order: ~350 us against
+#: ~0.4 us for amd64, ~1.2 ms against ~1 us for debian.org at 1,000,000 messages (26
+#: segments, a look-up per trigram per segment). A walk's step reads the term's matches
+#: over its ids' span when fewer are expected.
+TEXT_LOOKUP_COST = 1000
+#: A single user or package with a single topic (category): entries of the name's links
+#: and of the topic's index read, newest first, to see which of the two is the sparser
+#: and drives the page and its count (:func:`_index_first`).
+SPARSER_PROBE = 200
+#: A combined ``contains`` count (the term's matches, each looked up): ~1-1.5 us a match
+#: read at 1,000,000 messages (a message's row to check: ~2). One estimated to run
+#: COUNT_SKIP_FACTOR times ``count_budget_ms`` or more is not started
+#: (:meth:`SqliteHistory._beyond_budget`).
+COUNT_MATCH_SECONDS = 1e-6
+COUNT_SKIP_FACTOR = 3
 
 _INSERT_MESSAGE = ("INSERT INTO messages (msg_id, topic, category, timestamp, publisher,"
                    " seq_id, envelope) VALUES (?, ?, ?, ?, ?, ?, ?)"
@@ -656,7 +681,9 @@ class SqliteHistory(HistoryStore):
         Query shapes that stay fast at a million messages (bench/history.py):
         a single user or package drives from its link table, whose key is (name,
         time, message); ``contains`` reads the text index newest id first and checks
-        that nothing older by id is newer by time (else the general plan). The total
+        that nothing older by id is newer by time (else the general plan); ``contains``
+        with a user, package, topic or category intersects ids in bounded steps
+        (:func:`_combined_rows`). The total
         is counted as on PostgreSQL (pgstore's module docstring): the page is read
         first, one row more than asked; a page holding the last match gives the exact
         total without counting; else the count stops at ``count_limit`` or after
@@ -666,26 +693,52 @@ class SqliteHistory(HistoryStore):
         offset = 0 if query.cursor is not None else (query.page - 1) * size
 
         def work(db: sqlite3.Connection) -> Page:
-            rows = None
-            if query.contains:
+            rows, total, index, scan = None, None, _index_first(db, query), None
+            if query.contains and _alone(query):
                 rows = _contains_rows(db, query, offset, size + 1)
+            elif query.contains:
+                rows, total, scan = (_combined_rows(db, query, offset, size + 1)
+                                     or (None, None, None))
             if rows is None:
-                rows = _rows(db, query, offset, size + 1)
+                rows = _rows(db, query, offset, size + 1, index)
             more = len(rows) > size
             del rows[size:]
-            return page_of(_with_names(db, rows), query, offset, more, self.count_limit,
-                           lambda: self._count(db, query))
+            limit = self.count_limit
+
+            def count() -> tuple[int, bool] | None:
+                if total is not None:  # every match was seen reading the page
+                    return min(total, limit), total > limit
+                if scan is not None and self._beyond_budget(db, scan):
+                    return None
+                return self._count(db, query, index)
+
+            return page_of(_with_names(db, rows), query, offset, more, limit, count)
 
         return self._timed(work)
 
-    def _count(self, db: sqlite3.Connection, query: Query) -> tuple[int, bool] | None:
+    def _beyond_budget(self, db: sqlite3.Connection, scan: _TextScan) -> bool:
+        """Whether counting a combined ``contains`` query would read matches for
+        :data:`COUNT_SKIP_FACTOR` times ``count_budget_ms`` or more, by what reading its
+        page saw (:meth:`_TextScan.count_reads`): such a count ends cut by the budget
+        with the lower bound the page proves, so it is not started. Why: a frequent
+        term with a name it is rarely with (amd64 and a user of 1,000 messages) reads
+        every match of the term to count: 0.4-0.8 s at 1,000,000, cut at 150 ms, half of
+        such a request's time. Never without a budget (``count_budget_ms`` 0)."""
+        if math.isinf(self.count_budget):
+            return False
+        (top,) = db.execute("SELECT COALESCE(MAX(id), 0) FROM messages").fetchone()
+        reads = scan.count_reads(self.count_limit, top)
+        return reads * COUNT_MATCH_SECONDS > COUNT_SKIP_FACTOR * self.count_budget
+
+    def _count(self, db: sqlite3.Connection, query: Query,
+               index: str | None = None) -> tuple[int, bool] | None:
         """Matches of ``query`` up to ``count_limit`` + 1: (count, capped); None when
         counting ran past ``count_budget_ms`` or the read's ``query_timeout`` (whichever
         ends first, as PostgreSQL's count timeout): the progress handler stops it. Run
         after the page is complete, so a cut count costs no answer. One ``COUNT(*)`` in
         SQLite's own loop: fetching the rows to count them in Python (to know how far a
         cut count got) cost 2-3 ms more per 10,000 matches, x1.5-1.9 on a topic's p50."""
-        source, where, params = _source(query)
+        source, where, params = _source(query, index)
         key = id(db)
         deadline = self._deadline.get(key, math.inf)
         self._deadline[key] = min(deadline, time.monotonic() + self.count_budget)
@@ -849,10 +902,16 @@ def _marks(values: Sequence[Any]) -> str:
 
 
 def _where(query: Query, *, skip_link: str | None = None, skip_text: bool = False,
-           skip_time: bool = False) -> tuple[str, list[Any]]:
+           skip_time: bool = False, probe: bool = False,
+           id_col: str = "m.id") -> tuple[str, list[Any]]:
     """The WHERE clause of ``query`` (datagrepper's: OR within a kind, AND across kinds,
     ``not_*`` excludes any of its values), on ``messages m``; ``skip_link`` /
-    ``skip_text`` / ``skip_time``: a condition the caller's FROM already applies."""
+    ``skip_text`` / ``skip_time``: a condition the caller's FROM already applies.
+    ``probe``: a user/package is looked up per message (its link's message index), for
+    a caller that checks a bounded set of ids: as ``IN``, SQLite first lists every link
+    of the name (290,000 of a frequent user at 1,000,000: ~80 ms). ``id_col``: the
+    message id the user/package conditions test (the text index's ``t.rowid``: checked
+    before the message's row is read)."""
     clauses: list[str] = []
     params: list[Any] = []
     if query.start is not None and not skip_time:
@@ -874,9 +933,13 @@ def _where(query: Query, *, skip_link: str | None = None, skip_text: bool = Fals
             ("users", "user_messages", "user_id", query.not_users, True),
             ("packages", "package_messages", "package_id", query.not_packages, True)):
         if values and not (link == skip_link and not negate):
-            clauses.append(
-                f"m.id {'NOT ' if negate else ''}IN (SELECT l.message_id FROM {link} l"  # noqa: S608
-                f" WHERE l.{key} IN (SELECT id FROM {table} WHERE name IN ({_marks(values)})))")
+            names = f"(SELECT id FROM {table} WHERE name IN ({_marks(values)}))"  # noqa: S608
+            if probe:
+                clauses.append(f"{'NOT ' if negate else ''}EXISTS (SELECT 1 FROM {link} l"  # noqa: S608
+                               f" WHERE l.message_id = {id_col} AND l.{key} IN {names})")
+            else:
+                clauses.append(f"{id_col} {'NOT ' if negate else ''}IN"  # noqa: S608
+                               f" (SELECT l.message_id FROM {link} l WHERE l.{key} IN {names})")
             params += values
     if query.contains and not skip_text:
         clauses.append("m.id IN (SELECT rowid FROM messages_text WHERE messages_text MATCH ?)")
@@ -908,9 +971,26 @@ def _driver(query: Query) -> tuple[str, str, str] | None:
     return None
 
 
-def _source(query: Query) -> tuple[str, str, list[Any]]:
-    """FROM, WHERE and parameters of the rows matching ``query`` (for the count)."""
+def _source(query: Query, index: str | None = None) -> tuple[str, str, list[Any]]:
+    """FROM, WHERE and parameters of the rows matching ``query`` (for the count);
+    ``index``: the topic's or category's index drives (:func:`_index_first`).
+
+    ``contains`` with a user or package: the term's matches, each looked up in the
+    name's links (and its message's row read only when another filter needs it), not
+    the name's links each checked against a list of every match of the term: that
+    list alone is 180 ms of a frequent term at 1,000,000, past the count's budget.
+    (Not in steps of ids as the page is read: a step's list of 4,000-65,000 ids cost
+    more than the look-ups it saved, x1.6-4 on a count.)"""
     driver = _driver(query)
+    if index is not None:
+        where, params = _where(query, probe=True)
+        return f"messages m INDEXED BY messages_{index}", where, params
+    if query.contains and driver is not None:
+        where, params = _where(query, skip_text=True, probe=True, id_col="t.rowid")
+        row = any((query.start is not None, query.end is not None, query.topics,
+                   query.categories, query.not_topics, query.not_categories))
+        return ("messages_text t" + (" JOIN messages m ON m.id = t.rowid" if row else ""),
+                f"messages_text MATCH ? AND {where}", [_match(query), *params])
     if driver is not None:
         table, link, key = driver
         name = query.users[0] if table == "users" else query.packages[0]
@@ -929,17 +1009,53 @@ def _source(query: Query) -> tuple[str, str, list[Any]]:
     return "messages m", where, params
 
 
-def _rows(db: sqlite3.Connection, query: Query, offset: int,
-          size: int) -> list[tuple[Any, ...]]:
+def _index_first(db: sqlite3.Connection, query: Query) -> str | None:
+    """"topic" or "category" when that one value's index should drive a query with a
+    single user or package (and no ``contains``) instead of the name's links, else None.
+
+    Why: the links drive such a query, each one's message read to check its topic: a
+    frequent user with a rare topic read all of its 290,000 links at 1,000,000 messages
+    to find a page. Driven by the sparser of the two, in time order either way, the
+    other is checked per entry by an index look-up. Which is sparser: of their first
+    :data:`SPARSER_PROBE` entries in the query's range and order, the one reaching
+    further in time (or ending first)."""
+    driver = _driver(query)
+    column, values = (("topic", query.topics) if query.topics
+                      else ("category", query.categories))
+    if driver is None or query.contains or len(values) != 1:
+        return None
+    table, link, key = driver
+    name = query.users[0] if table == "users" else query.packages[0]
+    order = "DESC" if query.order == "desc" else "ASC"
+    bounds, bound_params = _link_time(query)
+    links = db.execute(
+        f"SELECT d.timestamp FROM {link} d WHERE d.{key} = (SELECT id FROM {table}"  # noqa: S608
+        f" WHERE name = ?){bounds} ORDER BY d.timestamp {order} LIMIT ?",
+        (name, *bound_params, SPARSER_PROBE)).fetchall()
+    if len(links) < SPARSER_PROBE:
+        return None
+    entries = db.execute(
+        f"SELECT d.timestamp FROM messages d INDEXED BY messages_{column}"  # noqa: S608
+        f" WHERE d.{column} = ?{bounds} ORDER BY d.timestamp {order} LIMIT ?",
+        (values[0], *bound_params, SPARSER_PROBE)).fetchall()
+    if len(entries) < SPARSER_PROBE:
+        return column
+    reach = abs(entries[-1][0] - entries[0][0]) > abs(links[-1][0] - links[0][0])
+    return column if reach else None
+
+
+def _rows(db: sqlite3.Connection, query: Query, offset: int, size: int,
+          index: str | None = None) -> list[tuple[Any, ...]]:
     """``size`` rows from ``offset`` in (timestamp, id) order; a single user/package
-    drives from its links."""
+    drives from its links, or ``index`` (:func:`_index_first`) from its index."""
     order = "DESC" if query.order == "desc" else "ASC"
     driver = _driver(query)
-    if driver is None:
-        where, params = _where(query)
+    if driver is None or index is not None:
+        where, params = _where(query, probe=index is not None)
         paging, page_params = _after(query)
+        source = f"messages m INDEXED BY messages_{index}" if index else "messages m"
         return db.execute(
-            f"SELECT m.id, m.msg_id, m.timestamp, m.envelope FROM messages m"  # noqa: S608
+            f"SELECT m.id, m.msg_id, m.timestamp, m.envelope FROM {source}"  # noqa: S608
             f" WHERE {where}{paging} ORDER BY m.timestamp {order}, m.id {order}"
             " LIMIT ? OFFSET ?",
             (*params, *page_params, size, offset)).fetchall()
@@ -988,6 +1104,264 @@ def _contains_rows(db: sqlite3.Connection, query: Query, offset: int,
         f" OR (timestamp = ? AND id {op} ?)) LIMIT 1",
         (frontier, stamp, stamp, last_id)).fetchone()
     return None if beyond else found[offset:need]
+
+
+def _alone(query: Query) -> bool:
+    """Whether ``contains`` is the query's only filter (time and paging aside)."""
+    return not (query.users or query.packages or query.topics or query.categories
+                or query.not_users or query.not_packages or query.not_topics
+                or query.not_categories)
+
+
+def _walker(query: Query) -> tuple[str, str, str, list[Any], str | None] | None:
+    """(FROM, its id column, its key condition, parameters, link it applies) of one
+    filter value whose index gives its messages in (timestamp, id) order: a single
+    user or package (its link's key), else a single topic or category (its index)."""
+    for table, link, key, values in (("users", "user_messages", "user_id", query.users),
+                                     ("packages", "package_messages", "package_id",
+                                      query.packages)):
+        if len(values) == 1:
+            return (f"{link} d", "message_id",
+                    f"d.{key} = (SELECT id FROM {table} WHERE name = ?)",  # noqa: S608
+                    [values[0]], link)
+    for column, values in (("topic", query.topics), ("category", query.categories)):
+        if len(values) == 1:
+            return f"messages d INDEXED BY messages_{column}", "id", f"d.{column} = ?", \
+                [values[0]], None
+    return None
+
+
+def _link_filter(query: Query) -> tuple[str, list[Any], str] | None:
+    """(SQL, parameters, link table) keeping those of a set of ids (its first parameter)
+    linked to one of the query's users, else packages; None when it names neither."""
+    for table, link, key, values in (("users", "user_messages", "user_id", query.users),
+                                     ("packages", "package_messages", "package_id",
+                                      query.packages)):
+        if values:
+            return (f"SELECT DISTINCT l.message_id FROM {link} l"  # noqa: S608
+                    " WHERE l.message_id IN (SELECT value FROM json_each(?))"
+                    f" AND l.{key} IN (SELECT id FROM {table} WHERE name IN ({_marks(values)}))",
+                    list(values), link)
+    return None
+
+
+def _ids(ids: Sequence[int]) -> str:
+    """Ids as one parameter (``IN (SELECT value FROM json_each(?))``): no variable limit."""
+    return json.dumps(list(ids))
+
+
+def _combined_rows(db: sqlite3.Connection, query: Query, offset: int, size: int,
+                   ) -> tuple[list[tuple[Any, ...]], int | None, _TextScan] | None:
+    """``size`` rows from ``offset`` of ``contains`` with other filters, in the query's
+    order, the number of matches when every one was found on the way (no cursor), else
+    None, and the text scan (what it saw of the term); or None (the caller takes the
+    general plan).
+
+    Why: checking each of a frequent term's matches against the other filters by their
+    messages' rows, or listing a name's every link to check them against, cost 0.1-0.9 s
+    at 1,000,000 messages. Instead ids are intersected in bounded steps, by the cheaper
+    of two ways (they cover the same stretch of the history, newest first, until the
+    page is found): the term's matches in id order, each checked against the other
+    filters (:class:`_TextScan`); or the other filter's own index in time order, each
+    step's ids checked against the text index (:class:`_Walk`), the way for a rare name
+    with a frequent term. The scan's first step (what gives a page of ``contains``
+    alone) measures the term's density, the walk's first step its own. Both read ids
+    alone; the page's rows are read last."""
+    need = offset + size
+    desc = query.order == "desc"
+    scan = _TextScan(db, query, need)
+    found = scan.advance(need * CONTAINS_READ_FACTOR)  # as _contains_rows' one read
+    if found is None:
+        walker = _walker(query)
+        walk = None if walker is None else _Walk(db, query, walker, scan.density())
+        if walk is not None and walk.cost() < scan.cost():
+            found = walk.run(need)
+        else:
+            found = scan.advance(math.inf)
+            if found is None and walk is not None:  # ids out of time order (a backfill)
+                found = walk.run(need)
+        if found is None:
+            return None
+    rows, every = found
+    total = len(rows) if every and query.cursor is None else None
+    page = [row_id for row_id, _ in rows[offset:need]]
+    if not page:
+        return [], total, scan
+    read = db.execute("SELECT m.id, m.msg_id, m.timestamp, m.envelope FROM messages m"
+                      " WHERE m.id IN (SELECT value FROM json_each(?))",
+                      (_ids(page),)).fetchall()
+    read.sort(key=lambda r: (r[2], r[0]), reverse=desc)
+    return read, total, scan
+
+
+class _TextScan:
+    """A ``contains`` query's matches read from the text index in id order (newest
+    first for ``desc``) in doubling steps, each step's ids checked against the other
+    filters: by a user's (package's) link's message index first, no message row read,
+    then by the rows of those left when another filter needs them."""
+
+    def __init__(self, db: sqlite3.Connection, query: Query, need: int):
+        self.db, self.query, self.need = db, query, need
+        self.desc = query.order == "desc"
+        self.link = _link_filter(query)
+        self.where, self.params = _where(query, skip_text=True, probe=True,
+                                         skip_link=None if self.link is None else self.link[2])
+        self.paging, self.page_params = _after(query)
+        self.match = _match(query)
+        self.found: list[tuple[int, float]] = []
+        self.first: int | None = None
+        self.last: int | None = None
+        self.read = 0
+        self.step = need * CONTAINS_READ_FACTOR
+
+    def density(self) -> float:
+        """The term's matches per id over the ids read (1.0 before any)."""
+        if self.first is None or self.last is None:
+            return 1.0
+        return self.read / (abs(self.last - self.first) + 1)
+
+    def count_reads(self, limit: int, top: int) -> float:
+        """About how many of the term's matches a count of the query reads (it stops at
+        ``limit`` + 1 found): every one of the term's (its density over the ids read,
+        up to ``top``), or fewer when as many of them as this read matched give enough."""
+        every = self.density() * top
+        hit = len(self.found) / self.read if self.read else 0.0
+        return min(every, (limit + 1) / hit) if hit else every
+
+    def cost(self) -> float:
+        """Reading on, per id of the history, in matches read: each match and its check
+        (a link look-up ~1, a message's row ~3)."""
+        return self.density() * (2 if self.link is not None else 4)
+
+    def advance(self, budget: float) -> tuple[list[tuple[int, float]], bool] | None:
+        """(the first ``need`` matches as (id, timestamp), whether they are every match)
+        once proven, reading at most ``budget`` more of the term's matches; None when
+        that was not enough, or when the ids read are not proven to hold the first
+        ``need`` by time (:func:`_contains_rows`' check: a backfill)."""
+        db, desc = self.db, self.desc
+        stop = self.read + budget
+        while self.read < stop:
+            take = int(min(self.step, stop - self.read))
+            bound = "" if self.last is None else f" AND rowid {'<' if desc else '>'} ?"
+            ids = [r for (r,) in db.execute(
+                f"SELECT rowid FROM messages_text WHERE messages_text MATCH ?{bound}"  # noqa: S608
+                f" ORDER BY rowid {'DESC' if desc else 'ASC'} LIMIT ?",
+                (self.match, *([] if self.last is None else [self.last]), take))]
+            if ids:
+                self.first = ids[0] if self.first is None else self.first
+                self.last = ids[-1]
+                self.read += len(ids)
+                kept = ids if self.link is None else [
+                    r for (r,) in db.execute(self.link[0], (_ids(ids), *self.link[1]))]
+                # NOT INDEXED: each id's row by its rowid, never a topic's whole index
+                self.found += db.execute(
+                    "SELECT m.id, m.timestamp FROM messages m NOT INDEXED WHERE m.id IN"  # noqa: S608
+                    f" (SELECT value FROM json_each(?)) AND {self.where}{self.paging}",
+                    (_ids(kept), *self.params, *self.page_params)).fetchall() if kept else []
+            self.found.sort(key=lambda r: (r[1], r[0]), reverse=desc)
+            if len(ids) < take:  # every match was read
+                return self.found, True
+            if len(self.found) >= self.need:
+                stamp, last_id = self.found[self.need - 1][1], self.found[self.need - 1][0]
+                op, beyond_ids = (">", "<") if desc else ("<", ">")
+                beyond = db.execute(
+                    f"SELECT 1 FROM messages WHERE id {beyond_ids} ?"  # noqa: S608
+                    f" AND (timestamp {op} ? OR (timestamp = ? AND id {op} ?)) LIMIT 1",
+                    (self.last, stamp, stamp, last_id)).fetchone()
+                return None if beyond else (self.found, False)
+            self.step = min(self.step * 2, CONTAINS_STEP_MOST)
+        return None
+
+
+class _Walk:
+    """A ``contains`` query's matches read from one other filter's index (``walker``:
+    :func:`_walker`) in (timestamp, id) order, the answer's own, in steps of
+    :data:`WALK_FIRST` to :data:`WALK_MOST` entries; a step's ids are checked against
+    the text index (:func:`_in_text`, ``density``: the term's matches per id), then
+    the ones found against the other filters. Exact, whatever the order of ids."""
+
+    def __init__(self, db: sqlite3.Connection, query: Query,
+                 walker: tuple[str, str, str, list[Any], str | None], density: float):
+        self.db, self.query, self.density = db, query, density
+        self.source, self.id_col, self.key, self.key_params, link = walker
+        self.desc = query.order == "desc"
+        self.where, self.params = _where(query, skip_text=True, skip_link=link,
+                                         skip_time=True, probe=True)
+        self.bounds, self.bound_params = _link_time(query)
+        self.match = _match(query)
+        self.after = query.cursor
+        # the first step, read now: how dense the walked index is
+        self.chunk = self._next(WALK_PROBE)
+
+    def _next(self, size: int) -> list[tuple[int, float]]:
+        """The next ``size`` entries (id, timestamp) of the index after ``self.after``;
+        the keyset bound is written as a range so that it seeks, not scans."""
+        order = "DESC" if self.desc else "ASC"
+        paging, page_params = "", []
+        if self.after is not None:
+            stamp, row_id = self.after
+            near, far = ("<=", "<") if self.desc else (">=", ">")
+            paging = (f" AND d.timestamp {near} ? AND (d.timestamp {far} ?"
+                      f" OR d.{self.id_col} {far} ?)")
+            page_params = [stamp, stamp, row_id]
+        chunk = self.db.execute(
+            f"SELECT d.{self.id_col}, d.timestamp FROM {self.source}"  # noqa: S608
+            f" WHERE {self.key}{self.bounds}{paging}"
+            f" ORDER BY d.timestamp {order}, d.{self.id_col} {order} LIMIT ?",
+            (*self.key_params, *self.bound_params, *page_params, size)).fetchall()
+        if chunk:
+            self.after = (chunk[-1][1], chunk[-1][0])
+        return chunk
+
+    def cost(self) -> float:
+        """Walking, per id of the history, in matches read: each entry (~1) and the
+        term's matches over its span, or a text look-up per entry, the cheaper."""
+        ids = [row_id for row_id, _ in self.chunk]
+        if len(ids) < WALK_PROBE:  # the whole of it is read already
+            return 0.0
+        entries = len(ids) / (max(ids) - min(ids) + 1)
+        return min(entries * TEXT_LOOKUP_COST, entries + self.density)
+
+    def run(self, need: int) -> tuple[list[tuple[int, float]], bool]:
+        """(the first ``need`` matches as (id, timestamp), whether they are every match)."""
+        found: list[tuple[int, float]] = []
+        pending, done = self.chunk, len(self.chunk) < WALK_PROBE
+        # the first step: what should hold the page by the term's density (a look-up per
+        # entry costs ~1 ms for a long term: the first entries read are not all checked)
+        step = min(WALK_MOST, max(WALK_FIRST, math.ceil(1.5 * need / max(self.density, 1e-9))))
+        while True:
+            chunk, pending = pending[:step], pending[step:]
+            if not chunk and not done:
+                chunk = self._next(step)
+                done = len(chunk) < step
+            hits = _in_text(self.db, self.match, [row_id for row_id, _ in chunk], self.density)
+            if hits and self.where != "1":
+                hits = {row_id for (row_id,) in self.db.execute(
+                    "SELECT m.id FROM messages m NOT INDEXED"  # noqa: S608
+                    f" WHERE m.id IN (SELECT value FROM json_each(?)) AND {self.where}",
+                    (_ids(sorted(hits)), *self.params))}
+            found += [(row_id, stamp) for row_id, stamp in chunk if row_id in hits]
+            if done and not pending:
+                return found, True
+            if len(found) >= need:
+                return found, False
+            step = min(step * 2, WALK_MOST)
+
+
+def _in_text(db: sqlite3.Connection, match: str, ids: list[int], density: float) -> set[int]:
+    """Which of ``ids`` the text index matches: one read of the term's matches over their
+    span when fewer are expected (``density`` per id) than :data:`TEXT_LOOKUP_COST` per
+    id, else a look-up per id (a rare name's ids spread over the whole history)."""
+    if not ids:
+        return set()
+    low, high = min(ids), max(ids)
+    if (high - low + 1) * density <= TEXT_LOOKUP_COST * len(ids):
+        return {row_id for (row_id,) in db.execute(
+            "SELECT rowid FROM messages_text WHERE messages_text MATCH ?"
+            " AND rowid >= ? AND rowid <= ?", (match, low, high))}.intersection(ids)
+    return {row_id for (row_id,) in db.execute(
+        "SELECT rowid FROM messages_text WHERE messages_text MATCH ?"
+        " AND rowid IN (SELECT value FROM json_each(?))", (match, _ids(ids)))}
 
 
 def _after(query: Query, stamp_col: str = "m.timestamp",
