@@ -203,12 +203,20 @@ def main() -> None:
                     + (f" ({reads[i][0][kind][2]} err)" if reads[i][0][kind][2] else "")
                     for i in range(len(workers))))
     finally:
-        for proc in workers:
-            proc.stdin.close()  # type: ignore[union-attr]
-            proc.wait(120)
-        for name in names:
-            admin.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(name)))
-        admin.close()
+        end_workers(workers, admin, names)
+
+
+def end_workers(workers: list[subprocess.Popen[str]], admin: Any, databases: list[str]) -> None:
+    """A bench's end: each tree's worker told to stop (its stdin closed) and waited for,
+    then the database copies dropped."""
+    from psycopg import sql
+
+    for proc in workers:
+        proc.stdin.close()  # type: ignore[union-attr]
+        proc.wait(120)
+    for name in databases:
+        admin.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(name)))
+    admin.close()
 
 
 if __name__ == "__main__":

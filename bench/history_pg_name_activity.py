@@ -30,6 +30,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from history_pg_at_scale import end_workers
+
 HERE = Path(__file__).resolve()
 ADMIN = os.environ.get("BUSGATE_BENCH_PG_ADMIN", "postgresql://postgres@127.0.0.1:5432/postgres")
 DAY = 86400
@@ -150,12 +152,7 @@ def main() -> None:
                       + "".join(f"   x{p / p50[0]:.2f}" for p in p50[1:]), flush=True)
             print(f"load {os.getloadavg()[0]:.1f}")
     finally:
-        for proc in workers:
-            proc.stdin.close()  # type: ignore[union-attr]
-            proc.wait(120)
-        for name in names:
-            admin.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(name)))
-        admin.close()
+        end_workers(workers, admin, names)
 
 
 if __name__ == "__main__":

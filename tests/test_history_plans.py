@@ -411,17 +411,22 @@ def test_contains_with_another_filter_answers_like_a_filter_of_every_message(
     """Every page (and the next one by cursor) and the total, exactly, whichever way
     the ids are intersected, with ids in time order or not."""
     force(path, monkeypatch)
-    history, ids = mixed
+    assert_like_brute(*mixed, items)
+
+
+def assert_like_brute(history: SqliteHistory, ids: dict[int, int],
+                      items: list[tuple[str, str]]) -> None:
+    """The page, the next one by cursor (from its last row) and the total are the
+    brute-force filter's."""
     query = q.parse(items)
     want = brute(items, ids)
     page = history.search(query)
     first = (query.page - 1) * query.rows_per_page
     assert [int(r.msg_id[-12:]) for r in page.rows] == want[first:first + query.rows_per_page]
     assert (page.total, page.capped) == (len(want), False)
-    if page.rows:  # the next page by cursor, from the last row
+    if page.rows:
         last = page.rows[-1]
-        after = replace(query, page=1, cursor=(last.timestamp, last.id))
-        nxt = history.search(after)
+        nxt = history.search(replace(query, page=1, cursor=(last.timestamp, last.id)))
         start = first + len(page.rows)
         assert [int(r.msg_id[-12:]) for r in nxt.rows] == \
             want[start:start + query.rows_per_page]
@@ -523,19 +528,7 @@ def test_a_name_with_a_topic_answers_like_a_filter_of_every_message(mixed, items
     from gateway.history import store as module
 
     monkeypatch.setattr(module, "SPARSER_PROBE", probe)
-    history, ids = mixed
-    query = q.parse(items)
-    want = brute(items, ids)
-    page = history.search(query)
-    first = (query.page - 1) * query.rows_per_page
-    assert [int(r.msg_id[-12:]) for r in page.rows] == want[first:first + query.rows_per_page]
-    assert (page.total, page.capped) == (len(want), False)
-    if page.rows:
-        last = page.rows[-1]
-        nxt = history.search(replace(query, page=1, cursor=(last.timestamp, last.id)))
-        start = first + len(page.rows)
-        assert [int(r.msg_id[-12:]) for r in nxt.rows] == \
-            want[start:start + query.rows_per_page]
+    assert_like_brute(*mixed, items)
 
 
 def test_a_combined_count_its_page_shows_past_the_budget_is_not_started(store, monkeypatch):
