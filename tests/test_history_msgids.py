@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import sqlite3
+import threading
 import time
 from pathlib import Path
 
@@ -181,4 +182,31 @@ def test_a_row_far_ahead_is_stepped_over_not_walked_run_by_run(tmp_path):
     assert time.monotonic() - started < 5
     # group 0's filter holds all its runs: the empty ones can no longer take a row
     assert [(grp, upto) for grp, upto, _ in filters(store.path)] == [(0, msgids.GROUP_RUNS)]
+    store.close()
+
+
+def test_an_open_waits_for_another_process_migrating(tmp_path, monkeypatch):
+    """A rebuild holds the write lock longer than a writer's usual wait (006: ~45 s a
+    million messages): ``busgate web`` started beside the migrating recorder waits for
+    it rather than fail with "database is locked" (exit 73, not restarted)."""
+    from gateway.history import store as store_module
+
+    path = tmp_path / "h.sqlite"
+    SqliteHistory(path).close()
+    with sqlite3.connect(path) as db:  # 005 to apply again (its one statement is a setting)
+        db.execute("DELETE FROM history_migrations WHERE version = 5")
+    monkeypatch.setattr(store_module, "BUSY_TIMEOUT", 0.2)  # a writer's usual wait, short
+    holder = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    holder.execute("BEGIN IMMEDIATE")  # another process's long migration
+    releaser = threading.Timer(1.5, lambda: holder.execute("COMMIT"))
+    releaser.start()
+    started = time.monotonic()
+    try:
+        store = SqliteHistory(path)
+    finally:
+        releaser.join()
+        holder.close()
+    assert time.monotonic() - started >= 1.2
+    assert migrate.missing_sqlite(store.writer()) == ([], [])
+    assert store.writer().execute("PRAGMA busy_timeout").fetchone() == (200,)  # usual again
     store.close()

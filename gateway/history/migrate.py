@@ -27,6 +27,12 @@ if TYPE_CHECKING:
 
 _NAME = re.compile(r"(\d{3})_[a-z0-9_]+\.sql")
 log = logging.getLogger(__name__)
+#: Milliseconds a process opening the history waits for another's migration to end
+#: before it gives up. Why not the writer's usual 30 s: a rebuild (006) holds the write
+#: lock about 45 s a million messages, and ``busgate web`` and ``busgate record``
+#: started together would have the second fail with "database is locked", an exit
+#: systemd does not restart.
+MIGRATION_WAIT_MS = 15 * 60 * 1000
 
 
 class MigrationError(Exception):
@@ -68,6 +74,25 @@ def apply_sqlite(db: sqlite3.Connection) -> int:
     is not yet recorded (not "everything above the highest"): features developed side by
     side take fixed numbers (002 activity, 003 stats, ...), so a database may meet them
     in any order. A file therefore must not depend on a higher-numbered one."""
+    (usual,) = db.execute("PRAGMA busy_timeout").fetchone()
+    db.execute(f"PRAGMA busy_timeout={MIGRATION_WAIT_MS}")
+    try:
+        version, upgraded = _apply_sqlite(db)
+        if upgraded:
+            # an upgrade may have written the whole messages table into the write-ahead
+            # log (006): copy it back and cut the log to nothing, rather than keep a log
+            # file of the table's size until the last connection closes. Not waiting
+            # for readers: one still reading leaves the log as it is, as any checkpoint
+            db.execute("PRAGMA busy_timeout=0")
+            db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        return version
+    finally:
+        db.execute(f"PRAGMA busy_timeout={int(usual)}")
+
+
+def _apply_sqlite(db: sqlite3.Connection) -> tuple[int, bool]:
+    """:func:`apply_sqlite`'s work: the version, and whether an existing database was
+    upgraded."""
     db.execute("CREATE TABLE IF NOT EXISTS history_migrations ("
                "version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied REAL NOT NULL)")
     wanted = migrations("sqlite")
@@ -96,13 +121,7 @@ def apply_sqlite(db: sqlite3.Connection) -> int:
             db.execute("ROLLBACK")
             raise
         db.execute("COMMIT")
-    if applied and set(applied) != {m.version for m in wanted}:
-        # an upgrade may have written the whole messages table into the write-ahead log
-        # (006): copy it back and cut the log to nothing, rather than keep a log file of
-        # the table's size until the last connection closes (a reader may hold it: then
-        # it stays until the next checkpoint, as any log)
-        db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-    return wanted[-1].version
+    return wanted[-1].version, bool(applied) and applied != {m.version for m in wanted}
 
 
 def _file_of(db: sqlite3.Connection) -> str:

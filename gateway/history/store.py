@@ -200,6 +200,8 @@ BATCH = 1000
 #: 10,000, ingest x1.09-1.16 wall (the final checkpoint counted), the same CPU
 #: (bench/history_ablation.py variant w40k). SQLite's default is 1,000.
 WAL_CHECKPOINT_PAGES = 40_000
+#: Seconds a writer waits for another's write lock (a batch commits in well under one).
+BUSY_TIMEOUT = 30.0
 #: SQLite virtual-machine steps between two checks of a read's deadline.
 PROGRESS_STEPS = 10000
 #: User/package name ids remembered by the writer (per kind; cleared when full).
@@ -442,7 +444,7 @@ class SqliteHistory(HistoryStore):
 
     def _connect(self) -> sqlite3.Connection:
         db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False,
-                             timeout=30.0)
+                             timeout=BUSY_TIMEOUT)
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=NORMAL")
         self.tune(db)
