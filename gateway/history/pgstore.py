@@ -433,7 +433,6 @@ class PostgresHistory(HistoryStore):
     def name_activity(self, kind: str, name: str, start: float, end: float,
                       bucket: int) -> dict[str, list[int]]:
         slots = max(0, math.ceil((end - start) / bucket))
-
         table = _KINDS[kind][0]
 
         def work(db: Conn) -> dict[str, list[int]]:
