@@ -240,7 +240,21 @@ class Consumer:
             show_heartbeats=self.heartbeats, since=time.time(), resume=resume,
             verifier=self.verifier, on_reject=self.on_reject)
         self.counters.rejected = self._source.stats.rejected  # counted as it refuses
+        if self.position is not None:
+            self._keep_baselines(resume or {})
         return self
+
+    def _keep_baselines(self, resume: dict[str, tuple[str | None, int]]) -> None:
+        """Record where each publisher not yet in the position stood at start: a consumer
+        stopped before it handled anything then resumes from its first start, not from
+        its next one (what was published while it was down is replayed, not skipped)."""
+        assert self.position is not None
+        fresh = {publisher: mark for publisher, mark in self._source.positions().items()
+                 if publisher not in resume}
+        if fresh:
+            with self.position.transaction():
+                for publisher, (epoch, seq_id) in fresh.items():
+                    self.position.advance(publisher, epoch, seq_id)
 
     def close(self) -> None:
         if self._source is not None:

@@ -169,6 +169,11 @@ class Subscriber:
             for endpoint in self.endpoints:
                 self._baseline(endpoint)
 
+    def positions(self) -> dict[str, tuple[str | None, int]]:
+        """Publisher -> (epoch, last seq_id) of every publisher tracked now: right after
+        start, the resumed positions and where the others stood (their baselines)."""
+        return {publisher: (track.epoch, track.last) for publisher, track in self._tracks.items()}
+
     def close(self) -> None:
         for sock in self._sockets:
             sock.close(0)

@@ -273,10 +273,8 @@ def test_a_resumed_consumer_replays_after_its_position_or_all_of_a_new_epoch(
 
     proc, settings = daemon()
     publish(proc.env, text="".join(f"before {i}\n" for i in range(5)))
+    wait_published(settings, 5)
     store = runtime.open_store(settings, create=False)
-    deadline = time.monotonic() + 10
-    while store.published_seq_id() < 5 and time.monotonic() < deadline:
-        time.sleep(0.02)
     epoch = "wiped-state-epoch" if stale_epoch else store.epoch()
     store.close()
     position = consumer_state.Position(consumer_state.path_for(tmp_path / "c", "late"))
@@ -287,3 +285,34 @@ def test_a_resumed_consumer_replays_after_its_position_or_all_of_a_new_epoch(
         got = [(d.seq_id, d.replayed) for d in consumer.messages(count=len(want), timeout=10)]
         assert not list(consumer.messages(timeout=0.7))
     assert got == [(seq, True) for seq in want]
+
+
+def test_a_named_consumer_stopped_before_any_message_resumes_from_its_first_start(
+        daemon, tmp_path):
+    """Its position is where the publisher stood when it first subscribed, so what was
+    published while it was down comes by replay, though it had handled nothing."""
+    proc, settings = daemon()
+    publish(proc.env, text="old\n")  # before the first start: not this consumer's
+    wait_published(settings, 1)
+    with Consumer(settings, name="fresh", state_dir=tmp_path / "c") as consumer:
+        assert not list(consumer.messages(timeout=0.3))
+    publish(proc.env, text="while down 1\nwhile down 2\n")
+    wait_published(settings, 3)
+    with Consumer(settings, name="fresh", state_dir=tmp_path / "c") as consumer:
+        got = [(d.envelope["msg"]["log"], d.replayed)
+               for d in consumer.messages(count=2, timeout=10)]
+        assert not list(consumer.messages(timeout=0.5))
+    assert got == [("while down 1", True), ("while down 2", True)]
+
+
+def wait_published(settings, seq_id: int) -> None:
+    from gateway import runtime
+
+    store = runtime.open_store(settings, create=False)
+    try:
+        deadline = time.monotonic() + 10
+        while store.published_seq_id() < seq_id and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert store.published_seq_id() >= seq_id
+    finally:
+        store.close()

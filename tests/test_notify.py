@@ -283,13 +283,31 @@ def test_resume_shows_what_came_while_stopped(typed_daemon, bus, tmp_path):
         notify.stop()
         publish(proc.env, "upload.done", [upload("alice", "dpkg", "2")])  # while stopped
         notify = Notify(proc.env, bus, tmp_path / "again", rules, state=tmp_path / "state")
-        calls = server.wait_for(2)
+        calls = server.wait_for(2, timeout=30)  # a loaded CI machine: replay, D-Bus
         time.sleep(0.3)
         calls = server.snapshot()
     finally:
-        notify.stop()
+        log = notify.stop()
         server.close()
-    assert [c.summary for c in calls] == ["alice uploaded dpkg 1", "alice uploaded dpkg 2"]
+    assert [c.summary for c in calls] == ["alice uploaded dpkg 1", "alice uploaded dpkg 2"], log
+
+
+def test_resume_after_a_stop_with_nothing_shown_still_shows_what_came(typed_daemon, bus,
+                                                                      tmp_path):
+    """The position is kept from the first start, not only from the first message."""
+    proc, _settings = typed_daemon()
+    server = NotificationServer(bus.address)
+    rules = (RULES % 10).replace("[urgency]", "resume = true\n[urgency]")
+    notify = Notify(proc.env, bus, tmp_path, rules)
+    try:
+        notify.stop()
+        publish(proc.env, "upload.done", [upload("alice", "dpkg", "3")])  # while stopped
+        notify = Notify(proc.env, bus, tmp_path / "again", rules, state=tmp_path / "state")
+        calls = server.wait_for(1, timeout=30)
+    finally:
+        log = notify.stop()
+        server.close()
+    assert [c.summary for c in calls] == ["alice uploaded dpkg 3"], log
 
 
 @pytest.mark.rabbitmq
