@@ -303,6 +303,11 @@ class ReplayError(Exception):
     """The replay endpoint answered with an error or not at all."""
 
 
+class ReplayTimeout(ReplayError):
+    """The replay endpoint did not answer within the time given (loaded, restarting,
+    unreachable): asking again may work, unlike an answer that is an error."""
+
+
 def query(endpoint: str, request: dict[str, Any], *, timeout: float = 5.0,
           context: zmq.Context | None = None) -> list[dict[str, Any]]:
     """Ask a replay endpoint; return the envelopes (``[]`` when nothing matches).
@@ -386,7 +391,7 @@ def _ask(endpoint: str, request: dict[str, Any], timeout: float,
         try:
             return sock.recv_multipart()
         except zmq.Again:
-            raise ReplayError(f"no answer from {endpoint} within {timeout:g} s") from None
+            raise ReplayTimeout(f"no answer from {endpoint} within {timeout:g} s") from None
     finally:
         sock.close(0)
 

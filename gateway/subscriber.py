@@ -104,9 +104,16 @@ class _Repair:
     hi: int
     since: float | None = None  # catch up by time (first contact after an unanswered start)
     after: int = 0
+    tries: int = 0  # pages asked that got no answer in time (REPAIR_TRIES)
 
 
 _FAR_FUTURE = 2 ** 53
+#: Times a repair's page is asked for when the replay endpoint does not answer within
+#: ``replay_timeout`` (a loaded or restarting publisher) before its seq_ids count as
+#: unrepaired: a gap given up is lost to this subscriber, and to a durable consumer for
+#: good once its position moves past it. Each try waits ``replay_timeout`` while live
+#: messages queue behind the repair (the socket's RCVHWM bounds them).
+REPAIR_TRIES = 3
 #: Most topics whose filter verdict a subscriber remembers (then it starts again).
 WANTED_CACHE = 4096
 
@@ -398,12 +405,20 @@ class Subscriber:
         try:
             page = next(replay.pages(job.endpoint.replay, request, timeout=self.replay_timeout,
                                      context=self._context, max_pages=1))
-        except (replay.ReplayError, StopIteration) as exc:
-            missed = job.hi - max(job.lo, job.after + 1) + 1
-            self.stats.unrepaired += max(0, missed)
-            log.warning("%s: cannot replay seq_id %d-%d: %s", job.publisher,
-                        max(job.lo, job.after + 1), job.hi, exc)
+        except replay.ReplayTimeout as exc:
+            job.tries += 1
+            if job.tries < REPAIR_TRIES:
+                log.warning("%s: %s; asking again for seq_id %d-%d (try %d of %d)",
+                            job.publisher, exc, max(job.lo, job.after + 1), job.hi,
+                            job.tries + 1, REPAIR_TRIES)
+                self._backlog.appendleft(job)
+                return
+            self._unrepaired(job, exc)
             return
+        except (replay.ReplayError, StopIteration) as exc:
+            self._unrepaired(job, exc)
+            return
+        job.tries = 0  # (the tries are per page)
         if page.publisher not in (None, job.publisher) or \
                 (job.epoch is not None and page.publisher_epoch not in (None, job.epoch)):
             log.warning("%s: replay endpoint %s answers for %s (epoch %s), not for this "
@@ -450,6 +465,13 @@ class Subscriber:
             job.after = page.after_seq_id
             self._backlog.appendleft(job)
         self._backlog.extendleft(reversed(out))
+
+    def _unrepaired(self, job: _Repair, exc: BaseException) -> None:
+        """Give up the rest of ``job``: its seq_ids are counted and logged as missed."""
+        missed = job.hi - max(job.lo, job.after + 1) + 1
+        self.stats.unrepaired += max(0, missed)
+        log.warning("%s: cannot replay seq_id %d-%d: %s", job.publisher,
+                    max(job.lo, job.after + 1), job.hi, exc)
 
     def _baseline(self, endpoint: Endpoint) -> None:
         """Ask where the publisher stands now, so that what follows is caught up."""

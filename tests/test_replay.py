@@ -106,3 +106,82 @@ def test_client_times_out_on_a_silent_endpoint():
     finally:
         silent.close(0)
         ctx.destroy(0)
+
+
+class ForgetfulProxy:
+    """A replay endpoint in front of a real one that leaves the first ``drop`` requests
+    for a seq_id range unanswered (a publisher too loaded to answer in time), and
+    forwards everything else."""
+
+    def __init__(self, target: str, drop: int):
+        import threading
+
+        self.target, self.drop, self.dropped = target, drop, 0
+        self.ctx = zmq.Context()
+        self.front = self.ctx.socket(zmq.ROUTER)
+        self.front.setsockopt(zmq.LINGER, 0)
+        self.url = f"tcp://127.0.0.1:{self.front.bind_to_random_port('tcp://127.0.0.1')}"
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        while not self._stop.is_set():
+            if not self.front.poll(50):
+                continue
+            ident, empty, body = self.front.recv_multipart()
+            if "seq_id_range" in json.loads(body) and self.dropped < self.drop:
+                self.dropped += 1
+                continue
+            back = self.ctx.socket(zmq.REQ)
+            back.setsockopt(zmq.LINGER, 0)
+            back.connect(self.target)
+            back.send(body)
+            if back.poll(5000):
+                self.front.send_multipart([ident, empty, *back.recv_multipart()])
+            back.close(0)
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+        self.front.close(0)
+        self.ctx.destroy(0)
+
+
+@pytest.mark.parametrize(("drop", "want_unrepaired"), [(2, 0), (3, 4)],
+                         ids=["answered-on-the-last-try", "never-answered"])
+def test_a_repair_left_unanswered_is_asked_again_before_it_counts_as_lost(
+        daemon, drop, want_unrepaired):
+    """A gap's page that gets no answer within ``replay_timeout`` is asked for again, up
+    to ``REPAIR_TRIES`` times, so a loaded publisher costs a subscriber time, not
+    messages; past the tries the seq_ids count as unrepaired, as before."""
+    import subprocess
+    import time
+
+    from gateway import subscriber as sub_module
+    from gateway.discovery import Endpoint
+    from gateway.subscriber import Subscriber
+    from tests.conftest import BUSGATE, REPO
+
+    assert sub_module.REPAIR_TRIES == 3
+    proc, settings = daemon()
+    subprocess.run([*BUSGATE, "publish"], input="".join(f"m {i}\n" for i in range(4)),
+                   text=True, env=proc.env, cwd=REPO, check=True, timeout=60)
+    store = runtime.open_store(settings, create=False)
+    deadline = time.monotonic() + 10
+    while store.published_seq_id() < 4 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    epoch = store.epoch()
+    store.close()
+    proxy = ForgetfulProxy(settings.zmq.replay, drop)
+    endpoint = Endpoint(settings.publisher.name, settings.zmq.publish, proxy.url)
+    try:
+        with Subscriber([endpoint], resume={settings.publisher.name: (epoch, 0)},
+                        replay_timeout=0.5) as sub:
+            got = [m.envelope["msg"]["log"] for m in sub.messages(count=4, timeout=5)]
+            unrepaired = sub.stats.unrepaired
+    finally:
+        proxy.close()
+    assert proxy.dropped == drop
+    assert unrepaired == want_unrepaired
+    assert got == ([] if want_unrepaired else [f"m {i}" for i in range(4)])
