@@ -11,16 +11,25 @@ text (:func:`gateway.history.records.text_of`) folded as the index folds it, wit
 
 Why not positions (``detail=full``, the index before 007): at 1,000,000 stored messages
 the index was the largest single cost of the recorder's ingest, ~64 of ~200 us of CPU
-a message, and 200 MB a 200,000 messages; without positions it costs about half, and
-the folded text stored beside it costs a few us a message (bench figures in 007).
+a message. Without them, at 1,000,000 (bench/history_at_scale.py, trees side by side
+on copies of one history, load 1.0-2.0, three runs): batched ingest x1.19-1.31 wall,
+x1.20-1.27 CPU; the index 957 -> 235 MB, plus 388 MB of folded text.
+
+Why the folded text is stored, and not read from the envelope when checking: at
+1,000,000, a frequent term's count (10,001 matches checked) takes 17-33 ms with
+``instr`` on ``messages_fold``, 100-237 ms with a Python SQL function decoding each
+envelope (``text_of``, :func:`fold`): ~10x, and past ``count_budget_ms`` (150), so such
+counts would be cut; the candidates alone, unchecked, 7-11 ms. Writing it costs little
+at 1,000,000: the same CPU a message within noise, the median batch 7% slower (the
+same tree without it, side by side).
 
 Folding is the index's own: FTS5's trigram tokenizer (``case_sensitive=0``) folds each
 character alone, to one character, by SQLite's Unicode tables. :func:`fold` uses the
 same table, read from SQLite itself (:func:`_fold_table`), so a term is found in the
 folded text exactly when the index's positions would have found it: ``Jörg``/``JÖRG``,
-Greek (a final sigma is a sigma) and Cyrillic alike. Values of a
-body are one a line in the text and a term holds no control character, so a term never
-spans two values, as before.
+Greek (a final sigma is a sigma) and Cyrillic alike. Values of a body are one a line in
+the text and a term holds no control character, so a term never spans two values, as
+before (the trigrams of one may be found across two: the check tells them apart).
 """
 
 from __future__ import annotations
@@ -48,8 +57,9 @@ _TABLE_LOCK = threading.Lock()
 def _fold_table() -> dict[int, int]:
     """Code point -> what the trigram tokenizer folds it to, for every cased character
     (the ones Python knows a case mapping for: a superset of SQLite's older tables) and
-    the two SQLite reads as another, that it folds to another; read once per process from an in-memory FTS5 table of
-    this SQLite library (``fts5vocab`` lists the folded trigrams), a few ms."""
+    the two that SQLite reads as U+FFFD, when that is another; read once per process
+    from an in-memory FTS5 table of this SQLite library (``fts5vocab`` lists the folded
+    trigrams): ~0.13 s."""
     global _TABLE
     with _TABLE_LOCK:
         if _TABLE is not None:
