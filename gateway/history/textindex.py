@@ -12,7 +12,7 @@ text (:func:`gateway.history.records.text_of`) folded as the index folds it, wit
 Why not positions (``detail=full``, the index before 007): at 1,000,000 stored messages
 the index was the largest single cost of the recorder's ingest, ~64 of ~200 us of CPU
 a message. Without them, at 1,000,000 (bench/history_at_scale.py, trees side by side
-on copies of one history, load 1.0-2.0, three runs): batched ingest x1.19-1.31 wall,
+on copies of one history, load 0.7-2.0, four runs): batched ingest x1.19-1.32 wall,
 x1.20-1.27 CPU; the index 957 -> 235 MB, plus 388 MB of folded text.
 
 Why the folded text is stored, and not read from the envelope when checking: at

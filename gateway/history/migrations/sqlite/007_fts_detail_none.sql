@@ -6,7 +6,7 @@
 -- 67 us and 58 MB. Positions only told a phrase's trigrams apart; the check against
 -- messages_fold (instr, in SQLite) tells them apart instead.
 --
--- At 1,000,000 stored (bench/history_at_scale.py): batched ingest x1.19-1.31; the index
+-- At 1,000,000 stored (bench/history_at_scale.py): batched ingest x1.19-1.32; the index
 -- 957 -> 235 MB, plus 388 MB of folded text.
 --
 -- The old index is contentless, so nothing can be read back from it: after these
