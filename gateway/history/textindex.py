@@ -79,7 +79,6 @@ def _fold_table() -> dict[int, int]:
                      if len(term) == TRIGRAM and ord(term[0]) != doc}
         finally:
             db.close()
-        table.update({c: c + 32 for c in range(ord("A"), ord("Z") + 1)})
         _TABLE = table
         return table
 
