@@ -77,6 +77,9 @@ def main() -> None:
                         help="a postgresql:// URL or a SQLite path (repeatable)")
     parser.add_argument("--runs", type=int, default=100, help="requests per kind and tree")
     parser.add_argument("--kinds", default="", help="comma-separated kinds (default all)")
+    parser.add_argument("--per-tree", action="store_true",
+                        help="one --database per --tree, in order (trees whose schemas "
+                             "differ, each on its own copy of one history)")
     parser.add_argument("--readonly", action="store_true",
                         help="open the stores read-only (a database others use: the "
                              "lead's busgate_bench_history); trees must share a schema")
@@ -85,8 +88,12 @@ def main() -> None:
     trees = [t.resolve() for t in args.tree]
     print(f"/raw side by side, {args.runs} requests per kind and tree, "
           f"load {os.getloadavg()[0]:.1f}")
-    for database in databases:
-        servers = [start(tree, database, args.readonly) for tree in trees]
+    if args.per_tree and len(databases) != len(trees):
+        raise SystemExit("--per-tree: one --database per --tree")
+    for database in [databases] if args.per_tree else databases:
+        servers = [start(tree, db, args.readonly) for tree, db in
+                   zip(trees, database if args.per_tree else [database] * len(trees),
+                       strict=True)]
         clients = [httpx.Client(base_url=base, timeout=60) for _, base in servers]
         try:
             makers = query_makers(1_000_000)
@@ -99,11 +106,13 @@ def main() -> None:
                 capped = [0] * len(trees)
                 totals: list[list[int]] = [[] for _ in trees]
                 errors = [0] * len(trees)
+                differ = 0
                 for run in range(args.runs + 2):  # the first two warm each tree
                     params = makers[kind](rng)
                     order = list(range(len(trees)))
                     if run % 2:
                         order.reverse()
+                    answers: dict[int, list[str]] = {}
                     for i in order:
                         started = time.perf_counter()
                         response = clients[i].get("/raw", params=params)
@@ -117,20 +126,23 @@ def main() -> None:
                             answer = response.json()
                             capped[i] += bool(answer["total_capped"])
                             totals[i].append(answer["total"])
+                            answers[i] = [m["msg_id"] for m in answer["raw_messages"]]
+                    differ += len({tuple(a) for a in answers.values()}) > 1
                 loads.append(os.getloadavg()[0])
                 rows.append((kind, [(pct(t, 0.5), pct(t, 0.99)) for t in times],
                              [(c, int(pct(t, 0.5))) for c, t in zip(capped, totals, strict=True)],
-                             errors))
+                             errors, differ))
             print(f"\n{database} (load {min(loads):.1f}-{max(loads):.1f}): "
                   "p50 / p99 ms [answers total_capped, median total], per tree; "
-                  "last/first p50, p99")
-            for kind, figures, capped, errors in rows:
+                  "last/first p50, p99; requests whose rows differ between trees")
+            for kind, figures, capped, errors, differ in rows:
                 line = f"  {kind:<22}"
                 for (p50, p99), (cut, total), err in zip(figures, capped, errors, strict=True):
                     line += (f"{p50:>8.1f} / {p99:>7.1f} [{cut:>3}, {total:>5}]"
                              + (f" {err} ERR" if err else ""))
                 (b50, b99), (a50, a99) = figures[0], figures[-1]
-                print(line + f"   x{a50 / b50:.2f}, x{a99 / b99:.2f}")
+                print(line + f"   x{a50 / b50:.2f}, x{a99 / b99:.2f}"
+                      + (f"   {differ} DIFFER" if differ else ""))
         finally:
             for client in clients:
                 client.close()

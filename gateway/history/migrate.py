@@ -4,7 +4,8 @@ Why plain files and not Alembic: the schema is small and written by hand per bac
 (SQLite's FTS5 and PostgreSQL's tsvector/trigram indexes have no common ORM form),
 busgate uses no ORM, and a numbered ``NNN_name.sql`` per backend is readable by an
 operator, reviewable in a diff and applied with no extra dependency. Each file runs
-in one transaction together with the row that records it in ``history_migrations``,
+(with its Python step, :data:`SQLITE_STEPS`, where SQL cannot do the work) in one
+transaction together with the row that records it in ``history_migrations``,
 so a crash leaves the database at the previous version; a database newer than this
 busgate is refused rather than written. On PostgreSQL each step also holds a
 transaction-scoped advisory lock (:data:`PG_LOCK`), so two processes starting at once
@@ -14,6 +15,7 @@ the work done.
 
 from __future__ import annotations
 
+import importlib
 import logging
 import re
 import sqlite3
@@ -33,6 +35,10 @@ log = logging.getLogger(__name__)
 #: started together would have the second fail with "database is locked", an exit
 #: systemd does not restart.
 MIGRATION_WAIT_MS = 15 * 60 * 1000
+#: SQLite migrations (by version) that need Python after their SQL, in the same
+#: transaction: "module:function", called with the connection. 007 fills the text index
+#: again from the stored envelopes (``records.text_of``, which SQL cannot run).
+SQLITE_STEPS = {7: "gateway.history.textindex:rebuild"}
 
 
 class MigrationError(Exception):
@@ -113,6 +119,10 @@ def _apply_sqlite(db: sqlite3.Connection) -> tuple[int, bool]:
                 began = time.monotonic()
                 for statement in _statements(migration.sql):
                     db.execute(statement)
+                step = SQLITE_STEPS.get(migration.version)
+                if step is not None:
+                    module, _, function = step.partition(":")
+                    getattr(importlib.import_module(module), function)(db)
                 db.execute("INSERT INTO history_migrations VALUES (?, ?, ?)",
                            (migration.version, migration.name, time.time()))
                 say("history: %s applied in %.1f s", migration.name,

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from gateway.history import migrate
+from gateway.history import migrate, textindex
 from gateway.history.msgids import MsgIds
 from gateway.history.records import Record
 
@@ -246,6 +246,9 @@ _INSERT_MESSAGE = ("INSERT INTO messages (msg_id, topic, category, timestamp, pu
                    " seq_id, envelope) VALUES (?, ?, ?, ?, ?, ?, ?)"
                    " ON CONFLICT DO NOTHING")  # a repeat in the newest run (msgids.py)
 _INSERT_TEXT = "INSERT INTO messages_text (rowid, body) VALUES (?, ?)"
+#: The text folded, against which the text index's candidates are checked (textindex.py);
+#: REPLACE: a message deleted by hand leaves its text, and its id may be taken again.
+_INSERT_FOLD = "INSERT OR REPLACE INTO messages_fold (id, text) VALUES (?, ?)"
 _FIND_NAME = {t: f"SELECT id FROM {t} WHERE name = ?" for t in ("users", "packages")}  # noqa: S608
 _NEW_NAME = {t: f"INSERT INTO {t} (name) VALUES (?)"  # noqa: S608
              for t in ("users", "packages")}
@@ -483,6 +486,7 @@ class SqliteHistory(HistoryStore):
         if message_id is None:
             return False
         db.execute(_INSERT_TEXT, (message_id, record.text))
+        db.execute(_INSERT_FOLD, (message_id, textindex.fold(record.text)))
         return True
 
     def stage(self, db: sqlite3.Connection, record: Record) -> None:
@@ -568,6 +572,8 @@ class SqliteHistory(HistoryStore):
             for sql in aside:  # back before anyone else can write (or read) the tables
                 db.execute(sql)
             db.execute("DELETE FROM rollups_deferred")
+        db.executemany(_INSERT_FOLD, [(message_id, textindex.fold(text))
+                                      for message_id, text in texts])
         db.executemany(_INSERT_TEXT, texts)  # last: see stage
         return len(texts)
 
@@ -944,13 +950,24 @@ def _where(query: Query, *, skip_link: str | None = None, skip_text: bool = Fals
                                f" (SELECT l.message_id FROM {link} l WHERE l.{key} IN {names})")
             params += values
     if query.contains and not skip_text:
-        clauses.append("m.id IN (SELECT rowid FROM messages_text WHERE messages_text MATCH ?)")
-        params.append(_match(query))
+        recheck, recheck_params = _recheck(query, "m.id")
+        clauses.append("m.id IN (SELECT rowid FROM messages_text"  # noqa: S608
+                       f" WHERE messages_text MATCH ?){recheck}")
+        params += [_match(query), *recheck_params]
     return (" AND ".join(clauses) or "1"), params
 
 
 def _match(query: Query) -> str:
-    return " OR ".join('"' + term.replace('"', '""') + '"' for term in query.contains)
+    """The text index's query: every match of ``contains``, and candidates that
+    :func:`_recheck` tells apart (:mod:`gateway.history.textindex`)."""
+    return textindex.match(query.contains)
+
+
+def _recheck(query: Query, id_expr: str) -> tuple[str, list[Any]]:
+    """`` AND ...`` keeping the text index's candidates (ids ``id_expr``) that hold a
+    term of ``contains``, checked against their folded text; ``""`` when the index's
+    candidates are exact (terms of 3 characters)."""
+    return textindex.recheck_sql(query.contains, id_expr)
 
 
 def _link_time(query: Query) -> tuple[str, list[Any]]:
@@ -989,10 +1006,12 @@ def _source(query: Query, index: str | None = None) -> tuple[str, str, list[Any]
         return f"messages m INDEXED BY messages_{index}", where, params
     if query.contains and driver is not None:
         where, params = _where(query, skip_text=True, probe=True, id_col="t.rowid")
+        recheck, recheck_params = _recheck(query, "t.rowid")
         row = any((query.start is not None, query.end is not None, query.topics,
                    query.categories, query.not_topics, query.not_categories))
         return ("messages_text t" + (" JOIN messages m ON m.id = t.rowid" if row else ""),
-                f"messages_text MATCH ? AND {where}", [_match(query), *params])
+                f"messages_text MATCH ? AND {where}{recheck}",
+                [_match(query), *params, *recheck_params])
     if driver is not None:
         table, link, key = driver
         name = query.users[0] if table == "users" else query.packages[0]
@@ -1005,8 +1024,10 @@ def _source(query: Query, index: str | None = None) -> tuple[str, str, list[Any]
                 [name, *bound_params, *params])
     if query.contains:
         where, params = _where(query, skip_text=True)
-        return ("messages_text" + ("" if where == "1" else " t JOIN messages m ON m.id = t.rowid"),
-                f"messages_text MATCH ? AND {where}", [_match(query), *params])
+        recheck, recheck_params = _recheck(query, "t.rowid")
+        return ("messages_text t" + ("" if where == "1" else " JOIN messages m ON m.id = t.rowid"),
+                f"messages_text MATCH ? AND {where}{recheck}",
+                [_match(query), *params, *recheck_params])
     where, params = _where(query)
     return "messages m", where, params
 
@@ -1086,12 +1107,14 @@ def _contains_rows(db: sqlite3.Connection, query: Query, offset: int,
     desc = query.order == "desc"
     where, params = _where(query, skip_text=True)
     paging, page_params = _after(query)
+    recheck, recheck_params = _recheck(query, "t.rowid")
     read = need * CONTAINS_READ_FACTOR
     found = db.execute(
         f"SELECT m.id, m.msg_id, m.timestamp, m.envelope FROM messages_text t"  # noqa: S608
-        f" JOIN messages m ON m.id = t.rowid WHERE messages_text MATCH ? AND {where}{paging}"
+        f" JOIN messages m ON m.id = t.rowid WHERE messages_text MATCH ?"
+        f" AND {where}{paging}{recheck}"
         f" ORDER BY t.rowid {'DESC' if desc else 'ASC'} LIMIT ?",
-        (_match(query), *params, *page_params, read)).fetchall()
+        (_match(query), *params, *page_params, *recheck_params, read)).fetchall()
     found.sort(key=lambda r: (r[2], r[0]), reverse=desc)
     if len(found) < read:  # every match was read
         return found[offset:need]
@@ -1209,6 +1232,7 @@ class _TextScan:
         self.where, self.params = _where(query, skip_text=True, probe=True,
                                          skip_link=None if self.link is None else self.link[2])
         self.paging, self.page_params = _after(query)
+        self.recheck, self.recheck_params = _recheck(query, "m.id")
         self.match = _match(query)
         self.found: list[tuple[int, float]] = []
         self.first: int | None = None
@@ -1256,10 +1280,13 @@ class _TextScan:
                 kept = ids if self.link is None else [
                     r for (r,) in db.execute(self.link[0], (_ids(ids), *self.link[1]))]
                 # NOT INDEXED: each id's row by its rowid, never a topic's whole index
+                # and the text index's candidates checked last (_recheck)
                 self.found += db.execute(
                     "SELECT m.id, m.timestamp FROM messages m NOT INDEXED WHERE m.id IN"  # noqa: S608
-                    f" (SELECT value FROM json_each(?)) AND {self.where}{self.paging}",
-                    (_ids(kept), *self.params, *self.page_params)).fetchall() if kept else []
+                    f" (SELECT value FROM json_each(?)) AND {self.where}{self.paging}"
+                    f"{self.recheck}",
+                    (_ids(kept), *self.params, *self.page_params,
+                     *self.recheck_params)).fetchall() if kept else []
             self.found.sort(key=lambda r: (r[1], r[0]), reverse=desc)
             if len(ids) < take:  # every match was read
                 return self.found, True
@@ -1290,7 +1317,6 @@ class _Walk:
         self.where, self.params = _where(query, skip_text=True, skip_link=link,
                                          skip_time=True, probe=True)
         self.bounds, self.bound_params = _link_time(query)
-        self.match = _match(query)
         self.after = query.cursor
         # the first step, read now: how dense the walked index is
         self.chunk = self._next(WALK_PROBE)
@@ -1336,7 +1362,7 @@ class _Walk:
             if not chunk and not done:
                 chunk = self._next(step)
                 done = len(chunk) < step
-            hits = _in_text(self.db, self.match, [row_id for row_id, _ in chunk], self.density)
+            hits = _in_text(self.db, self.query, [row_id for row_id, _ in chunk], self.density)
             if hits and self.where != "1":
                 hits = {row_id for (row_id,) in self.db.execute(
                     "SELECT m.id FROM messages m NOT INDEXED"  # noqa: S608
@@ -1350,20 +1376,30 @@ class _Walk:
             step = min(step * 2, WALK_MOST)
 
 
-def _in_text(db: sqlite3.Connection, match: str, ids: list[int], density: float) -> set[int]:
-    """Which of ``ids`` the text index matches: one read of the term's matches over their
-    span when fewer are expected (``density`` per id) than :data:`TEXT_LOOKUP_COST` per
-    id, else a look-up per id (a rare name's ids spread over the whole history)."""
+def _in_text(db: sqlite3.Connection, query: Query, ids: list[int],
+             density: float) -> set[int]:
+    """Which of ``ids`` hold a term of ``query.contains``: the text index's candidates,
+    by one read of the term's over their span when fewer are expected (``density`` per
+    id) than :data:`TEXT_LOOKUP_COST` per id, else a look-up per id (a rare name's ids
+    spread over the whole history); then those checked (:func:`_recheck`)."""
     if not ids:
         return set()
+    match = _match(query)
     low, high = min(ids), max(ids)
     if (high - low + 1) * density <= TEXT_LOOKUP_COST * len(ids):
-        return {row_id for (row_id,) in db.execute(
+        found = {row_id for (row_id,) in db.execute(
             "SELECT rowid FROM messages_text WHERE messages_text MATCH ?"
             " AND rowid >= ? AND rowid <= ?", (match, low, high))}.intersection(ids)
+    else:
+        found = {row_id for (row_id,) in db.execute(
+            "SELECT rowid FROM messages_text WHERE messages_text MATCH ?"
+            " AND rowid IN (SELECT value FROM json_each(?))", (match, _ids(ids)))}
+    recheck, recheck_params = _recheck(query, "c.value")
+    if not found or not recheck:
+        return found
     return {row_id for (row_id,) in db.execute(
-        "SELECT rowid FROM messages_text WHERE messages_text MATCH ?"
-        " AND rowid IN (SELECT value FROM json_each(?))", (match, _ids(ids)))}
+        f"SELECT c.value FROM json_each(?) c WHERE 1{recheck}",  # noqa: S608
+        (_ids(sorted(found)), *recheck_params))}
 
 
 def _after(query: Query, stamp_col: str = "m.timestamp",
