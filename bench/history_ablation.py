@@ -12,7 +12,8 @@ would gain. Variants (each on its own copy, prepared here; this tree's code, wit
 statement of a part taken away swapped out):
 
     a    as is
-    b    no text index (messages_text dropped; the text insert inserts nothing)
+    b    no text index (messages_text dropped; the text and folded-text inserts
+         insert nothing)
     c    b + no msg_id dedup (messages_msg_id dropped, no Bloom filter checked, the
          insert without ON CONFLICT): what exact dedup by msg_id costs now
     d    c + no messages_topic / messages_category indexes
@@ -151,8 +152,9 @@ def worker(db: Path, total: int, seed: int, spec: dict[str, Any]) -> None:
     from gateway.history.store import SqliteHistory
     from gateway.messages import TypeIndex
 
-    if spec.get("text") is False:
+    if spec.get("text") is False:  # the index and the folded text it is checked against
         store_module._INSERT_TEXT = NO_TEXT  # type: ignore[attr-defined]
+        store_module._INSERT_FOLD = NO_TEXT  # type: ignore[attr-defined]
     if spec.get("unique") is False:
         store_module._INSERT_MESSAGE = NO_CONFLICT  # type: ignore[attr-defined]
     if spec.get("wal_pages"):
