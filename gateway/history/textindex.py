@@ -41,7 +41,7 @@ import threading
 from collections.abc import Sequence
 from typing import Any
 
-import orjson
+from gateway import canonical
 
 #: Characters in a trigram.
 TRIGRAM = 3
@@ -145,10 +145,16 @@ def recheck_sql(terms: Sequence[str], id_expr: str) -> tuple[str, list[Any]]:
 
 
 def _loads(envelope: str) -> Any:
-    try:
-        return orjson.loads(envelope)
-    except orjson.JSONDecodeError:  # an integer past 64 bits: the stdlib reads it
-        return json.loads(envelope)
+    """An envelope read back: by orjson when installed (the rebuild's bulk of work; an
+    optional dependency: the Debian package has none), else, or for what orjson refuses
+    (an integer past 64 bits), by the stdlib."""
+    fast = canonical._fast_encoder()
+    if fast is not None:
+        try:
+            return fast.loads(envelope)
+        except fast.JSONDecodeError:
+            pass
+    return json.loads(envelope)
 
 
 def rebuild(db: sqlite3.Connection) -> int:
