@@ -178,7 +178,7 @@ def test_a_repair_left_unanswered_is_asked_again_before_it_counts_as_lost(
     try:
         with Subscriber([endpoint], resume={settings.publisher.name: (epoch, 0)},
                         replay_timeout=0.5) as sub:
-            got = [m.envelope["msg"]["log"] for m in sub.messages(count=4, timeout=5)]
+            got = [m.envelope["msg"]["log"] for m in sub.messages(count=4, timeout=3)]
             unrepaired = sub.stats.unrepaired
     finally:
         proxy.close()
