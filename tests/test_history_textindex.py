@@ -274,3 +274,28 @@ def test_terms_of_three_characters_need_no_check_and_shorter_find_nothing():
     assert textindex.match(["LiBc6", "ab", 'a"b']) == \
         '("lib" AND "ibc" AND "bc6") OR "ab" OR ("a""b")'
     assert textindex.match(["x" * 400]) == '("xxx")'
+
+
+def test_an_integer_past_64_bits_is_found_by_its_digits_after_the_upgrade(tmp_path):
+    """007 reads the stored envelopes back exactly (orjson would make such an integer a
+    float, ``1.2345678901234568e+29``), so the rebuilt text is the one the recorder
+    indexed."""
+    path = tmp_path / "h.sqlite"
+    import gateway.history.migrate as module
+
+    old = [m for m in migrate.migrations("sqlite") if m.version < 7]
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(module, "migrations", lambda backend: old)
+        SqliteHistory(path).close()
+    big = 123456789012345678901234567890
+    stored = record_of(fx.envelope(1, 0.5, "git.push", ["alice"], ["dpkg"], {"size": big}),
+                       INDEX)
+    assert str(big) in stored.text
+    db = sqlite3.connect(path, isolation_level=None)
+    fx.add_as_v1(db, stored)
+    db.close()
+    store = SqliteHistory(path)  # migrates: 007 builds the index again
+    try:
+        assert every(store, [("contains", "678901234567890")])[0] == [1]
+    finally:
+        store.close()

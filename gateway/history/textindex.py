@@ -34,14 +34,14 @@ before (the trigrams of one may be found across two: the check tells them apart)
 
 from __future__ import annotations
 
-import json
 import re
 import sqlite3
 import threading
 from collections.abc import Sequence
 from typing import Any
 
-from gateway import canonical
+from gateway import jsonbounds
+from gateway.envelope import MAX_RECEIVED_DEPTH
 
 #: Characters in a trigram.
 TRIGRAM = 3
@@ -144,19 +144,6 @@ def recheck_sql(terms: Sequence[str], id_expr: str) -> tuple[str, list[Any]]:
             f" AND ({tests}))", folded)
 
 
-def _loads(envelope: str) -> Any:
-    """An envelope read back: by orjson when installed (the rebuild's bulk of work; an
-    optional dependency: the Debian package has none), else, or for what orjson refuses
-    (an integer past 64 bits), by the stdlib."""
-    fast = canonical._fast_encoder()
-    if fast is not None:
-        try:
-            return fast.loads(envelope)
-        except fast.JSONDecodeError:
-            pass
-    return json.loads(envelope)
-
-
 def rebuild(db: sqlite3.Connection) -> int:
     """Fill ``messages_text`` and ``messages_fold`` (both empty) from every stored
     envelope, in ``db``'s open transaction (007: the old index has no text to read
@@ -171,7 +158,7 @@ def rebuild(db: sqlite3.Connection) -> int:
             return done
         texts = []
         for row_id, envelope in rows:
-            body = _loads(envelope)
+            body = jsonbounds.loads(envelope, MAX_RECEIVED_DEPTH)
             texts.append((row_id, text_of(body.get("msg") if type(body) is dict else None)))
         db.executemany("INSERT INTO messages_text (rowid, body) VALUES (?, ?)", texts)
         db.executemany("INSERT INTO messages_fold (id, text) VALUES (?, ?)",
