@@ -117,6 +117,7 @@ class AmqpSubscriber:
         if self._connection is not None:
             connection, self._connection = self._connection, None
             self._loop.run_until_complete(_quietly(connection.close()))
+        _end_tasks(self._loop)
         self._loop.close()
 
     # -- consuming ----------------------------------------------------------------------
@@ -226,6 +227,18 @@ class AmqpSubscriber:
         tag, self._unacked = self._unacked, None
         if tag is not None and self._channel is not None:
             self._loop.run_until_complete(self._channel.basic_nack(tag, requeue=requeue))
+
+
+def _end_tasks(loop: asyncio.AbstractEventLoop) -> None:
+    """Cancel and finish the tasks still in ``loop``, as ``asyncio.run`` does before it
+    closes its loop: a closed aiormq connection leaves one (its writer's close), and a
+    loop closed under it prints "Task was destroyed but it is pending!" on stderr."""
+    pending = asyncio.all_tasks(loop)
+    if not pending:
+        return
+    for task in pending:
+        task.cancel()
+    loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
 
 
 async def _quietly(awaitable: Any) -> None:
