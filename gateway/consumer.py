@@ -150,7 +150,9 @@ class Consumer:
 
     ``batch`` > 1 (with a durable position): up to that many messages per transaction,
     held at most ``batch_seconds``; ``before_commit(db)`` runs last inside it, and
-    ``after_rollback()`` after a batch was rolled back (caches of what it wrote).
+    ``after_rollback()`` after a batch was rolled back (caches of what it wrote);
+    ``after_commit()`` after each commit of the position's transaction (the recorder
+    wakes its text indexer).
     ``batch_savepoints=False``: the callback writes nothing through ``delivery.db`` in a
     batch (it stages, and ``before_commit`` writes), so the savepoint per message that
     undoes a failed callback's writes has nothing to undo: two statements per message
@@ -164,6 +166,7 @@ class Consumer:
                  position_path: Any = None, batch: int = 1, batch_seconds: float = 0.05,
                  before_commit: Callable[[sqlite3.Connection], object] | None = None,
                  after_rollback: Callable[[], object] | None = None,
+                 after_commit: Callable[[], object] | None = None,
                  batch_savepoints: bool = True):
         from gateway import sources, verify
 
@@ -198,6 +201,7 @@ class Consumer:
         self.batch_seconds = batch_seconds
         self.before_commit = before_commit
         self.after_rollback = after_rollback
+        self.after_commit = after_commit
         self.batch_savepoints = batch_savepoints
         #: Position moves of the open batch (publisher -> epoch, seq_id); None: no batch.
         self._pending: dict[str, tuple[str | None, int]] | None = None
@@ -317,12 +321,18 @@ class Consumer:
         except GeneratorExit:  # the caller stopped after taking it: handled
             self._advance(delivery)
             db.execute("COMMIT")
+            self._committed()
             raise
         except BaseException:
             db.execute("ROLLBACK")
             raise
         self._advance(delivery)
         db.execute("COMMIT")
+        self._committed()
+
+    def _committed(self) -> None:
+        if self.after_commit is not None:
+            self.after_commit()
 
     def _batches(self, count: int | None, timeout: float | None,
                  idle: float | None) -> Iterator[Delivery]:
@@ -401,6 +411,7 @@ class Consumer:
             self._rollback()
             raise
         self._pending = None
+        self._committed()
 
     def _rollback(self) -> None:
         assert self.position is not None

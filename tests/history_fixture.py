@@ -12,6 +12,7 @@ from typing import Any
 
 import uvicorn
 
+from gateway.history import textindex
 from gateway.history.records import record_of
 from gateway.history.store import HistoryStore, SqliteHistory
 from gateway.history.web import make_app
@@ -103,5 +104,10 @@ def add_as_v1(db: Any, record: Any) -> None:
             db.execute(f"INSERT INTO {link} ({key}, timestamp, message_id)"
                        f" SELECT id, ?, ? FROM {table} WHERE name = ?",
                        (record.timestamp, message_id, name))
-    db.execute("INSERT INTO messages_text (rowid, body) VALUES (?, ?)",
-               (message_id, record.text))
+    tables = {name for (name,) in db.execute("SELECT name FROM sqlite_master")}
+    if "messages_text" in tables:  # before 008: the text index in the history itself
+        db.execute("INSERT INTO messages_text (rowid, body) VALUES (?, ?)",
+                   (message_id, record.text))
+    if "messages_fold" in tables:  # 007 on
+        db.execute("INSERT INTO messages_fold (id, text) VALUES (?, ?)",
+                   (message_id, textindex.fold(record.text)))

@@ -1,11 +1,11 @@
-"""The text index's merge setting (005_fts_automerge.sql): an existing database gets it
-on upgrade without a rebuild, and ``contains`` finds the same messages across the
-many segments that batches written before and after it leave."""
+"""The text index's merge setting (005_fts_automerge.sql, and the index file's since
+008): an existing database upgraded has it, and ``contains`` finds the same messages
+across the many segments that batches written before and after leave."""
 from __future__ import annotations
 
 import sqlite3
 
-from gateway.history import migrate
+from gateway.history import migrate, textfile
 from gateway.history import query as q
 from gateway.history.records import record_of
 from gateway.history.store import SqliteHistory
@@ -31,6 +31,7 @@ def _write_batches(store: SqliteHistory, numbers: range, size: int) -> None:
             store.stage(db, _record(n))
         store.flush(db)
         db.execute("COMMIT")
+        store.texts_committed()  # a segment per batch in the index file
 
 
 def _found(store: SqliteHistory, term: str) -> set[int]:
@@ -57,8 +58,8 @@ def test_an_existing_history_gets_the_merge_setting_and_finds_every_message(
     shipped = migrate.migrations("sqlite")
     assert "005_fts_automerge.sql" in [m.name for m in shipped]
     with monkeypatch.context() as patch:  # a history written by a busgate without 005
-        patch.setattr(migrate, "migrations",  # (nor 007, which came later)
-                      lambda backend: [m for m in shipped if m.version not in (5, 7)])
+        patch.setattr(migrate, "migrations",  # (nor 007 and 008, which came later)
+                      lambda backend: [m for m in shipped if m.version not in (5, 7, 8)])
         SqliteHistory(path).close()
     with sqlite3.connect(path, isolation_level=None) as db:  # its batches, in plain SQL
         for start in range(1, 301, 7):
@@ -67,14 +68,14 @@ def test_an_existing_history_gets_the_merge_setting_and_finds_every_message(
                 fx.add_as_v1(db, _record(n))
             db.execute("COMMIT")
     assert "automerge" not in _config(path)
-    store = SqliteHistory(path)  # upgrades: 005 applied (and 007, the index rebuilt)
-    assert _config(path)["automerge"] == 8
+    store = SqliteHistory(path)  # upgrades: 005, 007 and 008 (the index file filled)
+    assert _config(textfile.text_path(path))["automerge"] == 8
     _write_batches(store, range(301, 601), 7)
     for term in (*WORDS, "item0299", "item0301", "ana"):
         want = {n for n in range(1, 601) if term in _record(n).text}
         assert want and _found(store, term) == want, term
     assert _found(store, "zzz") == set()
-    with sqlite3.connect(path) as db:
+    with sqlite3.connect(textfile.text_path(path)) as db:
         db.execute("INSERT INTO messages_text (messages_text) VALUES ('integrity-check')")
         segments = db.execute("SELECT COUNT(*) FROM messages_text_data").fetchone()[0]
     assert segments > 1  # many batches' segments, merged eight at a time
@@ -83,4 +84,4 @@ def test_an_existing_history_gets_the_merge_setting_and_finds_every_message(
 
 def test_a_new_history_has_the_merge_setting(tmp_path):
     SqliteHistory(tmp_path / "h.sqlite").close()
-    assert _config(tmp_path / "h.sqlite")["automerge"] == 8
+    assert _config(textfile.text_path(tmp_path / "h.sqlite"))["automerge"] == 8

@@ -40,6 +40,7 @@ def write(store: SqliteHistory, numbers: list[int]) -> int:
         store.stage(db, record(n))
     added = store.flush(db)
     db.execute("COMMIT")
+    store.texts_committed()
     return added
 
 
@@ -193,8 +194,9 @@ def test_an_open_waits_for_another_process_migrating(tmp_path, monkeypatch):
 
     path = tmp_path / "h.sqlite"
     SqliteHistory(path).close()
-    with sqlite3.connect(path) as db:  # 005 to apply again (its one statement is a setting)
-        db.execute("DELETE FROM history_migrations WHERE version = 5")
+    with sqlite3.connect(path) as db:  # 005 to apply again (its one statement is a
+        db.execute("DELETE FROM history_migrations WHERE version = 5")  # setting, of
+        db.execute("CREATE VIRTUAL TABLE messages_text USING fts5 (body)")  # a table 008 drops)
     monkeypatch.setattr(store_module, "BUSY_TIMEOUT", 0.2)  # a writer's usual wait, short
     holder = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
     holder.execute("BEGIN IMMEDIATE")  # another process's long migration

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.history import migrate, textindex
+from gateway.history import migrate, textfile, textindex
 from gateway.history import query as q
 from gateway.history.records import Record, record_of
 from gateway.history.store import SqliteHistory
@@ -107,6 +107,7 @@ def filled(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped
             store.stage(db, r)
         store.flush(db)
         db.execute("COMMIT")
+        store.texts_committed()
     oracle = old_index(records)
     yield store, dict(records), oracle
     oracle.close()
@@ -117,7 +118,7 @@ def test_the_index_has_no_positions_and_candidates_are_not_matches(filled):
     """The premise: the index finds libc6's trigrams apart (candidates that are no
     match), so without the check the answers would be wrong."""
     store, _, oracle = filled
-    with sqlite3.connect(store.path) as db:
+    with sqlite3.connect(textfile.text_path(store.path)) as db:
         (sql,) = db.execute("SELECT sql FROM sqlite_master WHERE name = 'messages_text'"
                             ).fetchone()
         assert "detail = none" in sql
@@ -185,7 +186,7 @@ def test_a_count_cut_by_its_budget_is_a_lower_bound_never_the_candidates(filled,
     proves, capped; a finished one, every match and no candidate."""
     store, _, oracle = filled
     want = len(old_answer(oracle, ["libc6"]))
-    with sqlite3.connect(store.path) as db:
+    with sqlite3.connect(textfile.text_path(store.path)) as db:
         (candidates,) = db.execute(
             "SELECT COUNT(*) FROM messages_text WHERE messages_text MATCH ?",
             (textindex.match(["libc6"]),)).fetchone()
@@ -221,8 +222,9 @@ def test_folding_is_the_trigram_index_s_own_for_every_character():
 
 def test_a_history_written_before_007_answers_the_same_after_its_upgrade(tmp_path,
                                                                           caplog):
-    """The old index (positions) is dropped and built again from the stored envelopes,
-    with the folded texts: every ``contains`` answer is the same before and after."""
+    """The old index (positions) is dropped; the folded texts are made from the stored
+    envelopes (007) and the index file is filled from them (008): every ``contains``
+    answer is the same before and after."""
     path = tmp_path / "h.sqlite"
     shipped = migrate.migrations("sqlite")
     old = [m for m in shipped if m.version < 7]
@@ -244,17 +246,22 @@ def test_a_history_written_before_007_answers_the_same_after_its_upgrade(tmp_pat
     db.close()
     assert sum(map(len, before.values())) > 100
     caplog.set_level(logging.INFO, logger="gateway.history.migrate")
-    store = SqliteHistory(path)  # migrates: 007 builds the index again
+    store = SqliteHistory(path)  # migrates: 007 folds the texts, 008 moves the index
     try:
         assert f"history: applying 007_fts_detail_none.sql to {path}" in caplog.messages
+        assert f"history: applying 008_text_file.sql to {path}" in caplog.messages
         assert Path(f"{path}-wal").stat().st_size == 0
         with sqlite3.connect(path) as conn:
             assert conn.execute("SELECT COUNT(*) FROM messages_fold").fetchone() == (N,)
+            assert conn.execute("SELECT name FROM sqlite_master"
+                                " WHERE name LIKE 'messages_text%'").fetchall() == []
+        with sqlite3.connect(textfile.text_path(path)) as conn:
             (sql,) = conn.execute("SELECT sql FROM sqlite_master"
                                   " WHERE name = 'messages_text'").fetchone()
             assert "detail = none" in sql
             config = dict(conn.execute("SELECT k, v FROM messages_text_config"))
             assert config["automerge"] == 8
+            assert conn.execute("SELECT upto FROM text_state").fetchone() == (N,)
         for term in TERMS:
             found, total, _ = every(store, [("contains", term)])
             assert sorted(found) == sorted(before[term]) and total == len(found), term

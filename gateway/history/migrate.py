@@ -36,8 +36,9 @@ log = logging.getLogger(__name__)
 #: systemd does not restart.
 MIGRATION_WAIT_MS = 15 * 60 * 1000
 #: SQLite migrations (by version) that need Python after their SQL, in the same
-#: transaction: "module:function", called with the connection. 007 fills the text index
-#: again from the stored envelopes (``records.text_of``, which SQL cannot run).
+#: transaction: "module:function", called with the connection. 007 fills the folded
+#: texts (the text index's source since 008) from the stored envelopes
+#: (``records.text_of``, which SQL cannot run).
 SQLITE_STEPS = {7: "gateway.history.textindex:rebuild"}
 
 

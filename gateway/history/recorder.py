@@ -121,7 +121,8 @@ class Recorder:
         batching = {"batch": history.batch_messages, "batch_seconds": history.batch_ms / 1000}
         if isinstance(self.store, SqliteHistory):  # handle() stages; flush writes
             return {**batching, "before_commit": lambda db: self.flush(db),
-                    "after_rollback": self._rolled_back, "batch_savepoints": False}
+                    "after_rollback": self._rolled_back, "batch_savepoints": False,
+                    "after_commit": self.store.texts_committed}
         return {**batching, "before_commit": lambda db: self.flush(),
                 "after_rollback": self._rolled_back}
 
@@ -217,19 +218,29 @@ class Recorder:
         seconds passed. Returns how many messages were handled."""
         import time
 
+        from gateway.history.store import SqliteHistory
+
         stop = stop or threading.Event()
         deadline = None if timeout is None else time.monotonic() + timeout
         handled = 0
-        with self.consumer() as consumer:
-            while not stop.is_set():
-                left = None if count is None else count - handled
-                if left is not None and left <= 0:
-                    break
-                now = time.monotonic()
-                if deadline is not None and now >= deadline:
-                    break
-                slice_ = SLICE if deadline is None else min(SLICE, deadline - now)
-                handled += consumer.run(self.handle, count=left, timeout=slice_)
+        # SQLite: the text index fills behind the batches, in a thread, until the end
+        indexer = isinstance(self.store, SqliteHistory)
+        if indexer:
+            self.store.start_text_indexer()
+        try:
+            with self.consumer() as consumer:
+                while not stop.is_set():
+                    left = None if count is None else count - handled
+                    if left is not None and left <= 0:
+                        break
+                    now = time.monotonic()
+                    if deadline is not None and now >= deadline:
+                        break
+                    slice_ = SLICE if deadline is None else min(SLICE, deadline - now)
+                    handled += consumer.run(self.handle, count=left, timeout=slice_)
+        finally:
+            if indexer:  # what the last batches stored is found once run returns
+                self.store.stop_text_indexer()
         return handled
 
 

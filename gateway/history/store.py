@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from gateway.history import migrate, textindex
+from gateway.history import migrate, textfile, textindex
 from gateway.history.msgids import MsgIds
 from gateway.history.records import Record
 
@@ -245,7 +245,6 @@ COUNT_SKIP_FACTOR = 3
 _INSERT_MESSAGE = ("INSERT INTO messages (msg_id, topic, category, timestamp, publisher,"
                    " seq_id, envelope) VALUES (?, ?, ?, ?, ?, ?, ?)"
                    " ON CONFLICT DO NOTHING")  # a repeat in the newest run (msgids.py)
-_INSERT_TEXT = "INSERT INTO messages_text (rowid, body) VALUES (?, ?)"
 #: The text folded, against which the text index's candidates are checked (textindex.py);
 #: REPLACE: a message deleted by hand leaves its text, and its id may be taken again.
 _INSERT_FOLD = "INSERT OR REPLACE INTO messages_fold (id, text) VALUES (?, ?)"
@@ -418,6 +417,8 @@ class SqliteHistory(HistoryStore):
         self._deadline: dict[int, float] = {}
         if (readonly or not create) and not self.path.exists():
             raise HistoryError(f"no history database at {self.path} (run busgate record)")
+        #: What fills the text index (textfile.py); None: a reader's.
+        self.text: textfile.TextIndexer | None = None
         if readonly:  # a reader (busgate stats) neither migrates nor writes
             self._writer = None  # type: ignore[assignment]
             self._check_schema()
@@ -425,7 +426,10 @@ class SqliteHistory(HistoryStore):
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._writer = self._connect()
-            migrate.apply_sqlite(self._writer)
+            if migrate.apply_sqlite(self._writer) >= textfile.SINCE:  # (not a test's old one)
+                textfile.create(self.path)
+                self.text = textfile.TextIndexer(self.path)
+                self.text.catch_up()  # a search of a store opened for writing finds all
         except (OSError, sqlite3.Error, migrate.MigrationError) as exc:
             raise HistoryError(f"cannot open the history database {self.path}: {exc}") \
                 from None
@@ -477,6 +481,41 @@ class SqliteHistory(HistoryStore):
             self.forget()
             raise
         db.execute("COMMIT")
+        self.texts_committed()
+
+    def texts_committed(self) -> None:
+        """Texts were committed to ``messages_fold``: the indexer thread, when one runs,
+        is woken; else they are indexed now (a search after a write finds it)."""
+        if self.text is None:
+            return
+        if self.text.running:
+            self.text.wake()
+        else:
+            self.text.catch_up()
+
+    def start_text_indexer(self) -> None:
+        """Index texts behind the writes, in a thread (the recorder): what is behind
+        first (a new index file fills in the background, logged), then each commit."""
+        if self.text is not None:
+            self.text.start()
+
+    def stop_text_indexer(self) -> None:
+        """Stop the thread, then index what it left, at most two chunks (a stop must
+        not wait for the rest of a rebuild: the next writer does it)."""
+        if self.text is not None:
+            self.text.stop()
+            try:
+                self.text.catch_up(limit=2 * self.text.chunk)
+            except sqlite3.Error as exc:  # the next writer catches up
+                log.warning("history: text index %s not caught up: %s", self.text.path, exc)
+
+    def text_lag(self) -> int:
+        """Messages stored but not yet found by ``contains`` (the indexer is behind)."""
+        def work(db: sqlite3.Connection) -> int:
+            (top,) = db.execute("SELECT max(id) FROM messages_fold").fetchone()
+            state = db.execute("SELECT upto FROM text.text_state").fetchone()
+            return max(0, (top or 0) - (state[0] if state else 0))
+        return int(self._timed(work))
 
     def add(self, db: sqlite3.Connection, record: Record) -> bool:
         """Store ``record`` in the caller's transaction. A caller that rolls back a
@@ -485,7 +524,6 @@ class SqliteHistory(HistoryStore):
         message_id = self._insert(db, record)
         if message_id is None:
             return False
-        db.execute(_INSERT_TEXT, (message_id, record.text))
         db.execute(_INSERT_FOLD, (message_id, textindex.fold(record.text)))
         return True
 
@@ -574,7 +612,6 @@ class SqliteHistory(HistoryStore):
             db.execute("DELETE FROM rollups_deferred")
         db.executemany(_INSERT_FOLD, [(message_id, textindex.fold(text))
                                       for message_id, text in texts])
-        db.executemany(_INSERT_TEXT, texts)  # last: see stage
         return len(texts)
 
     def _add_alone(self, db: sqlite3.Connection, record: Record) -> bool:
@@ -660,6 +697,7 @@ class SqliteHistory(HistoryStore):
         if db is None:
             db = sqlite3.connect(f"{self.path.absolute().as_uri()}?mode=ro", uri=True,
                                  isolation_level=None, check_same_thread=False, timeout=30.0)
+            textfile.attach(db, self.path)
             key = id(db)
             deadlines = self._deadline
 
@@ -882,6 +920,10 @@ class SqliteHistory(HistoryStore):
         return [r[0] for r in self._writer.execute("SELECT msg_id FROM messages ORDER BY id")]
 
     def close(self) -> None:
+        if self.text is not None:
+            self.stop_text_indexer()
+            self.text.close()
+            self.text = None
         if self._writer is not None:
             self._writer.close()
         db = getattr(self._local, "db", None)

@@ -145,9 +145,10 @@ def recheck_sql(terms: Sequence[str], id_expr: str) -> tuple[str, list[Any]]:
 
 
 def rebuild(db: sqlite3.Connection) -> int:
-    """Fill ``messages_text`` and ``messages_fold`` (both empty) from every stored
-    envelope, in ``db``'s open transaction (007: the old index has no text to read
-    back), in id order; how many messages."""
+    """Fill ``messages_fold`` (empty) from every stored envelope, in ``db``'s open
+    transaction (007: the old index has no text to read back), in id order; how many
+    messages. ``messages_text`` is left empty: 008 moves it to a file of its own, which
+    is filled from ``messages_fold`` (:mod:`gateway.history.textfile`)."""
     from gateway.history.records import text_of
 
     done, last = 0, 0
@@ -156,12 +157,11 @@ def rebuild(db: sqlite3.Connection) -> int:
                           (last, REBUILD_BATCH)).fetchall()
         if not rows:
             return done
-        texts = []
+        folded = []
         for row_id, envelope in rows:
             body = jsonbounds.loads(envelope, MAX_RECEIVED_DEPTH)
-            texts.append((row_id, text_of(body.get("msg") if type(body) is dict else None)))
-        db.executemany("INSERT INTO messages_text (rowid, body) VALUES (?, ?)", texts)
-        db.executemany("INSERT INTO messages_fold (id, text) VALUES (?, ?)",
-                       [(row_id, fold(text)) for row_id, text in texts])
+            folded.append((row_id, fold(text_of(body.get("msg") if type(body) is dict
+                                                else None))))
+        db.executemany("INSERT INTO messages_fold (id, text) VALUES (?, ?)", folded)
         done += len(rows)
         last = rows[-1][0]

@@ -14,6 +14,7 @@
 -- envelopes (textindex.rebuild). Takes a while on a big history: 140 s (116 s CPU) a
 -- million messages on a 2-core machine at load 2-3, the old index's pages freed for
 -- reuse; it runs once, when a busgate that has it first opens the database.
+-- Since 008 the step fills messages_fold only: 008 drops this messages_text again.
 DROP TABLE messages_text;
 CREATE VIRTUAL TABLE messages_text USING fts5 (body, content = '', tokenize = 'trigram',
                                                detail = none);
