@@ -145,6 +145,11 @@ class HistoryStore(abc.ABC):
     @abc.abstractmethod
     def count(self) -> int: ...
 
+    def text_lag(self) -> int:
+        """Messages stored but not yet found by ``contains`` (0: a text index written in
+        the same transaction as the message, PostgreSQL's)."""
+        return 0
+
     @abc.abstractmethod
     def since(self, after: Position, limit: int) -> list[tuple[Position, Stored]]:
         """The live stream's feed: at most ``limit`` rows after ``after``, each with its
@@ -510,7 +515,8 @@ class SqliteHistory(HistoryStore):
                 log.warning("history: text index %s not caught up: %s", self.text.path, exc)
 
     def text_lag(self) -> int:
-        """Messages stored but not yet found by ``contains`` (the indexer is behind)."""
+        """Messages stored but not yet found by ``contains``: the index file's indexer
+        is behind (a recorder's batch in flight, a rebuild, no writer running)."""
         def work(db: sqlite3.Connection) -> int:
             (top,) = db.execute("SELECT max(id) FROM messages_fold").fetchone()
             state = db.execute("SELECT upto FROM text.text_state").fetchone()
