@@ -23,6 +23,13 @@ What it does, per backend (side by side in one run):
    when it answers 404).
 
 The 1-minute load average is printed beside the figures.
+
+Since 008 the SQLite text index is a file of its own (``<history>-text``) that a thread
+fills behind the recorder's batches: the bench runs that thread where the store has
+one, wakes it after each commit its writers make (as the consumer does), and gives the
+SQLite ingest figures until the last message is stored and until the index has it
+too (CPU: process time, all threads). The "before" arm writes main's own FTS5 table in
+the message's transaction, as main did, so its two figures are one.
 """
 
 from __future__ import annotations
@@ -47,6 +54,7 @@ for path in (REPO, REPO / "bench"):
 
 import history_data as data  # noqa: E402
 from harness import pct  # noqa: E402 (history_trees and dashboard_paint import it from here)
+from history_at_scale import wait_indexed  # noqa: E402
 
 from gateway import config  # noqa: E402
 from gateway.consumer import Delivery  # noqa: E402
@@ -68,13 +76,23 @@ def bench_settings(root: Path) -> config.Settings:
 # -- the recorder's write path -------------------------------------------------------------
 class BatchWriter:
     """The recorder's write path as ``busgate record`` runs it, without the network:
-    ``Recorder.handle`` per delivery, in the consumer's transactions."""
+    ``Recorder.handle`` per delivery, in the consumer's transactions; with ``indexer``,
+    the store's text index thread (a store with one) runs behind them, woken after each
+    commit as the consumer's ``after_commit`` wakes it."""
 
-    def __init__(self, settings: config.Settings, store: SqliteHistory):
+    def __init__(self, settings: config.Settings, store: SqliteHistory, indexer: bool = True):
         self.store = store
         self.recorder = Recorder(settings, store, index=TypeIndex(()), endpoints=[])
         self.position = Position(store.path)
         self.db = self.position.db
+        start = getattr(store, "start_text_indexer", None) if indexer else None
+        if start is not None:
+            start()
+        self.committed = getattr(store, "texts_committed", None) if start else None
+
+    def _committed(self) -> None:
+        if self.committed is not None:
+            self.committed()
 
     def batched(self, envelopes: list[dict[str, Any]]) -> None:
         """One batch: BEGIN, a savepoint per message (Consumer.run), the staged batch
@@ -89,6 +107,7 @@ class BatchWriter:
         last = envelopes[-1]
         self.position.advance("bench", last["publisher_epoch"], last["seq_id"])
         db.execute("COMMIT")
+        self._committed()
 
     def one_by_one(self, envelopes: list[dict[str, Any]]) -> None:
         """The old path: a transaction per message (Consumer._in_transaction)."""
@@ -100,10 +119,12 @@ class BatchWriter:
             db.execute("RELEASE callback")
             self.position.advance("bench", envelope["publisher_epoch"], envelope["seq_id"])
             db.execute("COMMIT")
+            self._committed()
 
     def before(self, envelopes: list[dict[str, Any]]) -> None:
         """main's path before this work, for the side-by-side figure: a transaction per
-        message and main's ``SqliteHistory.add`` (RETURNING, a name read per name)."""
+        message and main's ``SqliteHistory.add`` (RETURNING, a name read per name, the
+        text indexed in the transaction: :func:`main_text_table`)."""
         from gateway.history.records import record_of
 
         db, index = self.db, self.recorder.index
@@ -117,6 +138,15 @@ class BatchWriter:
 
     def close(self) -> None:
         self.position.close()
+
+
+def main_text_table(store: SqliteHistory) -> None:
+    """Give a fresh history main's text index (001_initial.sql's) where it has none (since
+    008 it is in a file of its own), so the "before" arm writes what main wrote."""
+    db = store.writer()
+    if not db.execute("SELECT 1 FROM sqlite_master WHERE name = 'messages_text'").fetchone():
+        db.execute("CREATE VIRTUAL TABLE messages_text USING fts5 (body, content = '',"
+                   " tokenize = 'trigram')")
 
 
 def _main_add(db: Any, record: Any) -> bool:
@@ -157,8 +187,14 @@ def chunks(items: Iterator[dict[str, Any]], size: int) -> Iterator[list[dict[str
         yield chunk
 
 
+#: The files of one history: its own, its text index's (008), each with its log.
+FILES = ("", "-wal", "-shm", "-text", "-text-wal", "-text-shm")
+
+
 def build_sqlite(path: Path, n: int, settings: config.Settings) -> dict[str, float]:
-    """The cached database of ``n`` messages (built when missing); build figures."""
+    """The cached database of ``n`` messages (built when missing, its text index file
+    beside it); build figures: messages/s until stored (overall, the last 100,000) and
+    until indexed, CPU µs a message until indexed."""
     if path.exists():
         store = SqliteHistory(path)
         try:
@@ -166,13 +202,14 @@ def build_sqlite(path: Path, n: int, settings: config.Settings) -> dict[str, flo
                 return {}
         finally:
             store.close()
-        path.unlink()
+        for suffix in FILES:
+            Path(f"{path}{suffix}").unlink(missing_ok=True)
     partial = path.with_suffix(".partial")
     for stale in partial.parent.glob(partial.name + "*"):
         stale.unlink()
     store = SqliteHistory(partial, cache_mb=settings.history.cache_mb)
     writer = BatchWriter(settings, store)
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     last_started, last_count, done = started, 0, 0
     for batch in chunks(data.envelopes(n), settings.history.batch_messages):
         if n - done <= 100_000 and last_count == 0:
@@ -186,42 +223,58 @@ def build_sqlite(path: Path, n: int, settings: config.Settings) -> dict[str, flo
                   f"load {os.getloadavg()[0]:.1f})", flush=True)
     elapsed = time.perf_counter() - started
     last = time.perf_counter() - last_started
+    if not wait_indexed(store, started, timeout=3600):
+        print("  the text index was not caught up within an hour", flush=True)
+    indexed, cpu = time.perf_counter() - started, time.process_time() - cpu
     writer.close()
     store.close()
-    for suffix in ("", "-wal", "-shm"):
+    for suffix in FILES:  # the index file keeps its history's identity across the rename
         src = Path(str(partial) + suffix)
         if src.exists():
             src.rename(str(path) + suffix)
-    return {"build": n / elapsed, "build_last_100k": last_count / last if last else 0.0}
+    return {"build": n / elapsed, "build_last_100k": last_count / last if last else 0.0,
+            "build_indexed": n / indexed, "build_cpu_us": cpu / n * 1e6}
 
 
-def ingest_side_by_side(root: Path, n: int, settings: config.Settings) -> dict[str, float]:
+def ingest_side_by_side(root: Path, n: int, settings: config.Settings
+                        ) -> dict[str, dict[str, float]]:
     """main's path, a transaction per message, and batched: alternating chunks (same
-    load), each into a fresh SQLite database."""
+    load), each into a fresh SQLite database. Arm -> messages/s until stored
+    (``stored``) and until indexed (``indexed``), CPU µs a message until indexed
+    (``cpu_us``). Each chunk waits for its arm's index: an arm's indexer thread does
+    not run in another arm's time (the idle ones poll every 0.1 s)."""
     envelopes = list(data.envelopes(n, seed=99))
-    times = {"before": 0.0, "per_message": 0.0, "batched": 0.0}
+    names = ("before", "per_message", "batched")
+    spent = {name: {"stored": 0.0, "indexed": 0.0, "cpu": 0.0} for name in names}
     writers = {}
-    for name in times:
+    for name in names:
         store = SqliteHistory(root / f"ingest-{name}.sqlite", cache_mb=settings.history.cache_mb)
-        writers[name] = BatchWriter(settings, store)
+        if name == "before":
+            main_text_table(store)
+        writers[name] = BatchWriter(settings, store, indexer=name != "before")
     size = settings.history.batch_messages
     for index, chunk in enumerate(chunks(iter(envelopes), size)):
-        order = list(times)[index % 3:] + list(times)[:index % 3]
+        order = list(names)[index % 3:] + list(names)[:index % 3]
         for name in order:
             writer = writers[name]
-            started = time.perf_counter()
+            started, cpu = time.perf_counter(), time.process_time()
             {"before": writer.before, "per_message": writer.one_by_one,
              "batched": writer.batched}[name](chunk)
-            times[name] += time.perf_counter() - started
+            spent[name]["stored"] += time.perf_counter() - started
+            wait_indexed(writer.store, started)
+            spent[name]["indexed"] += time.perf_counter() - started
+            spent[name]["cpu"] += time.process_time() - cpu
     for writer in writers.values():
         assert writer.store.count() == n, "ingest lost or doubled messages"
         writer.close()
         writer.store.close()
-    return {name: n / spent for name, spent in times.items()}
+    return {name: {"stored": n / t["stored"], "indexed": n / t["indexed"],
+                   "cpu_us": t["cpu"] / n * 1e6} for name, t in spent.items()}
 
 
-def end_to_end(root: Path, k: int, backend: str = "sqlite") -> float:
-    """K envelopes from a raw ZeroMQ PUB socket to a real Recorder; messages/s."""
+def end_to_end(root: Path, k: int, backend: str = "sqlite") -> tuple[float, float]:
+    """K envelopes from a raw ZeroMQ PUB socket to a real Recorder (its run starts and
+    stops the text index thread); messages/s until stored and until indexed."""
     import zmq
 
     from gateway import envelope as env
@@ -259,6 +312,9 @@ def end_to_end(root: Path, k: int, backend: str = "sqlite") -> float:
             time.sleep(0.01)
         elapsed = time.perf_counter() - started
         got = recorder.stored - first
+        if not wait_indexed(store, started, timeout=300):
+            raise SystemExit("end to end: the text index was not caught up in 300 s")
+        indexed = time.perf_counter() - started
     finally:
         stop.set()
         thread.join(30)
@@ -266,7 +322,7 @@ def end_to_end(root: Path, k: int, backend: str = "sqlite") -> float:
         store.close()
     if got < k:
         raise SystemExit(f"end to end: {got} of {k} recorded")
-    return k / elapsed
+    return k / elapsed, k / indexed
 
 
 def _fresh_pg(root: Path) -> Any:
@@ -483,14 +539,20 @@ def main() -> None:
         rates = ingest_side_by_side(scratch, args.sample, settings)
         print(f"SQLite ingest through the recorder, {args.sample:,} messages each, "
               f"interleaved (load {os.getloadavg()[0]:.1f}):\n"
-              f"  before (main: a transaction per message)  {rates['before']:>8,.0f}/s\n"
-              f"  a transaction per message (new add)       {rates['per_message']:>8,.0f}/s\n"
-              f"  {f'batched ({settings.history.batch_messages} a transaction)':<42}"
-              f"{rates['batched']:>8,.0f}/s"
-              f"  = x{rates['batched'] / rates['before']:.2f} of before")
+              f"  {'':<42}{'stored':>9}{'indexed':>10}{'CPU µs':>8}")
+        for name, label in (("before", "before (main: a transaction per message)"),
+                            ("per_message", "a transaction per message (new add)"),
+                            ("batched", f"batched ({settings.history.batch_messages}"
+                                        " a transaction)")):
+            rate = rates[name]
+            print(f"  {label:<42}{rate['stored']:>7,.0f}/s{rate['indexed']:>8,.0f}/s"
+                  f"{rate['cpu_us']:>8.0f}" + ("" if name == "before" else
+                  f"  = x{rate['stored'] / rates['before']['stored']:.2f}"
+                  f" / x{rate['indexed'] / rates['before']['indexed']:.2f} of before"))
         for backend in backends if args.e2e else []:
+            stored, indexed = end_to_end(scratch, args.e2e, backend)
             print(f"end to end ZeroMQ PUB -> recorder ({backend}), {args.e2e:,} messages: "
-                  f"{end_to_end(scratch, args.e2e, backend):,.0f}/s "
+                  f"{stored:,.0f}/s until stored, {indexed:,.0f}/s until indexed "
                   f"(load {os.getloadavg()[0]:.1f})")
         if args.e2e_only:
             return
@@ -503,7 +565,10 @@ def main() -> None:
                 print(f"{backend}: built {sizes[backend]:,} in batches: "
                       f"{figures['build']:,.0f}/s overall"
                       + (f", {figures['build_last_100k']:,.0f}/s over the last 100,000"
-                         if figures.get("build_last_100k") else ""))
+                         if figures.get("build_last_100k") else "")
+                      + (f"; until indexed {figures['build_indexed']:,.0f}/s,"
+                         f" {figures['build_cpu_us']:.0f} CPU µs a message"
+                         if "build_indexed" in figures else ""))
             else:
                 print(f"{backend}: reusing {sizes[backend]:,} cached messages")
             try:

@@ -12,8 +12,8 @@ would gain. Variants (each on its own copy, prepared here; this tree's code, wit
 statement of a part taken away swapped out):
 
     a    as is
-    b    no text index (messages_text dropped; the text and folded-text inserts
-         insert nothing)
+    b    no text index: the folded-text insert inserts nothing and no indexer thread
+         runs
     c    b + no msg_id dedup (messages_msg_id dropped, no Bloom filter checked, the
          insert without ON CONFLICT): what exact dedup by msg_id costs now
     d    c + no messages_topic / messages_category indexes
@@ -31,6 +31,14 @@ WAL frames written per batch (the WAL index header's mxFrame, read from the -shm
 the pages a batch dirtied), bytes the process wrote to disk (/proc/self/io, WAL and
 checkpoints), and a final checkpoint's time (what is left in the log is a cost too).
 The copies are deleted at the end. Not a test: it prints figures.
+
+Since 008 the text index is a file of its own (``<history>-text``), filled by a thread
+behind the batches: the worker runs it (but for b and what builds on b), wakes it after
+each commit, and a batch's reply waits until it has the batch, so CPU and wall are also
+given "+index" (all threads; the disk bytes are until indexed too). The WAL, page and
+checkpoint figures are the history file's alone; f's synchronous=OFF is the history's.
+A ``--db`` from before 008 is migrated by each worker as it opens (untimed, its index
+file filled: ~40 s a million); one with an index file has it copied along.
 """
 
 from __future__ import annotations
@@ -52,7 +60,7 @@ from typing import Any
 HERE = Path(__file__).resolve()
 sys.path.insert(0, str(HERE.parent))
 
-from history_at_scale import _envelopes  # noqa: E402
+from history_at_scale import _envelopes, wait_indexed  # noqa: E402
 
 #: variant -> (what is done to the copy, settings of the worker)
 VARIANTS: dict[str, dict[str, Any]] = {
@@ -93,10 +101,13 @@ def prepare(source: Path, copy: Path, spec: dict[str, Any], vacuumed: Path | Non
         for suffix in ("", "-wal"):
             if Path(str(source) + suffix).exists():
                 shutil.copyfile(str(source) + suffix, str(copy) + suffix)
+    # the index file (008) too: else the worker's open fills it again (~40 s a million)
+    for suffix in ("-text", "-text-wal"):
+        if Path(str(source) + suffix).exists():
+            shutil.copyfile(str(source) + suffix, str(copy) + suffix)
     db = sqlite3.connect(copy, isolation_level=None)
     db.execute("PRAGMA journal_mode=WAL")
-    if spec.get("text") is False:
-        db.execute("DROP TABLE messages_text")
+    if spec.get("text") is False:  # (what NO_TEXT and NO_LINK insert into: nothing)
         db.execute("CREATE TABLE bench_no_text (body)")
     if spec.get("unique") is False:
         db.execute("DROP INDEX messages_msg_id")
@@ -152,8 +163,8 @@ def worker(db: Path, total: int, seed: int, spec: dict[str, Any]) -> None:
     from gateway.history.store import SqliteHistory
     from gateway.messages import TypeIndex
 
-    if spec.get("text") is False:  # the index and the folded text it is checked against
-        store_module._INSERT_TEXT = NO_TEXT  # type: ignore[attr-defined]
+    text = spec.get("text") is not False
+    if not text:  # the folded text the index is filled from (and a match checked against)
         store_module._INSERT_FOLD = NO_TEXT  # type: ignore[attr-defined]
     if spec.get("unique") is False:
         store_module._INSERT_MESSAGE = NO_CONFLICT  # type: ignore[attr-defined]
@@ -171,6 +182,10 @@ def worker(db: Path, total: int, seed: int, spec: dict[str, Any]) -> None:
     if spec.get("unique") is False:  # no index to probe: no dedup at all
         store.dedup.stored = lambda *args: set()  # type: ignore[method-assign]
     recorder = Recorder(settings, store, index=TypeIndex(()), endpoints=[])
+    # the index file's thread (008), as the recorder runs it; none without a text index
+    committed = getattr(store, "texts_committed", None) if text else None
+    if committed is not None:
+        store.start_text_indexer()
     position = Position(store.path)
     dbc = position.db
     store.tune(dbc)
@@ -202,8 +217,13 @@ def worker(db: Path, total: int, seed: int, spec: dict[str, Any]) -> None:
         recorder.flush(dbc)
         position.advance("bench", chunk[-1]["publisher_epoch"], chunk[-1]["seq_id"])
         dbc.execute("COMMIT")
+        if committed is not None:
+            committed()  # as the consumer's after_commit: wakes the indexer
         reply = {"wall": time.perf_counter() - wall, "cpu": time.process_time() - cpu,
-                 "wrote": _written() - wrote, "sys": os.times().system - kernel}
+                 "sys": os.times().system - kernel}
+        reply["indexed"] = wait_indexed(store, wall)
+        reply.update(wall_indexed=time.perf_counter() - wall,
+                     cpu_indexed=time.process_time() - cpu, wrote=_written() - wrote)
         after, new_salt = _wal_header(shm)
         # a new salt: the log restarted from its first frame (a checkpoint was complete)
         reply["frames"] = after if new_salt != salt else after - before
@@ -273,26 +293,33 @@ def main() -> None:
                 rows[name].append(ask(name, f"batch {args.chunk}{pages}"))
         owners = {name: ask(name, "breakdown") for name in args.breakdown}
         final = {name: ask(name, "checkpoint") for name in names}
-        print(f"{'variant':<8}{'CPU us/msg':>11}{'of it sys':>10}{'wall msg/s':>11}"
-              f"{'median batch/s':>15}{'+final ckpt msg/s':>18}{'WAL KiB/msg':>12}"
-              f"{'pages/batch':>12}{'disk KiB/msg':>13}{'restarts':>9}{'  ratio to a (CPU, wall)'}")
-        base: tuple[float, float] | None = None
+        print(f"{'variant':<8}{'CPU us/msg':>11}{'of it sys':>10}{'+index':>8}{'wall msg/s':>11}"
+              f"{'+index':>8}{'median batch/s':>15}{'+index+ckpt msg/s':>18}{'WAL KiB/msg':>12}"
+              f"{'pages/batch':>12}{'disk KiB/msg':>13}{'restarts':>9}"
+              "  ratio to a (CPU, wall; +index)")
+        base: tuple[float, float, float, float] | None = None
         for name in names:
             got = rows[name]
             n = args.chunk * len(got)
             cpu_us = sum(r["cpu"] for r in got) / n * 1e6
             sys_us = sum(r["sys"] for r in got) / n * 1e6
             wall = n / sum(r["wall"] for r in got)
+            cpu_indexed = sum(r["cpu_indexed"] for r in got) / n * 1e6
+            wall_indexed = n / sum(r["wall_indexed"] for r in got)
+            late = sum(not r["indexed"] for r in got)
             median = statistics.median(args.chunk / r["wall"] for r in got)
-            with_ckpt = n / (sum(r["wall"] for r in got) + final[name]["wall"])
+            with_ckpt = n / (sum(r["wall_indexed"] for r in got) + final[name]["wall"])
             frames = sum(r["frames"] for r in got)
             wal_kib = frames * (got[0]["page"] + 24) / n / 1024
             disk_kib = (sum(r["wrote"] for r in got) + final[name]["wrote"]) / n / 1024
             restarts = sum(r["restart"] for r in got)
-            base = base or (cpu_us, wall)
-            print(f"{name:<8}{cpu_us:>11.0f}{sys_us:>10.0f}{wall:>11,.0f}{median:>15,.0f}{with_ckpt:>18,.0f}"
+            base = base or (cpu_us, wall, cpu_indexed, wall_indexed)
+            print(f"{name:<8}{cpu_us:>11.0f}{sys_us:>10.0f}{cpu_indexed:>8.0f}{wall:>11,.0f}"
+                  f"{wall_indexed:>8,.0f}{median:>15,.0f}{with_ckpt:>18,.0f}"
                   f"{wal_kib:>12.2f}{frames / len(got):>12.0f}{disk_kib:>13.2f}"
-                  f"{restarts:>9}   x{base[0] / cpu_us:.2f} x{wall / base[1]:.2f}")
+                  f"{restarts:>9}   x{base[0] / cpu_us:.2f} x{wall / base[1]:.2f};"
+                  f" x{base[2] / cpu_indexed:.2f} x{wall_indexed / base[3]:.2f}"
+                  + (f" ({late} batches not indexed in time)" if late else ""))
         for name, counts in owners.items():
             print(f"pages dirtied per batch of {args.chunk}, {name}: " + ", ".join(
                 f"{table} {pages:.0f}" for table, pages in counts.items()))

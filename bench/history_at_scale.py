@@ -14,6 +14,13 @@ batch transactions, as bench/history.py's ``BatchWriter``) wall and CPU messages
 median chunk, then end to end (ZeroMQ PUB -> a real Recorder on the same copy),
 rounds alternating; and a reader's query latency on each copy while its batches
 commit. The 1-minute load average is printed beside the figures.
+
+A tree whose text index fills behind the recorder in a thread (``<history>-text``,
+008_text_file.sql) runs that thread throughout, woken after each commit as the
+consumer wakes it; each figure is given until the last message is stored and until
+the index has it too ("+index"): a chunk's reply waits for the index, so one tree's
+indexing never runs in the other tree's turn, and CPU (all threads) holds the
+indexer's. An older tree indexes in the batch's transaction: both figures are one.
 """
 
 from __future__ import annotations
@@ -33,6 +40,8 @@ from pathlib import Path
 from typing import Any
 
 HERE = Path(__file__).resolve()
+#: Longest a figure waits for the text index to catch up (then it is reported as is).
+INDEX_TIMEOUT = 600.0
 #: Added to the bench messages' seq_id/timestamp: the new messages follow the stored ones.
 SEQ_OFFSET = 10_000_000
 YEAR = 365 * 86400
@@ -50,10 +59,45 @@ READS_007 = (READS[0],
               ('"amd" AND "md6" AND "d64"', "amd64")))
 
 
+def open_reader(history: Path) -> sqlite3.Connection:
+    """A read-only connection to ``history`` that finds ``messages_text``: the index file
+    attached as ``text`` where there is one (008's layout), else the history's own table."""
+    db = sqlite3.connect(f"file:{history}?mode=ro", uri=True, isolation_level=None)
+    if Path(f"{history}-text").exists():
+        try:
+            from gateway.history.textfile import attach
+        except ImportError:  # this process runs a tree without it: the same attach
+            db.execute("ATTACH DATABASE ? AS text", (f"file:{history}-text?mode=ro",))
+        else:
+            attach(db, history)
+    return db
+
+
 def reads_of(db: sqlite3.Connection) -> tuple[tuple[str, tuple[str, ...]], ...]:
-    """:data:`READS` for the schema of ``db``'s text index."""
-    (sql,) = db.execute("SELECT sql FROM sqlite_master WHERE name = 'messages_text'").fetchone()
+    """:data:`READS` for the schema of ``db``'s text index (the history's, or the
+    attached index file's)."""
+    schemas = [row[1] for row in db.execute("PRAGMA database_list")]
+    sql = ""
+    for schema in ("main", "text"):
+        if schema in schemas:
+            row = db.execute(f"SELECT sql FROM {schema}.sqlite_master"  # noqa: S608
+                             " WHERE name = 'messages_text'").fetchone()
+            if row:
+                sql = row[0]
+                break
     return READS_007 if "detail = none" in sql else READS
+
+
+def wait_indexed(store: Any, started: float, timeout: float = INDEX_TIMEOUT) -> bool:
+    """Until ``store``'s text index has every stored message (a tree without
+    ``text_lag``, or one whose index is written with the message: at once); False if it
+    had not within ``timeout`` seconds of ``started`` (perf_counter)."""
+    text_lag = getattr(store, "text_lag", None)
+    while text_lag is not None and text_lag() > 0:
+        if time.perf_counter() - started > timeout:
+            return False
+        time.sleep(0.002)
+    return True
 
 
 def _envelopes(n: int, seed: int, publisher: str = "bench") -> list[dict[str, Any]]:
@@ -75,8 +119,10 @@ def _envelopes(n: int, seed: int, publisher: str = "bench") -> list[dict[str, An
 
 def worker(db: Path, total: int, seed: int, batch_ms: int | None,
            cache_mb: int | None) -> None:
-    """Runs in a tree (its ``gateway`` first on sys.path); answers commands on stdin:
-    ``batch N`` (next N messages, batched) and ``e2e K`` (K over ZeroMQ), one JSON line each."""
+    """Runs in a tree (its ``gateway`` first on sys.path); says ``{"ready": ...}`` once
+    the store is open (migrated, its text index caught up), then answers commands on
+    stdin: ``batch N`` (next N messages, batched) and ``e2e K`` (K over ZeroMQ), one JSON
+    line each."""
     from gateway import config
     from gateway.consumer import Delivery
     from gateway.consumer_state import Position
@@ -95,10 +141,16 @@ def worker(db: Path, total: int, seed: int, batch_ms: int | None,
     position = Position(store.path)
     envelopes = iter(_envelopes(total, seed))
     e2e_round = 0
+    # a tree with an index file: its thread follows the batches (Recorder.run starts it)
+    start_indexer = getattr(store, "start_text_indexer", None)
+    committed = getattr(store, "texts_committed", None)
+    print(json.dumps({"ready": start_indexer is not None}), flush=True)
     for line in sys.stdin:
         verb, count = line.split()
         n = int(count)
         if verb == "batch":
+            if start_indexer is not None:
+                start_indexer()  # (again after an e2e round: Recorder.run stops it)
             chunk = [next(envelopes) for _ in range(n)]
             wall, cpu = time.perf_counter(), time.process_time()
             dbc = position.db
@@ -110,17 +162,24 @@ def worker(db: Path, total: int, seed: int, batch_ms: int | None,
             recorder.flush(dbc)
             position.advance("bench", chunk[-1]["publisher_epoch"], chunk[-1]["seq_id"])
             dbc.execute("COMMIT")
-            reply = {"wall": time.perf_counter() - wall, "cpu": time.process_time() - cpu}
+            if committed is not None:
+                committed()  # as the consumer's after_commit: wakes the indexer
+            stored_wall, stored_cpu = time.perf_counter() - wall, time.process_time() - cpu
+            done = wait_indexed(store, wall)
+            reply = {"wall": stored_wall, "cpu": stored_cpu,
+                     "wall_indexed": time.perf_counter() - wall,
+                     "cpu_indexed": time.process_time() - cpu, "indexed": done}
         else:
             e2e_round += 1  # a new publisher each round: followed from its first message
             reply = _e2e(settings, store, _envelopes(n, seed + e2e_round, f"e2e-{e2e_round}"))
         print(json.dumps(reply), flush=True)
     position.close()
-    store.close()
+    store.close()  # (stops the indexer)
 
 
 def _e2e(settings: Any, store: Any, envelopes: list[dict[str, Any]]) -> dict[str, float]:
-    """``envelopes`` from a raw ZeroMQ PUB socket to a real Recorder on ``store``."""
+    """``envelopes`` from a raw ZeroMQ PUB socket to a real Recorder on ``store``
+    (its run starts and stops the text indexer of a tree that has one)."""
     import socket
     import threading
 
@@ -165,7 +224,11 @@ def _e2e(settings: Any, store: Any, envelopes: list[dict[str, Any]]) -> dict[str
         deadline = time.monotonic() + 600
         while recorder.stored < first + want and time.monotonic() < deadline:
             time.sleep(0.005)
-        reply = {"wall": time.perf_counter() - wall, "cpu": time.process_time() - cpu,
+        stored_wall, stored_cpu = time.perf_counter() - wall, time.process_time() - cpu
+        done = wait_indexed(store, wall)
+        reply = {"wall": stored_wall, "cpu": stored_cpu,
+                 "wall_indexed": time.perf_counter() - wall,
+                 "cpu_indexed": time.process_time() - cpu, "indexed": done,
                  "n": recorder.stored - first, "batches": flushes[0]}
     finally:
         stop.set()
@@ -204,7 +267,8 @@ def main() -> None:
             tree = tree.resolve()
             copy = scratch / f"tree{number}.sqlite"
             source = args.db[number if len(args.db) > 1 else 0]
-            for suffix in ("", "-wal"):
+            # its index file too (else a new tree's worker fills one again first)
+            for suffix in ("", "-wal", "-text", "-text-wal"):
                 if Path(str(source) + suffix).exists():
                     shutil.copyfile(str(source) + suffix, str(copy) + suffix)
             env = {**os.environ, "PYTHONPATH": str(tree)}
@@ -215,13 +279,14 @@ def main() -> None:
                  *([] if args.batch_ms is None else ["--batch-ms", str(args.batch_ms)]),
                  *([] if not args.cache_mb else ["--cache-mb", str(args.cache_mb[number])])],
                 cwd=tree, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True))
+        for proc in workers:  # each copy migrated and indexed before any reader opens it
+            json.loads(proc.stdout.readline())  # type: ignore[union-attr]
         print(f"at-scale ingest from {', '.join(d.name for d in args.db)}: "
               f"{args.messages:,} messages in chunks of "
               f"{args.chunk}, trees {', '.join(str(t) for t in args.tree)}, "
               f"load {os.getloadavg()[0]:.1f}", flush=True)
 
-        readers = [sqlite3.connect(f"file:{scratch / f'tree{i}.sqlite'}?mode=ro", uri=True,
-                                   isolation_level=None) for i in range(len(workers))]
+        readers = [open_reader(scratch / f"tree{i}.sqlite") for i in range(len(workers))]
         read_ms: dict[int, list[float]] = {i: [] for i in range(len(workers))}
         reads_by = [reads_of(reader) for reader in readers]
 
@@ -255,26 +320,36 @@ def main() -> None:
                 order.reverse()
             for index in order:
                 e2e[index].append(ask(index, f"e2e {args.e2e}"))
-        print(f"{'tree':<28}{'batched wall/s':>15}{'CPU/s':>9}{'median chunk/s':>16}"
+        print(f"{'tree':<28}{'until':>7}{'batched wall/s':>15}{'CPU/s':>9}{'median chunk/s':>16}"
               f"{'e2e wall/s (median)':>21}{'e2e CPU/s':>11}{'batch':>8}")
-        base: dict[str, float] = {}
+        base: dict[str, dict[str, float]] = {}
         for index, tree in enumerate(args.tree):
-            rows = results[index]
+            rows, runs = results[index], e2e[index]
             n = args.chunk * len(rows)
-            wall = n / sum(r["wall"] for r in rows)
-            cpu = n / sum(r["cpu"] for r in rows)
-            median = statistics.median(args.chunk / r["wall"] for r in rows)
-            e2e_rates = [r["n"] / r["wall"] for r in e2e[index]] or [float("nan")]
-            e2e_cpu = [r["n"] / r["cpu"] for r in e2e[index]] or [float("nan")]
-            figures = {"wall": wall, "cpu": cpu, "median": median,
-                       "e2e": statistics.median(e2e_rates), "e2e_cpu": statistics.median(e2e_cpu)}
-            batches = sum(r["batches"] for r in e2e[index])
-            sizes = f"{sum(r['n'] for r in e2e[index]) / batches:.0f}" if batches else "-"
-            base = base or figures
-            print(f"{str(tree)[-27:]:<28}{wall:>15,.0f}{cpu:>9,.0f}{median:>16,.0f}"
-                  f"{figures['e2e']:>21,.0f}{figures['e2e_cpu']:>11,.0f}{sizes:>8}"
-                  + ("" if figures is base else "   x" + " x".join(
-                      f"{figures[k] / base[k]:.2f}" for k in figures)))
+            batches = sum(r["batches"] for r in runs)
+            sizes = f"{sum(r['n'] for r in runs) / batches:.0f}" if batches else "-"
+            late = sum(not r.get("indexed", True) for r in rows + runs)
+            for until, suffix in (("stored", ""), ("+index", "_indexed")):
+                def of(r: dict[str, float], key: str, suffix: str = suffix) -> float:
+                    return r.get(key + suffix, r[key])  # an older worker: stored only
+
+                figures = {
+                    "wall": n / sum(of(r, "wall") for r in rows),
+                    "cpu": n / sum(of(r, "cpu") for r in rows),
+                    "median": statistics.median(args.chunk / of(r, "wall") for r in rows),
+                    "e2e": statistics.median([r["n"] / of(r, "wall") for r in runs]
+                                             or [float("nan")]),
+                    "e2e_cpu": statistics.median([r["n"] / of(r, "cpu") for r in runs]
+                                                 or [float("nan")])}
+                first = base.setdefault(until, figures)
+                print(f"{str(tree)[-27:] if until == 'stored' else '':<28}{until:>7}"
+                      f"{figures['wall']:>15,.0f}{figures['cpu']:>9,.0f}"
+                      f"{figures['median']:>16,.0f}{figures['e2e']:>21,.0f}"
+                      f"{figures['e2e_cpu']:>11,.0f}{sizes if until == 'stored' else '':>8}"
+                      + ("" if figures is first else "   x" + " x".join(
+                          f"{figures[k] / first[k]:.2f}" for k in figures))
+                      + (f"  ({late} not indexed within {INDEX_TIMEOUT:.0f} s)"
+                         if late and until == "+index" else ""))
         for index, tree in enumerate(args.tree):
             times = sorted(read_ms[index])
             if times:

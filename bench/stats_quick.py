@@ -8,6 +8,12 @@ rollups against the same counts by GROUP BY over the raw tables (p50/max of 20 r
 and how long 003_stats.sql takes to fill the rollups of a history stored before it.
 
     .venv/bin/python bench/stats_quick.py [N]
+
+A tree whose text index is a file of its own filled by a thread (008) runs that thread
+for both histories, woken after each commit; ingest is given until stored and until
+indexed (CPU µs: all threads). Each timed chunk (the one-a-transaction messages in
+chunks of :data:`ONE_CHUNK`) waits for its own index, so one history's indexer does not
+run in the other's time.
 """
 
 from __future__ import annotations
@@ -27,6 +33,10 @@ from gateway.history.store import SqliteHistory
 
 START = dt.datetime(2025, 12, 1, tzinfo=dt.UTC).timestamp()
 YEAR = 365 * 86400
+#: The one-transaction-a-message ingest alternates between the histories by this many.
+ONE_CHUNK = 500
+#: Longest a chunk waits for its text index.
+INDEX_TIMEOUT = 300.0
 TOPICS = ("dak.package.accept", "dak.package.new", "debbugs.bug.report", "debbugs.bug.new",
           "debbugs.bug.close", "debbugs.bug.followup", "debbugs.bug.update",
           "wanna-build.build.built", "wanna-build.build.building",
@@ -68,6 +78,15 @@ def direct(db: sqlite3.Connection, start: float, end: float) -> tuple:
     return topics, tops
 
 
+def indexed(store: SqliteHistory) -> None:
+    """Until ``store``'s text index has every stored message (bounded); at once for a
+    store without ``text_lag`` (its index is written with the message)."""
+    text_lag = getattr(store, "text_lag", None)
+    deadline = time.monotonic() + INDEX_TIMEOUT
+    while text_lag is not None and text_lag() > 0 and time.monotonic() < deadline:
+        time.sleep(0.002)
+
+
 def timed(work, runs: int = 20) -> tuple[float, float]:
     times = []
     for _ in range(runs):
@@ -85,30 +104,51 @@ def main() -> None:
         shipped = SqliteHistory(Path(tmp) / "shipped.sqlite")
         before = SqliteHistory(Path(tmp) / "before.sqlite")
         drop_stats_triggers(before.writer())
-        spent = {"shipped": 0.0, "before": 0.0}
-        chunk = 10_000
-        for at in range(0, n - 5000, chunk):
-            for name, store in (("shipped", shipped), ("before", before)):
-                started = time.perf_counter()
-                store.add_many(rows[at:min(at + chunk, n - 5000)])
-                spent[name] += time.perf_counter() - started
-        batched = n - 5000
-        one = {"shipped": 0.0, "before": 0.0}
-        for record in rows[n - 5000:]:  # the recorder's path: one transaction per message
-            for name, store in (("shipped", shipped), ("before", before)):
-                db = store.writer()
-                started = time.perf_counter()
+        histories = (("shipped", shipped), ("before", before))
+        for _, store in histories:
+            if hasattr(store, "start_text_indexer"):
+                store.start_text_indexer()
+
+        def per_message(store: SqliteHistory, records: list[Record]) -> None:
+            db = store.writer()
+            for record in records:  # the recorder's path: one transaction per message
                 db.execute("BEGIN IMMEDIATE")
                 store.add(db, record)
                 db.execute("COMMIT")
-                one[name] += time.perf_counter() - started
+                getattr(store, "texts_committed", lambda: None)()
+
+        def ingest(span: tuple[int, int, int], work) -> dict[str, dict[str, float]]:
+            """``work(store, at)`` for each ``at`` of ``range(*span)``, the histories
+            alternating: each one's seconds until stored and indexed, and CPU seconds."""
+            spent = {name: {"stored": 0.0, "indexed": 0.0, "cpu": 0.0} for name, _ in histories}
+            for at in range(*span):
+                for name, store in histories:
+                    started, cpu = time.perf_counter(), time.process_time()
+                    work(store, at)
+                    spent[name]["stored"] += time.perf_counter() - started
+                    indexed(store)
+                    spent[name]["indexed"] += time.perf_counter() - started
+                    spent[name]["cpu"] += time.process_time() - cpu
+            return spent
+
+        batched = n - 5000
+        spent = ingest((0, batched, 10_000),  # add_many's transactions wake the indexer
+                       lambda store, at: store.add_many(rows[at:min(at + 10_000, batched)]))
+        one = ingest((batched, n, ONE_CHUNK),
+                     lambda store, at: per_message(store, rows[at:min(at + ONE_CHUNK, n)]))
         print(f"N = {n:,} messages over a year; load average {os.getloadavg()[0]:.2f}")
-        print(f"{'ingest':34} {'without stats':>14} {'with stats':>12} {'ratio':>6}")
+        print(f"{'ingest':34} {'until':>7} {'without stats':>14} {'with stats':>12} {'ratio':>6}"
+              f" {'CPU µs without / with':>22}")
         for label, cost in (("add_many, 1000 a transaction", spent),
                             ("one transaction a message", one)):
             count = batched if cost is spent else 5000
-            a, b = count / cost["before"], count / cost["shipped"]
-            print(f"{label:34} {a:>12,.0f}/s {b:>10,.0f}/s {b / a:>6.2f}")
+            for until in ("stored", "indexed"):
+                a, b = count / cost["before"][until], count / cost["shipped"][until]
+                cpu = "" if until == "stored" else (
+                    f" {cost['before']['cpu'] / count * 1e6:>12.0f} / "
+                    f"{cost['shipped']['cpu'] / count * 1e6:.0f}")
+                print(f"{label if until == 'stored' else '':34} {until:>7} {a:>12,.0f}/s "
+                      f"{b:>10,.0f}/s {b / a:>6.2f}{cpu}")
         week = stats.week_of(dt.datetime.fromtimestamp(START + YEAR / 2, dt.UTC))
         start, end = week.start.timestamp(), week.end.timestamp()
         db = shipped._reader()
