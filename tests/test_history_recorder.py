@@ -118,6 +118,8 @@ def test_backfill_twice_adds_nothing_and_never_moves_the_position_back(daemon, t
     assert "backfilled 30 new of 30" in first.stdout, first.stderr
     assert "backfilled 0 new of 30" in again.stdout, again.stderr
     assert history(db) == outbox(settings)
+    with sqlite3.connect(textfile.text_path(db)) as conn:  # contains finds them all
+        assert conn.execute("SELECT upto FROM text_state").fetchone() == (30,)
     with sqlite3.connect(db) as conn:
         conn.execute("UPDATE position SET seq_id = 1000")  # a recorder went further
     subprocess.run(args, env=proc.env, cwd=REPO, check=True, capture_output=True, timeout=60)

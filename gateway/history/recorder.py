@@ -287,6 +287,7 @@ def backfill(settings: Settings, store: HistoryStore, outbox: Store,
                 _forget(store)
                 raise
             batch.clear()
+            store.texts_committed()  # SQLite: searches find them as soon as committed
 
         for seq_id, text in _outbox_rows(outbox, 0):
             read += 1

@@ -150,6 +150,10 @@ class HistoryStore(abc.ABC):
         the same transaction as the message, PostgreSQL's)."""
         return 0
 
+    def texts_committed(self) -> None:
+        """A caller committed messages on a connection of its own (SQLite's text index
+        follows; PostgreSQL's is in the same transaction)."""
+
     @abc.abstractmethod
     def since(self, after: Position, limit: int) -> list[tuple[Position, Stored]]:
         """The live stream's feed: at most ``limit`` rows after ``after``, each with its
