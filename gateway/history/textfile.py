@@ -6,11 +6,13 @@ recorder, and a second file has a write lock of its own. The recorder commits a 
 (the message, its links, its folded text in ``messages_fold``) and goes on to the
 next; :class:`TextIndexer` meanwhile copies the new folded texts into the FTS5 table
 with one ``INSERT ... SELECT`` per chunk, inside SQLite, which lets go of Python's GIL
-while it runs: the two work on both cores at once.
+while it runs: the two work on both cores at once. At 1,000,000 stored, the recorder
+end to end (bench/recorder_cpu.py) stored x1.49 the messages a second (7,657 against
+5,144), and indexed them as fast.
 
 The file is ``<history>-text`` beside the history (its ``-wal`` and ``-shm`` beside it,
 as the history's). It is derived: every text it holds is in ``messages_fold``, so a
-missing, damaged or foreign one is filled again from there (a million messages in
+missing, foreign or stale one is filled again from there (a million messages in
 ~40 s). ``text_state`` says which history it belongs to (``history_identity``'s
 token) and how far it has got: every message with an id up to ``upto`` is in it.
 
