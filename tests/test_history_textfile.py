@@ -204,3 +204,25 @@ def test_healthz_says_how_far_behind_the_text_index_is(tmp_path):
             assert health["text_index_behind"] == 0
     finally:
         store.close()
+
+
+def test_an_idle_indexer_polls_the_history_without_locking_its_index_file(tmp_path):
+    """The thread looks for new texts every ``POLL_SECONDS``; with none it reads the
+    history only: no write transaction of the index file (which a reader's catch-up or
+    another writer would wait for) while the bus is quiet."""
+    store = SqliteHistory(tmp_path / "h.sqlite")
+    store.add_many([record(n) for n in range(1, 11)])
+    assert store.text is not None
+    statements: list[str] = []
+    store.text._connect().set_trace_callback(statements.append)
+    store.start_text_indexer()
+    try:
+        time.sleep(10 * textfile.POLL_SECONDS)
+        polls = [s for s in statements if "max(id)" in s]
+        assert len(polls) >= 3  # it did look, several times
+        assert "BEGIN IMMEDIATE" not in statements[1:]  # the first look may index
+        store.add_many([record(n, "fresh") for n in range(11, 21)])  # woken: indexed
+        wait(lambda: store.text_lag() == 0, timeout=5)
+        assert len(found(store, "fresh")) == 10
+    finally:
+        store.close()

@@ -114,6 +114,8 @@ class TextIndexer:
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        #: ``upto`` as this indexer last committed it (None: not known yet).
+        self._upto: int | None = None
         #: Messages indexed by this indexer, and the last error it met (None: none).
         self.indexed = 0
         self.error: str | None = None
@@ -130,23 +132,31 @@ class TextIndexer:
             self._db = db
         return self._db
 
-    def catch_up(self, limit: int | None = None) -> int:
+    def catch_up(self, limit: int | None = None, *, poll: bool = False) -> int:
         """Index every text committed past the index's ``upto`` (at most ``limit``), a
         transaction per :attr:`chunk`; how many. Safe beside another indexer of the same
         history (in this process or another): each chunk reads ``upto`` under the index
-        file's write lock."""
+        file's write lock. ``poll``: first a read of the history alone, and nothing more
+        when it holds no text past what this indexer last indexed (the thread's idle
+        polls take no lock of the index file)."""
         with self._lock:
             db = self._connect()
+            if poll and self._upto is not None:
+                (top,) = db.execute("SELECT max(id) FROM history.messages_fold").fetchone()
+                if (top or 0) == self._upto:
+                    return 0
             done, started, logged = 0, time.monotonic(), False
             while (limit is None or done < limit) and not self._stop.is_set():
                 step = self.chunk if limit is None else min(self.chunk, limit - done)
                 db.execute("BEGIN IMMEDIATE")
                 try:
-                    added, behind = self._chunk(db, step)
+                    added, behind, upto = self._chunk(db, step)
                     db.execute("COMMIT")
                 except BaseException:
                     db.execute("ROLLBACK")
+                    self._upto = None
                     raise
+                self._upto = upto
                 done += added
                 if behind > LOG_BEHIND and not logged:
                     log.info("history: text index %s is %d messages behind; catching up",
@@ -160,8 +170,9 @@ class TextIndexer:
             self.indexed += done
             return done
 
-    def _chunk(self, db: sqlite3.Connection, step: int) -> tuple[int, int]:
-        """One chunk in ``db``'s transaction: (texts indexed, texts that were behind)."""
+    def _chunk(self, db: sqlite3.Connection, step: int) -> tuple[int, int, int]:
+        """One chunk in ``db``'s transaction: (texts indexed, texts that were behind,
+        the index's ``upto`` after it)."""
         (token,) = db.execute("SELECT token FROM history.history_identity").fetchone()
         (top,) = db.execute("SELECT max(id) FROM history.messages_fold").fetchone()
         top = top or 0
@@ -181,11 +192,11 @@ class TextIndexer:
             "SELECT max(id), count(*) FROM (SELECT id FROM history.messages_fold"
             " WHERE id > ? ORDER BY id LIMIT ?)", (upto, step)).fetchone()
         if not count:
-            return 0, 0
+            return 0, 0, upto
         db.execute("INSERT INTO messages_text (rowid, body) SELECT id, text"
                    " FROM history.messages_fold WHERE id > ? AND id <= ?", (upto, last))
         db.execute("UPDATE text_state SET upto = ?", (last,))
-        return count, top - upto
+        return count, top - upto, last
 
     # -- the thread --------------------------------------------------------------------------
     @property
@@ -211,7 +222,7 @@ class TextIndexer:
             self._wake.wait(self.poll if not failures else min(30.0, self.poll * 2 ** failures))
             self._wake.clear()
             try:
-                self.catch_up()
+                self.catch_up(poll=True)
             except Exception as exc:  # a full disk, a locked file: searches lag, ingest goes on
                 failures += 1
                 self.error = str(exc)
