@@ -47,6 +47,17 @@ class SignatureError(Exception):
         self.detail = detail
 
 
+def exact_b64decode(text: str) -> bytes:
+    """The bytes of ``text``, which must be their one base64 spelling. Why not
+    ``b64decode(validate=True)`` alone: it ignores the unused low bits of a last group
+    before ``=`` padding, so one signature had up to 16 spellings that all verified (one
+    signed message, many signature strings; the tamper matrix accepted one)."""
+    raw = base64.b64decode(text, validate=True)
+    if base64.b64encode(raw) != text.encode("ascii"):
+        raise binascii.Error("not the canonical base64 of its bytes (padding bits set)")
+    return raw
+
+
 class Verifier:
     def __init__(self, *, ca: str = "", crl: str = "", keyring: list[str] | None = None,
                  routing_policy: str = "", nitpicky: bool = False, max_age: float = 86400.0,
@@ -124,8 +135,8 @@ class Verifier:
             raise SignatureError("malformed", f"certificate over {MAX_CERTIFICATE_CHARS} "
                                  "chars")
         try:  # fedmsg's 76-column lines; nothing else may hide in the fields
-            raw = base64.b64decode(signature.replace("\n", ""), validate=True)
-            pem = base64.b64decode(certificate.replace("\n", ""), validate=True)
+            raw = exact_b64decode(signature.replace("\n", ""))
+            pem = exact_b64decode(certificate.replace("\n", ""))
         except (binascii.Error, ValueError):
             raise SignatureError("malformed", "signature or certificate is not base64") \
                 from None
@@ -151,7 +162,7 @@ class Verifier:
         if "certificate" in envelope:
             raise SignatureError("malformed", "an openpgp message has no certificate field")
         try:
-            raw = base64.b64decode(signature, validate=True)
+            raw = exact_b64decode(signature)
             sig = self._pgp.Sig.from_bytes(raw)
         except (binascii.Error, ValueError):
             raise SignatureError("malformed", "signature is not base64") from None

@@ -236,6 +236,41 @@ def test_an_openpgp_signature_with_bytes_appended_is_refused(pgp_signer, verifie
     assert verifier.check({**signed, "signature": base64.b64encode(old_format).decode()})
 
 
+def _padding_bits_set(text: str) -> str:
+    """``text`` (base64 ending in ``=`` padding) with the unused low bits of its last
+    group set: another spelling of the same bytes."""
+    alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+    core = text.rstrip("\n")  # fedmsg's x509 lines end in one
+    body = core.rstrip("=")
+    unused = 4 if core.endswith("==") else 2
+    last = alphabet[alphabet.index(body[-1]) | ((1 << unused) - 1)]
+    return body[:-1] + last + text[len(body):]
+
+
+@pytest.mark.parametrize("backend", ["x509", "openpgp"])
+def test_a_signature_spelled_with_padding_bits_set_is_refused(backend, x509_signer,
+                                                              pgp_signer, verifier):
+    """Base64 leaves the low bits of a last group before ``=`` unused, and a lenient
+    decoder ignores them: the same signature bytes under other strings. The tamper
+    matrix met it (a changed signature "accepted" when its last group's letter only
+    differed there); such a spelling is now malformed."""
+    signer = x509_signer if backend == "x509" else pgp_signer
+    for n in range(30):  # a signature whose length leaves padding (x509: every one)
+        signed = json.loads(env.canonical_json(signer.sign(envelope(seq_id=n + 1))))
+        if signed["signature"].rstrip("\n").endswith("="):
+            break
+    else:
+        pytest.fail(f"no {backend} signature of 30 had base64 padding")
+    respelled = _padding_bits_set(signed["signature"])
+    assert respelled != signed["signature"]
+    assert base64.b64decode(respelled.replace("\n", "")) == \
+        base64.b64decode(signed["signature"].replace("\n", ""))
+    assert verifier.check(copy.deepcopy(signed))
+    with pytest.raises(SignatureError, match="not base64") as caught:
+        verifier.check({**signed, "signature": respelled})
+    assert caught.value.reason == "malformed"
+
+
 def test_revoked_unknown_out_of_policy_stale_and_unsigned_are_refused(pki, verifier):
     now = int(time.time())
     cases = {
