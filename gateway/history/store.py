@@ -153,6 +153,7 @@ class HistoryStore(abc.ABC):
     def texts_committed(self) -> None:
         """A caller committed messages on a connection of its own (SQLite's text index
         follows; PostgreSQL's is in the same transaction)."""
+        return None
 
     @abc.abstractmethod
     def since(self, after: Position, limit: int) -> list[tuple[Position, Stored]]:
