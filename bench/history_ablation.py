@@ -32,7 +32,7 @@ the pages a batch dirtied), bytes the process wrote to disk (/proc/self/io, WAL 
 checkpoints), and a final checkpoint's time (what is left in the log is a cost too).
 The copies are deleted at the end. Not a test: it prints figures.
 
-Since 008 the text index is a file of its own (``<history>-text``), filled by a thread
+Since 008 the text index is a file of its own (``<history>-index``), filled by a thread
 behind the batches: the worker runs it (but for b and what builds on b), wakes it after
 each commit, and a batch's reply waits until it has the batch, so CPU and wall are also
 given "+index" (all threads; the disk bytes are until indexed too). The WAL, page and
@@ -102,7 +102,7 @@ def prepare(source: Path, copy: Path, spec: dict[str, Any], vacuumed: Path | Non
             if Path(str(source) + suffix).exists():
                 shutil.copyfile(str(source) + suffix, str(copy) + suffix)
     # the index file (008) too: else the worker's open fills it again (~40 s a million)
-    for suffix in ("-text", "-text-wal"):
+    for suffix in ("-index", "-index-wal"):
         if Path(str(source) + suffix).exists():
             shutil.copyfile(str(source) + suffix, str(copy) + suffix)
     db = sqlite3.connect(copy, isolation_level=None)
@@ -183,9 +183,9 @@ def worker(db: Path, total: int, seed: int, spec: dict[str, Any]) -> None:
         store.dedup.stored = lambda *args: set()  # type: ignore[method-assign]
     recorder = Recorder(settings, store, index=TypeIndex(()), endpoints=[])
     # the index file's thread (008), as the recorder runs it; none without a text index
-    committed = getattr(store, "texts_committed", None) if text else None
+    committed = getattr(store, "committed", None) if text else None
     if committed is not None:
-        store.start_text_indexer()
+        store.start_indexer()
     position = Position(store.path)
     dbc = position.db
     store.tune(dbc)

@@ -28,7 +28,7 @@ then took to catch up. The split design's ingest is the rate both keep up with:
 messages / (recorder's wall + catch-up). Not a test: it prints figures.
 
 Since 008 the recorder already keeps the text index apart: a thread of its process
-fills ``<history>-text`` from ``messages_fold`` behind its batches. So ``together`` is
+fills ``<history>-index`` from ``messages_fold`` behind its batches. So ``together`` is
 now that (each batch waits for its index: its "both keep up" and CPU hold the thread's
 work), and split and handover take the folded-text insert out of the recorder too
 (its thread then has nothing to index): their indexer writes the text into the index
@@ -97,8 +97,8 @@ def open_index(index: Path) -> sqlite3.Connection:
     out.execute("PRAGMA synchronous=NORMAL")
     out.execute("PRAGMA cache_size=-65536")
     out.execute("PRAGMA wal_autocheckpoint=40000")
-    if Path(f"{index}-text").exists():
-        out.execute("ATTACH DATABASE ? AS text", (f"{index}-text",))
+    if Path(f"{index}-index").exists():
+        out.execute("ATTACH DATABASE ? AS idx", (f"{index}-index",))
         out.execute("PRAGMA text.synchronous=NORMAL")
     return out
 
@@ -237,7 +237,7 @@ def main() -> None:
         copies = {name: scratch / f"{name}.sqlite"
                   for name in (*arms, "index-split", "index-handover")}
         for copy in copies.values():
-            for suffix in ("", "-wal", "-text", "-text-wal"):  # (its index file too)
+            for suffix in ("", "-wal", "-index", "-index-wal"):  # (its index file too)
                 if Path(f"{args.db}{suffix}").exists():
                     shutil.copyfile(f"{args.db}{suffix}", f"{copy}{suffix}")
         os.sync()
