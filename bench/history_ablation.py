@@ -17,7 +17,8 @@ statement of a part taken away swapped out):
     c    b + no msg_id dedup (messages_msg_id dropped, no Bloom filter checked, the
          insert without ON CONFLICT): what exact dedup by msg_id costs now
     d    c + no messages_topic / messages_category indexes
-    g    d + no user/package links (their inserts insert nothing; names still looked up)
+    g    d + no user/package links (their inserts insert nothing; names still looked up;
+         since 008 the names the recorder appends for the indexer's links)
     e256 a with history.cache_mb 256
     p16k / p1k / p4k   a on a VACUUM INTO copy with page_size 16384 / 1024 / 4096 (p4k:
          the vacuum alone, the control for the other two)
@@ -81,6 +82,8 @@ VARIANTS: dict[str, dict[str, Any]] = {
 #: inserts nothing (``executemany`` wants DML), so the rest of the batch is unchanged.
 NO_TEXT = "INSERT INTO bench_no_text (body) SELECT ?2 WHERE ?1 IS NULL"
 NO_LINK = "INSERT INTO bench_no_text (body) SELECT ?3 WHERE ?1 IS NULL AND ?2 IS NULL"
+NO_NAME = ("INSERT INTO bench_no_text (body) SELECT ?4 WHERE ?1 IS NULL AND ?2 IS NULL"
+           " AND ?3 IS NULL")
 NO_CONFLICT = ("INSERT INTO messages (msg_id, topic, category, timestamp, publisher,"
                " seq_id, envelope) VALUES (?, ?, ?, ?, ?, ?, ?)")
 
@@ -171,7 +174,10 @@ def worker(db: Path, total: int, seed: int, spec: dict[str, Any]) -> None:
     if spec.get("wal_pages"):
         store_module.WAL_CHECKPOINT_PAGES = spec["wal_pages"]  # type: ignore[attr-defined]
     if spec.get("links") is False:
-        store_module._LINK = dict.fromkeys(store_module._LINK, NO_LINK)  # type: ignore[attr-defined]
+        if hasattr(store_module, "_INSERT_NAME"):  # 008: names for the indexer's links
+            store_module._INSERT_NAME = NO_NAME  # type: ignore[attr-defined]
+        else:
+            store_module._LINK = dict.fromkeys(store_module._LINK, NO_LINK)  # type: ignore[attr-defined]
     root = db.parent / (db.stem + "-state")
     root.mkdir(exist_ok=True)
     cache = spec.get("cache_mb")
