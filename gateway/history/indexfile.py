@@ -200,13 +200,13 @@ class Indexer:
                 self._upto = upto
                 done += added
                 if behind > LOG_BEHIND and not logged:
-                    log.info("history: text index %s is %d messages behind; catching up",
+                    log.info("history: index file %s is %d messages behind; catching up",
                              self.path, behind)
                     logged = True
                 if added < step:
                     break
             if logged:
-                log.info("history: text index caught up (%d messages in %.0f s)",
+                log.info("history: index file caught up (%d messages in %.0f s)",
                          done, time.monotonic() - started)
             self.indexed += done
             return done
@@ -280,7 +280,7 @@ class Indexer:
             except Exception as exc:  # a full disk, a locked file: searches lag, ingest goes on
                 failures += 1
                 self.error = str(exc)
-                log.warning("history: text index %s: %s (retrying)", self.path, exc)
+                log.warning("history: index file %s: %s (retrying)", self.path, exc)
             else:
                 failures, self.error = 0, None
 
