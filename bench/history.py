@@ -24,7 +24,7 @@ What it does, per backend (side by side in one run):
 
 The 1-minute load average is printed beside the figures.
 
-Since 008 the SQLite text index is a file of its own (``<history>-text``) that a thread
+Since 008 the SQLite text index is a file of its own (``<history>-index``) that a thread
 fills behind the recorder's batches: the bench runs that thread where the store has
 one, wakes it after each commit its writers make (as the consumer does), and gives the
 SQLite ingest figures until the last message is stored and until the index has it
@@ -85,10 +85,10 @@ class BatchWriter:
         self.recorder = Recorder(settings, store, index=TypeIndex(()), endpoints=[])
         self.position = Position(store.path)
         self.db = self.position.db
-        start = getattr(store, "start_text_indexer", None) if indexer else None
+        start = getattr(store, "start_indexer", None) if indexer else None
         if start is not None:
             start()
-        self.committed = getattr(store, "texts_committed", None) if start else None
+        self.committed = getattr(store, "committed", None) if start else None
 
     def _committed(self) -> None:
         if self.committed is not None:
@@ -188,7 +188,7 @@ def chunks(items: Iterator[dict[str, Any]], size: int) -> Iterator[list[dict[str
 
 
 #: The files of one history: its own, its text index's (008), each with its log.
-FILES = ("", "-wal", "-shm", "-text", "-text-wal", "-text-shm")
+FILES = ("", "-wal", "-shm", "-index", "-index-wal", "-index-shm")
 
 
 def build_sqlite(path: Path, n: int, settings: config.Settings) -> dict[str, float]:

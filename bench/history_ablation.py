@@ -17,7 +17,8 @@ statement of a part taken away swapped out):
     c    b + no msg_id dedup (messages_msg_id dropped, no Bloom filter checked, the
          insert without ON CONFLICT): what exact dedup by msg_id costs now
     d    c + no messages_topic / messages_category indexes
-    g    d + no user/package links (their inserts insert nothing; names still looked up)
+    g    d + no user/package links (their inserts insert nothing; names still looked up;
+         since 008 the names the recorder appends for the indexer's links)
     e256 a with history.cache_mb 256
     p16k / p1k / p4k   a on a VACUUM INTO copy with page_size 16384 / 1024 / 4096 (p4k:
          the vacuum alone, the control for the other two)
@@ -32,7 +33,7 @@ the pages a batch dirtied), bytes the process wrote to disk (/proc/self/io, WAL 
 checkpoints), and a final checkpoint's time (what is left in the log is a cost too).
 The copies are deleted at the end. Not a test: it prints figures.
 
-Since 008 the text index is a file of its own (``<history>-text``), filled by a thread
+Since 008 the text index is a file of its own (``<history>-index``), filled by a thread
 behind the batches: the worker runs it (but for b and what builds on b), wakes it after
 each commit, and a batch's reply waits until it has the batch, so CPU and wall are also
 given "+index" (all threads; the disk bytes are until indexed too). The WAL, page and
@@ -81,6 +82,8 @@ VARIANTS: dict[str, dict[str, Any]] = {
 #: inserts nothing (``executemany`` wants DML), so the rest of the batch is unchanged.
 NO_TEXT = "INSERT INTO bench_no_text (body) SELECT ?2 WHERE ?1 IS NULL"
 NO_LINK = "INSERT INTO bench_no_text (body) SELECT ?3 WHERE ?1 IS NULL AND ?2 IS NULL"
+NO_NAME = ("INSERT INTO bench_no_text (body) SELECT ?4 WHERE ?1 IS NULL AND ?2 IS NULL"
+           " AND ?3 IS NULL")
 NO_CONFLICT = ("INSERT INTO messages (msg_id, topic, category, timestamp, publisher,"
                " seq_id, envelope) VALUES (?, ?, ?, ?, ?, ?, ?)")
 
@@ -102,7 +105,7 @@ def prepare(source: Path, copy: Path, spec: dict[str, Any], vacuumed: Path | Non
             if Path(str(source) + suffix).exists():
                 shutil.copyfile(str(source) + suffix, str(copy) + suffix)
     # the index file (008) too: else the worker's open fills it again (~40 s a million)
-    for suffix in ("-text", "-text-wal"):
+    for suffix in ("-index", "-index-wal"):
         if Path(str(source) + suffix).exists():
             shutil.copyfile(str(source) + suffix, str(copy) + suffix)
     db = sqlite3.connect(copy, isolation_level=None)
@@ -171,7 +174,10 @@ def worker(db: Path, total: int, seed: int, spec: dict[str, Any]) -> None:
     if spec.get("wal_pages"):
         store_module.WAL_CHECKPOINT_PAGES = spec["wal_pages"]  # type: ignore[attr-defined]
     if spec.get("links") is False:
-        store_module._LINK = dict.fromkeys(store_module._LINK, NO_LINK)  # type: ignore[attr-defined]
+        if hasattr(store_module, "_INSERT_NAME"):  # 008: names for the indexer's links
+            store_module._INSERT_NAME = NO_NAME  # type: ignore[attr-defined]
+        else:
+            store_module._LINK = dict.fromkeys(store_module._LINK, NO_LINK)  # type: ignore[attr-defined]
     root = db.parent / (db.stem + "-state")
     root.mkdir(exist_ok=True)
     cache = spec.get("cache_mb")
@@ -183,9 +189,9 @@ def worker(db: Path, total: int, seed: int, spec: dict[str, Any]) -> None:
         store.dedup.stored = lambda *args: set()  # type: ignore[method-assign]
     recorder = Recorder(settings, store, index=TypeIndex(()), endpoints=[])
     # the index file's thread (008), as the recorder runs it; none without a text index
-    committed = getattr(store, "texts_committed", None) if text else None
+    committed = getattr(store, "committed", None) if text else None
     if committed is not None:
-        store.start_text_indexer()
+        store.start_indexer()
     position = Position(store.path)
     dbc = position.db
     store.tune(dbc)

@@ -15,8 +15,8 @@ median chunk, then end to end (ZeroMQ PUB -> a real Recorder on the same copy),
 rounds alternating; and a reader's query latency on each copy while its batches
 commit. The 1-minute load average is printed beside the figures.
 
-A tree whose text index fills behind the recorder in a thread (``<history>-text``,
-008_text_file.sql) runs that thread throughout, woken after each commit as the
+A tree whose text index fills behind the recorder in a thread (``<history>-index``,
+008_index_file.sql) runs that thread throughout, woken after each commit as the
 consumer wakes it; each figure is given until the last message is stored and until
 the index has it too ("+index"): a chunk's reply waits for the index, so one tree's
 indexing never runs in the other tree's turn, and CPU (all threads) holds the
@@ -63,11 +63,11 @@ def open_reader(history: Path) -> sqlite3.Connection:
     """A read-only connection to ``history`` that finds ``messages_text``: the index file
     attached as ``text`` where there is one (008's layout), else the history's own table."""
     db = sqlite3.connect(f"file:{history}?mode=ro", uri=True, isolation_level=None)
-    if Path(f"{history}-text").exists():
+    if Path(f"{history}-index").exists():
         try:
-            from gateway.history.textfile import attach
+            from gateway.history.indexfile import attach
         except ImportError:  # this process runs a tree without it: the same attach
-            db.execute("ATTACH DATABASE ? AS text", (f"file:{history}-text?mode=ro",))
+            db.execute("ATTACH DATABASE ? AS idx", (f"file:{history}-index?mode=ro",))
         else:
             attach(db, history)
     return db
@@ -90,10 +90,10 @@ def reads_of(db: sqlite3.Connection) -> tuple[tuple[str, tuple[str, ...]], ...]:
 
 def wait_indexed(store: Any, started: float, timeout: float = INDEX_TIMEOUT) -> bool:
     """Until ``store``'s text index has every stored message (a tree without
-    ``text_lag``, or one whose index is written with the message: at once); False if it
+    ``index_lag``, or one whose index is written with the message: at once); False if it
     had not within ``timeout`` seconds of ``started`` (perf_counter)."""
-    text_lag = getattr(store, "text_lag", None)
-    while text_lag is not None and text_lag() > 0:
+    index_lag = getattr(store, "index_lag", None)
+    while index_lag is not None and index_lag() > 0:
         if time.perf_counter() - started > timeout:
             return False
         time.sleep(0.002)
@@ -142,8 +142,8 @@ def worker(db: Path, total: int, seed: int, batch_ms: int | None,
     envelopes = iter(_envelopes(total, seed))
     e2e_round = 0
     # a tree with an index file: its thread follows the batches (Recorder.run starts it)
-    start_indexer = getattr(store, "start_text_indexer", None)
-    committed = getattr(store, "texts_committed", None)
+    start_indexer = getattr(store, "start_indexer", None)
+    committed = getattr(store, "committed", None)
     print(json.dumps({"ready": start_indexer is not None}), flush=True)
     for line in sys.stdin:
         verb, count = line.split()
@@ -268,7 +268,7 @@ def main() -> None:
             copy = scratch / f"tree{number}.sqlite"
             source = args.db[number if len(args.db) > 1 else 0]
             # its index file too (else a new tree's worker fills one again first)
-            for suffix in ("", "-wal", "-text", "-text-wal"):
+            for suffix in ("", "-wal", "-index", "-index-wal"):
                 if Path(str(source) + suffix).exists():
                     shutil.copyfile(str(source) + suffix, str(copy) + suffix)
             env = {**os.environ, "PYTHONPATH": str(tree)}

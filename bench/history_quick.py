@@ -38,10 +38,10 @@ def envelope(i: int) -> dict:
 
 def indexed(store: SqliteHistory) -> None:
     """Until ``store``'s text index has every stored message (bounded); at once for a
-    store without ``text_lag`` (its index is written with the message)."""
-    text_lag = getattr(store, "text_lag", None)
+    store without ``index_lag`` (its index is written with the message)."""
+    index_lag = getattr(store, "index_lag", None)
     deadline = time.monotonic() + INDEX_TIMEOUT
-    while text_lag is not None and text_lag() > 0 and time.monotonic() < deadline:
+    while index_lag is not None and index_lag() > 0 and time.monotonic() < deadline:
         time.sleep(0.002)
 
 
@@ -50,10 +50,10 @@ def main() -> None:
     index = TypeIndex(())
     with tempfile.TemporaryDirectory() as tmp:
         store = SqliteHistory(Path(tmp) / "h.sqlite")
-        start_indexer = getattr(store, "start_text_indexer", None)
+        start_indexer = getattr(store, "start_indexer", None)
         if start_indexer is not None:
             start_indexer()
-        committed = getattr(store, "texts_committed", lambda: None)
+        committed = getattr(store, "committed", lambda: None)
         envelopes = [envelope(i) for i in range(1, n + 1)]
         started = time.perf_counter()
         records = [record_of(e, index) for e in envelopes]

@@ -127,8 +127,8 @@ def worker(db: Path, n: int, seed: int, profile: Path | None, history: str = "")
             time.sleep(0.002)
         stored_wall, stored_cpu = time.perf_counter() - wall, time.process_time() - cpu
         # a tree whose text index fills behind the recorder (008): until it has them too
-        text_lag = getattr(store, "text_lag", None)
-        while text_lag is not None and text_lag() > 0 and \
+        index_lag = getattr(store, "index_lag", None)
+        while index_lag is not None and index_lag() > 0 and \
                 time.perf_counter() - wall < RUN_TIMEOUT:
             time.sleep(0.002)
         wall, cpu = time.perf_counter() - wall, time.process_time() - cpu

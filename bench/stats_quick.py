@@ -80,10 +80,10 @@ def direct(db: sqlite3.Connection, start: float, end: float) -> tuple:
 
 def indexed(store: SqliteHistory) -> None:
     """Until ``store``'s text index has every stored message (bounded); at once for a
-    store without ``text_lag`` (its index is written with the message)."""
-    text_lag = getattr(store, "text_lag", None)
+    store without ``index_lag`` (its index is written with the message)."""
+    index_lag = getattr(store, "index_lag", None)
     deadline = time.monotonic() + INDEX_TIMEOUT
-    while text_lag is not None and text_lag() > 0 and time.monotonic() < deadline:
+    while index_lag is not None and index_lag() > 0 and time.monotonic() < deadline:
         time.sleep(0.002)
 
 
@@ -106,8 +106,8 @@ def main() -> None:
         drop_stats_triggers(before.writer())
         histories = (("shipped", shipped), ("before", before))
         for _, store in histories:
-            if hasattr(store, "start_text_indexer"):
-                store.start_text_indexer()
+            if hasattr(store, "start_indexer"):
+                store.start_indexer()
 
         def per_message(store: SqliteHistory, records: list[Record]) -> None:
             db = store.writer()
@@ -115,7 +115,7 @@ def main() -> None:
                 db.execute("BEGIN IMMEDIATE")
                 store.add(db, record)
                 db.execute("COMMIT")
-                getattr(store, "texts_committed", lambda: None)()
+                getattr(store, "committed", lambda: None)()
 
         def ingest(span: tuple[int, int, int], work) -> dict[str, dict[str, float]]:
             """``work(store, at)`` for each ``at`` of ``range(*span)``, the histories

@@ -96,15 +96,20 @@ def add_as_v1(db: Any, record: Any) -> None:
         (record.msg_id, record.topic, record.category, record.timestamp, record.publisher,
          record.seq_id, record.envelope))
     message_id = cursor.lastrowid
-    for table, link, key, names in (("users", "user_messages", "user_id", record.users),
-                                    ("packages", "package_messages", "package_id",
-                                     record.packages)):
+    tables = {name for (name,) in db.execute("SELECT name FROM sqlite_master")}
+    for kind, (table, link, key, names) in enumerate((
+            ("users", "user_messages", "user_id", record.users),
+            ("packages", "package_messages", "package_id", record.packages))):
         for name in names:
             db.execute(f"INSERT OR IGNORE INTO {table} (name) VALUES (?)", (name,))
-            db.execute(f"INSERT INTO {link} ({key}, timestamp, message_id)"
-                       f" SELECT id, ?, ? FROM {table} WHERE name = ?",
-                       (record.timestamp, message_id, name))
-    tables = {name for (name,) in db.execute("SELECT name FROM sqlite_master")}
+            if "message_names" in tables:  # 008 on: the links are the index file's
+                db.execute("INSERT INTO message_names (message_id, kind, name_id, timestamp)"
+                           f" SELECT ?, ?, id, ? FROM {table} WHERE name = ?",
+                           (message_id, kind, record.timestamp, name))
+            else:
+                db.execute(f"INSERT INTO {link} ({key}, timestamp, message_id)"
+                           f" SELECT id, ?, ? FROM {table} WHERE name = ?",
+                           (record.timestamp, message_id, name))
     if "messages_text" in tables:  # before 008: the text index in the history itself
         db.execute("INSERT INTO messages_text (rowid, body) VALUES (?, ?)",
                    (message_id, record.text))

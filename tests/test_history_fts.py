@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import sqlite3
 
-from gateway.history import migrate, textfile
+from gateway.history import indexfile, migrate
 from gateway.history import query as q
 from gateway.history.records import record_of
 from gateway.history.store import SqliteHistory
@@ -31,7 +31,7 @@ def _write_batches(store: SqliteHistory, numbers: range, size: int) -> None:
             store.stage(db, _record(n))
         store.flush(db)
         db.execute("COMMIT")
-        store.texts_committed()  # a segment per batch in the index file
+        store.committed()  # a segment per batch in the index file
 
 
 def _found(store: SqliteHistory, term: str) -> set[int]:
@@ -69,13 +69,13 @@ def test_an_existing_history_gets_the_merge_setting_and_finds_every_message(
             db.execute("COMMIT")
     assert "automerge" not in _config(path)
     store = SqliteHistory(path)  # upgrades: 005, 007 and 008 (the index file filled)
-    assert _config(textfile.text_path(path))["automerge"] == 8
+    assert _config(indexfile.index_path(path))["automerge"] == 8
     _write_batches(store, range(301, 601), 7)
     for term in (*WORDS, "item0299", "item0301", "ana"):
         want = {n for n in range(1, 601) if term in _record(n).text}
         assert want and _found(store, term) == want, term
     assert _found(store, "zzz") == set()
-    with sqlite3.connect(textfile.text_path(path)) as db:
+    with sqlite3.connect(indexfile.index_path(path)) as db:
         db.execute("INSERT INTO messages_text (messages_text) VALUES ('integrity-check')")
         segments = db.execute("SELECT COUNT(*) FROM messages_text_data").fetchone()[0]
     assert segments > 1  # many batches' segments, merged eight at a time
@@ -84,4 +84,4 @@ def test_an_existing_history_gets_the_merge_setting_and_finds_every_message(
 
 def test_a_new_history_has_the_merge_setting(tmp_path):
     SqliteHistory(tmp_path / "h.sqlite").close()
-    assert _config(textfile.text_path(tmp_path / "h.sqlite"))["automerge"] == 8
+    assert _config(indexfile.index_path(tmp_path / "h.sqlite"))["automerge"] == 8

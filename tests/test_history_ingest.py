@@ -19,7 +19,7 @@ import zmq
 from gateway import envelope as env
 from gateway.discovery import Endpoint
 from gateway.errors import EnvelopeError
-from gateway.history import textfile
+from gateway.history import indexfile
 from gateway.history.recorder import Recorder
 from gateway.history.records import record_of
 from gateway.history.store import SqliteHistory
@@ -187,5 +187,5 @@ def test_every_message_is_stored_once_in_order_with_its_position(make_settings, 
         (texts,) = conn.execute("SELECT COUNT(*) FROM messages_fold").fetchone()
     assert texts == len(seqs)
     SqliteHistory(db).close()  # a writer's open fills the index with what is left
-    with sqlite3.connect(textfile.text_path(db)) as conn:
+    with sqlite3.connect(indexfile.index_path(db)) as conn:
         assert conn.execute("SELECT COUNT(*) FROM messages_text").fetchone() == (texts,)

@@ -20,8 +20,8 @@ from dataclasses import replace
 
 import pytest
 
+from gateway.history import indexfile
 from gateway.history import query as q
-from gateway.history import textfile
 from gateway.history.records import record_of
 from gateway.history.store import HistoryStore, SqliteHistory
 from gateway.messages import TypeIndex
@@ -81,7 +81,7 @@ def traced(store: SqliteHistory, items: list[tuple[str, str]]) -> tuple[q.Query,
 
 def plan(store: SqliteHistory, sql: str) -> str:
     db = sqlite3.connect(f"{store.path.absolute().as_uri()}?mode=ro", uri=True)
-    textfile.attach(db, store.path)
+    indexfile.attach(db, store.path)
     try:
         return " | ".join(row[3] for row in db.execute(f"EXPLAIN QUERY PLAN {sql}"))
     finally:
@@ -438,7 +438,7 @@ def listed(store: SqliteHistory, sql: str) -> list[str]:
     """What each list a statement builds (``IN (SELECT ...)``, read once into a
     temporary index) is read from, by its query plan."""
     db = sqlite3.connect(f"{store.path.absolute().as_uri()}?mode=ro", uri=True)
-    textfile.attach(db, store.path)
+    indexfile.attach(db, store.path)
     try:
         rows = db.execute(f"EXPLAIN QUERY PLAN {sql}").fetchall()
     finally:

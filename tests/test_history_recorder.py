@@ -10,7 +10,7 @@ import sys
 import time
 from pathlib import Path
 
-from gateway.history import records, textfile
+from gateway.history import indexfile, records
 from gateway.history.store import SqliteHistory
 from gateway.messages import Message, TypeIndex
 from tests.conftest import BUSGATE, REPO
@@ -101,7 +101,7 @@ def test_kill9_and_publisher_restart_leave_history_equal_to_outbox(daemon, tmp_p
     assert texts == len(want)  # the texts were not written twice either
     assert seq == len(want)
     SqliteHistory(db).close()  # a writer's open fills the index with what the kills left
-    with sqlite3.connect(textfile.text_path(db)) as conn:
+    with sqlite3.connect(indexfile.index_path(db)) as conn:
         assert conn.execute("SELECT COUNT(*) FROM messages_text").fetchone() == (texts,)
 
 
@@ -118,8 +118,8 @@ def test_backfill_twice_adds_nothing_and_never_moves_the_position_back(daemon, t
     assert "backfilled 30 new of 30" in first.stdout, first.stderr
     assert "backfilled 0 new of 30" in again.stdout, again.stderr
     assert history(db) == outbox(settings)
-    with sqlite3.connect(textfile.text_path(db)) as conn:  # contains finds them all
-        assert conn.execute("SELECT upto FROM text_state").fetchone() == (30,)
+    with sqlite3.connect(indexfile.index_path(db)) as conn:  # contains finds them all
+        assert conn.execute("SELECT upto FROM index_state").fetchone() == (30,)
     with sqlite3.connect(db) as conn:
         conn.execute("UPDATE position SET seq_id = 1000")  # a recorder went further
     subprocess.run(args, env=proc.env, cwd=REPO, check=True, capture_output=True, timeout=60)

@@ -15,7 +15,7 @@ import orjson
 import pytest
 
 from gateway.cli import main
-from gateway.history import stats
+from gateway.history import indexfile, migrate, stats
 from gateway.history.records import Record, record_of
 from gateway.history.store import DAY, MAX_STATS_DAYS, HistoryError, SqliteHistory
 from gateway.messages import TypeIndex
@@ -338,6 +338,14 @@ def _direct_rollups(db: sqlite3.Connection) -> dict[str, set]:
     }
 
 
+def both(store: SqliteHistory) -> sqlite3.Connection:
+    """A connection to the history with its index file attached (links, name rollups),
+    both writable: what these checks read, and what a retention would write."""
+    db = sqlite3.connect(store.path, isolation_level=None)
+    db.execute("ATTACH DATABASE ? AS idx", (str(indexfile.index_path(store.path)),))
+    return db
+
+
 def assert_rollups_match(db: sqlite3.Connection) -> None:
     for table, (direct, rolled) in _direct_rollups(db).items():
         assert set(db.execute(direct)) == set(db.execute(rolled)), table
@@ -362,7 +370,7 @@ def test_rollups_equal_direct_counts_after_inserts_and_deletes(tmp_path, seed):
     rng = random.Random(seed)
     base = W47.start.timestamp()
     store = SqliteHistory(tmp_path / "h.sqlite")
-    db = store.writer()
+    db = both(store)
     for _ in range(3):  # several batches, then the same again (stored once: counted once)
         batch = _random_records(rng, 150, base + rng.randrange(0, 10**6))
         store.add_many(batch)
@@ -378,29 +386,30 @@ def test_rollups_equal_direct_counts_after_inserts_and_deletes(tmp_path, seed):
                 _direct_top(db, kind, start, end, limit)
     db.execute("BEGIN")  # what a history retention would do: the rollups follow
     doomed = "SELECT id FROM messages WHERE id % 3 = 0"
-    db.execute(f"DELETE FROM user_messages WHERE message_id IN ({doomed})")
+    db.execute(f"DELETE FROM user_messages WHERE message_id IN ({doomed})")  # index file
     db.execute(f"DELETE FROM package_messages WHERE message_id IN ({doomed})")
+    db.execute(f"DELETE FROM message_names WHERE message_id IN ({doomed})")
     db.execute("UPDATE messages SET timestamp = timestamp + 86400 WHERE id % 3 = 1")
     db.execute(f"DELETE FROM messages WHERE id IN ({doomed})")
     db.execute("COMMIT")
     assert_rollups_match(db)
     assert db.execute("SELECT COUNT(*) FROM stats_topic_days WHERE messages <= 0").fetchone() \
         == (0,)
+    assert db.execute("SELECT COUNT(*) FROM stats_user_days WHERE messages <= 0").fetchone() \
+        == (0,)
+    db.close()
     store.close()
 
 
 def _without_stats_migration(path: Path, records: list[Record]) -> None:
-    """A history as a busgate before 003_stats.sql (and so 004) left it, holding
-    ``records``."""
-    SqliteHistory(path).close()
+    """A history as a busgate before 003_stats.sql (and so all after it) left it,
+    holding ``records``."""
+    shipped = migrate.migrations("sqlite")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(migrate, "migrations",
+                      lambda backend: [m for m in shipped if m.version < 3])
+        SqliteHistory(path).close()
     with sqlite3.connect(path) as db:
-        db.execute("DELETE FROM history_migrations WHERE version = 4")
-        for (trigger,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'trigger'"
-                                     " AND name LIKE 'stats_%'").fetchall():
-            db.execute(f"DROP TRIGGER {trigger}")
-        for table in ("stats_topic_days", "stats_user_days", "stats_package_days"):
-            db.execute(f"DROP TABLE {table}")
-        db.execute("DELETE FROM history_migrations WHERE version = 3")
         assert db.execute("SELECT COUNT(*) FROM sqlite_master WHERE type = 'trigger'"
                           " AND name LIKE 'stats_%'").fetchone() == (0,)
     db = sqlite3.connect(path, isolation_level=None)  # add rows without migrating
@@ -417,8 +426,8 @@ def test_the_migration_fills_rollups_for_rows_stored_before_it(tmp_path):
     _without_stats_migration(path, records)
     with pytest.raises(HistoryError, match=r"lacks 003_stats\.sql"):
         SqliteHistory(path, readonly=True)
-    store = SqliteHistory(path)  # migrates: 003 fills the rollups
-    db = store.writer()
+    store = SqliteHistory(path)  # migrates: 003 fills the rollups (008: the names' in the
+    db = both(store)  # index file, from message_names)
     assert db.execute("SELECT SUM(messages) FROM stats_topic_days").fetchone() == (300,)
     assert_rollups_match(db)
     store.add_many(_random_records(random.Random(8), 50, W48.start.timestamp()))
@@ -500,7 +509,7 @@ ROLLUP_TABLES = ("activity_hourly", "stats_topic_days", "stats_user_days",
 
 def _rollup_rows(store: SqliteHistory) -> dict[str, list[tuple]]:
     """Every rollup, keyed by names (ids differ between two stores)."""
-    db = store.writer()
+    db = both(store)
     return {
         "activity_hourly": sorted(db.execute("SELECT * FROM activity_hourly")),
         "stats_topic_days": sorted(db.execute("SELECT * FROM stats_topic_days")),
@@ -538,6 +547,7 @@ def test_a_batch_keeps_the_rollups_as_the_triggers_do(tmp_path, monkeypatch, see
             batched.stage(db, record)
         batched.flush(db)
         db.execute("COMMIT")
+        batched.committed()
     assert batched.count() == by_triggers.count() == len(records) + 1
     assert _rollup_rows(batched) == _rollup_rows(by_triggers)
     assert db.execute("SELECT COUNT(*) FROM rollups_deferred").fetchone() == (0,)

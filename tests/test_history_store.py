@@ -12,8 +12,8 @@ from typing import Any
 import httpx
 import pytest
 
+from gateway.history import indexfile
 from gateway.history import query as q
-from gateway.history import textfile
 from gateway.history.records import record_of
 from gateway.history.store import SqliteHistory
 from gateway.messages import TypeIndex
@@ -141,7 +141,7 @@ def test_a_batch_is_written_at_flush_once_by_msg_id_and_a_refused_one_alone(tmp_
     assert store.msg_ids() == [fx.msg_id(1)]  # nothing written before flush
     assert store.flush(db) == 2 and store.flush(db) == 0
     db.execute("COMMIT")
-    store.texts_committed()  # as the recorder's consumer does after each commit
+    store.committed()  # as the recorder's consumer does after each commit
     assert store.msg_ids() == [fx.msg_id(n) for n in (1, 2, 3)]
     assert page_ids(store, [("contains", "fine")]) == [2]
     assert page_ids(store, [("user", "bo")]) == [3, 2]
@@ -151,11 +151,11 @@ def test_a_batch_is_written_at_flush_once_by_msg_id_and_a_refused_one_alone(tmp_
     store.stage(db, record_of(envelope(5, int(fx.T0), ["cy"], [], "good"), INDEX))
     assert store.flush(db) == 1
     db.execute("COMMIT")
-    store.texts_committed()
+    store.committed()
     assert store.msg_ids()[-1] == fx.msg_id(5)
     assert page_ids(store, [("contains", "bad")]) == []
     assert page_ids(store, [("user", "cy")]) == [5]
-    with sqlite3.connect(textfile.text_path(store.path)) as conn:
+    with sqlite3.connect(indexfile.index_path(store.path)) as conn:
         assert conn.execute("SELECT COUNT(*) FROM messages_text").fetchone() == (4,)
     store.close()
 
@@ -171,7 +171,7 @@ def test_a_rolled_back_batch_leaves_nothing_staged(tmp_path):
     store.stage(db, record_of(envelope(2, int(fx.T0), [], [], "fine"), INDEX))
     assert store.flush(db) == 1
     db.execute("COMMIT")
-    store.texts_committed()
+    store.committed()
     assert store.msg_ids() == [fx.msg_id(2)]
     assert page_ids(store, [("contains", "poison")]) == []
     store.close()

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.history import migrate, textfile, textindex
+from gateway.history import indexfile, migrate, textindex
 from gateway.history import query as q
 from gateway.history.records import Record, record_of
 from gateway.history.store import SqliteHistory
@@ -107,7 +107,7 @@ def filled(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped
             store.stage(db, r)
         store.flush(db)
         db.execute("COMMIT")
-        store.texts_committed()
+        store.committed()
     oracle = old_index(records)
     yield store, dict(records), oracle
     oracle.close()
@@ -118,7 +118,7 @@ def test_the_index_has_no_positions_and_candidates_are_not_matches(filled):
     """The premise: the index finds libc6's trigrams apart (candidates that are no
     match), so without the check the answers would be wrong."""
     store, _, oracle = filled
-    with sqlite3.connect(textfile.text_path(store.path)) as db:
+    with sqlite3.connect(indexfile.index_path(store.path)) as db:
         (sql,) = db.execute("SELECT sql FROM sqlite_master WHERE name = 'messages_text'"
                             ).fetchone()
         assert "detail = none" in sql
@@ -186,7 +186,7 @@ def test_a_count_cut_by_its_budget_is_a_lower_bound_never_the_candidates(filled,
     proves, capped; a finished one, every match and no candidate."""
     store, _, oracle = filled
     want = len(old_answer(oracle, ["libc6"]))
-    with sqlite3.connect(textfile.text_path(store.path)) as db:
+    with sqlite3.connect(indexfile.index_path(store.path)) as db:
         (candidates,) = db.execute(
             "SELECT COUNT(*) FROM messages_text WHERE messages_text MATCH ?",
             (textindex.match(["libc6"]),)).fetchone()
@@ -249,19 +249,19 @@ def test_a_history_written_before_007_answers_the_same_after_its_upgrade(tmp_pat
     store = SqliteHistory(path)  # migrates: 007 folds the texts, 008 moves the index
     try:
         assert f"history: applying 007_fts_detail_none.sql to {path}" in caplog.messages
-        assert f"history: applying 008_text_file.sql to {path}" in caplog.messages
+        assert f"history: applying 008_index_file.sql to {path}" in caplog.messages
         assert Path(f"{path}-wal").stat().st_size == 0
         with sqlite3.connect(path) as conn:
             assert conn.execute("SELECT COUNT(*) FROM messages_fold").fetchone() == (N,)
             assert conn.execute("SELECT name FROM sqlite_master"
                                 " WHERE name LIKE 'messages_text%'").fetchall() == []
-        with sqlite3.connect(textfile.text_path(path)) as conn:
+        with sqlite3.connect(indexfile.index_path(path)) as conn:
             (sql,) = conn.execute("SELECT sql FROM sqlite_master"
                                   " WHERE name = 'messages_text'").fetchone()
             assert "detail = none" in sql
             config = dict(conn.execute("SELECT k, v FROM messages_text_config"))
             assert config["automerge"] == 8
-            assert conn.execute("SELECT upto FROM text_state").fetchone() == (N,)
+            assert conn.execute("SELECT upto FROM index_state").fetchone() == (N,)
         for term in TERMS:
             found, total, _ = every(store, [("contains", term)])
             assert sorted(found) == sorted(before[term]) and total == len(found), term

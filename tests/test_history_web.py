@@ -113,7 +113,7 @@ def test_answer_shapes_and_arguments(web):
     assert (missing.status_code, missing.json()) == (404, {"error": "not_found"})
     assert web.get("/messagecount").json() == {"messagecount": 6}
     assert web.get("/healthz").json() == {"status": "ok", "messages": 6,
-                                          "text_index_behind": 0}
+                                          "index_behind": 0}
     assert web.get("/healthz/live").status_code == 200
 
 

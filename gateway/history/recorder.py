@@ -122,7 +122,7 @@ class Recorder:
         if isinstance(self.store, SqliteHistory):  # handle() stages; flush writes
             return {**batching, "before_commit": lambda db: self.flush(db),
                     "after_rollback": self._rolled_back, "batch_savepoints": False,
-                    "after_commit": self.store.texts_committed}
+                    "after_commit": self.store.committed}
         return {**batching, "before_commit": lambda db: self.flush(),
                 "after_rollback": self._rolled_back}
 
@@ -226,7 +226,7 @@ class Recorder:
         # SQLite: the text index fills behind the batches, in a thread, until the end
         indexer = isinstance(self.store, SqliteHistory)
         if indexer:
-            self.store.start_text_indexer()
+            self.store.start_indexer()
         try:
             with self.consumer() as consumer:
                 while not stop.is_set():
@@ -240,7 +240,7 @@ class Recorder:
                     handled += consumer.run(self.handle, count=left, timeout=slice_)
         finally:
             if indexer:  # what the last batches stored is found once run returns
-                self.store.stop_text_indexer()
+                self.store.stop_indexer()
         return handled
 
 
@@ -287,7 +287,7 @@ def backfill(settings: Settings, store: HistoryStore, outbox: Store,
                 _forget(store)
                 raise
             batch.clear()
-            store.texts_committed()  # SQLite: searches find them as soon as committed
+            store.committed()  # SQLite: searches find them as soon as committed
 
         for seq_id, text in _outbox_rows(outbox, 0):
             read += 1

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from gateway.history import migrate, textfile, textindex
+from gateway.history import indexfile, migrate, textindex
 from gateway.history.msgids import MsgIds
 from gateway.history.records import Record
 
@@ -145,12 +145,12 @@ class HistoryStore(abc.ABC):
     @abc.abstractmethod
     def count(self) -> int: ...
 
-    def text_lag(self) -> int:
+    def index_lag(self) -> int:
         """Messages stored but not yet found by ``contains`` (0: a text index written in
         the same transaction as the message, PostgreSQL's)."""
         return 0
 
-    def texts_committed(self) -> None:
+    def committed(self) -> None:
         """A caller committed messages on a connection of its own (SQLite's text index
         follows; PostgreSQL's is in the same transaction)."""
         return None
@@ -261,19 +261,19 @@ _INSERT_FOLD = "INSERT OR REPLACE INTO messages_fold (id, text) VALUES (?, ?)"
 _FIND_NAME = {t: f"SELECT id FROM {t} WHERE name = ?" for t in ("users", "packages")}  # noqa: S608
 _NEW_NAME = {t: f"INSERT INTO {t} (name) VALUES (?)"  # noqa: S608
              for t in ("users", "packages")}
-_LINK = {"users": "INSERT OR IGNORE INTO user_messages (user_id, timestamp, message_id)"
-                  " VALUES (?, ?, ?)",
-         "packages": "INSERT OR IGNORE INTO package_messages (package_id, timestamp,"
-                     " message_id) VALUES (?, ?, ?)"}
+#: A message's users and packages, from which the index file's links are made
+#: (indexfile.py); kinds 0 and 1.
+_INSERT_NAME = ("INSERT OR IGNORE INTO message_names (message_id, kind, name_id, timestamp)"
+                " VALUES (?, ?, ?, ?)")
+_KIND = {"users": 0, "packages": 1}
 
 #: The rollups a batch adds to (:meth:`SqliteHistory.flush`), as its triggers would.
 _ROLLUP = {
     "activity_hourly": "INSERT INTO activity_hourly (hour, category, count) VALUES (?, ?, ?)"
                        " ON CONFLICT (hour, category) DO UPDATE SET count = count + excluded.count",
-    **{table: f"INSERT INTO {table} (day, {key}, messages) VALUES (?, ?, ?)"  # noqa: S608
-              f" ON CONFLICT (day, {key}) DO UPDATE SET messages = messages + excluded.messages"
-       for table, key in (("stats_topic_days", "topic"), ("stats_user_days", "user_id"),
-                          ("stats_package_days", "package_id"))}}
+    "stats_topic_days": "INSERT INTO stats_topic_days (day, topic, messages) VALUES (?, ?, ?)"
+                        " ON CONFLICT (day, topic)"
+                        " DO UPDATE SET messages = messages + excluded.messages"}
 #: Timestamps (seconds, either side of the epoch) whose rollup keys a batch computes in
 #: Python: far past any real message, well inside SQLite's 64-bit integer cast.
 ROLLUP_STAMP_LIMIT = 1e15
@@ -287,8 +287,7 @@ ROLLUP_STAMP_LIMIT = 1e15
 #: (bench/history_at_scale.py). DDL is transactional in SQLite: nobody else ever sees
 #: the tables without them, and a rolled-back batch (savepoint or transaction) has them
 #: back.
-BATCH_TRIGGERS = ("messages_activity_add", "stats_topic_days_insert",
-                  "stats_user_days_insert", "stats_package_days_insert")
+BATCH_TRIGGERS = ("messages_activity_add", "stats_topic_days_insert")
 #: Smallest batch that sets the triggers aside. Such a batch commits a new schema
 #: version, and a reader connection's next query reads the schema again (+1-8 ms
 #: measured, FTS5 connecting again); a batch this big saves the writer more than that
@@ -427,8 +426,8 @@ class SqliteHistory(HistoryStore):
         self._deadline: dict[int, float] = {}
         if (readonly or not create) and not self.path.exists():
             raise HistoryError(f"no history database at {self.path} (run busgate record)")
-        #: What fills the text index (textfile.py); None: a reader's.
-        self.text: textfile.TextIndexer | None = None
+        #: What fills the text index (indexfile.py); None: a reader's.
+        self.text: indexfile.Indexer | None = None
         if readonly:  # a reader (busgate stats) neither migrates nor writes
             self._writer = None  # type: ignore[assignment]
             self._check_schema()
@@ -436,9 +435,9 @@ class SqliteHistory(HistoryStore):
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._writer = self._connect()
-            if migrate.apply_sqlite(self._writer) >= textfile.SINCE:  # (not a test's old one)
-                textfile.create(self.path)
-                self.text = textfile.TextIndexer(self.path)
+            if migrate.apply_sqlite(self._writer) >= indexfile.SINCE:  # (not a test's old one)
+                indexfile.create(self.path)
+                self.text = indexfile.Indexer(self.path)
                 self.text.catch_up()  # a search of a store opened for writing finds all
         except (OSError, sqlite3.Error, migrate.MigrationError) as exc:
             raise HistoryError(f"cannot open the history database {self.path}: {exc}") \
@@ -491,9 +490,9 @@ class SqliteHistory(HistoryStore):
             self.forget()
             raise
         db.execute("COMMIT")
-        self.texts_committed()
+        self.committed()
 
-    def texts_committed(self) -> None:
+    def committed(self) -> None:
         """Texts were committed to ``messages_fold``: the indexer thread, when one runs,
         is woken; else they are indexed now (a search after a write finds it)."""
         if self.text is None:
@@ -503,13 +502,13 @@ class SqliteHistory(HistoryStore):
         else:
             self.text.catch_up()
 
-    def start_text_indexer(self) -> None:
+    def start_indexer(self) -> None:
         """Index texts behind the writes, in a thread (the recorder): what is behind
         first (a new index file fills in the background, logged), then each commit."""
         if self.text is not None:
             self.text.start()
 
-    def stop_text_indexer(self) -> None:
+    def stop_indexer(self) -> None:
         """Stop the thread, then index what it left, at most two chunks (a stop must
         not wait for the rest of a rebuild: the next writer does it)."""
         if self.text is not None:
@@ -519,12 +518,12 @@ class SqliteHistory(HistoryStore):
             except sqlite3.Error as exc:  # the next writer catches up
                 log.warning("history: text index %s not caught up: %s", self.text.path, exc)
 
-    def text_lag(self) -> int:
+    def index_lag(self) -> int:
         """Messages stored but not yet found by ``contains``: the index file's indexer
         is behind (a recorder's batch in flight, a rebuild, no writer running)."""
         def work(db: sqlite3.Connection) -> int:
             (top,) = db.execute("SELECT max(id) FROM messages_fold").fetchone()
-            state = db.execute("SELECT upto FROM text.text_state").fetchone()
+            state = db.execute("SELECT upto FROM idx.index_state").fetchone()
             return max(0, (top or 0) - (state[0] if state else 0))
         return int(self._timed(work))
 
@@ -595,7 +594,7 @@ class SqliteHistory(HistoryStore):
         # the rows past ``top`` are this batch's (the caller holds the write lock); a
         # msg_id without one was stored before, or earlier in this batch
         new = dict(db.execute("SELECT msg_id, id FROM messages WHERE id > ?", (top or 0,)))
-        links: dict[str, list[tuple[int, float, int]]] = {"users": [], "packages": []}
+        names: list[tuple[int, int, int, float]] = []
         texts: list[tuple[int, str]] = []
         rollups: dict[str, Counter[tuple[int, Any]]] = {t: Counter() for t in _ROLLUP}
         for record in staged:
@@ -606,15 +605,12 @@ class SqliteHistory(HistoryStore):
             day = _sql_day(stamp)
             rollups["activity_hourly"][int(stamp / 3600), record.category] += 1
             rollups["stats_topic_days"][day, record.topic] += 1
-            for table, names in (("users", record.users), ("packages", record.packages)):
-                counts = rollups[_NAME_KINDS[table][0]]
-                for name in names:
-                    name_id = self._name_id(db, table, name)
-                    links[table].append((name_id, stamp, message_id))
-                    counts[day, name_id] += 1
+            for table, kind in (("users", record.users), ("packages", record.packages)):
+                for name in kind:
+                    names.append((message_id, _KIND[table], self._name_id(db, table, name),
+                                  stamp))
             texts.append((message_id, record.text))
-        for table, rows in links.items():
-            db.executemany(_LINK[table], rows)
+        db.executemany(_INSERT_NAME, names)
         if deferred:
             for table, counts in rollups.items():
                 db.executemany(_ROLLUP[table], [(*key, n) for key, n in counts.items()])
@@ -651,7 +647,7 @@ class SqliteHistory(HistoryStore):
         self._names = None
 
     def _insert(self, db: sqlite3.Connection, record: Record) -> int | None:
-        """The message's row and its user/package links; its id (None: already stored)."""
+        """The message's row and its names; its id (None: already stored)."""
         (top,) = db.execute("SELECT max(id) FROM messages").fetchone()
         if self.dedup.stored(db, [record.msg_id], (top or 0) + 1, 1):
             return None
@@ -660,12 +656,13 @@ class SqliteHistory(HistoryStore):
                                               record.seq_id, record.envelope))
         if cursor.rowcount != 1:
             return None
-        # no RETURNING: it makes the statement take a savepoint, and FTS5 flush its index
+        # no RETURNING: it makes the statement take a savepoint
         message_id = int(cursor.lastrowid)  # type: ignore[arg-type]
         stamp = record.timestamp
         for table, names in (("users", record.users), ("packages", record.packages)):
             for name in names:  # mostly one: execute costs less than executemany
-                db.execute(_LINK[table], (self._name_id(db, table, name), stamp, message_id))
+                db.execute(_INSERT_NAME, (message_id, _KIND[table],
+                                          self._name_id(db, table, name), stamp))
         return message_id
 
     def _name_id(self, db: sqlite3.Connection, table: str, name: str) -> int:
@@ -708,7 +705,7 @@ class SqliteHistory(HistoryStore):
         if db is None:
             db = sqlite3.connect(f"{self.path.absolute().as_uri()}?mode=ro", uri=True,
                                  isolation_level=None, check_same_thread=False, timeout=30.0)
-            textfile.attach(db, self.path)
+            indexfile.attach(db, self.path)
             key = id(db)
             deadlines = self._deadline
 
@@ -932,7 +929,7 @@ class SqliteHistory(HistoryStore):
 
     def close(self) -> None:
         if self.text is not None:
-            self.stop_text_indexer()
+            self.stop_indexer()
             self.text.close()
             self.text = None
         if self._writer is not None:

@@ -148,7 +148,7 @@ def rebuild(db: sqlite3.Connection) -> int:
     """Fill ``messages_fold`` (empty) from every stored envelope, in ``db``'s open
     transaction (007: the old index has no text to read back), in id order; how many
     messages. ``messages_text`` is left empty: 008 moves it to a file of its own, which
-    is filled from ``messages_fold`` (:mod:`gateway.history.textfile`)."""
+    is filled from ``messages_fold`` (:mod:`gateway.history.indexfile`)."""
     from gateway.history.records import text_of
 
     done, last = 0, 0

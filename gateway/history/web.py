@@ -267,12 +267,12 @@ class HistoryApp:
 
     def health(self, request: Request) -> Response:
         try:
-            count, behind = self.store.count(), self.store.text_lag()
+            count, behind = self.store.count(), self.store.index_lag()
         except HistoryError as exc:
             return answer({"status": "unavailable", "detail": str(exc)}, 503)
         # behind: messages a contains search does not find yet (SQLite's text index
         # fills behind the recorder: normally one batch, more during a rebuild)
-        return answer({"status": "ok", "messages": count, "text_index_behind": behind})
+        return answer({"status": "ok", "messages": count, "index_behind": behind})
 
     async def not_found(self, request: Request, exc: Exception) -> Response:
         return answer({"error": "not_found", "path": request.url.path}, 404)

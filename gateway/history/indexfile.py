@@ -1,28 +1,32 @@
-"""The SQLite history's ``contains`` index in a file of its own, filled behind the
-recorder by a thread of its own (``008_text_file.sql``).
+"""The SQLite history's read indexes in a file of its own, filled behind the recorder
+by a thread of its own (``008_index_file.sql``): the ``contains`` index
+(``messages_text``), the user and package links (``user_messages``,
+``package_messages``) and their per-day counts (``stats_user_days``,
+``stats_package_days``).
 
-Why: at 1,000,000 stored messages the text index was a third of what a batch cost the
-recorder, and a second file has a write lock of its own. The recorder commits a batch
-(the message, its links, its folded text in ``messages_fold``) and goes on to the
-next; :class:`TextIndexer` meanwhile copies the new folded texts into the FTS5 table
-with one ``INSERT ... SELECT`` per chunk, inside SQLite, which lets go of Python's GIL
-while it runs: the two work on both cores at once. At 1,000,000 stored, the recorder
-end to end (bench/recorder_cpu.py) stored x1.49 the messages a second (7,657 against
-5,144), and indexed them as fast.
+Why: at 1,000,000 stored messages these were more than half of what a batch cost the
+recorder, most of it pages of big indexes rewritten at random, and a second file has a
+write lock of its own. The recorder commits a batch (the message, its folded text in
+``messages_fold``, its names in ``message_names``: rows appended in id order) and goes
+on to the next; :class:`Indexer` meanwhile copies the new rows into the index file
+with a few ``INSERT ... SELECT`` per chunk, inside SQLite, which lets go of Python's
+GIL while they run: the two work on both cores at once.
 
-The file is ``<history>-text`` beside the history (its ``-wal`` and ``-shm`` beside it,
-as the history's). It is derived: every text it holds is in ``messages_fold``, so a
-missing, foreign or stale one is filled again from there (a million messages in
-~40 s). ``text_state`` says which history it belongs to (``history_identity``'s
-token) and how far it has got: every message with an id up to ``upto`` is in it.
+The file is ``<history>-index`` beside the history (its ``-wal`` and ``-shm`` beside
+it). It is derived: everything in it is made from ``messages_fold`` and
+``message_names``, so a missing, foreign or stale one (or one of an older layout,
+:data:`LAYOUT`) is filled again from there. ``index_state`` says which history it
+belongs to (``history_identity``'s token) and how far it has got: every message with an
+id up to ``upto`` is in it.
 
-Readers attach it as ``text`` (the unqualified ``messages_text`` of a query is found
-there). A search sees a message once the indexer has it: within ~``POLL_SECONDS`` of
-its commit while a recorder runs (:meth:`SqliteHistory.text_lag
-<gateway.history.store.SqliteHistory.text_lag>` says how far behind it is). Indexing
-the folded text finds what indexing the text would: the trigram tokenizer folds each
-character as :func:`~gateway.history.textindex.fold` does, and folding twice changes
-nothing (tests/test_history_textfile.py checks every character).
+Readers attach it as ``idx`` (a query's unqualified ``messages_text`` or
+``user_messages`` is found there). A search sees a message's text and names once the
+indexer has them: within ~``POLL_SECONDS`` of its commit while a recorder runs
+(:meth:`SqliteHistory.index_lag <gateway.history.store.SqliteHistory.index_lag>` says
+how far behind it is). Indexing the folded text finds what indexing the text would: the
+trigram tokenizer folds each character as :func:`~gateway.history.textindex.fold` does,
+and folding twice changes nothing (tests/test_history_indexfile.py checks every
+character).
 """
 
 from __future__ import annotations
@@ -35,8 +39,10 @@ from pathlib import Path
 
 log = logging.getLogger(__name__)
 
-#: The history's schema version that moved the text index here (008_text_file.sql).
+#: The history's schema version that moved the read indexes here (008_index_file.sql).
 SINCE = 8
+#: The index file's layout (``PRAGMA user_version``): a file of another is made again.
+LAYOUT = 2
 #: Messages indexed per transaction of the index file: bounds its memory (FTS5 holds
 #: a transaction's terms in memory until it writes them out: ~2 MB per 1,000 texts of
 #: the bench's mix) and how long the index's write lock is held (~0.1-0.3 s).
@@ -49,34 +55,69 @@ BUSY_TIMEOUT = 30.0
 #: A catch-up longer than this many messages is logged (an upgrade, a lost file).
 LOG_BEHIND = 20_000
 
+#: A timestamp's UTC day, as 003_stats.sql computes it (``{ts}``: the column).
+DAY = "CAST({ts} / 86400.0 AS INTEGER) - ({ts} < CAST({ts} / 86400.0 AS INTEGER) * 86400)"
+#: (kind in message_names, link table, its key, per-day table)
+KINDS = ((0, "user_messages", "user_id", "stats_user_days"),
+         (1, "package_messages", "package_id", "stats_package_days"))
+
+
+def _kind_schema(link: str, key: str, days: str) -> tuple[str, ...]:
+    """One kind's tables, and the triggers keeping its day counts when a link is deleted
+    or moved (by hand: the indexer only inserts, and counts what it inserts)."""
+    old, new = DAY.format(ts="OLD.timestamp"), DAY.format(ts="NEW.timestamp")
+    less = (f"UPDATE {days} SET messages = messages - 1 WHERE day = {old}"  # noqa: S608
+            f" AND {key} = OLD.{key}; DELETE FROM {days} WHERE day = {old}"
+            f" AND {key} = OLD.{key} AND messages <= 0;")
+    return (
+        f"CREATE TABLE {{schema}}{link} ({key} INTEGER NOT NULL, timestamp REAL NOT NULL,"
+        f" message_id INTEGER NOT NULL, PRIMARY KEY ({key}, timestamp, message_id))"
+        " WITHOUT ROWID",
+        f"CREATE INDEX {{schema}}{link}_message ON {link} (message_id)",
+        f"CREATE TABLE {{schema}}{days} (day INTEGER NOT NULL, {key} INTEGER NOT NULL,"
+        f" messages INTEGER NOT NULL, PRIMARY KEY (day, {key})) WITHOUT ROWID",
+        f"CREATE TRIGGER {{schema}}{days}_delete AFTER DELETE ON {link} BEGIN {less} END",
+        f"CREATE TRIGGER {{schema}}{days}_update AFTER UPDATE OF timestamp, {key} ON {link}"  # noqa: S608
+        f" BEGIN {less} INSERT INTO {days} (day, {key}, messages) VALUES ({new},"
+        f" NEW.{key}, 1) ON CONFLICT (day, {key}) DO UPDATE SET messages = messages + 1;"
+        " END",
+    )
+
+
 #: The index file's tables (``{schema}``: where they are made).
 SCHEMA = (
     "CREATE VIRTUAL TABLE {schema}messages_text USING fts5 (body, content = '',"
     " tokenize = 'trigram', detail = none)",
     "INSERT INTO {schema}messages_text (messages_text, rank) VALUES ('automerge', 8)",
-    # history: history_identity.token of its history; every messages_fold row up to
-    # upto is indexed
-    "CREATE TABLE {schema}text_state (one INTEGER PRIMARY KEY CHECK (one = 1),"
+    # history: history_identity.token of its history; every message up to upto is in
+    "CREATE TABLE {schema}index_state (one INTEGER PRIMARY KEY CHECK (one = 1),"
     " history TEXT NOT NULL, upto INTEGER NOT NULL)",
+    *(statement for _, link, key, days in KINDS for statement in _kind_schema(link, key, days)),
 )
 
 
-def text_path(history: Path) -> Path:
+def index_path(history: Path) -> Path:
     """The index file of the history at ``history``."""
-    return Path(f"{history}-text")
+    return Path(f"{history}-index")
 
 
 def create(history: Path) -> None:
     """Make the index file (empty, belonging to no history yet) if it is missing, so a
     reader can attach it before any indexer ran."""
-    db = sqlite3.connect(text_path(history), isolation_level=None, timeout=BUSY_TIMEOUT)
+    db = sqlite3.connect(index_path(history), isolation_level=None, timeout=BUSY_TIMEOUT)
     try:
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("BEGIN IMMEDIATE")
         try:
-            if not db.execute("SELECT 1 FROM sqlite_master WHERE name = 'text_state'").fetchone():
+            (layout,) = db.execute("PRAGMA user_version").fetchone()
+            if layout != LAYOUT:  # new, or of another layout: made (again), empty
+                for kind, name in db.execute("SELECT type, name FROM sqlite_master WHERE"
+                                             " type IN ('table', 'view') AND sql IS NOT NULL"
+                                             " AND name NOT LIKE 'messages_text_%'").fetchall():
+                    db.execute(f'DROP {kind.upper()} IF EXISTS "{name}"')
                 for statement in SCHEMA:
                     db.execute(statement.format(schema=""))
+                db.execute(f"PRAGMA user_version={LAYOUT}")
             db.execute("COMMIT")
         except BaseException:
             db.execute("ROLLBACK")
@@ -88,25 +129,25 @@ def create(history: Path) -> None:
 def attach(db: sqlite3.Connection, history: Path) -> None:
     """Attach the index file to a reader of the history, read-only, as ``text``; a
     history without one yet (a reader older than any writer) gets an empty index."""
-    path = text_path(history)
+    path = index_path(history)
     if path.exists():
-        db.execute("ATTACH DATABASE ? AS text", (f"{path.absolute().as_uri()}?mode=ro",))
+        db.execute("ATTACH DATABASE ? AS idx", (f"{path.absolute().as_uri()}?mode=ro",))
         return
-    log.warning("history: no text index at %s yet: contains finds nothing until "
-                "busgate record runs", path)
-    db.execute("ATTACH DATABASE ':memory:' AS text")
+    log.warning("history: no index file at %s yet: contains, user and package find "
+                "nothing until busgate record runs", path)
+    db.execute("ATTACH DATABASE ':memory:' AS idx")
     for statement in SCHEMA:
-        db.execute(statement.format(schema="text."))
+        db.execute(statement.format(schema="idx."))
 
 
-class TextIndexer:
-    """Copies new folded texts of one history into its index file: :meth:`catch_up` at
-    once, or a thread (:meth:`start`) that does it whenever :meth:`wake` is called or
-    :data:`POLL_SECONDS` pass."""
+class Indexer:
+    """Copies one history's new folded texts and names into its index file:
+    :meth:`catch_up` at once, or a thread (:meth:`start`) that does it whenever
+    :meth:`wake` is called or :data:`POLL_SECONDS` pass."""
 
     def __init__(self, history: Path, *, chunk: int = CHUNK, poll: float = POLL_SECONDS):
         self.history = history
-        self.path = text_path(history)
+        self.path = index_path(history)
         self.chunk = chunk
         self.poll = poll
         self._db: sqlite3.Connection | None = None
@@ -159,31 +200,34 @@ class TextIndexer:
                 self._upto = upto
                 done += added
                 if behind > LOG_BEHIND and not logged:
-                    log.info("history: text index %s is %d messages behind; catching up",
+                    log.info("history: index file %s is %d messages behind; catching up",
                              self.path, behind)
                     logged = True
                 if added < step:
                     break
             if logged:
-                log.info("history: text index caught up (%d messages in %.0f s)",
+                log.info("history: index file caught up (%d messages in %.0f s)",
                          done, time.monotonic() - started)
             self.indexed += done
             return done
 
     def _chunk(self, db: sqlite3.Connection, step: int) -> tuple[int, int, int]:
-        """One chunk in ``db``'s transaction: (texts indexed, texts that were behind,
-        the index's ``upto`` after it)."""
+        """One chunk in ``db``'s transaction: (messages indexed, messages that were
+        behind, the index's ``upto`` after it)."""
         (token,) = db.execute("SELECT token FROM history.history_identity").fetchone()
         (top,) = db.execute("SELECT max(id) FROM history.messages_fold").fetchone()
         top = top or 0
-        state = db.execute("SELECT history, upto FROM text_state").fetchone()
+        state = db.execute("SELECT history, upto FROM index_state").fetchone()
         if state is None or state[0] != token or state[1] > top:
             if state is not None:
-                log.warning("history: text index %s is not this history's (or is ahead "
+                log.warning("history: index file %s is not this history's (or is ahead "
                             "of it: a history restored from a backup); filling it again",
                             self.path)
             db.execute("INSERT INTO messages_text (messages_text) VALUES ('delete-all')")
-            db.execute("INSERT OR REPLACE INTO text_state (one, history, upto) VALUES (1, ?, 0)",
+            for _, link, _, days in KINDS:
+                db.execute(f"DELETE FROM {link}")  # noqa: S608 - names of this module
+                db.execute(f"DELETE FROM {days}")  # noqa: S608
+            db.execute("INSERT OR REPLACE INTO index_state (one, history, upto) VALUES (1, ?, 0)",
                        (token,))
             upto = 0
         else:
@@ -195,7 +239,17 @@ class TextIndexer:
             return 0, 0, upto
         db.execute("INSERT INTO messages_text (rowid, body) SELECT id, text"
                    " FROM history.messages_fold WHERE id > ? AND id <= ?", (upto, last))
-        db.execute("UPDATE text_state SET upto = ?", (last,))
+        for kind, link, key, days in KINDS:
+            names = ("FROM history.message_names WHERE message_id > ? AND message_id <= ?"
+                     " AND kind = ?")
+            db.execute(f"INSERT OR IGNORE INTO {link} ({key}, timestamp, message_id)"
+                       f" SELECT name_id, timestamp, message_id {names}", (upto, last, kind))
+            db.execute(f"INSERT INTO {days} (day, {key}, messages)"
+                       f" SELECT {DAY.format(ts='timestamp')}, name_id, COUNT(*) {names}"
+                       f" GROUP BY 1, 2 ON CONFLICT (day, {key})"
+                       " DO UPDATE SET messages = messages + excluded.messages",
+                       (upto, last, kind))
+        db.execute("UPDATE index_state SET upto = ?", (last,))
         return count, top - upto, last
 
     # -- the thread --------------------------------------------------------------------------
@@ -208,7 +262,7 @@ class TextIndexer:
         if self.running:
             return
         self._stop.clear()
-        self._thread = threading.Thread(target=self._run, name="history-text-index",
+        self._thread = threading.Thread(target=self._run, name="history-index",
                                         daemon=True)
         self._thread.start()
 
@@ -226,7 +280,7 @@ class TextIndexer:
             except Exception as exc:  # a full disk, a locked file: searches lag, ingest goes on
                 failures += 1
                 self.error = str(exc)
-                log.warning("history: text index %s: %s (retrying)", self.path, exc)
+                log.warning("history: index file %s: %s (retrying)", self.path, exc)
             else:
                 failures, self.error = 0, None
 

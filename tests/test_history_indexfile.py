@@ -1,5 +1,5 @@
 """The SQLite history's text index in a file of its own, filled behind the recorder
-(gateway/history/textfile.py, 008_text_file.sql): it follows a real recorder's batches,
+(gateway/history/indexfile.py, 008_index_file.sql): it follows a real recorder's batches,
 never holds ingest up, and a lost, foreign or stale index file is filled again from the
 history rather than trusted."""
 from __future__ import annotations
@@ -11,10 +11,11 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
 
 from gateway import envelope as env
+from gateway.history import indexfile, textindex
 from gateway.history import query as q
-from gateway.history import textfile, textindex
 from gateway.history.records import Record, record_of
 from gateway.history.store import SqliteHistory
 from gateway.messages import TypeIndex
@@ -44,8 +45,8 @@ def found(store: SqliteHistory, term: str) -> set[int]:
 
 
 def upto(history: Path) -> int:
-    with sqlite3.connect(textfile.text_path(history)) as db:
-        return db.execute("SELECT upto FROM text_state").fetchone()[0]
+    with sqlite3.connect(indexfile.index_path(history)) as db:
+        return db.execute("SELECT upto FROM index_state").fetchone()[0]
 
 
 def test_indexing_the_folded_text_finds_what_indexing_the_text_would():
@@ -81,23 +82,23 @@ def test_the_index_follows_a_running_recorder_and_never_holds_it_up(make_setting
             pub.send_multipart(env.encode(envelope(seq, {"word": f"alpha{seq:05d}"})))
         wait(lambda: stored(db)[1] == first + 300)
         started = time.monotonic()
-        wait(lambda: store.text_lag() == 0, timeout=10)
-        assert store.text_lag() == 0 and time.monotonic() - started < 5
+        wait(lambda: store.index_lag() == 0, timeout=10)
+        assert store.index_lag() == 0 and time.monotonic() - started < 5
         assert len(found(store, "alpha")) == 300
         assert store.text.indexed >= 300  # by the thread: the store opened empty
 
-        holder = sqlite3.connect(textfile.text_path(db), isolation_level=None)
+        holder = sqlite3.connect(indexfile.index_path(db), isolation_level=None)
         holder.execute("BEGIN IMMEDIATE")  # the index file's write lock, held
         try:
             for seq in range(first + 301, first + 601):
                 pub.send_multipart(env.encode(envelope(seq, {"word": f"bravo{seq:05d}"})))
             wait(lambda: stored(db)[1] == first + 600, timeout=15)
             assert stored(db)[1] == first + 600  # ingest went on
-            assert found(store, "bravo") == set() and store.text_lag() == 300
+            assert found(store, "bravo") == set() and store.index_lag() == 300
         finally:
             holder.execute("COMMIT")
             holder.close()
-        wait(lambda: store.text_lag() == 0, timeout=15)
+        wait(lambda: store.index_lag() == 0, timeout=15)
         assert len(found(store, "bravo")) == 300
 
 
@@ -109,17 +110,19 @@ def test_a_lost_index_file_is_filled_again_by_the_next_writer(tmp_path, caplog):
     store.close()
     assert len(want) == 200
     for suffix in ("", "-wal", "-shm"):
-        Path(f"{textfile.text_path(path)}{suffix}").unlink(missing_ok=True)
+        Path(f"{indexfile.index_path(path)}{suffix}").unlink(missing_ok=True)
     reader = SqliteHistory(path, readonly=True)  # a reader alone makes no index
     try:
-        assert found(reader, "lost") == set() and reader.text_lag() == 200
-        assert any("no text index" in m for m in caplog.messages)
+        assert found(reader, "lost") == set() and reader.index_lag() == 200
+        assert any("no index file" in m for m in caplog.messages)
     finally:
         reader.close()
-    assert not textfile.text_path(path).exists()
-    store = SqliteHistory(path)  # a writer's open fills it from messages_fold
+    assert not indexfile.index_path(path).exists()
+    store = SqliteHistory(path)  # a writer's open fills it from the history
     try:
-        assert found(store, "lost") == want and store.text_lag() == 0
+        assert found(store, "lost") == want and store.index_lag() == 0
+        assert _by(store, "user", "alice") == want == _by(store, "package", "dpkg")
+        assert store.top_names("users", fx.T0 - 86400, fx.T0 + 10 * 86400, 3) == [("alice", 200)]
     finally:
         store.close()
 
@@ -130,8 +133,8 @@ def test_an_index_file_of_another_history_is_filled_again_not_trusted(tmp_path, 
         store = SqliteHistory(path)
         store.add_many([record(n, word) for n in range(1, 51)])
         store.close()
-    shutil.copyfile(textfile.text_path(theirs), textfile.text_path(ours))  # a copy gone astray
-    caplog.set_level(logging.WARNING, logger="gateway.history.textfile")
+    shutil.copyfile(indexfile.index_path(theirs), indexfile.index_path(ours))  # a copy gone astray
+    caplog.set_level(logging.WARNING, logger="gateway.history.indexfile")
     store = SqliteHistory(ours)
     try:
         assert any("not this history's" in m for m in caplog.messages)
@@ -173,14 +176,14 @@ def test_a_catch_up_commits_a_chunk_at_a_time_and_stops_at_its_limit(tmp_path):
         store.stage(db, record(n))
     store.flush(db)
     db.execute("COMMIT")
-    assert store.text_lag() == 1000
-    indexer = textfile.TextIndexer(path, chunk=100)
+    assert store.index_lag() == 1000
+    indexer = indexfile.Indexer(path, chunk=100)
     try:
         statements: list[str] = []
         indexer._connect().set_trace_callback(statements.append)
         assert indexer.catch_up(limit=250) == 250 and upto(path) == 250
         assert statements.count("COMMIT") == 3  # 100 + 100 + 50
-        assert indexer.catch_up() == 750 and store.text_lag() == 0
+        assert indexer.catch_up() == 750 and store.index_lag() == 0
         assert statements.count("COMMIT") == 3 + 8  # 7 full chunks, and one that found none
     finally:
         indexer.close()
@@ -194,14 +197,14 @@ def test_healthz_says_how_far_behind_the_text_index_is(tmp_path):
     for n in range(1, 8):
         store.stage(db, record(n))
     store.flush(db)
-    db.execute("COMMIT")  # nobody said texts_committed: an indexer elsewhere is behind
+    db.execute("COMMIT")  # nobody said committed: an indexer elsewhere is behind
     try:
         with fx.serve(store) as url:
             health = httpx.get(f"{url}/healthz", timeout=10).json()
-            assert health == {"status": "ok", "messages": 7, "text_index_behind": 7}
-            store.texts_committed()
+            assert health == {"status": "ok", "messages": 7, "index_behind": 7}
+            store.committed()
             health = httpx.get(f"{url}/healthz", timeout=10).json()
-            assert health["text_index_behind"] == 0
+            assert health["index_behind"] == 0
     finally:
         store.close()
 
@@ -215,14 +218,73 @@ def test_an_idle_indexer_polls_the_history_without_locking_its_index_file(tmp_pa
     assert store.text is not None
     statements: list[str] = []
     store.text._connect().set_trace_callback(statements.append)
-    store.start_text_indexer()
+    store.start_indexer()
     try:
-        time.sleep(10 * textfile.POLL_SECONDS)
+        time.sleep(10 * indexfile.POLL_SECONDS)
         polls = [s for s in statements if "max(id)" in s]
         assert len(polls) >= 3  # it did look, several times
         assert "BEGIN IMMEDIATE" not in statements[1:]  # the first look may index
         store.add_many([record(n, "fresh") for n in range(11, 21)])  # woken: indexed
-        wait(lambda: store.text_lag() == 0, timeout=5)
+        wait(lambda: store.index_lag() == 0, timeout=5)
         assert len(found(store, "fresh")) == 10
+    finally:
+        store.close()
+
+
+def _named(n: int) -> Record:
+    users = ["alice", "bob"] if n % 4 == 0 else ["alice"] if n % 2 else ["carol"]
+    return record_of(fx.envelope(n, n, "git.push", users, ["dpkg"] if n % 5 else ["hebcal"],
+                                 {"note": f"named item{n:05d}"}), INDEX)
+
+
+def _by(store: SqliteHistory, kind: str, name: str) -> set[int]:
+    numbers: set[int] = set()
+    query = q.parse([(kind, name), ("rows_per_page", "100")])
+    page = store.search(query)
+    numbers |= {int(r.msg_id[-12:]) for r in page.rows}
+    while page.more:
+        last = page.rows[-1]
+        page = store.search(q.parse([(kind, name), ("rows_per_page", "100"),
+                                     ("cursor", q.encode_cursor("desc", last.timestamp,
+                                                                last.id))]))
+        numbers |= {int(r.msg_id[-12:]) for r in page.rows}
+    return numbers
+
+
+def test_a_history_before_008_keeps_its_links_and_counts_in_the_index_file(tmp_path):
+    """008 moves each message's names to ``message_names`` and drops the link tables;
+    the index file made from them answers user and package queries, and the per-day
+    counts, as the links did."""
+    from gateway.history import migrate
+
+    path = tmp_path / "h.sqlite"
+    shipped = migrate.migrations("sqlite")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(migrate, "migrations", lambda backend: [m for m in shipped
+                                                              if m.version < 8])
+        SqliteHistory(path).close()
+    db = sqlite3.connect(path, isolation_level=None)
+    db.execute("BEGIN")
+    records = [_named(n) for n in range(1, 201)]
+    for r in records:
+        fx.add_as_v1(db, r)  # the links, as a busgate before 008 wrote them
+    db.execute("COMMIT")
+    before = dict(db.execute("SELECT u.name, COUNT(*) FROM user_messages l"
+                             " JOIN users u ON u.id = l.user_id GROUP BY u.name"))
+    db.close()
+    store = SqliteHistory(path)  # 008, then the index file filled
+    try:
+        with sqlite3.connect(path) as conn:
+            tables = {n for (n,) in conn.execute("SELECT name FROM sqlite_master")}
+            assert {"user_messages", "stats_user_days"}.isdisjoint(tables)
+            assert conn.execute("SELECT COUNT(*) FROM message_names").fetchone() == \
+                (sum(len(r.users) + len(r.packages) for r in records),)
+        for kind, name in (("user", "alice"), ("user", "bob"), ("user", "carol"),
+                           ("package", "dpkg"), ("package", "hebcal")):
+            want = {n for n, r in enumerate(records, 1)
+                    if name in (r.users if kind == "user" else r.packages)}
+            assert _by(store, kind, name) == want, (kind, name)
+        top = store.top_names("users", fx.T0 - 86400, fx.T0 + 10 * 86400, 5)
+        assert dict(top) == before == {"alice": 150, "bob": 50, "carol": 50}
     finally:
         store.close()
