@@ -186,10 +186,14 @@ def test_a_million_rcpt_in_one_session(daemon) -> None:  # type: ignore[no-untyp
     finally:
         sock.close()
     codes = [line[:3] for line in bytes(replies).split(b"\r\n") if line]
-    assert codes[0] == b"250"  # MAIL
-    assert codes[1:101] == [b"250"] * 100  # max_recipients
-    assert set(codes[101:-1]) == {b"452"} and len(codes) == 1 + max_commands + 1
-    assert codes[-1] == b"421"  # too many RCPT: hang up
+    # MAIL, max_recipients RCPT taken, the rest of max_commands refused, then 421 and
+    # the hang-up. The daemon closes with this client's flood still unread, so its
+    # kernel resets the connection, and a reset may drop the last replies this side had
+    # not read yet (seen once under load: 4,997 of 5,002): what arrived is a prefix of
+    # that, nearly all of it, and the flood was cut off (the hang-up).
+    want = [b"250"] * 101 + [b"452"] * (max_commands - 100) + [b"421"]
+    assert codes == want[:len(codes)] and len(codes) > max_commands - 100
+    assert sent < 1_000_000  # hung up on
     growth = (status_kib(pid, "VmHWM") - baseline) / 1024
     print(f"\n{sent:,} RCPT sent, {len(codes) - 2:,} answered in {took:.1f} s, "
           f"VmHWM growth {growth:.1f} MiB")
