@@ -1,6 +1,6 @@
 """The dashboard's first paint in a real browser over 1,000,000 stored (issue 14: < 1 s).
 
-    .venv/bin/python bench/dashboard_paint.py [--sqlite PATH] [--pg URL | --pg-template DB]
+    .venv/bin/python bench/dashboard_paint.py [--sqlite PATH ...] [--pg URL | --pg-template DB]
         [--loads N] [--month YYYY-MM] [--tree DIR ...]
 
 Each history is served by a real ``busgate web`` (a subprocess of the tree's virtualenv;
@@ -16,7 +16,10 @@ so this is the parser reaching the 25th). Pages: ``/``, and ``/user/NAME`` and
 ``--month`` (default: the data's last month; the current month has no bench data).
 
 The databases are only read: a SQLite ``--sqlite`` is copied first (into ``--scratch``, kept
-there for the next run) since ``busgate web`` opens it for writing (migrations); for
+there for the next run; with its write-ahead log and, since 008, its index file
+``<history>-index``) since ``busgate web`` opens it for writing (migrations); one
+``--sqlite`` per ``--tree``, in order, gives each tree its own copy (trees whose schemas
+differ: a tree from before 008 cannot open a history a later one migrated); for
 PostgreSQL, ``--pg-template`` makes ``CREATE DATABASE ... TEMPLATE`` a copy, dropped at the
 end (it needs no other session on the template), or ``--pg`` names one served read-only
 (the app of ``busgate web`` over a store opened ``readonly``, in sessions that refuse
@@ -193,10 +196,17 @@ def pg_drop(name: str, admin: str) -> None:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}"')
 
 
+#: The files of a SQLite history: its own and its index file's (008), each with its log.
+FILES = ("", "-wal", "-index", "-index-wal")
+
+
 def evict(paths: list[Path]) -> None:
-    """Drop ``paths`` (the bench's own copies) from the OS page cache: the next reads
-    come from the disk, as for a history nobody read lately."""
-    for path in paths:
+    """Drop ``paths`` (the bench's own copies) and their logs and index files from the
+    OS page cache: the next reads come from the disk, as for a history nobody read
+    lately."""
+    for path in (Path(f"{p}{suffix}") for p in paths for suffix in FILES):
+        if not path.exists():
+            continue
         fd = os.open(path, os.O_RDONLY)
         try:
             os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
@@ -205,18 +215,30 @@ def evict(paths: list[Path]) -> None:
 
 
 def sqlite_copy(source: Path, scratch: Path) -> Path:
-    """``source`` copied into ``scratch`` (reused when a copy of the same size is there)."""
+    """``source`` copied into ``scratch`` with its log and index file (:data:`FILES`);
+    reused when each of these files is there with the same size."""
+    scratch.mkdir(parents=True, exist_ok=True)
     target = scratch / source.name
-    if not (target.exists() and target.stat().st_size == source.stat().st_size):
-        shutil.copyfile(source, target)
+    pairs = [(Path(f"{source}{suffix}"), Path(f"{target}{suffix}")) for suffix in FILES]
+    if any(src.exists() != dst.exists() or (src.exists() and
+                                            src.stat().st_size != dst.stat().st_size)
+           for src, dst in pairs):
+        for shm in ("-shm", "-index-shm"):  # a stale copy's, of another log
+            Path(f"{target}{shm}").unlink(missing_ok=True)
+        for src, dst in pairs:
+            if src.exists():
+                shutil.copyfile(src, dst)
+            else:
+                dst.unlink(missing_ok=True)
     return target
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--sqlite", type=Path, default=None,
+    parser.add_argument("--sqlite", type=Path, action="append", default=None,
                         help="a SQLite history to copy and serve (default: "
-                             "/var/tmp/bgbench/sqlite-1000000.sqlite when there)")
+                             "/var/tmp/bgbench/sqlite-1000000.sqlite when there); one per "
+                             "--tree, in order: each tree its own copy")
     parser.add_argument("--no-sqlite", action="store_true", help="PostgreSQL only")
     parser.add_argument("--pg", help="a postgresql:// URL served read-only")
     parser.add_argument("--pg-template", help="a PostgreSQL database to serve a copy of")
@@ -238,17 +260,24 @@ def main() -> None:
     pages = {"/": "/", "/user/NAME": f"/user/{data.user_name(0)}?month={month}",
              "/package/NAME": f"/package/{data.package_name(0)}?month={month}"}
     args.scratch.mkdir(parents=True, exist_ok=True)
-    databases: list[tuple[str, str]] = []
-    sqlite = args.sqlite or Path("/var/tmp/bgbench/sqlite-1000000.sqlite")
-    if not args.no_sqlite and (args.sqlite or sqlite.exists()):
-        databases.append(("sqlite", str(sqlite_copy(sqlite, args.scratch))))
+    databases: list[tuple[str, list[str]]] = []  # (backend, its database per tree)
+    sqlite = args.sqlite or [Path("/var/tmp/bgbench/sqlite-1000000.sqlite")]
+    if len(sqlite) not in (1, len(trees)):
+        raise SystemExit("--sqlite: one, or one per --tree")
+    if not args.no_sqlite and (args.sqlite or sqlite[0].exists()):
+        if len(sqlite) == 1:
+            databases.append(("sqlite", [str(sqlite_copy(sqlite[0], args.scratch))]
+                              * len(trees)))
+        else:
+            databases.append(("sqlite", [str(sqlite_copy(path, args.scratch / f"tree{i}"))
+                                         for i, path in enumerate(sqlite)]))
     dropped: str | None = None
     if args.pg_template:
         url, dropped = pg_copy(args.pg_template, args.pg_admin)
-        databases.append(("postgresql", url))
+        databases.append(("postgresql", [url] * len(trees)))
     elif args.pg:
-        databases.append(("postgresql", args.pg + ("&" if "?" in args.pg else "?")
-                          + PG_READ_ONLY))
+        databases.append(("postgresql", [args.pg + ("&" if "?" in args.pg else "?")
+                                         + PG_READ_ONLY] * len(trees)))
     if not databases:
         raise SystemExit("no history to serve: --sqlite, --pg or --pg-template")
     state = Path(tempfile.mkdtemp(prefix="paint-", dir=args.scratch))
@@ -256,15 +285,16 @@ def main() -> None:
     driver = None
     loads = [os.getloadavg()[0]]
     try:
-        for backend, database in databases:
-            for tree in trees:
+        for backend, per_tree in databases:
+            for tree, database in zip(trees, per_tree, strict=True):
                 servers[backend, tree] = start_web(tree, database, state,
                                                    readonly=PG_READ_ONLY in database)
         driver = browser()
         version = driver.capabilities.get("browserVersion", "?")
         targets = [(backend, tree, page) for backend, _ in databases for tree in trees
                    for page in pages]
-        copies = [Path(db) for backend, db in databases if backend == "sqlite"]
+        copies = [Path(db) for backend, per_tree in databases if backend == "sqlite"
+                  for db in sorted(set(per_tree))]
         for target in [] if args.cold else targets:  # unmeasured: the first queries
             load(driver, servers[target[:2]][1] + pages[target[2]])
         got: dict[tuple[str, Path, str], list[dict[str, Any]]] = {t: [] for t in targets}
@@ -276,14 +306,14 @@ def main() -> None:
                 got[target].append(load(driver, servers[target[:2]][1] + pages[target[2]]))
             loads.append(os.getloadavg()[0])
         tail = "p99" if args.loads >= 100 else "max"
-        cold = ", the SQLite file evicted before each" if args.cold else ""
+        cold = ", the SQLite files evicted before each" if args.cold else ""
         print(f"dashboard in headless chromium {version}, {args.loads} loads per page, "
               f"browser cache off, interleaved{cold}; month {month}; "
               f"load {min(loads):.1f}-{max(loads):.1f}")
         print(f"ms, p50 / {tail}: time to first byte, first contentful paint, the {ROWS} "
               f"newest rows in the DOM")
-        for backend, database in databases:
-            print(f"\n{backend}: {database}")
+        for backend, per_tree in databases:
+            print(f"\n{backend}: {', '.join(dict.fromkeys(per_tree))}")
             for tree in trees:
                 if len(trees) > 1:
                     print(f"  tree {tree}")

@@ -28,8 +28,9 @@ Since 008 the SQLite text index is a file of its own (``<history>-index``) that 
 fills behind the recorder's batches: the bench runs that thread where the store has
 one, wakes it after each commit its writers make (as the consumer does), and gives the
 SQLite ingest figures until the last message is stored and until the index has it
-too (CPU: process time, all threads). The "before" arm writes main's own FTS5 table in
-the message's transaction, as main did, so its two figures are one.
+too (CPU: process time, all threads). The "before" arm writes main's own FTS5 table,
+links and per-day counts in the history, in the message's transaction, as main did
+(made in its fresh history since 008 moved them out), so its two figures are one.
 """
 
 from __future__ import annotations
@@ -124,7 +125,7 @@ class BatchWriter:
     def before(self, envelopes: list[dict[str, Any]]) -> None:
         """main's path before this work, for the side-by-side figure: a transaction per
         message and main's ``SqliteHistory.add`` (RETURNING, a name read per name, the
-        text indexed in the transaction: :func:`main_text_table`)."""
+        text and links written in the transaction: :func:`main_tables`)."""
         from gateway.history.records import record_of
 
         db, index = self.db, self.recorder.index
@@ -140,13 +141,31 @@ class BatchWriter:
         self.position.close()
 
 
-def main_text_table(store: SqliteHistory) -> None:
-    """Give a fresh history main's text index (001_initial.sql's) where it has none (since
-    008 it is in a file of its own), so the "before" arm writes what main wrote."""
+def main_tables(store: SqliteHistory) -> None:
+    """Give a fresh history what main's ``add`` writes where it has none (since 008 they
+    are in the index file): the text index (001_initial.sql's), the user and package
+    links and their per-day counts, kept by insert triggers as 003/004 made them; so the
+    "before" arm writes what main wrote, in the message's transaction."""
     db = store.writer()
     if not db.execute("SELECT 1 FROM sqlite_master WHERE name = 'messages_text'").fetchone():
         db.execute("CREATE VIRTUAL TABLE messages_text USING fts5 (body, content = '',"
                    " tokenize = 'trigram')")
+    if db.execute("SELECT 1 FROM sqlite_master WHERE name = 'user_messages'").fetchone():
+        return
+    from gateway.history.indexfile import DAY, KINDS
+
+    day = DAY.format(ts="NEW.timestamp")
+    for _, link, key, days in KINDS:
+        db.execute(f"CREATE TABLE {link} ({key} INTEGER NOT NULL, timestamp REAL NOT NULL,"
+                   f" message_id INTEGER NOT NULL, PRIMARY KEY ({key}, timestamp, message_id))"
+                   " WITHOUT ROWID")
+        db.execute(f"CREATE INDEX {link}_message ON {link} (message_id)")
+        db.execute(f"CREATE TABLE {days} (day INTEGER NOT NULL, {key} INTEGER NOT NULL,"
+                   f" messages INTEGER NOT NULL, PRIMARY KEY (day, {key})) WITHOUT ROWID")
+        db.execute(f"CREATE TRIGGER {days}_insert AFTER INSERT ON {link}"  # noqa: S608
+                   " WHEN NOT EXISTS (SELECT 1 FROM rollups_deferred) BEGIN"
+                   f" INSERT INTO {days} (day, {key}, messages) VALUES ({day}, NEW.{key}, 1)"
+                   f" ON CONFLICT (day, {key}) DO UPDATE SET messages = messages + 1; END")
 
 
 def _main_add(db: Any, record: Any) -> bool:
@@ -250,7 +269,7 @@ def ingest_side_by_side(root: Path, n: int, settings: config.Settings
     for name in names:
         store = SqliteHistory(root / f"ingest-{name}.sqlite", cache_mb=settings.history.cache_mb)
         if name == "before":
-            main_text_table(store)
+            main_tables(store)
         writers[name] = BatchWriter(settings, store, indexer=name != "before")
     size = settings.history.batch_messages
     for index, chunk in enumerate(chunks(iter(envelopes), size)):

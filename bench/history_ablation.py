@@ -13,7 +13,8 @@ statement of a part taken away swapped out):
 
     a    as is
     b    no text index: the folded-text insert inserts nothing and no indexer thread
-         runs
+         runs (since 008 that thread also makes the user/package links and their
+         per-day counts from the appended names: on that layout b takes those away too)
     c    b + no msg_id dedup (messages_msg_id dropped, no Bloom filter checked, the
          insert without ON CONFLICT): what exact dedup by msg_id costs now
     d    c + no messages_topic / messages_category indexes

@@ -61,7 +61,7 @@ READS_007 = (READS[0],
 
 def open_reader(history: Path) -> sqlite3.Connection:
     """A read-only connection to ``history`` that finds ``messages_text``: the index file
-    attached as ``text`` where there is one (008's layout), else the history's own table."""
+    attached as ``idx`` where there is one (008's layout), else the history's own table."""
     db = sqlite3.connect(f"file:{history}?mode=ro", uri=True, isolation_level=None)
     if Path(f"{history}-index").exists():
         try:
@@ -78,7 +78,7 @@ def reads_of(db: sqlite3.Connection) -> tuple[tuple[str, tuple[str, ...]], ...]:
     attached index file's)."""
     schemas = [row[1] for row in db.execute("PRAGMA database_list")]
     sql = ""
-    for schema in ("main", "text"):
+    for schema in ("main", "idx"):
         if schema in schemas:
             row = db.execute(f"SELECT sql FROM {schema}.sqlite_master"  # noqa: S608
                              " WHERE name = 'messages_text'").fetchone()

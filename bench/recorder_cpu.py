@@ -177,7 +177,8 @@ def main() -> None:
         for number, _ in enumerate(args.tree):
             copy = scratch / f"tree{number}.sqlite"
             if args.db:
-                for suffix in ("", "-wal"):
+                # its index file too (008): else the worker's open fills it again first
+                for suffix in ("", "-wal", "-index", "-index-wal"):
                     if Path(f"{args.db}{suffix}").exists():
                         shutil.copyfile(f"{args.db}{suffix}", f"{copy}{suffix}")
             copies.append(copy)
