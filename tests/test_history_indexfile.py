@@ -77,7 +77,7 @@ def test_the_index_follows_a_running_recorder_and_never_holds_it_up(make_setting
     with recording(make_settings, db) as (pub, recorder):
         first = join(pub, recorder)
         store = recorder.store
-        assert store.text is not None and store.text.running
+        assert store.indexer is not None and store.indexer.running
         for seq in range(first + 1, first + 301):
             pub.send_multipart(env.encode(envelope(seq, {"word": f"alpha{seq:05d}"})))
         wait(lambda: stored(db)[1] == first + 300)
@@ -85,7 +85,7 @@ def test_the_index_follows_a_running_recorder_and_never_holds_it_up(make_setting
         wait(lambda: store.index_lag() == 0, timeout=10)
         assert store.index_lag() == 0 and time.monotonic() - started < 5
         assert len(found(store, "alpha")) == 300
-        assert store.text.indexed >= 300  # by the thread: the store opened empty
+        assert store.indexer.indexed >= 300  # by the thread: the store opened empty
 
         holder = sqlite3.connect(indexfile.index_path(db), isolation_level=None)
         holder.execute("BEGIN IMMEDIATE")  # the index file's write lock, held
@@ -215,9 +215,9 @@ def test_an_idle_indexer_polls_the_history_without_locking_its_index_file(tmp_pa
     another writer would wait for) while the bus is quiet."""
     store = SqliteHistory(tmp_path / "h.sqlite")
     store.add_many([record(n) for n in range(1, 11)])
-    assert store.text is not None
+    assert store.indexer is not None
     statements: list[str] = []
-    store.text._connect().set_trace_callback(statements.append)
+    store.indexer._connect().set_trace_callback(statements.append)
     store.start_indexer()
     try:
         time.sleep(10 * indexfile.POLL_SECONDS)
@@ -288,3 +288,19 @@ def test_a_history_before_008_keeps_its_links_and_counts_in_the_index_file(tmp_p
         assert dict(top) == before == {"alice": 150, "bob": 50, "carol": 50}
     finally:
         store.close()
+
+
+def test_a_closed_history_has_its_messages_in_its_files_not_in_their_logs(tmp_path):
+    """Closing folds each write-ahead log back into its file (the writer closes last):
+    a copy of the history file alone holds every message, the index file every text."""
+    path = tmp_path / "h.sqlite"
+    store = SqliteHistory(path)
+    store.add_many([record(n, "kept") for n in range(1, 501)])
+    assert store.count() == 500 and len(found(store, "kept")) == 500  # readers opened
+    store.close()
+    for log_file in (Path(f"{path}-wal"), Path(f"{indexfile.index_path(path)}-wal")):
+        assert not log_file.exists() or log_file.stat().st_size == 0, log_file
+    copy = tmp_path / "copy.sqlite"
+    shutil.copyfile(path, copy)
+    with sqlite3.connect(copy) as db:
+        assert db.execute("SELECT COUNT(*) FROM messages").fetchone() == (500,)

@@ -127,8 +127,8 @@ def create(history: Path) -> None:
 
 
 def attach(db: sqlite3.Connection, history: Path) -> None:
-    """Attach the index file to a reader of the history, read-only, as ``text``; a
-    history without one yet (a reader older than any writer) gets an empty index."""
+    """Attach the index file to a reader of the history, read-only, as ``idx``; a
+    history without one yet (a reader older than any writer) gets an empty one."""
     path = index_path(history)
     if path.exists():
         db.execute("ATTACH DATABASE ? AS idx", (f"{path.absolute().as_uri()}?mode=ro",))

@@ -426,8 +426,8 @@ class SqliteHistory(HistoryStore):
         self._deadline: dict[int, float] = {}
         if (readonly or not create) and not self.path.exists():
             raise HistoryError(f"no history database at {self.path} (run busgate record)")
-        #: What fills the text index (indexfile.py); None: a reader's.
-        self.text: indexfile.Indexer | None = None
+        #: What fills the index file (indexfile.py); None: a reader's.
+        self.indexer: indexfile.Indexer | None = None
         if readonly:  # a reader (busgate stats) neither migrates nor writes
             self._writer = None  # type: ignore[assignment]
             self._check_schema()
@@ -437,8 +437,8 @@ class SqliteHistory(HistoryStore):
             self._writer = self._connect()
             if migrate.apply_sqlite(self._writer) >= indexfile.SINCE:  # (not a test's old one)
                 indexfile.create(self.path)
-                self.text = indexfile.Indexer(self.path)
-                self.text.catch_up()  # a search of a store opened for writing finds all
+                self.indexer = indexfile.Indexer(self.path)
+                self.indexer.catch_up()  # a search of a store opened for writing finds all
         except (OSError, sqlite3.Error, migrate.MigrationError) as exc:
             raise HistoryError(f"cannot open the history database {self.path}: {exc}") \
                 from None
@@ -495,28 +495,28 @@ class SqliteHistory(HistoryStore):
     def committed(self) -> None:
         """Texts were committed to ``messages_fold``: the indexer thread, when one runs,
         is woken; else they are indexed now (a search after a write finds it)."""
-        if self.text is None:
+        if self.indexer is None:
             return
-        if self.text.running:
-            self.text.wake()
+        if self.indexer.running:
+            self.indexer.wake()
         else:
-            self.text.catch_up()
+            self.indexer.catch_up()
 
     def start_indexer(self) -> None:
         """Index texts behind the writes, in a thread (the recorder): what is behind
         first (a new index file fills in the background, logged), then each commit."""
-        if self.text is not None:
-            self.text.start()
+        if self.indexer is not None:
+            self.indexer.start()
 
     def stop_indexer(self) -> None:
         """Stop the thread, then index what it left, at most two chunks (a stop must
         not wait for the rest of a rebuild: the next writer does it)."""
-        if self.text is not None:
-            self.text.stop()
+        if self.indexer is not None:
+            self.indexer.stop()
             try:
-                self.text.catch_up(limit=2 * self.text.chunk)
+                self.indexer.catch_up(limit=2 * self.indexer.chunk)
             except sqlite3.Error as exc:  # the next writer catches up
-                log.warning("history: text index %s not caught up: %s", self.text.path, exc)
+                log.warning("history: index file %s not caught up: %s", self.indexer.path, exc)
 
     def index_lag(self) -> int:
         """Messages stored but not yet found by ``contains``: the index file's indexer
@@ -928,16 +928,18 @@ class SqliteHistory(HistoryStore):
         return [r[0] for r in self._writer.execute("SELECT msg_id FROM messages ORDER BY id")]
 
     def close(self) -> None:
-        if self.text is not None:
-            self.stop_indexer()
-            self.text.close()
-            self.text = None
-        if self._writer is not None:
-            self._writer.close()
+        # the reader first: a file's last connection to close folds its write-ahead
+        # log back in, and a read-only one cannot (the indexer's and the writer's can)
         db = getattr(self._local, "db", None)
         if db is not None:
             db.close()
             self._local.db = None
+        if self.indexer is not None:
+            self.stop_indexer()
+            self.indexer.close()
+            self.indexer = None
+        if self._writer is not None:
+            self._writer.close()
 
 
 def page_of(stored: list[Stored], query: Query, offset: int, more: bool, limit: int,
