@@ -482,3 +482,13 @@ def raw_pyzmq(body: dict[str, Any], n: int) -> float:
         return n / (run.finish(n) - start)
     finally:
         run.close()
+
+
+def wait_indexed(store: Any, timeout: float = 300.0) -> None:
+    """Until ``store``'s index file has every stored message (bounded by ``timeout``);
+    at once for a store without ``index_lag`` (an older tree: its indexes are written
+    with the message)."""
+    index_lag = getattr(store, "index_lag", None)
+    deadline = time.monotonic() + timeout
+    while index_lag is not None and index_lag() > 0 and time.monotonic() < deadline:
+        time.sleep(0.002)

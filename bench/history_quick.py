@@ -16,6 +16,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from harness import wait_indexed
+
 from gateway.history import query
 from gateway.history.records import record_of
 from gateway.history.store import SqliteHistory
@@ -23,8 +25,6 @@ from gateway.messages import TypeIndex
 
 T0 = 1796083200.0
 TAILS = ("dak.upload.accepted", "git.push", "debbugs.bug.open")
-#: Longest the ingest figures wait for the text index.
-INDEX_TIMEOUT = 300.0
 
 
 def envelope(i: int) -> dict:
@@ -34,15 +34,6 @@ def envelope(i: int) -> dict:
             "publisher": "bench",
             "headers": {f"fedora_messaging_user_user{i % 50}": True,
                         f"busgate_package_pkg{i % 500}": True}}
-
-
-def indexed(store: SqliteHistory) -> None:
-    """Until ``store``'s text index has every stored message (bounded); at once for a
-    store without ``index_lag`` (its index is written with the message)."""
-    index_lag = getattr(store, "index_lag", None)
-    deadline = time.monotonic() + INDEX_TIMEOUT
-    while index_lag is not None and index_lag() > 0 and time.monotonic() < deadline:
-        time.sleep(0.002)
 
 
 def main() -> None:
@@ -60,7 +51,7 @@ def main() -> None:
         built, cpu = time.perf_counter(), time.process_time()
         store.add_many(records)  # (its transactions wake the indexer themselves)
         done = time.perf_counter()
-        indexed(store)
+        wait_indexed(store)
         print(f"record_of {n / (built - started):,.0f}/s; add_many (1000 a transaction) "
               f"{n / (done - built):,.0f}/s, until indexed "
               f"{n / (time.perf_counter() - built):,.0f}/s, "
@@ -74,7 +65,7 @@ def main() -> None:
             db.execute("COMMIT")
             committed()
         done = time.perf_counter()
-        indexed(store)
+        wait_indexed(store)
         print(f"one transaction per message {5000 / (done - started):,.0f}/s, until indexed "
               f"{5000 / (time.perf_counter() - started):,.0f}/s, "
               f"{(time.process_time() - cpu) / 5000 * 1e6:.0f} CPU µs a message")
