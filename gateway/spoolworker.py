@@ -221,6 +221,11 @@ def no_collection() -> Iterator[None]:
 
 
 def _stop(signum: int, frame: object) -> None:
+    """The first SIGTERM ends the worker through its cleanup; later ones are ignored.
+    Why: systemd signals every process of the service and the daemon then stops its
+    worker too, and a second SystemExit raised inside the first one's cleanup (an exit
+    hook) left a traceback in the journal at every stop."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     raise SystemExit(0)
 
 
