@@ -152,7 +152,7 @@ class Consumer:
     held at most ``batch_seconds``; ``before_commit(db)`` runs last inside it, and
     ``after_rollback()`` after a batch was rolled back (caches of what it wrote);
     ``after_commit()`` after each commit of the position's transaction (the recorder
-    wakes its text indexer).
+    wakes its indexer).
     ``batch_savepoints=False``: the callback writes nothing through ``delivery.db`` in a
     batch (it stages, and ``before_commit`` writes), so the savepoint per message that
     undoes a failed callback's writes has nothing to undo: two statements per message

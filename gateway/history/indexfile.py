@@ -174,11 +174,11 @@ class Indexer:
         return self._db
 
     def catch_up(self, limit: int | None = None, *, poll: bool = False) -> int:
-        """Index every text committed past the index's ``upto`` (at most ``limit``), a
+        """Index every message committed past the index's ``upto`` (at most ``limit``), a
         transaction per :attr:`chunk`; how many. Safe beside another indexer of the same
         history (in this process or another): each chunk reads ``upto`` under the index
         file's write lock. ``poll``: first a read of the history alone, and nothing more
-        when it holds no text past what this indexer last indexed (the thread's idle
+        when it holds no message past what this indexer last indexed (the thread's idle
         polls take no lock of the index file)."""
         with self._lock:
             db = self._connect()
@@ -239,9 +239,9 @@ class Indexer:
             return 0, 0, upto
         db.execute("INSERT INTO messages_text (rowid, body) SELECT id, text"
                    " FROM history.messages_fold WHERE id > ? AND id <= ?", (upto, last))
+        names = ("FROM history.message_names WHERE message_id > ? AND message_id <= ?"
+                 " AND kind = ?")
         for kind, link, key, days in KINDS:
-            names = ("FROM history.message_names WHERE message_id > ? AND message_id <= ?"
-                     " AND kind = ?")
             db.execute(f"INSERT OR IGNORE INTO {link} ({key}, timestamp, message_id)"
                        f" SELECT name_id, timestamp, message_id {names}", (upto, last, kind))
             db.execute(f"INSERT INTO {days} (day, {key}, messages)"
@@ -267,7 +267,7 @@ class Indexer:
         self._thread.start()
 
     def wake(self) -> None:
-        """New texts were committed: index them now, not at the next poll."""
+        """New messages were committed: index them now, not at the next poll."""
         self._wake.set()
 
     def _run(self) -> None:

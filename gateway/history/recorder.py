@@ -218,15 +218,10 @@ class Recorder:
         seconds passed. Returns how many messages were handled."""
         import time
 
-        from gateway.history.store import SqliteHistory
-
         stop = stop or threading.Event()
         deadline = None if timeout is None else time.monotonic() + timeout
         handled = 0
-        # SQLite: the text index fills behind the batches, in a thread, until the end
-        indexer = isinstance(self.store, SqliteHistory)
-        if indexer:
-            self.store.start_indexer()
+        self.store.start_indexer()  # SQLite: the index file fills behind the batches
         try:
             with self.consumer() as consumer:
                 while not stop.is_set():
@@ -238,9 +233,8 @@ class Recorder:
                         break
                     slice_ = SLICE if deadline is None else min(SLICE, deadline - now)
                     handled += consumer.run(self.handle, count=left, timeout=slice_)
-        finally:
-            if indexer:  # what the last batches stored is found once run returns
-                self.store.stop_indexer()
+        finally:  # what the last batches stored is found once run returns
+            self.store.stop_indexer()
         return handled
 
 

@@ -146,13 +146,21 @@ class HistoryStore(abc.ABC):
     def count(self) -> int: ...
 
     def index_lag(self) -> int:
-        """Messages stored but not yet found by ``contains`` (0: a text index written in
-        the same transaction as the message, PostgreSQL's)."""
+        """Messages stored but not yet found by ``contains``, ``user`` or ``package``
+        (0: indexes written in the same transaction as the message, PostgreSQL's)."""
         return 0
 
     def committed(self) -> None:
-        """A caller committed messages on a connection of its own (SQLite's text index
-        follows; PostgreSQL's is in the same transaction)."""
+        """A caller committed messages on a connection of its own (SQLite's index file
+        follows; PostgreSQL's indexes are in the same transaction)."""
+        return None
+
+    def start_indexer(self) -> None:
+        """Index behind the writes, in a thread, until :meth:`stop_indexer` (SQLite's
+        index file; PostgreSQL has nothing to do)."""
+        return None
+
+    def stop_indexer(self) -> None:
         return None
 
     @abc.abstractmethod
@@ -436,7 +444,6 @@ class SqliteHistory(HistoryStore):
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._writer = self._connect()
             if migrate.apply_sqlite(self._writer) >= indexfile.SINCE:  # (not a test's old one)
-                indexfile.create(self.path)
                 self.indexer = indexfile.Indexer(self.path)
                 self.indexer.catch_up()  # a search of a store opened for writing finds all
         except (OSError, sqlite3.Error, migrate.MigrationError) as exc:
@@ -493,8 +500,9 @@ class SqliteHistory(HistoryStore):
         self.committed()
 
     def committed(self) -> None:
-        """Texts were committed to ``messages_fold``: the indexer thread, when one runs,
-        is woken; else they are indexed now (a search after a write finds it)."""
+        """Messages were committed (their folded texts and names): the indexer thread,
+        when one runs, is woken; else they are indexed now (a search after a write finds
+        them)."""
         if self.indexer is None:
             return
         if self.indexer.running:
@@ -503,8 +511,8 @@ class SqliteHistory(HistoryStore):
             self.indexer.catch_up()
 
     def start_indexer(self) -> None:
-        """Index texts behind the writes, in a thread (the recorder): what is behind
-        first (a new index file fills in the background, logged), then each commit."""
+        """Index behind the writes, in a thread (the recorder): what is behind first (a
+        new index file fills in the background, logged), then each commit."""
         if self.indexer is not None:
             self.indexer.start()
 
@@ -519,8 +527,8 @@ class SqliteHistory(HistoryStore):
                 log.warning("history: index file %s not caught up: %s", self.indexer.path, exc)
 
     def index_lag(self) -> int:
-        """Messages stored but not yet found by ``contains``: the index file's indexer
-        is behind (a recorder's batch in flight, a rebuild, no writer running)."""
+        """Messages stored but not yet in the index file: its indexer is behind (a
+        recorder's batch in flight, a rebuild, no writer running)."""
         def work(db: sqlite3.Connection) -> int:
             (top,) = db.execute("SELECT max(id) FROM messages_fold").fetchone()
             state = db.execute("SELECT upto FROM idx.index_state").fetchone()
@@ -542,9 +550,7 @@ class SqliteHistory(HistoryStore):
         caller runs last in the transaction.
 
         Why: a batch written at once costs a statement per table (``executemany``), not
-        per row, and FTS5 writes one segment per batch: it writes its in-memory index
-        out at every savepoint of a transaction it is in (the consumer takes one per
-        message), so text written per message costs a segment per message."""
+        per row."""
         self._staged.append(record)
 
     def flush(self, db: sqlite3.Connection) -> int:
@@ -605,8 +611,8 @@ class SqliteHistory(HistoryStore):
             day = _sql_day(stamp)
             rollups["activity_hourly"][int(stamp / 3600), record.category] += 1
             rollups["stats_topic_days"][day, record.topic] += 1
-            for table, kind in (("users", record.users), ("packages", record.packages)):
-                for name in kind:
+            for table, found in (("users", record.users), ("packages", record.packages)):
+                for name in found:
                     names.append((message_id, _KIND[table], self._name_id(db, table, name),
                                   stamp))
             texts.append((message_id, record.text))
