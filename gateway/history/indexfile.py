@@ -19,6 +19,11 @@ it). It is derived: everything in it is made from ``messages_fold`` and
 belongs to (``history_identity``'s token) and how far it has got: every message with an
 id up to ``upto`` is in it.
 
+Beside each message's text the ``contains`` index holds its topic and category, as a
+marker trigram each (:func:`~gateway.history.textindex.facet_marker`, ids in
+``facets``; layout 3): ``contains`` with a topic or category is one intersection inside
+the index, no message row read for them.
+
 Readers attach it as ``idx`` (a query's unqualified ``messages_text`` or
 ``user_messages`` is found there). A search sees a message's text and names once the
 indexer has them: within ~``POLL_SECONDS`` of its commit while a recorder runs
