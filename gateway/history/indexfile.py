@@ -19,6 +19,11 @@ it). It is derived: everything in it is made from ``messages_fold`` and
 belongs to (``history_identity``'s token) and how far it has got: every message with an
 id up to ``upto`` is in it.
 
+Beside each message's text the ``contains`` index holds its topic and category, as a
+marker trigram each (:func:`~gateway.history.textindex.facet_marker`, ids in
+``facets``; layout 3): ``contains`` with a topic or category is one intersection inside
+the index, no message row read for them.
+
 Readers attach it as ``idx`` (a query's unqualified ``messages_text`` or
 ``user_messages`` is found there). A search sees a message's text and names once the
 indexer has them: within ~``POLL_SECONDS`` of its commit while a recorder runs
@@ -37,12 +42,15 @@ import threading
 import time
 from pathlib import Path
 
+from gateway.history import textindex
+from gateway.history.textindex import CATEGORY, FACET_IDS, FACET_SQL, TOPIC
+
 log = logging.getLogger(__name__)
 
 #: The history's schema version that moved the read indexes here (008_index_file.sql).
 SINCE = 8
 #: The index file's layout (``PRAGMA user_version``): a file of another is made again.
-LAYOUT = 2
+LAYOUT = 3
 #: Messages indexed per transaction of the index file: bounds its memory (FTS5 holds
 #: a transaction's terms in memory until it writes them out: ~2 MB per 1,000 texts of
 #: the bench's mix) and how long the index's write lock is held (~0.1-0.3 s).
@@ -84,10 +92,32 @@ def _kind_schema(link: str, key: str, days: str) -> tuple[str, ...]:
     )
 
 
+#: (kind in facets, its column in messages and messages_text)
+FACETS = ((TOPIC, "topic"), (CATEGORY, "category"))
+#: A chunk's texts (ids ``?`` to ``?``) and facet markers; a text is passed through
+#: ``indexed`` (textindex.indexed, in Python) only when it holds a character of the
+#: facets' plane (GLOB ``?``, in C): ~never.
+_ADD_TEXT = (
+    "INSERT INTO messages_text (rowid, body, topic, category) SELECT f.id,"  # noqa: S608
+    " CASE WHEN f.text GLOB ? THEN indexed(f.text) ELSE f.text END,"
+    f" CASE WHEN t.id < {FACET_IDS} THEN {FACET_SQL.format(kind=TOPIC, id='t.id')} END,"
+    f" CASE WHEN c.id < {FACET_IDS} THEN {FACET_SQL.format(kind=CATEGORY, id='c.id')} END"
+    # CROSS JOIN: in this order (the chunk's ids first, each one's row, its facets' ids);
+    # left to the planner, it walked a topic's whole index per facet (x5 at 1,000,000)
+    " FROM history.messages_fold f CROSS JOIN history.messages m ON m.id = f.id"
+    f" CROSS JOIN facets t ON t.kind = {TOPIC} AND t.name = m.topic"
+    f" CROSS JOIN facets c ON c.kind = {CATEGORY} AND c.name = m.category"
+    " WHERE f.id > ? AND f.id <= ?")
+
 #: The index file's tables (``{schema}``: where they are made).
 SCHEMA = (
-    "CREATE VIRTUAL TABLE {schema}messages_text USING fts5 (body, content = '',"
-    " tokenize = 'trigram', detail = none)",
+    # topic, category: the message's facet markers (textindex.facet_marker), one trigram
+    # each, so that contains with a topic or category is one intersection of the index
+    "CREATE VIRTUAL TABLE {schema}messages_text USING fts5 (body, topic, category,"
+    " content = '', tokenize = 'trigram', detail = none)",
+    # the facets' ids: kind textindex.TOPIC or CATEGORY; made as messages are indexed
+    "CREATE TABLE {schema}facets (id INTEGER PRIMARY KEY, kind INTEGER NOT NULL,"
+    " name TEXT NOT NULL, UNIQUE (kind, name))",
     "INSERT INTO {schema}messages_text (messages_text, rank) VALUES ('automerge', 8)",
     # history: history_identity.token of its history; every message up to upto is in
     "CREATE TABLE {schema}index_state (one INTEGER PRIMARY KEY CHECK (one = 1),"
@@ -168,6 +198,7 @@ class Indexer:
                                  timeout=BUSY_TIMEOUT)
             db.execute("PRAGMA synchronous=NORMAL")
             db.execute("PRAGMA cache_size=-65536")
+            db.create_function("indexed", 1, textindex.indexed, deterministic=True)
             db.execute("ATTACH DATABASE ? AS history",
                        (f"{self.history.absolute().as_uri()}?mode=ro",))
             self._db = db
@@ -224,6 +255,7 @@ class Indexer:
                             "of it: a history restored from a backup); filling it again",
                             self.path)
             db.execute("INSERT INTO messages_text (messages_text) VALUES ('delete-all')")
+            db.execute("DELETE FROM facets")
             for _, link, _, days in KINDS:
                 db.execute(f"DELETE FROM {link}")  # noqa: S608 - names of this module
                 db.execute(f"DELETE FROM {days}")  # noqa: S608
@@ -237,8 +269,10 @@ class Indexer:
             " WHERE id > ? ORDER BY id LIMIT ?)", (upto, step)).fetchone()
         if not count:
             return 0, 0, upto
-        db.execute("INSERT INTO messages_text (rowid, body) SELECT id, text"
-                   " FROM history.messages_fold WHERE id > ? AND id <= ?", (upto, last))
+        for kind, column in FACETS:
+            db.execute(f"INSERT OR IGNORE INTO facets (kind, name) SELECT DISTINCT ?, {column}"  # noqa: S608
+                       " FROM history.messages WHERE id > ? AND id <= ?", (kind, upto, last))
+        db.execute(_ADD_TEXT, (textindex.FACET_GLOB, upto, last))
         names = ("FROM history.message_names WHERE message_id > ? AND message_id <= ?"
                  " AND kind = ?")
         for kind, link, key, days in KINDS:

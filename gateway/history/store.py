@@ -24,18 +24,16 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from gateway.history import indexfile, migrate, textindex
 from gateway.history.msgids import MsgIds
+from gateway.history.query import Query
 from gateway.history.records import Record
 
 log = logging.getLogger(__name__)
-
-if TYPE_CHECKING:
-    from gateway.history.query import Query
 
 
 class HistoryError(Exception):
@@ -751,8 +749,10 @@ class SqliteHistory(HistoryStore):
         proves, so ``pages`` reaches past a page that has a next one)."""
         size = query.rows_per_page
         offset = 0 if query.cursor is not None else (query.page - 1) * size
+        asked = query
 
         def work(db: sqlite3.Connection) -> Page:
+            query = _facetted(db, asked)
             rows, total, index, scan = None, None, _index_first(db, query), None
             if query.contains and _alone(query):
                 rows = _contains_rows(db, query, offset, size + 1)
@@ -986,11 +986,12 @@ def _where(query: Query, *, skip_link: str | None = None, skip_text: bool = Fals
     if query.end is not None and not skip_time:
         clauses.append("m.timestamp <= ?")
         params.append(query.end)
+    carried = isinstance(query, _Facetted)  # by its text index match: every plan applies it
     for column, values, negate in (("topic", query.topics, False),
                                    ("category", query.categories, False),
                                    ("topic", query.not_topics, True),
                                    ("category", query.not_categories, True)):
-        if values:
+        if values and (negate or not carried):
             clauses.append(f"m.{column} {'NOT ' if negate else ''}IN ({_marks(values)})")
             params += values
     for table, link, key, values, negate in (
@@ -1017,8 +1018,40 @@ def _where(query: Query, *, skip_link: str | None = None, skip_text: bool = Fals
 
 def _match(query: Query) -> str:
     """The text index's query: every match of ``contains``, and candidates that
-    :func:`_recheck` tells apart (:mod:`gateway.history.textindex`)."""
-    return textindex.match(query.contains)
+    :func:`_recheck` tells apart (:mod:`gateway.history.textindex`); of those, only
+    the messages of a :class:`_Facetted` query's topics and categories."""
+    terms = textindex.match(query.contains)
+    return f"({terms}) AND {query.facets}" if isinstance(query, _Facetted) else terms
+
+
+@dataclass(frozen=True)
+class _Facetted(Query):
+    """A ``contains`` query whose topics and categories are in its text index match
+    (``facets``: :func:`textindex.facet_match` of each kind, ANDed): no plan reads a
+    message's row for them, and the index intersects them with the term's matches
+    (a frequent term never with a topic: 0.4-0.55 s at 1,000,000 messages, every
+    match's row read, against ~0.05 s)."""
+    facets: str = ""
+
+
+def _facetted(db: sqlite3.Connection, query: Query) -> Query:
+    """``query`` as a :class:`_Facetted` one when it has ``contains`` and topics or
+    categories, all indexed with markers; else ``query`` itself. A name the index file
+    has no id for is on no indexed message: only indexed messages match ``contains``."""
+    if not query.contains or not (query.topics or query.categories):
+        return query
+    parts = []
+    for kind, values in ((textindex.TOPIC, query.topics),
+                         (textindex.CATEGORY, query.categories)):
+        if values:
+            ids = [row_id for (row_id,) in db.execute(
+                f"SELECT id FROM facets WHERE kind = ? AND name IN ({_marks(values)})",  # noqa: S608
+                (kind, *values))]
+            if any(row_id >= textindex.FACET_IDS for row_id in ids):
+                return query
+            parts.append(textindex.facet_match(kind, ids))
+    return _Facetted(**{f.name: getattr(query, f.name) for f in fields(query)},
+                     facets=" AND ".join(parts))
 
 
 def _recheck(query: Query, id_expr: str) -> tuple[str, list[Any]]:
@@ -1065,8 +1098,9 @@ def _source(query: Query, index: str | None = None) -> tuple[str, str, list[Any]
     if query.contains and driver is not None:
         where, params = _where(query, skip_text=True, probe=True, id_col="t.rowid")
         recheck, recheck_params = _recheck(query, "t.rowid")
-        row = any((query.start is not None, query.end is not None, query.topics,
-                   query.categories, query.not_topics, query.not_categories))
+        row = any((query.start is not None, query.end is not None,
+                   not isinstance(query, _Facetted) and (query.topics or query.categories),
+                   query.not_topics, query.not_categories))
         return ("messages_text t" + (" JOIN messages m ON m.id = t.rowid" if row else ""),
                 f"messages_text MATCH ? AND {where}{recheck}",
                 [_match(query), *params, *recheck_params])
@@ -1080,8 +1114,8 @@ def _source(query: Query, index: str | None = None) -> tuple[str, str, list[Any]
         return (f"{link} d" + ("" if where == "1" else " JOIN messages m ON m.id = d.message_id"),
                 f"d.{key} = (SELECT id FROM {table} WHERE name = ?){bounds} AND {where}",  # noqa: S608
                 [name, *bound_params, *params])
-    if query.contains:
-        where, params = _where(query, skip_text=True)
+    if query.contains:  # names looked up per match (probe), as above
+        where, params = _where(query, skip_text=True, probe=True, id_col="t.rowid")
         recheck, recheck_params = _recheck(query, "t.rowid")
         return ("messages_text t" + ("" if where == "1" else " JOIN messages m ON m.id = t.rowid"),
                 f"messages_text MATCH ? AND {where}{recheck}",
@@ -1190,8 +1224,11 @@ def _contains_rows(db: sqlite3.Connection, query: Query, offset: int,
 
 
 def _alone(query: Query) -> bool:
-    """Whether ``contains`` is the query's only filter (time and paging aside)."""
-    return not (query.users or query.packages or query.topics or query.categories
+    """Whether ``contains`` is the query's only filter (time, paging and the topics and
+    categories a :class:`_Facetted` query's match carries aside)."""
+    carried = isinstance(query, _Facetted)
+    return not (query.users or query.packages
+                or (not carried and (query.topics or query.categories))
                 or query.not_users or query.not_packages or query.not_topics
                 or query.not_categories)
 

@@ -50,6 +50,24 @@ CASED_END = 0x20000
 #: Rows written per statement by :func:`rebuild`.
 REBUILD_BATCH = 2000
 
+#: Facet kinds (``facets.kind`` in the index file): a message's topic, its category.
+TOPIC, CATEGORY = 0, 1
+#: Where facet markers' characters are (Supplementary Private Use Area-A, U+F0000).
+FACET_PLANE = 0xF0000
+#: The base of a facet id's two characters: U+FFFFE and U+FFFFF are noncharacters.
+FACET_BASE = 0xFFFE
+#: Facet ids with a marker: 1 to FACET_BASE ** 2 - 1 (4.3 billion topics).
+FACET_IDS = FACET_BASE ** 2
+#: SQL of :func:`facet_marker` for ``{kind}`` and ``{id}`` (an id under FACET_IDS).
+FACET_SQL = (f"char({FACET_PLANE} + {{kind}}, {FACET_PLANE} + {{id}} / {FACET_BASE},"
+             f" {FACET_PLANE} + {{id}} % {FACET_BASE})")
+#: The facets' plane, and the character :func:`indexed` puts in its place in texts.
+_FACET_CHARS = re.compile("[\U000F0000-\U000FFFFF]")
+REPLACEMENT = "\ufffd"
+_AMBIGUOUS = re.compile("[\U000F0000-\U000FFFFF\ufffd]")
+#: What ``indexfile`` tests a text with before calling :func:`indexed` (GLOB: in C).
+FACET_GLOB = "*[\U000F0000-\U000FFFFF]*"
+
 _TABLE: dict[int, int] | None = None
 _TABLE_LOCK = threading.Lock()
 
@@ -103,10 +121,40 @@ def _fold_run(found: re.Match[bytes]) -> bytes:
             .encode("utf-8", "surrogatepass"))
 
 
+def indexed(folded: str) -> str:
+    """A folded text as the index holds it: the facets' plane replaced by U+FFFD, so
+    that no text's trigram is a facet's marker (the check against the folded text tells
+    the characters apart again: :func:`recheck_terms`)."""
+    return _FACET_CHARS.sub(REPLACEMENT, folded)
+
+
 def trigrams(term: str) -> list[str]:
-    """The distinct trigrams of ``term`` (folded: the index would fold them the same)."""
-    folded = fold(term)
+    """The distinct trigrams of ``term`` (folded and :func:`indexed`: the index would
+    hold them the same)."""
+    folded = indexed(fold(term))
     return list(dict.fromkeys(folded[i:i + TRIGRAM] for i in range(len(folded) - TRIGRAM + 1)))
+
+
+def facet_marker(kind: int, facet_id: int) -> str | None:
+    """The trigram that stands for a message's topic (``kind`` :data:`TOPIC`) or category
+    (:data:`CATEGORY`) of id ``facet_id`` in the text index, in columns of their own;
+    None past :data:`FACET_IDS` (such a facet is not indexed: its queries take the plans
+    that read the message's row). Three characters of Unicode's private use plane 15:
+    the kind, then the id in base :data:`FACET_BASE` (below the plane's two
+    noncharacters). No text's trigram is one: texts are :func:`indexed`. Same as
+    ``indexfile``'s SQL (:data:`FACET_SQL`)."""
+    if not 0 < facet_id < FACET_IDS:
+        return None
+    return (chr(FACET_PLANE + kind) + chr(FACET_PLANE + facet_id // FACET_BASE)
+            + chr(FACET_PLANE + facet_id % FACET_BASE))
+
+
+def facet_match(kind: int, facet_ids: Sequence[int]) -> str:
+    """The FTS5 query part finding the messages of any of ``facet_ids`` (all under
+    :data:`FACET_IDS`); none: one that finds nothing (id 0 is never given)."""
+    markers = [facet_marker(kind, i) for i in facet_ids] or \
+        [chr(FACET_PLANE + kind) + chr(FACET_PLANE) * 2]
+    return "(" + " OR ".join(_quoted(m) for m in markers if m) + ")"
 
 
 def _quoted(text: str) -> str:
@@ -127,8 +175,9 @@ def match(terms: Sequence[str]) -> str:
 def recheck_terms(terms: Sequence[str]) -> list[str] | None:
     """The folded terms a candidate's folded text must hold one of (``instr``), or None
     when the index's candidates are exact: every term of 3 characters (one trigram, or
-    none under 3, which finds nothing)."""
-    if all(len(term) <= TRIGRAM for term in terms):
+    none under 3, which finds nothing) holding no character that :func:`indexed`
+    replaces, nor its replacement (such a term's trigram is also another's)."""
+    if all(len(term) <= TRIGRAM and not _AMBIGUOUS.search(term) for term in terms):
         return None
     return [fold(term) for term in terms if len(term) >= TRIGRAM]
 
