@@ -27,10 +27,15 @@ the server itself cancels a query that would hold a worker (:class:`QueryTimeout
 
 The write path (issue 14, measured at a million stored): a batch is one statement
 (:data:`_ADD_BATCH`) whose rollups 007's statement triggers count once per batch; the
-trigram index's pending list is 16 MB (008). What remains per message is the schema's
-own: the heap row, six btrees and the trigram index on ``messages``, two btrees and
-two foreign-key checks per link, and, past ``shared_buffers``, reading and writing
-back the random pages of the msg_id and link indexes. ``synchronous_commit`` stays on:
+trigram index's pending list is 16 MB (008); the links' keys are
+checked where a link can lose its target, not per link inserted (010). A batch of
+``2 * MIN_PART`` messages or more is written in :data:`WRITE_PARTS` concurrent
+transactions, one backend each (:meth:`PostgresHistory._add_parts`): ~90% of a batch's
+time is the server's, one backend's work, and the recorder waits for it. What remains per
+message is the schema's own: the heap row, six btrees and the trigram index on
+``messages`` (its trigrams ~100 us of the ~200 us of server CPU a message costs), two
+btrees per link, and, past ``shared_buffers``, reading and writing back the random pages
+of the msg_id and link indexes. ``synchronous_commit`` stays on:
 the position is committed after PostgreSQL acknowledges the batch (below), so a batch
 acknowledged but not yet flushed would be lost by a server crash with the position
 already past it; one WAL flush per batch (1,000 messages) is not what costs.
@@ -40,10 +45,11 @@ doubles: the consumer's position is a local SQLite file
 (``<state.dir>/history-position.sqlite``, ``history.position``) written by the same
 code as every other consumer's. The recorder commits each batch
 (``history.batch_messages``, at most ``history.batch_ms``) in PostgreSQL *first*
-(:meth:`~gateway.history.recorder.Recorder.flush`, :meth:`PostgresHistory.add_many`),
-and only then does the consumer commit the position past it. So at any instant the
-position is at or behind what PostgreSQL holds. A kill -9 between the two commits
-leaves the batch stored and the position before it: the restarted recorder asks the
+(:meth:`~gateway.history.recorder.Recorder.flush`, :meth:`PostgresHistory.add_many`:
+every part of it), and only then does the consumer commit the position past it. So at
+any instant the position is at or behind what PostgreSQL holds. A kill -9 between the
+two commits (or between two parts' commits) leaves the batch (or some of its parts)
+stored and the position before it: the restarted recorder asks the
 publisher's replay for everything after the position, gets those messages again, and
 ``INSERT ... ON CONFLICT (msg_id) DO NOTHING`` makes them no-ops: nothing lost (the
 position never passes an uncommitted message) and nothing doubled (``msg_id`` is
@@ -60,6 +66,7 @@ import dataclasses
 import math
 import threading
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import psycopg
@@ -100,6 +107,13 @@ MAX_CACHED_NAMES = 100_000
 COUNT_BUDGET_MS = 150
 #: Seconds a write waits for a free pool connection before giving up.
 WRITE_WAIT = 30.0
+#: Most transactions a batch is written in at once, each on a backend of its own: the
+#: server's work on a message (heap, btrees, the trigram index: ~200 us at a million
+#: stored, ten times the client's) is one backend's, so one transaction uses one core.
+WRITE_PARTS = 2
+#: Fewest messages in a part: a smaller batch is one transaction (a part costs a commit
+#: and a round trip more).
+MIN_PART = 250
 #: ``kind`` of :meth:`PostgresHistory.top_names` -> (names table, link table, key column).
 _KINDS = {"users": ("users", "user_messages", "user_id"),
           "packages": ("packages", "package_messages", "package_id")}
@@ -148,6 +162,16 @@ _ADD_BATCH = ("WITH m AS (INSERT INTO messages (msg_id, topic, category, timesta
               " FROM unnest(%b::text[], %b::bigint[])"
               " AS l(msg_id, name_id) JOIN m USING (msg_id) ON CONFLICT DO NOTHING)"
               " SELECT COUNT(*) FROM m")
+#: :data:`_ADD_BATCH` with the message ids given (allocated beforehand from the identity,
+#: in the batch's order): a batch written in parts keeps ids in arrival order.
+_ADD_PART = _ADD_BATCH.replace(
+    "INSERT INTO messages (msg_id,", "INSERT INTO messages (id, msg_id,").replace(
+    " seq_id, envelope, body) SELECT * FROM unnest(%b::text[],",
+    " seq_id, envelope, body) OVERRIDING SYSTEM VALUE SELECT * FROM"
+    " unnest(%b::bigint[], %b::text[],")
+#: ``n`` new message ids (the identity's sequence: never handed out twice).
+_NEW_IDS = ("SELECT nextval(pg_get_serial_sequence('messages', 'id'))"
+            " FROM generate_series(1, %s)")
 #: Every writing transaction takes this lock before its first write, so before it has a
 #: transaction id (:meth:`PostgresHistory.transaction`): a transaction that holds an id
 #: without holding the lock never writes messages.
@@ -214,7 +238,8 @@ class PostgresHistory(HistoryStore):
 
     def __init__(self, url: str, *, query_timeout: float = 5.0, create: bool = True,
                  pool_size: int = 4, write_wait: float = WRITE_WAIT, readonly: bool = False,
-                 count_limit: int = 10_000, count_budget_ms: int = COUNT_BUDGET_MS):
+                 count_limit: int = 10_000, count_budget_ms: int = COUNT_BUDGET_MS,
+                 write_parts: int = WRITE_PARTS):
         self.url = url
         self.count_limit = count_limit
         # never longer than a whole read may run (0: count without a budget)
@@ -223,6 +248,9 @@ class PostgresHistory(HistoryStore):
                              f" {max(1, math.ceil(budget))}").encode()
         self.write_wait = write_wait
         self._write_lock = threading.Lock()
+        #: Transactions a large batch is written in at once (:meth:`_add_parts`).
+        self.write_parts = max(1, min(WRITE_PARTS, write_parts, pool_size))
+        self._executor: ThreadPoolExecutor | None = None
         self._names = NameIds()
         self._read_setup = ("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY;"
                             " SET LOCAL statement_timeout ="
@@ -275,19 +303,24 @@ class PostgresHistory(HistoryStore):
     def transaction(self) -> Iterator[Conn]:
         """One write transaction (one at a time per store: the name-id cache is only
         trusted for names whose transaction committed)."""
-        with self._write_lock:
-            try:
-                with self._pool.connection(timeout=self.write_wait) as conn:
-                    conn.execute(_WRITER_LOCK)  # before any write: see _HORIZON
-                    yield conn  # the pool commits on a normal exit, rolls back otherwise
-            except PoolTimeout as exc:
-                self._names.rollback()
-                raise HistoryError(f"no connection to the history database {self.where}: "
-                                   f"{exc}") from None
-            except BaseException:
-                self._names.rollback()
-                raise
-            self._names.commit()
+        with self._write_lock, self._writing() as conn:
+            yield conn
+
+    @contextlib.contextmanager
+    def _writing(self) -> Iterator[Conn]:
+        """A write transaction on a pool connection, the caller holding ``_write_lock``."""
+        try:
+            with self._pool.connection(timeout=self.write_wait) as conn:
+                conn.execute(_WRITER_LOCK)  # before any write: see _HORIZON
+                yield conn  # the pool commits on a normal exit, rolls back otherwise
+        except PoolTimeout as exc:
+            self._names.rollback()
+            raise HistoryError(f"no connection to the history database {self.where}: "
+                               f"{exc}") from None
+        except BaseException:
+            self._names.rollback()
+            raise
+        self._names.commit()
 
     def _params(self, db: Conn, record: Record) -> tuple[Any, ...]:
         return (record.msg_id, record.topic, record.category, record.timestamp,
@@ -314,18 +347,90 @@ class PostgresHistory(HistoryStore):
         """One transaction, three round trips whatever the batch's size: new names (one
         statement per kind), then every message and its links in one set-based
         statement (:data:`_ADD_BATCH`: 007's statement triggers count the rollups once
-        per batch). A msg_id twice in the batch is stored once, its first copy."""
+        per batch). A msg_id twice in the batch is stored once, its first copy. A batch
+        of :data:`MIN_PART` messages per part or more is written in parts
+        (:meth:`_add_parts`)."""
         first: dict[str, Record] = {}
         for record in batch:
             first.setdefault(record.msg_id, record)
         unique = list(first.values())
-        with self.transaction() as db:
-            links = [column for kind in _KINDS for column in (
-                [r.msg_id for r in unique for _ in getattr(r, kind)],
-                self._names.ids(db, kind, [n for r in unique for n in getattr(r, kind)]))]
-            row = db.execute(_ADD_BATCH, (*_columns(unique), *links)).fetchone()
         batch.clear()
-        return int(row[0]) if row else 0
+        parts = max(1, min(self.write_parts, len(unique) // MIN_PART))
+        if parts > 1:
+            added = self._add_parts(unique, parts)
+        else:
+            with self.transaction() as db:
+                row = db.execute(_ADD_BATCH, (*_columns(unique), *self._links(db, unique))
+                                 ).fetchone()
+            added = int(row[0]) if row else 0
+        return added
+
+    def _links(self, db: Conn, records: list[Record]) -> list[list[Any]]:
+        """The link columns of :data:`_ADD_BATCH` (msg_ids, name ids; users then
+        packages), the new names created in ``db``'s transaction."""
+        return [column for kind in _KINDS for column in (
+            [r.msg_id for r in records for _ in getattr(r, kind)],
+            self._names.ids(db, kind, [n for r in records for n in getattr(r, kind)]))]
+
+    def _add_parts(self, unique: list[Record], parts: int) -> int:
+        """``unique`` in ``parts`` concurrent transactions, one backend each, so the
+        server's work on a batch uses more than one core. Why: at a million stored a
+        batch's time is ~90% the server's (trigram index, btrees, foreign keys), one
+        backend's, while the recorder's client waits.
+
+        Nothing is lost or doubled: the recorder's position moves only after this
+        returns, so after every part committed; a part that fails raises (the others
+        may have committed: the batch written again is no-ops for them, ``ON CONFLICT
+        (msg_id) DO NOTHING``). Order is kept: the names and the batch's message ids
+        (in its order) are taken first, in a transaction of their own, and each part
+        takes its transaction id after the part before it took its own, so the feed's
+        (xid, id) order is the batch's."""
+        size = math.ceil(len(unique) / parts)
+        slices = [unique[i:i + size] for i in range(0, len(unique), size)]
+        with self._write_lock:
+            with self._writing() as db:
+                links = [self._links(db, part) for part in slices]
+                ids = sorted(row[0] for row in db.execute(_NEW_IDS, (len(unique),)))
+            started = [threading.Event() for _ in slices]
+
+            def write(number: int) -> int:
+                part = slices[number]
+                try:
+                    with self._pool.connection(timeout=self.write_wait) as conn:
+                        conn.execute(_WRITER_LOCK)
+                        if number and not started[number - 1].wait(self.write_wait):
+                            raise HistoryError(f"part {number} of a batch waited past "
+                                               f"{self.write_wait:g} s for the one before")
+                        conn.execute("SELECT pg_current_xact_id()")
+                        started[number].set()
+                        offset = number * size
+                        row = conn.execute(_ADD_PART, (ids[offset:offset + len(part)],
+                                                       *_columns(part), *links[number])
+                                           ).fetchone()
+                    return int(row[0]) if row else 0
+                except PoolTimeout as exc:
+                    raise HistoryError(f"no connection to the history database "
+                                       f"{self.where}: {exc}") from None
+                finally:
+                    started[number].set()  # a failed part does not hold the next back
+
+            others = [self._parts_pool().submit(write, n) for n in range(1, len(slices))]
+            results: list[int | BaseException] = []
+            for job in (None, *others):
+                try:
+                    results.append(write(0) if job is None else job.result())
+                except BaseException as exc:  # every part ends before one raises
+                    results.append(exc)
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
+        return sum(r for r in results if isinstance(r, int))
+
+    def _parts_pool(self) -> ThreadPoolExecutor:
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(max_workers=WRITE_PARTS - 1,
+                                                thread_name_prefix="history-part")
+        return self._executor
 
     # -- reads -------------------------------------------------------------------------------
     def _timed(self, work: Callable[[Conn], T]) -> T:
@@ -504,6 +609,8 @@ class PostgresHistory(HistoryStore):
             "SELECT msg_id FROM messages ORDER BY id")])
 
     def close(self) -> None:
+        if self._executor is not None:
+            self._executor.shutdown()
         self._pool.close()
 
 
