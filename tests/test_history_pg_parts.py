@@ -1,7 +1,8 @@
 """The PostgreSQL write path on two backends (issue 14), on the real server: a large batch
 is written in parts (concurrent transactions) that keep the batch's id and feed order; a
 part that fails leaves the others, and the batch written again doubles nothing; a kill -9
-between the parts' commits loses and doubles nothing."""
+between the parts' commits loses and doubles nothing; the trigram pending list is merged
+beside the writes (and still searched)."""
 
 from __future__ import annotations
 
@@ -124,3 +125,24 @@ def test_kill9_between_the_parts_commits_loses_and_doubles_nothing(daemon, pg_da
     assert f"backfilled {2 * MIN_PART} new of {4 * MIN_PART}" in done.stdout
     assert history(url) == want  # all of them, once each, in order
     _pg_rollups_match(url)
+
+
+def test_the_pending_list_is_merged_beside_the_writes_and_searched(pg_databases):
+    url = pg_databases(database=True)
+    store = PostgresHistory(url)
+    try:
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute("CREATE EXTENSION pgstattuple")
+        store.add_many(_records(range(1, 30)))
+
+        def pending() -> int:
+            with psycopg.connect(url) as conn:
+                return int(conn.execute("SELECT pending_tuples FROM"
+                                        " pgstatginindex('messages_body_trgm')").fetchone()[0])
+
+        wait_for(lambda: pending() == 0, 10)
+        assert pending() == 0  # merged by the cleaner, not by an insert past the limit
+        page = store.search(parse([("contains", "word0007x")]))
+        assert [r.msg_id for r in page.rows] == [fx.msg_id(7)]
+    finally:
+        store.close()

@@ -27,7 +27,8 @@ the server itself cancels a query that would hold a worker (:class:`QueryTimeout
 
 The write path (issue 14, measured at a million stored): a batch is one statement
 (:data:`_ADD_BATCH`) whose rollups 007's statement triggers count once per batch; the
-trigram index's pending list is 16 MB (008); the links' keys are
+trigram index's pending list is 16 MB (008), merged beside the writes by a connection of
+its own (:class:`PendingCleaner`), not by the insert that fills it; the links' keys are
 checked where a link can lose its target, not per link inserted (010). A batch of
 ``2 * MIN_PART`` messages or more is written in :data:`WRITE_PARTS` concurrent
 transactions, one backend each (:meth:`PostgresHistory._add_parts`): ~90% of a batch's
@@ -63,6 +64,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import logging
 import math
 import threading
 from collections.abc import Callable, Iterable, Iterator
@@ -94,6 +96,8 @@ from gateway.history.store import (
 if TYPE_CHECKING:
     from gateway.history.query import Query
 
+log = logging.getLogger(__name__)
+
 T = TypeVar("T")
 Conn = psycopg.Connection[Any]
 
@@ -114,6 +118,10 @@ WRITE_PARTS = 2
 #: Fewest messages in a part: a smaller batch is one transaction (a part costs a commit
 #: and a round trip more).
 MIN_PART = 250
+#: Seconds the pending-list cleaner sleeps when no batch wakes it, and most a merge may
+#: run (its connection's ``statement_timeout``).
+CLEAN_IDLE = 30.0
+CLEAN_TIMEOUT = 120.0
 #: ``kind`` of :meth:`PostgresHistory.top_names` -> (names table, link table, key column).
 _KINDS = {"users": ("users", "user_messages", "user_id"),
           "packages": ("packages", "package_messages", "package_id")}
@@ -233,14 +241,84 @@ class NameIds:
             pending.clear()
 
 
+class PendingCleaner:
+    """Merges the trigram index's pending list (008) into the index on a connection of
+    its own, woken after each batch commits, so the merge runs beside the recorder's
+    next batch instead of inside one.
+
+    Why: with ``fastupdate`` a message's trigrams go to the pending list, and the insert
+    that passes ``gin_pending_list_limit`` merges the whole list itself, with
+    ``work_mem``: that batch (or that part of it, :meth:`PostgresHistory._add_parts`)
+    takes several times as long as the others. ``gin_clean_pending_list`` merges with
+    ``maintenance_work_mem``, and an insert that finds a merge running leaves it to it
+    (it does not wait). Nothing a search sees changes: the pending list is searched
+    too. A role that does not own the index cannot merge it: logged once, and the
+    inserts merge as before."""
+
+    def __init__(self, url: str, where: str):
+        self.url = url
+        self.where = where
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._conn: Conn | None = None
+        self._thread = threading.Thread(target=self._main, name="history-gin-clean",
+                                        daemon=True)
+        self._thread.start()
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def _main(self) -> None:
+        while not self._stop.is_set():
+            self._wake.wait(CLEAN_IDLE)
+            self._wake.clear()
+            if self._stop.is_set():
+                break
+            try:
+                if self._conn is None:
+                    self._conn = psycopg.connect(
+                        self.url, autocommit=True, connect_timeout=CONNECT_TIMEOUT,
+                        options=f"-c statement_timeout={int(CLEAN_TIMEOUT * 1000)}")
+                self._conn.execute("SELECT gin_clean_pending_list("
+                                   "'messages_body_trgm'::regclass)")
+            except psycopg.errors.InsufficientPrivilege as exc:
+                log.warning("history: %s: the trigram index's pending list is merged by"
+                            " the inserts (%s)", self.where, str(exc).strip())
+                break
+            except psycopg.Error as exc:  # the server restarting: the next batch wakes it
+                if not self._stop.is_set():
+                    log.debug("history: %s: pending list not merged: %s", self.where, exc)
+                self._close()
+                self._stop.wait(1.0)
+        self._close()
+
+    def _close(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            with contextlib.suppress(psycopg.Error):
+                conn.close()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop the thread, cancelling a merge under way (the next one finishes it)."""
+        self._stop.set()
+        self._wake.set()
+        conn = self._conn
+        if conn is not None:
+            with contextlib.suppress(psycopg.Error):
+                conn.cancel()
+        self._thread.join(timeout)
+
+
 class PostgresHistory(HistoryStore):
     """The history in a PostgreSQL database (``postgresql://`` URL), migrated on open."""
 
     def __init__(self, url: str, *, query_timeout: float = 5.0, create: bool = True,
                  pool_size: int = 4, write_wait: float = WRITE_WAIT, readonly: bool = False,
                  count_limit: int = 10_000, count_budget_ms: int = COUNT_BUDGET_MS,
-                 write_parts: int = WRITE_PARTS):
+                 write_parts: int = WRITE_PARTS, clean_pending: bool = True):
         self.url = url
+        #: Whether batches wake a :class:`PendingCleaner`.
+        self.clean_pending = clean_pending
         self.count_limit = count_limit
         # never longer than a whole read may run (0: count without a budget)
         budget = min(count_budget_ms or math.inf, query_timeout * 1000)
@@ -251,6 +329,9 @@ class PostgresHistory(HistoryStore):
         #: Transactions a large batch is written in at once (:meth:`_add_parts`).
         self.write_parts = max(1, min(WRITE_PARTS, write_parts, pool_size))
         self._executor: ThreadPoolExecutor | None = None
+        #: Started by the first batch written (a writer), stopped by :meth:`close`.
+        self._cleaner: PendingCleaner | None = None
+        self._cleaner_lock = threading.Lock()
         self._names = NameIds()
         self._read_setup = ("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY;"
                             " SET LOCAL statement_timeout ="
@@ -363,6 +444,11 @@ class PostgresHistory(HistoryStore):
                 row = db.execute(_ADD_BATCH, (*_columns(unique), *self._links(db, unique))
                                  ).fetchone()
             added = int(row[0]) if row else 0
+        if self.clean_pending:
+            with self._cleaner_lock:  # one per store, whichever thread writes first
+                if self._cleaner is None:
+                    self._cleaner = PendingCleaner(self.url, self.where)
+                self._cleaner.wake()
         return added
 
     def _links(self, db: Conn, records: list[Record]) -> list[list[Any]]:
@@ -609,6 +695,9 @@ class PostgresHistory(HistoryStore):
             "SELECT msg_id FROM messages ORDER BY id")])
 
     def close(self) -> None:
+        with self._cleaner_lock:
+            if self._cleaner is not None:
+                self._cleaner.stop()
         if self._executor is not None:
             self._executor.shutdown()
         self._pool.close()
