@@ -20,9 +20,10 @@ only finds candidates, and past ``work_mem`` its bitmap turns lossy): 0.5-1.7 s 
 million messages on a loaded machine, while the page (newest rows first) took 13-27 ms
 (EXPLAIN ANALYZE, load 11).
 
-Bounds: at most ``history.pool_size`` connections (:mod:`psycopg_pool`, a request waits
-for a free one at most ``history.query_timeout``, else :class:`QueryTimeout`), and
-every read runs under ``SET LOCAL statement_timeout`` = ``history.query_timeout``, so
+Bounds: at most ``history.pool_size`` connections (:mod:`psycopg_pool`; a writer has one
+more, its :class:`PendingCleaner`'s), a request waits for a free one at most
+``history.query_timeout``, else :class:`QueryTimeout`; and every read runs under
+``SET LOCAL statement_timeout`` = ``history.query_timeout``, so
 the server itself cancels a query that would hold a worker (:class:`QueryTimeout`).
 
 The write path (issue 14, measured at a million stored): a batch is one statement
