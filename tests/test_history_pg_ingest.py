@@ -119,11 +119,12 @@ def test_a_msg_id_is_stored_once_within_and_across_batches_in_its_first_order(pg
         store.close()
 
 
-def test_concurrent_writers_store_each_message_once_and_count_it_once(pg_databases):
+@pytest.mark.parametrize("size", [50, 600])  # 600: each batch in two parts (_add_parts)
+def test_concurrent_writers_store_each_message_once_and_count_it_once(pg_databases, size):
     url = pg_databases()
     stores = [PostgresHistory(url), PostgresHistory(url)]
     records = _records(range(1, 901), users=("alice", "bob"))
-    # overlapping halves in the bus's order (two recorders of one bus), batches of 50
+    # overlapping halves in the bus's order (two recorders of one bus), batches of size
     parts = [records[:600], records[300:]]
     added = [0, 0]
     start = threading.Barrier(2)
@@ -131,8 +132,8 @@ def test_concurrent_writers_store_each_message_once_and_count_it_once(pg_databas
     def write(index: int) -> None:
         start.wait()
         part = parts[index]
-        for at in range(0, len(part), 50):
-            added[index] += stores[index].add_many(part[at:at + 50])
+        for at in range(0, len(part), size):
+            added[index] += stores[index].add_many(part[at:at + size])
 
     threads = [threading.Thread(target=write, args=(i,)) for i in (0, 1)]
     try:
@@ -173,7 +174,7 @@ def test_a_poison_record_loses_nothing_else_of_its_batch(pg_databases, make_sett
 
 def test_the_trigram_pending_list_is_bounded_and_searched(pg_databases):
     url = pg_databases(database=True)
-    store = PostgresHistory(url)
+    store = PostgresHistory(url, clean_pending=False)  # no merge beside the writes
     try:
         with psycopg.connect(url, autocommit=True) as conn:
             (options,) = conn.execute("SELECT reloptions FROM pg_class"

@@ -20,17 +20,24 @@ only finds candidates, and past ``work_mem`` its bitmap turns lossy): 0.5-1.7 s 
 million messages on a loaded machine, while the page (newest rows first) took 13-27 ms
 (EXPLAIN ANALYZE, load 11).
 
-Bounds: at most ``history.pool_size`` connections (:mod:`psycopg_pool`, a request waits
-for a free one at most ``history.query_timeout``, else :class:`QueryTimeout`), and
-every read runs under ``SET LOCAL statement_timeout`` = ``history.query_timeout``, so
+Bounds: at most ``history.pool_size`` connections (:mod:`psycopg_pool`; a writer has one
+more, its :class:`PendingCleaner`'s), a request waits for a free one at most
+``history.query_timeout``, else :class:`QueryTimeout`; and every read runs under
+``SET LOCAL statement_timeout`` = ``history.query_timeout``, so
 the server itself cancels a query that would hold a worker (:class:`QueryTimeout`).
 
 The write path (issue 14, measured at a million stored): a batch is one statement
 (:data:`_ADD_BATCH`) whose rollups 007's statement triggers count once per batch; the
-trigram index's pending list is 16 MB (008). What remains per message is the schema's
-own: the heap row, six btrees and the trigram index on ``messages``, two btrees and
-two foreign-key checks per link, and, past ``shared_buffers``, reading and writing
-back the random pages of the msg_id and link indexes. ``synchronous_commit`` stays on:
+trigram index's pending list is 16 MB (008), merged beside the writes by a connection of
+its own (:class:`PendingCleaner`), not by the insert that fills it; the links' keys are
+checked where a link can lose its target, not per link inserted (010). A batch of
+``2 * MIN_PART`` messages or more is written in :data:`WRITE_PARTS` concurrent
+transactions, one backend each (:meth:`PostgresHistory._add_parts`): ~90% of a batch's
+time is the server's, one backend's work, and the recorder waits for it. What remains per
+message is the schema's own: the heap row, six btrees and the trigram index on
+``messages`` (its trigrams ~100 us of the ~200 us of server CPU a message costs), two
+btrees per link, and, past ``shared_buffers``, reading and writing back the random pages
+of the msg_id and link indexes. ``synchronous_commit`` stays on:
 the position is committed after PostgreSQL acknowledges the batch (below), so a batch
 acknowledged but not yet flushed would be lost by a server crash with the position
 already past it; one WAL flush per batch (1,000 messages) is not what costs.
@@ -40,10 +47,11 @@ doubles: the consumer's position is a local SQLite file
 (``<state.dir>/history-position.sqlite``, ``history.position``) written by the same
 code as every other consumer's. The recorder commits each batch
 (``history.batch_messages``, at most ``history.batch_ms``) in PostgreSQL *first*
-(:meth:`~gateway.history.recorder.Recorder.flush`, :meth:`PostgresHistory.add_many`),
-and only then does the consumer commit the position past it. So at any instant the
-position is at or behind what PostgreSQL holds. A kill -9 between the two commits
-leaves the batch stored and the position before it: the restarted recorder asks the
+(:meth:`~gateway.history.recorder.Recorder.flush`, :meth:`PostgresHistory.add_many`:
+every part of it), and only then does the consumer commit the position past it. So at
+any instant the position is at or behind what PostgreSQL holds. A kill -9 between the
+two commits (or between two parts' commits) leaves the batch (or some of its parts)
+stored and the position before it: the restarted recorder asks the
 publisher's replay for everything after the position, gets those messages again, and
 ``INSERT ... ON CONFLICT (msg_id) DO NOTHING`` makes them no-ops: nothing lost (the
 position never passes an uncommitted message) and nothing doubled (``msg_id`` is
@@ -57,9 +65,11 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import logging
 import math
 import threading
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import psycopg
@@ -87,6 +97,8 @@ from gateway.history.store import (
 if TYPE_CHECKING:
     from gateway.history.query import Query
 
+log = logging.getLogger(__name__)
+
 T = TypeVar("T")
 Conn = psycopg.Connection[Any]
 
@@ -100,6 +112,17 @@ MAX_CACHED_NAMES = 100_000
 COUNT_BUDGET_MS = 150
 #: Seconds a write waits for a free pool connection before giving up.
 WRITE_WAIT = 30.0
+#: Most transactions a batch is written in at once, each on a backend of its own: the
+#: server's work on a message (heap, btrees, the trigram index: ~200 us at a million
+#: stored, ten times the client's) is one backend's, so one transaction uses one core.
+WRITE_PARTS = 2
+#: Fewest messages in a part: a smaller batch is one transaction (a part costs a commit
+#: and a round trip more).
+MIN_PART = 250
+#: Seconds the pending-list cleaner sleeps when no batch wakes it, and most a merge may
+#: run (its connection's ``statement_timeout``).
+CLEAN_IDLE = 30.0
+CLEAN_TIMEOUT = 120.0
 #: ``kind`` of :meth:`PostgresHistory.top_names` -> (names table, link table, key column).
 _KINDS = {"users": ("users", "user_messages", "user_id"),
           "packages": ("packages", "package_messages", "package_id")}
@@ -148,6 +171,16 @@ _ADD_BATCH = ("WITH m AS (INSERT INTO messages (msg_id, topic, category, timesta
               " FROM unnest(%b::text[], %b::bigint[])"
               " AS l(msg_id, name_id) JOIN m USING (msg_id) ON CONFLICT DO NOTHING)"
               " SELECT COUNT(*) FROM m")
+#: :data:`_ADD_BATCH` with the message ids given (allocated beforehand from the identity,
+#: in the batch's order): a batch written in parts keeps ids in arrival order.
+_ADD_PART = _ADD_BATCH.replace(
+    "INSERT INTO messages (msg_id,", "INSERT INTO messages (id, msg_id,").replace(
+    " seq_id, envelope, body) SELECT * FROM unnest(%b::text[],",
+    " seq_id, envelope, body) OVERRIDING SYSTEM VALUE SELECT * FROM"
+    " unnest(%b::bigint[], %b::text[],")
+#: ``n`` new message ids (the identity's sequence: never handed out twice).
+_NEW_IDS = ("SELECT nextval(pg_get_serial_sequence('messages', 'id'))"
+            " FROM generate_series(1, %s)")
 #: Every writing transaction takes this lock before its first write, so before it has a
 #: transaction id (:meth:`PostgresHistory.transaction`): a transaction that holds an id
 #: without holding the lock never writes messages.
@@ -209,13 +242,84 @@ class NameIds:
             pending.clear()
 
 
+class PendingCleaner:
+    """Merges the trigram index's pending list (008) into the index on a connection of
+    its own, woken after each batch commits, so the merge runs beside the recorder's
+    next batch instead of inside one.
+
+    Why: with ``fastupdate`` a message's trigrams go to the pending list, and the insert
+    that passes ``gin_pending_list_limit`` merges the whole list itself, with
+    ``work_mem``: that batch (or that part of it, :meth:`PostgresHistory._add_parts`)
+    takes several times as long as the others. ``gin_clean_pending_list`` merges with
+    ``maintenance_work_mem``, and an insert that finds a merge running leaves it to it
+    (it does not wait). Nothing a search sees changes: the pending list is searched
+    too. A role that does not own the index cannot merge it: logged once, and the
+    inserts merge as before."""
+
+    def __init__(self, url: str, where: str):
+        self.url = url
+        self.where = where
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._conn: Conn | None = None
+        self._thread = threading.Thread(target=self._main, name="history-gin-clean",
+                                        daemon=True)
+        self._thread.start()
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def _main(self) -> None:
+        while not self._stop.is_set():
+            self._wake.wait(CLEAN_IDLE)
+            self._wake.clear()
+            if self._stop.is_set():
+                break
+            try:
+                if self._conn is None:
+                    self._conn = psycopg.connect(
+                        self.url, autocommit=True, connect_timeout=CONNECT_TIMEOUT,
+                        options=f"-c statement_timeout={int(CLEAN_TIMEOUT * 1000)}")
+                self._conn.execute("SELECT gin_clean_pending_list("
+                                   "'messages_body_trgm'::regclass)")
+            except psycopg.errors.InsufficientPrivilege as exc:
+                log.warning("history: %s: the trigram index's pending list is merged by"
+                            " the inserts (%s)", self.where, str(exc).strip())
+                break
+            except psycopg.Error as exc:  # the server restarting: the next batch wakes it
+                if not self._stop.is_set():
+                    log.debug("history: %s: pending list not merged: %s", self.where, exc)
+                self._close()
+                self._stop.wait(1.0)
+        self._close()
+
+    def _close(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            with contextlib.suppress(psycopg.Error):
+                conn.close()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop the thread, cancelling a merge under way (the next one finishes it)."""
+        self._stop.set()
+        self._wake.set()
+        conn = self._conn
+        if conn is not None:
+            with contextlib.suppress(psycopg.Error):
+                conn.cancel()
+        self._thread.join(timeout)
+
+
 class PostgresHistory(HistoryStore):
     """The history in a PostgreSQL database (``postgresql://`` URL), migrated on open."""
 
     def __init__(self, url: str, *, query_timeout: float = 5.0, create: bool = True,
                  pool_size: int = 4, write_wait: float = WRITE_WAIT, readonly: bool = False,
-                 count_limit: int = 10_000, count_budget_ms: int = COUNT_BUDGET_MS):
+                 count_limit: int = 10_000, count_budget_ms: int = COUNT_BUDGET_MS,
+                 write_parts: int = WRITE_PARTS, clean_pending: bool = True):
         self.url = url
+        #: Whether batches wake a :class:`PendingCleaner`.
+        self.clean_pending = clean_pending
         self.count_limit = count_limit
         # never longer than a whole read may run (0: count without a budget)
         budget = min(count_budget_ms or math.inf, query_timeout * 1000)
@@ -223,6 +327,12 @@ class PostgresHistory(HistoryStore):
                              f" {max(1, math.ceil(budget))}").encode()
         self.write_wait = write_wait
         self._write_lock = threading.Lock()
+        #: Transactions a large batch is written in at once (:meth:`_add_parts`).
+        self.write_parts = max(1, min(WRITE_PARTS, write_parts, pool_size))
+        self._executor: ThreadPoolExecutor | None = None
+        #: Started by the first batch written (a writer), stopped by :meth:`close`.
+        self._cleaner: PendingCleaner | None = None
+        self._cleaner_lock = threading.Lock()
         self._names = NameIds()
         self._read_setup = ("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY;"
                             " SET LOCAL statement_timeout ="
@@ -275,19 +385,24 @@ class PostgresHistory(HistoryStore):
     def transaction(self) -> Iterator[Conn]:
         """One write transaction (one at a time per store: the name-id cache is only
         trusted for names whose transaction committed)."""
-        with self._write_lock:
-            try:
-                with self._pool.connection(timeout=self.write_wait) as conn:
-                    conn.execute(_WRITER_LOCK)  # before any write: see _HORIZON
-                    yield conn  # the pool commits on a normal exit, rolls back otherwise
-            except PoolTimeout as exc:
-                self._names.rollback()
-                raise HistoryError(f"no connection to the history database {self.where}: "
-                                   f"{exc}") from None
-            except BaseException:
-                self._names.rollback()
-                raise
-            self._names.commit()
+        with self._write_lock, self._writing() as conn:
+            yield conn
+
+    @contextlib.contextmanager
+    def _writing(self) -> Iterator[Conn]:
+        """A write transaction on a pool connection, the caller holding ``_write_lock``."""
+        try:
+            with self._pool.connection(timeout=self.write_wait) as conn:
+                conn.execute(_WRITER_LOCK)  # before any write: see _HORIZON
+                yield conn  # the pool commits on a normal exit, rolls back otherwise
+        except PoolTimeout as exc:
+            self._names.rollback()
+            raise HistoryError(f"no connection to the history database {self.where}: "
+                               f"{exc}") from None
+        except BaseException:
+            self._names.rollback()
+            raise
+        self._names.commit()
 
     def _params(self, db: Conn, record: Record) -> tuple[Any, ...]:
         return (record.msg_id, record.topic, record.category, record.timestamp,
@@ -314,18 +429,95 @@ class PostgresHistory(HistoryStore):
         """One transaction, three round trips whatever the batch's size: new names (one
         statement per kind), then every message and its links in one set-based
         statement (:data:`_ADD_BATCH`: 007's statement triggers count the rollups once
-        per batch). A msg_id twice in the batch is stored once, its first copy."""
+        per batch). A msg_id twice in the batch is stored once, its first copy. A batch
+        of :data:`MIN_PART` messages per part or more is written in parts
+        (:meth:`_add_parts`)."""
         first: dict[str, Record] = {}
         for record in batch:
             first.setdefault(record.msg_id, record)
         unique = list(first.values())
-        with self.transaction() as db:
-            links = [column for kind in _KINDS for column in (
-                [r.msg_id for r in unique for _ in getattr(r, kind)],
-                self._names.ids(db, kind, [n for r in unique for n in getattr(r, kind)]))]
-            row = db.execute(_ADD_BATCH, (*_columns(unique), *links)).fetchone()
         batch.clear()
-        return int(row[0]) if row else 0
+        parts = max(1, min(self.write_parts, len(unique) // MIN_PART))
+        if parts > 1:
+            added = self._add_parts(unique, parts)
+        else:
+            with self.transaction() as db:
+                row = db.execute(_ADD_BATCH, (*_columns(unique), *self._links(db, unique))
+                                 ).fetchone()
+            added = int(row[0]) if row else 0
+        if self.clean_pending:
+            with self._cleaner_lock:  # one per store, whichever thread writes first
+                if self._cleaner is None:
+                    self._cleaner = PendingCleaner(self.url, self.where)
+                self._cleaner.wake()
+        return added
+
+    def _links(self, db: Conn, records: list[Record]) -> list[list[Any]]:
+        """The link columns of :data:`_ADD_BATCH` (msg_ids, name ids; users then
+        packages), the new names created in ``db``'s transaction."""
+        return [column for kind in _KINDS for column in (
+            [r.msg_id for r in records for _ in getattr(r, kind)],
+            self._names.ids(db, kind, [n for r in records for n in getattr(r, kind)]))]
+
+    def _add_parts(self, unique: list[Record], parts: int) -> int:
+        """``unique`` in ``parts`` concurrent transactions, one backend each, so the
+        server's work on a batch uses more than one core. Why: at a million stored a
+        batch's time is ~90% the server's (trigram index, btrees, foreign keys), one
+        backend's, while the recorder's client waits.
+
+        Nothing is lost or doubled: the recorder's position moves only after this
+        returns, so after every part committed; a part that fails raises (the others
+        may have committed: the batch written again is no-ops for them, ``ON CONFLICT
+        (msg_id) DO NOTHING``). Order is kept: the names and the batch's message ids
+        (in its order) are taken first, in a transaction of their own, and each part
+        takes its transaction id after the part before it took its own, so the feed's
+        (xid, id) order is the batch's."""
+        size = math.ceil(len(unique) / parts)
+        slices = [unique[i:i + size] for i in range(0, len(unique), size)]
+        with self._write_lock:
+            with self._writing() as db:
+                links = [self._links(db, part) for part in slices]
+                ids = sorted(row[0] for row in db.execute(_NEW_IDS, (len(unique),)))
+            started = [threading.Event() for _ in slices]
+
+            def write(number: int) -> int:
+                part = slices[number]
+                try:
+                    with self._pool.connection(timeout=self.write_wait) as conn:
+                        conn.execute(_WRITER_LOCK)
+                        if number and not started[number - 1].wait(self.write_wait):
+                            raise HistoryError(f"part {number} of a batch waited past "
+                                               f"{self.write_wait:g} s for the one before")
+                        conn.execute("SELECT pg_current_xact_id()")
+                        started[number].set()
+                        offset = number * size
+                        row = conn.execute(_ADD_PART, (ids[offset:offset + len(part)],
+                                                       *_columns(part), *links[number])
+                                           ).fetchone()
+                    return int(row[0]) if row else 0
+                except PoolTimeout as exc:
+                    raise HistoryError(f"no connection to the history database "
+                                       f"{self.where}: {exc}") from None
+                finally:
+                    started[number].set()  # a failed part does not hold the next back
+
+            others = [self._parts_pool().submit(write, n) for n in range(1, len(slices))]
+            results: list[int | BaseException] = []
+            for job in (None, *others):
+                try:
+                    results.append(write(0) if job is None else job.result())
+                except BaseException as exc:  # every part ends before one raises
+                    results.append(exc)
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
+        return sum(r for r in results if isinstance(r, int))
+
+    def _parts_pool(self) -> ThreadPoolExecutor:
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(max_workers=WRITE_PARTS - 1,
+                                                thread_name_prefix="history-part")
+        return self._executor
 
     # -- reads -------------------------------------------------------------------------------
     def _timed(self, work: Callable[[Conn], T]) -> T:
@@ -504,6 +696,11 @@ class PostgresHistory(HistoryStore):
             "SELECT msg_id FROM messages ORDER BY id")])
 
     def close(self) -> None:
+        with self._cleaner_lock:
+            if self._cleaner is not None:
+                self._cleaner.stop()
+        if self._executor is not None:
+            self._executor.shutdown()
         self._pool.close()
 
 
