@@ -145,3 +145,26 @@ def test_facet_markers_are_three_characters_of_the_plane_and_distinct():
                 sql = textindex.FACET_SQL.format(kind=kind, id=i)
                 assert db.execute(f"SELECT {sql}").fetchone()[0] == \
                     textindex.facet_marker(kind, i)
+
+
+def test_a_reader_of_an_index_file_not_yet_upgraded_answers_without_facets(tmp_path):
+    """A reader (``busgate stats``, a web app opened read-only) of an index file no
+    writer has upgraded yet: no facets, no marker columns; contains with a topic takes
+    the plans that read the rows, with the same answers, instead of failing."""
+    history = SqliteHistory(tmp_path / "h.sqlite")
+    add(history, [(1, "git.push", {"note": "amd64"}), (2, "dak.upload", {"note": "amd64"})])
+    history.close()
+    path = indexfile.index_path(tmp_path / "h.sqlite")
+    with sqlite3.connect(path) as db:  # layout 2: one column, no facets
+        db.execute("DROP TABLE facets")
+        db.execute("DROP TABLE messages_text")
+        db.execute("CREATE VIRTUAL TABLE messages_text USING fts5 (body, content = '',"
+                   " tokenize = 'trigram', detail = none)")
+        db.execute("INSERT INTO messages_text (rowid, body) VALUES (1, 'amd64'), (2, 'amd64')")
+        db.execute(f"PRAGMA user_version={indexfile.LAYOUT - 1}")
+    reader = SqliteHistory(tmp_path / "h.sqlite", readonly=True)
+    try:
+        assert numbers(reader, [("contains", "amd64"), ("topic", GIT)]) == ([1], 1)
+        assert numbers(reader, [("contains", "amd64"), ("category", "dak")]) == ([2], 1)
+    finally:
+        reader.close()

@@ -1037,16 +1037,23 @@ class _Facetted(Query):
 def _facetted(db: sqlite3.Connection, query: Query) -> Query:
     """``query`` as a :class:`_Facetted` one when it has ``contains`` and topics or
     categories, all indexed with markers; else ``query`` itself. A name the index file
-    has no id for is on no indexed message: only indexed messages match ``contains``."""
+    has no id for is on no indexed message: only indexed messages match ``contains``.
+    An index file of an earlier layout (a reader before any writer upgraded it) has no
+    facets: ``query`` itself."""
     if not query.contains or not (query.topics or query.categories):
         return query
     parts = []
     for kind, values in ((textindex.TOPIC, query.topics),
                          (textindex.CATEGORY, query.categories)):
         if values:
-            ids = [row_id for (row_id,) in db.execute(
-                f"SELECT id FROM facets WHERE kind = ? AND name IN ({_marks(values)})",  # noqa: S608
-                (kind, *values))]
+            try:
+                ids = [row_id for (row_id,) in db.execute(
+                    f"SELECT id FROM facets WHERE kind = ? AND name IN ({_marks(values)})",  # noqa: S608
+                    (kind, *values))]
+            except sqlite3.OperationalError as exc:
+                if "no such table" not in str(exc):
+                    raise
+                return query
             if any(row_id >= textindex.FACET_IDS for row_id in ids):
                 return query
             parts.append(textindex.facet_match(kind, ids))
