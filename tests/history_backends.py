@@ -36,7 +36,8 @@ def _create(name: str) -> None:
 @pytest.fixture(scope="session")
 def pg_databases() -> Iterator[Callable[..., str]]:
     """Factory: the URL of a new, empty history place. By default a schema of its own in
-    the session's one throwaway database (pg_trgm made there once, in ``public``): a
+    the session's one throwaway database (pg_trgm and btree_gin made there once, in
+    ``public``): a
     DROP DATABASE forces a checkpoint, slow on a busy server, so the session drops one.
     ``database=True``: a database of its own (for tests that lock it or need it bare).
     Every name is random; all are dropped at the end."""
@@ -56,6 +57,7 @@ def pg_databases() -> Iterator[Callable[..., str]]:
             made.append(name)
             with psycopg.connect(wbdb.dsn(name), autocommit=True) as conn:
                 conn.execute("CREATE EXTENSION pg_trgm")
+                conn.execute("CREATE EXTENSION btree_gin")  # 011's, shared like pg_trgm
         schema = f"s_{secrets.token_hex(4)}"
         with psycopg.connect(wbdb.dsn(made[0]), autocommit=True) as conn:
             conn.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(schema)))

@@ -192,10 +192,12 @@ def apply_postgres(conn: psycopg.Connection[Any],
 def _pg_reason(exc: Exception) -> str:
     """The server's complaint, with what to do when it is about an extension."""
     text = str(exc).strip()
-    if "pg_trgm" in text:  # not installed ("control file"), or no right to create it
-        text += ("; the PostgreSQL history needs the pg_trgm extension: install PostgreSQL's "
-                 "contrib modules (Debian: postgresql-contrib) on the server and let the "
-                 "database's owner create it (or run CREATE EXTENSION pg_trgm as a superuser)")
+    for name in ("pg_trgm", "btree_gin"):  # not installed ("control file"), or no right
+        if name in text:
+            text += (f"; the PostgreSQL history needs the {name} extension: install "
+                     "PostgreSQL's contrib modules (Debian: postgresql-contrib) on the server "
+                     "and let the database's owner create it (or run CREATE EXTENSION "
+                     f"{name} as a superuser)")
     return text
 
 
