@@ -37,8 +37,8 @@ def _create(name: str) -> None:
 def pg_databases() -> Iterator[Callable[..., str]]:
     """Factory: the URL of a new, empty history place. By default a schema of its own in
     the session's one throwaway database (pg_trgm and btree_gin made there once, in
-    ``public``): a
-    DROP DATABASE forces a checkpoint, slow on a busy server, so the session drops one.
+    ``public``): a DROP DATABASE forces a checkpoint, slow on a busy server, so the
+    session drops one.
     ``database=True``: a database of its own (for tests that lock it or need it bare).
     Every name is random; all are dropped at the end."""
     from conftest import require_server
