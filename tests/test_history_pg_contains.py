@@ -84,18 +84,79 @@ CASES = [
     [("contains", "debian.org"), ("category", "dak"), ("order", "asc")],
     [("contains", "Maintainer")],
     [("contains", "nowhere.at.all")],
+    # exclusions, asked as what they keep (pgstore._kept)
+    [("contains", "debian.org"), ("not_category", "dak"), ("not_category", "debbugs")],
+    [("contains", "debian.org"), ("not_category", "git"), ("not_category", "dak"),
+     ("not_category", "debbugs")],  # every category stored excluded: empty
+    [("contains", "debian.org"), ("not_category", "nosuchservice")],
+    [("contains", "debian.org"), ("category", "dak"), ("category", "git"),
+     ("not_category", "dak")],
+    [("contains", "debian.org"), ("not_topic", f"{fx.PREFIX}.dak.upload.accepted"),
+     ("not_topic", f"{fx.PREFIX}.debbugs.bug.close")],
+    [("contains", "Maintainer"), ("not_topic", f"{fx.PREFIX}.git.push"),
+     ("not_category", "dak"), ("rows_per_page", "3"), ("page", "2")],
+    [("contains", "debian.org"), ("topic", f"{fx.PREFIX}.git.push"),
+     ("not_topic", f"{fx.PREFIX}.git.push")],  # the one topic named excluded: empty
 ]
 
 
+@pytest.mark.parametrize("max_kept", [1, 64])
 @pytest.mark.parametrize("probe_rows", [3, 2000])
 @pytest.mark.parametrize("items", CASES)
 def test_contains_with_a_topic_answers_like_a_filter_of_every_message(
-        store, items, probe_rows, monkeypatch):
+        store, items, probe_rows, max_kept, monkeypatch):
     """The page, the next one by cursor and the total, exactly, whether the newest rows
     held the page (``PROBE_ROWS`` 2000: the whole fixture) or not (3: the index's
-    intersection)."""
+    intersection), and whether an exclusion is asked as the values it keeps
+    (``MAX_KEPT`` 64) or, past the bound (1), filtered."""
     monkeypatch.setattr(pgstore, "PROBE_ROWS", probe_rows)
+    monkeypatch.setattr(pgstore, "MAX_KEPT", max_kept)
     assert_like_brute(store, items)
+
+
+def _kept(store: PostgresHistory, items: list[tuple[str, str]]) -> q.Query | None:
+    return store._timed(lambda db: pgstore._kept(db, q.parse(items)))
+
+
+def test_an_exclusion_with_contains_is_asked_as_the_values_stored_it_keeps(store):
+    """``not_category`` / ``not_topic`` with ``contains`` become the categories (topics)
+    stored less the excluded ones, so the index's intersection serves them (its plan:
+    one GIN scan per kept value, no exclusion left to filter); none left is an empty
+    answer without a query; a named value is kept without reading what is stored;
+    without ``contains``, or past ``MAX_KEPT``, the query is left as it is."""
+    kept = _kept(store, [("contains", "xyz"), ("not_category", "dak")])
+    assert kept is not None
+    assert (kept.categories, kept.not_categories) == (("debbugs", "git"), ())
+    kept = _kept(store, [("contains", "xyz"), ("not_topic", f"{fx.PREFIX}.git.tag")])
+    assert kept is not None and kept.not_topics == ()
+    assert kept.topics == tuple(sorted(f"{fx.PREFIX}.{t}" for t in TOPICS
+                                       if t != "git.tag"))
+    assert _kept(store, [("contains", "xyz"), ("not_category", "dak"),
+                         ("not_category", "git"), ("not_category", "debbugs")]) is None
+    named = _kept(store, [("contains", "xyz"), ("category", "zz"), ("category", "dak"),
+                          ("not_category", "dak")])
+    assert named is not None and named.categories == ("zz",)
+    alone = q.parse([("not_category", "dak")])
+    assert _kept(store, [("not_category", "dak")]) == alone
+    where, _ = pgstore._where(kept)
+    assert "<> ALL" not in where and "m.topic = ANY(%s)" in where
+
+
+def test_the_values_kept_are_read_in_each_query_s_own_snapshot(store, pg_databases):
+    """A category stored after a first query is among those the next one keeps (nothing
+    is cached), and its message is found."""
+    history = PostgresHistory(pg_databases())
+    try:
+        history.add_many([record_of(fx.envelope(1, 1, "git.push", [], [], body(1)),
+                                    TypeIndex(()))])
+        items = [("contains", "debian"), ("not_category", "dak")]
+        assert [r.msg_id for r in history.search(q.parse(items)).rows] == [fx.msg_id(1)]
+        history.add_many([record_of(fx.envelope(2, 2, "debbugs.bug.close", [], [], body(2)),
+                                    TypeIndex(()))])
+        assert history.search(q.parse(items)).total == 2
+        assert history.search(q.parse([*items, ("not_category", "git")])).total == 1
+    finally:
+        history.close()
 
 
 def assert_like_brute(store: PostgresHistory, items: list[tuple[str, str]]) -> None:
