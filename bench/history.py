@@ -453,6 +453,17 @@ def query_makers(n: int) -> dict[str, Callable[[random.Random], list[tuple[str, 
                                          ("topic", rng.choice(topics))],
         "contains + category": lambda rng: [("contains", rng.choice(frequent)),
                                             ("category", rng.choice(categories))],
+        # exclusions (a GIN index has no "not equal"): a frequent term without some
+        # categories, or without every topic of some (empty answers among them)
+        "contains + not_category": lambda rng: [
+            ("contains", rng.choice(frequent)),
+            *(("not_category", c) for c in rng.sample(categories,
+                                                      rng.randint(1, len(categories) - 1)))],
+        "contains + not_topic": lambda rng: [
+            ("contains", rng.choice(frequent)),
+            *(("not_topic", t) for c in rng.sample(categories,
+                                                   rng.randint(1, len(categories) - 1))
+              for t in topics if t.removeprefix(data.PREFIX + ".").startswith(c + "."))],
     }
 
 

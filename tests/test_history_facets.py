@@ -80,7 +80,8 @@ def test_contains_with_a_topic_or_category_is_one_match_of_the_index(store, face
     row: 0.4-0.55 s at 1,000,000 messages; with three categories excluded, 4.6 s."""
     _, statements = traced(store, [("contains", "build"), facet,
                                    ("rows_per_page", "1")])  # a next page: counted
-    reads = [s for s in statements if s.startswith(("SELECT m.", "SELECT COUNT(*)"))]
+    reads = [s for s in statements if s.startswith(("SELECT m.", "SELECT COUNT(*)"))
+             and "FROM facets" not in s]  # the facets' ids: the index file's few rows
     assert len(reads) == 2 and all("MATCH" in s for s in reads), statements
     assert not any(f"m.{column}" in s or f"messages_{column}" in s
                    for s in reads for column in ("topic", "category")), reads
@@ -178,3 +179,42 @@ def test_a_reader_of_an_index_file_not_yet_upgraded_answers_without_facets(tmp_p
         assert numbers(reader, [("contains", "amd64"), ("category", "dak")]) == ([2], 1)
     finally:
         reader.close()
+
+
+TAILS = ("git.push", "dak.upload", "debbugs.bug.close", "wanna-build.build.built")
+
+
+@pytest.fixture
+def four(tmp_path: Path):  # type: ignore[no-untyped-def]
+    """Two messages of each of four services (categories), amd64 in all but git's."""
+    history = SqliteHistory(tmp_path / "four.sqlite")
+    add(history, [(n, TAILS[n % 4], {"note": "salsa" if n % 4 == 0 else "amd64 x"})
+                  for n in range(8)])
+    yield history
+    history.close()
+
+
+@pytest.mark.parametrize("excluded", [
+    ("dak", "debbugs", "wanna-build"),  # one category kept: asked as it
+    ("dak", "debbugs"),  # as many kept as excluded: FTS5's NOT
+    ("git", "dak", "debbugs", "wanna-build"),  # none kept: an empty answer
+    ("dak", "debbugs", "wanna-build", "never"),  # a name never indexed excludes nothing
+])
+def test_an_exclusion_keeping_fewer_is_asked_as_what_it_keeps(four, excluded):
+    """``not_category`` (``not_topic``) with ``contains``: when fewer categories
+    (topics) are kept than excluded, the kept ones' markers are the match (FTS5's NOT
+    reads every excluded marker's doclist: 251-289 ms against 100-104 ms for debian.org
+    at 1,000,000); else the NOT. The answers are the same either way."""
+    from gateway.history.store import _facetted
+
+    for field, names in (("not_category", excluded),
+                         ("not_topic", tuple(f"{fx.PREFIX}.{t}" for t in TAILS
+                                             if t.split(".")[0] in excluded))):
+        items = [("contains", "amd64"), *((field, name) for name in names)]
+        kept = [t for t in TAILS if t.split(".")[0] not in excluded]
+        want = [n for n in range(8) if TAILS[n % 4] in kept and n % 4]
+        assert numbers(four, items) == (want, len(want)), items
+        facetted = four._timed(lambda db, items=items: _facetted(db, q.parse(items)))
+        fewer = len(kept) < len(set(excluded) & {t.split(".")[0] for t in TAILS})
+        assert (facetted.excluded == "") == fewer, facetted
+        assert (facetted.facets != "") == fewer, facetted
