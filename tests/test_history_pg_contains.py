@@ -252,3 +252,17 @@ def test_the_migration_on_a_stored_history_keeps_its_answers(pg_databases):
         assert "history_words(body) gin_trgm_ops)" in definition
     finally:
         history.close()
+
+
+def test_the_values_kept_are_bounded(store, monkeypatch):
+    """At most ``MAX_KEPT`` values are kept: the loose scan stops one past what the bound
+    allows (``LIMIT``), and a query that would keep more is left with its exclusion."""
+    items = [("contains", "xyz"), ("not_category", "dak")]  # 3 stored, 2 would be kept
+    monkeypatch.setattr(pgstore, "MAX_KEPT", 1)
+    assert _kept(store, items) == q.parse(items)
+    monkeypatch.setattr(pgstore, "MAX_KEPT", 2)
+    kept = _kept(store, items)
+    assert kept is not None and kept.categories == ("debbugs", "git")
+    (found,) = store._timed(lambda db: db.execute(
+        f"SELECT COUNT(*) FROM ({pgstore._STORED_VALUES['topic']}) v", (2,)).fetchone())
+    assert found == 2  # four topics stored, two given
