@@ -284,6 +284,8 @@ class MetricsSettings:
 #: ``[history]`` live-stream keys and their ranges (check-config names the one outside).
 STREAM_RANGES = (("stream_stall", 0.05, 60), ("stream_keepalive", 1, 300),
                  ("stream_resume", 1, 100_000), ("chart_refresh", 5, 3600))
+#: Most concurrent transactions a PostgreSQL batch is written in (``history.write_parts``).
+MAX_WRITE_PARTS = 16
 
 
 @dataclass(frozen=True)
@@ -300,6 +302,9 @@ class HistorySettings:
     position: str = ""
     #: PostgreSQL history only: most connections one process opens to it.
     pool_size: int = 4
+    #: PostgreSQL history only: concurrent transactions (server backends) a recorder's
+    #: batch of 500+ is written in; at most ``pool_size``.
+    write_parts: int = 2
     #: Publishers to record, each ``PUB[,REPLAY]``; empty means discovery's (this
     #: gateway's own endpoints, ``[discovery]``).
     endpoints: list[str] = field(default_factory=list)
@@ -841,11 +846,16 @@ def _check(settings: Settings, origin: dict[str, str]) -> None:
         raise ConfigError("must be a TCP port (1-65535)", path=origin.get("history.port"),
                           key="history.port")
     for key, low, high in (("batch_messages", 1, 100_000), ("batch_ms", 1, 5000),
-                           ("cache_mb", 1, 4096), *STREAM_RANGES):
+                           ("cache_mb", 1, 4096), ("write_parts", 1, MAX_WRITE_PARTS),
+                           *STREAM_RANGES):
         value = getattr(settings.history, key)
         if not low <= value <= high:
             raise ConfigError(f"must be {low}-{high}, not {value}",
                               path=origin.get(f"history.{key}"), key=f"history.{key}")
+    if settings.history.write_parts > settings.history.pool_size:
+        raise ConfigError(f"must be at most history.pool_size ({settings.history.pool_size}):"
+                          " each part is a connection of the pool",
+                          path=origin.get("history.write_parts"), key="history.write_parts")
     for spec in settings.history.endpoints:
         for url in spec.split(",", 1):
             problem = endpoints.problem(url)

@@ -59,6 +59,33 @@ def test_a_large_batch_is_written_in_two_transactions_in_its_order(pg_databases)
         store.close()
 
 
+def test_write_parts_splits_a_batch_in_that_many_transactions_in_its_order(
+        pg_databases, make_settings):
+    """``history.write_parts`` = 3 (through the settings, as the recorder opens its
+    store): three transactions of a batch of 3 * MIN_PART, ids and the feed in the
+    batch's order; a batch too small for three parts of MIN_PART is written in fewer."""
+    from gateway.history.backends import open_history
+
+    url = pg_databases()
+    store = open_history(make_settings(history={"database": url, "write_parts": 3}))
+    assert isinstance(store, PostgresHistory) and store.write_parts == 3
+    records = _records(range(1, 3 * MIN_PART + 1), users=("alice",))
+    smaller = _records(range(5000, 5000 + 3 * MIN_PART - 1))
+    try:
+        assert store.add_many(records) == len(records)
+        rows = _rows(url)
+        assert [m for m, _ in rows] == [r.msg_id for r in records]
+        xids = [x for _, x in rows]
+        assert len(set(xids)) == 3 and xids == sorted(xids)
+        feed = store.since(Position(0, 0), 10 * len(records))
+        assert [s.msg_id for _, s in feed] == [r.msg_id for r in records]
+        assert store.add_many(smaller) == len(smaller)  # two parts of >= MIN_PART
+        assert len({x for _, x in _rows(url)[len(records):]}) == 2
+        _pg_rollups_match(url)
+    finally:
+        store.close()
+
+
 def test_a_part_that_fails_leaves_the_others_and_the_batch_again_doubles_nothing(
         pg_databases, make_settings):
     from gateway.consumer import Delivery

@@ -249,6 +249,9 @@ def test_migrations_refuse_a_newer_database(tmp_path):
     ({"cache_mb": 0}, "history.cache_mb"),
     ({"count_limit": 0}, "history.count_limit"),
     ({"count_budget_ms": -1}, "history.count_budget_ms"),
+    ({"write_parts": 0}, "history.write_parts"),
+    ({"write_parts": 17}, "history.write_parts"),
+    ({"write_parts": 5, "pool_size": 4}, "history.write_parts"),  # a part: a connection
 ])
 def test_history_settings_are_checked(make_settings, table, key):
     from gateway.errors import ConfigError

@@ -32,19 +32,21 @@ def database_of(settings: Settings, override: str | None = None) -> str:
 
 def open_history_url(database: str, query_timeout: float, create: bool = True, *,
                      pool_size: int = 4, readonly: bool = False, cache_mb: int = 64,
-                     count_limit: int = 10_000,
-                     count_budget_ms: int | None = None) -> HistoryStore:
+                     count_limit: int = 10_000, count_budget_ms: int | None = None,
+                     write_parts: int | None = None) -> HistoryStore:
     """The store at ``database``: PostgreSQL for a ``postgresql://`` URL, else SQLite.
     ``readonly``: a reader that checks the schema instead of migrating it;
-    ``count_budget_ms``: how long a ``/raw`` count may run (None: the store's default)."""
+    ``count_budget_ms``: how long a ``/raw`` count may run (None: the store's default);
+    ``write_parts``: PostgreSQL's concurrent transactions per batch (None: its default)."""
     if is_url(database):
-        from gateway.history.pgstore import COUNT_BUDGET_MS, PostgresHistory
+        from gateway.history.pgstore import COUNT_BUDGET_MS, WRITE_PARTS, PostgresHistory
 
         return PostgresHistory(database, query_timeout=query_timeout, create=create,
                                pool_size=pool_size, readonly=readonly,
                                count_limit=count_limit,
                                count_budget_ms=COUNT_BUDGET_MS if count_budget_ms is None
-                               else count_budget_ms)
+                               else count_budget_ms,
+                               write_parts=WRITE_PARTS if write_parts is None else write_parts)
     from gateway.history.store import COUNT_BUDGET_MS as SQLITE_BUDGET_MS
     from gateway.history.store import SqliteHistory
 
@@ -61,7 +63,8 @@ def open_history(settings: Settings, *, create: bool = True, database: str | Non
                             create, pool_size=settings.history.pool_size, readonly=readonly,
                             cache_mb=settings.history.cache_mb,
                             count_limit=settings.history.count_limit,
-                            count_budget_ms=settings.history.count_budget_ms)
+                            count_budget_ms=settings.history.count_budget_ms,
+                            write_parts=settings.history.write_parts)
 
 
 def position_path(settings: Settings, store: HistoryStore) -> Path:

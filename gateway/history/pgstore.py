@@ -38,10 +38,11 @@ The write path (issue 14, measured at a million stored): a batch is one statemen
 (:data:`_ADD_BATCH`) whose rollups 007's statement triggers count once per batch; the
 trigram index's pending list is 16 MB (008), merged beside the writes by a connection of
 its own (:class:`PendingCleaner`), not by the insert that fills it; the links' keys are
-checked where a link can lose its target, not per link inserted (010). A batch of
-``2 * MIN_PART`` messages or more is written in :data:`WRITE_PARTS` concurrent
-transactions, one backend each (:meth:`PostgresHistory._add_parts`): ~90% of a batch's
-time is the server's, one backend's work, and the recorder waits for it. What remains per
+checked where a link can lose its target, not per link inserted (010). A batch is
+written in up to ``history.write_parts`` (:data:`WRITE_PARTS`) concurrent transactions of
+at least :data:`MIN_PART` messages, one backend each (:meth:`PostgresHistory._add_parts`):
+~90% of a batch's time is the server's, one backend's work, and the recorder waits for
+it. What remains per
 message is the schema's own: the heap row, six btrees and the trigram index on
 ``messages`` (its trigrams ~100 us of the ~200 us of server CPU a message costs), two
 btrees per link, and, past ``shared_buffers``, reading and writing back the random pages
@@ -120,9 +121,11 @@ MAX_CACHED_NAMES = 100_000
 COUNT_BUDGET_MS = 150
 #: Seconds a write waits for a free pool connection before giving up.
 WRITE_WAIT = 30.0
-#: Most transactions a batch is written in at once, each on a backend of its own: the
-#: server's work on a message (heap, btrees, the trigram index: ~200 us at a million
-#: stored, ten times the client's) is one backend's, so one transaction uses one core.
+#: Transactions a batch is written in at once by default (``history.write_parts``), each
+#: on a backend of its own: the server's work on a message (heap, btrees, the trigram
+#: index: ~250 us at a million stored, five times the recorder's) is one backend's, so
+#: one transaction uses one core. Two: this default machine's cores; a server with cores
+#: to spare takes more.
 WRITE_PARTS = 2
 #: Fewest messages in a part: a smaller batch is one transaction (a part costs a commit
 #: and a round trip more).
@@ -347,7 +350,7 @@ class PostgresHistory(HistoryStore):
         self.write_wait = write_wait
         self._write_lock = threading.Lock()
         #: Transactions a large batch is written in at once (:meth:`_add_parts`).
-        self.write_parts = max(1, min(WRITE_PARTS, write_parts, pool_size))
+        self.write_parts = max(1, min(write_parts, pool_size))
         self._executor: ThreadPoolExecutor | None = None
         #: Started by the first batch written (a writer), stopped by :meth:`close`.
         self._cleaner: PendingCleaner | None = None
@@ -534,7 +537,7 @@ class PostgresHistory(HistoryStore):
 
     def _parts_pool(self) -> ThreadPoolExecutor:
         if self._executor is None:
-            self._executor = ThreadPoolExecutor(max_workers=WRITE_PARTS - 1,
+            self._executor = ThreadPoolExecutor(max_workers=max(1, self.write_parts - 1),
                                                 thread_name_prefix="history-part")
         return self._executor
 
