@@ -852,7 +852,10 @@ def _check(settings: Settings, origin: dict[str, str]) -> None:
         if not low <= value <= high:
             raise ConfigError(f"must be {low}-{high}, not {value}",
                               path=origin.get(f"history.{key}"), key=f"history.{key}")
-    if settings.history.write_parts > settings.history.pool_size:
+    # a part is a pool connection: the default 2 with a pool of 1 writes in one part (the
+    # store caps it), a value set above the pool is refused
+    if settings.history.write_parts > settings.history.pool_size \
+            and origin.get("history.write_parts") is not None:
         raise ConfigError(f"must be at most history.pool_size ({settings.history.pool_size}):"
                           " each part is a connection of the pool",
                           path=origin.get("history.write_parts"), key="history.write_parts")
