@@ -1065,8 +1065,9 @@ def _facetted(db: sqlite3.Connection, query: Query) -> Query:
             if any(row_id >= textindex.FACET_IDS for row_id in (*wanted_ids, *unwanted_ids)):
                 return query
             if named:  # the exclusion taken out of the names
-                parts.append(textindex.facet_match(
-                    kind, [i for i in wanted_ids if i not in set(unwanted_ids)]))
+                skip = set(unwanted_ids)
+                parts.append(textindex.facet_match(kind, [i for i in wanted_ids
+                                                          if i not in skip]))
                 continue
             if not unwanted_ids:
                 continue
@@ -1086,13 +1087,15 @@ def _facetted(db: sqlite3.Connection, query: Query) -> Query:
 
 def _kept_facets(db: sqlite3.Connection, kind: int, unwanted: list[int]) -> list[int] | None:
     """The ids of every ``kind`` facet the index file knows but ``unwanted``, when they
-    are fewer than those (and all have markers); else None."""
-    (known,) = db.execute("SELECT COUNT(*) FROM facets WHERE kind = ?", (kind,)).fetchone()
-    if known - len(unwanted) >= len(unwanted):
+    are fewer than those (and all have markers); else None. Reads at most twice as many
+    ids as ``unwanted`` holds."""
+    limit = 2 * len(unwanted)
+    known = [i for (i,) in db.execute("SELECT id FROM facets WHERE kind = ? LIMIT ?",
+                                      (kind, limit))]
+    if len(known) >= limit:  # as many kept as excluded, or more: FTS5's NOT
         return None
     skip = set(unwanted)
-    kept = [i for (i,) in db.execute("SELECT id FROM facets WHERE kind = ?", (kind,))
-            if i not in skip]
+    kept = [i for i in known if i not in skip]
     return kept if all(i < textindex.FACET_IDS for i in kept) else None
 
 
